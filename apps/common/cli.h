@@ -1,0 +1,2 @@
+// Placeholder; replaced by the shared CLI layer.
+#pragma once

@@ -1,0 +1,2 @@
+#include "common/cli.h"
+int main() { return 0; }

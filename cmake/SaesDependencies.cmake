@@ -1,0 +1,40 @@
+# Finds every third-party dependency once; targets are linked by lib/, apps/ and tests/.
+# Torch: Debian's libtorch is found without hints; a CUDA LibTorch from a pip PyTorch is found with
+#   -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')".
+find_package(Torch REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(fmt REQUIRED)
+find_package(zstd REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(Threads REQUIRED)
+
+if(TARGET zstd::libzstd_shared)
+  set(SAES_ZSTD_TARGET zstd::libzstd_shared)
+else()
+  set(SAES_ZSTD_TARGET zstd::libzstd_static)
+endif()
+if(TARGET yaml-cpp::yaml-cpp)
+  set(SAES_YAML_TARGET yaml-cpp::yaml-cpp)
+else()
+  set(SAES_YAML_TARGET yaml-cpp)
+endif()
+
+if(SAES_WITH_MPI)
+  find_package(MPI REQUIRED COMPONENTS C)
+endif()
+
+# NCCL only makes sense with a CUDA-enabled torch.
+set(SAES_HAVE_NCCL OFF)
+if(NOT SAES_WITH_NCCL STREQUAL "OFF")
+  if(TORCH_CUDA_LIBRARIES OR CUDA_FOUND OR TARGET torch_cuda OR TARGET CUDA::cudart)
+    find_package(NCCL)
+    if(NCCL_FOUND)
+      set(SAES_HAVE_NCCL ON)
+    endif()
+  endif()
+  if(SAES_WITH_NCCL STREQUAL "ON" AND NOT SAES_HAVE_NCCL)
+    message(FATAL_ERROR "SAES_WITH_NCCL=ON but NCCL (or a CUDA torch) was not found; set NCCL_ROOT")
+  endif()
+endif()
+message(STATUS "saes: torch ${Torch_VERSION}, MPI ${SAES_WITH_MPI}, NCCL ${SAES_HAVE_NCCL}, PCH ${SAES_PCH}")
