@@ -1,0 +1,32 @@
+// Torch thread count and a BLAS sanity check at start-up (env.md §4: torch defaults to 1 thread on
+// these VMs, and Debian's libtorch silently uses the 50× slower reference BLAS without OpenBLAS).
+#pragma once
+
+#include <string>
+
+namespace saes {
+
+class Logger;
+
+/// Cores this process may run on (sched_getaffinity), divided among the ranks of this node when
+/// `local_ranks` > 1; at least 1.
+int available_cores(int local_ranks = 1);
+
+/// Sets torch's intra-op thread count: `requested` > 0 is used as is; 0 means available_cores().
+/// Returns the count set.
+int set_torch_threads(int requested, int local_ranks = 1);
+
+struct BlasReport {
+  std::string library;  ///< path of the loaded BLAS shared object, or "" if none was seen
+  double gflops = 0;    ///< measured float32 GEMM throughput (256³, all torch threads)
+  bool reference = false;  ///< the netlib reference BLAS is loaded or throughput is far too low
+};
+
+/// Inspects the loaded BLAS (/proc/self/maps) and times a small GEMM (~10 ms).
+BlasReport check_blas();
+
+/// Runs check_blas() and logs a warning with the fix (`apt-get install libopenblas0-openmp`) when
+/// the reference BLAS is in use. Returns the report.
+BlasReport warn_if_reference_blas(Logger& logger);
+
+}  // namespace saes
