@@ -1,1 +1,125 @@
+// Shared CLI layer: options, session, error boundary.
 #include "common/cli.h"
+
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "saes/core/error.h"
+#include "saes/core/threads.h"
+#include "saes/distributed/communicator.h"
+#include "saes/distributed/world.h"
+#include "saes/version.h"
+
+namespace saes::cli {
+namespace {
+
+constexpr const char* kExitCodes =
+    "Exit codes:\n"
+    "  0 success   1 internal error   2 bad configuration or usage   3 bad/missing data or I/O\n"
+    "  4 distributed failure (a rank failed, MPI/NCCL)   5 unsupported feature\n";
+
+constexpr const char* kEnvironment =
+    "Environment:\n"
+    "  SAES_LOG_LEVEL      default log level (debug|info|warn|error) when the config sets none\n"
+    "  OMP_NUM_THREADS     ignored: use --threads or `threads:` in the config (0 = all cores)\n"
+    "  OMPI_COMM_WORLD_*, PMI_*, SLURM_*  set by mpirun/srun: selects the MPI communicator\n";
+
+std::string version_line(const Tool& tool) {
+  return fmt::format("{} {} ({})", tool.name, kVersion, kGitDescribe);
+}
+
+void report(const Tool& tool, Session* session, const std::string& message) {
+  std::string prefix = tool.name + ": error: ";
+  if (session != nullptr && session->world().size() > 1) {
+    prefix = fmt::format("[rank {}/{}] {}", session->world().rank(), session->world().size(), prefix);
+  }
+  std::fprintf(stderr, "%s%s\n", prefix.c_str(), message.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+std::unique_ptr<CLI::App> make_app(const Tool& tool) {
+  auto app = std::make_unique<CLI::App>(tool.description, tool.name);
+  app->set_version_flag("--version", version_line(tool));
+  app->footer(fmt::format("Examples:\n{}\n{}\n{}", tool.examples, kExitCodes, kEnvironment));
+  app->get_formatter()->column_width(34);
+  return app;
+}
+
+void add_config_options(CLI::App& app, CommonOptions& options, bool config_required) {
+  auto* config = app.add_option("config", options.config, "YAML experiment file")->check(CLI::ExistingFile);
+  if (config_required) config->required();
+  app.add_option("--set", options.overrides,
+                 "Override a config value: --set trainer.lr=1e-4 (repeatable; value is YAML)")
+      ->allow_extra_args(false);
+  app.add_flag("--print-config", options.print_config,
+               "Print the resolved config (file + overrides + defaults) as YAML and exit");
+  app.add_flag("-v,--verbose", options.verbose, "Debug logging and full error backtraces");
+  app.add_option("--log-level", options.log_level, "debug | info | warn | error (overrides logging.level)");
+  app.add_option("--threads", options.threads, "Torch threads per process (0 = all available cores)");
+}
+
+Session::Session(const Tool& tool) : tool_(tool), world_(distributed::make_world_communicator()) {
+  logger_.set_rank(world_->rank(), world_->size());
+  if (const char* env = std::getenv("SAES_LOG_LEVEL")) {
+    if (auto level = try_parse_log_level(env)) logger_.set_level(*level);
+  }
+}
+
+Session::~Session() = default;
+
+bool Session::primary() const { return world_->rank() == 0; }
+
+void Session::configure(const std::string& config_log_level, int config_threads,
+                        const CommonOptions& options) {
+  std::string level_text = options.verbose ? "debug" : options.log_level.value_or(config_log_level);
+  auto level = try_parse_log_level(level_text);
+  SAES_CHECK(level.has_value(), ConfigError,
+             "logging.level: expected one of debug, info, warn, error, off, got \"{}\"", level_text);
+  logger_.set_level(*level);
+  int local_ranks = 1;
+  if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local_ranks = std::atoi(env);
+  int threads = set_torch_threads(options.threads.value_or(config_threads), local_ranks);
+  logger_.debug("{}: {} torch threads", tool_.name, threads);
+  warn_if_reference_blas(logger_);
+}
+
+void Session::print(const std::string& text) const {
+  if (!primary()) return;
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+}
+
+int run(const Tool& tool, CLI::App& app, int argc, char** argv, const bool& verbose,
+        const std::function<int(Session&)>& body) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : static_cast<int>(ExitCode::kConfig);
+  }
+  std::unique_ptr<Session> session;
+  int code = 0;
+  try {
+    session = std::make_unique<Session>(tool);
+    return body(*session);
+  } catch (const Error& e) {
+    report(tool, session.get(), e.what());
+    code = static_cast<int>(e.exit_code());
+  } catch (const c10::Error& e) {
+    report(tool, session.get(), verbose ? e.what() : e.what_without_backtrace());
+    code = static_cast<int>(ExitCode::kInternal);
+  } catch (const std::exception& e) {
+    report(tool, session.get(), fmt::format("unexpected error: {}", e.what()));
+    code = static_cast<int>(ExitCode::kInternal);
+  }
+  // Peers may be blocked in a collective and cannot unwind: take every rank down with this code.
+  if (session != nullptr && session->world().size() > 1) distributed::abort_all(session->world(), code);
+  return code;
+}
+
+}  // namespace saes::cli
