@@ -1,17 +1,17 @@
 // Tests of TextSource (files, globs, separators, JSONL, rank slices) and TokenBatcher (packing,
 // padding, masks, provenance) on temp files and the real TinyStories / Gutenberg samples.
-#include <ATen/core/Tensor.h>
-
-#include <catch2/catch.hpp>
-
 #include <fstream>
 #include <set>
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+#include <catch2/catch.hpp>
+
 #include "saes/core/error.h"
 #include "saes/data/text_source.h"
 #include "saes/data/token_batcher.h"
+
 #include "support/temp_dir.h"
 
 namespace saes::data {
@@ -95,8 +95,7 @@ void check_provenance(const TokenBatch& batch, const std::vector<TextDocument>& 
 TEST_CASE("text source splits files at separator lines in sorted glob order", "[data]") {
   TempDir dir;
   write_file(dir / "b.txt", "third\n<|endoftext|>\n\n  \nfourth line 1\n\nline 2\n\n");
-  write_file(dir / "a.txt",
-             "\nfirst\r\n<|endoftext|>\r\n<|endoftext|>\nsecond\n<|endoftext|>");
+  write_file(dir / "a.txt", "\nfirst\r\n<|endoftext|>\r\n<|endoftext|>\nsecond\n<|endoftext|>");
   write_file(dir / "c.md", "not matched");
   const auto docs = read_all(TextSource(text_options({(dir / "*.txt").string()})));
   REQUIRE(texts(docs) ==
@@ -112,9 +111,9 @@ TEST_CASE("text source splits files at separator lines in sorted glob order", "[
     auto options = text_options({(dir / "b.txt").string(), (dir / "a.txt").string()});
     options.separator = "";
     const auto whole = read_all(TextSource(options));
-    REQUIRE(texts(whole) == std::vector<std::string>{
-                                "third\n<|endoftext|>\n\n  \nfourth line 1\n\nline 2",
-                                "first\n<|endoftext|>\n<|endoftext|>\nsecond\n<|endoftext|>"});
+    REQUIRE(texts(whole) ==
+            std::vector<std::string>{"third\n<|endoftext|>\n\n  \nfourth line 1\n\nline 2",
+                                     "first\n<|endoftext|>\n<|endoftext|>\nsecond\n<|endoftext|>"});
   }
   SECTION("max_documents stops the global stream") {
     auto options = text_options({(dir / "*.txt").string()});
@@ -165,7 +164,8 @@ TEST_CASE("text source reports missing files, empty globs, directories and dupli
 TEST_CASE("jsonl source reads the configured text field and names bad lines", "[data]") {
   TempDir dir;
   const std::string path = (dir / "d.jsonl").string();
-  write_file(path, "{\"body\": \"alpha\\nbeta\", \"id\": 1}\n\n{\"body\": \"\"}\r\n{\"body\": \"γ\"}\n");
+  write_file(path,
+             "{\"body\": \"alpha\\nbeta\", \"id\": 1}\n\n{\"body\": \"\"}\r\n{\"body\": \"γ\"}\n");
   TextSourceOptions options = text_options({path});
   options.format = TextFormat::kJsonl;
   options.text_field = "body";
@@ -184,7 +184,8 @@ TEST_CASE("jsonl source reads the configured text field and names bad lines", "[
     }
     return std::string("no error");
   };
-  CHECK_THAT(error_of("{\"body\": \"a\"}\n{\"body\": \"b\"\n"), Contains(path + ":2: invalid JSON"));
+  CHECK_THAT(error_of("{\"body\": \"a\"}\n{\"body\": \"b\"\n"),
+             Contains(path + ":2: invalid JSON"));
   CHECK_THAT(error_of("{\"body\": \"a\"}\n\n{\"text\": \"b\"}\n"),
              Contains(path + ":3: text field \"body\" is missing"));
   CHECK_THAT(error_of("{\"body\": 5}\n"), Contains(path + ":1: text field \"body\" is a number"));
@@ -259,8 +260,8 @@ TEST_CASE("pad mode puts one truncated document per row and masks BOS and paddin
   TokenBatcherOptions options;
   options.context_size = 6;
   const auto make = [&](SpecialTokenIds ids, TokenBatcherOptions opts, EncodeFn encode) {
-    return TokenBatcher(TextSource(text_options({(dir / "p.txt").string()})), std::move(encode), ids,
-                        opts);
+    return TokenBatcher(TextSource(text_options({(dir / "p.txt").string()})), std::move(encode),
+                        ids, opts);
   };
   TokenBatcher batcher = make(kSpecialIds, options, encode_bytes);
   auto batch = batcher.next_batch(4);

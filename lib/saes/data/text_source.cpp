@@ -1,8 +1,7 @@
-// TextSource: path/glob resolution, line-by-line reading of text and JSONL files, round-robin rank slicing.
-// The only nlohmann/json user in data/: this TU includes no torch header, so the parser's cost stays small.
+// TextSource: path/glob resolution, line-by-line reading of text and JSONL files, round-robin rank
+// slicing. The only nlohmann/json user in data/: this TU includes no torch header, so the parser's
+// cost stays small.
 #include "saes/data/text_source.h"
-
-#include <glob.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -10,6 +9,7 @@
 #include <set>
 #include <utility>
 
+#include <glob.h>
 #include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
@@ -175,7 +175,8 @@ std::optional<TextDocument> TextSource::next_jsonl_document() {
     if (!read_line(line) || is_blank(line)) continue;
     const int64_t index = next_index_++;
     if (!owns(index)) continue;
-    return TextDocument{index, parse_jsonl_text(line, options_.text_field, current_file_, line_number_),
+    return TextDocument{index,
+                        parse_jsonl_text(line, options_.text_field, current_file_, line_number_),
                         current_file_, line_number_};
   }
   return std::nullopt;

@@ -24,7 +24,7 @@ std::string_view text_format_name(TextFormat format);
 /// Knobs of a text source; field names are the config keys.
 struct TextSourceOptions {
   /// Files or glob(3) patterns. Each pattern's matches are sorted bytewise; patterns keep their
-  /// listed order. A pattern that matches nothing, a directory or a file listed twice is a DataError.
+  /// listed order. No match, a directory or a file listed twice is a DataError.
   std::vector<std::string> paths;
   TextFormat format = TextFormat::kText;
   /// JSONL: the string field that holds the document text.
@@ -40,7 +40,7 @@ struct TextSourceOptions {
 /// lines removed; documents with no non-blank line are skipped and get no index. JSONL: the field's
 /// string exactly; every non-blank line is a document (even with empty text).
 struct TextDocument {
-  int64_t index = 0;   ///< global document index (0, 1, 2, … over all files, before rank slicing)
+  int64_t index = 0;  ///< global document index (0, 1, 2, … over all files, before rank slicing)
   std::string text;
   std::string source;  ///< the file the document came from
   int64_t line = 0;    ///< 1-based line of `source` where the document starts
@@ -55,8 +55,8 @@ class TextSource {
   /// Resolves the paths now (throws DataError for missing files); opens files lazily.
   explicit TextSource(TextSourceOptions options, int64_t rank = 0, int64_t world_size = 1);
 
-  /// Next document of this rank in global order; nullopt when all files (or max_documents) are done.
-  /// Throws DataError for unreadable files and bad JSONL lines ("file.jsonl:17: invalid JSON: …").
+  /// Next document of this rank in global order; nullopt when all files (or max_documents) are
+  /// done. Throws DataError for unreadable files and bad JSONL lines ("f.jsonl:17: invalid JSON").
   std::optional<TextDocument> next();
 
   /// The resolved files, in reading order.

@@ -2,11 +2,11 @@
 // Rows are filled in plain vectors and turned into CPU tensors once per batch.
 #include "saes/data/token_batcher.h"
 
-#include <ATen/ops/empty.h>
-#include <ATen/ops/ones_like.h>
-
 #include <algorithm>
 #include <utility>
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/ones_like.h>
 
 #include "saes/core/error.h"
 
@@ -14,7 +14,8 @@ namespace saes::data {
 namespace {
 
 template <typename T>
-at::Tensor to_tensor(const std::vector<T>& values, at::ScalarType dtype, int64_t rows, int64_t cols) {
+at::Tensor to_tensor(const std::vector<T>& values, at::ScalarType dtype, int64_t rows,
+                     int64_t cols) {
   at::Tensor out = at::empty({rows, cols}, at::TensorOptions().dtype(dtype));
   std::copy(values.begin(), values.end(), out.data_ptr<T>());
   return out;

@@ -3,13 +3,13 @@
 // this file does not depend on lm/; flatten_kept_tokens gives the 1-D (kept tokens only) view.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string_view>
 #include <vector>
+
+#include <ATen/core/Tensor.h>
 
 #include "saes/data/text_source.h"
 
@@ -30,7 +30,7 @@ struct TokenBatcherOptions {
   int64_t context_size = 128;  ///< tokens per row, BOS included
   bool prepend_bos = true;     ///< every row starts with BOS (needs a bos id)
   /// false: one document per row, truncated to context_size, then padded (reference behaviour).
-  /// true: documents concatenated, each followed by EOS, cut into rows; only the last row is padded.
+  /// true: documents concatenated, each followed by EOS, cut into rows; only the last row pads.
   bool packing = false;
   /// Non-empty: mask = (not padding) && token ∉ ignore_token_ids, replacing the default
   /// mask = (not padding) && token != bos (EOS is kept; spec §6.5).
@@ -52,7 +52,7 @@ struct TokenBatch {
 /// Pulls documents from an owned TextSource and emits token batches.
 class TokenBatcher {
  public:
-  /// Throws ConfigError when the options need an id the tokenizer lacks or context_size is too small.
+  /// Throws ConfigError when an option needs an id the tokenizer lacks, or context_size is tiny.
   TokenBatcher(TextSource source, EncodeFn encode, SpecialTokenIds special_ids,
                TokenBatcherOptions options);
 
@@ -70,7 +70,7 @@ class TokenBatcher {
   SpecialTokenIds special_ids_;
   TokenBatcherOptions options_;
   int64_t pad_id_ = 0;
-  // Packing state: tokens of the current document, the next one to emit, and whether its EOS is out.
+  // Packing state: the current document's tokens, the next one to emit, whether its EOS is out.
   std::vector<int64_t> doc_tokens_;
   int64_t doc_index_ = -1;
   size_t doc_cursor_ = 0;
