@@ -174,6 +174,10 @@ TEST_CASE("jsonl source reads the configured text field and names bad lines", "[
   CHECK(docs[1].line == 3);
   CHECK(docs[2].index == 2);
   CHECK(docs[2].line == 4);
+  const auto rank1 = read_all(TextSource(options, 1, 2));
+  REQUIRE(rank1.size() == 1);
+  CHECK(rank1[0].index == 1);
+  CHECK(rank1[0].line == 3);
 
   const auto error_of = [&](const std::string& content) {
     write_file(path, content);
