@@ -130,7 +130,7 @@ std::optional<TokenBatch> TokenBatcher::next_batch(int64_t batch_size) {
   }
   if (n_rows == 0) return std::nullopt;
 
-  // DEVIATION(text data): the reference computes mask = (token != pad) && (token != bos) from ids
+  // DEVIATION(#3): the reference computes mask = (token != pad) && (token != bos) from ids
   // (spec §6.2); padding here is known by position, so an EOS that doubles as pad is still kept.
   std::vector<int32_t> mask(rows.tokens.size());
   for (size_t i = 0; i < mask.size(); ++i) {
