@@ -5,17 +5,16 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <array>
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
-
-#include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
@@ -120,8 +119,8 @@ std::vector<std::uint64_t> parse_unsigned_array(const std::string& where, const 
              where, key, one_line(value.dump()));
   std::vector<std::uint64_t> out;
   for (const auto& item : value) {
-    SAES_CHECK(item.is_number_unsigned(), DataError,
-               "{}: \"{}\" must hold integers >= 0, got {}", where, key, one_line(value.dump()));
+    SAES_CHECK(item.is_number_unsigned(), DataError, "{}: \"{}\" must hold integers >= 0, got {}",
+               where, key, one_line(value.dump()));
     out.push_back(item.get<std::uint64_t>());
   }
   return out;
@@ -147,15 +146,16 @@ SafetensorsTensorInfo parse_tensor(const std::string& where, const Json& entry,
   SafetensorsTensorInfo info;
   info.dtype = parse_dtype(where, require_key(where, entry, "dtype"));
   std::uint64_t n_bytes = dtype_size(info.dtype);
-  for (std::uint64_t dim : parse_unsigned_array(where, require_key(where, entry, "shape"), "shape")) {
+  for (std::uint64_t dim :
+       parse_unsigned_array(where, require_key(where, entry, "shape"), "shape")) {
     bool overflow = dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) ||
                     __builtin_mul_overflow(n_bytes, dim, &n_bytes);
     SAES_CHECK(!overflow, DataError, "{}: shape {} overflows 64-bit sizes", where,
                one_line(entry.at("shape").dump()));
     info.shape.push_back(static_cast<std::int64_t>(dim));
   }
-  auto offsets = parse_unsigned_array(where, require_key(where, entry, "data_offsets"),
-                                      "data_offsets");
+  auto offsets =
+      parse_unsigned_array(where, require_key(where, entry, "data_offsets"), "data_offsets");
   SAES_CHECK(offsets.size() == 2, DataError, "{}: \"data_offsets\" must be [begin, end], got {}",
              where, one_line(entry.at("data_offsets").dump()));
   info.data_begin = offsets[0];
@@ -224,8 +224,9 @@ struct WriteEntry {
   std::uint64_t n_bytes;
 };
 
-std::vector<WriteEntry> plan_entries(const std::filesystem::path& path,
-                                     const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+std::vector<WriteEntry> plan_entries(
+    const std::filesystem::path& path,
+    const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   std::vector<WriteEntry> entries;
   std::set<std::string> seen;
   for (const auto& [name, tensor] : tensors) {
@@ -325,9 +326,11 @@ const std::filesystem::path& SafetensorsFile::path() const { return file_->path(
 const SafetensorsTensorInfo& SafetensorsFile::info(const std::string& name) const {
   auto it = infos_.find(name);
   if (it != infos_.end()) return it->second;
-  std::vector<std::string> shown(names_.begin(), names_.begin() + std::min<std::size_t>(names_.size(), 8));
+  std::vector<std::string> shown(names_.begin(),
+                                 names_.begin() + std::min<std::size_t>(names_.size(), 8));
   SAES_THROW(DataError, "{}: no tensor \"{}\" (the file has {} tensors: {}{})", path().string(),
-             name, names_.size(), fmt::join(shown, ", "), shown.size() < names_.size() ? ", ..." : "");
+             name, names_.size(), fmt::join(shown, ", "),
+             shown.size() < names_.size() ? ", ..." : "");
 }
 
 at::Tensor SafetensorsFile::tensor(const std::string& name, TensorLoad load) const {
@@ -350,8 +353,9 @@ at::Tensor SafetensorsFile::slice(const std::string& name, std::int64_t dim, std
     shape[0] = end - begin;
     const std::int64_t row_elems = entry.shape[0] == 0 ? 0 : entry.numel() / entry.shape[0];
     const auto row_bytes = static_cast<std::uint64_t>(row_elems) * dtype_size(entry.dtype);
-    return load_bytes(data_offset_ + entry.data_begin + static_cast<std::uint64_t>(begin) * row_bytes,
-                      shape, entry.dtype, load);
+    return load_bytes(
+        data_offset_ + entry.data_begin + static_cast<std::uint64_t>(begin) * row_bytes, shape,
+        entry.dtype, load);
   }
   at::Tensor part = tensor(name, TensorLoad::kView).narrow(dim, begin, end - begin);
   return load == TensorLoad::kCopy ? part.clone(at::MemoryFormat::Contiguous) : part.contiguous();
@@ -368,7 +372,8 @@ at::Tensor SafetensorsFile::load_bytes(std::uint64_t file_offset,
   const std::size_t element_bytes = dtype_size(dtype);
   const bool aligned = reinterpret_cast<std::uintptr_t>(data) % element_bytes == 0;
   if (load == TensorLoad::kView && aligned) {
-    return at::from_blob(data, shape, [keep_alive = file_](void*) {}, options);
+    return at::from_blob(
+        data, shape, [keep_alive = file_](void*) {}, options);
   }
   at::Tensor out = at::empty(shape, options);
   std::memcpy(out.data_ptr(), data, static_cast<std::size_t>(numel) * element_bytes);
@@ -396,7 +401,8 @@ void save_safetensors(const std::filesystem::path& path,
 void save_safetensors(const std::filesystem::path& path,
                       const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  save_safetensors(path, std::vector<std::pair<std::string, at::Tensor>>(tensors.begin(), tensors.end()),
+  save_safetensors(path,
+                   std::vector<std::pair<std::string, at::Tensor>>(tensors.begin(), tensors.end()),
                    metadata);
 }
 

@@ -1,5 +1,6 @@
 // safetensors files: SafetensorsFile reads (mmap, validated header, zero-copy tensors) and
-// save_safetensors writes (atomic, byte layout of the Python `safetensors` writer). docs/formats.md.
+// save_safetensors writes (atomic, byte layout of the Python `safetensors` writer).
+// docs/formats.md.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -46,8 +48,8 @@ enum class TensorLoad {
 /// tensor() and slice() cannot hit corrupt offsets. Cheap to copy (copies share the mapping).
 class SafetensorsFile {
  public:
-  /// Maps and validates `path`. Throws IoError if it cannot be read, DataError (one line, naming the
-  /// file and the tensor) if the header is malformed: see docs/formats.md "safetensors".
+  /// Maps and validates `path`. Throws IoError if it cannot be read, DataError (one line, naming
+  /// the file and the tensor) if the header is malformed: see docs/formats.md "safetensors".
   static SafetensorsFile open(const std::filesystem::path& path);
 
   const std::filesystem::path& path() const;

@@ -72,7 +72,7 @@ std::vector<std::pair<std::string, at::Tensor>> every_dtype_tensors() {
   auto opts = at::TensorOptions().dtype(at::kShort);
   return {
       {"f32", at::arange(0.0, 6.0, 0.5, at::kFloat).reshape({3, 4})},
-      {"f16", at::randint(-32768, 32767, {5}, opts).view(at::kHalf)},   // every bit pattern kind
+      {"f16", at::randint(-32768, 32767, {5}, opts).view(at::kHalf)},  // every bit pattern kind
       {"bf16", at::randint(-32768, 32767, {2, 3}, opts).view(at::kBFloat16)},
       {"f64", make<double>({1.0 / 3.0, -0.0, 1e300}, {3}, at::kDouble)},
       {"i64", make<std::int64_t>({-(1LL << 62), 7}, {2}, at::kLong)},
@@ -149,9 +149,8 @@ TEST_CASE("safetensors views share the mapping, outlive the file object and neve
 TEST_CASE("safetensors reader copies tensors whose data is not aligned for their dtype", "[io]") {
   testing::TempDir dir;
   // Valid but unusual layout: a 1-byte U8 tensor first puts the F32 tensor at offset 1.
-  std::string header =
-      R"({"u":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
-      R"("f":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}})";
+  std::string header = R"({"u":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+                       R"("f":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}})";
   header.append((8 - header.size() % 8) % 8, ' ');
   float values[2] = {1.5f, -2.0f};
   std::string data(1, '\x07');
@@ -210,7 +209,8 @@ TEST_CASE("safetensors writer copies strided tensors and rejects bad input", "[i
   CHECK(same_bytes(SafetensorsFile::open(dir / "t.safetensors").tensor("t"), t));
 
   std::vector<std::pair<std::string, at::Tensor>> duplicate = {{"a", t}, {"a", t}};
-  CHECK_THROWS_WITH(save_safetensors(dir / "d.safetensors", duplicate), Contains("\"a\" given twice"));
+  CHECK_THROWS_WITH(save_safetensors(dir / "d.safetensors", duplicate),
+                    Contains("\"a\" given twice"));
   std::vector<std::pair<std::string, at::Tensor>> reserved = {{"__metadata__", t}};
   CHECK_THROWS_AS(save_safetensors(dir / "d.safetensors", reserved), DataError);
   std::vector<std::pair<std::string, at::Tensor>> undefined = {{"u", at::Tensor()}};
@@ -261,6 +261,13 @@ TEST_CASE("a failed safetensors write keeps the previous file and leaves no temp
   std::vector<fs::path> left;
   for (const auto& entry : fs::directory_iterator(dir.path())) left.push_back(entry.path());
   CHECK(left == std::vector<fs::path>{path});
+}
+
+TEST_CASE("opening a missing safetensors file is an IoError naming the path", "[io]") {
+  testing::TempDir dir;
+  CHECK_THROWS_AS(SafetensorsFile::open(dir / "missing.safetensors"), IoError);
+  CHECK_THROWS_WITH(SafetensorsFile::open(dir / "missing.safetensors"),
+                    Contains("missing.safetensors") && Contains("No such file"));
 }
 
 TEST_CASE("safetensors reader rejects malformed files with one-line errors", "[io]") {
@@ -323,8 +330,8 @@ TEST_CASE("safetensors reader rejects malformed files with one-line errors", "[i
     require_rejected(path, "\"shape\" must hold integers >= 0");
   }
   SECTION("shape product overflows") {
-    write_raw(path,
-              R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8);
+    write_raw(path, R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})",
+              8);
     require_rejected(path, "overflows");
   }
   SECTION("offsets not a pair") {
@@ -383,7 +390,19 @@ TEST_CASE("safetensors reader accepts an empty file list and whitespace padding"
   CHECK(read_file(dir / "w.safetensors") == empty_file);
 }
 
-// The tensors of tests/data/reference_all_dtypes.safetensors (tests/reference/make_safetensors_fixture.py).
+TEST_CASE("safetensors reader ignores extra entry keys and accepts any entry order", "[io]") {
+  testing::TempDir dir;
+  write_raw(dir / "x.safetensors",
+            R"( {"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6],"note":1},)"
+            R"("a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})",
+            6);
+  auto file = SafetensorsFile::open(dir / "x.safetensors");
+  CHECK(file.names() == std::vector<std::string>{"a", "b"});
+  CHECK(file.info("b").shape == std::vector<std::int64_t>{2});
+}
+
+// The tensors of tests/data/reference_all_dtypes.safetensors
+// (tests/reference/make_safetensors_fixture.py).
 std::map<std::string, at::Tensor> reference_tensors() {
   auto bf16 = [](std::vector<float> v, std::vector<std::int64_t> shape) {
     return make<float>(std::move(v), std::move(shape), at::kFloat).to(at::kBFloat16);
@@ -408,7 +427,8 @@ const std::map<std::string, std::string> kReferenceMetadata = {
     {"note", "saes fixture \"v1\" \xE2\x80\x93 \xCF\x80"}};
 
 TEST_CASE("safetensors reader reads the independently written reference file exactly", "[io]") {
-  auto file = SafetensorsFile::open(fs::path(SAES_SOURCE_DIR) / "tests/data/reference_all_dtypes.safetensors");
+  auto file = SafetensorsFile::open(fs::path(SAES_SOURCE_DIR) /
+                                    "tests/data/reference_all_dtypes.safetensors");
   auto expected = reference_tensors();
   CHECK(file.names().size() == expected.size());
   CHECK(file.metadata() == kReferenceMetadata);
