@@ -278,6 +278,8 @@ TEST_CASE("safetensors reader rejects malformed files with one-line errors", "[i
   SECTION("short file") {
     write_bytes(path, "abc");
     require_rejected(path, "fewer than the 8-byte header length");
+    write_bytes(path, "");
+    require_rejected(path, "file has 0 bytes");
   }
   SECTION("huge header") {
     write_bytes(path, u64_le(200'000'000) + "{}");
