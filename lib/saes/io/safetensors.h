@@ -37,9 +37,8 @@ struct SafetensorsTensorInfo {
 enum class TensorLoad {
   /// A CPU tensor that views the mapping when the data is aligned for its dtype (always the case
   /// for files from save_safetensors or current Python), else a copy. The view keeps the mapping
-  /// alive.
-  /// Writes into a view never reach the file (private mapping), but they are visible to every
-  /// other view of the same bytes from this SafetensorsFile: clone() before writing in place.
+  /// alive. Writes into a view never reach the file (private mapping), but they are visible to
+  /// every other view of the same bytes from this SafetensorsFile: clone() before writing in place.
   kView,
   /// Always a fresh, owning CPU tensor.
   kCopy,
