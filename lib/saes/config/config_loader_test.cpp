@@ -119,9 +119,16 @@ TrainSettings filled_train() {
   s.trainer.lr_end_ratio = 1.0 / 3.0;
   s.trainer.lr_scheduler_name = training::LrScheduler::kCosineAnnealingWarmup;
   s.trainer.from_pretrained_path = "results/checkpoints/step_100";
-  s.activation_factory.sources.push_back({data::SourceType::kDataset, "stories", 0.5});
-  s.activation_factory.sources[0].path = {"", {{"blocks.4.hook_resid_post", "/data/acts/l4"}}};
-  s.activation_factory.sources[0].dtype = DType::kFloat32;
+  data::ActivationSourceConfig dataset_source;
+  dataset_source.type = data::SourceType::kDataset;
+  dataset_source.name = "stories";
+  dataset_source.sample_weights = 0.5;
+  s.activation_factory.sources.push_back(dataset_source);
+  data::ActivationSourceConfig& cached = s.activation_factory.sources[0];
+  cached.path = {"", {{"blocks.4.hook_resid_post", "/data/acts/l4"}}};
+  cached.dtype = DType::kFloat32;
+  cached.device = "cuda";
+  cached.prefetch = 2;
   s.activation_factory.context_size = 128;
   s.model = lm::LanguageModelConfig{};
   s.model_name = "gpt2";
@@ -230,7 +237,7 @@ TEST_CASE("integers may be written with underscores or as whole floats", "[confi
 
 TEST_CASE("malformed YAML names file, line, column and the parser message", "[config]") {
   const std::string error = train_error(replaced(kTrainYaml, "[blocks.4.hook_resid_post]", "[blocks.4"));
-  CHECK_THAT(error, Contains("train.yaml:18:") && Contains("invalid YAML: end of sequence flow not found"));
+  CHECK(error == "train.yaml:19:13: invalid YAML: end of sequence flow not found");
 }
 
 TEST_CASE("an unknown key is an error that suggests the closest valid key", "[config]") {
@@ -328,6 +335,8 @@ TEST_CASE("validation reports every problem, one located line each", "[config]")
   CHECK(train_error(yaml) ==
         "train.yaml:8:10: sae.top_k: expected 1 <= top_k <= d_sae (256), got 300\n"
         "train.yaml:12:7: trainer.lr: expected > 0, got -1\n"
+        "train.yaml:13:14: trainer.initial_k: k annealing starts at initial_k and ends at sae.top_k (300): "
+        "expected >= 300, got 64\n"
         "train.yaml:19:15: activation_factory.batch_size: expected > 0, got 0");
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cctype>
 #include <deque>
 #include <functional>
 #include <map>
@@ -43,6 +44,14 @@ std::string escape_cell(std::string text) {
     out += c == '\n' ? ' ' : c;
   }
   return out;
+}
+
+/// An HTML id: letters, digits, `.`, `_`, `-` kept, anything else becomes `-`.
+std::string anchor_id(std::string text) {
+  for (char& c : text) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '-';
+  }
+  return text;
 }
 
 template <class T>
@@ -171,7 +180,7 @@ class Reference {
     const auto [it, inserted] = sections_.emplace(std::type_index(typeid(S)), Section{});
     Section& section = it->second;
     if (inserted) {
-      section = {fmt::format("{}.{}", exe_, path), path};
+      section = {anchor_id(fmt::format("{}.{}", exe_, path)), path};
       pending_.push_back([this, section] {
         text_ += fmt::format("\n<a id=\"{}\"></a>\n\n### {}: `{}`\n\n", section.anchor, exe_, section.path);
         text_ += table<S>(section.path);
