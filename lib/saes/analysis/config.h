@@ -19,7 +19,8 @@ struct SubsampleConfig {
 
   template <class V>
   void visit_fields(V& v) {
-    v.required("proportion", proportion, "band ceiling as a share of the feature's max activation, in (0, 1]");
+    v.required("proportion", proportion,
+               "band ceiling as a share of the feature's max activation, in (0, 1]");
     v.required("n_samples", n_samples, "contexts kept per feature");
     v("max_length", max_length, "tokens kept per context (null: whole context)");
   }

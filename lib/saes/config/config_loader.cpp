@@ -28,13 +28,15 @@ Settings parse_settings(std::string_view yaml_text, std::string_view display_nam
   if (problems.empty()) return settings;
   std::vector<std::string> lines;
   for (const detail::Problem& problem : problems) {
-    lines.push_back(fmt::format("{}: {}: {}", source.where_recorded(problem.path), problem.path, problem.message));
+    lines.push_back(fmt::format("{}: {}: {}", source.where_recorded(problem.path), problem.path,
+                                problem.message));
   }
   SAES_THROW(ConfigError, "{}", fmt::join(lines, "\n"));
 }
 
 template <class Settings>
-Settings load_settings(const std::filesystem::path& yaml_path, const std::vector<std::string>& overrides) {
+Settings load_settings(const std::filesystem::path& yaml_path,
+                       const std::vector<std::string>& overrides) {
   const std::string text = io::read_file(yaml_path);
   return parse_settings<Settings>(text, yaml_path.string(), overrides, Validation::kOn);
 }
@@ -83,42 +85,58 @@ ConvertSettings load_convert_settings(const std::filesystem::path& yaml_path,
 }
 
 GenerateSettings parse_generate_settings(std::string_view yaml_text, std::string_view display_name,
-                                         const std::vector<std::string>& overrides, Validation validation) {
+                                         const std::vector<std::string>& overrides,
+                                         Validation validation) {
   return parse_settings<GenerateSettings>(yaml_text, display_name, overrides, validation);
 }
 TrainSettings parse_train_settings(std::string_view yaml_text, std::string_view display_name,
-                                   const std::vector<std::string>& overrides, Validation validation) {
+                                   const std::vector<std::string>& overrides,
+                                   Validation validation) {
   return parse_settings<TrainSettings>(yaml_text, display_name, overrides, validation);
 }
 AnalyzeSettings parse_analyze_settings(std::string_view yaml_text, std::string_view display_name,
-                                       const std::vector<std::string>& overrides, Validation validation) {
+                                       const std::vector<std::string>& overrides,
+                                       Validation validation) {
   return parse_settings<AnalyzeSettings>(yaml_text, display_name, overrides, validation);
 }
 ConvertSettings parse_convert_settings(std::string_view yaml_text, std::string_view display_name,
-                                       const std::vector<std::string>& overrides, Validation validation) {
+                                       const std::vector<std::string>& overrides,
+                                       Validation validation) {
   return parse_settings<ConvertSettings>(yaml_text, display_name, overrides, validation);
 }
 
-std::vector<std::string> validate(const GenerateSettings& settings) { return validate_settings(settings); }
-std::vector<std::string> validate(const TrainSettings& settings) { return validate_settings(settings); }
-std::vector<std::string> validate(const AnalyzeSettings& settings) { return validate_settings(settings); }
-std::vector<std::string> validate(const ConvertSettings& settings) { return validate_settings(settings); }
+std::vector<std::string> validate(const GenerateSettings& settings) {
+  return validate_settings(settings);
+}
+std::vector<std::string> validate(const TrainSettings& settings) {
+  return validate_settings(settings);
+}
+std::vector<std::string> validate(const AnalyzeSettings& settings) {
+  return validate_settings(settings);
+}
+std::vector<std::string> validate(const ConvertSettings& settings) {
+  return validate_settings(settings);
+}
 
 std::string dump_yaml(const GenerateSettings& settings) { return dump_settings(settings); }
 std::string dump_yaml(const TrainSettings& settings) { return dump_settings(settings); }
 std::string dump_yaml(const AnalyzeSettings& settings) { return dump_settings(settings); }
 std::string dump_yaml(const ConvertSettings& settings) { return dump_settings(settings); }
 
-std::filesystem::path save_resolved_config(const GenerateSettings& settings, const std::filesystem::path& dir) {
+std::filesystem::path save_resolved_config(const GenerateSettings& settings,
+                                           const std::filesystem::path& dir) {
   return save_settings(settings, dir);
 }
-std::filesystem::path save_resolved_config(const TrainSettings& settings, const std::filesystem::path& dir) {
+std::filesystem::path save_resolved_config(const TrainSettings& settings,
+                                           const std::filesystem::path& dir) {
   return save_settings(settings, dir);
 }
-std::filesystem::path save_resolved_config(const AnalyzeSettings& settings, const std::filesystem::path& dir) {
+std::filesystem::path save_resolved_config(const AnalyzeSettings& settings,
+                                           const std::filesystem::path& dir) {
   return save_settings(settings, dir);
 }
-std::filesystem::path save_resolved_config(const ConvertSettings& settings, const std::filesystem::path& dir) {
+std::filesystem::path save_resolved_config(const ConvertSettings& settings,
+                                           const std::filesystem::path& dir) {
   return save_settings(settings, dir);
 }
 

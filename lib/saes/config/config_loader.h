@@ -58,10 +58,14 @@ std::string dump_yaml(const ConvertSettings& settings);
 
 /// Writes dump_yaml(settings) atomically to `dir/config.resolved.yaml` (creating `dir`); returns
 /// that path. Throws IoError on failure.
-std::filesystem::path save_resolved_config(const GenerateSettings& settings, const std::filesystem::path& dir);
-std::filesystem::path save_resolved_config(const TrainSettings& settings, const std::filesystem::path& dir);
-std::filesystem::path save_resolved_config(const AnalyzeSettings& settings, const std::filesystem::path& dir);
-std::filesystem::path save_resolved_config(const ConvertSettings& settings, const std::filesystem::path& dir);
+std::filesystem::path save_resolved_config(const GenerateSettings& settings,
+                                           const std::filesystem::path& dir);
+std::filesystem::path save_resolved_config(const TrainSettings& settings,
+                                           const std::filesystem::path& dir);
+std::filesystem::path save_resolved_config(const AnalyzeSettings& settings,
+                                           const std::filesystem::path& dir);
+std::filesystem::path save_resolved_config(const ConvertSettings& settings,
+                                           const std::filesystem::path& dir);
 
 /// docs/config.md: every settings key of the four executables with type, default and meaning,
 /// generated from the same field lists (a test keeps the committed file equal to this).

@@ -3,7 +3,6 @@
 #include "saes/config/config_loader.h"
 
 #include <catch2/catch.hpp>
-
 #include <fstream>
 
 #include "saes/core/error.h"
@@ -161,7 +160,8 @@ ConvertSettings filled_convert() {
   ConvertSettings s;
   s.input = "results/tiny";
   s.output = "export/tiny-saelens";
-  s.conversion = {convert::ConvertFormat::kSaeLens, 5, true, convert::ScaleFolding::kUnfold, DType::kFloat16};
+  s.conversion = {convert::ConvertFormat::kSaeLens, 5, true, convert::ScaleFolding::kUnfold,
+                  DType::kFloat16};
   s.activation_factory = filled_train().activation_factory;
   s.model = lm::LanguageModelConfig{};
   s.datasets["stories"] = {};
@@ -172,10 +172,14 @@ ConvertSettings filled_convert() {
 }  // namespace
 
 TEST_CASE("default settings survive dump then parse", "[config]") {
-  CHECK(parse_generate_settings(dump_yaml(GenerateSettings{}), "x", {}, Validation::kOff) == GenerateSettings{});
-  CHECK(parse_train_settings(dump_yaml(TrainSettings{}), "x", {}, Validation::kOff) == TrainSettings{});
-  CHECK(parse_analyze_settings(dump_yaml(AnalyzeSettings{}), "x", {}, Validation::kOff) == AnalyzeSettings{});
-  CHECK(parse_convert_settings(dump_yaml(ConvertSettings{}), "x", {}, Validation::kOff) == ConvertSettings{});
+  CHECK(parse_generate_settings(dump_yaml(GenerateSettings{}), "x", {}, Validation::kOff) ==
+        GenerateSettings{});
+  CHECK(parse_train_settings(dump_yaml(TrainSettings{}), "x", {}, Validation::kOff) ==
+        TrainSettings{});
+  CHECK(parse_analyze_settings(dump_yaml(AnalyzeSettings{}), "x", {}, Validation::kOff) ==
+        AnalyzeSettings{});
+  CHECK(parse_convert_settings(dump_yaml(ConvertSettings{}), "x", {}, Validation::kOff) ==
+        ConvertSettings{});
 }
 
 TEST_CASE("filled settings survive dump then parse and dump identically", "[config]") {
@@ -218,9 +222,10 @@ TEST_CASE("a train config reads into typed fields with upstream defaults", "[con
 }
 
 TEST_CASE("steps-or-fraction fields keep the form they were written in", "[config]") {
-  const TrainSettings s = parse_train_settings(kTrainYaml, "train.yaml",
-                                               {"trainer.lr_warm_up_steps=1.0", "trainer.lr_cool_down_steps=1",
-                                                "trainer.l1_coefficient_warmup_steps=5e-2"});
+  const TrainSettings s =
+      parse_train_settings(kTrainYaml, "train.yaml",
+                           {"trainer.lr_warm_up_steps=1.0", "trainer.lr_cool_down_steps=1",
+                            "trainer.l1_coefficient_warmup_steps=5e-2"});
   CHECK(s.trainer.lr_warm_up_steps == training::StepsOrFraction::of_fraction(1.0));
   CHECK(s.trainer.lr_cool_down_steps == training::StepsOrFraction::of_steps(1));
   CHECK(s.trainer.l1_coefficient_warmup_steps == training::StepsOrFraction::of_fraction(0.05));
@@ -229,14 +234,16 @@ TEST_CASE("steps-or-fraction fields keep the form they were written in", "[confi
 }
 
 TEST_CASE("integers may be written with underscores or as whole floats", "[config]") {
-  const TrainSettings s = parse_train_settings(kTrainYaml, "train.yaml", {"trainer.total_training_tokens=8e8"});
+  const TrainSettings s =
+      parse_train_settings(kTrainYaml, "train.yaml", {"trainer.total_training_tokens=8e8"});
   CHECK(s.trainer.total_training_tokens == 800'000'000);
   CHECK_THAT(train_error(std::string(kTrainYaml), {"trainer.total_training_tokens=1.5"}),
              Contains("trainer.total_training_tokens: expected an integer, got \"1.5\""));
 }
 
 TEST_CASE("malformed YAML names file, line, column and the parser message", "[config]") {
-  const std::string error = train_error(replaced(kTrainYaml, "[blocks.4.hook_resid_post]", "[blocks.4"));
+  const std::string error =
+      train_error(replaced(kTrainYaml, "[blocks.4.hook_resid_post]", "[blocks.4"));
   CHECK(error == "train.yaml:19:13: invalid YAML: end of sequence flow not found");
 }
 
@@ -249,14 +256,16 @@ TEST_CASE("an unknown key is an error that suggests the closest valid key", "[co
              Contains("trainer.zzz: unknown key; see docs/config.md"));
 }
 
-TEST_CASE("a value of the wrong type names the key, what was expected and what was found", "[config]") {
+TEST_CASE("a value of the wrong type names the key, what was expected and what was found",
+          "[config]") {
   CHECK(train_error(replaced(kTrainYaml, "lr: 2.0e-2", "lr: abc")) ==
         "train.yaml:12:7: trainer.lr: expected a number, got \"abc\"");
   CHECK(train_error(replaced(kTrainYaml, "trainer:\n", "trainer: [1, 2]\nignored:\n")) ==
         "train.yaml:11:10: trainer: expected a map, got a list");
   CHECK(train_error(with_line(kTrainYaml, "  top_k: 8", "  use_decoder_bias: 1")) ==
         "train.yaml:9:21: sae.use_decoder_bias: expected true or false, got \"1\"");
-  CHECK(train_error(replaced(kTrainYaml, "hook_points: [blocks.4.hook_resid_post]", "hook_points: {a: 1}")) ==
+  CHECK(train_error(replaced(kTrainYaml, "hook_points: [blocks.4.hook_resid_post]",
+                             "hook_points: {a: 1}")) ==
         "train.yaml:18:16: activation_factory.hook_points: expected a list, got a map");
   CHECK(train_error(with_line(kTrainYaml, "  top_k: 8", "  dtype: float8")) ==
         "train.yaml:9:10: sae.dtype: expected a dtype (float32, float16, bfloat16, float64, int64, "
@@ -265,7 +274,8 @@ TEST_CASE("a value of the wrong type names the key, what was expected and what w
 
 TEST_CASE("a bad enum value lists the allowed values", "[config]") {
   CHECK(train_error(replaced(kTrainYaml, "act_fn: topk", "act_fn: jumprelo")) ==
-        "train.yaml:7:11: sae.act_fn: expected one of relu, jumprelu, topk, batchtopk, batchlayertopk, "
+        "train.yaml:7:11: sae.act_fn: expected one of relu, jumprelu, topk, batchtopk, "
+        "batchlayertopk, "
         "layertopk; got \"jumprelo\" (did you mean \"jumprelu\"?)");
 }
 
@@ -277,10 +287,12 @@ TEST_CASE("a missing required key is named with the map that lacks it", "[config
 }
 
 TEST_CASE("keys saes rejects on purpose say why", "[config]") {
-  CHECK_THAT(train_error(std::string(kTrainYaml) + "wandb: {wandb_project: x}\n"),
-             Contains("train.yaml:24:1: wandb: not supported: saes does not log to Weights & Biases; "
-                      "metrics go to metrics.jsonl"));
-  CHECK_THAT(train_error(std::string(kTrainYaml) + "mongo: {mongo_db: x}\n"), Contains("mongo: not supported"));
+  CHECK_THAT(
+      train_error(std::string(kTrainYaml) + "wandb: {wandb_project: x}\n"),
+      Contains("train.yaml:24:1: wandb: not supported: saes does not log to Weights & Biases; "
+               "metrics go to metrics.jsonl"));
+  CHECK_THAT(train_error(std::string(kTrainYaml) + "mongo: {mongo_db: x}\n"),
+             Contains("mongo: not supported"));
   CHECK_THAT(train_error(with_line(kTrainYaml, "  lr: 2.0e-2", "  gradient_accumulation_steps: 1")),
              Contains("trainer.gradient_accumulation_steps: not supported: it is unused upstream"));
 }
@@ -299,7 +311,8 @@ TEST_CASE("duplicate keys are errors", "[config]") {
 TEST_CASE("overrides replace values, create maps and index lists", "[config]") {
   const TrainSettings s = parse_train_settings(
       kTrainYaml, "train.yaml",
-      {"trainer.lr=1e-4", "initializer.grid_search_init_norm=true", "activation_factory.sources.0.path=/other",
+      {"trainer.lr=1e-4", "initializer.grid_search_init_norm=true",
+       "activation_factory.sources.0.path=/other",
        "activation_factory.hook_points=[blocks.4.hook_resid_post, blocks.5.hook_resid_post]",
        "trainer.lr=3e-4"});
   CHECK(s.trainer.lr == 3e-4);
@@ -314,13 +327,15 @@ TEST_CASE("errors in overridden values name the override", "[config]") {
         "--set trainer.lr=abc: trainer.lr: expected a number, got \"abc\"");
   CHECK(train_error(std::string(kTrainYaml), {"trainer.lrr=1"}) ==
         "--set trainer.lrr=1: trainer.lrr: unknown key (did you mean \"lr\"?)");
-  CHECK(train_error(std::string(kTrainYaml), {"trainer.lr"}) == "--set trainer.lr: expected KEY.PATH=VALUE");
+  CHECK(train_error(std::string(kTrainYaml), {"trainer.lr"}) ==
+        "--set trainer.lr: expected KEY.PATH=VALUE");
   CHECK(train_error(std::string(kTrainYaml), {"trainer..lr=1"}) ==
         "--set trainer..lr=1: invalid key path \"trainer..lr\" (empty segment)");
   CHECK(train_error(std::string(kTrainYaml), {"trainer.lr.x=1"}) ==
         "--set trainer.lr.x=1: trainer.lr: cannot set a key inside \"2.0e-2\"");
   CHECK(train_error(std::string(kTrainYaml), {"activation_factory.sources.3.name=x"}) ==
-        "--set activation_factory.sources.3.name=x: activation_factory.sources: \"3\" is not an index of "
+        "--set activation_factory.sources.3.name=x: activation_factory.sources: \"3\" is not an "
+        "index of "
         "this list of 1 items");
   CHECK_THAT(train_error(std::string(kTrainYaml), {"trainer.lr=[1"}),
              Contains("--set trainer.lr=[1: invalid YAML value: "));
@@ -335,25 +350,34 @@ TEST_CASE("validation reports every problem, one located line each", "[config]")
   CHECK(train_error(yaml) ==
         "train.yaml:8:10: sae.top_k: expected 1 <= top_k <= d_sae (256), got 300\n"
         "train.yaml:12:7: trainer.lr: expected > 0, got -1\n"
-        "train.yaml:13:14: trainer.initial_k: k annealing starts at initial_k and ends at sae.top_k (300): "
+        "train.yaml:13:14: trainer.initial_k: k annealing starts at initial_k and ends at "
+        "sae.top_k (300): "
         "expected >= 300, got 64\n"
         "train.yaml:19:15: activation_factory.batch_size: expected > 0, got 0");
 }
 
 TEST_CASE("validation checks cross-field rules", "[config]") {
   CHECK_THAT(train_error(std::string(kTrainYaml), {"sae.act_fn=jumprelu", "initializer={}"}),
-             Contains("--set initializer={}: initializer.init_log_jumprelu_threshold_value: required for act_fn jumprelu"));
-  CHECK_THAT(train_error(std::string(kTrainYaml), {"trainer.initial_k=4"}),
-             Contains("--set trainer.initial_k=4: trainer.initial_k: k annealing starts at initial_k"));
-  CHECK_THAT(train_error(std::string(kTrainYaml), {"trainer.k_warmup_steps=1.5"}),
-             Contains("trainer.k_warmup_steps: a fraction of the total steps must be in [0, 1], got 1.5"));
+             Contains("--set initializer={}: initializer.init_log_jumprelu_threshold_value: "
+                      "required for act_fn jumprelu"));
+  CHECK_THAT(
+      train_error(std::string(kTrainYaml), {"trainer.initial_k=4"}),
+      Contains("--set trainer.initial_k=4: trainer.initial_k: k annealing starts at initial_k"));
+  CHECK_THAT(
+      train_error(std::string(kTrainYaml), {"trainer.k_warmup_steps=1.5"}),
+      Contains("trainer.k_warmup_steps: a fraction of the total steps must be in [0, 1], got 1.5"));
   CHECK_THAT(train_error(std::string(kTrainYaml), {"sae.hook_point_in=blocks.3.hook_resid_post"}),
-             Contains("activation_factory.hook_points: must include the sae's hook point \"blocks.3.hook_resid_post\""));
-  CHECK_THAT(train_error(std::string(kTrainYaml), {"data_parallel_size=3"}),
-             Contains("activation_factory.batch_size: must be divisible by data_parallel_size (3), got 2048"));
-  CHECK_THAT(train_error(replaced(kTrainYaml, "type: activations", "type: dataset"),
-                         {"activation_factory.sources.0={type: dataset, name: stories}"}),
-             Contains("activation_factory.sources[0]: a dataset source needs a language model: set `model`"));
+             Contains("activation_factory.hook_points: must include the sae's hook point "
+                      "\"blocks.3.hook_resid_post\""));
+  CHECK_THAT(
+      train_error(std::string(kTrainYaml), {"data_parallel_size=3"}),
+      Contains(
+          "activation_factory.batch_size: must be divisible by data_parallel_size (3), got 2048"));
+  CHECK_THAT(
+      train_error(replaced(kTrainYaml, "type: activations", "type: dataset"),
+                  {"activation_factory.sources.0={type: dataset, name: stories}"}),
+      Contains(
+          "activation_factory.sources[0]: a dataset source needs a language model: set `model`"));
   CHECK(validate(TrainSettings{}).size() > 5);
 }
 
@@ -364,12 +388,14 @@ TEST_CASE("a missing config file is an IoError naming it", "[config]") {
   CHECK_THROWS_WITH(load_train_settings(path), Contains(path.string()));
 }
 
-TEST_CASE("load reads a file and the resolved config saved next to outputs reads back equal", "[config]") {
+TEST_CASE("load reads a file and the resolved config saved next to outputs reads back equal",
+          "[config]") {
   testing::TempDir dir;
   std::ofstream(dir / "train.yaml") << kTrainYaml;
   const TrainSettings s = load_train_settings(dir / "train.yaml", {"seed=3"});
   CHECK(s.seed == 3);
-  CHECK_THAT(train_error(replaced(kTrainYaml, "lr: 2.0e-2", "lr: abc")), Contains("train.yaml:12:7"));
+  CHECK_THAT(train_error(replaced(kTrainYaml, "lr: 2.0e-2", "lr: abc")),
+             Contains("train.yaml:12:7"));
   const auto saved = save_resolved_config(s, dir / "run");
   CHECK(saved == dir / "run" / "config.resolved.yaml");
   CHECK(load_train_settings(saved) == s);

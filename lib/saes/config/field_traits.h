@@ -26,11 +26,15 @@ struct ProbeVisitor {
 
 /// A struct whose fields are listed once in `template <class V> void visit_fields(V& v)`.
 template <class T>
-concept ConfigStruct = std::is_class_v<T> && requires(T& t, ProbeVisitor& v) { t.visit_fields(v); };
+concept ConfigStruct = std::is_class_v<T> && requires(T& t, ProbeVisitor& v) {
+  t.visit_fields(v);
+};
 
 /// An enum with an `enum_names(E)` name table beside it.
 template <class T>
-concept ConfigEnum = std::is_enum_v<T> && requires(T e) { enum_names(e); };
+concept ConfigEnum = std::is_enum_v<T> && requires(T e) {
+  enum_names(e);
+};
 
 template <class T>
 inline constexpr bool kIsOptional = false;

@@ -126,7 +126,8 @@ class Reference;
 /// Visitor that writes one markdown table row per field of a struct.
 class TableWriter {
  public:
-  TableWriter(Reference& reference, std::string path) : reference_(reference), path_(std::move(path)) {}
+  TableWriter(Reference& reference, std::string path)
+      : reference_(reference), path_(std::move(path)) {}
   template <class T>
   void operator()(std::string_view key, const T& field, std::string_view help) {
     row(key, field, help, false);
@@ -182,7 +183,8 @@ class Reference {
     if (inserted) {
       section = {anchor_id(fmt::format("{}.{}", exe_, path)), path};
       pending_.push_back([this, section] {
-        text_ += fmt::format("\n<a id=\"{}\"></a>\n\n### {}: `{}`\n\n", section.anchor, exe_, section.path);
+        text_ += fmt::format("\n<a id=\"{}\"></a>\n\n### {}: `{}`\n\n", section.anchor, exe_,
+                             section.path);
         text_ += table<S>(section.path);
       });
     }
@@ -221,22 +223,27 @@ void TableWriter::row(std::string_view key, const T& field, std::string_view hel
       if (!required) default_text = "defaults";
     }
   }
-  const std::string description = when_.empty() ? std::string(help) : fmt::format("({} only) {}", when_, help);
-  rows_ += fmt::format("| `{}` | {} | {} | {} |\n", key, escape_cell(type), escape_cell(default_text),
-                       escape_cell(description));
+  const std::string description =
+      when_.empty() ? std::string(help) : fmt::format("({} only) {}", when_, help);
+  rows_ += fmt::format("| `{}` | {} | {} | {} |\n", key, escape_cell(type),
+                       escape_cell(default_text), escape_cell(description));
 }
 
 }  // namespace
 
 std::string config_reference_markdown() {
   Reference reference;
-  reference.executable<GenerateSettings>(
-      "saes-generate", "Runs a language model over a dataset and writes activations (upstream GenerateActivationsSettings).");
-  reference.executable<TrainSettings>("saes-train", "Trains a sparse dictionary (upstream TrainSAESettings).");
-  reference.executable<AnalyzeSettings>(
-      "saes-analyze", "Samples top-activating contexts per feature and optionally evaluates (upstream AnalyzeSAESettings).");
+  reference.executable<GenerateSettings>("saes-generate",
+                                         "Runs a language model over a dataset and writes "
+                                         "activations (upstream GenerateActivationsSettings).");
+  reference.executable<TrainSettings>("saes-train",
+                                      "Trains a sparse dictionary (upstream TrainSAESettings).");
+  reference.executable<AnalyzeSettings>("saes-analyze",
+                                        "Samples top-activating contexts per feature and "
+                                        "optionally evaluates (upstream AnalyzeSAESettings).");
   reference.executable<ConvertSettings>(
-      "saes-convert", "Converts a checkpoint: native <-> SAELens, TopK -> JumpReLU, scale folding, dtype.");
+      "saes-convert",
+      "Converts a checkpoint: native <-> SAELens, TopK -> JumpReLU, scale folding, dtype.");
   return reference.text();
 }
 

@@ -1,6 +1,5 @@
 // docs/config.md stays equal to the generated reference, and every example in configs/ loads.
 #include <catch2/catch.hpp>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,7 +13,8 @@ namespace saes::config {
 TEST_CASE("docs/config.md is the generated config reference", "[config]") {
   const std::filesystem::path path = std::filesystem::path(SAES_SOURCE_DIR) / "docs" / "config.md";
   const std::string generated = config_reference_markdown();
-  if (const char* update = std::getenv("SAES_UPDATE_DOCS"); update != nullptr && std::string(update) == "1") {
+  if (const char* update = std::getenv("SAES_UPDATE_DOCS");
+      update != nullptr && std::string(update) == "1") {
     io::write_file_atomic(path, generated);
   }
   INFO("docs/config.md is stale: run SAES_UPDATE_DOCS=1 ./build/tests/saes_tests \"[config]\"");

@@ -22,7 +22,8 @@
 namespace saes::config {
 
 inline constexpr std::string_view kNoWandbHint =
-    "saes does not log to Weights & Biases; metrics go to metrics.jsonl in the output folder. Remove it";
+    "saes does not log to Weights & Biases; metrics go to metrics.jsonl in the output folder. "
+    "Remove it";
 inline constexpr std::string_view kNoMongoHint =
     "saes has no MongoDB support; results are written to files in the output folder. Remove it";
 inline constexpr std::string_view kSeedHelp = "seed of every random generator of the run";
@@ -69,17 +70,21 @@ struct GenerateSettings {
     v("target", target, "activations-2d (per sequence) or activations-1d (per token)");
     v("context_size", context_size, "tokens per context (pad/truncate)");
     v("model_batch_size", model_batch_size, "contexts per language-model forward");
-    v.required("batch_size", batch_size, "rows per chunk: tokens for activations-1d, sequences for 2-d");
+    v.required("batch_size", batch_size,
+               "rows per chunk: tokens for activations-1d, sequences for 2-d");
     v("buffer_size", buffer_size, "rows held for online shuffling (null: no shuffling)");
     v("buffer_shuffle", buffer_shuffle, "shuffle generator settings");
     v("total_tokens", total_tokens, "stop after this many tokens (null: whole dataset)");
     v("format", format, "chunk file format");
-    v("n_samples_per_chunk", n_samples_per_chunk, "rows per chunk file (null: one batch per chunk)");
+    v("n_samples_per_chunk", n_samples_per_chunk,
+      "rows per chunk file (null: one batch per chunk)");
     v("num_workers", num_workers, "writer threads (null: write inline)");
     v("n_shards", n_shards, "dataset shards (null: number of ranks)");
     v("start_shard", start_shard, "first shard index; rank r reads shard start_shard + r");
-    v("ignore_token_ids", ignore_token_ids, "drop these token ids in activations-1d (null: drop pad and BOS)");
-    v("override_dtype", override_dtype, "cast activations (never token ids or masks) to this dtype");
+    v("ignore_token_ids", ignore_token_ids,
+      "drop these token ids in activations-1d (null: drop pad and BOS)");
+    v("override_dtype", override_dtype,
+      "cast activations (never token ids or masks) to this dtype");
     v("device_type", device_type, kDeviceTypeHelp);
     v.unsupported("mongo", kNoMongoHint);
     v("seed", seed, kSeedHelp);

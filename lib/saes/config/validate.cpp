@@ -29,7 +29,9 @@ class Problems {
   std::vector<Problem> items_;
 };
 
-std::string at(const std::string& parent, std::string_view key) { return join_key_path(parent, key); }
+std::string at(const std::string& parent, std::string_view key) {
+  return join_key_path(parent, key);
+}
 
 void check_positive(Problems& p, const std::string& path, double value) {
   p.check(value > 0 && std::isfinite(value), path, fmt::format("expected > 0, got {}", value));
@@ -37,7 +39,8 @@ void check_positive(Problems& p, const std::string& path, double value) {
 void check_non_negative(Problems& p, const std::string& path, double value) {
   p.check(value >= 0 && std::isfinite(value), path, fmt::format("expected >= 0, got {}", value));
 }
-void check_positive_if_set(Problems& p, const std::string& path, const std::optional<std::int64_t>& value) {
+void check_positive_if_set(Problems& p, const std::string& path,
+                           const std::optional<std::int64_t>& value) {
   if (value) check_positive(p, path, static_cast<double>(*value));
 }
 void check_floating(Problems& p, const std::string& path, DType dtype) {
@@ -59,7 +62,8 @@ void check_device_type(Problems& p, const std::string& device_type) {
   p.check(device_type == "cpu" || device_type == "cuda", "device_type",
           fmt::format("expected cpu or cuda, got \"{}\"", device_type));
 }
-void check_token_ids(Problems& p, const std::string& path, const std::optional<std::vector<std::int64_t>>& ids) {
+void check_token_ids(Problems& p, const std::string& path,
+                     const std::optional<std::vector<std::int64_t>>& ids) {
   if (!ids) return;
   for (std::size_t i = 0; i < ids->size(); ++i) {
     check_non_negative(p, fmt::format("{}[{}]", path, i), static_cast<double>((*ids)[i]));
@@ -68,7 +72,8 @@ void check_token_ids(Problems& p, const std::string& path, const std::optional<s
 void check_steps(Problems& p, const std::string& path, const training::StepsOrFraction& value) {
   if (value.is_fraction) {
     p.check(value.fraction >= 0 && value.fraction <= 1, path,
-            fmt::format("a fraction of the total steps must be in [0, 1], got {} (write an integer for a step count)",
+            fmt::format("a fraction of the total steps must be in [0, 1], got {} (write an integer "
+                        "for a step count)",
                         value.fraction));
   } else {
     check_non_negative(p, path, static_cast<double>(value.steps));
@@ -85,9 +90,9 @@ void check_lm(Problems& p, const std::string& path, const lm::LanguageModelConfi
   check_positive(p, at(path, "max_length"), static_cast<double>(lm.max_length));
   check_device(p, at(path, "device"), lm.device);
   check_floating(p, at(path, "dtype"), lm.dtype);
-  for (const auto& [key, id] : {std::pair{"bos_token_id", lm.bos_token_id},
-                                std::pair{"eos_token_id", lm.eos_token_id},
-                                std::pair{"pad_token_id", lm.pad_token_id}}) {
+  for (const auto& [key, id] :
+       {std::pair{"bos_token_id", lm.bos_token_id}, std::pair{"eos_token_id", lm.eos_token_id},
+        std::pair{"pad_token_id", lm.pad_token_id}}) {
     if (id) check_non_negative(p, at(path, key), static_cast<double>(*id));
   }
 }
@@ -114,8 +119,9 @@ void check_source(Problems& p, const std::string& path, const data::ActivationSo
 }
 
 /// `has_model`/`datasets`: what the settings provide to `dataset` sources.
-void check_factory(Problems& p, const std::string& path, const data::ActivationFactoryConfig& factory,
-                   bool has_model, const std::map<std::string, data::DatasetConfig>& datasets) {
+void check_factory(Problems& p, const std::string& path,
+                   const data::ActivationFactoryConfig& factory, bool has_model,
+                   const std::map<std::string, data::DatasetConfig>& datasets) {
   p.check(!factory.sources.empty(), at(path, "sources"), "needs at least one source");
   std::set<std::string> names;
   for (std::size_t i = 0; i < factory.sources.size(); ++i) {
@@ -127,8 +133,9 @@ void check_factory(Problems& p, const std::string& path, const data::ActivationF
     if (source.type == SourceType::kDataset) {
       p.check(has_model, source_path, "a dataset source needs a language model: set `model`");
       p.check(datasets.count(source.name) > 0, source_path,
-              fmt::format("a dataset source needs `datasets.{}` (datasets are looked up by source name)",
-                          source.name));
+              fmt::format(
+                  "a dataset source needs `datasets.{}` (datasets are looked up by source name)",
+                  source.name));
     }
   }
   p.check(!factory.hook_points.empty(), at(path, "hook_points"), "needs at least one hook point");
@@ -139,10 +146,12 @@ void check_factory(Problems& p, const std::string& path, const data::ActivationF
   check_non_negative(p, at(path, "num_workers"), static_cast<double>(factory.num_workers));
   check_positive_if_set(p, at(path, "context_size"), factory.context_size);
   check_positive(p, at(path, "model_batch_size"), static_cast<double>(factory.model_batch_size));
-  if (factory.override_dtype) check_floating(p, at(path, "override_dtype"), *factory.override_dtype);
+  if (factory.override_dtype)
+    check_floating(p, at(path, "override_dtype"), *factory.override_dtype);
   if (factory.buffer_size) {
     p.check(*factory.buffer_size >= factory.batch_size, at(path, "buffer_size"),
-            fmt::format("must be >= batch_size ({}), got {}", factory.batch_size, *factory.buffer_size));
+            fmt::format("must be >= batch_size ({}), got {}", factory.batch_size,
+                        *factory.buffer_size));
   }
   check_token_ids(p, at(path, "ignore_token_ids"), factory.ignore_token_ids);
 }
@@ -179,7 +188,8 @@ void check_initializer(Problems& p, const training::InitializerConfig& init,
   check_positive(p, "initializer.decoder_uniform_bound", init.decoder_uniform_bound);
   check_positive(p, "initializer.encoder_uniform_bound", init.encoder_uniform_bound);
   if (sae.act_fn == ActFn::kJumpRelu) {
-    p.check(init.init_log_jumprelu_threshold_value.has_value(), "initializer.init_log_jumprelu_threshold_value",
+    p.check(init.init_log_jumprelu_threshold_value.has_value(),
+            "initializer.init_log_jumprelu_threshold_value",
             "required for act_fn jumprelu (e.g. -2.302585 = log 0.1)");
   }
   if (init.initialize_W_D_with_active_subspace) {
@@ -192,13 +202,15 @@ void check_initializer(Problems& p, const training::InitializerConfig& init,
             fmt::format("expected 1 <= d_active_subspace <= d_model ({}), got {}", sae.d_model,
                         *init.d_active_subspace));
   }
-  if (init.initialize_lorsa_with_mhsa.value_or(false) || init.initialize_tc_with_mlp.value_or(false)) {
+  if (init.initialize_lorsa_with_mhsa.value_or(false) ||
+      init.initialize_tc_with_mlp.value_or(false)) {
     p.check(init.model_layer.has_value(), "initializer.model_layer",
             "required with initialize_lorsa_with_mhsa / initialize_tc_with_mlp");
   }
 }
 
-void check_trainer(Problems& p, const training::TrainerConfig& t, const dictionaries::SparseDictionaryConfig& sae) {
+void check_trainer(Problems& p, const training::TrainerConfig& t,
+                   const dictionaries::SparseDictionaryConfig& sae) {
   const std::string path = "trainer";
   check_positive(p, at(path, "lr"), t.lr);
   for (std::size_t i = 0; i < t.betas.size(); ++i) {
@@ -218,9 +230,11 @@ void check_trainer(Problems& p, const training::TrainerConfig& t, const dictiona
   check_steps(p, at(path, "lr_warm_up_steps"), t.lr_warm_up_steps);
   check_steps(p, at(path, "lr_cool_down_steps"), t.lr_cool_down_steps);
   if (t.initial_k && dictionaries::is_topk_family(sae.act_fn)) {
-    p.check(*t.initial_k >= sae.top_k, at(path, "initial_k"),
-            fmt::format("k annealing starts at initial_k and ends at sae.top_k ({}): expected >= {}, got {}",
-                        sae.top_k, sae.top_k, *t.initial_k));
+    p.check(
+        *t.initial_k >= sae.top_k, at(path, "initial_k"),
+        fmt::format(
+            "k annealing starts at initial_k and ends at sae.top_k ({}): expected >= {}, got {}",
+            sae.top_k, sae.top_k, *t.initial_k));
   }
   check_positive(p, at(path, "k_exponential_factor"), t.k_exponential_factor);
   check_positive(p, at(path, "k_aux"), static_cast<double>(t.k_aux));
@@ -229,7 +243,8 @@ void check_trainer(Problems& p, const training::TrainerConfig& t, const dictiona
           fmt::format("expected in [0, 1], got {}", t.lr_end_ratio));
   check_positive(p, at(path, "jumprelu_lr_factor"), t.jumprelu_lr_factor);
   check_non_negative(p, at(path, "clip_grad_norm"), t.clip_grad_norm);
-  check_positive(p, at(path, "total_training_tokens"), static_cast<double>(t.total_training_tokens));
+  check_positive(p, at(path, "total_training_tokens"),
+                 static_cast<double>(t.total_training_tokens));
   check_positive(p, at(path, "log_frequency"), static_cast<double>(t.log_frequency));
   check_positive(p, at(path, "eval_frequency"), static_cast<double>(t.eval_frequency));
   check_non_negative(p, at(path, "n_checkpoints"), static_cast<double>(t.n_checkpoints));
@@ -294,7 +309,8 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
   }
   if (s.parallelism.model_parallel_size > 0 && s.sae.d_sae() > 0) {
     p.check(s.sae.d_sae() % s.parallelism.model_parallel_size == 0, "model_parallel_size",
-            fmt::format("must divide d_sae ({}), got {}", s.sae.d_sae(), s.parallelism.model_parallel_size));
+            fmt::format("must divide d_sae ({}), got {}", s.sae.d_sae(),
+                        s.parallelism.model_parallel_size));
   }
   if (s.model) check_lm(p, "model", *s.model);
   check_device_type(p, s.device_type);
@@ -310,10 +326,11 @@ std::vector<Problem> find_problems(const AnalyzeSettings& s) {
   check_not_empty(p, "sae_name", s.sae_name);
   check_not_empty(p, "sae_series", s.sae_series);
   check_factory(p, "activation_factory", s.activation_factory, s.model.has_value(), s.datasets);
-  p.check(s.activation_factory.target == ActivationTarget::kActivations2d, "activation_factory.target",
-          "analysis samples whole contexts: expected activations-2d");
+  p.check(s.activation_factory.target == ActivationTarget::kActivations2d,
+          "activation_factory.target", "analysis samples whole contexts: expected activations-2d");
   if (s.model) check_lm(p, "model", *s.model);
-  check_positive(p, "analyzer.total_analyzing_tokens", static_cast<double>(s.analyzer.total_analyzing_tokens));
+  check_positive(p, "analyzer.total_analyzing_tokens",
+                 static_cast<double>(s.analyzer.total_analyzing_tokens));
   p.check(!s.analyzer.subsamples.empty(), "analyzer.subsamples", "needs at least one subsample");
   for (const auto& [name, band] : s.analyzer.subsamples) {
     const std::string path = at("analyzer.subsamples", name);
@@ -323,7 +340,8 @@ std::vector<Problem> find_problems(const AnalyzeSettings& s) {
     check_positive_if_set(p, at(path, "max_length"), band.max_length);
   }
   check_token_ids(p, "analyzer.ignore_token_ids", s.analyzer.ignore_token_ids);
-  if (s.eval) check_positive(p, "eval.total_eval_tokens", static_cast<double>(s.eval->total_eval_tokens));
+  if (s.eval)
+    check_positive(p, "eval.total_eval_tokens", static_cast<double>(s.eval->total_eval_tokens));
   check_floating(p, "amp_dtype", s.amp_dtype);
   check_not_empty(p, "feature_analysis_name", s.feature_analysis_name);
   check_not_empty(p, "output_dir", s.output_dir.string());

@@ -14,9 +14,10 @@ namespace saes::config::detail {
 namespace {
 
 /// Scalar text of `node`, or a "expected <what>, got ..." error for lists, maps and null.
-const std::string& scalar_text(const YAML::Node& node, const std::string& path, const YamlSource& source,
-                               std::string_view what) {
-  if (!node.IsScalar()) source.fail(node, path, fmt::format("expected {}, got {}", what, describe(node)));
+const std::string& scalar_text(const YAML::Node& node, const std::string& path,
+                               const YamlSource& source, std::string_view what) {
+  if (!node.IsScalar())
+    source.fail(node, path, fmt::format("expected {}, got {}", what, describe(node)));
   return node.Scalar();
 }
 
@@ -95,7 +96,8 @@ std::int64_t read_int(const YAML::Node& node, const std::string& path, const Yam
   }
   if (!value) source.fail(node, path, fmt::format("expected an integer, got {}", describe(node)));
   if (*value < min || *value > max) {
-    source.fail(node, path, fmt::format("expected an integer in [{}, {}], got {}", min, max, *value));
+    source.fail(node, path,
+                fmt::format("expected an integer in [{}, {}], got {}", min, max, *value));
   }
   return *value;
 }
@@ -115,7 +117,8 @@ DType read_dtype(const YAML::Node& node, const std::string& path, const YamlSour
   const std::string& text = scalar_text(node, path, source, "a dtype");
   const std::optional<DType> dtype = try_parse_dtype(text);
   if (!dtype) {
-    source.fail(node, path, fmt::format("expected a dtype ({}), got {}", dtype_choices(), describe(node)));
+    source.fail(node, path,
+                fmt::format("expected a dtype ({}), got {}", dtype_choices(), describe(node)));
   }
   return *dtype;
 }
@@ -135,7 +138,8 @@ std::size_t read_enum_index(const YAML::Node& node, const std::string& path,
 
 training::StepsOrFraction read_steps_or_fraction(const YAML::Node& node, const std::string& path,
                                                  const YamlSource& source) {
-  static constexpr std::string_view kWhat = "an integer step count or a fraction of the total steps";
+  static constexpr std::string_view kWhat =
+      "an integer step count or a fraction of the total steps";
   const std::string& text = scalar_text(node, path, source, kWhat);
   if (const std::optional<std::int64_t> steps = parse_int(text)) {
     return training::StepsOrFraction::of_steps(*steps);
@@ -149,10 +153,12 @@ training::StepsOrFraction read_steps_or_fraction(const YAML::Node& node, const s
 void expect_collection(const YAML::Node& node, const std::string& path, const YamlSource& source,
                        bool want_list) {
   if (want_list ? node.IsSequence() : node.IsMap()) return;
-  source.fail(node, path, fmt::format("expected {}, got {}", want_list ? "a list" : "a map", describe(node)));
+  source.fail(node, path,
+              fmt::format("expected {}, got {}", want_list ? "a list" : "a map", describe(node)));
 }
 
-std::optional<std::string> did_you_mean(std::string_view word, const std::vector<std::string>& candidates) {
+std::optional<std::string> did_you_mean(std::string_view word,
+                                        const std::vector<std::string>& candidates) {
   const std::size_t limit = 1 + word.size() / 5;
   std::optional<std::string> best;
   std::size_t best_distance = limit + 1;
@@ -166,11 +172,13 @@ std::optional<std::string> did_you_mean(std::string_view word, const std::vector
   return best;
 }
 
-std::vector<MapEntry> map_entries(const YAML::Node& map, const std::string& path, const YamlSource& source) {
+std::vector<MapEntry> map_entries(const YAML::Node& map, const std::string& path,
+                                  const YamlSource& source) {
   std::vector<MapEntry> entries;
   for (auto it = map.begin(); it != map.end(); ++it) {
     const YAML::Node key = it->first;
-    if (!key.IsScalar()) source.fail(key, path, fmt::format("keys must be strings, got {}", describe(key)));
+    if (!key.IsScalar())
+      source.fail(key, path, fmt::format("keys must be strings, got {}", describe(key)));
     for (const MapEntry& seen : entries) {
       if (seen.key == key.Scalar()) {
         source.fail(key, join_key_path(path, seen.key),
@@ -183,11 +191,15 @@ std::vector<MapEntry> map_entries(const YAML::Node& map, const std::string& path
 }
 
 StructReader::StructReader(const YAML::Node& map, std::string path, YamlSource& source)
-    : map_(map), path_(std::move(path)), source_(source), entries_(map_entries(map, path_, source)) {}
+    : map_(map),
+      path_(std::move(path)),
+      source_(source),
+      entries_(map_entries(map, path_, source)) {}
 
 void StructReader::unsupported(std::string_view key, std::string_view hint) {
   if (const MapEntry* entry = find(key)) {
-    source_.fail(entry->key_node, join_key_path(path_, key), fmt::format("not supported: {}", hint));
+    source_.fail(entry->key_node, join_key_path(path_, key),
+                 fmt::format("not supported: {}", hint));
   }
 }
 
@@ -213,8 +225,9 @@ void StructReader::finish() const {
   if (missing_.empty()) return;
   std::string also;
   if (missing_.size() > 1) {
-    also = fmt::format(" (also missing: {})",
-                       fmt::join(std::vector<std::string>(missing_.begin() + 1, missing_.end()), ", "));
+    also = fmt::format(
+        " (also missing: {})",
+        fmt::join(std::vector<std::string>(missing_.begin() + 1, missing_.end()), ", "));
   }
   source_.fail(map_, join_key_path(path_, missing_.front()), "required key is missing" + also);
 }

@@ -1,6 +1,7 @@
-// Internal to lib/saes/config: the strict typed YAML reader. `read_value` turns a YAML node into any
-// supported field type; `StructReader` is the visitor that `visit_fields` drives for one map:
-// required keys, unknown keys (with "did you mean"), unsupported keys and type-discriminated fields.
+// Internal to lib/saes/config: the strict typed YAML reader. `read_value` turns a YAML node into
+// any supported field type; `StructReader` is the visitor that `visit_fields` drives for one map:
+// required keys, unknown keys (with "did you mean"), unsupported keys and type-discriminated
+// fields.
 #pragma once
 
 #include <fmt/format.h>
@@ -39,7 +40,8 @@ void expect_collection(const YAML::Node& node, const std::string& path, const Ya
                        bool want_list);
 
 /// The closest candidate to `word` by edit distance, if it is close enough to be a likely typo.
-std::optional<std::string> did_you_mean(std::string_view word, const std::vector<std::string>& candidates);
+std::optional<std::string> did_you_mean(std::string_view word,
+                                        const std::vector<std::string>& candidates);
 
 /// One `key: value` of a YAML map, in document order.
 struct MapEntry {
@@ -49,7 +51,8 @@ struct MapEntry {
   bool used = false;
 };
 /// Entries of a map node; non-scalar and duplicate keys are errors.
-std::vector<MapEntry> map_entries(const YAML::Node& map, const std::string& path, const YamlSource& source);
+std::vector<MapEntry> map_entries(const YAML::Node& map, const std::string& path,
+                                  const YamlSource& source);
 
 template <class T>
 void read_value(const YAML::Node& node, const std::string& path, YamlSource& source, T& out);
@@ -122,8 +125,8 @@ void read_value(const YAML::Node& node, const std::string& path, YamlSource& sou
   } else if constexpr (std::is_same_v<T, bool>) {
     out = read_bool(node, path, source);
   } else if constexpr (std::is_integral_v<T>) {
-    out = static_cast<T>(read_int(node, path, source, std::numeric_limits<T>::min(),
-                                  std::numeric_limits<T>::max()));
+    out = static_cast<T>(
+        read_int(node, path, source, std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
   } else if constexpr (std::is_floating_point_v<T>) {
     out = read_double(node, path, source);
   } else if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, std::filesystem::path>) {
@@ -147,7 +150,8 @@ void read_value(const YAML::Node& node, const std::string& path, YamlSource& sou
     expect_collection(node, path, source, true);
     if constexpr (kIsStdArray<T>) {
       if (node.size() != out.size()) {
-        source.fail(node, path, fmt::format("expected a list of {} items, got {}", out.size(), node.size()));
+        source.fail(node, path,
+                    fmt::format("expected a list of {} items, got {}", out.size(), node.size()));
       }
     }
     for (std::size_t i = 0; i < node.size(); ++i) {

@@ -18,9 +18,10 @@ std::vector<std::string> split_key_path(const std::string& key, const std::strin
   std::size_t start = 0;
   while (true) {
     const std::size_t dot = key.find('.', start);
-    segments.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
-    SAES_CHECK(!segments.back().empty(), ConfigError,
-               "{}: invalid key path \"{}\" (empty segment)", override_location(text), key);
+    segments.push_back(
+        key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    SAES_CHECK(!segments.back().empty(), ConfigError, "{}: invalid key path \"{}\" (empty segment)",
+               override_location(text), key);
     if (dot == std::string::npos) return segments;
     start = dot + 1;
   }
@@ -33,8 +34,8 @@ std::size_t list_index(const YAML::Node& list, const std::string& segment, const
   const auto* end = segment.data() + segment.size();
   const auto [ptr, ec] = std::from_chars(segment.data(), end, index);
   SAES_CHECK(ec == std::errc() && ptr == end && index < list.size(), ConfigError,
-             "{}: {}: \"{}\" is not an index of this list of {} items", override_location(text), path,
-             segment, list.size());
+             "{}: {}: \"{}\" is not an index of this list of {} items", override_location(text),
+             path, segment, list.size());
   return index;
 }
 
@@ -120,8 +121,9 @@ const std::string* YamlSource::override_for(const std::string& path) const {
   const std::string* best = nullptr;
   std::size_t best_length = 0;
   for (const auto& [prefix, text] : overrides_) {
-    const bool covers = path == prefix || (path.size() > prefix.size() && path.starts_with(prefix) &&
-                                           (path[prefix.size()] == '.' || path[prefix.size()] == '['));
+    const bool covers =
+        path == prefix || (path.size() > prefix.size() && path.starts_with(prefix) &&
+                           (path[prefix.size()] == '.' || path[prefix.size()] == '['));
     if (covers && (best == nullptr || prefix.size() >= best_length)) {
       best = &text;
       best_length = prefix.size();
@@ -142,16 +144,21 @@ YAML::Node load_yaml(std::string_view text, const YamlSource& source) {
   return root;
 }
 
-void apply_overrides(YAML::Node& root, const std::vector<std::string>& overrides, YamlSource& source) {
+void apply_overrides(YAML::Node& root, const std::vector<std::string>& overrides,
+                     YamlSource& source) {
   for (const std::string& text : overrides) apply_override(root, text, source);
 }
 
 std::string describe(const YAML::Node& node) {
   switch (node.Type()) {
-    case YAML::NodeType::Scalar: return fmt::format("\"{}\"", node.Scalar());
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a map";
-    default: return "null";
+    case YAML::NodeType::Scalar:
+      return fmt::format("\"{}\"", node.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    default:
+      return "null";
   }
 }
 

@@ -39,14 +39,15 @@ class YamlSource {
   std::map<std::string, std::string> recorded_;   // key path -> location
 };
 
-/// Parses YAML text; malformed YAML throws ConfigError `file:line:col: invalid YAML: <parser message>`.
-/// An empty document yields an empty map.
+/// Parses YAML text; malformed YAML throws ConfigError `file:line:col: invalid YAML: <parser
+/// message>`. An empty document yields an empty map.
 YAML::Node load_yaml(std::string_view text, const YamlSource& source);
 
 /// Applies `key.path=value` overrides in order: the value is parsed as a YAML scalar or flow
 /// collection, missing intermediate maps are created, and list elements are addressed by index
 /// (`sources.0.path`). A malformed override throws ConfigError naming it.
-void apply_overrides(YAML::Node& root, const std::vector<std::string>& overrides, YamlSource& source);
+void apply_overrides(YAML::Node& root, const std::vector<std::string>& overrides,
+                     YamlSource& source);
 
 /// `"text"` for scalars, `null`, `a list`, `a map`: what a message says it got.
 std::string describe(const YAML::Node& node);

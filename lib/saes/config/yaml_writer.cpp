@@ -1,6 +1,7 @@
 // Scalar formatting of the YAML writer (round-trip doubles, null-safe strings).
 #include "saes/config/yaml_writer.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 

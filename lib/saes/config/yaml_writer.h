@@ -1,6 +1,6 @@
 // Internal to lib/saes/config: writes any supported config value to a YAML::Emitter such that the
-// strict reader gives back an equal value (doubles in shortest round-trip form with a decimal point,
-// step counts as integers and fractions as decimals, null-like strings quoted).
+// strict reader gives back an equal value (doubles in shortest round-trip form with a decimal
+// point, step counts as integers and fractions as decimals, null-like strings quoted).
 #pragma once
 
 #include <fmt/format.h>
@@ -51,7 +51,8 @@ class StructWriter {
 };
 
 template <class T>
-constexpr bool kIsScalarField = !ConfigStruct<T> && !kIsVector<T> && !kIsStringMap<T> && !kIsStdArray<T>;
+constexpr bool kIsScalarField =
+    !ConfigStruct<T> && !kIsVector<T> && !kIsStringMap<T> && !kIsStdArray<T>;
 
 template <class T>
 void emit_value(YAML::Emitter& out, const T& value) {

@@ -15,7 +15,9 @@ namespace saes::convert {
 /// Output layout: saes' own checkpoint folder or a SAELens one.
 enum class ConvertFormat { kNative, kSaeLens };
 inline constexpr std::array<std::string_view, 2> kConvertFormatNames = {"native", "saelens"};
-constexpr std::span<const std::string_view> enum_names(ConvertFormat) { return kConvertFormatNames; }
+constexpr std::span<const std::string_view> enum_names(ConvertFormat) {
+  return kConvertFormatNames;
+}
 
 /// Dataset-wise activation scaling: leave as stored, fold into the weights, or unfold again.
 enum class ScaleFolding { kKeep, kFold, kUnfold };

@@ -35,7 +35,8 @@ constexpr std::span<const std::string_view> enum_names(LogLevel) { return kLogLe
 
 /// How progress is shown: `auto` redraws a line on a TTY and prints plain lines otherwise.
 enum class ProgressMode { kAuto, kTty, kPlain, kOff };
-inline constexpr std::array<std::string_view, 4> kProgressModeNames = {"auto", "tty", "plain", "off"};
+inline constexpr std::array<std::string_view, 4> kProgressModeNames = {"auto", "tty", "plain",
+                                                                       "off"};
 constexpr std::span<const std::string_view> enum_names(ProgressMode) { return kProgressModeNames; }
 
 struct LoggingConfig {
@@ -46,7 +47,8 @@ struct LoggingConfig {
   template <class V>
   void visit_fields(V& v) {
     v("level", level, "log level: debug | info | warn | error | off");
-    v("progress", progress, "progress display: auto (redraw on a TTY, plain lines otherwise) | tty | plain | off");
+    v("progress", progress,
+      "progress display: auto (redraw on a TTY, plain lines otherwise) | tty | plain | off");
     v("progress_interval_s", progress_interval_s, "seconds between plain progress lines");
   }
   bool operator==(const LoggingConfig&) const = default;

@@ -25,7 +25,8 @@ struct DatasetConfig {
   void visit_fields(V& v) {
     v("dataset_name_or_path", dataset_name_or_path, "dataset name or local path");
     v("cache_dir", cache_dir, "download cache folder");
-    v("is_dataset_on_disk", is_dataset_on_disk, "read a dataset saved to disk instead of loading by name");
+    v("is_dataset_on_disk", is_dataset_on_disk,
+      "read a dataset saved to disk instead of loading by name");
   }
   bool operator==(const DatasetConfig&) const = default;
 };
@@ -33,8 +34,8 @@ struct DatasetConfig {
 /// What the activation stream yields: raw token records, per-sequence activations [batch, seq_len,
 /// d_model], or per-token activations [n_tokens, d_model] with pad/BOS/ignored tokens dropped.
 enum class ActivationTarget { kTokens, kActivations2d, kActivations1d };
-inline constexpr std::array<std::string_view, 3> kActivationTargetNames = {"tokens", "activations-2d",
-                                                                           "activations-1d"};
+inline constexpr std::array<std::string_view, 3> kActivationTargetNames = {
+    "tokens", "activations-2d", "activations-1d"};
 constexpr std::span<const std::string_view> enum_names(ActivationTarget) {
   return kActivationTargetNames;
 }
@@ -71,14 +72,18 @@ struct ActivationSourceConfig {
 
   template <class V>
   void visit_fields(V& v) {
-    v.required("type", type, "dataset (run the model on a dataset) | activations (read cached chunks)");
+    v.required("type", type,
+               "dataset (run the model on a dataset) | activations (read cached chunks)");
     v.required("name", name,
                "source name; for type dataset the key into `datasets` (or `dataset_name`)");
-    v("sample_weights", sample_weights, "relative probability of drawing the next batch from this source");
+    v("sample_weights", sample_weights,
+      "relative probability of drawing the next batch from this source");
     v.unsupported("is_dataset_tokenized", "it is unused upstream; remove it");
     v.unsupported("prepend_bos", "it is unused upstream; set model.prepend_bos instead");
     v.variant(type == SourceType::kActivations, "type: activations", [&] {
-      v.required("path", path, "cached activations: root folder (hook folders inside) or map hook point -> folder");
+      v.required(
+          "path", path,
+          "cached activations: root folder (hook folders inside) or map hook point -> folder");
       v("device", device, "device the chunks are loaded to");
       v("dtype", dtype, "cast activations to this dtype on load (null: keep stored dtype)");
       v("num_workers", num_workers, "reader threads");
@@ -95,7 +100,8 @@ struct BufferShuffleConfig {
   template <class V>
   void visit_fields(V& v) {
     v("perm_seed", perm_seed, "seed of the shuffle permutation generator");
-    v("generator_device", generator_device, "device of the permutation generator (null: buffer's device)");
+    v("generator_device", generator_device,
+      "device of the permutation generator (null: buffer's device)");
   }
   bool operator==(const BufferShuffleConfig&) const = default;
 };
@@ -116,13 +122,17 @@ struct ActivationFactoryConfig {
   template <class V>
   void visit_fields(V& v) {
     v.required("sources", sources, "inputs, drawn from in proportion to their sample_weights");
-    v.required("target", target, "tokens | activations-2d (per sequence) | activations-1d (per token)");
+    v.required("target", target,
+               "tokens | activations-2d (per sequence) | activations-1d (per token)");
     v.required("hook_points", hook_points, "hook points to produce (TransformerLens names)");
-    v.required("batch_size", batch_size, "rows per batch: tokens for activations-1d, sequences for 2-d");
+    v.required("batch_size", batch_size,
+               "rows per batch: tokens for activations-1d, sequences for 2-d");
     v("num_workers", num_workers, "dataset reader threads");
-    v("context_size", context_size, "pad/truncate every context to this many tokens (null: no padding)");
+    v("context_size", context_size,
+      "pad/truncate every context to this many tokens (null: no padding)");
     v("model_batch_size", model_batch_size, "contexts per language-model forward");
-    v("override_dtype", override_dtype, "cast activations (never token ids or masks) to this dtype");
+    v("override_dtype", override_dtype,
+      "cast activations (never token ids or masks) to this dtype");
     v("buffer_size", buffer_size, "rows held for online shuffling (null: no shuffling)");
     v("buffer_shuffle", buffer_shuffle, "shuffle generator settings");
     v("ignore_token_ids", ignore_token_ids,
@@ -148,8 +158,10 @@ struct ActivationWriterConfig {
   template <class V>
   void visit_fields(V& v) {
     v.required("hook_points", hook_points, "hook points to write, one folder each");
-    v("total_generating_tokens", total_generating_tokens, "stop after this many tokens (null: whole dataset)");
-    v("n_samples_per_chunk", n_samples_per_chunk, "rows per chunk file (null: one batch per chunk)");
+    v("total_generating_tokens", total_generating_tokens,
+      "stop after this many tokens (null: whole dataset)");
+    v("n_samples_per_chunk", n_samples_per_chunk,
+      "rows per chunk file (null: one batch per chunk)");
     v("cache_dir", cache_dir, "output folder");
     v("format", format, "chunk file format");
     v("num_workers", num_workers, "writer threads (null: write inline)");

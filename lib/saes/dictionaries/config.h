@@ -15,8 +15,8 @@ namespace saes::dictionaries {
 
 /// Dictionary variant; the registry dispatches on it explicitly (only `sae` is implemented).
 enum class SaeType { kSae, kCrosscoder, kClt, kLorsa, kMolt };
-inline constexpr std::array<std::string_view, 5> kSaeTypeNames = {"sae", "crosscoder", "clt", "lorsa",
-                                                                  "molt"};
+inline constexpr std::array<std::string_view, 5> kSaeTypeNames = {"sae", "crosscoder", "clt",
+                                                                  "lorsa", "molt"};
 constexpr std::span<const std::string_view> enum_names(SaeType) { return kSaeTypeNames; }
 
 /// Activation function; `batchlayertopk` and `layertopk` are CLT-only upstream.
@@ -27,14 +27,14 @@ constexpr std::span<const std::string_view> enum_names(ActFn) { return kActFnNam
 
 /// True for the TopK family (k-sparse activation functions).
 constexpr bool is_topk_family(ActFn act_fn) {
-  return act_fn == ActFn::kTopK || act_fn == ActFn::kBatchTopK || act_fn == ActFn::kBatchLayerTopK ||
-         act_fn == ActFn::kLayerTopK;
+  return act_fn == ActFn::kTopK || act_fn == ActFn::kBatchTopK ||
+         act_fn == ActFn::kBatchLayerTopK || act_fn == ActFn::kLayerTopK;
 }
 
 /// How input activations are scaled before the dictionary (spec §2.1).
 enum class NormActivation { kTokenWise, kBatchWise, kDatasetWise, kInference };
-inline constexpr std::array<std::string_view, 4> kNormActivationNames = {"token-wise", "batch-wise",
-                                                                         "dataset-wise", "inference"};
+inline constexpr std::array<std::string_view, 4> kNormActivationNames = {
+    "token-wise", "batch-wise", "dataset-wise", "inference"};
 constexpr std::span<const std::string_view> enum_names(NormActivation) {
   return kNormActivationNames;
 }
@@ -81,12 +81,14 @@ struct SparseDictionaryConfig {
       "JumpReLU straight-through rectangle width epsilon");
     v.required("hook_point_in", hook_point_in, "hook point the dictionary encodes");
     v.required("hook_point_out", hook_point_out,
-               "hook point it reconstructs (equal to hook_point_in for an SAE, different for a transcoder)");
+               "hook point it reconstructs (equal to hook_point_in for an SAE, different for a "
+               "transcoder)");
     v("use_glu_encoder", use_glu_encoder, "gate the encoder with a second (GLU) projection");
     v("device", device, "device of the parameters: cpu, cuda, cuda:N");
     v("dtype", dtype, "parameter dtype");
     v.unsupported("use_triton_kernel", "saes has no Triton kernels; remove it");
-    v.unsupported("sparsity_threshold_for_triton_spmm_kernel", "saes has no Triton kernels; remove it");
+    v.unsupported("sparsity_threshold_for_triton_spmm_kernel",
+                  "saes has no Triton kernels; remove it");
   }
   bool operator==(const SparseDictionaryConfig&) const = default;
 };

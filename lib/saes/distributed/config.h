@@ -12,8 +12,10 @@ struct ParallelismConfig {
 
   template <class V>
   void visit_fields(V& v) {
-    v("data_parallel_size", data_parallel_size, "data-parallel ranks (each gets batch_size / dp rows)");
-    v("model_parallel_size", model_parallel_size, "tensor-parallel ranks (d_sae is split across them)");
+    v("data_parallel_size", data_parallel_size,
+      "data-parallel ranks (each gets batch_size / dp rows)");
+    v("model_parallel_size", model_parallel_size,
+      "tensor-parallel ranks (d_sae is split across them)");
   }
   bool operator==(const ParallelismConfig&) const = default;
 };

@@ -39,9 +39,11 @@ struct LanguageModelConfig {
   void visit_fields(V& v) {
     v("model_name", model_name, "model identifier (HF name); also the tokenizer/architecture name");
     v("model_from_pretrained_path", model_from_pretrained_path,
-      "load weights from this local path (e.g. a llama2.c .bin or an HF folder) instead of by name");
+      "load weights from this local path (e.g. a llama2.c .bin or an HF folder) instead of by "
+      "name");
     v("tokenizer_path", tokenizer_path,
-      "tokenizer file or folder (null: beside model_from_pretrained_path, else by model_name); saes addition");
+      "tokenizer file or folder (null: beside model_from_pretrained_path, else by model_name); "
+      "saes addition");
     v("cache_dir", cache_dir, "download cache folder");
     v("local_files_only", local_files_only, "never download; use local files only");
     v("max_length", max_length, "tokenizer truncation length");
