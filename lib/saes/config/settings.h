@@ -1,0 +1,223 @@
+// Top-level settings of the four executables, mirroring upstream's runner settings (spec §1.6 and
+// Appendix A): GenerateSettings, TrainSettings, AnalyzeSettings, ConvertSettings. Each is made of
+// the modules' own config structs; config_loader.h reads/writes them as YAML.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "saes/analysis/config.h"
+#include "saes/convert/config.h"
+#include "saes/core/config.h"
+#include "saes/data/config.h"
+#include "saes/dictionaries/config.h"
+#include "saes/distributed/config.h"
+#include "saes/lm/config.h"
+#include "saes/training/config.h"
+
+namespace saes::config {
+
+inline constexpr std::string_view kNoWandbHint =
+    "saes does not log to Weights & Biases; metrics go to metrics.jsonl in the output folder. "
+    "Remove it";
+inline constexpr std::string_view kNoMongoHint =
+    "saes has no MongoDB support; results are written to files in the output folder. Remove it";
+inline constexpr std::string_view kSeedHelp = "seed of every random generator of the run";
+inline constexpr std::string_view kThreadsHelp = "CPU threads for torch and readers (0: all cores)";
+inline constexpr std::string_view kDeviceTypeHelp =
+    "device kind of multi-process runs: cuda (NCCL) or cpu (MPI); unused in a single process";
+
+/// `saes-generate`: run a language model over a dataset and write activations (upstream
+/// GenerateActivationsSettings).
+struct GenerateSettings {
+  std::string model_name;
+  lm::LanguageModelConfig model;
+  std::string dataset_name;
+  data::DatasetConfig dataset;
+  std::vector<std::string> hook_points;
+  std::filesystem::path output_dir;
+  data::ActivationTarget target = data::ActivationTarget::kActivations2d;
+  std::int64_t context_size = 128;
+  std::int64_t model_batch_size = 1;
+  std::int64_t batch_size = 0;
+  std::optional<std::int64_t> buffer_size;
+  std::optional<data::BufferShuffleConfig> buffer_shuffle;
+  std::optional<std::int64_t> total_tokens;
+  data::ActivationFormat format = data::ActivationFormat::kSafetensors;
+  std::optional<std::int64_t> n_samples_per_chunk;
+  std::optional<std::int64_t> num_workers;
+  std::optional<std::int64_t> n_shards;
+  std::int64_t start_shard = 0;
+  std::optional<std::vector<std::int64_t>> ignore_token_ids;
+  std::optional<DType> override_dtype;
+  std::string device_type = "cuda";
+  std::int64_t seed = 42;
+  std::int64_t threads = 0;
+  LoggingConfig logging;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v.required("model_name", model_name, "model identifier written into every chunk's meta");
+    v.required("model", model, "language model to run");
+    v.required("dataset_name", dataset_name, "dataset identifier written into every chunk's meta");
+    v.required("dataset", dataset, "dataset to read");
+    v.required("hook_points", hook_points, "hook points to write, one folder each");
+    v.required("output_dir", output_dir, "output folder");
+    v("target", target, "activations-2d (per sequence) or activations-1d (per token)");
+    v("context_size", context_size, "tokens per context (pad/truncate)");
+    v("model_batch_size", model_batch_size, "contexts per language-model forward");
+    v.required("batch_size", batch_size,
+               "rows per chunk: tokens for activations-1d, sequences for 2-d");
+    v("buffer_size", buffer_size, "rows held for online shuffling (null: no shuffling)");
+    v("buffer_shuffle", buffer_shuffle, "shuffle generator settings");
+    v("total_tokens", total_tokens, "stop after this many tokens (null: whole dataset)");
+    v("format", format, "chunk file format");
+    v("n_samples_per_chunk", n_samples_per_chunk,
+      "rows per chunk file (null: one batch per chunk)");
+    v("num_workers", num_workers, "writer threads (null: write inline)");
+    v("n_shards", n_shards, "dataset shards (null: number of ranks)");
+    v("start_shard", start_shard, "first shard index; rank r reads shard start_shard + r");
+    v("ignore_token_ids", ignore_token_ids,
+      "drop these token ids in activations-1d (null: drop pad and BOS)");
+    v("override_dtype", override_dtype,
+      "cast activations (never token ids or masks) to this dtype");
+    v("device_type", device_type, kDeviceTypeHelp);
+    v.unsupported("mongo", kNoMongoHint);
+    v("seed", seed, kSeedHelp);
+    v("threads", threads, kThreadsHelp);
+    v("logging", logging, "log level and progress display");
+  }
+  bool operator==(const GenerateSettings&) const = default;
+};
+
+/// `saes-train`: train a sparse dictionary (upstream TrainSAESettings).
+struct TrainSettings {
+  std::string sae_name;
+  std::string sae_series;
+  dictionaries::SparseDictionaryConfig sae;
+  std::optional<training::InitializerConfig> initializer;
+  training::TrainerConfig trainer;
+  data::ActivationFactoryConfig activation_factory;
+  bool eval = false;
+  distributed::ParallelismConfig parallelism;
+  std::optional<lm::LanguageModelConfig> model;
+  std::optional<std::string> model_name;
+  std::map<std::string, data::DatasetConfig> datasets;
+  std::string device_type = "cuda";
+  bool fold_activation_scale = true;
+  std::int64_t seed = 42;
+  std::int64_t threads = 0;
+  LoggingConfig logging;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v.required("sae_name", sae_name, "name of the trained dictionary");
+    v.required("sae_series", sae_series, "series (group) the dictionary belongs to");
+    v.required("sae", sae, "dictionary to train");
+    v("initializer", initializer, "initialization (null: load sae.sae_pretrained_name_or_path)");
+    v.required("trainer", trainer, "optimization and schedules");
+    v.required("activation_factory", activation_factory, "training activations");
+    v("eval", eval, "evaluate during training");
+    parallelism.visit_fields(v);
+    v("model", model, "language model, needed by `dataset` sources");
+    v("model_name", model_name, "model identifier (meta of generated activations)");
+    v("datasets", datasets, "datasets of `dataset` sources, by source name");
+    v("device_type", device_type, kDeviceTypeHelp);
+    v("fold_activation_scale", fold_activation_scale,
+      "fold dataset-wise scaling into the saved weights (recorded, so it is never applied twice)");
+    v.unsupported("wandb", kNoWandbHint);
+    v.unsupported("mongo", kNoMongoHint);
+    v("seed", seed, kSeedHelp);
+    v("threads", threads, kThreadsHelp);
+    v("logging", logging, "log level and progress display");
+  }
+  bool operator==(const TrainSettings&) const = default;
+};
+
+/// `saes-analyze`: top-activating contexts per feature, optional evaluation (upstream
+/// AnalyzeSAESettings; results go to files, never MongoDB).
+struct AnalyzeSettings {
+  dictionaries::PretrainedSaeConfig sae;
+  std::string sae_name;
+  std::string sae_series;
+  data::ActivationFactoryConfig activation_factory;
+  std::optional<lm::LanguageModelConfig> model;
+  std::optional<std::string> model_name;
+  std::map<std::string, data::DatasetConfig> datasets;
+  analysis::FeatureAnalyzerConfig analyzer;
+  std::optional<analysis::EvalConfig> eval;
+  DType amp_dtype = DType::kBFloat16;
+  std::string feature_analysis_name = "default";
+  std::filesystem::path output_dir;
+  distributed::ParallelismConfig parallelism;
+  std::string device_type = "cuda";
+  std::int64_t seed = 42;
+  std::int64_t threads = 0;
+  LoggingConfig logging;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v.required("sae", sae, "trained dictionary to analyze");
+    v.required("sae_name", sae_name, "name of the dictionary");
+    v.required("sae_series", sae_series, "series (group) of the dictionary");
+    v.required("activation_factory", activation_factory, "activations to analyze (activations-2d)");
+    v("model", model, "language model, needed by `dataset` sources");
+    v("model_name", model_name, "model identifier");
+    v("datasets", datasets, "datasets of `dataset` sources, by source name");
+    v.required("analyzer", analyzer, "feature analysis");
+    v("eval", eval, "also evaluate the dictionary (null: skip)");
+    v("amp_dtype", amp_dtype, "autocast dtype of the dictionary forward");
+    v("feature_analysis_name", feature_analysis_name, "name of this analysis");
+    v.required("output_dir", output_dir, "output folder");
+    parallelism.visit_fields(v);
+    v("device_type", device_type, kDeviceTypeHelp);
+    v.unsupported("mongo", kNoMongoHint);
+    v("seed", seed, kSeedHelp);
+    v("threads", threads, kThreadsHelp);
+    v("logging", logging, "log level and progress display");
+  }
+  bool operator==(const AnalyzeSettings&) const = default;
+};
+
+/// `saes-convert`: change a checkpoint's layout (native <-> SAELens), TopK -> JumpReLU, scale
+/// folding, dtype. The conversion knobs are written flat (`to: saelens`).
+struct ConvertSettings {
+  std::filesystem::path input;
+  std::filesystem::path output;
+  convert::ConversionConfig conversion;
+  std::string device = "cpu";
+  std::optional<data::ActivationFactoryConfig> activation_factory;
+  std::optional<lm::LanguageModelConfig> model;
+  std::optional<std::string> model_name;
+  std::map<std::string, data::DatasetConfig> datasets;
+  distributed::ParallelismConfig parallelism;
+  std::string device_type = "cuda";
+  std::int64_t seed = 42;
+  std::int64_t threads = 0;
+  LoggingConfig logging;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v.required("input", input, "checkpoint to convert (folder or file; native or SAELens)");
+    v.required("output", output, "output folder");
+    conversion.visit_fields(v);
+    v("device", device, "device used for the conversion");
+    v("activation_factory", activation_factory, "activations for topk_to_jumprelu");
+    v("model", model, "language model, needed by `dataset` sources");
+    v("model_name", model_name, "model identifier");
+    v("datasets", datasets, "datasets of `dataset` sources, by source name");
+    parallelism.visit_fields(v);
+    v("device_type", device_type, kDeviceTypeHelp);
+    v.unsupported("mongo", kNoMongoHint);
+    v("seed", seed, kSeedHelp);
+    v("threads", threads, kThreadsHelp);
+    v("logging", logging, "log level and progress display");
+  }
+  bool operator==(const ConvertSettings&) const = default;
+};
+
+}  // namespace saes::config

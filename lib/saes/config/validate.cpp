@@ -1,0 +1,374 @@
+// Semantic validation of the four settings structs: every problem is collected, none thrown here.
+#include "saes/config/validate.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "saes/config/field_traits.h"
+#include "saes/core/error.h"
+
+namespace saes::config::detail {
+namespace {
+
+using data::ActivationTarget;
+using data::SourceType;
+using dictionaries::ActFn;
+
+class Problems {
+ public:
+  /// Records `path: message` unless `ok`.
+  void check(bool ok, const std::string& path, std::string message) {
+    if (!ok) items_.push_back({path, std::move(message)});
+  }
+  std::vector<Problem> take() { return std::move(items_); }
+
+ private:
+  std::vector<Problem> items_;
+};
+
+std::string at(const std::string& parent, std::string_view key) {
+  return join_key_path(parent, key);
+}
+
+void check_positive(Problems& p, const std::string& path, double value) {
+  p.check(value > 0 && std::isfinite(value), path, fmt::format("expected > 0, got {}", value));
+}
+void check_non_negative(Problems& p, const std::string& path, double value) {
+  p.check(value >= 0 && std::isfinite(value), path, fmt::format("expected >= 0, got {}", value));
+}
+void check_positive_if_set(Problems& p, const std::string& path,
+                           const std::optional<std::int64_t>& value) {
+  if (value) check_positive(p, path, static_cast<double>(*value));
+}
+void check_floating(Problems& p, const std::string& path, DType dtype) {
+  p.check(dtype_is_floating(dtype), path,
+          fmt::format("expected a floating dtype (float32, float16, bfloat16, float64), got {}",
+                      dtype_name(dtype)));
+}
+void check_not_empty(Problems& p, const std::string& path, const std::string& text) {
+  p.check(!text.empty(), path, "must not be empty");
+}
+void check_device(Problems& p, const std::string& path, const std::string& device) {
+  try {
+    parse_device(device);
+  } catch (const ConfigError&) {
+    p.check(false, path, fmt::format("expected cpu, cuda or cuda:N, got \"{}\"", device));
+  }
+}
+void check_device_type(Problems& p, const std::string& device_type) {
+  p.check(device_type == "cpu" || device_type == "cuda", "device_type",
+          fmt::format("expected cpu or cuda, got \"{}\"", device_type));
+}
+void check_token_ids(Problems& p, const std::string& path,
+                     const std::optional<std::vector<std::int64_t>>& ids) {
+  if (!ids) return;
+  for (std::size_t i = 0; i < ids->size(); ++i) {
+    check_non_negative(p, fmt::format("{}[{}]", path, i), static_cast<double>((*ids)[i]));
+  }
+}
+void check_steps(Problems& p, const std::string& path, const training::StepsOrFraction& value) {
+  if (value.is_fraction) {
+    p.check(value.fraction >= 0 && value.fraction <= 1, path,
+            fmt::format("a fraction of the total steps must be in [0, 1], got {} (write an integer "
+                        "for a step count)",
+                        value.fraction));
+  } else {
+    check_non_negative(p, path, static_cast<double>(value.steps));
+  }
+}
+
+void check_run(Problems& p, std::int64_t threads, const LoggingConfig& logging) {
+  check_non_negative(p, "threads", static_cast<double>(threads));
+  check_positive(p, "logging.progress_interval_s", logging.progress_interval_s);
+}
+
+void check_lm(Problems& p, const std::string& path, const lm::LanguageModelConfig& lm) {
+  check_not_empty(p, at(path, "model_name"), lm.model_name);
+  check_positive(p, at(path, "max_length"), static_cast<double>(lm.max_length));
+  check_device(p, at(path, "device"), lm.device);
+  check_floating(p, at(path, "dtype"), lm.dtype);
+  for (const auto& [key, id] :
+       {std::pair{"bos_token_id", lm.bos_token_id}, std::pair{"eos_token_id", lm.eos_token_id},
+        std::pair{"pad_token_id", lm.pad_token_id}}) {
+    if (id) check_non_negative(p, at(path, key), static_cast<double>(*id));
+  }
+}
+
+void check_source(Problems& p, const std::string& path, const data::ActivationSourceConfig& source,
+                  const data::ActivationFactoryConfig& factory) {
+  check_not_empty(p, at(path, "name"), source.name);
+  check_positive(p, at(path, "sample_weights"), source.sample_weights);
+  if (source.type != SourceType::kActivations) return;
+  p.check(factory.target != ActivationTarget::kTokens, path,
+          "cached activations cannot produce target tokens; use activations-2d or activations-1d");
+  if (source.path.per_hook.empty()) {
+    p.check(!source.path.root.empty(), at(path, "path"), "must not be empty");
+  } else {
+    for (const std::string& hook : factory.hook_points) {
+      p.check(source.path.per_hook.count(hook) > 0, at(path, "path"),
+              fmt::format("has no folder for hook point \"{}\"", hook));
+    }
+  }
+  check_device(p, at(path, "device"), source.device);
+  if (source.dtype) check_floating(p, at(path, "dtype"), *source.dtype);
+  check_non_negative(p, at(path, "num_workers"), static_cast<double>(source.num_workers));
+  check_non_negative(p, at(path, "prefetch"), static_cast<double>(source.prefetch));
+}
+
+/// `has_model`/`datasets`: what the settings provide to `dataset` sources.
+void check_factory(Problems& p, const std::string& path,
+                   const data::ActivationFactoryConfig& factory, bool has_model,
+                   const std::map<std::string, data::DatasetConfig>& datasets) {
+  p.check(!factory.sources.empty(), at(path, "sources"), "needs at least one source");
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < factory.sources.size(); ++i) {
+    const auto& source = factory.sources[i];
+    const std::string source_path = fmt::format("{}[{}]", at(path, "sources"), i);
+    check_source(p, source_path, source, factory);
+    p.check(names.insert(source.name).second, at(source_path, "name"),
+            fmt::format("duplicate source name \"{}\"", source.name));
+    if (source.type == SourceType::kDataset) {
+      p.check(has_model, source_path, "a dataset source needs a language model: set `model`");
+      p.check(datasets.count(source.name) > 0, source_path,
+              fmt::format(
+                  "a dataset source needs `datasets.{}` (datasets are looked up by source name)",
+                  source.name));
+    }
+  }
+  p.check(!factory.hook_points.empty(), at(path, "hook_points"), "needs at least one hook point");
+  for (std::size_t i = 0; i < factory.hook_points.size(); ++i) {
+    check_not_empty(p, fmt::format("{}[{}]", at(path, "hook_points"), i), factory.hook_points[i]);
+  }
+  check_positive(p, at(path, "batch_size"), static_cast<double>(factory.batch_size));
+  check_non_negative(p, at(path, "num_workers"), static_cast<double>(factory.num_workers));
+  check_positive_if_set(p, at(path, "context_size"), factory.context_size);
+  check_positive(p, at(path, "model_batch_size"), static_cast<double>(factory.model_batch_size));
+  if (factory.override_dtype)
+    check_floating(p, at(path, "override_dtype"), *factory.override_dtype);
+  if (factory.buffer_size) {
+    p.check(*factory.buffer_size >= factory.batch_size, at(path, "buffer_size"),
+            fmt::format("must be >= batch_size ({}), got {}", factory.batch_size,
+                        *factory.buffer_size));
+  }
+  check_token_ids(p, at(path, "ignore_token_ids"), factory.ignore_token_ids);
+}
+
+void check_parallelism(Problems& p, const distributed::ParallelismConfig& parallelism) {
+  check_positive(p, "data_parallel_size", static_cast<double>(parallelism.data_parallel_size));
+  check_positive(p, "model_parallel_size", static_cast<double>(parallelism.model_parallel_size));
+}
+
+void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
+  p.check(sae.sae_type == dictionaries::SaeType::kSae, "sae.sae_type",
+          fmt::format("only \"sae\" is implemented, got \"{}\"", enum_name(sae.sae_type)));
+  check_positive(p, "sae.d_model", static_cast<double>(sae.d_model));
+  check_positive(p, "sae.expansion_factor", sae.expansion_factor);
+  if (sae.d_model > 0 && sae.expansion_factor > 0) {
+    p.check(sae.d_sae() >= 1, "sae.expansion_factor",
+            fmt::format("d_sae = int(d_model * expansion_factor) is {}", sae.d_sae()));
+  }
+  p.check(sae.act_fn != ActFn::kBatchLayerTopK && sae.act_fn != ActFn::kLayerTopK, "sae.act_fn",
+          fmt::format("{} is for cross-layer transcoders only", enum_name(sae.act_fn)));
+  if (dictionaries::is_topk_family(sae.act_fn) && sae.d_sae() >= 1) {
+    p.check(sae.top_k >= 1 && sae.top_k <= sae.d_sae(), "sae.top_k",
+            fmt::format("expected 1 <= top_k <= d_sae ({}), got {}", sae.d_sae(), sae.top_k));
+  }
+  check_positive(p, "sae.jumprelu_threshold_window", sae.jumprelu_threshold_window);
+  check_not_empty(p, "sae.hook_point_in", sae.hook_point_in);
+  check_not_empty(p, "sae.hook_point_out", sae.hook_point_out);
+  check_device(p, "sae.device", sae.device);
+  check_floating(p, "sae.dtype", sae.dtype);
+}
+
+void check_initializer(Problems& p, const training::InitializerConfig& init,
+                       const dictionaries::SparseDictionaryConfig& sae) {
+  check_positive(p, "initializer.decoder_uniform_bound", init.decoder_uniform_bound);
+  check_positive(p, "initializer.encoder_uniform_bound", init.encoder_uniform_bound);
+  if (sae.act_fn == ActFn::kJumpRelu) {
+    p.check(init.init_log_jumprelu_threshold_value.has_value(),
+            "initializer.init_log_jumprelu_threshold_value",
+            "required for act_fn jumprelu (e.g. -2.302585 = log 0.1)");
+  }
+  if (init.initialize_W_D_with_active_subspace) {
+    p.check(init.d_active_subspace.has_value(), "initializer.d_active_subspace",
+            "required with initialize_W_D_with_active_subspace");
+  }
+  if (init.d_active_subspace) {
+    p.check(*init.d_active_subspace >= 1 && *init.d_active_subspace <= sae.d_model,
+            "initializer.d_active_subspace",
+            fmt::format("expected 1 <= d_active_subspace <= d_model ({}), got {}", sae.d_model,
+                        *init.d_active_subspace));
+  }
+  if (init.initialize_lorsa_with_mhsa.value_or(false) ||
+      init.initialize_tc_with_mlp.value_or(false)) {
+    p.check(init.model_layer.has_value(), "initializer.model_layer",
+            "required with initialize_lorsa_with_mhsa / initialize_tc_with_mlp");
+  }
+}
+
+void check_trainer(Problems& p, const training::TrainerConfig& t,
+                   const dictionaries::SparseDictionaryConfig& sae) {
+  const std::string path = "trainer";
+  check_positive(p, at(path, "lr"), t.lr);
+  for (std::size_t i = 0; i < t.betas.size(); ++i) {
+    p.check(t.betas[i] >= 0 && t.betas[i] < 1, fmt::format("trainer.betas[{}]", i),
+            fmt::format("expected 0 <= beta < 1, got {}", t.betas[i]));
+  }
+  if (t.l1_coefficient) check_non_negative(p, at(path, "l1_coefficient"), *t.l1_coefficient);
+  if (t.lp_coefficient) check_non_negative(p, at(path, "lp_coefficient"), *t.lp_coefficient);
+  if (t.auxk_coefficient) check_non_negative(p, at(path, "auxk_coefficient"), *t.auxk_coefficient);
+  check_floating(p, at(path, "amp_dtype"), t.amp_dtype);
+  check_positive(p, at(path, "tanh_stretch_coefficient"), t.tanh_stretch_coefficient);
+  check_positive(p, at(path, "frequency_scale"), t.frequency_scale);
+  check_positive(p, at(path, "p"), static_cast<double>(t.p));
+  check_steps(p, at(path, "l1_coefficient_warmup_steps"), t.l1_coefficient_warmup_steps);
+  check_steps(p, at(path, "k_warmup_steps"), t.k_warmup_steps);
+  check_steps(p, at(path, "k_cold_booting_steps"), t.k_cold_booting_steps);
+  check_steps(p, at(path, "lr_warm_up_steps"), t.lr_warm_up_steps);
+  check_steps(p, at(path, "lr_cool_down_steps"), t.lr_cool_down_steps);
+  if (t.initial_k && dictionaries::is_topk_family(sae.act_fn)) {
+    p.check(
+        *t.initial_k >= sae.top_k, at(path, "initial_k"),
+        fmt::format(
+            "k annealing starts at initial_k and ends at sae.top_k ({}): expected >= {}, got {}",
+            sae.top_k, sae.top_k, *t.initial_k));
+  }
+  check_positive(p, at(path, "k_exponential_factor"), t.k_exponential_factor);
+  check_positive(p, at(path, "k_aux"), static_cast<double>(t.k_aux));
+  check_positive(p, at(path, "dead_threshold"), static_cast<double>(t.dead_threshold));
+  p.check(t.lr_end_ratio >= 0 && t.lr_end_ratio <= 1, at(path, "lr_end_ratio"),
+          fmt::format("expected in [0, 1], got {}", t.lr_end_ratio));
+  check_positive(p, at(path, "jumprelu_lr_factor"), t.jumprelu_lr_factor);
+  check_non_negative(p, at(path, "clip_grad_norm"), t.clip_grad_norm);
+  check_positive(p, at(path, "total_training_tokens"),
+                 static_cast<double>(t.total_training_tokens));
+  check_positive(p, at(path, "log_frequency"), static_cast<double>(t.log_frequency));
+  check_positive(p, at(path, "eval_frequency"), static_cast<double>(t.eval_frequency));
+  check_non_negative(p, at(path, "n_checkpoints"), static_cast<double>(t.n_checkpoints));
+  check_not_empty(p, at(path, "exp_result_path"), t.exp_result_path.string());
+}
+
+}  // namespace
+
+std::vector<Problem> find_problems(const GenerateSettings& s) {
+  Problems p;
+  check_not_empty(p, "model_name", s.model_name);
+  check_lm(p, "model", s.model);
+  check_not_empty(p, "dataset_name", s.dataset_name);
+  check_not_empty(p, "dataset.dataset_name_or_path", s.dataset.dataset_name_or_path);
+  p.check(!s.hook_points.empty(), "hook_points", "needs at least one hook point");
+  check_not_empty(p, "output_dir", s.output_dir.string());
+  p.check(s.target != ActivationTarget::kTokens, "target",
+          "generate writes activations: expected activations-2d or activations-1d");
+  check_positive(p, "context_size", static_cast<double>(s.context_size));
+  check_positive(p, "model_batch_size", static_cast<double>(s.model_batch_size));
+  check_positive(p, "batch_size", static_cast<double>(s.batch_size));
+  if (s.buffer_size) {
+    p.check(*s.buffer_size >= s.batch_size, "buffer_size",
+            fmt::format("must be >= batch_size ({}), got {}", s.batch_size, *s.buffer_size));
+  }
+  check_positive_if_set(p, "total_tokens", s.total_tokens);
+  check_positive_if_set(p, "n_samples_per_chunk", s.n_samples_per_chunk);
+  if (s.num_workers) check_non_negative(p, "num_workers", static_cast<double>(*s.num_workers));
+  check_positive_if_set(p, "n_shards", s.n_shards);
+  check_non_negative(p, "start_shard", static_cast<double>(s.start_shard));
+  if (s.n_shards) {
+    p.check(s.start_shard < *s.n_shards, "start_shard",
+            fmt::format("must be < n_shards ({}), got {}", *s.n_shards, s.start_shard));
+  }
+  check_token_ids(p, "ignore_token_ids", s.ignore_token_ids);
+  if (s.override_dtype) check_floating(p, "override_dtype", *s.override_dtype);
+  check_device_type(p, s.device_type);
+  check_run(p, s.threads, s.logging);
+  return p.take();
+}
+
+std::vector<Problem> find_problems(const TrainSettings& s) {
+  Problems p;
+  check_not_empty(p, "sae_name", s.sae_name);
+  check_not_empty(p, "sae_series", s.sae_series);
+  check_sae(p, s.sae);
+  if (s.initializer) check_initializer(p, *s.initializer, s.sae);
+  check_trainer(p, s.trainer, s.sae);
+  check_factory(p, "activation_factory", s.activation_factory, s.model.has_value(), s.datasets);
+  const auto& hooks = s.activation_factory.hook_points;
+  for (const std::string* hook : {&s.sae.hook_point_in, &s.sae.hook_point_out}) {
+    p.check(hook->empty() || std::find(hooks.begin(), hooks.end(), *hook) != hooks.end(),
+            "activation_factory.hook_points",
+            fmt::format("must include the sae's hook point \"{}\"", *hook));
+  }
+  check_parallelism(p, s.parallelism);
+  if (s.parallelism.data_parallel_size > 0) {
+    p.check(s.activation_factory.batch_size % s.parallelism.data_parallel_size == 0,
+            "activation_factory.batch_size",
+            fmt::format("must be divisible by data_parallel_size ({}), got {}",
+                        s.parallelism.data_parallel_size, s.activation_factory.batch_size));
+  }
+  if (s.parallelism.model_parallel_size > 0 && s.sae.d_sae() > 0) {
+    p.check(s.sae.d_sae() % s.parallelism.model_parallel_size == 0, "model_parallel_size",
+            fmt::format("must divide d_sae ({}), got {}", s.sae.d_sae(),
+                        s.parallelism.model_parallel_size));
+  }
+  if (s.model) check_lm(p, "model", *s.model);
+  check_device_type(p, s.device_type);
+  check_run(p, s.threads, s.logging);
+  return p.take();
+}
+
+std::vector<Problem> find_problems(const AnalyzeSettings& s) {
+  Problems p;
+  check_not_empty(p, "sae.pretrained_name_or_path", s.sae.pretrained_name_or_path);
+  check_device(p, "sae.device", s.sae.device);
+  check_floating(p, "sae.dtype", s.sae.dtype);
+  check_not_empty(p, "sae_name", s.sae_name);
+  check_not_empty(p, "sae_series", s.sae_series);
+  check_factory(p, "activation_factory", s.activation_factory, s.model.has_value(), s.datasets);
+  p.check(s.activation_factory.target == ActivationTarget::kActivations2d,
+          "activation_factory.target", "analysis samples whole contexts: expected activations-2d");
+  if (s.model) check_lm(p, "model", *s.model);
+  check_positive(p, "analyzer.total_analyzing_tokens",
+                 static_cast<double>(s.analyzer.total_analyzing_tokens));
+  p.check(!s.analyzer.subsamples.empty(), "analyzer.subsamples", "needs at least one subsample");
+  for (const auto& [name, band] : s.analyzer.subsamples) {
+    const std::string path = at("analyzer.subsamples", name);
+    p.check(band.proportion > 0 && band.proportion <= 1, at(path, "proportion"),
+            fmt::format("expected in (0, 1], got {}", band.proportion));
+    check_positive(p, at(path, "n_samples"), static_cast<double>(band.n_samples));
+    check_positive_if_set(p, at(path, "max_length"), band.max_length);
+  }
+  check_token_ids(p, "analyzer.ignore_token_ids", s.analyzer.ignore_token_ids);
+  if (s.eval)
+    check_positive(p, "eval.total_eval_tokens", static_cast<double>(s.eval->total_eval_tokens));
+  check_floating(p, "amp_dtype", s.amp_dtype);
+  check_not_empty(p, "feature_analysis_name", s.feature_analysis_name);
+  check_not_empty(p, "output_dir", s.output_dir.string());
+  check_parallelism(p, s.parallelism);
+  check_device_type(p, s.device_type);
+  check_run(p, s.threads, s.logging);
+  return p.take();
+}
+
+std::vector<Problem> find_problems(const ConvertSettings& s) {
+  Problems p;
+  check_not_empty(p, "input", s.input.string());
+  check_not_empty(p, "output", s.output.string());
+  p.check(s.conversion.saelens_version == 5 || s.conversion.saelens_version == 6, "saelens_version",
+          fmt::format("expected 5 or 6, got {}", s.conversion.saelens_version));
+  if (s.conversion.dtype) check_floating(p, "dtype", *s.conversion.dtype);
+  p.check(!s.conversion.topk_to_jumprelu || s.activation_factory.has_value(), "activation_factory",
+          "topk_to_jumprelu measures thresholds on activations: set activation_factory");
+  if (s.activation_factory) {
+    check_factory(p, "activation_factory", *s.activation_factory, s.model.has_value(), s.datasets);
+  }
+  if (s.model) check_lm(p, "model", *s.model);
+  check_device(p, "device", s.device);
+  check_parallelism(p, s.parallelism);
+  check_device_type(p, s.device_type);
+  check_run(p, s.threads, s.logging);
+  return p.take();
+}
+
+}  // namespace saes::config::detail

@@ -1,0 +1,46 @@
+// ConversionConfig: what `saes-convert` does to a checkpoint (spec §10, Appendix D "convert"):
+// target layout, SAELens version, TopK -> JumpReLU, scale folding and dtype.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "saes/core/dtype.h"
+
+namespace saes::convert {
+
+/// Output layout: saes' own checkpoint folder or a SAELens one.
+enum class ConvertFormat { kNative, kSaeLens };
+inline constexpr std::array<std::string_view, 2> kConvertFormatNames = {"native", "saelens"};
+constexpr std::span<const std::string_view> enum_names(ConvertFormat) {
+  return kConvertFormatNames;
+}
+
+/// Dataset-wise activation scaling: leave as stored, fold into the weights, or unfold again.
+enum class ScaleFolding { kKeep, kFold, kUnfold };
+inline constexpr std::array<std::string_view, 3> kScaleFoldingNames = {"keep", "fold", "unfold"};
+constexpr std::span<const std::string_view> enum_names(ScaleFolding) { return kScaleFoldingNames; }
+
+struct ConversionConfig {
+  ConvertFormat to = ConvertFormat::kNative;
+  std::int64_t saelens_version = 6;
+  bool topk_to_jumprelu = false;
+  ScaleFolding fold_activation_scale = ScaleFolding::kKeep;
+  std::optional<DType> dtype;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v("to", to, "output layout");
+    v("saelens_version", saelens_version, "SAELens layout version written/read: 5 or 6");
+    v("topk_to_jumprelu", topk_to_jumprelu,
+      "turn a TopK dictionary into JumpReLU with thresholds measured on activation_factory");
+    v("fold_activation_scale", fold_activation_scale, "dataset-wise scale: keep | fold | unfold");
+    v("dtype", dtype, "cast parameters to this dtype (null: keep)");
+  }
+  bool operator==(const ConversionConfig&) const = default;
+};
+
+}  // namespace saes::convert

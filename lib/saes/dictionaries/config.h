@@ -1,0 +1,116 @@
+// Sparse-dictionary configs (spec §1.2): SparseDictionaryConfig with the SAE fields, and
+// PretrainedSaeConfig for loading a trained dictionary. Names and defaults follow the original.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "saes/core/dtype.h"
+
+namespace saes::dictionaries {
+
+/// Dictionary variant; the registry dispatches on it explicitly (only `sae` is implemented).
+enum class SaeType { kSae, kCrosscoder, kClt, kLorsa, kMolt };
+inline constexpr std::array<std::string_view, 5> kSaeTypeNames = {"sae", "crosscoder", "clt",
+                                                                  "lorsa", "molt"};
+constexpr std::span<const std::string_view> enum_names(SaeType) { return kSaeTypeNames; }
+
+/// Activation function; `batchlayertopk` and `layertopk` are CLT-only upstream.
+enum class ActFn { kRelu, kJumpRelu, kTopK, kBatchTopK, kBatchLayerTopK, kLayerTopK };
+inline constexpr std::array<std::string_view, 6> kActFnNames = {
+    "relu", "jumprelu", "topk", "batchtopk", "batchlayertopk", "layertopk"};
+constexpr std::span<const std::string_view> enum_names(ActFn) { return kActFnNames; }
+
+/// True for the TopK family (k-sparse activation functions).
+constexpr bool is_topk_family(ActFn act_fn) {
+  return act_fn == ActFn::kTopK || act_fn == ActFn::kBatchTopK ||
+         act_fn == ActFn::kBatchLayerTopK || act_fn == ActFn::kLayerTopK;
+}
+
+/// How input activations are scaled before the dictionary (spec §2.1).
+enum class NormActivation { kTokenWise, kBatchWise, kDatasetWise, kInference };
+inline constexpr std::array<std::string_view, 4> kNormActivationNames = {
+    "token-wise", "batch-wise", "dataset-wise", "inference"};
+constexpr std::span<const std::string_view> enum_names(NormActivation) {
+  return kNormActivationNames;
+}
+
+/// Common dictionary fields plus the SAE/transcoder ones (`hook_point_in/out`, `use_glu_encoder`).
+struct SparseDictionaryConfig {
+  SaeType sae_type = SaeType::kSae;
+  std::int64_t d_model = 0;
+  double expansion_factor = 0.0;
+  bool use_decoder_bias = true;
+  ActFn act_fn = ActFn::kRelu;
+  NormActivation norm_activation = NormActivation::kDatasetWise;
+  bool sparsity_include_decoder_norm = true;
+  std::int64_t top_k = 50;
+  std::optional<std::string> sae_pretrained_name_or_path;
+  bool strict_loading = true;
+  double jumprelu_threshold_window = 2.0;
+  std::string hook_point_in;
+  std::string hook_point_out;
+  bool use_glu_encoder = false;
+  std::string device = "cpu";
+  DType dtype = DType::kFloat32;
+
+  /// Number of features: int(d_model * expansion_factor).
+  std::int64_t d_sae() const {
+    return static_cast<std::int64_t>(static_cast<double>(d_model) * expansion_factor);
+  }
+
+  template <class V>
+  void visit_fields(V& v) {
+    v.required("sae_type", sae_type, "dictionary variant (only sae is implemented)");
+    v.required("d_model", d_model, "activation width");
+    v.required("expansion_factor", expansion_factor, "d_sae = int(d_model * expansion_factor)");
+    v("use_decoder_bias", use_decoder_bias, "add the decoder bias b_D");
+    v("act_fn", act_fn, "activation function");
+    v("norm_activation", norm_activation, "activation scaling before encoding (spec §2.1)");
+    v("sparsity_include_decoder_norm", sparsity_include_decoder_norm,
+      "gate and penalise features by h_i * ||W_D,i|| instead of h_i");
+    v("top_k", top_k, "k of the TopK family");
+    v("sae_pretrained_name_or_path", sae_pretrained_name_or_path,
+      "load weights from this checkpoint instead of initializing");
+    v("strict_loading", strict_loading, "require an exact tensor-name match when loading");
+    v("jumprelu_threshold_window", jumprelu_threshold_window,
+      "JumpReLU straight-through rectangle width epsilon");
+    v.required("hook_point_in", hook_point_in, "hook point the dictionary encodes");
+    v.required("hook_point_out", hook_point_out,
+               "hook point it reconstructs (equal to hook_point_in for an SAE, different for a "
+               "transcoder)");
+    v("use_glu_encoder", use_glu_encoder, "gate the encoder with a second (GLU) projection");
+    v("device", device, "device of the parameters: cpu, cuda, cuda:N");
+    v("dtype", dtype, "parameter dtype");
+    v.unsupported("use_triton_kernel", "saes has no Triton kernels; remove it");
+    v.unsupported("sparsity_threshold_for_triton_spmm_kernel",
+                  "saes has no Triton kernels; remove it");
+  }
+  bool operator==(const SparseDictionaryConfig&) const = default;
+};
+
+/// A trained dictionary to load (analysis, conversion): upstream `PretrainedSAE`.
+struct PretrainedSaeConfig {
+  std::string pretrained_name_or_path;
+  bool fold_activation_scale = true;
+  bool strict_loading = true;
+  std::string device = "cpu";
+  DType dtype = DType::kFloat32;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v.required("pretrained_name_or_path", pretrained_name_or_path, "checkpoint folder or file");
+    v("fold_activation_scale", fold_activation_scale,
+      "fold dataset-wise scaling into the weights on load (a no-op if already folded)");
+    v("strict_loading", strict_loading, "require an exact tensor-name match");
+    v("device", device, "device of the parameters");
+    v("dtype", dtype, "parameter dtype");
+  }
+  bool operator==(const PretrainedSaeConfig&) const = default;
+};
+
+}  // namespace saes::dictionaries

@@ -1,0 +1,61 @@
+// LanguageModelConfig: which language model to load and how to tokenize (spec §1.5 and §6.2).
+// Field names and defaults follow the original `LanguageModelConfig`; the YAML side is config/.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "saes/core/dtype.h"
+
+namespace saes::lm {
+
+/// Which implementation runs the model; `auto` picks from the model files.
+enum class LmBackend { kHuggingFace, kTransformerLens, kTokenizerOnly, kAuto };
+inline constexpr std::array<std::string_view, 4> kLmBackendNames = {
+    "huggingface", "transformer_lens", "tokenizer_only", "auto"};
+constexpr std::span<const std::string_view> enum_names(LmBackend) { return kLmBackendNames; }
+
+struct LanguageModelConfig {
+  std::string model_name = "gpt2";
+  std::optional<std::filesystem::path> model_from_pretrained_path;
+  std::optional<std::filesystem::path> tokenizer_path;
+  std::optional<std::filesystem::path> cache_dir;
+  bool local_files_only = false;
+  std::int64_t max_length = 2048;
+  LmBackend backend = LmBackend::kAuto;
+  bool prepend_bos = true;
+  std::optional<std::int64_t> bos_token_id;
+  std::optional<std::int64_t> eos_token_id;
+  std::optional<std::int64_t> pad_token_id;
+  std::string device = "cpu";
+  DType dtype = DType::kFloat32;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v("model_name", model_name, "model identifier (HF name); also the tokenizer/architecture name");
+    v("model_from_pretrained_path", model_from_pretrained_path,
+      "load weights from this local path (e.g. a llama2.c .bin or an HF folder) instead of by "
+      "name");
+    v("tokenizer_path", tokenizer_path,
+      "tokenizer file or folder (null: beside model_from_pretrained_path, else by model_name); "
+      "saes addition");
+    v("cache_dir", cache_dir, "download cache folder");
+    v("local_files_only", local_files_only, "never download; use local files only");
+    v("max_length", max_length, "tokenizer truncation length");
+    v("backend", backend, "model implementation; auto picks from the model files");
+    v("prepend_bos", prepend_bos, "prepend BOS to every context (strip it when false)");
+    v("bos_token_id", bos_token_id, "override BOS id (null: tokenizer's, falling back to EOS)");
+    v("eos_token_id", eos_token_id, "override EOS id (null: tokenizer's)");
+    v("pad_token_id", pad_token_id, "override pad id (null: tokenizer's, falling back to EOS)");
+    v("device", device, "device the model runs on: cpu, cuda, cuda:N");
+    v("dtype", dtype, "model weight/activation dtype");
+  }
+  bool operator==(const LanguageModelConfig&) const = default;
+};
+
+}  // namespace saes::lm
