@@ -74,18 +74,26 @@ Session::~Session() = default;
 
 bool Session::primary() const { return world_->rank() == 0; }
 
-void Session::configure(const std::string& config_log_level, int config_threads,
-                        const CommonOptions& options) {
-  std::string level_text = options.verbose ? "debug" : options.log_level.value_or(config_log_level);
-  auto level = try_parse_log_level(level_text);
-  SAES_CHECK(level.has_value(), ConfigError,
-             "logging.level: expected one of debug, info, warn, error, off, got \"{}\"", level_text);
-  logger_.set_level(*level);
+runners::RunContext Session::configure(const LoggingConfig& logging, std::int64_t config_threads,
+                                       const CommonOptions& options) {
+  LogLevel level = logging.level;
+  if (options.log_level) {
+    auto parsed = try_parse_log_level(*options.log_level);
+    SAES_CHECK(parsed.has_value(), ConfigError,
+               "--log-level: expected one of debug, info, warn, error, off, got \"{}\"",
+               *options.log_level);
+    level = *parsed;
+  }
+  if (options.verbose) level = LogLevel::kDebug;
+  logger_.set_level(level);
   int local_ranks = 1;
   if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local_ranks = std::atoi(env);
-  int threads = set_torch_threads(options.threads.value_or(config_threads), local_ranks);
+  int requested = static_cast<int>(options.threads.value_or(config_threads));
+  SAES_CHECK(requested >= 0, ConfigError, "threads: expected >= 0 (0 = all cores), got {}", requested);
+  int threads = set_torch_threads(requested, local_ranks);
   logger_.debug("{}: {} torch threads", tool_.name, threads);
   warn_if_reference_blas(logger_);
+  return runners::RunContext{logger_, *world_, logging.progress, logging.progress_interval_s};
 }
 
 void Session::print(const std::string& text) const {

@@ -12,7 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "saes/config/config_loader.h"
+#include "saes/core/config.h"
 #include "saes/core/logging.h"
+#include "saes/runners/run_context.h"
 
 namespace saes::distributed {
 class Communicator;
@@ -50,8 +53,10 @@ class Session {
   Logger& logger() { return logger_; }
   distributed::Communicator& world() { return *world_; }
   bool primary() const;
-  /// Applies log level / threads (CLI flags win over config values) and checks the BLAS.
-  void configure(const std::string& config_log_level, int config_threads, const CommonOptions& options);
+  /// Applies log level / threads (CLI flags win over config values) and checks the BLAS; returns
+  /// the runners' context.
+  runners::RunContext configure(const LoggingConfig& logging, std::int64_t config_threads,
+                                const CommonOptions& options);
   /// Prints text on the primary rank only (stdout).
   void print(const std::string& text) const;
 
@@ -66,5 +71,25 @@ class Session {
 /// rank a failing rank aborts all ranks (MPI_Abort) after printing its message.
 int run(const Tool& tool, CLI::App& app, int argc, char** argv, const bool& verbose,
         const std::function<int(Session&)>& body);
+
+/// The whole main of a config-driven executable: common options, load + overrides,
+/// --print-config, session set-up, then `runner(settings, context)`.
+template <class Settings>
+int run_config_tool(const Tool& tool, int argc, char** argv,
+                    Settings (*load)(const std::filesystem::path&, const std::vector<std::string>&),
+                    int (*runner)(const Settings&, runners::RunContext&)) {
+  auto app = make_app(tool);
+  CommonOptions options;
+  add_config_options(*app, options);
+  return run(tool, *app, argc, argv, options.verbose, [&](Session& session) {
+    Settings settings = load(options.config, options.overrides);
+    if (options.print_config) {
+      session.print(config::dump_yaml(settings));
+      return 0;
+    }
+    runners::RunContext context = session.configure(settings.logging, settings.threads, options);
+    return runner(settings, context);
+  });
+}
 
 }  // namespace saes::cli

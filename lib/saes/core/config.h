@@ -33,8 +33,6 @@ inline constexpr std::array<std::string_view, 5> kLogLevelNames = {"debug", "inf
                                                                    "off"};
 constexpr std::span<const std::string_view> enum_names(LogLevel) { return kLogLevelNames; }
 
-/// How progress is shown: `auto` redraws a line on a TTY and prints plain lines otherwise.
-enum class ProgressMode { kAuto, kTty, kPlain, kOff };
 inline constexpr std::array<std::string_view, 4> kProgressModeNames = {"auto", "tty", "plain",
                                                                        "off"};
 constexpr std::span<const std::string_view> enum_names(ProgressMode) { return kProgressModeNames; }

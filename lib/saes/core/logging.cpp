@@ -78,13 +78,15 @@ void Logger::write_raw(std::string_view text) {
 }
 
 Progress::Progress(Logger& logger, std::string label, std::int64_t total, std::string unit,
-                   double plain_interval_s)
+                   ProgressMode mode, double plain_interval_s)
     : logger_(logger),
       label_(std::move(label)),
       total_(total),
       unit_(std::move(unit)),
       plain_interval_s_(plain_interval_s),
-      tty_(isatty(fileno(logger.stream())) != 0),
+      tty_(mode == ProgressMode::kTty ||
+           (mode == ProgressMode::kAuto && isatty(fileno(logger.stream())) != 0)),
+      off_(mode == ProgressMode::kOff),
       start_(std::chrono::steady_clock::now()),
       last_print_(start_) {}
 
@@ -131,7 +133,7 @@ std::string Progress::line(std::string_view extra) const {
 
 void Progress::advance(std::int64_t n, std::string_view extra) {
   done_ += n;
-  if (!logger_.enabled(LogLevel::kInfo)) return;
+  if (off_ || !logger_.enabled(LogLevel::kInfo)) return;
   auto now = std::chrono::steady_clock::now();
   double since = std::chrono::duration<double>(now - last_print_).count();
   if (tty_) {
@@ -145,7 +147,7 @@ void Progress::advance(std::int64_t n, std::string_view extra) {
 }
 
 void Progress::finish(std::string_view extra) {
-  if (!logger_.enabled(LogLevel::kInfo)) return;
+  if (off_ || !logger_.enabled(LogLevel::kInfo)) return;
   std::string text = line(extra) + fmt::format(" (done in {})", duration(elapsed_s()));
   logger_.info("{}", text);
 }

@@ -17,6 +17,9 @@ namespace saes {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3, kOff = 4 };
 
+/// How progress is shown: `auto` redraws a line on a TTY and prints plain lines otherwise.
+enum class ProgressMode { kAuto, kTty, kPlain, kOff };
+
 /// Parses "debug", "info", "warn"/"warning", "error", "off"; nullopt otherwise.
 std::optional<LogLevel> try_parse_log_level(std::string_view text);
 std::string_view log_level_name(LogLevel level);
@@ -76,9 +79,7 @@ class Logger {
 class Progress {
  public:
   Progress(Logger& logger, std::string label, std::int64_t total, std::string unit,
-           double plain_interval_s = 30.0);
-  /// Forces plain lines (tests, `--no-progress`) or TTY redraws regardless of isatty().
-  void set_tty(bool tty) { tty_ = tty; }
+           ProgressMode mode = ProgressMode::kAuto, double plain_interval_s = 30.0);
   void advance(std::int64_t n, std::string_view extra = {});
   /// Prints the final line (always) with total time and mean rate.
   void finish(std::string_view extra = {});
@@ -98,6 +99,7 @@ class Progress {
   std::string unit_;
   double plain_interval_s_;
   bool tty_;
+  bool off_;
   std::int64_t done_ = 0;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_print_;
