@@ -2,18 +2,17 @@
 // primitive ones (variable all-gather, strings) and abort_all.
 #include "saes/distributed/communicator.h"
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/cat.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/zeros.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 
 #include "saes/core/dtype.h"
@@ -66,10 +65,14 @@ PaddedGather gather_padded(Communicator& comm, const at::Tensor& t) {
 
 std::string_view reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kMin: return "min";
-    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
+    case ReduceOp::kAvg:
+      return "avg";
   }
   return "unknown";
 }
@@ -127,8 +130,8 @@ at::Tensor Communicator::reduce_scatter(const at::Tensor& t, ReduceOp op) {
 
 void Communicator::broadcast_string(std::string& text, int root) {
   check_root(*this, root, "broadcast_string");
-  at::Tensor length = at::full({1}, static_cast<std::int64_t>(text.size()),
-                               at::TensorOptions().dtype(at::kLong));
+  at::Tensor length =
+      at::full({1}, static_cast<std::int64_t>(text.size()), at::TensorOptions().dtype(at::kLong));
   broadcast(length, root);
   at::Tensor bytes = at::empty({length.item<std::int64_t>()}, at::TensorOptions().dtype(at::kByte));
   if (rank() == root) std::memcpy(bytes.data_ptr(), text.data(), text.size());

@@ -1,6 +1,6 @@
 // The Communicator interface: rank/size, barrier and collectives on torch tensors over a group of
-// processes, sub-communicators (split) and the fatal-error exit (abort_all). Implementations live in
-// single_process_communicator.h, mpi_communicator.h and nccl_communicator.h; world.h picks one.
+// processes, sub-communicators (split) and the fatal-error exit (abort_all). Implementations live
+// in single_process_communicator.h, mpi_communicator.h and nccl_communicator.h; world.h picks one.
 #pragma once
 
 #include <memory>
@@ -29,8 +29,8 @@ std::string_view reduce_op_name(ReduceOp op);
 ///   floating dtype (UnsupportedError otherwise). For bool, kSum and kMax are logical or, kMin is
 ///   logical and. float16/bfloat16 reductions accumulate in float32.
 /// - Tensors may be non-contiguous (the collective runs on a contiguous copy that is copied back)
-///   and on CPU or CUDA (the MPI communicator stages CUDA tensors through host memory; NCCL works on
-///   them directly and hands CPU tensors to its host communicator).
+///   and on CPU or CUDA (the MPI communicator stages CUDA tensors through host memory; NCCL works
+///   on them directly and hands CPU tensors to its host communicator).
 /// - Failures throw DistributedError. A rank that throws must not simply return: its peers may be
 ///   blocked in a collective. With size() > 1 call abort_all() from the catch block.
 class Communicator {

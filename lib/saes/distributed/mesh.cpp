@@ -17,10 +17,11 @@ const ParallelismConfig& validated(const Communicator& world, const ParallelismC
                       checked_size(config.model_parallel_size, "model_parallel_size");
   if (product == world.size()) return config;
   if (world.size() == 1) {
-    SAES_THROW(ConfigError,
-               "data_parallel_size ({}) × model_parallel_size ({}) = {} needs {} ranks, but this is a "
-               "single-process run; launch with `mpirun -np {}`",
-               config.data_parallel_size, config.model_parallel_size, product, product, product);
+    SAES_THROW(
+        ConfigError,
+        "data_parallel_size ({}) × model_parallel_size ({}) = {} needs {} ranks, but this is a "
+        "single-process run; launch with `mpirun -np {}`",
+        config.data_parallel_size, config.model_parallel_size, product, product, product);
   }
   SAES_THROW(ConfigError,
              "data_parallel_size ({}) × model_parallel_size ({}) = {} does not match the {} ranks "

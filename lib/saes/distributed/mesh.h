@@ -1,5 +1,6 @@
 // Mesh: the `data × model` process grid of a run, with one sub-communicator per axis.
-// Layout: world rank = data_rank * model_size + model_rank (the ranks of a model group are adjacent).
+// Layout: world rank = data_rank * model_size + model_rank (the ranks of a model group are
+// adjacent).
 #pragma once
 
 #include <memory>

@@ -3,10 +3,6 @@
 // they are reduced in float32 temporaries; gathers and broadcasts move raw bytes of any dtype.
 #include "saes/distributed/mpi_communicator.h"
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <mpi.h>
-
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -14,6 +10,10 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <mpi.h>
 
 #include "saes/core/dtype.h"
 #include "saes/core/error.h"
@@ -34,7 +34,8 @@ void check_mpi(int rc, std::string_view call) {
 
 int checked_count(std::int64_t count, std::string_view what) {
   SAES_CHECK(count <= INT_MAX, UnsupportedError,
-             "{}: {} elements per rank exceed MPI's int count limit; split the tensor", what, count);
+             "{}: {} elements per rank exceed MPI's int count limit; split the tensor", what,
+             count);
   return static_cast<int>(count);
 }
 
@@ -51,14 +52,22 @@ at::Tensor staged(const at::Tensor& t) {
 
 MPI_Datatype mpi_type(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
-    case at::kLong: return MPI_INT64_T;
-    case at::kInt: return MPI_INT32_T;
-    case at::kShort: return MPI_INT16_T;
-    case at::kChar: return MPI_INT8_T;
-    case at::kByte: return MPI_UINT8_T;
-    case at::kBool: return MPI_C_BOOL;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kInt:
+      return MPI_INT32_T;
+    case at::kShort:
+      return MPI_INT16_T;
+    case at::kChar:
+      return MPI_INT8_T;
+    case at::kByte:
+      return MPI_UINT8_T;
+    case at::kBool:
+      return MPI_C_BOOL;
     default:
       SAES_THROW(UnsupportedError, "MPI reduction of dtype {} is not supported",
                  dtype_name(from_torch(t.scalar_type())));
@@ -68,10 +77,13 @@ MPI_Datatype mpi_type(const at::Tensor& t) {
 MPI_Op mpi_op(const at::Tensor& t, ReduceOp op) {
   if (t.scalar_type() == at::kBool) return op == ReduceOp::kMin ? MPI_LAND : MPI_LOR;
   switch (op) {
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return MPI_SUM;
+    case ReduceOp::kAvg:
+      return MPI_SUM;
   }
   return MPI_SUM;
 }
@@ -94,7 +106,8 @@ struct MpiCommunicator::Handle {
 MpiSession::MpiSession() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  SAES_CHECK(!finalized, DistributedError, "MPI was already finalized in this process and cannot restart");
+  SAES_CHECK(!finalized, DistributedError,
+             "MPI was already finalized in this process and cannot restart");
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (initialized) return;
@@ -103,7 +116,8 @@ MpiSession::MpiSession() {
   SAES_CHECK(rc == MPI_SUCCESS, DistributedError, "MPI_Init_thread failed with code {}", rc);
   if (provided < MPI_THREAD_FUNNELED) {
     MPI_Finalize();
-    SAES_THROW(DistributedError, "the MPI library provides thread level {}, saes needs MPI_THREAD_FUNNELED",
+    SAES_THROW(DistributedError,
+               "the MPI library provides thread level {}, saes needs MPI_THREAD_FUNNELED",
                provided);
   }
   owns_ = true;
@@ -117,7 +131,8 @@ MpiSession::~MpiSession() {
   if (!finalized) MPI_Finalize();
 }
 
-MpiCommunicator::MpiCommunicator(std::shared_ptr<MpiSession> session, std::unique_ptr<Handle> handle)
+MpiCommunicator::MpiCommunicator(std::shared_ptr<MpiSession> session,
+                                 std::unique_ptr<Handle> handle)
     : session_(std::move(session)), handle_(std::move(handle)) {
   check_mpi(MPI_Comm_set_errhandler(handle_->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check_mpi(MPI_Comm_rank(handle_->comm, &rank_), "MPI_Comm_rank");
@@ -130,7 +145,8 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::world(std::shared_ptr<MpiSessi
   SAES_ASSERT(session != nullptr, "MpiCommunicator::world needs a live MpiSession");
   auto handle = std::make_unique<Handle>();
   check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &handle->comm), "MPI_Comm_dup");
-  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(std::move(session), std::move(handle)));
+  return std::unique_ptr<MpiCommunicator>(
+      new MpiCommunicator(std::move(session), std::move(handle)));
 }
 
 void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(handle_->comm), "MPI_Barrier"); }
@@ -187,8 +203,9 @@ at::Tensor MpiCommunicator::all_gather_impl(const at::Tensor& t) {
   shape[0] *= size_;
   at::Tensor out = at::empty(shape, t.options());
   const int bytes = checked_count(static_cast<std::int64_t>(t.nbytes()), "all_gather");
-  check_mpi(MPI_Allgather(t.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, handle_->comm),
-            "MPI_Allgather");
+  check_mpi(
+      MPI_Allgather(t.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, handle_->comm),
+      "MPI_Allgather");
   return out;
 }
 
@@ -198,8 +215,8 @@ at::Tensor MpiCommunicator::reduce_scatter_impl(const at::Tensor& t, ReduceOp op
   shape[0] /= size_;
   at::Tensor out = at::empty(shape, t.options());
   const int count = checked_count(out.numel(), "reduce_scatter");
-  check_mpi(MPI_Reduce_scatter_block(t.data_ptr(), out.data_ptr(), count, mpi_type(t), mpi_op(t, op),
-                                     handle_->comm),
+  check_mpi(MPI_Reduce_scatter_block(t.data_ptr(), out.data_ptr(), count, mpi_type(t),
+                                     mpi_op(t, op), handle_->comm),
             "MPI_Reduce_scatter_block");
   if (op == ReduceOp::kAvg) out.div_(size_);
   return out;

@@ -3,14 +3,6 @@
 // broadcasts and gathers move raw bytes of any dtype.
 #include "saes/distributed/nccl_communicator.h"
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAFunctions.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <nccl.h>
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -19,11 +11,18 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <nccl.h>
+#include <unistd.h>
+
 #include "saes/core/dtype.h"
 #include "saes/core/error.h"
 
-#if defined(__CUDA_BF16_TYPES_EXIST__) && \
-    (NCCL_MAJOR > 2 || (NCCL_MAJOR == 2 && NCCL_MINOR >= 10))
+#if defined(__CUDA_BF16_TYPES_EXIST__) && (NCCL_MAJOR > 2 || (NCCL_MAJOR == 2 && NCCL_MINOR >= 10))
 #define SAES_NCCL_HAS_BF16 1
 #else
 #define SAES_NCCL_HAS_BF16 0
@@ -46,17 +45,25 @@ std::optional<at::ScalarType> reduce_staging_type(const at::Tensor& t) {
 
 ncclDataType_t nccl_type(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return ncclFloat32;
-    case at::kDouble: return ncclFloat64;
-    case at::kHalf: return ncclFloat16;
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kHalf:
+      return ncclFloat16;
 #if SAES_NCCL_HAS_BF16
-    case at::kBFloat16: return ncclBfloat16;
+    case at::kBFloat16:
+      return ncclBfloat16;
 #endif
-    case at::kLong: return ncclInt64;
-    case at::kInt: return ncclInt32;
-    case at::kChar: return ncclInt8;
+    case at::kLong:
+      return ncclInt64;
+    case at::kInt:
+      return ncclInt32;
+    case at::kChar:
+      return ncclInt8;
     case at::kByte:
-    case at::kBool: return ncclUint8;
+    case at::kBool:
+      return ncclUint8;
     default:
       SAES_THROW(UnsupportedError, "NCCL reduction of dtype {} is not supported",
                  dtype_name(from_torch(t.scalar_type())));
@@ -67,10 +74,13 @@ ncclRedOp_t nccl_op(const at::Tensor& t, ReduceOp op) {
   // bool is stored as 0/1 bytes: max is logical or, min logical and.
   if (t.scalar_type() == at::kBool) return op == ReduceOp::kMin ? ncclMin : ncclMax;
   switch (op) {
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclSum;
   }
   return ncclSum;
 }
@@ -104,8 +114,8 @@ struct NcclCommunicator::Handle {
 
 std::unique_ptr<NcclCommunicator> NcclCommunicator::create(std::unique_ptr<Communicator> host,
                                                            c10::Device device) {
-  SAES_CHECK(device.is_cuda(), DistributedError, "the NCCL communicator needs a CUDA device, got {}",
-             device.str());
+  SAES_CHECK(device.is_cuda(), DistributedError,
+             "the NCCL communicator needs a CUDA device, got {}", device.str());
   const int visible = c10::cuda::device_count();
   SAES_CHECK(visible > 0, DistributedError, "the NCCL communicator found no visible CUDA device");
   if (!device.has_index()) {
@@ -208,9 +218,10 @@ at::Tensor NcclCommunicator::reduce_scatter_impl(const at::Tensor& t, ReduceOp o
   std::vector<std::int64_t> shape = t.sizes().vec();
   shape[0] /= size();
   at::Tensor out = at::empty(shape, t.options());
-  check_nccl(ncclReduceScatter(t.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
-                               nccl_type(t), nccl_op(t, op), handle_->comm, current_stream(device_)),
-             "ncclReduceScatter");
+  check_nccl(
+      ncclReduceScatter(t.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
+                        nccl_type(t), nccl_op(t, op), handle_->comm, current_stream(device_)),
+      "ncclReduceScatter");
   if (op == ReduceOp::kAvg) out.div_(size());
   return out;
 }

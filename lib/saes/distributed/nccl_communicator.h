@@ -3,9 +3,9 @@
 // carries the NCCL unique id. Compiled only with SAES_WITH_NCCL; <nccl.h> stays in the .cpp.
 #pragma once
 
-#include <c10/core/Device.h>
-
 #include <memory>
+
+#include <c10/core/Device.h>
 
 #include "saes/distributed/communicator.h"
 

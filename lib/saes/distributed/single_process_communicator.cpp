@@ -2,9 +2,9 @@
 // callers may modify them freely as with the other implementations.
 #include "saes/distributed/single_process_communicator.h"
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdlib>
+
+#include <ATen/core/Tensor.h>
 
 #include "saes/core/error.h"
 

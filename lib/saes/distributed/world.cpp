@@ -36,9 +36,10 @@ std::unique_ptr<Communicator> make_host(bool use_mpi, int announced_size) {
   (void)announced_size;
   return MpiCommunicator::world(std::make_shared<MpiSession>());
 #else
-  SAES_THROW(DistributedError,
-             "the launcher started {} ranks, but this build has no MPI; rebuild with -DSAES_WITH_MPI=ON",
-             announced_size > 0 ? std::to_string(announced_size) : std::string("several"));
+  SAES_THROW(
+      DistributedError,
+      "the launcher started {} ranks, but this build has no MPI; rebuild with -DSAES_WITH_MPI=ON",
+      announced_size > 0 ? std::to_string(announced_size) : std::string("several"));
 #endif
 }
 
@@ -48,8 +49,9 @@ std::unique_ptr<Communicator> add_nccl(std::unique_ptr<Communicator> host, c10::
 #else
   (void)host;
   (void)device;
-  SAES_THROW(UnsupportedError, "this build has no NCCL communicator; rebuild on a machine with NCCL "
-                               "and a CUDA LibTorch (-DSAES_WITH_NCCL=ON)");
+  SAES_THROW(UnsupportedError,
+             "this build has no NCCL communicator; rebuild on a machine with NCCL "
+             "and a CUDA LibTorch (-DSAES_WITH_NCCL=ON)");
 #endif
 }
 
@@ -78,10 +80,14 @@ std::unique_ptr<Communicator> make_world_communicator(const WorldOptions& option
                                                       const EnvLookup& env) {
   const LaunchInfo launch = detect_launch(env);
   switch (options.backend) {
-    case Backend::kSingle: return std::make_unique<SingleProcessCommunicator>();
-    case Backend::kMpi: return make_host(true, launch.world_size);
-    case Backend::kNccl: return add_nccl(make_host(launch.parallel(), launch.world_size), options.device);
-    case Backend::kAuto: break;
+    case Backend::kSingle:
+      return std::make_unique<SingleProcessCommunicator>();
+    case Backend::kMpi:
+      return make_host(true, launch.world_size);
+    case Backend::kNccl:
+      return add_nccl(make_host(launch.parallel(), launch.world_size), options.device);
+    case Backend::kAuto:
+      break;
   }
   const bool use_mpi = launch.parallel() && (built_with_mpi() || launch.world_size != 1);
   std::unique_ptr<Communicator> host = make_host(use_mpi, launch.world_size);

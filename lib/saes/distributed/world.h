@@ -2,13 +2,13 @@
 // environment and picks single-process, MPI or NCCL (CUDA tensors) accordingly.
 #pragma once
 
-#include <c10/core/Device.h>
-
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include <c10/core/Device.h>
 
 #include "saes/distributed/communicator.h"
 
