@@ -27,3 +27,9 @@ TEST_CASE("a rank that fails ends the whole job through abort_all", "[.][abort]"
   }
   FAIL("the barrier returned although rank 1 aborted");
 }
+
+TEST_CASE("a check that fails on one rank only fails the whole run", "[.][fails_on_rank_one]") {
+  saes::distributed::Communicator& world = saes::testing::mpi_world();
+  CHECK(world.rank() != 1);
+  world.barrier();
+}
