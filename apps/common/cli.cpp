@@ -23,7 +23,6 @@ constexpr const char* kExitCodes =
 
 constexpr const char* kEnvironment =
     "Environment:\n"
-    "  SAES_LOG_LEVEL      default log level (debug|info|warn|error) when the config sets none\n"
     "  OMP_NUM_THREADS     ignored: use --threads or `threads:` in the config (0 = all cores)\n"
     "  OMPI_COMM_WORLD_*, PMI_*, SLURM_*  set by mpirun/srun: selects the MPI communicator\n";
 
@@ -31,13 +30,16 @@ std::string version_line(const Tool& tool) {
   return fmt::format("{} {} ({})", tool.name, kVersion, kGitDescribe);
 }
 
-void report(const Tool& tool, Session* session, const std::string& message) {
-  std::string prefix = tool.name + ": error: ";
+/// Prints `<tool>: error: <message>` and returns `code`; with several ranks it instead takes every
+/// rank down with that code (peers may be blocked in a collective and cannot unwind).
+int fail(const Tool& tool, Session* session, const std::string& message, ExitCode code) {
+  std::string line = fmt::format("{}: error: {}", tool.name, message);
   if (session != nullptr && session->world().size() > 1) {
-    prefix = fmt::format("[rank {}/{}] {}", session->world().rank(), session->world().size(), prefix);
+    distributed::abort_all(session->world(), static_cast<int>(code), line);
   }
-  std::fprintf(stderr, "%s%s\n", prefix.c_str(), message.c_str());
+  std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
+  return static_cast<int>(code);
 }
 
 }  // namespace
@@ -63,11 +65,11 @@ void add_config_options(CLI::App& app, CommonOptions& options, bool config_requi
   app.add_option("--threads", options.threads, "Torch threads per process (0 = all available cores)");
 }
 
-Session::Session(const Tool& tool) : tool_(tool), world_(distributed::make_world_communicator()) {
+Session::Session(const Tool& tool)
+    : tool_(tool),
+      world_(distributed::make_world_communicator(distributed::WorldOptions{},
+                                                  distributed::process_environment())) {
   logger_.set_rank(world_->rank(), world_->size());
-  if (const char* env = std::getenv("SAES_LOG_LEVEL")) {
-    if (auto level = try_parse_log_level(env)) logger_.set_level(*level);
-  }
 }
 
 Session::~Session() = default;
@@ -111,23 +113,18 @@ int run(const Tool& tool, CLI::App& app, int argc, char** argv, const bool& verb
     return code == 0 ? 0 : static_cast<int>(ExitCode::kConfig);
   }
   std::unique_ptr<Session> session;
-  int code = 0;
   try {
     session = std::make_unique<Session>(tool);
     return body(*session);
   } catch (const Error& e) {
-    report(tool, session.get(), e.what());
-    code = static_cast<int>(e.exit_code());
+    return fail(tool, session.get(), e.what(), e.exit_code());
   } catch (const c10::Error& e) {
-    report(tool, session.get(), verbose ? e.what() : e.what_without_backtrace());
-    code = static_cast<int>(ExitCode::kInternal);
+    return fail(tool, session.get(), verbose ? e.what() : e.what_without_backtrace(),
+                ExitCode::kInternal);
   } catch (const std::exception& e) {
-    report(tool, session.get(), fmt::format("unexpected error: {}", e.what()));
-    code = static_cast<int>(ExitCode::kInternal);
+    return fail(tool, session.get(), fmt::format("unexpected error: {}", e.what()),
+                ExitCode::kInternal);
   }
-  // Peers may be blocked in a collective and cannot unwind: take every rank down with this code.
-  if (session != nullptr && session->world().size() > 1) distributed::abort_all(session->world(), code);
-  return code;
 }
 
 }  // namespace saes::cli

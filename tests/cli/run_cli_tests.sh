@@ -1,2 +1,74 @@
 #!/usr/bin/env bash
-echo "cli tests: nothing yet"
+# End-to-end tests of the four executables as a user runs them: help, version, --print-config round
+# trip, one-line errors with exit codes for bad input, and failures under mpirun.
+# Usage: run_cli_tests.sh BUILD_DIR   (ends with "N passed, N failed")
+set -uo pipefail
+build="$(cd "${1:?usage: run_cli_tests.sh BUILD_DIR}" && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin="$build/apps"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+# expect NAME CODE REGEX -- CMD...: exit code must be CODE and stderr must match REGEX (ERE).
+expect() {
+  local name="$1" code="$2" regex="$3"; shift 4
+  "$@" >out.txt 2>err.txt
+  local rc=$?
+  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, expected $code; stderr: $(cat err.txt)"; return; fi
+  if [ -n "$regex" ] && ! grep -Eq -- "$regex" err.txt; then bad "$name: stderr does not match /$regex/: $(cat err.txt)"; return; fi
+  ok
+}
+# one_line NAME: the last command's stderr has exactly one line.
+one_line() {
+  local n; n=$(wc -l <err.txt)
+  if [ "$n" -eq 1 ]; then ok; else bad "$1: expected a one-line error, got $n lines: $(cat err.txt)"; fi
+}
+
+for app in saes-generate saes-train saes-analyze saes-convert; do
+  if "$bin/$app" --help >out.txt 2>&1 && grep -q "Examples:" out.txt && grep -q "Exit codes:" out.txt; then ok; else bad "$app --help"; fi
+  if "$bin/$app" --version 2>&1 | grep -q "^$app "; then ok; else bad "$app --version"; fi
+  expect "$app without config" 2 "config is required" -- "$bin/$app"
+done
+
+# --print-config round trip: printing the printed config gives the same text.
+train_cfg="$root/configs/train-stories260k-topk.yaml"
+"$bin/saes-train" "$train_cfg" --print-config --set trainer.lr=0.00025 >a.yaml 2>err.txt || bad "print-config: $(cat err.txt)"
+"$bin/saes-train" a.yaml --print-config >b.yaml 2>err.txt || bad "print-config of printed: $(cat err.txt)"
+if cmp -s a.yaml b.yaml && grep -q "lr: 0.00025" a.yaml; then ok; else bad "print-config round trip differs"; fi
+
+# Bad inputs: one line naming file:line:col and key path, exit code 2.
+printf 'sae_name: x\ntrainer:\n  lrr: 1e-4\n' >typo.yaml
+expect "unknown key" 2 '^saes-train: error: typo.yaml:3:3: trainer.lrr: unknown key \(did you mean "lr"\?\)$' -- "$bin/saes-train" typo.yaml
+one_line "unknown key"
+printf 'trainer:\n  lr: [1, 2\n' >broken.yaml
+expect "malformed yaml" 2 'broken.yaml:[0-9]+:[0-9]+' -- "$bin/saes-train" broken.yaml
+one_line "malformed yaml"
+sed "s/^threads: .*/threads: many/" "$train_cfg" >wrongtype.yaml
+expect "wrong type" 2 'wrongtype.yaml:[0-9]+:[0-9]+: threads: expected an integer' -- "$bin/saes-train" wrongtype.yaml
+one_line "wrong type"
+expect "bad enum" 2 'sae.act_fn: .*relu.*jumprelu.*topk' -- "$bin/saes-train" "$train_cfg" --set sae.act_fn=gelu
+one_line "bad enum"
+expect "bad override" 2 'trainer.lr' -- "$bin/saes-train" "$train_cfg" --set trainer.lr=abc
+expect "missing file" 2 'nothere.yaml' -- "$bin/saes-train" nothere.yaml
+expect "bad --log-level" 2 'log-level' -- "$bin/saes-train" "$train_cfg" --log-level loud
+expect "pending runner" 5 'issue #4' -- "$bin/saes-train" "$train_cfg"
+one_line "pending runner"
+
+# Under mpirun: a bad config fails on every rank, exits 2, and does not hang.
+if command -v mpirun >/dev/null; then
+  expect "mpirun bad config" 2 '\[rank [01]/2\] saes-train: error: typo.yaml:3:3' -- \
+    timeout 60 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" typo.yaml
+  expect "mpirun config validation" 2 'must be divisible by data_parallel_size \(3\)' -- \
+    timeout 60 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$train_cfg" --set data_parallel_size=3
+  expect "mpirun failing rank aborts all with its code" 5 '\[rank [01]/2\] saes-train: error: training is not' -- \
+    timeout 60 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$train_cfg" --set data_parallel_size=2
+fi
+
+echo "cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -63,9 +63,10 @@ BlasReport check_blas() {
   for (int i = 0; i < kReps; ++i) at::mm(a, b);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   report.gflops = 2.0 * kN * kN * kN * kReps / std::max(seconds, 1e-9) / 1e9;
-  // Debian's reference BLAS lives in .../blas/libblas.so.3; OpenBLAS in .../openblas*/.
+  // Debian's reference BLAS lives in .../blas/libblas.so.3; OpenBLAS in .../openblas*/. The timing
+  // alone is noisy on a busy machine, so it only decides when no BLAS library is visible.
   bool reference_path = report.library.find("/blas/libblas.so") != std::string::npos;
-  report.reference = reference_path || report.gflops < 8.0;
+  report.reference = reference_path || (report.library.empty() && report.gflops < 2.0);
   return report;
 }
 

@@ -19,7 +19,8 @@ int set_torch_threads(int requested, int local_ranks = 1);
 struct BlasReport {
   std::string library;  ///< path of the loaded BLAS shared object, or "" if none was seen
   double gflops = 0;    ///< measured float32 GEMM throughput (256³, all torch threads)
-  bool reference = false;  ///< the netlib reference BLAS is loaded or throughput is far too low
+  bool reference = false;  ///< the netlib reference BLAS is loaded (or, with no BLAS library
+                           ///< visible, the GEMM ran below 2 GFLOP/s)
 };
 
 /// Inspects the loaded BLAS (/proc/self/maps) and times a small GEMM (~10 ms).
