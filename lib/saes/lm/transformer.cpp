@@ -128,6 +128,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(
     add(p + "mlp.W_out", {d, spec.d_mlp});
     if (spec.mlp_bias) {
       add(p + "mlp.b_in", {spec.d_mlp});
+      if (is_gated(spec.act)) add(p + "mlp.b_gate", {spec.d_mlp});
       add(p + "mlp.b_out", {d});
     }
   }
@@ -320,7 +321,8 @@ at::Tensor Transformer::mlp(Run& run, int64_t layer, const at::Tensor& normalize
   const std::string p = fmt::format("blocks.{}.mlp.", layer);
   at::Tensor hidden = at::linear(normalized, weights_.at(p + "W_in"), optional_weight(p + "b_in"));
   if (is_gated(spec_.act)) {
-    hidden = activate(spec_.act, at::linear(normalized, weights_.at(p + "W_gate"))) * hidden;
+    hidden = activate(spec_.act, at::linear(normalized, weights_.at(p + "W_gate"),
+                                                    optional_weight(p + "b_gate"))) * hidden;
   } else {
     hidden = activate(spec_.act, hidden);
   }

@@ -36,7 +36,7 @@ enum class GradMode {
 ///   blocks.L.attn.W_Q [d_q, d_model], W_K/W_V [d_kv, d_model], b_Q/b_K/b_V (opt, qkv_bias)
 ///   blocks.L.attn.W_O [d_model, d_q], b_O (opt, attn_out_bias)
 ///   blocks.L.mlp.W_in [d_mlp, d_model], W_gate [d_mlp, d_model] (gated act), W_out [d_model, d_mlp],
-///   b_in/b_out (opt, mlp_bias); unembed.W_U [d_vocab, d_model] (absent when tied), b_U (opt)
+///   b_in/b_out (+ b_gate when gated) (opt, mlp_bias); unembed.W_U [d_vocab, d_model] (absent when tied), b_U (opt)
 /// Rotary q/k rows are in the layout the spec's rope_style expects.
 std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(const TransformerSpec& spec);
 
