@@ -56,7 +56,9 @@ TransformerSpec gpt2_spec(const ConfigReader& c) {
   const auto act = c.get_or<std::string>("activation_function", "gelu_new");
   SAES_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu" || act == "relu",
              UnsupportedError, "{}: activation_function '{}' is not supported", c.where(), act);
-  s.act = act == "gelu" ? Activation::kGelu : act == "relu" ? Activation::kRelu : Activation::kGeluNew;
+  s.act = act == "gelu"   ? Activation::kGelu
+          : act == "relu" ? Activation::kRelu
+                          : Activation::kGeluNew;
   s.positional = Positional::kLearned;
   s.qkv_bias = s.attn_out_bias = s.mlp_bias = true;
   s.tied_embeddings = true;
@@ -81,7 +83,9 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   const auto act = c.get_or<std::string>("hidden_act", "gelu");
   SAES_CHECK(act == "gelu" || act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "relu",
              UnsupportedError, "{}: hidden_act '{}' is not supported", c.where(), act);
-  s.act = act == "gelu" ? Activation::kGelu : act == "relu" ? Activation::kRelu : Activation::kGeluNew;
+  s.act = act == "gelu"   ? Activation::kGelu
+          : act == "relu" ? Activation::kRelu
+                          : Activation::kGeluNew;
   s.positional = Positional::kRotary;
   s.rope_style = RopeStyle::kHalfSplit;
   const double rotary_pct = c.get_or<double>("rotary_pct", 0.25);
@@ -99,7 +103,8 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
 void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
   if (!c.has("rope_scaling")) return;
   const ConfigReader scaling(c.json().at("rope_scaling"), c.where() + " rope_scaling");
-  const auto type = scaling.get_or<std::string>("rope_type", scaling.get_or<std::string>("type", ""));
+  const auto type =
+      scaling.get_or<std::string>("rope_type", scaling.get_or<std::string>("type", ""));
   if (type == "default") return;
   SAES_CHECK(type == "llama3", UnsupportedError,
              "{}: rope_scaling type '{}' is not supported (supported: llama3, default)", c.where(),
@@ -140,7 +145,8 @@ TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture) {
   s.mlp_bias = c.get_or<bool>("mlp_bias", false);
   s.tied_embeddings = c.get_or<bool>("tie_word_embeddings", false);
   if (qwen2) {
-    // Real Qwen2 configs carry sliding_window with use_sliding_window: false; the window is then unused.
+    // Real Qwen2 configs carry sliding_window with use_sliding_window: false; the window is then
+    // unused.
     SAES_CHECK(!c.get_or<bool>("use_sliding_window", false), UnsupportedError,
                "{}: use_sliding_window: true is not supported", c.where());
   }

@@ -1,6 +1,6 @@
-// Hugging Face GPT-2 tensor names -> engine names. Conv1D stores weights [in, out]: transposed to the
-// engine's [out, in]; c_attn [d, 3d] splits into q, k, v. Old checkpoints lack the `transformer.`
-// prefix; their attn.bias / attn.masked_bias buffers are simply not read.
+// Hugging Face GPT-2 tensor names -> engine names. Conv1D stores weights [in, out]: transposed to
+// the engine's [out, in]; c_attn [d, 3d] splits into q, k, v. Old checkpoints lack the
+// `transformer.` prefix; their attn.bias / attn.masked_bias buffers are simply not read.
 #include <fmt/format.h>
 
 #include "saes/lm/hf_model.h"

@@ -20,8 +20,8 @@ MapWeightSource map_hf_llama_weights(const TransformerSpec& spec, WeightSource& 
     const std::string src = fmt::format("model.layers.{}.", l);
     const std::string dst = fmt::format("blocks.{}.", l);
     copy(src + "input_layernorm.weight", dst + "ln1.w", {d});
-    const char* projections[][3] = {{"q_proj", "W_Q", "b_Q"}, {"k_proj", "W_K", "b_K"},
-                                    {"v_proj", "W_V", "b_V"}};
+    const char* projections[][3] = {
+        {"q_proj", "W_Q", "b_Q"}, {"k_proj", "W_K", "b_K"}, {"v_proj", "W_V", "b_V"}};
     for (const auto& [proj, w, b] : projections) {
       const int64_t rows = proj[0] == 'q' ? d_q : d_kv;
       copy(src + "self_attn." + proj + ".weight", dst + "attn." + w, {rows, d});

@@ -13,7 +13,8 @@ namespace saes::lm {
 
 /// Parses config.json text. Supported `architectures[0]`: GPT2LMHeadModel, GPTNeoXForCausalLM,
 /// LlamaForCausalLM, Qwen2ForCausalLM (UnsupportedError naming others, and unsupported rope_scaling
-/// types / Qwen2 use_sliding_window: true). Missing required keys: ConfigError naming `where` and key.
+/// types / Qwen2 use_sliding_window: true). Missing required keys: ConfigError naming `where` and
+/// key.
 TransformerSpec parse_hf_config(const std::string& json_text, const std::string& where);
 
 /// Engine-named weights (see expected_weights) read from HF-named tensors of spec.architecture.

@@ -1,5 +1,6 @@
 // Tests of the Hugging Face config parsing and weight mappings (Llama, Qwen2, GPT-2, GPT-NeoX) with
-// in-memory WeightSources: stories260K re-laid-out as HF Llama, and tiny random GPT-2 / NeoX models.
+// in-memory WeightSources: stories260K re-laid-out as HF Llama, and tiny random GPT-2 / NeoX
+// models.
 #include "saes/lm/hf_model.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -44,7 +45,8 @@ MapWeightSource stories_as_hf_llama(Llama2cCheckpoint& ckpt) {
     const std::string b = "model.layers." + std::to_string(l) + ".";
     hf.set(b + "input_layernorm.weight", src.get(a + "ln1.w"));
     hf.set(b + "post_attention_layernorm.weight", src.get(a + "ln2.w"));
-    hf.set(b + "self_attn.q_proj.weight", permute_for_half_split(src.get(a + "attn.W_Q"), s.n_heads));
+    hf.set(b + "self_attn.q_proj.weight",
+           permute_for_half_split(src.get(a + "attn.W_Q"), s.n_heads));
     hf.set(b + "self_attn.k_proj.weight",
            permute_for_half_split(src.get(a + "attn.W_K"), s.n_kv_heads));
     hf.set(b + "self_attn.v_proj.weight", src.get(a + "attn.W_V"));
@@ -61,7 +63,8 @@ std::string stories_config(const std::string& architecture, const std::string& e
     "intermediate_size": 172, "num_hidden_layers": 5, "num_attention_heads": 8,
     "num_key_value_heads": 4, "vocab_size": 512, "max_position_embeddings": 512,
     "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true, "hidden_act": "silu",
-    "bos_token_id": 1, "eos_token_id": 2)" + extra + "}";
+    "bos_token_id": 1, "eos_token_id": 2)" +
+         extra + "}";
 }
 
 at::Tensor stories_tokens() {
@@ -108,8 +111,8 @@ TEST_CASE("Qwen2 ignores an inactive sliding window and requires q/k/v biases", 
   const auto path = saes::testing::test_assets_dir() / "llama2c-stories260K" / "stories260K.bin";
   Llama2cCheckpoint ckpt = read_llama2c_checkpoint(path);
   MapWeightSource hf = stories_as_hf_llama(ckpt);
-  const std::string config = stories_config(
-      "Qwen2ForCausalLM", R"(, "sliding_window": 4, "use_sliding_window": false)");
+  const std::string config =
+      stories_config("Qwen2ForCausalLM", R"(, "sliding_window": 4, "use_sliding_window": false)");
   REQUIRE_THROWS_WITH(load_hf_transformer(config, hf, {}, "cfg"),
                       Catch::Contains("missing tensor 'model.layers.0.self_attn.q_proj.bias'"));
   at::Tensor v_bias = at::zeros({32});
@@ -127,10 +130,10 @@ TEST_CASE("Qwen2 ignores an inactive sliding window and requires q/k/v biases", 
   const at::Tensor x = out.at("blocks.0.ln1.hook_normalized") * qwen.weight("blocks.0.ln1.w");
   const at::Tensor v = x.matmul(qwen.weight("blocks.0.attn.W_V").t()) + v_bias;
   CHECK(max_abs_diff(out.at("blocks.0.attn.hook_v"), v.view({1, 10, 4, 8})) < 1e-5);
-  REQUIRE_THROWS_AS(load_hf_transformer(stories_config("Qwen2ForCausalLM",
-                                                       R"(, "use_sliding_window": true)"),
-                                        hf, {}, "cfg"),
-                    UnsupportedError);
+  REQUIRE_THROWS_AS(
+      load_hf_transformer(stories_config("Qwen2ForCausalLM", R"(, "use_sliding_window": true)"), hf,
+                          {}, "cfg"),
+      UnsupportedError);
 }
 
 TEST_CASE("llama3 rope scaling keeps, interpolates and divides the three frequency bands", "[lm]") {
@@ -201,17 +204,18 @@ TEST_CASE("GPT-2 Conv1D weights are transposed and c_attn splits into q, k, v", 
                      out.at("hook_embed") + out.at("hook_pos_embed")) == 0.0);
   CHECK(max_abs_diff(out.at("hook_pos_embed").select(0, 0), hf.get("wpe.weight").narrow(0, 0, 6)) ==
         0.0);
-  const at::Tensor x = out.at("blocks.1.ln1.hook_normalized") * hf.get("h.1.ln_1.weight") +
-                       hf.get("h.1.ln_1.bias");
-  const at::Tensor qkv = x.matmul(hf.get("h.1.attn.c_attn.weight")) + hf.get("h.1.attn.c_attn.bias");
-  CHECK(max_abs_diff(out.at("blocks.1.attn.hook_k"), qkv.narrow(-1, d, d).view({1, 6, 4, 4})) < 1e-5);
-  const at::Tensor post = out.at("blocks.0.mlp.hook_post");
-  CHECK(max_abs_diff(out.at("blocks.0.hook_mlp_out"),
-                     post.matmul(hf.get("h.0.mlp.c_proj.weight")) + hf.get("h.0.mlp.c_proj.bias")) <
+  const at::Tensor x =
+      out.at("blocks.1.ln1.hook_normalized") * hf.get("h.1.ln_1.weight") + hf.get("h.1.ln_1.bias");
+  const at::Tensor qkv =
+      x.matmul(hf.get("h.1.attn.c_attn.weight")) + hf.get("h.1.attn.c_attn.bias");
+  CHECK(max_abs_diff(out.at("blocks.1.attn.hook_k"), qkv.narrow(-1, d, d).view({1, 6, 4, 4})) <
         1e-5);
+  const at::Tensor post = out.at("blocks.0.mlp.hook_post");
+  CHECK(max_abs_diff(out.at("blocks.0.hook_mlp_out"), post.matmul(hf.get("h.0.mlp.c_proj.weight")) +
+                                                          hf.get("h.0.mlp.c_proj.bias")) < 1e-5);
   const at::Tensor final_x = out.at("blocks.1.hook_resid_post");
-  const at::Tensor normed = (final_x - final_x.mean(-1, true)) /
-                            (final_x.var(-1, false, true) + 1e-5).sqrt();
+  const at::Tensor normed =
+      (final_x - final_x.mean(-1, true)) / (final_x.var(-1, false, true) + 1e-5).sqrt();
   CHECK(max_abs_diff(out.at("ln_final.hook_normalized"), normed) < 1e-5);
   const at::Tensor logits =
       (normed * hf.get("ln_f.weight") + hf.get("ln_f.bias")).matmul(hf.get("wte.weight").t());
@@ -270,11 +274,12 @@ TEST_CASE("GPT-NeoX splits the fused qkv per head and has no resid_mid when para
   const at::Tensor normed = (pre - pre.mean(-1, true)) / (pre.var(-1, false, true) + 1e-5).sqrt();
   CHECK(max_abs_diff(out.at("blocks.1.ln2.hook_normalized"), normed) < 1e-5);
   // Rows of query_key_value are (q, k, v) per head; dims past rotary_dim are not rotated.
-  const at::Tensor x = out.at("blocks.1.ln1.hook_normalized") *
-                           hf.get("gpt_neox.layers.1.input_layernorm.weight") +
-                       hf.get("gpt_neox.layers.1.input_layernorm.bias");
-  const at::Tensor fused = x.matmul(hf.get("gpt_neox.layers.1.attention.query_key_value.weight").t()) +
-                           hf.get("gpt_neox.layers.1.attention.query_key_value.bias");
+  const at::Tensor x =
+      out.at("blocks.1.ln1.hook_normalized") * hf.get("gpt_neox.layers.1.input_layernorm.weight") +
+      hf.get("gpt_neox.layers.1.input_layernorm.bias");
+  const at::Tensor fused =
+      x.matmul(hf.get("gpt_neox.layers.1.attention.query_key_value.weight").t()) +
+      hf.get("gpt_neox.layers.1.attention.query_key_value.bias");
   const at::Tensor per_head = fused.view({1, 5, heads, 3, d_head});
   CHECK(max_abs_diff(out.at("blocks.1.attn.hook_v"), per_head.select(3, 2)) < 1e-5);
   CHECK(max_abs_diff(out.at("blocks.1.attn.hook_q").narrow(-1, 4, 4),
@@ -307,7 +312,8 @@ TEST_CASE("HF loading names unsupported architectures and missing tensors", "[lm
   MapWeightSource wrong({{"model.embed_tokens.weight", at::zeros({512, 32})}}, "model.safetensors");
   REQUIRE_THROWS_WITH(
       load_hf_transformer(stories_config("LlamaForCausalLM"), wrong, {}, "c.json"),
-      Catch::Contains("tensor 'model.embed_tokens.weight' has shape [512, 32], expected [512, 64]"));
+      Catch::Contains(
+          "tensor 'model.embed_tokens.weight' has shape [512, 32], expected [512, 64]"));
 }
 
 }  // namespace saes::lm

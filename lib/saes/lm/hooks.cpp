@@ -59,7 +59,8 @@ std::vector<std::string> hook_names_for(const TransformerSpec& spec) {
   std::vector<std::string> out = embed_hooks(spec);
   const auto suffixes = block_hooks(spec);
   for (int64_t layer = 0; layer < spec.n_layers; ++layer) {
-    for (const auto& [suffix, in_mlp] : suffixes) out.push_back(fmt::format("blocks.{}.{}", layer, suffix));
+    for (const auto& [suffix, in_mlp] : suffixes)
+      out.push_back(fmt::format("blocks.{}.{}", layer, suffix));
   }
   out.emplace_back("ln_final.hook_normalized");
   out.emplace_back("logits");

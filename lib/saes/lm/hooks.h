@@ -46,8 +46,8 @@ std::string compact_hook_listing(const TransformerSpec& spec);
 
 /// Where a hook sits in the forward: 0 = embedding, 2L+1 = attention part of block L (resid_pre ..
 /// resid_mid), 2L+2 = MLP part of block L (ln2 .. resid_post), 2n+1 = ln_final, 2n+2 = logits.
-/// Throws ConfigError "unknown hook '<name>' for this model (<n> layers); valid: ..." when `name` is
-/// not a hook of this spec.
+/// Throws ConfigError "unknown hook '<name>' for this model (<n> layers); valid: ..." when `name`
+/// is not a hook of this spec.
 int64_t hook_stage(const TransformerSpec& spec, const std::string& name);
 
 }  // namespace saes::lm

@@ -41,11 +41,12 @@ class FloatCursor {
 };
 
 TransformerSpec spec_from_header(const std::array<int32_t, 7>& h, const std::string& where) {
-  const char* names[] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
-                         "seq_len"};
+  const char* names[] = {"dim",        "hidden_dim", "n_layers", "n_heads",
+                         "n_kv_heads", "vocab_size", "seq_len"};
   for (int i = 0; i < 7; ++i) {
     const int64_t value = i == 5 ? std::abs(static_cast<int64_t>(h[i])) : h[i];
-    SAES_CHECK(value > 0, DataError, "{}: header field {} must be > 0, got {}", where, names[i], h[i]);
+    SAES_CHECK(value > 0, DataError, "{}: header field {} must be > 0, got {}", where, names[i],
+               h[i]);
   }
   SAES_CHECK(h[0] % h[3] == 0, DataError, "{}: dim ({}) is not a multiple of n_heads ({})", where,
              h[0], h[3]);
@@ -76,14 +77,14 @@ TransformerSpec spec_from_header(const std::array<int32_t, 7>& h, const std::str
 
 int64_t expected_float_count(const TransformerSpec& s) {
   const int64_t d = s.d_model, l = s.n_layers, kv = s.n_kv_heads * s.d_head;
-  int64_t n = s.d_vocab * d;                  // tok_embeddings
-  n += l * d;                                 // attention_norm
+  int64_t n = s.d_vocab * d;                    // tok_embeddings
+  n += l * d;                                   // attention_norm
   n += l * d * d + 2 * l * kv * d + l * d * d;  // wq, wk, wv, wo
-  n += l * d;                                 // ffn_norm
-  n += 3 * l * s.d_mlp * d;                   // w1, w2, w3
-  n += d;                                     // final norm
-  n += 2 * s.n_ctx * (s.d_head / 2);          // legacy freq_cis_real / freq_cis_imag
-  if (!s.tied_embeddings) n += s.d_vocab * d;  // wcls
+  n += l * d;                                   // ffn_norm
+  n += 3 * l * s.d_mlp * d;                     // w1, w2, w3
+  n += d;                                       // final norm
+  n += 2 * s.n_ctx * (s.d_head / 2);            // legacy freq_cis_real / freq_cis_imag
+  if (!s.tied_embeddings) n += s.d_vocab * d;   // wcls
   return n;
 }
 

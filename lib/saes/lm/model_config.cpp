@@ -51,13 +51,13 @@ void validate_spec(const TransformerSpec& spec, const std::string& where) {
   }
   if (spec.llama3_scaling.enabled) {
     const Llama3RopeScaling& s = spec.llama3_scaling;
-    SAES_CHECK(s.factor > 0 && s.high_freq_factor > s.low_freq_factor && s.low_freq_factor > 0 &&
-                   s.original_max_position_embeddings > 0,
-               ConfigError,
-               "{}: llama3 rope scaling needs factor > 0, high_freq_factor > low_freq_factor > 0 and "
-               "original_max_position_embeddings > 0, got factor={} low={} high={} original={}",
-               where, s.factor, s.low_freq_factor, s.high_freq_factor,
-               s.original_max_position_embeddings);
+    SAES_CHECK(
+        s.factor > 0 && s.high_freq_factor > s.low_freq_factor && s.low_freq_factor > 0 &&
+            s.original_max_position_embeddings > 0,
+        ConfigError,
+        "{}: llama3 rope scaling needs factor > 0, high_freq_factor > low_freq_factor > 0 and "
+        "original_max_position_embeddings > 0, got factor={} low={} high={} original={}",
+        where, s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_position_embeddings);
   }
 }
 

@@ -14,8 +14,8 @@ enum class NormType { kLayerNorm, kRmsNorm };
 /// (act(gate) * up); kGeluGated = GeGLU.
 enum class Activation { kGeluNew, kGelu, kRelu, kSiluGated, kGeluGated };
 enum class Positional { kLearned, kRotary };
-/// kInterleaved rotates adjacent pairs (2i, 2i+1) as llama2.c does; kHalfSplit rotates the two halves
-/// of the rotary slice (x_i, x_{i+R/2}) as GPT-NeoX and Hugging Face Llama do.
+/// kInterleaved rotates adjacent pairs (2i, 2i+1) as llama2.c does; kHalfSplit rotates the two
+/// halves of the rotary slice (x_i, x_{i+R/2}) as GPT-NeoX and Hugging Face Llama do.
 enum class RopeStyle { kInterleaved, kHalfSplit };
 
 /// Llama-3 "rope_type: llama3" frequency scaling (HF _compute_llama3_parameters).
@@ -60,8 +60,8 @@ std::string_view architecture_name(Architecture architecture);
 
 bool is_gated(Activation act);
 
-/// Checks internal consistency (positive sizes, d_head * n_heads == projections, n_heads % n_kv_heads,
-/// even rotary_dim <= d_head, ...). Throws ConfigError naming `where` and the field.
+/// Checks internal consistency (positive sizes, d_head * n_heads == projections, n_heads %
+/// n_kv_heads, even rotary_dim <= d_head, ...). Throws ConfigError naming `where` and the field.
 void validate_spec(const TransformerSpec& spec, const std::string& where);
 
 }  // namespace saes::lm

@@ -1,6 +1,7 @@
 // The engine's forward pass: embeddings, pre-norm blocks (sequential or parallel residual), hand-
-// written attention (causal + key-padding mask, GQA, rotary), final norm and unembedding, with a hook
-// point at every TransformerLens name. Attention avoids SDPA so LibTorch 1.13 and 2.x both work.
+// written attention (causal + key-padding mask, GQA, rotary), final norm and unembedding, with a
+// hook point at every TransformerLens name. Attention avoids SDPA so LibTorch 1.13 and 2.x both
+// work.
 #include "saes/lm/transformer.h"
 
 #include <ATen/TensorOperators.h>
@@ -55,11 +56,11 @@ struct Transformer::Run {
     if (it != hooks.replacements().end()) {
       for (const HookFn& fn : it->second) {
         at::Tensor replaced = fn(value);
-        SAES_CHECK(replaced.defined() && replaced.sizes() == value.sizes(), ConfigError,
-                   "hook '{}': replacement returned shape [{}], expected [{}]", name,
-                   replaced.defined() ? fmt::format("{}", fmt::join(replaced.sizes(), ", "))
-                                      : "undefined",
-                   fmt::join(value.sizes(), ", "));
+        SAES_CHECK(
+            replaced.defined() && replaced.sizes() == value.sizes(), ConfigError,
+            "hook '{}': replacement returned shape [{}], expected [{}]", name,
+            replaced.defined() ? fmt::format("{}", fmt::join(replaced.sizes(), ", ")) : "undefined",
+            fmt::join(value.sizes(), ", "));
         value = replaced.to(value.device(), value.scalar_type());
       }
     }
@@ -233,14 +234,15 @@ at::Tensor Transformer::logits(const at::Tensor& tokens, const at::Tensor* atten
 void Transformer::run_forward(Run& run) const {
   at::Tensor x = run.point("hook_embed", at::embedding(weights_.at("embed.W_E"), run.tokens));
   if (spec_.positional == Positional::kLearned) {
-    x = x + run.point("hook_pos_embed", at::embedding(weights_.at("pos_embed.W_pos"), run.positions));
+    x = x +
+        run.point("hook_pos_embed", at::embedding(weights_.at("pos_embed.W_pos"), run.positions));
   }
   if (run.stop_stage <= 0) return;
   for (int64_t layer = 0; layer < spec_.n_layers; ++layer) {
     const at::Tensor resid_pre = run.point(block_name(layer, "hook_resid_pre"), x);
-    const at::Tensor attn_out = run.point(
-        block_name(layer, "hook_attn_out"),
-        attention(run, layer, normalize(run, block_name(layer, "ln1"), resid_pre)));
+    const at::Tensor attn_out =
+        run.point(block_name(layer, "hook_attn_out"),
+                  attention(run, layer, normalize(run, block_name(layer, "ln1"), resid_pre)));
     at::Tensor mlp_in = resid_pre;
     if (!spec_.parallel_attn_mlp) {
       mlp_in = run.point(block_name(layer, "hook_resid_mid"), resid_pre + attn_out);
@@ -307,8 +309,8 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(d_head));
   at::Tensor scores = at::matmul(q * scale, k.transpose(-1, -2)).to(at::kFloat);
-  // A finite fill keeps rows that see no real key (padding queries) finite, so 0-weight products with
-  // their values never make NaNs leak into real tokens.
+  // A finite fill keeps rows that see no real key (padding queries) finite, so 0-weight products
+  // with their values never make NaNs leak into real tokens.
   scores = scores.masked_fill(run.blocked, std::numeric_limits<float>::lowest());
   const at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
   at::Tensor z = at::matmul(probs, v).transpose(1, 2).contiguous();  // [batch, seq, heads, d_head]
@@ -322,7 +324,8 @@ at::Tensor Transformer::mlp(Run& run, int64_t layer, const at::Tensor& normalize
   at::Tensor hidden = at::linear(normalized, weights_.at(p + "W_in"), optional_weight(p + "b_in"));
   if (is_gated(spec_.act)) {
     hidden = activate(spec_.act, at::linear(normalized, weights_.at(p + "W_gate"),
-                                                    optional_weight(p + "b_gate"))) * hidden;
+                                            optional_weight(p + "b_gate"))) *
+             hidden;
   } else {
     hidden = activate(spec_.act, hidden);
   }

@@ -1,6 +1,6 @@
 // Transformer: one architecture-neutral decoder-only forward pass with TransformerLens hook points
-// (capture, replace, early stop). Weights come in engine names from a loader (llama2c_loader, hf_*);
-// this file knows no file format.
+// (capture, replace, early stop). Weights come in engine names from a loader (llama2c_loader,
+// hf_*); this file knows no file format.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -35,10 +35,12 @@ enum class GradMode {
 ///   blocks.L.ln1.w [d_model], blocks.L.ln1.b (LayerNorm); same for ln2 and ln_final
 ///   blocks.L.attn.W_Q [d_q, d_model], W_K/W_V [d_kv, d_model], b_Q/b_K/b_V (opt, qkv_bias)
 ///   blocks.L.attn.W_O [d_model, d_q], b_O (opt, attn_out_bias)
-///   blocks.L.mlp.W_in [d_mlp, d_model], W_gate [d_mlp, d_model] (gated act), W_out [d_model, d_mlp],
-///   b_in/b_out (+ b_gate when gated) (opt, mlp_bias); unembed.W_U [d_vocab, d_model] (absent when tied), b_U (opt)
+///   blocks.L.mlp.W_in [d_mlp, d_model], W_gate [d_mlp, d_model] (gated act), W_out [d_model,
+///   d_mlp], b_in/b_out (+ b_gate when gated) (opt, mlp_bias); unembed.W_U [d_vocab, d_model]
+///   (absent when tied), b_U (opt)
 /// Rotary q/k rows are in the layout the spec's rope_style expects.
-std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(const TransformerSpec& spec);
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(
+    const TransformerSpec& spec);
 
 class Transformer {
  public:
@@ -46,13 +48,13 @@ class Transformer {
   /// wrong shape), converts to options.dtype/device. Throws ConfigError for an invalid spec.
   Transformer(TransformerSpec spec, WeightSource& source, TransformerOptions options = {});
 
-  /// tokens: [batch, seq_len] int64 (any device; moved to device()). attention_mask: null (all real)
-  /// or [batch, seq_len] integer/bool, 1 = real token. Padding may be on the right or the left; real
-  /// tokens never attend to padding, and rotary/learned positions count from each row's first real
-  /// token (HF's position_ids = cumsum(mask) - 1), so padding does not change real tokens' values.
-  /// Returns captured hook name -> value ([batch, seq_len, ...] in dtype(), on device()). Hook names
-  /// are validated first (ConfigError listing the valid ones); the forward stops after the deepest
-  /// captured hook; with nothing captured nothing runs.
+  /// tokens: [batch, seq_len] int64 (any device; moved to device()). attention_mask: null (all
+  /// real) or [batch, seq_len] integer/bool, 1 = real token. Padding may be on the right or the
+  /// left; real tokens never attend to padding, and rotary/learned positions count from each row's
+  /// first real token (HF's position_ids = cumsum(mask) - 1), so padding does not change real
+  /// tokens' values. Returns captured hook name -> value ([batch, seq_len, ...] in dtype(), on
+  /// device()). Hook names are validated first (ConfigError listing the valid ones); the forward
+  /// stops after the deepest captured hook; with nothing captured nothing runs.
   std::map<std::string, at::Tensor> forward(const at::Tensor& tokens,
                                             const at::Tensor* attention_mask, const HookSet& hooks,
                                             GradMode grad_mode = GradMode::kInference) const;

@@ -15,8 +15,8 @@ std::vector<float> rotary_inverse_frequencies(const TransformerSpec& spec) {
   const Llama3RopeScaling& s = spec.llama3_scaling;
   const double pi = std::acos(-1.0);
   for (int64_t i = 0; i < half; ++i) {
-    double inv_freq =
-        1.0 / std::pow(spec.rope_theta, static_cast<double>(2 * i) / static_cast<double>(spec.rotary_dim));
+    double inv_freq = 1.0 / std::pow(spec.rope_theta, static_cast<double>(2 * i) /
+                                                          static_cast<double>(spec.rotary_dim));
     if (s.enabled) {
       const double old_len = static_cast<double>(s.original_max_position_embeddings);
       const double wavelen = 2.0 * pi / inv_freq;

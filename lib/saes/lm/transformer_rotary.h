@@ -15,8 +15,8 @@ namespace saes::lm {
 /// > original/low_freq_factor divided by factor, interpolated smoothly in between).
 std::vector<float> rotary_inverse_frequencies(const TransformerSpec& spec);
 
-/// x: [batch, seq, heads, d_head]; cos/sin: [batch, seq, 1, rotary_dim / 2] in x's dtype. Rotates the
-/// first rotary_dim dims of each head, leaves the rest unchanged.
+/// x: [batch, seq, heads, d_head]; cos/sin: [batch, seq, 1, rotary_dim / 2] in x's dtype. Rotates
+/// the first rotary_dim dims of each head, leaves the rest unchanged.
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                         int64_t rotary_dim, RopeStyle style);
 

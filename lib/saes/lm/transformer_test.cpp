@@ -3,8 +3,8 @@
 #include "saes/lm/transformer.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/equal.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
@@ -180,8 +180,9 @@ TEST_CASE("replacing a hook changes what flows onward", "[lm]") {
   HookSet bad_shape;
   bad_shape.capture("logits").replace("blocks.0.hook_resid_pre",
                                       [](const at::Tensor& x) { return x.narrow(-1, 0, 3); });
-  REQUIRE_THROWS_WITH(model.forward(tokens, nullptr, bad_shape),
-                      Catch::Contains("hook 'blocks.0.hook_resid_pre': replacement returned shape"));
+  REQUIRE_THROWS_WITH(
+      model.forward(tokens, nullptr, bad_shape),
+      Catch::Contains("hook 'blocks.0.hook_resid_pre': replacement returned shape"));
 }
 
 TEST_CASE("an unknown hook name is a ConfigError listing the valid names", "[lm]") {
@@ -213,7 +214,8 @@ TEST_CASE("truncated, padded or versioned llama2.c files are rejected", "[lm]") 
   io::write_file_atomic(truncated, bytes.substr(0, bytes.size() - 4));
   REQUIRE_THROWS_AS(read_llama2c_checkpoint(truncated), DataError);
   REQUIRE_THROWS_WITH(read_llama2c_checkpoint(truncated),
-                      Catch::Contains("truncated.bin") && Catch::Contains("file size 1056536 bytes") &&
+                      Catch::Contains("truncated.bin") &&
+                          Catch::Contains("file size 1056536 bytes") &&
                           Catch::Contains("expected 1056540 bytes"));
   const auto longer = dir / "longer.bin";
   io::write_file_atomic(longer, bytes + "xxxx");
@@ -229,6 +231,37 @@ TEST_CASE("truncated, padded or versioned llama2.c files are rejected", "[lm]") 
   io::write_file_atomic(dir / "v1.bin", std::string("24ka") + bytes.substr(4));
   REQUIRE_THROWS_AS(read_llama2c_checkpoint(dir / "v1.bin"), UnsupportedError);
   REQUIRE_THROWS_AS(read_llama2c_checkpoint(dir / "missing.bin"), IoError);
+}
+
+TEST_CASE("a bfloat16 model tracks the float32 logits", "[lm]") {
+  SAES_REQUIRE_ASSETS();
+  const Transformer fp32 = load_llama2c(model_dir() / "stories260K.bin");
+  TransformerOptions options;
+  options.dtype = DType::kBFloat16;
+  const Transformer bf16 = load_llama2c(model_dir() / "stories260K.bin", options);
+  const at::Tensor tokens =
+      ids_tensor(reference_index()["prompt_tokens"].get<std::vector<int64_t>>());
+  const at::Tensor expected = fp32.logits(tokens);
+  const at::Tensor got = bf16.logits(tokens);
+  CHECK(got.scalar_type() == at::kBFloat16);
+  // bfloat16 keeps 8 mantissa bits: a few percent of the logit scale after 5 blocks.
+  CHECK(max_abs_diff(got.to(at::kFloat), expected) < 0.05 * expected.abs().max().item<double>());
+  CHECK(at::equal(got.argmax(-1), expected.argmax(-1)));
+}
+
+TEST_CASE("with gradients enabled a replacement's input receives gradients", "[lm]") {
+  SAES_REQUIRE_ASSETS();
+  const Transformer model = load_llama2c(model_dir() / "stories260K.bin");
+  const at::Tensor delta = at::zeros({1, 3, 64}).requires_grad_(true);
+  HookSet hooks;
+  hooks.capture("logits").replace("blocks.2.hook_resid_mid",
+                                  [&](const at::Tensor& x) { return x + delta; });
+  const auto out = model.forward(ids_tensor({1, 403, 407}), nullptr, hooks, GradMode::kEnabled);
+  out.at("logits").select(1, 2).select(1, 338).sum().backward();
+  REQUIRE(delta.grad().defined());
+  CHECK(delta.grad().select(1, 2).abs().sum().item<double>() > 0.0);
+  CHECK(delta.grad().select(1, 0).abs().sum().item<double>() >
+        0.0);  // earlier positions via attention
 }
 
 }  // namespace saes::lm

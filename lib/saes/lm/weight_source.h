@@ -13,8 +13,8 @@ namespace saes::lm {
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
-  /// The tensor `name`, any dtype/device (the engine converts). Throws DataError naming the tensor and
-  /// the source when missing.
+  /// The tensor `name`, any dtype/device (the engine converts). Throws DataError naming the tensor
+  /// and the source when missing.
   virtual at::Tensor get(const std::string& name) = 0;
   virtual bool contains(const std::string& name) const = 0;
   virtual std::vector<std::string> names() const = 0;
