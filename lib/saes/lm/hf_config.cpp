@@ -88,7 +88,8 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
                           : Activation::kGeluNew;
   s.positional = Positional::kRotary;
   s.rope_style = RopeStyle::kHalfSplit;
-  const double rotary_pct = c.get_or<double>("rotary_pct", 0.25);
+  const double rotary_pct =
+      c.get_or<double>("rotary_pct", c.get_or<double>("partial_rotary_factor", 0.25));
   s.rotary_dim = static_cast<int64_t>(static_cast<double>(s.d_head) * rotary_pct);
   s.rope_theta = c.get_or<double>("rotary_emb_base", c.get_or<double>("rope_theta", 10000.0));
   s.parallel_attn_mlp = c.get_or<bool>("use_parallel_residual", true);
@@ -115,6 +116,14 @@ void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
   s.llama3_scaling.high_freq_factor = scaling.get<double>("high_freq_factor");
   s.llama3_scaling.original_max_position_embeddings =
       scaling.get<int64_t>("original_max_position_embeddings");
+}
+
+/// A token id key that may be absent, null, an integer or a list (Llama 3 lists several eos ids).
+int64_t first_token_id(const ConfigReader& c, const char* key) {
+  if (!c.has(key)) return -1;
+  const Json& value = c.json().at(key);
+  if (value.is_array()) return value.empty() ? -1 : value.at(0).get<int64_t>();
+  return c.get<int64_t>(key);
 }
 
 TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture) {
@@ -150,12 +159,8 @@ TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture) {
     SAES_CHECK(!c.get_or<bool>("use_sliding_window", false), UnsupportedError,
                "{}: use_sliding_window: true is not supported", c.where());
   }
-  if (c.has("bos_token_id") && c.json().at("bos_token_id").is_number_integer()) {
-    s.bos_token_id = c.get<int64_t>("bos_token_id");
-  }
-  if (c.has("eos_token_id") && c.json().at("eos_token_id").is_number_integer()) {
-    s.eos_token_id = c.get<int64_t>("eos_token_id");
-  }
+  s.bos_token_id = first_token_id(c, "bos_token_id");
+  s.eos_token_id = first_token_id(c, "eos_token_id");
   return s;
 }
 

@@ -305,6 +305,8 @@ TEST_CASE("HF loading names unsupported architectures and missing tensors", "[lm
                                                    R"(, "rope_scaling": {"rope_type": "yarn"})"),
                                     "c.json"),
                     UnsupportedError);
+  const std::string eos_list = R"(, "eos_token_id": [7, 9], "partial_rotary_factor": 0.5)";
+  CHECK(parse_hf_config(stories_config("LlamaForCausalLM", eos_list), "c.json").eos_token_id == 7);
   MapWeightSource empty({}, "model.safetensors");
   REQUIRE_THROWS_WITH(
       load_hf_transformer(stories_config("LlamaForCausalLM"), empty, {}, "c.json"),

@@ -1,6 +1,7 @@
 // HookSet: which TransformerLens hook points a forward captures and which it replaces, and the
 // per-model hook-name table (names, execution order, compact listing for error messages).
-// Semantics of each name: /work/shared/reference/hook-semantics.md (docs/hooks.md after merge).
+// Each name means exactly what TransformerLens >= 3.0 gives without weight processing
+// (hook-semantics.md).
 #pragma once
 
 #include <ATen/core/Tensor.h>
