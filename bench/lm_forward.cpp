@@ -1,8 +1,7 @@
 // Benchmark: transformer forward tokens/s (to logits, fp32, CPU) on stories260K (batch 32 x 256)
-// and on a GPT-2-small-shaped model with random weights (batch 8 x 128), against the same forwards
-// in PyTorch eager (bench/reference/lm_forward.py run by /usr/bin/python3 with the same thread
-// count). Usage: bench_lm_forward [stories260K.bin] (default
-// $SAES_TEST_ASSETS/llama2c-stories260K/...).
+// and a GPT-2-small-shaped model with random weights (batch 8 x 128) vs the same forwards in
+// PyTorch eager (bench/reference/lm_forward.py, /usr/bin/python3, same thread count).
+// Usage: bench_lm_forward [stories260K.bin [threads]]; on a shared machine use 1 thread.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
@@ -93,10 +92,12 @@ int main(int argc, char** argv) {
   } else if (const char* assets = std::getenv("SAES_TEST_ASSETS")) {
     model_path = std::string(assets) + "/llama2c-stories260K/stories260K.bin";
   } else {
-    std::fprintf(stderr, "usage: bench_lm_forward stories260K.bin (or set SAES_TEST_ASSETS)\n");
+    std::fprintf(stderr,
+                 "usage: bench_lm_forward [stories260K.bin [threads]] (or set SAES_TEST_ASSETS)\n");
     return 2;
   }
-  const int threads = static_cast<int>(std::thread::hardware_concurrency());
+  const int threads =
+      argc > 2 ? std::atoi(argv[2]) : static_cast<int>(std::thread::hardware_concurrency());
   at::set_num_threads(threads);
   at::Generator gen = at::detail::createCPUGenerator(0);
   std::map<std::string, double> ours;

@@ -308,12 +308,15 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
     v = v.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(d_head));
-  at::Tensor scores = at::matmul(q * scale, k.transpose(-1, -2)).to(at::kFloat);
+  // Contiguous [batch, heads, seq, d_head] operands keep bmm on its BLAS path (strided batches fall
+  // back to a slow loop for small d_head).
+  at::Tensor scores =
+      at::matmul((q * scale).contiguous(), k.contiguous().transpose(-1, -2)).to(at::kFloat);
   // A finite fill keeps rows that see no real key (padding queries) finite, so 0-weight products
   // with their values never make NaNs leak into real tokens.
   scores = scores.masked_fill(run.blocked, std::numeric_limits<float>::lowest());
   const at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
-  at::Tensor z = at::matmul(probs, v).transpose(1, 2).contiguous();  // [batch, seq, heads, d_head]
+  at::Tensor z = at::matmul(probs, v.contiguous()).transpose(1, 2).contiguous();  // [batch, seq, heads, d_head]
   z = run.point(p + "hook_z", z);
   return at::linear(z.view({batch, seq, h * d_head}), weights_.at(p + "W_O"),
                     optional_weight(p + "b_O"));
