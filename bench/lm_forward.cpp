@@ -1,0 +1,127 @@
+// Benchmark: transformer forward tokens/s (to logits, fp32, CPU) on stories260K (batch 32 x 256)
+// and a GPT-2-small-shaped model with random weights (batch 8 x 128) vs the same forwards in
+// PyTorch eager (bench/reference/lm_forward.py, /usr/bin/python3, same thread count).
+// Usage: bench_lm_forward [stories260K.bin [threads]]; on a shared machine use 1 thread.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "saes/lm/hf_model.h"
+#include "saes/lm/llama2c_loader.h"
+
+namespace {
+
+using saes::lm::MapWeightSource;
+using saes::lm::Transformer;
+
+double best_seconds(const std::function<void()>& fn, int reps) {
+  fn();
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(
+        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return best;
+}
+
+Transformer random_gpt2_small(at::Generator& gen) {
+  const int64_t d = 768, mlp = 3072, vocab = 50257, ctx = 1024;
+  const auto r = [&](std::vector<int64_t> shape) { return at::randn(shape, gen) * 0.02; };
+  MapWeightSource hf({}, "random gpt2-small");
+  hf.set("wte.weight", r({vocab, d}));
+  hf.set("wpe.weight", r({ctx, d}));
+  const auto norm = [&](const std::string& name) {
+    hf.set(name + ".weight", at::ones({d}));
+    hf.set(name + ".bias", at::zeros({d}));
+  };
+  for (int l = 0; l < 12; ++l) {
+    const std::string p = fmt::format("h.{}.", l);
+    norm(p + "ln_1");
+    norm(p + "ln_2");
+    hf.set(p + "attn.c_attn.weight", r({d, 3 * d}));
+    hf.set(p + "attn.c_attn.bias", r({3 * d}));
+    hf.set(p + "attn.c_proj.weight", r({d, d}));
+    hf.set(p + "attn.c_proj.bias", r({d}));
+    hf.set(p + "mlp.c_fc.weight", r({d, mlp}));
+    hf.set(p + "mlp.c_fc.bias", r({mlp}));
+    hf.set(p + "mlp.c_proj.weight", r({mlp, d}));
+    hf.set(p + "mlp.c_proj.bias", r({d}));
+  }
+  norm("ln_f");
+  const std::string config = R"({"architectures": ["GPT2LMHeadModel"], "n_embd": 768, "n_layer": 12,
+    "n_head": 12, "vocab_size": 50257, "n_positions": 1024})";
+  return saes::lm::load_hf_transformer(config, hf, {}, "gpt2-small config");
+}
+
+std::map<std::string, double> run_reference(const std::string& model, int threads) {
+  const auto script = std::filesystem::path(__FILE__).parent_path() / "reference" / "lm_forward.py";
+  const std::string command = fmt::format("/usr/bin/python3 {} --model {} --threads {} --reps 2",
+                                          script.string(), model, threads);
+  std::map<std::string, double> out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return out;
+  char name[64];
+  double value = 0;
+  while (std::fscanf(pipe, "%63s %lf", name, &value) == 2) out[name] = value;
+  pclose(pipe);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_path;
+  if (argc > 1) {
+    model_path = argv[1];
+  } else if (const char* assets = std::getenv("SAES_TEST_ASSETS")) {
+    model_path = std::string(assets) + "/llama2c-stories260K/stories260K.bin";
+  } else {
+    std::fprintf(stderr,
+                 "usage: bench_lm_forward [stories260K.bin [threads]] (or set SAES_TEST_ASSETS)\n");
+    return 2;
+  }
+  const int threads =
+      argc > 2 ? std::atoi(argv[2]) : static_cast<int>(std::thread::hardware_concurrency());
+  at::set_num_threads(threads);
+  at::Generator gen = at::detail::createCPUGenerator(0);
+  std::map<std::string, double> ours;
+  {
+    const Transformer stories = saes::lm::load_llama2c(model_path);
+    const at::Tensor tokens = at::randint(512, {32, 256}, gen);
+    ours["stories260K"] = 32.0 * 256 / best_seconds([&] { stories.logits(tokens); }, 3);
+  }
+  {
+    const Transformer gpt2 = random_gpt2_small(gen);
+    const at::Tensor tokens = at::randint(50257, {8, 128}, gen);
+    ours["gpt2-small"] = 8.0 * 128 / best_seconds([&] { gpt2.logits(tokens); }, 2);
+  }
+  const std::map<std::string, double> torch_eager = run_reference(model_path, threads);
+  fmt::print("lm forward to logits, fp32, CPU, {} threads (best of reps)\n", threads);
+  fmt::print("{:<34} {:>14} {:>16} {:>8}\n", "workload", "saes tok/s", "torch eager tok/s",
+             "ratio");
+  for (const auto& [name, value] : ours) {
+    const auto it = torch_eager.find(name);
+    const double ref = it == torch_eager.end() ? 0.0 : it->second;
+    const std::string label =
+        name == "stories260K" ? "stories260K (32 x 256)" : "gpt2-small random (8 x 128)";
+    fmt::print("{:<34} {:>14.0f} {:>16.0f} {:>8.2f}\n", label, value, ref,
+               ref > 0 ? value / ref : 0.0);
+  }
+  return 0;
+}

@@ -1,0 +1,37 @@
+// Hugging Face models for the engine: config.json -> TransformerSpec (hf_config.cpp) and the
+// per-architecture mapping of HF tensor names to engine names (hf_gpt2.cpp, hf_gpt_neox.cpp,
+// hf_llama.cpp). Reading the safetensors files themselves is io's job (a WeightSource over them).
+#pragma once
+
+#include <string>
+
+#include "saes/lm/model_config.h"
+#include "saes/lm/transformer.h"
+#include "saes/lm/weight_source.h"
+
+namespace saes::lm {
+
+/// Parses config.json text. Supported `architectures[0]`: GPT2LMHeadModel, GPTNeoXForCausalLM,
+/// LlamaForCausalLM, Qwen2ForCausalLM (UnsupportedError naming others, and unsupported rope_scaling
+/// types / Qwen2 use_sliding_window: true). Missing required keys: ConfigError naming `where` and
+/// key.
+TransformerSpec parse_hf_config(const std::string& json_text, const std::string& where);
+
+/// Engine-named weights (see expected_weights) read from HF-named tensors of spec.architecture.
+/// A missing HF tensor or a wrong shape throws DataError naming the HF tensor.
+MapWeightSource map_hf_weights(const TransformerSpec& spec, WeightSource& hf);
+
+/// parse_hf_config + map_hf_weights + Transformer construction.
+Transformer load_hf_transformer(const std::string& config_json, WeightSource& hf,
+                                TransformerOptions options, const std::string& where);
+
+// Per-architecture mappings (one file each), called by map_hf_weights.
+/// GPT-2: Conv1D weights [in, out] are transposed; c_attn splits into q, k, v; the `transformer.`
+/// prefix is optional (old checkpoints); attn.bias / masked_bias buffers are ignored.
+MapWeightSource map_hf_gpt2_weights(const TransformerSpec& spec, WeightSource& hf);
+/// GPT-NeoX / Pythia: query_key_value rows grouped per head as (q, k, v).
+MapWeightSource map_hf_gpt_neox_weights(const TransformerSpec& spec, WeightSource& hf);
+/// Llama and Qwen2 (q/k/v biases): one file, the layouts are the same.
+MapWeightSource map_hf_llama_weights(const TransformerSpec& spec, WeightSource& hf);
+
+}  // namespace saes::lm

@@ -1,0 +1,339 @@
+// The engine's forward pass: embeddings, pre-norm blocks (sequential or parallel residual), hand-
+// written attention (causal + key-padding mask, GQA, rotary), final norm and unembedding, with a
+// hook point at every TransformerLens name. Attention avoids SDPA so LibTorch 1.13 and 2.x both
+// work.
+#include "saes/lm/transformer.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/cos.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/relu.h>
+#include <ATen/ops/rsqrt.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/sin.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/triu.h>
+#include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "saes/core/error.h"
+#include "saes/lm/transformer_rotary.h"
+
+namespace saes::lm {
+
+/// State of one forward call: hook dispatch, positions, masks.
+struct Transformer::Run {
+  explicit Run(const HookSet& hook_set) : hooks(hook_set) {}
+
+  const HookSet& hooks;
+  int64_t stop_stage = -1;
+  std::map<std::string, at::Tensor> captured;
+  at::Tensor tokens;     ///< [batch, seq] int64 on device
+  at::Tensor positions;  ///< [batch, seq] int64
+  at::Tensor blocked;    ///< [batch or 1, 1, seq, seq] bool, true = may not attend
+  at::Tensor cos, sin;   ///< [batch, seq, 1, rotary_dim/2] in model dtype (rotary models)
+
+  /// Applies replacements registered for `name`, records a capture, returns the value flowing on.
+  at::Tensor point(const std::string& name, at::Tensor value) {
+    auto it = hooks.replacements().find(name);
+    if (it != hooks.replacements().end()) {
+      for (const HookFn& fn : it->second) {
+        at::Tensor replaced = fn(value);
+        SAES_CHECK(
+            replaced.defined() && replaced.sizes() == value.sizes(), ConfigError,
+            "hook '{}': replacement returned shape [{}], expected [{}]", name,
+            replaced.defined() ? fmt::format("{}", fmt::join(replaced.sizes(), ", ")) : "undefined",
+            fmt::join(value.sizes(), ", "));
+        value = replaced.to(value.device(), value.scalar_type());
+      }
+    }
+    if (hooks.captures().count(name) > 0) captured[name] = value;
+    return value;
+  }
+};
+
+namespace {
+
+bool is_half(DType dtype) { return dtype == DType::kFloat16 || dtype == DType::kBFloat16; }
+
+std::string block_name(int64_t layer, const char* suffix) {
+  return fmt::format("blocks.{}.{}", layer, suffix);
+}
+
+at::Tensor activate(Activation act, const at::Tensor& x) {
+  switch (act) {
+    case Activation::kGeluNew:
+      return at::gelu(x, "tanh");
+    case Activation::kGelu:
+    case Activation::kGeluGated:
+      return at::gelu(x);
+    case Activation::kRelu:
+      return at::relu(x);
+    case Activation::kSiluGated:
+      return at::silu(x);
+  }
+  SAES_ASSERT(false, "unhandled activation {}", static_cast<int>(act));
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(
+    const TransformerSpec& spec) {
+  const int64_t d = spec.d_model;
+  const int64_t d_q = spec.n_heads * spec.d_head;
+  const int64_t d_kv = spec.n_kv_heads * spec.d_head;
+  const bool layer_norm = spec.norm == NormType::kLayerNorm;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  const auto add = [&](std::string name, std::vector<int64_t> shape) {
+    out.emplace_back(std::move(name), std::move(shape));
+  };
+  const auto add_norm = [&](const std::string& prefix) {
+    add(prefix + ".w", {d});
+    if (layer_norm) add(prefix + ".b", {d});
+  };
+  add("embed.W_E", {spec.d_vocab, d});
+  if (spec.positional == Positional::kLearned) add("pos_embed.W_pos", {spec.n_ctx, d});
+  for (int64_t l = 0; l < spec.n_layers; ++l) {
+    const std::string p = fmt::format("blocks.{}.", l);
+    add_norm(p + "ln1");
+    add(p + "attn.W_Q", {d_q, d});
+    add(p + "attn.W_K", {d_kv, d});
+    add(p + "attn.W_V", {d_kv, d});
+    if (spec.qkv_bias) {
+      add(p + "attn.b_Q", {d_q});
+      add(p + "attn.b_K", {d_kv});
+      add(p + "attn.b_V", {d_kv});
+    }
+    add(p + "attn.W_O", {d, d_q});
+    if (spec.attn_out_bias) add(p + "attn.b_O", {d});
+    add_norm(p + "ln2");
+    add(p + "mlp.W_in", {spec.d_mlp, d});
+    if (is_gated(spec.act)) add(p + "mlp.W_gate", {spec.d_mlp, d});
+    add(p + "mlp.W_out", {d, spec.d_mlp});
+    if (spec.mlp_bias) {
+      add(p + "mlp.b_in", {spec.d_mlp});
+      if (is_gated(spec.act)) add(p + "mlp.b_gate", {spec.d_mlp});
+      add(p + "mlp.b_out", {d});
+    }
+  }
+  add_norm("ln_final");
+  if (!spec.tied_embeddings) add("unembed.W_U", {spec.d_vocab, d});
+  if (spec.unembed_bias) add("unembed.b_U", {spec.d_vocab});
+  return out;
+}
+
+Transformer::Transformer(TransformerSpec spec, WeightSource& source, TransformerOptions options)
+    : spec_(std::move(spec)), options_(options) {
+  validate_spec(spec_, fmt::format("{} model", architecture_name(spec_.architecture)));
+  SAES_CHECK(dtype_is_floating(options_.dtype) && options_.dtype != DType::kFloat64, ConfigError,
+             "model dtype: expected float32, float16 or bfloat16, got {}",
+             dtype_name(options_.dtype));
+  const c10::ScalarType type = to_torch(options_.dtype);
+  for (const auto& [name, shape] : expected_weights(spec_)) {
+    weights_[name] = get_checked(source, name, shape).to(options_.device, type).contiguous();
+  }
+  if (spec_.positional == Positional::kRotary) {
+    std::vector<float> inv_freq = rotary_inverse_frequencies(spec_);
+    inv_freq_ = at::from_blob(inv_freq.data(), {static_cast<int64_t>(inv_freq.size())},
+                              at::TensorOptions().dtype(at::kFloat))
+                    .to(options_.device, /*non_blocking=*/false, /*copy=*/true);
+  }
+}
+
+const at::Tensor& Transformer::weight(const std::string& name) const {
+  auto it = weights_.find(name);
+  SAES_CHECK(it != weights_.end(), ConfigError, "{} model has no weight '{}'",
+             architecture_name(spec_.architecture), name);
+  return it->second;
+}
+
+at::Tensor Transformer::optional_weight(const std::string& name) const {
+  auto it = weights_.find(name);
+  return it == weights_.end() ? at::Tensor() : it->second;
+}
+
+std::map<std::string, at::Tensor> Transformer::forward(const at::Tensor& tokens,
+                                                       const at::Tensor* attention_mask,
+                                                       const HookSet& hooks,
+                                                       GradMode grad_mode) const {
+  Run run(hooks);
+  for (const std::string& name : hooks.all_names()) {
+    const int64_t stage = hook_stage(spec_, name);
+    if (hooks.captures().count(name) > 0) run.stop_stage = std::max(run.stop_stage, stage);
+  }
+  SAES_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong && tokens.numel() > 0,
+             DataError, "tokens: expected a non-empty [batch, seq_len] int64 tensor, got {}-d {}",
+             tokens.dim(), c10::toString(tokens.scalar_type()));
+  if (attention_mask != nullptr) {
+    SAES_CHECK(attention_mask->sizes() == tokens.sizes(), DataError,
+               "attention_mask: expected shape [{}] like tokens, got [{}]",
+               fmt::join(tokens.sizes(), ", "), fmt::join(attention_mask->sizes(), ", "));
+  }
+  if (run.stop_stage < 0) return {};
+  const int64_t min_id = tokens.min().item<int64_t>();
+  const int64_t max_id = tokens.max().item<int64_t>();
+  SAES_CHECK(min_id >= 0 && max_id < spec_.d_vocab, DataError,
+             "tokens: ids must be in [0, {}), got range [{}, {}]", spec_.d_vocab, min_id, max_id);
+
+  std::optional<c10::InferenceMode> inference;
+  std::optional<at::NoGradGuard> no_grad;
+  if (grad_mode == GradMode::kInference) inference.emplace();
+  if (grad_mode == GradMode::kNoGrad) no_grad.emplace();
+
+  const int64_t seq = tokens.size(1);
+  run.tokens = tokens.to(options_.device);
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(options_.device);
+  at::Tensor causal = at::triu(at::ones({seq, seq}, long_opts.dtype(at::kBool)), 1);
+  if (attention_mask == nullptr) {
+    run.positions = at::arange(seq, long_opts).unsqueeze(0).expand({tokens.size(0), seq});
+    run.blocked = causal.view({1, 1, seq, seq});
+  } else {
+    at::Tensor mask = attention_mask->to(options_.device).to(at::kLong);
+    run.positions = (at::cumsum(mask, 1) - 1).clamp_min(0);
+    at::Tensor key_pad = mask.eq(0).view({tokens.size(0), 1, 1, seq});
+    run.blocked = causal.view({1, 1, seq, seq}).logical_or(key_pad);
+  }
+  if (spec_.positional == Positional::kLearned) {
+    const int64_t max_pos = run.positions.max().item<int64_t>();
+    SAES_CHECK(max_pos < spec_.n_ctx, DataError,
+               "tokens: sequence needs position {} but the model has n_ctx = {}", max_pos,
+               spec_.n_ctx);
+  } else {
+    at::Tensor angles = run.positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;
+    const c10::ScalarType type = to_torch(options_.dtype);
+    run.cos = at::cos(angles).to(type).unsqueeze(2);
+    run.sin = at::sin(angles).to(type).unsqueeze(2);
+  }
+  run_forward(run);
+  return std::move(run.captured);
+}
+
+at::Tensor Transformer::logits(const at::Tensor& tokens, const at::Tensor* attention_mask) const {
+  HookSet hooks;
+  hooks.capture("logits");
+  return forward(tokens, attention_mask, hooks).at("logits");
+}
+
+void Transformer::run_forward(Run& run) const {
+  at::Tensor x = run.point("hook_embed", at::embedding(weights_.at("embed.W_E"), run.tokens));
+  if (spec_.positional == Positional::kLearned) {
+    x = x +
+        run.point("hook_pos_embed", at::embedding(weights_.at("pos_embed.W_pos"), run.positions));
+  }
+  if (run.stop_stage <= 0) return;
+  for (int64_t layer = 0; layer < spec_.n_layers; ++layer) {
+    const at::Tensor resid_pre = run.point(block_name(layer, "hook_resid_pre"), x);
+    const at::Tensor attn_out =
+        run.point(block_name(layer, "hook_attn_out"),
+                  attention(run, layer, normalize(run, block_name(layer, "ln1"), resid_pre)));
+    at::Tensor mlp_in = resid_pre;
+    if (!spec_.parallel_attn_mlp) {
+      mlp_in = run.point(block_name(layer, "hook_resid_mid"), resid_pre + attn_out);
+    }
+    if (run.stop_stage <= 2 * layer + 1) return;
+    const at::Tensor mlp_out =
+        run.point(block_name(layer, "hook_mlp_out"),
+                  mlp(run, layer, normalize(run, block_name(layer, "ln2"), mlp_in)));
+    x = spec_.parallel_attn_mlp ? resid_pre + attn_out + mlp_out : mlp_in + mlp_out;
+    x = run.point(block_name(layer, "hook_resid_post"), x);
+    if (run.stop_stage <= 2 * layer + 2) return;
+  }
+  const at::Tensor final_normalized = normalize(run, "ln_final", x);
+  if (run.stop_stage <= 2 * spec_.n_layers + 1) return;
+  const at::Tensor& w_u =
+      spec_.tied_embeddings ? weights_.at("embed.W_E") : weights_.at("unembed.W_U");
+  run.point("logits", at::linear(final_normalized, w_u, optional_weight("unembed.b_U")));
+}
+
+at::Tensor Transformer::normalize(Run& run, const std::string& prefix, const at::Tensor& x) const {
+  const at::Tensor xf = is_half(options_.dtype) ? x.to(at::kFloat) : x;
+  at::Tensor normalized;
+  if (spec_.norm == NormType::kLayerNorm) {
+    normalized = at::layer_norm(xf, {spec_.d_model}, {}, {}, spec_.norm_eps);
+  } else {
+    normalized = xf * at::rsqrt(xf.pow(2).mean(-1, true) + spec_.norm_eps);
+  }
+  normalized = run.point(prefix + ".hook_normalized", normalized.to(x.scalar_type()));
+  return apply_norm_weight(prefix, normalized);
+}
+
+at::Tensor Transformer::apply_norm_weight(const std::string& prefix,
+                                          const at::Tensor& normalized) const {
+  at::Tensor out = normalized * weights_.at(prefix + ".w");
+  if (spec_.norm == NormType::kLayerNorm) out = out + weights_.at(prefix + ".b");
+  return out;
+}
+
+at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& normalized) const {
+  const std::string p = fmt::format("blocks.{}.attn.", layer);
+  const int64_t batch = normalized.size(0);
+  const int64_t seq = normalized.size(1);
+  const int64_t h = spec_.n_heads;
+  const int64_t h_kv = spec_.n_kv_heads;
+  const int64_t d_head = spec_.d_head;
+  const auto project = [&](const char* w, const char* b, int64_t heads) {
+    return at::linear(normalized, weights_.at(p + w), optional_weight(p + b))
+        .view({batch, seq, heads, d_head});
+  };
+  at::Tensor q = project("W_Q", "b_Q", h);
+  at::Tensor k = project("W_K", "b_K", h_kv);
+  at::Tensor v = project("W_V", "b_V", h_kv);
+  if (spec_.positional == Positional::kRotary) {
+    q = apply_rotary(q, run.cos, run.sin, spec_.rotary_dim, spec_.rope_style);
+    k = apply_rotary(k, run.cos, run.sin, spec_.rotary_dim, spec_.rope_style);
+  }
+  q = run.point(p + "hook_q", q).transpose(1, 2);  // [batch, heads, seq, d_head]
+  k = run.point(p + "hook_k", k).transpose(1, 2);
+  v = run.point(p + "hook_v", v).transpose(1, 2);
+  if (h_kv != h) {  // GQA: query head i uses kv head i / (h / h_kv)
+    const std::vector<int64_t> expanded = {batch, h_kv, h / h_kv, seq, d_head};
+    k = k.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
+    v = v.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d_head));
+  // Contiguous [batch, heads, seq, d_head] operands keep bmm on its BLAS path (strided batches fall
+  // back to a slow loop for small d_head).
+  at::Tensor scores =
+      at::matmul((q * scale).contiguous(), k.contiguous().transpose(-1, -2)).to(at::kFloat);
+  // A finite fill keeps rows that see no real key (padding queries) finite, so 0-weight products
+  // with their values never make NaNs leak into real tokens.
+  scores = scores.masked_fill(run.blocked, std::numeric_limits<float>::lowest());
+  const at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+  at::Tensor z = at::matmul(probs, v.contiguous()).transpose(1, 2).contiguous();  // [batch, seq, heads, d_head]
+  z = run.point(p + "hook_z", z);
+  return at::linear(z.view({batch, seq, h * d_head}), weights_.at(p + "W_O"),
+                    optional_weight(p + "b_O"));
+}
+
+at::Tensor Transformer::mlp(Run& run, int64_t layer, const at::Tensor& normalized) const {
+  const std::string p = fmt::format("blocks.{}.mlp.", layer);
+  at::Tensor hidden = at::linear(normalized, weights_.at(p + "W_in"), optional_weight(p + "b_in"));
+  if (is_gated(spec_.act)) {
+    hidden = activate(spec_.act, at::linear(normalized, weights_.at(p + "W_gate"),
+                                            optional_weight(p + "b_gate"))) *
+             hidden;
+  } else {
+    hidden = activate(spec_.act, hidden);
+  }
+  hidden = run.point(p + "hook_post", hidden);
+  return at::linear(hidden, weights_.at(p + "W_out"), optional_weight(p + "b_out"));
+}
+
+}  // namespace saes::lm

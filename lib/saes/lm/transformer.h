@@ -1,0 +1,89 @@
+// Transformer: one architecture-neutral decoder-only forward pass with TransformerLens hook points
+// (capture, replace, early stop). Weights come in engine names from a loader (llama2c_loader,
+// hf_*); this file knows no file format.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "saes/core/dtype.h"
+#include "saes/lm/hooks.h"
+#include "saes/lm/model_config.h"
+#include "saes/lm/weight_source.h"
+
+namespace saes::lm {
+
+struct TransformerOptions {
+  DType dtype = DType::kFloat32;  ///< float32, float16 or bfloat16; weights are converted on load
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+};
+
+enum class GradMode {
+  kInference,  ///< c10::InferenceMode: fastest; outputs are inference tensors (clone() them before
+               ///< using them in an autograd graph that saves them)
+  kNoGrad,     ///< at::NoGradGuard: ordinary tensors without history
+  kEnabled,    ///< autograd records the forward (e.g. attribution through the model)
+};
+
+/// Engine weight names (shapes with d_q = n_heads*d_head, d_kv = n_kv_heads*d_head; matrices in
+/// nn.Linear orientation [out, in]); entries marked "opt" exist only when the spec says so:
+///   embed.W_E [d_vocab, d_model]; pos_embed.W_pos [n_ctx, d_model] (learned positions)
+///   blocks.L.ln1.w [d_model], blocks.L.ln1.b (LayerNorm); same for ln2 and ln_final
+///   blocks.L.attn.W_Q [d_q, d_model], W_K/W_V [d_kv, d_model], b_Q/b_K/b_V (opt, qkv_bias)
+///   blocks.L.attn.W_O [d_model, d_q], b_O (opt, attn_out_bias)
+///   blocks.L.mlp.W_in [d_mlp, d_model], W_gate [d_mlp, d_model] (gated act), W_out [d_model,
+///   d_mlp], b_in/b_out (+ b_gate when gated) (opt, mlp_bias); unembed.W_U [d_vocab, d_model]
+///   (absent when tied), b_U (opt)
+/// Rotary q/k rows are in the layout the spec's rope_style expects.
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(
+    const TransformerSpec& spec);
+
+class Transformer {
+ public:
+  /// Reads every weight in expected_weights(spec) from `source` (error naming a missing tensor or a
+  /// wrong shape), converts to options.dtype/device. Throws ConfigError for an invalid spec.
+  Transformer(TransformerSpec spec, WeightSource& source, TransformerOptions options = {});
+
+  /// tokens: [batch, seq_len] int64 (any device; moved to device()). attention_mask: null (all
+  /// real) or [batch, seq_len] integer/bool, 1 = real token. Padding may be on the right or the
+  /// left; real tokens never attend to padding, and rotary/learned positions count from each row's
+  /// first real token (HF's position_ids = cumsum(mask) - 1), so padding does not change real
+  /// tokens' values. Returns captured hook name -> value ([batch, seq_len, ...] in dtype(), on
+  /// device()). Hook names are validated first (ConfigError listing the valid ones); the forward
+  /// stops after the deepest captured hook; with nothing captured nothing runs.
+  std::map<std::string, at::Tensor> forward(const at::Tensor& tokens,
+                                            const at::Tensor* attention_mask, const HookSet& hooks,
+                                            GradMode grad_mode = GradMode::kInference) const;
+
+  /// Convenience: forward capturing only "logits" [batch, seq_len, d_vocab].
+  at::Tensor logits(const at::Tensor& tokens, const at::Tensor* attention_mask = nullptr) const;
+
+  /// All hook names of this model, in execution order.
+  std::vector<std::string> hook_names() const { return hook_names_for(spec_); }
+  const TransformerSpec& spec() const { return spec_; }
+  DType dtype() const { return options_.dtype; }
+  c10::Device device() const { return options_.device; }
+  /// An engine weight by name (see expected_weights); throws ConfigError when absent.
+  const at::Tensor& weight(const std::string& name) const;
+  const std::map<std::string, at::Tensor>& weights() const { return weights_; }
+
+ private:
+  struct Run;
+  void run_forward(Run& run) const;
+  at::Tensor attention(Run& run, int64_t layer, const at::Tensor& normalized) const;
+  at::Tensor mlp(Run& run, int64_t layer, const at::Tensor& normalized) const;
+  at::Tensor normalize(Run& run, const std::string& prefix, const at::Tensor& x) const;
+  at::Tensor apply_norm_weight(const std::string& prefix, const at::Tensor& normalized) const;
+  at::Tensor optional_weight(const std::string& name) const;
+
+  TransformerSpec spec_;
+  TransformerOptions options_;
+  std::map<std::string, at::Tensor> weights_;
+  at::Tensor inv_freq_;  ///< [rotary_dim / 2] float32 on device(), rotary models only
+};
+
+}  // namespace saes::lm
