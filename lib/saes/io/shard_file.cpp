@@ -3,10 +3,15 @@
 #include "saes/io/shard_file.h"
 
 #include <fmt/format.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -54,6 +59,15 @@ void parallel_for(std::size_t n_tasks, int threads, Fn fn) {
   work(0);
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);
+}
+
+// Asks for transparent huge pages on the 2 MiB-aligned interior of a large output buffer: decoding
+// into fresh memory otherwise spends about a third of its time in 4 KiB page faults.
+void advise_huge_pages(void* data, std::uint64_t bytes) {
+  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+  auto begin = (reinterpret_cast<std::uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
 std::uint64_t align_up(std::uint64_t value) {
@@ -257,46 +271,68 @@ ShardFileSummary write_shard_file(const std::filesystem::path& path, std::int64_
 }
 
 ShardFile ShardFile::load(const std::filesystem::path& path) {
-  return parse(read_file(path), path.filename().string());
+  ShardFile f;
+  f.name_ = path.filename().string();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  SAES_CHECK(fd >= 0, IoError, "shard {}: cannot open {}: {}", f.name_, path.string(), std::strerror(errno));
+  struct stat st {};
+  void* map = MAP_FAILED;
+  if (::fstat(fd, &st) == 0) {
+    f.size_ = static_cast<std::uint64_t>(st.st_size);
+    map = f.size_ == 0 ? nullptr : ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  }
+  int err = errno;
+  ::close(fd);
+  SAES_CHECK(map != MAP_FAILED, IoError, "shard {}: cannot map {}: {}", f.name_, path.string(), std::strerror(err));
+  std::uint64_t size = f.size_;
+  f.owner_ = std::shared_ptr<const void>(map, [size](const void* p) {
+    if (p != nullptr) ::munmap(const_cast<void*>(p), size);
+  });
+  f.data_ = static_cast<const char*>(map);
+  f.parse_layout();
+  return f;
 }
 
-ShardFile ShardFile::parse(std::string bytes, std::string name) {
+ShardFile ShardFile::parse(std::string_view bytes, std::string name) {
   ShardFile f;
   f.name_ = std::move(name);
-  f.bytes_ = std::move(bytes);
-  const std::string& b = f.bytes_;
-  SAES_CHECK(b.size() >= kShardHeaderBytes, DataError, "shard {}: truncated: {} bytes, shorter than the header",
-             f.name_, b.size());
-  SAES_CHECK(std::string_view(b.data(), 8) == kShardMagic, DataError,
-             "shard {}: bad magic (not a saes shard file)", f.name_);
+  auto copy = std::make_shared<std::string>(bytes);
+  f.data_ = copy->data();
+  f.size_ = copy->size();
+  f.owner_ = std::move(copy);
+  f.parse_layout();
+  return f;
+}
+
+void ShardFile::parse_layout() {
+  const char* b = data_;
+  SAES_CHECK(size_ >= kShardHeaderBytes, DataError, "shard {}: truncated: {} bytes, shorter than the header", name_,
+             size_);
+  SAES_CHECK(std::string_view(b, 8) == kShardMagic, DataError, "shard {}: bad magic (not a saes shard file)", name_);
   std::uint32_t version = 0;
   std::uint64_t dir_bytes = 0, dir_checksum = 0;
-  std::memcpy(&version, b.data() + 8, 4);
-  std::memcpy(&dir_bytes, b.data() + 16, 8);
-  std::memcpy(&dir_checksum, b.data() + 24, 8);
-  SAES_CHECK(version == kShardFileVersion, UnsupportedError, "shard {}: file version {}, expected {}",
-             f.name_, version, kShardFileVersion);
-  SAES_CHECK(dir_bytes <= b.size() - kShardHeaderBytes, DataError,
-             "shard {}: truncated: directory of {} bytes does not fit in {} bytes", f.name_, dir_bytes,
-             b.size());
-  const char* dir = b.data() + kShardHeaderBytes;
-  SAES_CHECK(xxh64(dir, dir_bytes) == dir_checksum, DataError, "shard {}: directory checksum mismatch",
-             f.name_);
-  f.checksum_ = xxh64(b.data(), kShardHeaderBytes + dir_bytes);
-  f.data_offset_ = align_up(kShardHeaderBytes + dir_bytes);
+  std::memcpy(&version, b + 8, 4);
+  std::memcpy(&dir_bytes, b + 16, 8);
+  std::memcpy(&dir_checksum, b + 24, 8);
+  SAES_CHECK(version == kShardFileVersion, UnsupportedError, "shard {}: file version {}, expected {}", name_, version,
+             kShardFileVersion);
+  SAES_CHECK(dir_bytes <= size_ - kShardHeaderBytes, DataError,
+             "shard {}: truncated: directory of {} bytes does not fit in {} bytes", name_, dir_bytes, size_);
+  const char* dir = b + kShardHeaderBytes;
+  SAES_CHECK(xxh64(dir, dir_bytes) == dir_checksum, DataError, "shard {}: directory checksum mismatch", name_);
+  checksum_ = xxh64(b, kShardHeaderBytes + dir_bytes);
+  data_offset_ = align_up(kShardHeaderBytes + dir_bytes);
   try {
     json root = json::parse(dir, dir + dir_bytes);
-    f.n_rows_ = root.at("n_rows").get<std::int64_t>();
-    for (const auto& s : root.at("sections")) f.sections_.push_back(parse_section(s));
+    n_rows_ = root.at("n_rows").get<std::int64_t>();
+    for (const auto& s : root.at("sections")) sections_.push_back(parse_section(s));
   } catch (const std::exception& e) {
-    SAES_THROW(DataError, "shard {}: malformed directory: {}", f.name_, e.what());
+    SAES_THROW(DataError, "shard {}: malformed directory: {}", name_, e.what());
   }
-  std::uint64_t end = f.data_offset_;
-  for (const auto& s : f.sections_) end = std::max(end, f.data_offset_ + s.offset + s.stored_bytes);
-  SAES_CHECK(b.size() == end, DataError, "shard {}: truncated or padded: {} bytes, directory says {}",
-             f.name_, b.size(), end);
-  for (const auto& s : f.sections_) check_section(s, end - f.data_offset_, f.name_);
-  return f;
+  std::uint64_t end = data_offset_;
+  for (const auto& s : sections_) end = std::max(end, data_offset_ + s.offset + s.stored_bytes);
+  SAES_CHECK(size_ == end, DataError, "shard {}: truncated or padded: {} bytes, directory says {}", name_, size_, end);
+  for (const auto& s : sections_) check_section(s, end - data_offset_, name_);
 }
 
 const SectionInfo* ShardFile::find(std::string_view section) const {
@@ -309,6 +345,7 @@ const SectionInfo* ShardFile::find(std::string_view section) const {
 void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) const {
   std::vector<std::uint64_t> raw_bytes, frame_bytes;
   for (const auto& t : targets) {
+    advise_huge_pages(t.out, t.section->raw_bytes);
     raw_bytes.push_back(t.section->raw_bytes);
     frame_bytes.push_back(t.section->frame_bytes);
   }
@@ -328,30 +365,25 @@ void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) co
     const SectionInfo& s = *targets[job.section].section;
     const FrameInfo& frame = s.frames[job.raw_offset / s.frame_bytes];
     std::size_t index = job.raw_offset / s.frame_bytes;
-    const char* src = bytes_.data() + data_offset_ + s.offset + stored_offset[j];
+    const char* src = data_ + data_offset_ + s.offset + stored_offset[j];
     auto* out = static_cast<std::uint8_t*>(targets[job.section].out) + job.raw_offset;
     SAES_CHECK(xxh64(src, frame.stored_bytes) == frame.stored_checksum, DataError,
                "shard {}: section \"{}\": frame {} stored checksum mismatch (corrupt file)", name_, s.name, index);
     if (s.codec == ShardCodec::kRaw) {
       SAES_CHECK(frame.stored_bytes == job.raw_bytes, DataError, "shard {}: section \"{}\": raw frame {} has {} bytes, expected {}",
                  name_, s.name, index, frame.stored_bytes, job.raw_bytes);
-      std::memcpy(out, src, job.raw_bytes);
-    } else {
-      if (!dctx[w]) dctx[w].reset(ZSTD_createDCtx());
-      std::uint8_t* dst = out;
-      if (s.codec == ShardCodec::kZstdShuffle) {
-        scratch[w].resize(job.raw_bytes);
-        dst = scratch[w].data();
-      }
-      std::size_t n = ZSTD_decompressDCtx(dctx[w].get(), dst, job.raw_bytes, src, frame.stored_bytes);
-      SAES_CHECK(!ZSTD_isError(n) && n == job.raw_bytes, DataError,
-                 "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_, s.name, index,
-                 job.raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
-      if (s.codec == ShardCodec::kZstdShuffle) {
-        std::size_t element = dtype_size(s.dtype);
-        byte_unshuffle(dst, out, job.raw_bytes / element, element);
-      }
+      std::memcpy(out, src, job.raw_bytes);  // the stored checksum already covered these exact bytes
+      return;
     }
+    if (!dctx[w]) dctx[w].reset(ZSTD_createDCtx());
+    const bool shuffled = s.codec == ShardCodec::kZstdShuffle;
+    if (shuffled) scratch[w].resize(job.raw_bytes);
+    std::uint8_t* dst = shuffled ? scratch[w].data() : out;
+    std::size_t n = ZSTD_decompressDCtx(dctx[w].get(), dst, job.raw_bytes, src, frame.stored_bytes);
+    SAES_CHECK(!ZSTD_isError(n) && n == job.raw_bytes, DataError,
+               "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_, s.name, index,
+               job.raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
+    if (shuffled) byte_unshuffle(dst, out, job.raw_bytes / dtype_size(s.dtype), dtype_size(s.dtype));
     SAES_CHECK(xxh64(out, job.raw_bytes) == frame.raw_checksum, DataError,
                "shard {}: section \"{}\": frame {} raw checksum mismatch after decoding", name_, s.name, index);
   });

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,15 +72,15 @@ ShardFileSummary write_shard_file(const std::filesystem::path& path, std::int64_
 /// A shard file read into memory with its directory parsed and checked.
 class ShardFile {
  public:
-  /// Reads `path`; checks magic, version, directory checksum and that the file is exactly as long
+  /// Maps `path` read-only (pre-faulted; shard files are never modified in place); checks magic, version, directory checksum and that the file is exactly as long
   /// as its directory says. Throws IoError (unreadable) or DataError naming the file.
   static ShardFile load(const std::filesystem::path& path);
   /// Same checks on bytes already in memory; `name` is used in errors.
-  static ShardFile parse(std::string bytes, std::string name);
+  static ShardFile parse(std::string_view bytes, std::string name);
 
   const std::string& name() const { return name_; }
   std::int64_t n_rows() const { return n_rows_; }
-  std::uint64_t size_bytes() const { return bytes_.size(); }
+  std::uint64_t size_bytes() const { return size_; }
   /// File offset of the data area (section offsets are relative to it).
   std::uint64_t data_offset() const { return data_offset_; }
   /// XXH64 of header + directory, as recorded in the manifest.
@@ -99,9 +100,13 @@ class ShardFile {
 
  private:
   ShardFile() = default;
+  // Validates header and directory of data_[0, size_).
+  void parse_layout();
 
   std::string name_;
-  std::string bytes_;
+  std::shared_ptr<const void> owner_;  // the mapping or heap copy behind data_
+  const char* data_ = nullptr;
+  std::uint64_t size_ = 0;
   std::int64_t n_rows_ = 0;
   std::uint64_t data_offset_ = 0;
   std::uint64_t checksum_ = 0;

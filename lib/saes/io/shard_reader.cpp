@@ -9,7 +9,6 @@
 #include <random>
 
 #include "saes/core/error.h"
-#include "saes/io/atomic_file.h"
 #include "saes/io/checksum.h"
 #include "saes/io/shard_file.h"
 
@@ -83,10 +82,10 @@ ShardBatch ShardReader::read_shard(std::int64_t index, const ShardReadOptions& o
   fs::path path = dir_ / entry.file;
   SAES_CHECK(fs::exists(path), IoError, "shard {}: file {} listed in the manifest is missing", entry.file,
              path.string());
-  std::string bytes = read_file(path);
-  SAES_CHECK(bytes.size() == entry.bytes, DataError, "shard {}: truncated or overwritten: {} bytes, manifest says {}",
-             entry.file, bytes.size(), entry.bytes);
-  ShardFile file = ShardFile::parse(std::move(bytes), entry.file);
+  std::uint64_t size = fs::file_size(path);
+  SAES_CHECK(size == entry.bytes, DataError, "shard {}: truncated or overwritten: {} bytes, manifest says {}",
+             entry.file, size, entry.bytes);
+  ShardFile file = ShardFile::load(path);
   SAES_CHECK(file.checksum() == entry.checksum, DataError, "shard {}: checksum {} does not match the manifest ({})",
              entry.file, checksum_hex(file.checksum()), checksum_hex(entry.checksum));
   SAES_CHECK(file.n_rows() == entry.n_rows, DataError, "shard {}: {} rows, manifest says {}", entry.file,
