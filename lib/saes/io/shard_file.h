@@ -27,7 +27,7 @@ std::optional<ShardCodec> try_parse_shard_codec(std::string_view text);
 
 struct ShardEncodeOptions {
   ShardCodec codec = ShardCodec::kZstdShuffle;
-  int zstd_level = 3;
+  int zstd_level = 1;  ///< level 3 compressed no better at half the write speed (bench_shard_io)
   std::size_t frame_bytes = std::size_t{1} << 20;  ///< raw bytes per frame (rounded to elements)
   int threads = 1;                                  ///< frames compressed in parallel
 };
