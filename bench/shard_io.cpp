@@ -2,7 +2,7 @@
 // fp16 and bf16 storage, against the original's uncompressed fp16 safetensors layout (spec §6.3).
 // Data is SYNTHETIC (no model here): Gaussian activations with log-normal per-dimension scales, a
 // few outlier dimensions and per-dimension means, which approximates residual-stream statistics.
-// Usage: bench_shard_io [rows_per_shard=32768] [n_shards=2] [threads=1] [d_model=768]
+// Usage: bench_shard_io [rows_per_shard=16384] [n_shards=2] [threads=1] [d_model=768]
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/exp.h>
@@ -30,7 +30,7 @@ using namespace saes;
 using namespace saes::io;
 
 struct Setup {
-  std::int64_t rows = 32768;
+  std::int64_t rows = 16384;
   std::int64_t n_shards = 2;
   int threads = 1;
   std::int64_t d_model = 768;
