@@ -24,7 +24,8 @@ void shuffle_fixed(const std::uint8_t* __restrict in, std::uint8_t* __restrict o
 }
 
 template <std::size_t S>
-void unshuffle_fixed(const std::uint8_t* __restrict in, std::uint8_t* __restrict out, std::size_t n) {
+void unshuffle_fixed(const std::uint8_t* __restrict in, std::uint8_t* __restrict out,
+                     std::size_t n) {
   for (std::size_t start = 0; start < n; start += kBlockElements) {
     const std::size_t count = std::min(kBlockElements, n - start);
     std::uint8_t* dst = out + start * S;
@@ -52,10 +53,14 @@ void byte_shuffle(const void* in, void* out, std::size_t n_elements, std::size_t
   const auto* src = static_cast<const std::uint8_t*>(in);
   auto* dst = static_cast<std::uint8_t*>(out);
   switch (element_size) {
-    case 2: return shuffle_fixed<2>(src, dst, n_elements);
-    case 4: return shuffle_fixed<4>(src, dst, n_elements);
-    case 8: return shuffle_fixed<8>(src, dst, n_elements);
-    default: return shuffle_any(src, dst, n_elements, element_size);
+    case 2:
+      return shuffle_fixed<2>(src, dst, n_elements);
+    case 4:
+      return shuffle_fixed<4>(src, dst, n_elements);
+    case 8:
+      return shuffle_fixed<8>(src, dst, n_elements);
+    default:
+      return shuffle_any(src, dst, n_elements, element_size);
   }
 }
 
@@ -63,10 +68,14 @@ void byte_unshuffle(const void* in, void* out, std::size_t n_elements, std::size
   const auto* src = static_cast<const std::uint8_t*>(in);
   auto* dst = static_cast<std::uint8_t*>(out);
   switch (element_size) {
-    case 2: return unshuffle_fixed<2>(src, dst, n_elements);
-    case 4: return unshuffle_fixed<4>(src, dst, n_elements);
-    case 8: return unshuffle_fixed<8>(src, dst, n_elements);
-    default: return unshuffle_any(src, dst, n_elements, element_size);
+    case 2:
+      return unshuffle_fixed<2>(src, dst, n_elements);
+    case 4:
+      return unshuffle_fixed<4>(src, dst, n_elements);
+    case 8:
+      return unshuffle_fixed<8>(src, dst, n_elements);
+    default:
+      return unshuffle_any(src, dst, n_elements, element_size);
   }
 }
 

@@ -1,5 +1,6 @@
 // Byte-shuffle filter for compressing arrays of numbers: byte j of every element is gathered into
-// plane j (a [n, s] → [s, n] byte transpose), so the slowly varying sign/exponent bytes sit together.
+// plane j (a [n, s] → [s, n] byte transpose), so the slowly varying sign/exponent bytes sit
+// together.
 #pragma once
 
 #include <cstddef>

@@ -2,11 +2,11 @@
 // stripes, then the tail and the final avalanche. Little-endian loads (all supported hosts are LE).
 #include "saes/io/checksum.h"
 
-#include <fmt/format.h>
-
 #include <bit>
 #include <charconv>
 #include <cstring>
+
+#include <fmt/format.h>
 
 namespace saes::io {
 namespace {
@@ -17,7 +17,8 @@ constexpr std::uint64_t kPrime3 = 0x165667B19E3779F9ULL;
 constexpr std::uint64_t kPrime4 = 0x85EBCA77C2B2AE63ULL;
 constexpr std::uint64_t kPrime5 = 0x27D4EB2F165667C5ULL;
 
-static_assert(std::endian::native == std::endian::little, "shard checksums assume a little-endian host");
+static_assert(std::endian::native == std::endian::little,
+              "shard checksums assume a little-endian host");
 
 std::uint64_t load64(const unsigned char* p) {
   std::uint64_t v;

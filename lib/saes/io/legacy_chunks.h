@@ -17,7 +17,7 @@ namespace saes::io {
 struct LegacyChunk {
   std::int64_t shard_id = 0;  ///< `s` of shard-<s>-chunk-*, 0 for plain chunk-* files
   std::int64_t chunk_id = 0;
-  std::string file_name;      ///< the same in every hook directory
+  std::string file_name;  ///< the same in every hook directory
 };
 
 class LegacyChunkReader {

@@ -2,12 +2,12 @@
 // ShardReader/ShardStream yield. Section names inside a shard file are defined here too.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
+
+#include <ATen/core/Tensor.h>
 
 namespace saes::io {
 
@@ -24,10 +24,11 @@ std::string activation_section_name(std::string_view hook);
 struct ShardBatch {
   at::Tensor tokens;     ///< 1-D [n_rows], 2-D [n_rows, context_size]; reader: int64, CPU
   at::Tensor doc_index;  ///< [n_rows] source document of the row; reader: int64
-  at::Tensor position;   ///< [n_rows] token position (1-D) / context start (2-D) in it; reader: int64
-  at::Tensor mask;       ///< 2-D only: [n_rows, context_size], true = real token; reader: bool
+  at::Tensor
+      position;     ///< [n_rows] token position (1-D) / context start (2-D) in it; reader: int64
+  at::Tensor mask;  ///< 2-D only: [n_rows, context_size], true = real token; reader: bool
   std::map<std::string, at::Tensor> activations;  ///< hook → [n_rows, (context_size,) d_model]
-  std::string shard;     ///< reader: the shard file the rows came from
+  std::string shard;                              ///< reader: the shard file the rows came from
 
   std::int64_t n_rows() const { return tokens.defined() ? tokens.size(0) : 0; }
 };

@@ -2,13 +2,6 @@
 // context and shuffle scratch buffer; every frame is checksummed before and after the codec.
 #include "saes/io/shard_file.h"
 
-#include <fmt/format.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <zstd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -16,8 +9,15 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <thread>
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
 
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
@@ -53,7 +53,8 @@ void parallel_for(std::size_t n_tasks, int threads, Fn fn) {
       failed = true;
     }
   };
-  int n_workers = static_cast<int>(std::min<std::size_t>(std::max(threads, 1), std::max<std::size_t>(n_tasks, 1)));
+  int n_workers = static_cast<int>(
+      std::min<std::size_t>(std::max(threads, 1), std::max<std::size_t>(n_tasks, 1)));
   std::vector<std::thread> pool;
   for (int w = 1; w < n_workers; ++w) pool.emplace_back(work, w);
   work(0);
@@ -102,8 +103,9 @@ std::vector<FrameJob> frame_jobs(const std::vector<std::uint64_t>& raw_bytes,
   return jobs;
 }
 
-std::string encode_frame(const std::uint8_t* raw, std::uint64_t n, std::size_t element, ShardCodec codec,
-                         int level, ZSTD_CCtx* cctx, std::vector<std::uint8_t>& scratch) {
+std::string encode_frame(const std::uint8_t* raw, std::uint64_t n, std::size_t element,
+                         ShardCodec codec, int level, ZSTD_CCtx* cctx,
+                         std::vector<std::uint8_t>& scratch) {
   if (codec == ShardCodec::kRaw) return std::string(reinterpret_cast<const char*>(raw), n);
   const std::uint8_t* src = raw;
   if (codec == ShardCodec::kZstdShuffle) {
@@ -124,13 +126,18 @@ json section_to_json(const SectionData& data, ShardCodec codec, std::uint64_t of
   json frame_list = json::array();
   std::uint64_t stored = 0;
   for (const auto& f : frames) {
-    frame_list.push_back({f.stored_bytes, checksum_hex(f.stored_checksum), checksum_hex(f.raw_checksum)});
+    frame_list.push_back(
+        {f.stored_bytes, checksum_hex(f.stored_checksum), checksum_hex(f.raw_checksum)});
     stored += f.stored_bytes;
   }
-  return json{{"name", data.name},         {"dtype", dtype_name(data.dtype)},
-              {"shape", data.shape},       {"codec", shard_codec_name(codec)},
-              {"offset", offset},          {"stored_bytes", stored},
-              {"raw_bytes", raw_bytes},    {"frame_bytes", frame_bytes},
+  return json{{"name", data.name},
+              {"dtype", dtype_name(data.dtype)},
+              {"shape", data.shape},
+              {"codec", shard_codec_name(codec)},
+              {"offset", offset},
+              {"stored_bytes", stored},
+              {"raw_bytes", raw_bytes},
+              {"frame_bytes", frame_bytes},
               {"frames", std::move(frame_list)}};
 }
 
@@ -178,30 +185,33 @@ void check_section(const SectionInfo& s, std::uint64_t data_bytes, const std::st
     SAES_CHECK(d >= 0, DataError, "shard {}: section \"{}\": negative dimension", file, s.name);
   }
   SAES_CHECK(s.raw_bytes == section_raw_bytes(s.dtype, s.shape), DataError,
-             "shard {}: section \"{}\": raw_bytes {} does not match its shape and dtype", file, s.name,
-             s.raw_bytes);
+             "shard {}: section \"{}\": raw_bytes {} does not match its shape and dtype", file,
+             s.name, s.raw_bytes);
   std::uint64_t element = dtype_size(s.dtype);
   SAES_CHECK(s.frame_bytes > 0 && s.frame_bytes % element == 0, DataError,
-             "shard {}: section \"{}\": frame_bytes {} is not a positive multiple of {}", file, s.name,
-             s.frame_bytes, element);
+             "shard {}: section \"{}\": frame_bytes {} is not a positive multiple of {}", file,
+             s.name, s.frame_bytes, element);
   std::uint64_t expected_frames = (s.raw_bytes + s.frame_bytes - 1) / s.frame_bytes;
   std::uint64_t stored = 0;
   for (const auto& f : s.frames) stored += f.stored_bytes;
   SAES_CHECK(s.frames.size() == expected_frames && stored == s.stored_bytes, DataError,
-             "shard {}: section \"{}\": frame list does not add up ({} frames, {} stored bytes)", file,
-             s.name, s.frames.size(), stored);
+             "shard {}: section \"{}\": frame list does not add up ({} frames, {} stored bytes)",
+             file, s.name, s.frames.size(), stored);
   SAES_CHECK(s.offset <= data_bytes && s.stored_bytes <= data_bytes - s.offset, DataError,
-             "shard {}: section \"{}\": bytes [{}, {}) lie past the end of the file (truncated?)", file,
-             s.name, s.offset, s.offset + s.stored_bytes);
+             "shard {}: section \"{}\": bytes [{}, {}) lie past the end of the file (truncated?)",
+             file, s.name, s.offset, s.offset + s.stored_bytes);
 }
 
 }  // namespace
 
 std::string_view shard_codec_name(ShardCodec codec) {
   switch (codec) {
-    case ShardCodec::kRaw: return "raw";
-    case ShardCodec::kZstd: return "zstd";
-    case ShardCodec::kZstdShuffle: return "zstd-shuffle";
+    case ShardCodec::kRaw:
+      return "raw";
+    case ShardCodec::kZstd:
+      return "zstd";
+    case ShardCodec::kZstdShuffle:
+      return "zstd-shuffle";
   }
   return "raw";
 }
@@ -232,9 +242,10 @@ ShardFileSummary write_shard_file(const std::filesystem::path& path, std::int64_
     const auto& job = jobs[j];
     const auto& s = sections[job.section];
     const auto* raw = static_cast<const std::uint8_t*>(s.data) + job.raw_offset;
-    stored[j] = encode_frame(raw, job.raw_bytes, dtype_size(s.dtype), options.codec, options.zstd_level,
-                             cctx[w].get(), scratch[w]);
-    infos[j] = {stored[j].size(), xxh64(stored[j].data(), stored[j].size()), xxh64(raw, job.raw_bytes)};
+    stored[j] = encode_frame(raw, job.raw_bytes, dtype_size(s.dtype), options.codec,
+                             options.zstd_level, cctx[w].get(), scratch[w]);
+    infos[j] = {stored[j].size(), xxh64(stored[j].data(), stored[j].size()),
+                xxh64(raw, job.raw_bytes)};
   });
 
   json section_list = json::array();
@@ -245,7 +256,8 @@ ShardFileSummary write_shard_file(const std::filesystem::path& path, std::int64_
     for (; j < jobs.size() && jobs[j].section == s; ++j) frames.push_back(infos[j]);
     offset = align_up(offset);
     offsets.push_back(offset);
-    section_list.push_back(section_to_json(sections[s], options.codec, offset, raw_bytes[s], frame_bytes[s], frames));
+    section_list.push_back(
+        section_to_json(sections[s], options.codec, offset, raw_bytes[s], frame_bytes[s], frames));
     offset += section_list.back()["stored_bytes"].get<std::uint64_t>();
   }
   std::string directory = json{{"n_rows", n_rows}, {"sections", std::move(section_list)}}.dump();
@@ -274,16 +286,19 @@ ShardFile ShardFile::load(const std::filesystem::path& path) {
   ShardFile f;
   f.name_ = path.filename().string();
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  SAES_CHECK(fd >= 0, IoError, "shard {}: cannot open {}: {}", f.name_, path.string(), std::strerror(errno));
+  SAES_CHECK(fd >= 0, IoError, "shard {}: cannot open {}: {}", f.name_, path.string(),
+             std::strerror(errno));
   struct stat st {};
   void* map = MAP_FAILED;
   if (::fstat(fd, &st) == 0) {
     f.size_ = static_cast<std::uint64_t>(st.st_size);
-    map = f.size_ == 0 ? nullptr : ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    map = f.size_ == 0 ? nullptr
+                       : ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
   }
   int err = errno;
   ::close(fd);
-  SAES_CHECK(map != MAP_FAILED, IoError, "shard {}: cannot map {}: {}", f.name_, path.string(), std::strerror(err));
+  SAES_CHECK(map != MAP_FAILED, IoError, "shard {}: cannot map {}: {}", f.name_, path.string(),
+             std::strerror(err));
   std::uint64_t size = f.size_;
   f.owner_ = std::shared_ptr<const void>(map, [size](const void* p) {
     if (p != nullptr) ::munmap(const_cast<void*>(p), size);
@@ -306,20 +321,23 @@ ShardFile ShardFile::parse(std::string_view bytes, std::string name) {
 
 void ShardFile::parse_layout() {
   const char* b = data_;
-  SAES_CHECK(size_ >= kShardHeaderBytes, DataError, "shard {}: truncated: {} bytes, shorter than the header", name_,
-             size_);
-  SAES_CHECK(std::string_view(b, 8) == kShardMagic, DataError, "shard {}: bad magic (not a saes shard file)", name_);
+  SAES_CHECK(size_ >= kShardHeaderBytes, DataError,
+             "shard {}: truncated: {} bytes, shorter than the header", name_, size_);
+  SAES_CHECK(std::string_view(b, 8) == kShardMagic, DataError,
+             "shard {}: bad magic (not a saes shard file)", name_);
   std::uint32_t version = 0;
   std::uint64_t dir_bytes = 0, dir_checksum = 0;
   std::memcpy(&version, b + 8, 4);
   std::memcpy(&dir_bytes, b + 16, 8);
   std::memcpy(&dir_checksum, b + 24, 8);
-  SAES_CHECK(version == kShardFileVersion, UnsupportedError, "shard {}: file version {}, expected {}", name_, version,
-             kShardFileVersion);
+  SAES_CHECK(version == kShardFileVersion, UnsupportedError,
+             "shard {}: file version {}, expected {}", name_, version, kShardFileVersion);
   SAES_CHECK(dir_bytes <= size_ - kShardHeaderBytes, DataError,
-             "shard {}: truncated: directory of {} bytes does not fit in {} bytes", name_, dir_bytes, size_);
+             "shard {}: truncated: directory of {} bytes does not fit in {} bytes", name_,
+             dir_bytes, size_);
   const char* dir = b + kShardHeaderBytes;
-  SAES_CHECK(xxh64(dir, dir_bytes) == dir_checksum, DataError, "shard {}: directory checksum mismatch", name_);
+  SAES_CHECK(xxh64(dir, dir_bytes) == dir_checksum, DataError,
+             "shard {}: directory checksum mismatch", name_);
   checksum_ = xxh64(b, kShardHeaderBytes + dir_bytes);
   data_offset_ = align_up(kShardHeaderBytes + dir_bytes);
   try {
@@ -331,7 +349,8 @@ void ShardFile::parse_layout() {
   }
   std::uint64_t end = data_offset_;
   for (const auto& s : sections_) end = std::max(end, data_offset_ + s.offset + s.stored_bytes);
-  SAES_CHECK(size_ == end, DataError, "shard {}: truncated or padded: {} bytes, directory says {}", name_, size_, end);
+  SAES_CHECK(size_ == end, DataError, "shard {}: truncated or padded: {} bytes, directory says {}",
+             name_, size_, end);
   for (const auto& s : sections_) check_section(s, end - data_offset_, name_);
 }
 
@@ -355,7 +374,10 @@ void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) co
   for (std::size_t j = 0; j < jobs.size(); ++j) {
     bool first = j == 0 || jobs[j - 1].section != jobs[j].section;
     std::size_t prev_frame = first ? 0 : jobs[j - 1].raw_offset / frame_bytes[jobs[j].section];
-    stored_offset[j] = first ? 0 : stored_offset[j - 1] + targets[jobs[j].section].section->frames[prev_frame].stored_bytes;
+    stored_offset[j] = first
+                           ? 0
+                           : stored_offset[j - 1] +
+                                 targets[jobs[j].section].section->frames[prev_frame].stored_bytes;
   }
   threads = std::max(threads, 1);
   std::vector<std::unique_ptr<ZSTD_DCtx, DCtxDeleter>> dctx(threads);
@@ -368,11 +390,14 @@ void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) co
     const char* src = data_ + data_offset_ + s.offset + stored_offset[j];
     auto* out = static_cast<std::uint8_t*>(targets[job.section].out) + job.raw_offset;
     SAES_CHECK(xxh64(src, frame.stored_bytes) == frame.stored_checksum, DataError,
-               "shard {}: section \"{}\": frame {} stored checksum mismatch (corrupt file)", name_, s.name, index);
+               "shard {}: section \"{}\": frame {} stored checksum mismatch (corrupt file)", name_,
+               s.name, index);
     if (s.codec == ShardCodec::kRaw) {
-      SAES_CHECK(frame.stored_bytes == job.raw_bytes, DataError, "shard {}: section \"{}\": raw frame {} has {} bytes, expected {}",
-                 name_, s.name, index, frame.stored_bytes, job.raw_bytes);
-      std::memcpy(out, src, job.raw_bytes);  // the stored checksum already covered these exact bytes
+      SAES_CHECK(frame.stored_bytes == job.raw_bytes, DataError,
+                 "shard {}: section \"{}\": raw frame {} has {} bytes, expected {}", name_, s.name,
+                 index, frame.stored_bytes, job.raw_bytes);
+      std::memcpy(out, src,
+                  job.raw_bytes);  // the stored checksum already covered these exact bytes
       return;
     }
     if (!dctx[w]) dctx[w].reset(ZSTD_createDCtx());
@@ -381,11 +406,13 @@ void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) co
     std::uint8_t* dst = shuffled ? scratch[w].data() : out;
     std::size_t n = ZSTD_decompressDCtx(dctx[w].get(), dst, job.raw_bytes, src, frame.stored_bytes);
     SAES_CHECK(!ZSTD_isError(n) && n == job.raw_bytes, DataError,
-               "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_, s.name, index,
-               job.raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
-    if (shuffled) byte_unshuffle(dst, out, job.raw_bytes / dtype_size(s.dtype), dtype_size(s.dtype));
+               "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_,
+               s.name, index, job.raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
+    if (shuffled)
+      byte_unshuffle(dst, out, job.raw_bytes / dtype_size(s.dtype), dtype_size(s.dtype));
     SAES_CHECK(xxh64(out, job.raw_bytes) == frame.raw_checksum, DataError,
-               "shard {}: section \"{}\": frame {} raw checksum mismatch after decoding", name_, s.name, index);
+               "shard {}: section \"{}\": frame {} raw checksum mismatch after decoding", name_,
+               s.name, index);
   });
 }
 

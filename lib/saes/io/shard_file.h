@@ -29,7 +29,7 @@ struct ShardEncodeOptions {
   ShardCodec codec = ShardCodec::kZstdShuffle;
   int zstd_level = 1;  ///< level 3 compressed no better at half the write speed (bench_shard_io)
   std::size_t frame_bytes = std::size_t{1} << 20;  ///< raw bytes per frame (rounded to elements)
-  int threads = 1;                                  ///< frames compressed in parallel
+  int threads = 1;                                 ///< frames compressed in parallel
 };
 
 /// An array to store; `data` (not owned) holds prod(shape) * dtype_size(dtype) contiguous bytes.
@@ -72,8 +72,9 @@ ShardFileSummary write_shard_file(const std::filesystem::path& path, std::int64_
 /// A shard file read into memory with its directory parsed and checked.
 class ShardFile {
  public:
-  /// Maps `path` read-only (pre-faulted; shard files are never modified in place); checks magic, version, directory checksum and that the file is exactly as long
-  /// as its directory says. Throws IoError (unreadable) or DataError naming the file.
+  /// Maps `path` read-only (pre-faulted; shard files are never modified in place); checks magic,
+  /// version, directory checksum and that the file is exactly as long as its directory says. Throws
+  /// IoError (unreadable) or DataError naming the file.
   static ShardFile load(const std::filesystem::path& path);
   /// Same checks on bytes already in memory; `name` is used in errors.
   static ShardFile parse(std::string_view bytes, std::string name);

@@ -1,9 +1,9 @@
 // Manifest JSON (nlohmann) read/write with key-naming validation, file naming and rank merging.
 #include "saes/io/shard_format.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
+
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
@@ -27,7 +27,8 @@ class JsonReader {
   const json& at(const std::string& key, json::value_t type) const {
     auto it = object_.find(key);
     SAES_CHECK(it != object_.end(), DataError, "{}: missing key \"{}\"", source_, name(key));
-    bool ok = it->type() == type || (type == json::value_t::number_integer && it->is_number_unsigned());
+    bool ok =
+        it->type() == type || (type == json::value_t::number_integer && it->is_number_unsigned());
     SAES_CHECK(ok, DataError, "{}: key \"{}\": expected {}, got {}", source_, name(key),
                json(type).type_name(), it->type_name());
     return *it;
@@ -74,19 +75,24 @@ ShardEntry parse_entry(const JsonReader& root, const json& item, std::size_t i) 
 }
 
 json entry_to_json(const ShardEntry& entry) {
-  return json{{"file", entry.file},         {"rank", entry.rank},
-              {"index", entry.index},       {"n_rows", entry.n_rows},
-              {"n_tokens", entry.n_tokens}, {"bytes", entry.bytes},
+  return json{{"file", entry.file},
+              {"rank", entry.rank},
+              {"index", entry.index},
+              {"n_rows", entry.n_rows},
+              {"n_tokens", entry.n_tokens},
+              {"bytes", entry.bytes},
               {"checksum", checksum_hex(entry.checksum)}};
 }
 
 void check_same_run(const ShardManifest& a, const ShardManifest& b, const std::string& source) {
-  auto same = a.model_name == b.model_name && a.hook_points == b.hook_points && a.dtype == b.dtype &&
-              a.d_model == b.d_model && a.target == b.target && a.context_size == b.context_size;
-  SAES_CHECK(same, DataError,
-             "{}: describes a different run than rank 0 (model, hook_points, dtype, d_model, target "
-             "or context_size differ)",
-             source);
+  auto same = a.model_name == b.model_name && a.hook_points == b.hook_points &&
+              a.dtype == b.dtype && a.d_model == b.d_model && a.target == b.target &&
+              a.context_size == b.context_size;
+  SAES_CHECK(
+      same, DataError,
+      "{}: describes a different run than rank 0 (model, hook_points, dtype, d_model, target "
+      "or context_size differ)",
+      source);
 }
 
 }  // namespace
@@ -122,20 +128,13 @@ std::string rank_manifest_file_name(int rank) { return fmt::format("manifest.ran
 std::string manifest_to_json(const ShardManifest& m) {
   json shards = json::array();
   for (const auto& entry : m.shards) shards.push_back(entry_to_json(entry));
-  json root = {{"format", kShardFormatName},
-               {"format_version", m.format_version},
-               {"created_by", m.created_by},
-               {"model_name", m.model_name},
-               {"hook_points", m.hook_points},
-               {"dtype", dtype_name(m.dtype)},
-               {"d_model", m.d_model},
-               {"target", shard_target_name(m.target)},
-               {"context_size", m.context_size},
-               {"token_dtype", "int32"},
-               {"complete", m.complete},
-               {"n_rows", m.n_rows()},
-               {"n_tokens", m.n_tokens()},
-               {"shards", std::move(shards)},
+  json root = {{"format", kShardFormatName},     {"format_version", m.format_version},
+               {"created_by", m.created_by},     {"model_name", m.model_name},
+               {"hook_points", m.hook_points},   {"dtype", dtype_name(m.dtype)},
+               {"d_model", m.d_model},           {"target", shard_target_name(m.target)},
+               {"context_size", m.context_size}, {"token_dtype", "int32"},
+               {"complete", m.complete},         {"n_rows", m.n_rows()},
+               {"n_tokens", m.n_tokens()},       {"shards", std::move(shards)},
                {"config", m.config_yaml}};
   return root.dump(1) + "\n";
 }
@@ -144,8 +143,9 @@ ShardManifest manifest_from_json(std::string_view text, const std::string& sourc
   json root = json::parse(text, nullptr, false);
   SAES_CHECK(!root.is_discarded(), DataError, "{}: not valid JSON", source);
   JsonReader r(root, source, "");
-  SAES_CHECK(r.str("format") == kShardFormatName, DataError, "{}: key \"format\": expected \"{}\", got \"{}\"",
-             source, kShardFormatName, r.str("format"));
+  SAES_CHECK(r.str("format") == kShardFormatName, DataError,
+             "{}: key \"format\": expected \"{}\", got \"{}\"", source, kShardFormatName,
+             r.str("format"));
   ShardManifest m;
   m.format_version = static_cast<int>(r.int64("format_version", 1));
   SAES_CHECK(m.format_version <= kShardFormatVersion, UnsupportedError,
@@ -158,11 +158,13 @@ ShardManifest manifest_from_json(std::string_view text, const std::string& sourc
                "{}: key \"hook_points\": expected non-empty strings", source);
     m.hook_points.push_back(hook.get<std::string>());
   }
-  SAES_CHECK(!m.hook_points.empty(), DataError, "{}: key \"hook_points\": expected at least one hook", source);
+  SAES_CHECK(!m.hook_points.empty(), DataError,
+             "{}: key \"hook_points\": expected at least one hook", source);
   auto dtype = try_parse_dtype(r.str("dtype"));
-  SAES_CHECK(dtype && (*dtype == DType::kFloat32 || *dtype == DType::kFloat16 || *dtype == DType::kBFloat16),
-             DataError, "{}: key \"dtype\": expected float32, float16 or bfloat16, got \"{}\"", source,
-             r.str("dtype"));
+  SAES_CHECK(dtype && (*dtype == DType::kFloat32 || *dtype == DType::kFloat16 ||
+                       *dtype == DType::kBFloat16),
+             DataError, "{}: key \"dtype\": expected float32, float16 or bfloat16, got \"{}\"",
+             source, r.str("dtype"));
   m.dtype = *dtype;
   m.d_model = r.int64("d_model", 1);
   auto target = try_parse_shard_target(r.str("target"));
@@ -199,9 +201,10 @@ ShardManifest merge_manifests(const std::filesystem::path& dir, int n_ranks) {
     merged.complete = merged.complete && part.complete;
     merged.shards.insert(merged.shards.end(), part.shards.begin(), part.shards.end());
   }
-  std::sort(merged.shards.begin(), merged.shards.end(), [](const ShardEntry& a, const ShardEntry& b) {
-    return a.rank != b.rank ? a.rank < b.rank : a.index < b.index;
-  });
+  std::sort(merged.shards.begin(), merged.shards.end(),
+            [](const ShardEntry& a, const ShardEntry& b) {
+              return a.rank != b.rank ? a.rank < b.rank : a.index < b.index;
+            });
   save_manifest(merged, dir / kManifestFileName);
   return merged;
 }

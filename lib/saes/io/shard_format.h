@@ -27,12 +27,13 @@ std::optional<ShardTarget> try_parse_shard_target(std::string_view text);
 
 /// One shard file as listed in a manifest.
 struct ShardEntry {
-  std::string file;            ///< name relative to the run directory
-  int rank = 0;                ///< writer rank
-  std::int64_t index = 0;      ///< index among that rank's shards
-  std::int64_t n_rows = 0;     ///< rows (tokens for 1-D, contexts for 2-D)
-  std::int64_t n_tokens = 0;   ///< tokens (1-D: n_rows; 2-D: n_rows * context_size, padding included)
-  std::uint64_t bytes = 0;     ///< file size
+  std::string file;         ///< name relative to the run directory
+  int rank = 0;             ///< writer rank
+  std::int64_t index = 0;   ///< index among that rank's shards
+  std::int64_t n_rows = 0;  ///< rows (tokens for 1-D, contexts for 2-D)
+  std::int64_t n_tokens =
+      0;                    ///< tokens (1-D: n_rows; 2-D: n_rows * context_size, padding included)
+  std::uint64_t bytes = 0;  ///< file size
   std::uint64_t checksum = 0;  ///< XXH64 of the file's header + directory (covers all sections)
 
   bool operator==(const ShardEntry&) const = default;
@@ -49,7 +50,7 @@ struct ShardManifest {
   std::int64_t context_size = 0;  ///< tokens per row for 2-D; 0 for 1-D
   bool complete = false;          ///< the writer finished (no more shards will be added)
   std::vector<ShardEntry> shards;
-  std::string config_yaml;        ///< resolved run config, opaque text
+  std::string config_yaml;  ///< resolved run config, opaque text
 
   std::int64_t n_tokens() const;
   std::int64_t n_rows() const;

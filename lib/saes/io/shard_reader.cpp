@@ -2,11 +2,11 @@
 // bounded queue; errors travel to the consumer as exception_ptr).
 #include "saes/io/shard_reader.h"
 
-#include <ATen/ops/empty.h>
-#include <fmt/ranges.h>
-
 #include <algorithm>
 #include <random>
+
+#include <ATen/ops/empty.h>
+#include <fmt/ranges.h>
 
 #include "saes/core/error.h"
 #include "saes/io/checksum.h"
@@ -18,14 +18,16 @@ namespace {
 namespace fs = std::filesystem;
 
 // Finds `name` in `file` and checks its dtype (one of `dtypes`) and shape.
-const SectionInfo& require_section(const ShardFile& file, std::string_view name, std::initializer_list<DType> dtypes,
+const SectionInfo& require_section(const ShardFile& file, std::string_view name,
+                                   std::initializer_list<DType> dtypes,
                                    const std::vector<std::int64_t>& shape) {
   const SectionInfo* s = file.find(name);
   SAES_CHECK(s != nullptr, DataError, "shard {}: section \"{}\" is missing", file.name(), name);
   bool dtype_ok = std::find(dtypes.begin(), dtypes.end(), s->dtype) != dtypes.end();
-  SAES_CHECK(dtype_ok, DataError, "shard {}: section \"{}\" has dtype {}", file.name(), name, dtype_name(s->dtype));
-  SAES_CHECK(s->shape == shape, DataError, "shard {}: section \"{}\" has shape [{}], expected [{}]", file.name(), name,
-             fmt::join(s->shape, ", "), fmt::join(shape, ", "));
+  SAES_CHECK(dtype_ok, DataError, "shard {}: section \"{}\" has dtype {}", file.name(), name,
+             dtype_name(s->dtype));
+  SAES_CHECK(s->shape == shape, DataError, "shard {}: section \"{}\" has shape [{}], expected [{}]",
+             file.name(), name, fmt::join(s->shape, ", "), fmt::join(shape, ", "));
   return *s;
 }
 
@@ -50,14 +52,16 @@ void ShardReader::check_options(const ShardReadOptions& o) const {
   for (const auto& hook : o.hooks) {
     bool found = std::find(manifest_.hook_points.begin(), manifest_.hook_points.end(), hook) !=
                  manifest_.hook_points.end();
-    SAES_CHECK(found, ConfigError, "shards {}: hook \"{}\" is not in the run; available: {}", dir_.string(), hook,
-               fmt::join(manifest_.hook_points, ", "));
+    SAES_CHECK(found, ConfigError, "shards {}: hook \"{}\" is not in the run; available: {}",
+               dir_.string(), hook, fmt::join(manifest_.hook_points, ", "));
   }
-  SAES_CHECK(!o.dtype || dtype_is_floating(*o.dtype), ConfigError, "shards {}: dtype {} is not a floating type",
-             dir_.string(), o.dtype ? dtype_name(*o.dtype) : "");
+  SAES_CHECK(!o.dtype || dtype_is_floating(*o.dtype), ConfigError,
+             "shards {}: dtype {} is not a floating type", dir_.string(),
+             o.dtype ? dtype_name(*o.dtype) : "");
   auto n = static_cast<std::int64_t>(manifest_.shards.size());
   for (auto i : o.shards) {
-    SAES_CHECK(i >= 0 && i < n, ConfigError, "shards {}: shard index {} out of range [0, {})", dir_.string(), i, n);
+    SAES_CHECK(i >= 0 && i < n, ConfigError, "shards {}: shard index {} out of range [0, {})",
+               dir_.string(), i, n);
   }
   SAES_CHECK(o.queue_depth >= 1 && o.decode_threads >= 1, ConfigError,
              "shards {}: queue_depth and decode_threads must be >= 1", dir_.string());
@@ -80,16 +84,18 @@ std::vector<std::int64_t> ShardReader::shard_order(const ShardReadOptions& o) co
 ShardBatch ShardReader::read_shard(std::int64_t index, const ShardReadOptions& o) const {
   const ShardEntry& entry = manifest_.shards.at(static_cast<std::size_t>(index));
   fs::path path = dir_ / entry.file;
-  SAES_CHECK(fs::exists(path), IoError, "shard {}: file {} listed in the manifest is missing", entry.file,
-             path.string());
+  SAES_CHECK(fs::exists(path), IoError, "shard {}: file {} listed in the manifest is missing",
+             entry.file, path.string());
   std::uint64_t size = fs::file_size(path);
-  SAES_CHECK(size == entry.bytes, DataError, "shard {}: truncated or overwritten: {} bytes, manifest says {}",
-             entry.file, size, entry.bytes);
+  SAES_CHECK(size == entry.bytes, DataError,
+             "shard {}: truncated or overwritten: {} bytes, manifest says {}", entry.file, size,
+             entry.bytes);
   ShardFile file = ShardFile::load(path);
-  SAES_CHECK(file.checksum() == entry.checksum, DataError, "shard {}: checksum {} does not match the manifest ({})",
-             entry.file, checksum_hex(file.checksum()), checksum_hex(entry.checksum));
-  SAES_CHECK(file.n_rows() == entry.n_rows, DataError, "shard {}: {} rows, manifest says {}", entry.file,
-             file.n_rows(), entry.n_rows);
+  SAES_CHECK(file.checksum() == entry.checksum, DataError,
+             "shard {}: checksum {} does not match the manifest ({})", entry.file,
+             checksum_hex(file.checksum()), checksum_hex(entry.checksum));
+  SAES_CHECK(file.n_rows() == entry.n_rows, DataError, "shard {}: {} rows, manifest says {}",
+             entry.file, file.n_rows(), entry.n_rows);
 
   const bool two_d = manifest_.target == ShardTarget::kActivations2d;
   std::vector<std::int64_t> row_shape = {entry.n_rows};
@@ -104,7 +110,8 @@ ShardBatch ShardReader::read_shard(std::int64_t index, const ShardReadOptions& o
   if (two_d) sections.push_back(&require_section(file, kMaskSection, {DType::kUInt8}, row_shape));
   auto hooks = requested_hooks(manifest_, o);
   for (const auto& hook : hooks) {
-    sections.push_back(&require_section(file, activation_section_name(hook), {manifest_.dtype}, act_shape));
+    sections.push_back(
+        &require_section(file, activation_section_name(hook), {manifest_.dtype}, act_shape));
   }
   std::vector<at::Tensor> tensors;
   std::vector<ShardFile::DecodeTarget> targets;
@@ -148,7 +155,9 @@ void ShardStream::run() {
   for (auto index : order_) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait(lock, [&] { return stop_ || queue_.size() < static_cast<std::size_t>(options_.queue_depth); });
+      changed_.wait(lock, [&] {
+        return stop_ || queue_.size() < static_cast<std::size_t>(options_.queue_depth);
+      });
       if (stop_) break;
     }
     try {
@@ -157,7 +166,8 @@ void ShardStream::run() {
       queue_.push_back(std::move(batch));
     } catch (const Error& e) {
       bool skip = options_.on_corrupt == OnCorrupt::kSkip &&
-                  (dynamic_cast<const DataError*>(&e) != nullptr || dynamic_cast<const IoError*>(&e) != nullptr);
+                  (dynamic_cast<const DataError*>(&e) != nullptr ||
+                   dynamic_cast<const IoError*>(&e) != nullptr);
       std::lock_guard<std::mutex> lock(mutex_);
       if (!skip) {
         error_ = std::current_exception();

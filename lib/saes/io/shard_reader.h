@@ -24,14 +24,15 @@ namespace saes::io {
 enum class OnCorrupt { kError, kSkip };
 
 struct ShardReadOptions {
-  std::vector<std::string> hooks{};      ///< hooks to decode; empty = all in the manifest
-  std::optional<DType> dtype{};          ///< activation dtype returned; default: storage dtype
-  std::vector<std::int64_t> shards{};    ///< manifest indices to read; empty = all (see shard_indices_for_rank)
-  bool shuffle = false;                  ///< visit the shards in a permutation drawn from `seed`
+  std::vector<std::string> hooks{};  ///< hooks to decode; empty = all in the manifest
+  std::optional<DType> dtype{};      ///< activation dtype returned; default: storage dtype
+  std::vector<std::int64_t>
+      shards{};          ///< manifest indices to read; empty = all (see shard_indices_for_rank)
+  bool shuffle = false;  ///< visit the shards in a permutation drawn from `seed`
   std::uint64_t seed = 0;
   OnCorrupt on_corrupt = OnCorrupt::kError;
-  int decode_threads = 1;                ///< frames decoded in parallel within one shard
-  int queue_depth = 2;                   ///< decoded shards buffered ahead of the consumer
+  int decode_threads = 1;  ///< frames decoded in parallel within one shard
+  int queue_depth = 2;     ///< decoded shards buffered ahead of the consumer
 };
 
 class ShardReader {

@@ -1,17 +1,17 @@
 // Tests of the activation shard format: checksum and shuffle primitives, bit-exact write → read
 // round trips with position-encoding data, shard order/slicing, resume, merging, and corruption.
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <set>
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/randn.h>
 #include <catch2/catch.hpp>
-
-#include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <numeric>
-#include <set>
 
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
@@ -20,6 +20,7 @@
 #include "saes/io/shard_file.h"
 #include "saes/io/shard_reader.h"
 #include "saes/io/shard_writer.h"
+
 #include "support/temp_dir.h"
 
 namespace {
@@ -54,7 +55,9 @@ float encoded_value(std::int64_t row, std::size_t hook, std::int64_t t, std::int
   return static_cast<float>(k) / 4.0f;
 }
 
-at::Tensor long_tensor(std::vector<std::int64_t> shape) { return at::empty(shape, at::TensorOptions().dtype(at::kLong)); }
+at::Tensor long_tensor(std::vector<std::int64_t> shape) {
+  return at::empty(shape, at::TensorOptions().dtype(at::kLong));
+}
 
 // Rows [first, first + n) of a run; the row id is the doc_index, so every value can be recomputed.
 ShardBatch make_batch(std::int64_t first, std::int64_t n, bool two_d) {
@@ -78,7 +81,8 @@ ShardBatch make_batch(std::int64_t first, std::int64_t n, bool two_d) {
     float* p = act.data_ptr<float>();
     for (std::int64_t r = 0; r < n; ++r)
       for (std::int64_t t = 0; t < t_count; ++t)
-        for (std::int64_t c = 0; c < kDModel; ++c) p[(r * t_count + t) * kDModel + c] = encoded_value(first + r, h, t, c);
+        for (std::int64_t c = 0; c < kDModel; ++c)
+          p[(r * t_count + t) * kDModel + c] = encoded_value(first + r, h, t, c);
     b.activations[kHooks[h]] = act;
   }
   return b;
@@ -88,7 +92,8 @@ ShardBatch make_batch(std::int64_t first, std::int64_t n, bool two_d) {
 ShardManifest write_run(const ShardWriterOptions& o, std::int64_t n_rows) {
   ShardWriter writer = ShardWriter::create(o);
   bool two_d = o.target == ShardTarget::kActivations2d;
-  for (std::int64_t first = 0; first < n_rows; first += 17) writer.append(make_batch(first, std::min<std::int64_t>(17, n_rows - first), two_d));
+  for (std::int64_t first = 0; first < n_rows; first += 17)
+    writer.append(make_batch(first, std::min<std::int64_t>(17, n_rows - first), two_d));
   writer.finish();
   return writer.manifest();
 }
@@ -102,7 +107,8 @@ std::vector<ShardBatch> read_all(const fs::path& dir, ShardReadOptions options =
 }
 
 // Every batch equals what make_batch produces for its row ids (bitwise, after the storage cast).
-void require_batches_match(const std::vector<ShardBatch>& batches, DType dtype, bool two_d, std::int64_t n_rows) {
+void require_batches_match(const std::vector<ShardBatch>& batches, DType dtype, bool two_d,
+                           std::int64_t n_rows) {
   std::multiset<std::int64_t> seen;
   for (const auto& b : batches) {
     for (std::int64_t r = 0; r < b.n_rows(); ++r) {
@@ -114,7 +120,8 @@ void require_batches_match(const std::vector<ShardBatch>& batches, DType dtype, 
       if (two_d) REQUIRE(at::equal(b.mask.narrow(0, r, 1), expected.mask));
       for (const auto& hook : kHooks) {
         REQUIRE(b.activations.at(hook).scalar_type() == to_torch(dtype));
-        REQUIRE(at::equal(b.activations.at(hook).narrow(0, r, 1), expected.activations.at(hook).to(to_torch(dtype))));
+        REQUIRE(at::equal(b.activations.at(hook).narrow(0, r, 1),
+                          expected.activations.at(hook).to(to_torch(dtype))));
       }
     }
   }
@@ -199,7 +206,8 @@ TEST_CASE("gaussian activations round-trip bit-exact through the zstd-shuffle co
   auto batches = read_all(dir.path(), {.dtype = DType::kFloat32});
   REQUIRE(batches.size() == 1);
   for (const auto& hook : kHooks)
-    REQUIRE(at::equal(batches[0].activations.at(hook), b.activations.at(hook).to(at::kBFloat16).to(at::kFloat)));
+    REQUIRE(at::equal(batches[0].activations.at(hook),
+                      b.activations.at(hook).to(at::kBFloat16).to(at::kFloat)));
 }
 
 TEST_CASE("seeded shuffled shard order is a reproducible permutation", "[shards]") {
@@ -219,7 +227,8 @@ TEST_CASE("seeded shuffled shard order is a reproducible permutation", "[shards]
   REQUIRE(sorted == identity);
   REQUIRE(order != identity);
   auto batches = read_all(dir.path(), a);
-  for (std::size_t i = 0; i < batches.size(); ++i) REQUIRE(batches[i].shard == shard_file_name(0, order[i]));
+  for (std::size_t i = 0; i < batches.size(); ++i)
+    REQUIRE(batches[i].shard == shard_file_name(0, order[i]));
   require_batches_match(batches, DType::kFloat16, false, 100);
 }
 
@@ -299,42 +308,51 @@ TEST_CASE("corrupt runs fail with errors naming the shard, section or key", "[sh
     const SectionInfo* s = file.find("act/blocks.1.hook_mlp_out");
     flip_byte(shard1, file.data_offset() + s->offset + s->stored_bytes / 2);
     auto message = error_of(read);
-    CHECK_THAT(message, Catch::Contains("shard-r000-000001.saes") && Catch::Contains("act/blocks.1.hook_mlp_out") &&
+    CHECK_THAT(message, Catch::Contains("shard-r000-000001.saes") &&
+                            Catch::Contains("act/blocks.1.hook_mlp_out") &&
                             Catch::Contains("checksum"));
   }
   SECTION("a truncated file") {
     fs::resize_file(shard1, fs::file_size(shard1) - 100);
-    CHECK_THAT(error_of(read), Catch::Contains("shard-r000-000001.saes") && Catch::Contains("truncated"));
+    CHECK_THAT(error_of(read),
+               Catch::Contains("shard-r000-000001.saes") && Catch::Contains("truncated"));
     CHECK_THAT(error_of([&] { ShardFile::load(shard1); }), Catch::Contains("truncated"));
   }
   SECTION("a bad magic") {
     flip_byte(shard1, 0);
-    CHECK_THAT(error_of(read), Catch::Contains("shard-r000-000001.saes") && Catch::Contains("bad magic"));
+    CHECK_THAT(error_of(read),
+               Catch::Contains("shard-r000-000001.saes") && Catch::Contains("bad magic"));
   }
   SECTION("a manifest checksum that does not match") {
     auto manifest = nlohmann::json::parse(read_file(dir / "manifest.json"));
     manifest["shards"][1]["checksum"] = "0123456789abcdef";
     write_file_atomic(dir / "manifest.json", manifest.dump());
-    CHECK_THAT(error_of(read), Catch::Contains("shard-r000-000001.saes") && Catch::Contains("does not match the manifest"));
+    CHECK_THAT(error_of(read), Catch::Contains("shard-r000-000001.saes") &&
+                                   Catch::Contains("does not match the manifest"));
   }
   SECTION("a missing shard file") {
     fs::remove(shard1);
     REQUIRE_THROWS_AS(read(), IoError);
-    CHECK_THAT(error_of(read), Catch::Contains("shard-r000-000001.saes") && Catch::Contains("missing"));
+    CHECK_THAT(error_of(read),
+               Catch::Contains("shard-r000-000001.saes") && Catch::Contains("missing"));
   }
   SECTION("a malformed manifest") {
     write_file_atomic(dir / "manifest.json", "{\"format\": ");
-    CHECK_THAT(error_of(read), Catch::Contains("manifest.json") && Catch::Contains("not valid JSON"));
+    CHECK_THAT(error_of(read),
+               Catch::Contains("manifest.json") && Catch::Contains("not valid JSON"));
   }
   SECTION("a manifest key of the wrong type") {
     auto manifest = nlohmann::json::parse(read_file(dir / "manifest.json"));
     manifest["shards"][2]["n_rows"] = "thirty";
     write_file_atomic(dir / "manifest.json", manifest.dump());
-    CHECK_THAT(error_of(read), Catch::Contains("manifest.json") && Catch::Contains("shards[2].n_rows"));
+    CHECK_THAT(error_of(read),
+               Catch::Contains("manifest.json") && Catch::Contains("shards[2].n_rows"));
   }
   SECTION("a hook that the run does not have") {
     auto message = error_of([&] { read_all(dir.path(), {.hooks = {"blocks.5.hook_resid_post"}}); });
-    CHECK_THAT(message, Catch::Contains("blocks.5.hook_resid_post") && Catch::Contains("available: blocks.0.hook_resid_post, blocks.1.hook_mlp_out"));
+    CHECK_THAT(message,
+               Catch::Contains("blocks.5.hook_resid_post") &&
+                   Catch::Contains("available: blocks.0.hook_resid_post, blocks.1.hook_mlp_out"));
   }
 }
 
@@ -361,8 +379,8 @@ TEST_CASE("the skip policy logs a corrupt shard and streams the others", "[shard
   std::string text(4096, '\0');
   text.resize(std::fread(text.data(), 1, text.size(), log));
   std::fclose(log);
-  CHECK_THAT(text, Catch::Contains("skipping corrupt shard") && Catch::Contains("shard-r000-000002.saes") &&
-                       Catch::Contains("\"tokens\""));
+  CHECK_THAT(text, Catch::Contains("skipping corrupt shard") &&
+                       Catch::Contains("shard-r000-000002.saes") && Catch::Contains("\"tokens\""));
 
   Logger quiet(LogLevel::kOff);
   ShardStream strict(ShardReader::open(dir.path()), {}, quiet);

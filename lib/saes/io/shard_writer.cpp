@@ -2,12 +2,11 @@
 // manifest writes, and resume (cleanup of temp files and un-manifested shards).
 #include "saes/io/shard_writer.h"
 
+#include <limits>
+
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-
 #include <fmt/ranges.h>
-
-#include <limits>
 
 #include "saes/core/error.h"
 
@@ -20,16 +19,20 @@ bool is_2d(const ShardWriterOptions& o) { return o.target == ShardTarget::kActiv
 
 void check_options(const ShardWriterOptions& o) {
   SAES_CHECK(!o.dir.empty(), ConfigError, "shard writer: output directory is empty");
-  SAES_CHECK(!o.hook_points.empty(), ConfigError, "shard writer {}: no hook points", o.dir.string());
-  SAES_CHECK(o.dtype == DType::kFloat32 || o.dtype == DType::kFloat16 || o.dtype == DType::kBFloat16,
-             ConfigError, "shard writer {}: dtype must be float32, float16 or bfloat16, got {}",
-             o.dir.string(), dtype_name(o.dtype));
-  SAES_CHECK(o.d_model > 0, ConfigError, "shard writer {}: d_model must be > 0, got {}", o.dir.string(), o.d_model);
+  SAES_CHECK(!o.hook_points.empty(), ConfigError, "shard writer {}: no hook points",
+             o.dir.string());
+  SAES_CHECK(
+      o.dtype == DType::kFloat32 || o.dtype == DType::kFloat16 || o.dtype == DType::kBFloat16,
+      ConfigError, "shard writer {}: dtype must be float32, float16 or bfloat16, got {}",
+      o.dir.string(), dtype_name(o.dtype));
+  SAES_CHECK(o.d_model > 0, ConfigError, "shard writer {}: d_model must be > 0, got {}",
+             o.dir.string(), o.d_model);
   SAES_CHECK(is_2d(o) == (o.context_size > 0), ConfigError,
-             "shard writer {}: context_size must be > 0 exactly for activations-2d, got {}", o.dir.string(),
-             o.context_size);
-  SAES_CHECK(o.rows_per_shard > 0, ConfigError, "shard writer {}: rows_per_shard must be > 0, got {}",
-             o.dir.string(), o.rows_per_shard);
+             "shard writer {}: context_size must be > 0 exactly for activations-2d, got {}",
+             o.dir.string(), o.context_size);
+  SAES_CHECK(o.rows_per_shard > 0, ConfigError,
+             "shard writer {}: rows_per_shard must be > 0, got {}", o.dir.string(),
+             o.rows_per_shard);
   SAES_CHECK(o.world >= 1 && o.rank >= 0 && o.rank < o.world, ConfigError,
              "shard writer {}: rank {} of world {}", o.dir.string(), o.rank, o.world);
 }
@@ -47,9 +50,11 @@ ShardManifest manifest_for(const ShardWriterOptions& o) {
   return m;
 }
 
-void check_resume_matches(const ShardManifest& old, const ShardManifest& now, const fs::path& path) {
+void check_resume_matches(const ShardManifest& old, const ShardManifest& now,
+                          const fs::path& path) {
   auto field = [&](bool same, const char* name) {
-    SAES_CHECK(same, ConfigError, "resume {}: \"{}\" differs from the run being resumed", path.string(), name);
+    SAES_CHECK(same, ConfigError, "resume {}: \"{}\" differs from the run being resumed",
+               path.string(), name);
   };
   field(old.model_name == now.model_name, "model_name");
   field(old.hook_points == now.hook_points, "hook_points");
@@ -66,7 +71,8 @@ at::Tensor to_int32(const at::Tensor& t, const char* what) {
   const auto* src = wide.data_ptr<std::int64_t>();
   auto* dst = out.data_ptr<std::int32_t>();
   for (std::int64_t i = 0; i < wide.numel(); ++i) {
-    SAES_CHECK(src[i] >= std::numeric_limits<std::int32_t>::min() && src[i] <= std::numeric_limits<std::int32_t>::max(),
+    SAES_CHECK(src[i] >= std::numeric_limits<std::int32_t>::min() &&
+                   src[i] <= std::numeric_limits<std::int32_t>::max(),
                ConfigError, "shard writer: {} value {} does not fit in int32", what, src[i]);
     dst[i] = static_cast<std::int32_t>(src[i]);
   }
@@ -75,8 +81,9 @@ at::Tensor to_int32(const at::Tensor& t, const char* what) {
 
 void check_shape(const at::Tensor& t, std::vector<std::int64_t> expected, const std::string& what) {
   SAES_CHECK(t.defined(), ConfigError, "shard writer: batch has no {}", what);
-  SAES_CHECK(t.sizes().vec() == expected, ConfigError, "shard writer: {} has shape {}, expected {}", what,
-             fmt::format("{}", fmt::join(t.sizes().vec(), "x")), fmt::format("{}", fmt::join(expected, "x")));
+  SAES_CHECK(t.sizes().vec() == expected, ConfigError, "shard writer: {} has shape {}, expected {}",
+             what, fmt::format("{}", fmt::join(t.sizes().vec(), "x")),
+             fmt::format("{}", fmt::join(expected, "x")));
 }
 
 ShardBatch to_storage(const ShardBatch& in, const ShardWriterOptions& o) {
@@ -101,7 +108,8 @@ ShardBatch to_storage(const ShardBatch& in, const ShardWriterOptions& o) {
   act_shape.push_back(o.d_model);
   for (const auto& hook : o.hook_points) {
     auto it = in.activations.find(hook);
-    SAES_CHECK(it != in.activations.end(), ConfigError, "shard writer: batch lacks hook \"{}\"", hook);
+    SAES_CHECK(it != in.activations.end(), ConfigError, "shard writer: batch lacks hook \"{}\"",
+               hook);
     check_shape(it->second, act_shape, "activation \"" + hook + "\"");
     out.activations[hook] = it->second.to(at::kCPU).to(to_torch(o.dtype)).contiguous();
   }
@@ -130,7 +138,9 @@ ShardBatch concat(const std::vector<ShardBatch>& parts) {
 }
 
 ShardBatch rows(const ShardBatch& b, std::int64_t start, std::int64_t count) {
-  auto cut = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, start, count).contiguous() : t; };
+  auto cut = [&](const at::Tensor& t) {
+    return t.defined() ? t.narrow(0, start, count).contiguous() : t;
+  };
   ShardBatch out{cut(b.tokens), cut(b.doc_index), cut(b.position), cut(b.mask), {}, {}};
   for (const auto& [hook, t] : b.activations) out.activations[hook] = cut(t);
   return out;
@@ -141,8 +151,8 @@ SectionData section(std::string_view name, const at::Tensor& t) {
 }
 
 // Removes this rank's temp files and shard files that `manifest` does not list.
-void remove_strays(const fs::path& dir, const ShardManifest& manifest, int rank, const fs::path& manifest_path,
-                   Logger& logger) {
+void remove_strays(const fs::path& dir, const ShardManifest& manifest, int rank,
+                   const fs::path& manifest_path, Logger& logger) {
   std::string shard_prefix = fmt::format("shard-r{:03d}-", rank);
   std::string manifest_temp = manifest_path.filename().string() + ".tmp.";
   for (const auto& item : fs::directory_iterator(dir)) {
@@ -152,7 +162,8 @@ void remove_strays(const fs::path& dir, const ShardManifest& manifest, int rank,
     bool listed = false;
     for (const auto& entry : manifest.shards) listed = listed || entry.file == name;
     if (listed) continue;
-    logger.warn("resume {}: removing {} (not listed in {})", dir.string(), name, manifest_path.filename().string());
+    logger.warn("resume {}: removing {} (not listed in {})", dir.string(), name,
+                manifest_path.filename().string());
     fs::remove(item.path());
   }
 }
@@ -167,7 +178,8 @@ ShardWriter::ShardWriter(ShardWriterOptions options) : options_(std::move(option
 }
 
 fs::path ShardWriter::manifest_path() const {
-  return options_.dir / (options_.world > 1 ? rank_manifest_file_name(options_.rank) : std::string(kManifestFileName));
+  return options_.dir / (options_.world > 1 ? rank_manifest_file_name(options_.rank)
+                                            : std::string(kManifestFileName));
 }
 
 ShardWriter ShardWriter::create(ShardWriterOptions options) {
@@ -196,12 +208,13 @@ ShardWriter ShardWriter::open_for_resume(ShardWriterOptions options, Logger& log
   for (const auto& entry : old.shards) {
     auto file = writer.options_.dir / entry.file;
     SAES_CHECK(fs::exists(file) && fs::file_size(file) == entry.bytes, DataError,
-               "resume {}: shard {} listed in the manifest is missing or has the wrong size", path.string(), entry.file);
+               "resume {}: shard {} listed in the manifest is missing or has the wrong size",
+               path.string(), entry.file);
     writer.next_index_ = std::max(writer.next_index_, entry.index + 1);
   }
   save_manifest(writer.manifest_, path);
-  logger.info("resume {}: {} shards, {} tokens already written", writer.options_.dir.string(), old.shards.size(),
-              writer.tokens_done());
+  logger.info("resume {}: {} shards, {} tokens already written", writer.options_.dir.string(),
+              old.shards.size(), writer.tokens_done());
   return writer;
 }
 

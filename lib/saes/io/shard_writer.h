@@ -37,8 +37,8 @@ class ShardWriter {
   /// manifest already exists there (use open_for_resume) or the options are invalid.
   static ShardWriter create(ShardWriterOptions options);
   /// Continues the run in options.dir after its last complete shard: deletes this rank's temp files
-  /// and shard files the manifest does not list (logging each), checks the options describe the same
-  /// run (ConfigError naming the field otherwise). Without a manifest it starts a new run.
+  /// and shard files the manifest does not list (logging each), checks the options describe the
+  /// same run (ConfigError naming the field otherwise). Without a manifest it starts a new run.
   static ShardWriter open_for_resume(ShardWriterOptions options, Logger& logger);
 
   ShardWriter(ShardWriter&&) = default;
