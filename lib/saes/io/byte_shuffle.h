@@ -1,0 +1,18 @@
+// Byte-shuffle filter for compressing arrays of numbers: byte j of every element is gathered into
+// plane j (a [n, s] → [s, n] byte transpose), so the slowly varying sign/exponent bytes sit
+// together.
+#pragma once
+
+#include <cstddef>
+
+namespace saes::io {
+
+/// out[j * n + i] = in[i * s + j] for i < n_elements, j < element_size. `in` and `out` hold
+/// n_elements * element_size bytes and must not overlap. Any element_size ≥ 1 works; 2, 4 and 8
+/// take vectorised paths.
+void byte_shuffle(const void* in, void* out, std::size_t n_elements, std::size_t element_size);
+
+/// Inverse of byte_shuffle: out[i * s + j] = in[j * n + i].
+void byte_unshuffle(const void* in, void* out, std::size_t n_elements, std::size_t element_size);
+
+}  // namespace saes::io

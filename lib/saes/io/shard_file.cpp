@@ -1,0 +1,419 @@
+// Shard file encode/decode: frames compressed/decompressed on a few threads, each with its own zstd
+// context and shuffle scratch buffer; every frame is checksummed before and after the codec.
+#include "saes/io/shard_file.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "saes/core/error.h"
+#include "saes/io/atomic_file.h"
+#include "saes/io/byte_shuffle.h"
+#include "saes/io/checksum.h"
+
+namespace saes::io {
+namespace {
+
+using nlohmann::json;
+
+struct CCtxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DCtxDeleter {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+// Runs fn(worker, task) for task < n_tasks on `threads` threads; the first exception wins and
+// stops the other workers from taking new tasks, then is rethrown here.
+template <typename Fn>
+void parallel_for(std::size_t n_tasks, int threads, Fn fn) {
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&](int worker) {
+    try {
+      for (std::size_t task = next++; task < n_tasks && !failed; task = next++) fn(worker, task);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      failed = true;
+    }
+  };
+  int n_workers = static_cast<int>(
+      std::min<std::size_t>(std::max(threads, 1), std::max<std::size_t>(n_tasks, 1)));
+  std::vector<std::thread> pool;
+  for (int w = 1; w < n_workers; ++w) pool.emplace_back(work, w);
+  work(0);
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// Asks for transparent huge pages on the 2 MiB-aligned interior of a large output buffer: decoding
+// into fresh memory otherwise spends about a third of its time in 4 KiB page faults.
+void advise_huge_pages(void* data, std::uint64_t bytes) {
+  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+  auto begin = (reinterpret_cast<std::uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
+std::uint64_t align_up(std::uint64_t value) {
+  return (value + kShardAlignment - 1) / kShardAlignment * kShardAlignment;
+}
+
+std::uint64_t section_raw_bytes(DType dtype, const std::vector<std::int64_t>& shape) {
+  std::uint64_t n = dtype_size(dtype);
+  for (auto d : shape) n *= static_cast<std::uint64_t>(d);
+  return n;
+}
+
+std::uint64_t section_frame_bytes(DType dtype, std::size_t requested) {
+  std::uint64_t element = dtype_size(dtype);
+  return std::max<std::uint64_t>(element, requested / element * element);
+}
+
+struct FrameJob {
+  std::size_t section;
+  std::uint64_t raw_offset;
+  std::uint64_t raw_bytes;
+};
+
+std::vector<FrameJob> frame_jobs(const std::vector<std::uint64_t>& raw_bytes,
+                                 const std::vector<std::uint64_t>& frame_bytes) {
+  std::vector<FrameJob> jobs;
+  for (std::size_t s = 0; s < raw_bytes.size(); ++s) {
+    for (std::uint64_t off = 0; off < raw_bytes[s]; off += frame_bytes[s]) {
+      jobs.push_back({s, off, std::min(frame_bytes[s], raw_bytes[s] - off)});
+    }
+  }
+  return jobs;
+}
+
+std::string encode_frame(const std::uint8_t* raw, std::uint64_t n, std::size_t element,
+                         ShardCodec codec, int level, ZSTD_CCtx* cctx,
+                         std::vector<std::uint8_t>& scratch) {
+  if (codec == ShardCodec::kRaw) return std::string(reinterpret_cast<const char*>(raw), n);
+  const std::uint8_t* src = raw;
+  if (codec == ShardCodec::kZstdShuffle) {
+    scratch.resize(n);
+    byte_shuffle(raw, scratch.data(), n / element, element);
+    src = scratch.data();
+  }
+  std::string out(ZSTD_compressBound(n), '\0');
+  std::size_t size = ZSTD_compressCCtx(cctx, out.data(), out.size(), src, n, level);
+  SAES_CHECK(!ZSTD_isError(size), IoError, "zstd compression failed: {}", ZSTD_getErrorName(size));
+  out.resize(size);
+  return out;
+}
+
+json section_to_json(const SectionData& data, ShardCodec codec, std::uint64_t offset,
+                     std::uint64_t raw_bytes, std::uint64_t frame_bytes,
+                     const std::vector<FrameInfo>& frames) {
+  json frame_list = json::array();
+  std::uint64_t stored = 0;
+  for (const auto& f : frames) {
+    frame_list.push_back(
+        {f.stored_bytes, checksum_hex(f.stored_checksum), checksum_hex(f.raw_checksum)});
+    stored += f.stored_bytes;
+  }
+  return json{{"name", data.name},
+              {"dtype", dtype_name(data.dtype)},
+              {"shape", data.shape},
+              {"codec", shard_codec_name(codec)},
+              {"offset", offset},
+              {"stored_bytes", stored},
+              {"raw_bytes", raw_bytes},
+              {"frame_bytes", frame_bytes},
+              {"frames", std::move(frame_list)}};
+}
+
+std::string make_header(std::uint64_t directory_bytes, std::uint64_t directory_checksum) {
+  std::string header(kShardHeaderBytes, '\0');
+  std::memcpy(header.data(), kShardMagic.data(), 8);
+  std::uint32_t version = kShardFileVersion;
+  std::uint32_t header_bytes = kShardHeaderBytes;
+  std::memcpy(header.data() + 8, &version, 4);
+  std::memcpy(header.data() + 12, &header_bytes, 4);
+  std::memcpy(header.data() + 16, &directory_bytes, 8);
+  std::memcpy(header.data() + 24, &directory_checksum, 8);
+  return header;
+}
+
+std::uint64_t hex_field(const json& value, const std::string& what) {
+  auto parsed = value.is_string() ? try_parse_checksum_hex(value.get<std::string>()) : std::nullopt;
+  if (!parsed) throw std::invalid_argument(what + ": expected 16 hex digits");
+  return *parsed;
+}
+
+SectionInfo parse_section(const json& s) {
+  SectionInfo info;
+  info.name = s.at("name").get<std::string>();
+  auto dtype = try_parse_dtype(s.at("dtype").get<std::string>());
+  if (!dtype) throw std::invalid_argument("section " + info.name + ": unknown dtype");
+  info.dtype = *dtype;
+  info.shape = s.at("shape").get<std::vector<std::int64_t>>();
+  auto codec = try_parse_shard_codec(s.at("codec").get<std::string>());
+  if (!codec) throw std::invalid_argument("section " + info.name + ": unknown codec");
+  info.codec = *codec;
+  info.offset = s.at("offset").get<std::uint64_t>();
+  info.stored_bytes = s.at("stored_bytes").get<std::uint64_t>();
+  info.raw_bytes = s.at("raw_bytes").get<std::uint64_t>();
+  info.frame_bytes = s.at("frame_bytes").get<std::uint64_t>();
+  for (const auto& f : s.at("frames")) {
+    info.frames.push_back({f.at(0).get<std::uint64_t>(), hex_field(f.at(1), info.name),
+                           hex_field(f.at(2), info.name)});
+  }
+  return info;
+}
+
+void check_section(const SectionInfo& s, std::uint64_t data_bytes, const std::string& file) {
+  for (auto d : s.shape) {
+    SAES_CHECK(d >= 0, DataError, "shard {}: section \"{}\": negative dimension", file, s.name);
+  }
+  SAES_CHECK(s.raw_bytes == section_raw_bytes(s.dtype, s.shape), DataError,
+             "shard {}: section \"{}\": raw_bytes {} does not match its shape and dtype", file,
+             s.name, s.raw_bytes);
+  std::uint64_t element = dtype_size(s.dtype);
+  SAES_CHECK(s.frame_bytes > 0 && s.frame_bytes % element == 0, DataError,
+             "shard {}: section \"{}\": frame_bytes {} is not a positive multiple of {}", file,
+             s.name, s.frame_bytes, element);
+  std::uint64_t expected_frames = (s.raw_bytes + s.frame_bytes - 1) / s.frame_bytes;
+  std::uint64_t stored = 0;
+  for (const auto& f : s.frames) stored += f.stored_bytes;
+  SAES_CHECK(s.frames.size() == expected_frames && stored == s.stored_bytes, DataError,
+             "shard {}: section \"{}\": frame list does not add up ({} frames, {} stored bytes)",
+             file, s.name, s.frames.size(), stored);
+  SAES_CHECK(s.offset <= data_bytes && s.stored_bytes <= data_bytes - s.offset, DataError,
+             "shard {}: section \"{}\": bytes [{}, {}) lie past the end of the file (truncated?)",
+             file, s.name, s.offset, s.offset + s.stored_bytes);
+}
+
+}  // namespace
+
+std::string_view shard_codec_name(ShardCodec codec) {
+  switch (codec) {
+    case ShardCodec::kRaw:
+      return "raw";
+    case ShardCodec::kZstd:
+      return "zstd";
+    case ShardCodec::kZstdShuffle:
+      return "zstd-shuffle";
+  }
+  return "raw";
+}
+
+std::optional<ShardCodec> try_parse_shard_codec(std::string_view text) {
+  for (auto codec : {ShardCodec::kRaw, ShardCodec::kZstd, ShardCodec::kZstdShuffle}) {
+    if (shard_codec_name(codec) == text) return codec;
+  }
+  return std::nullopt;
+}
+
+ShardFileSummary write_shard_file(const std::filesystem::path& path, std::int64_t n_rows,
+                                  const std::vector<SectionData>& sections,
+                                  const ShardEncodeOptions& options) {
+  std::vector<std::uint64_t> raw_bytes, frame_bytes;
+  for (const auto& s : sections) {
+    raw_bytes.push_back(section_raw_bytes(s.dtype, s.shape));
+    frame_bytes.push_back(section_frame_bytes(s.dtype, options.frame_bytes));
+  }
+  auto jobs = frame_jobs(raw_bytes, frame_bytes);
+  std::vector<std::string> stored(jobs.size());
+  std::vector<FrameInfo> infos(jobs.size());
+  int threads = std::max(options.threads, 1);
+  std::vector<std::unique_ptr<ZSTD_CCtx, CCtxDeleter>> cctx(threads);
+  std::vector<std::vector<std::uint8_t>> scratch(threads);
+  parallel_for(jobs.size(), threads, [&](int w, std::size_t j) {
+    if (!cctx[w]) cctx[w].reset(ZSTD_createCCtx());
+    const auto& job = jobs[j];
+    const auto& s = sections[job.section];
+    const auto* raw = static_cast<const std::uint8_t*>(s.data) + job.raw_offset;
+    stored[j] = encode_frame(raw, job.raw_bytes, dtype_size(s.dtype), options.codec,
+                             options.zstd_level, cctx[w].get(), scratch[w]);
+    infos[j] = {stored[j].size(), xxh64(stored[j].data(), stored[j].size()),
+                xxh64(raw, job.raw_bytes)};
+  });
+
+  json section_list = json::array();
+  std::uint64_t offset = 0;
+  std::vector<std::uint64_t> offsets;
+  for (std::size_t s = 0, j = 0; s < sections.size(); ++s) {
+    std::vector<FrameInfo> frames;
+    for (; j < jobs.size() && jobs[j].section == s; ++j) frames.push_back(infos[j]);
+    offset = align_up(offset);
+    offsets.push_back(offset);
+    section_list.push_back(
+        section_to_json(sections[s], options.codec, offset, raw_bytes[s], frame_bytes[s], frames));
+    offset += section_list.back()["stored_bytes"].get<std::uint64_t>();
+  }
+  std::string directory = json{{"n_rows", n_rows}, {"sections", std::move(section_list)}}.dump();
+  std::string header = make_header(directory.size(), xxh64(directory.data(), directory.size()));
+  std::string head = header + directory;
+  head.resize(align_up(head.size()), '\0');
+
+  AtomicFile file(path);
+  file.write(head);
+  const std::string zeros(kShardAlignment, '\0');
+  std::uint64_t position = 0;
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    bool first = j == 0 || jobs[j - 1].section != jobs[j].section;
+    if (first) {
+      file.write(zeros.data(), offsets[jobs[j].section] - position);
+      position = offsets[jobs[j].section];
+    }
+    file.write(stored[j]);
+    position += stored[j].size();
+  }
+  file.commit();
+  return {head.size() + position, xxh64(head.data(), kShardHeaderBytes + directory.size())};
+}
+
+ShardFile ShardFile::load(const std::filesystem::path& path) {
+  ShardFile f;
+  f.name_ = path.filename().string();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  SAES_CHECK(fd >= 0, IoError, "shard {}: cannot open {}: {}", f.name_, path.string(),
+             std::strerror(errno));
+  struct stat st {};
+  void* map = MAP_FAILED;
+  if (::fstat(fd, &st) == 0) {
+    f.size_ = static_cast<std::uint64_t>(st.st_size);
+    map = f.size_ == 0 ? nullptr
+                       : ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  }
+  int err = errno;
+  ::close(fd);
+  SAES_CHECK(map != MAP_FAILED, IoError, "shard {}: cannot map {}: {}", f.name_, path.string(),
+             std::strerror(err));
+  std::uint64_t size = f.size_;
+  f.owner_ = std::shared_ptr<const void>(map, [size](const void* p) {
+    if (p != nullptr) ::munmap(const_cast<void*>(p), size);
+  });
+  f.data_ = static_cast<const char*>(map);
+  f.parse_layout();
+  return f;
+}
+
+ShardFile ShardFile::parse(std::string_view bytes, std::string name) {
+  ShardFile f;
+  f.name_ = std::move(name);
+  auto copy = std::make_shared<std::string>(bytes);
+  f.data_ = copy->data();
+  f.size_ = copy->size();
+  f.owner_ = std::move(copy);
+  f.parse_layout();
+  return f;
+}
+
+void ShardFile::parse_layout() {
+  const char* b = data_;
+  SAES_CHECK(size_ >= kShardHeaderBytes, DataError,
+             "shard {}: truncated: {} bytes, shorter than the header", name_, size_);
+  SAES_CHECK(std::string_view(b, 8) == kShardMagic, DataError,
+             "shard {}: bad magic (not a saes shard file)", name_);
+  std::uint32_t version = 0;
+  std::uint64_t dir_bytes = 0, dir_checksum = 0;
+  std::memcpy(&version, b + 8, 4);
+  std::memcpy(&dir_bytes, b + 16, 8);
+  std::memcpy(&dir_checksum, b + 24, 8);
+  SAES_CHECK(version == kShardFileVersion, UnsupportedError,
+             "shard {}: file version {}, expected {}", name_, version, kShardFileVersion);
+  SAES_CHECK(dir_bytes <= size_ - kShardHeaderBytes, DataError,
+             "shard {}: truncated: directory of {} bytes does not fit in {} bytes", name_,
+             dir_bytes, size_);
+  const char* dir = b + kShardHeaderBytes;
+  SAES_CHECK(xxh64(dir, dir_bytes) == dir_checksum, DataError,
+             "shard {}: directory checksum mismatch", name_);
+  checksum_ = xxh64(b, kShardHeaderBytes + dir_bytes);
+  data_offset_ = align_up(kShardHeaderBytes + dir_bytes);
+  try {
+    json root = json::parse(dir, dir + dir_bytes);
+    n_rows_ = root.at("n_rows").get<std::int64_t>();
+    for (const auto& s : root.at("sections")) sections_.push_back(parse_section(s));
+  } catch (const std::exception& e) {
+    SAES_THROW(DataError, "shard {}: malformed directory: {}", name_, e.what());
+  }
+  std::uint64_t end = data_offset_;
+  for (const auto& s : sections_) end = std::max(end, data_offset_ + s.offset + s.stored_bytes);
+  SAES_CHECK(size_ == end, DataError, "shard {}: truncated or padded: {} bytes, directory says {}",
+             name_, size_, end);
+  for (const auto& s : sections_) check_section(s, end - data_offset_, name_);
+}
+
+const SectionInfo* ShardFile::find(std::string_view section) const {
+  for (const auto& s : sections_) {
+    if (s.name == section) return &s;
+  }
+  return nullptr;
+}
+
+void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) const {
+  std::vector<std::uint64_t> raw_bytes, frame_bytes;
+  for (const auto& t : targets) {
+    advise_huge_pages(t.out, t.section->raw_bytes);
+    raw_bytes.push_back(t.section->raw_bytes);
+    frame_bytes.push_back(t.section->frame_bytes);
+  }
+  auto jobs = frame_jobs(raw_bytes, frame_bytes);
+  // Stored offset of each job's frame within its section.
+  std::vector<std::uint64_t> stored_offset(jobs.size());
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    bool first = j == 0 || jobs[j - 1].section != jobs[j].section;
+    std::size_t prev_frame = first ? 0 : jobs[j - 1].raw_offset / frame_bytes[jobs[j].section];
+    stored_offset[j] = first
+                           ? 0
+                           : stored_offset[j - 1] +
+                                 targets[jobs[j].section].section->frames[prev_frame].stored_bytes;
+  }
+  threads = std::max(threads, 1);
+  std::vector<std::unique_ptr<ZSTD_DCtx, DCtxDeleter>> dctx(threads);
+  std::vector<std::vector<std::uint8_t>> scratch(threads);
+  parallel_for(jobs.size(), threads, [&](int w, std::size_t j) {
+    const auto& job = jobs[j];
+    const SectionInfo& s = *targets[job.section].section;
+    const FrameInfo& frame = s.frames[job.raw_offset / s.frame_bytes];
+    std::size_t index = job.raw_offset / s.frame_bytes;
+    const char* src = data_ + data_offset_ + s.offset + stored_offset[j];
+    auto* out = static_cast<std::uint8_t*>(targets[job.section].out) + job.raw_offset;
+    SAES_CHECK(xxh64(src, frame.stored_bytes) == frame.stored_checksum, DataError,
+               "shard {}: section \"{}\": frame {} stored checksum mismatch (corrupt file)", name_,
+               s.name, index);
+    if (s.codec == ShardCodec::kRaw) {
+      SAES_CHECK(frame.stored_bytes == job.raw_bytes, DataError,
+                 "shard {}: section \"{}\": raw frame {} has {} bytes, expected {}", name_, s.name,
+                 index, frame.stored_bytes, job.raw_bytes);
+      std::memcpy(out, src,
+                  job.raw_bytes);  // the stored checksum already covered these exact bytes
+      return;
+    }
+    if (!dctx[w]) dctx[w].reset(ZSTD_createDCtx());
+    const bool shuffled = s.codec == ShardCodec::kZstdShuffle;
+    if (shuffled) scratch[w].resize(job.raw_bytes);
+    std::uint8_t* dst = shuffled ? scratch[w].data() : out;
+    std::size_t n = ZSTD_decompressDCtx(dctx[w].get(), dst, job.raw_bytes, src, frame.stored_bytes);
+    SAES_CHECK(!ZSTD_isError(n) && n == job.raw_bytes, DataError,
+               "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_,
+               s.name, index, job.raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
+    if (shuffled)
+      byte_unshuffle(dst, out, job.raw_bytes / dtype_size(s.dtype), dtype_size(s.dtype));
+    SAES_CHECK(xxh64(out, job.raw_bytes) == frame.raw_checksum, DataError,
+               "shard {}: section \"{}\": frame {} raw checksum mismatch after decoding", name_,
+               s.name, index);
+  });
+}
+
+}  // namespace saes::io

@@ -1,0 +1,390 @@
+// Tests of the activation shard format: checksum and shuffle primitives, bit-exact write → read
+// round trips with position-encoding data, shard order/slicing, resume, merging, and corruption.
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <set>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/randn.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "saes/core/error.h"
+#include "saes/io/atomic_file.h"
+#include "saes/io/byte_shuffle.h"
+#include "saes/io/checksum.h"
+#include "saes/io/shard_file.h"
+#include "saes/io/shard_reader.h"
+#include "saes/io/shard_writer.h"
+
+#include "support/temp_dir.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace saes;
+using namespace saes::io;
+
+constexpr std::int64_t kDModel = 24;
+constexpr std::int64_t kContext = 6;
+const std::vector<std::string> kHooks = {"blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"};
+
+ShardWriterOptions options_for(const fs::path& dir, DType dtype, ShardTarget target) {
+  ShardWriterOptions o;
+  o.dir = dir;
+  o.model_name = "test-model";
+  o.hook_points = kHooks;
+  o.dtype = dtype;
+  o.d_model = kDModel;
+  o.target = target;
+  o.context_size = target == ShardTarget::kActivations2d ? kContext : 0;
+  o.rows_per_shard = 30;
+  o.encode.frame_bytes = 512;  // several frames per section
+  o.created_by = "saes tests";
+  o.config_yaml = "model: test\n";
+  return o;
+}
+
+// Activation value encoding (row, hook, token, column); exact in bf16 (k/4 with |k| < 256).
+float encoded_value(std::int64_t row, std::size_t hook, std::int64_t t, std::int64_t col) {
+  auto k = (row * 37 + static_cast<std::int64_t>(hook) * 11 + t * 5 + col * 3) % 251 - 125;
+  return static_cast<float>(k) / 4.0f;
+}
+
+at::Tensor long_tensor(std::vector<std::int64_t> shape) {
+  return at::empty(shape, at::TensorOptions().dtype(at::kLong));
+}
+
+// Rows [first, first + n) of a run; the row id is the doc_index, so every value can be recomputed.
+ShardBatch make_batch(std::int64_t first, std::int64_t n, bool two_d) {
+  ShardBatch b;
+  std::int64_t t_count = two_d ? kContext : 1;
+  b.tokens = two_d ? long_tensor({n, kContext}) : long_tensor({n});
+  b.doc_index = long_tensor({n});
+  b.position = long_tensor({n});
+  if (two_d) b.mask = at::empty({n, kContext}, at::TensorOptions().dtype(at::kBool));
+  for (std::int64_t r = 0; r < n; ++r) {
+    std::int64_t row = first + r;
+    b.doc_index.data_ptr<std::int64_t>()[r] = row;
+    b.position.data_ptr<std::int64_t>()[r] = row % 97;
+    for (std::int64_t t = 0; t < t_count; ++t) {
+      b.tokens.data_ptr<std::int64_t>()[r * t_count + t] = 1000000 + row * 8 + t;
+      if (two_d) b.mask.data_ptr<bool>()[r * kContext + t] = (row + t) % 3 != 0;
+    }
+  }
+  for (std::size_t h = 0; h < kHooks.size(); ++h) {
+    at::Tensor act = two_d ? at::empty({n, kContext, kDModel}) : at::empty({n, kDModel});
+    float* p = act.data_ptr<float>();
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t t = 0; t < t_count; ++t)
+        for (std::int64_t c = 0; c < kDModel; ++c)
+          p[(r * t_count + t) * kDModel + c] = encoded_value(first + r, h, t, c);
+    b.activations[kHooks[h]] = act;
+  }
+  return b;
+}
+
+// Writes rows [0, n_rows) in uneven batches of 17 and finishes the run.
+ShardManifest write_run(const ShardWriterOptions& o, std::int64_t n_rows) {
+  ShardWriter writer = ShardWriter::create(o);
+  bool two_d = o.target == ShardTarget::kActivations2d;
+  for (std::int64_t first = 0; first < n_rows; first += 17)
+    writer.append(make_batch(first, std::min<std::int64_t>(17, n_rows - first), two_d));
+  writer.finish();
+  return writer.manifest();
+}
+
+std::vector<ShardBatch> read_all(const fs::path& dir, ShardReadOptions options = {}) {
+  Logger logger(LogLevel::kOff);
+  ShardStream stream(ShardReader::open(dir), std::move(options), logger);
+  std::vector<ShardBatch> out;
+  while (auto batch = stream.next()) out.push_back(std::move(*batch));
+  return out;
+}
+
+// Every batch equals what make_batch produces for its row ids (bitwise, after the storage cast).
+void require_batches_match(const std::vector<ShardBatch>& batches, DType dtype, bool two_d,
+                           std::int64_t n_rows) {
+  std::multiset<std::int64_t> seen;
+  for (const auto& b : batches) {
+    for (std::int64_t r = 0; r < b.n_rows(); ++r) {
+      std::int64_t row = b.doc_index.data_ptr<std::int64_t>()[r];
+      seen.insert(row);
+      ShardBatch expected = make_batch(row, 1, two_d);
+      REQUIRE(at::equal(b.tokens.narrow(0, r, 1), expected.tokens));
+      REQUIRE(at::equal(b.position.narrow(0, r, 1), expected.position));
+      if (two_d) REQUIRE(at::equal(b.mask.narrow(0, r, 1), expected.mask));
+      for (const auto& hook : kHooks) {
+        REQUIRE(b.activations.at(hook).scalar_type() == to_torch(dtype));
+        REQUIRE(at::equal(b.activations.at(hook).narrow(0, r, 1),
+                          expected.activations.at(hook).to(to_torch(dtype))));
+      }
+    }
+  }
+  REQUIRE(static_cast<std::int64_t>(seen.size()) == n_rows);
+  for (std::int64_t row = 0; row < n_rows; ++row) REQUIRE(seen.count(row) == 1);
+}
+
+void flip_byte(const fs::path& path, std::uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x5a);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(&c, 1);
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("xxh64 matches the reference xxHash digests", "[shards]") {
+  std::vector<unsigned char> bytes(100);
+  std::iota(bytes.begin(), bytes.end(), 0);
+  CHECK(xxh64("", 0) == 0xef46db3751d8e999ULL);
+  CHECK(xxh64("abc", 3) == 0x44bc2cf5ad770999ULL);
+  CHECK(xxh64(bytes.data(), 100) == 0x6ac1e58032166597ULL);
+  CHECK(xxh64(bytes.data(), 37, 7) == 0x69e0c889396afaf7ULL);
+  CHECK(checksum_hex(0x00ab) == "00000000000000ab");
+  CHECK(try_parse_checksum_hex("6ac1e58032166597") == 0x6ac1e58032166597ULL);
+  CHECK_FALSE(try_parse_checksum_hex("6ac1e5803216659").has_value());
+}
+
+TEST_CASE("byte shuffle groups bytes by significance and unshuffle inverts it", "[shards]") {
+  for (std::size_t s : {1, 2, 3, 4, 8}) {
+    const std::size_t n = 5003;
+    std::vector<unsigned char> in(n * s), shuffled(n * s), back(n * s);
+    for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<unsigned char>(i * 131 + i / 7);
+    byte_shuffle(in.data(), shuffled.data(), n, s);
+    for (std::size_t i = 0; i < n; i += 501)
+      for (std::size_t j = 0; j < s; ++j) REQUIRE(shuffled[j * n + i] == in[i * s + j]);
+    byte_unshuffle(shuffled.data(), back.data(), n, s);
+    REQUIRE(back == in);
+  }
+}
+
+TEST_CASE("shard runs round-trip bit-exact for every storage dtype, target and codec", "[shards]") {
+  auto dtype = GENERATE(DType::kFloat32, DType::kFloat16, DType::kBFloat16);
+  auto target = GENERATE(ShardTarget::kActivations1d, ShardTarget::kActivations2d);
+  auto codec = GENERATE(ShardCodec::kZstdShuffle, ShardCodec::kZstd, ShardCodec::kRaw);
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), dtype, target);
+  o.encode.codec = codec;
+  ShardManifest m = write_run(o, 100);
+  REQUIRE(m.shards.size() == 4);  // 30 + 30 + 30 + 10
+  REQUIRE(m.shards.back().n_rows == 10);
+  REQUIRE(m.complete);
+  bool two_d = target == ShardTarget::kActivations2d;
+  REQUIRE(m.n_tokens() == 100 * (two_d ? kContext : 1));
+  REQUIRE(load_manifest(dir.path() / "manifest.json") == m);
+  auto batches = read_all(dir.path(), {.decode_threads = 3});
+  REQUIRE(batches.front().shard == "shard-r000-000000.saes");
+  require_batches_match(batches, dtype, two_d, 100);
+}
+
+TEST_CASE("gaussian activations round-trip bit-exact through the zstd-shuffle codec", "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kBFloat16, ShardTarget::kActivations1d);
+  o.rows_per_shard = 1000;
+  ShardWriter writer = ShardWriter::create(o);
+  ShardBatch b = make_batch(0, 200, false);
+  for (auto& [hook, t] : b.activations) t = at::randn({200, kDModel});
+  writer.append(b);
+  writer.finish();
+  auto batches = read_all(dir.path(), {.dtype = DType::kFloat32});
+  REQUIRE(batches.size() == 1);
+  for (const auto& hook : kHooks)
+    REQUIRE(at::equal(batches[0].activations.at(hook),
+                      b.activations.at(hook).to(at::kBFloat16).to(at::kFloat)));
+}
+
+TEST_CASE("seeded shuffled shard order is a reproducible permutation", "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kFloat16, ShardTarget::kActivations1d);
+  o.rows_per_shard = 5;
+  write_run(o, 100);  // 20 shards
+  ShardReader reader = ShardReader::open(dir.path());
+  ShardReadOptions a{.shuffle = true, .seed = 7};
+  auto order = reader.shard_order(a);
+  REQUIRE(order == reader.shard_order(a));
+  REQUIRE(order != reader.shard_order({.shuffle = true, .seed = 8}));
+  auto sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::int64_t> identity(20);
+  std::iota(identity.begin(), identity.end(), 0);
+  REQUIRE(sorted == identity);
+  REQUIRE(order != identity);
+  auto batches = read_all(dir.path(), a);
+  for (std::size_t i = 0; i < batches.size(); ++i)
+    REQUIRE(batches[i].shard == shard_file_name(0, order[i]));
+  require_batches_match(batches, DType::kFloat16, false, 100);
+}
+
+TEST_CASE("rank slices of the shard list partition it", "[shards]") {
+  std::set<std::int64_t> all;
+  for (int rank = 0; rank < 3; ++rank) {
+    for (auto i : shard_indices_for_rank(10, rank, 3)) {
+      REQUIRE(i % 3 == rank);
+      REQUIRE(all.insert(i).second);
+    }
+  }
+  REQUIRE(all.size() == 10);
+  REQUIRE_THROWS_AS(shard_indices_for_rank(10, 3, 3), ConfigError);
+}
+
+TEST_CASE("rank manifests merge into one run that reads every row once", "[shards]") {
+  testing::TempDir dir;
+  for (int rank = 0; rank < 2; ++rank) {
+    auto o = options_for(dir.path(), DType::kFloat32, ShardTarget::kActivations1d);
+    o.rank = rank;
+    o.world = 2;
+    ShardWriter writer = ShardWriter::create(o);
+    writer.append(make_batch(rank * 50, 50, false));
+    writer.finish();
+  }
+  REQUIRE(fs::exists(dir / "manifest.rank1.json"));
+  ShardManifest merged = merge_manifests(dir.path(), 2);
+  REQUIRE(merged.shards.size() == 4);
+  REQUIRE(merged.shards[2].file == "shard-r001-000000.saes");
+  REQUIRE(merged.complete);
+  require_batches_match(read_all(dir.path()), DType::kFloat32, false, 100);
+  std::vector<ShardBatch> rank1 = read_all(dir.path(), {.shards = shard_indices_for_rank(4, 1, 2)});
+  REQUIRE(rank1.size() == 2);
+}
+
+TEST_CASE("resume continues after the last complete shard and removes strays", "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kFloat16, ShardTarget::kActivations2d);
+  {
+    ShardWriter writer = ShardWriter::create(o);
+    writer.append(make_batch(0, 70, true));  // two full shards written, 10 rows pending: "crash"
+    REQUIRE(writer.rows_done() == 60);
+  }
+  fs::copy_file(dir / "shard-r000-000000.saes", dir / "shard-r000-000002.saes");  // un-manifested
+  write_file_atomic(dir / "unrelated.txt", "keep");
+  { std::ofstream(dir / "shard-r000-000003.saes.tmp.999") << "partial"; }
+  std::FILE* log = std::tmpfile();
+  Logger logger(LogLevel::kInfo, log);
+  ShardWriter writer = ShardWriter::open_for_resume(o, logger);
+  REQUIRE(writer.rows_done() == 60);
+  REQUIRE(writer.tokens_done() == 60 * kContext);
+  REQUIRE_FALSE(fs::exists(dir / "shard-r000-000002.saes"));
+  REQUIRE_FALSE(fs::exists(dir / "shard-r000-000003.saes.tmp.999"));
+  REQUIRE(fs::exists(dir / "unrelated.txt"));
+  writer.append(make_batch(60, 40, true));
+  writer.finish();
+  REQUIRE(writer.manifest().shards.back().file == "shard-r000-000003.saes");
+  require_batches_match(read_all(dir.path()), DType::kFloat16, true, 100);
+  std::fclose(log);
+
+  auto other = o;
+  other.d_model = kDModel + 1;
+  Logger quiet(LogLevel::kOff);
+  REQUIRE_THROWS_WITH(ShardWriter::open_for_resume(other, quiet), Catch::Contains("d_model"));
+  REQUIRE_THROWS_WITH(ShardWriter::create(o), Catch::Contains("already exists"));
+}
+
+TEST_CASE("corrupt runs fail with errors naming the shard, section or key", "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kFloat16, ShardTarget::kActivations1d);
+  write_run(o, 100);
+  const fs::path shard1 = dir / "shard-r000-000001.saes";
+  auto read = [&] { read_all(dir.path()); };
+
+  SECTION("a flipped byte in a section") {
+    ShardFile file = ShardFile::load(shard1);
+    const SectionInfo* s = file.find("act/blocks.1.hook_mlp_out");
+    flip_byte(shard1, file.data_offset() + s->offset + s->stored_bytes / 2);
+    auto message = error_of(read);
+    CHECK_THAT(message, Catch::Contains("shard-r000-000001.saes") &&
+                            Catch::Contains("act/blocks.1.hook_mlp_out") &&
+                            Catch::Contains("checksum"));
+  }
+  SECTION("a truncated file") {
+    fs::resize_file(shard1, fs::file_size(shard1) - 100);
+    CHECK_THAT(error_of(read),
+               Catch::Contains("shard-r000-000001.saes") && Catch::Contains("truncated"));
+    CHECK_THAT(error_of([&] { ShardFile::load(shard1); }), Catch::Contains("truncated"));
+  }
+  SECTION("a bad magic") {
+    flip_byte(shard1, 0);
+    CHECK_THAT(error_of(read),
+               Catch::Contains("shard-r000-000001.saes") && Catch::Contains("bad magic"));
+  }
+  SECTION("a manifest checksum that does not match") {
+    auto manifest = nlohmann::json::parse(read_file(dir / "manifest.json"));
+    manifest["shards"][1]["checksum"] = "0123456789abcdef";
+    write_file_atomic(dir / "manifest.json", manifest.dump());
+    CHECK_THAT(error_of(read), Catch::Contains("shard-r000-000001.saes") &&
+                                   Catch::Contains("does not match the manifest"));
+  }
+  SECTION("a missing shard file") {
+    fs::remove(shard1);
+    REQUIRE_THROWS_AS(read(), IoError);
+    CHECK_THAT(error_of(read),
+               Catch::Contains("shard-r000-000001.saes") && Catch::Contains("missing"));
+  }
+  SECTION("a malformed manifest") {
+    write_file_atomic(dir / "manifest.json", "{\"format\": ");
+    CHECK_THAT(error_of(read),
+               Catch::Contains("manifest.json") && Catch::Contains("not valid JSON"));
+  }
+  SECTION("a manifest key of the wrong type") {
+    auto manifest = nlohmann::json::parse(read_file(dir / "manifest.json"));
+    manifest["shards"][2]["n_rows"] = "thirty";
+    write_file_atomic(dir / "manifest.json", manifest.dump());
+    CHECK_THAT(error_of(read),
+               Catch::Contains("manifest.json") && Catch::Contains("shards[2].n_rows"));
+  }
+  SECTION("a hook that the run does not have") {
+    auto message = error_of([&] { read_all(dir.path(), {.hooks = {"blocks.5.hook_resid_post"}}); });
+    CHECK_THAT(message,
+               Catch::Contains("blocks.5.hook_resid_post") &&
+                   Catch::Contains("available: blocks.0.hook_resid_post, blocks.1.hook_mlp_out"));
+  }
+}
+
+TEST_CASE("the skip policy logs a corrupt shard and streams the others", "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kBFloat16, ShardTarget::kActivations1d);
+  write_run(o, 100);
+  ShardFile file = ShardFile::load(dir / "shard-r000-000002.saes");
+  flip_byte(dir / "shard-r000-000002.saes", file.data_offset() + file.find("tokens")->offset + 3);
+
+  std::FILE* log = std::tmpfile();
+  Logger logger(LogLevel::kWarn, log);
+  std::int64_t rows = 0;
+  {
+    ShardStream stream(ShardReader::open(dir.path()), {.on_corrupt = OnCorrupt::kSkip}, logger);
+    while (auto batch = stream.next()) {
+      REQUIRE(batch->shard != "shard-r000-000002.saes");
+      rows += batch->n_rows();
+    }
+    REQUIRE(stream.skipped() == 1);
+  }
+  REQUIRE(rows == 70);
+  std::rewind(log);
+  std::string text(4096, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), log));
+  std::fclose(log);
+  CHECK_THAT(text, Catch::Contains("skipping corrupt shard") &&
+                       Catch::Contains("shard-r000-000002.saes") && Catch::Contains("\"tokens\""));
+
+  Logger quiet(LogLevel::kOff);
+  ShardStream strict(ShardReader::open(dir.path()), {}, quiet);
+  REQUIRE(strict.next().has_value());
+  REQUIRE(strict.next().has_value());
+  REQUIRE_THROWS_WITH(strict.next(), Catch::Contains("shard-r000-000002.saes"));
+}
