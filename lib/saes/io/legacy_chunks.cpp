@@ -1,6 +1,5 @@
 // LegacyChunkReader: directory listing + ordering of the original's chunks, and loading of one
 // chunk across hooks through SafetensorsFile (built once the safetensors reader is merged).
-#if __has_include("saes/io/safetensors.h")
 #include "saes/io/legacy_chunks.h"
 
 #include <algorithm>
@@ -139,4 +138,3 @@ ShardBatch LegacyChunkReader::read_chunk(std::size_t index, std::optional<DType>
 }
 
 }  // namespace saes::io
-#endif  // __has_include("saes/io/safetensors.h")

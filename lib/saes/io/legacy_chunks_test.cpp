@@ -1,6 +1,5 @@
 // Tests of reading the original's safetensors chunk cache (spec §6.3): ordering, flattening of
 // n_samples_per_chunk, 2-D masks and meta, and the cross-hook token check.
-#if __has_include("saes/io/safetensors.h")
 #include "saes/io/legacy_chunks.h"
 
 #include <ATen/ATen.h>
@@ -81,4 +80,3 @@ TEST_CASE("legacy 2-D chunks flatten n_samples_per_chunk and read masks and cont
   REQUIRE(at::equal(b.mask, mask.reshape({6, 4}).to(at::kBool)));
   REQUIRE(at::equal(b.doc_index, at::arange(10, 16)));
 }
-#endif  // __has_include("saes/io/safetensors.h")
