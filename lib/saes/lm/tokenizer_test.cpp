@@ -231,7 +231,7 @@ TEST_CASE("byte-level tokenizer.json takes its pre-tokenizer regex from a Split 
   vocab["12"] = 256;
   vocab["ab"] = 257;
   const nlohmann::json json = {
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {{"1", "2"}, {"a", "b"}}}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array({nlohmann::json::array({"1", "2"}), "a b"})}}},
       {"pre_tokenizer",
        {{"type", "Sequence"},
         {"pretokenizers",
