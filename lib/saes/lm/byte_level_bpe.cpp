@@ -1,9 +1,8 @@
 // Byte-level BPE encode/decode and the GPT-2 vocab.json + merges.txt reader.
 #include "saes/lm/byte_level_bpe.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "saes/core/error.h"
@@ -27,7 +26,8 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(ByteLevelBpeOptions options)
   vocab_size_ = model_.size();
   for (const auto& token : added_.tokens()) vocab_size_ = std::max(vocab_size_, token.id + 1);
   const auto& table = byte_to_unicode();
-  for (int b = 0; b < 256; ++b) alphabet_to_byte_.emplace(table[static_cast<std::size_t>(b)], static_cast<char>(b));
+  for (int b = 0; b < 256; ++b)
+    alphabet_to_byte_.emplace(table[static_cast<std::size_t>(b)], static_cast<char>(b));
 }
 
 std::vector<int64_t> ByteLevelBpeTokenizer::encode(std::string_view text) const {
@@ -45,7 +45,8 @@ std::vector<int64_t> ByteLevelBpeTokenizer::encode(std::string_view text) const 
 
 void ByteLevelBpeTokenizer::encode_segment(std::string_view text, std::vector<int64_t>& out) const {
   std::string normalized = apply_normalizers(normalizers_, text);
-  if (add_prefix_space_ && !normalized.empty() && normalized[0] != ' ') normalized = " " + normalized;
+  if (add_prefix_space_ && !normalized.empty() && normalized[0] != ' ')
+    normalized = " " + normalized;
   if (!splitter_) {
     encode_piece(normalized, out);
     return;
@@ -78,15 +79,16 @@ void ByteLevelBpeTokenizer::encode_piece(std::string_view piece, std::vector<int
 std::string ByteLevelBpeTokenizer::decode(std::span<const int64_t> ids) const {
   std::string text;
   for (const int64_t id : ids) {
-    SAES_CHECK(id >= 0 && id < vocab_size_, DataError, "token id {} is outside the vocabulary [0, {})", id,
-               vocab_size_);
+    SAES_CHECK(id >= 0 && id < vocab_size_, DataError,
+               "token id {} is outside the vocabulary [0, {})", id, vocab_size_);
     if (const AddedToken* added = added_.find(id)) {
       text += added->content;
       continue;
     }
     const std::string& token = model_.token(static_cast<int32_t>(id));
     for (std::size_t i = 0; i < token.size();) {
-      const std::size_t len = std::min(utf8_char_length(static_cast<unsigned char>(token[i])), token.size() - i);
+      const std::size_t len =
+          std::min(utf8_char_length(static_cast<unsigned char>(token[i])), token.size() - i);
       const auto it = alphabet_to_byte_.find(token.substr(i, len));
       if (it != alphabet_to_byte_.end()) {
         text += it->second;
@@ -100,8 +102,8 @@ std::string ByteLevelBpeTokenizer::decode(std::span<const int64_t> ids) const {
 }
 
 std::string ByteLevelBpeTokenizer::piece(int64_t id) const {
-  SAES_CHECK(id >= 0 && id < vocab_size_, DataError, "token id {} is outside the vocabulary [0, {})", id,
-             vocab_size_);
+  SAES_CHECK(id >= 0 && id < vocab_size_, DataError,
+             "token id {} is outside the vocabulary [0, {})", id, vocab_size_);
   if (const AddedToken* added = added_.find(id)) return added->content;
   return model_.token(static_cast<int32_t>(id));
 }
@@ -120,8 +122,8 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::filesystem::path& vocab_json
              vocab_json.string(), vocab.type_name());
   for (const auto& [token, id_json] : vocab.items()) {
     SAES_CHECK(id_json.is_number_integer() && id_json.get<int64_t>() >= 0, DataError,
-               "{}: token \"{}\" has id {}, expected a non-negative integer", vocab_json.string(), token,
-               id_json.dump());
+               "{}: token \"{}\" has id {}, expected a non-negative integer", vocab_json.string(),
+               token, id_json.dump());
     const auto id = id_json.get<std::size_t>();
     if (id >= options.vocab.tokens.size()) options.vocab.tokens.resize(id + 1);
     options.vocab.tokens[id] = token;
@@ -132,8 +134,10 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::filesystem::path& vocab_json
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
     const auto space = line.find(' ');
-    SAES_CHECK(space != std::string::npos && space > 0 && line.find(' ', space + 1) == std::string::npos,
-               DataError, "{}:{}: expected a merge \"a b\", got \"{}\"", merges_txt.string(), line_no, line);
+    SAES_CHECK(
+        space != std::string::npos && space > 0 && line.find(' ', space + 1) == std::string::npos,
+        DataError, "{}:{}: expected a merge \"a b\", got \"{}\"", merges_txt.string(), line_no,
+        line);
     options.vocab.merges.emplace_back(line.substr(0, space), line.substr(space + 1));
   }
   const std::string eot = "<|endoftext|>";

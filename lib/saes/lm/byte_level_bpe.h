@@ -1,6 +1,7 @@
-// ByteLevelBpeTokenizer: GPT-2-style byte-level BPE (GPT-2, GPT-NeoX/Pythia, Qwen2, Llama 3): added tokens,
-// normalizers, a regex pre-tokenizer, bytes mapped to printable characters, then ranked BPE merges.
-// Reading tokenizer.json is left to tokenizer_json.cpp; GPT-2's vocab/merges file pair is read here.
+// ByteLevelBpeTokenizer: GPT-2-style byte-level BPE (GPT-2, GPT-NeoX/Pythia, Qwen2, Llama 3): added
+// tokens, normalizers, a regex pre-tokenizer, bytes mapped to printable characters, then ranked BPE
+// merges. Reading tokenizer.json is left to tokenizer_json.cpp; GPT-2's vocab/merges file pair is
+// read here.
 #pragma once
 
 #include <filesystem>
@@ -23,7 +24,8 @@ struct ByteLevelBpeOptions {
   std::vector<AddedToken> added_tokens;
   std::vector<NormalizerStep> normalizers;
   std::string split_pattern = std::string(kGpt2SplitPattern);  ///< empty: no regex split
-  bool add_prefix_space = false;  ///< HF ByteLevel: prepend " " to text that does not start with one
+  bool add_prefix_space =
+      false;  ///< HF ByteLevel: prepend " " to text that does not start with one
   SpecialTokenIds special_ids;
   std::string source;  ///< file name used in error messages
 };
@@ -55,9 +57,11 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
   mutable std::unordered_map<std::string, std::vector<int64_t>> cache_;
 };
 
-/// GPT-2 from `vocab.json` (or `encoder.json`: {token: id}) and `merges.txt` (or `vocab.bpe`: an optional
-/// "#version" line, then "a b" per line in rank order). "<|endoftext|>" is a special added token and
-/// serves as BOS and EOS, as in Hugging Face's GPT-2 tokenizer. Throws IoError/DataError naming the file.
+/// GPT-2 from `vocab.json` (or `encoder.json`: {token: id}) and `merges.txt` (or `vocab.bpe`: an
+/// optional
+/// "#version" line, then "a b" per line in rank order). "<|endoftext|>" is a special added token
+/// and serves as BOS and EOS, as in Hugging Face's GPT-2 tokenizer. Throws IoError/DataError naming
+/// the file.
 std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::filesystem::path& vocab_json,
                                          const std::filesystem::path& merges_txt);
 

@@ -1,4 +1,5 @@
-// SentencePiece-style BPE from tokenizer.json: normalize, Metaspace, BPE with byte fallback; and decode.
+// SentencePiece-style BPE from tokenizer.json: normalize, Metaspace, BPE with byte fallback; and
+// decode.
 #include "saes/lm/sentencepiece_bpe.h"
 
 #include <algorithm>
@@ -7,23 +8,6 @@
 #include "saes/lm/unicode.h"
 
 namespace saes::lm {
-namespace {
-
-/// Byte value of a "<0xXX>" token, if `token` is one.
-std::optional<char> byte_of_token(const std::string& token) {
-  if (token.size() != 6 || token.compare(0, 3, "<0x") != 0 || token[5] != '>') return std::nullopt;
-  int value = 0;
-  for (std::size_t i = 3; i < 5; ++i) {
-    const char c = token[i];
-    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-    if (digit < 0) return std::nullopt;
-    value = value * 16 + digit;
-  }
-  return static_cast<char>(value);
-}
-
-}  // namespace
-
 SentencePieceBpeTokenizer::SentencePieceBpeTokenizer(SentencePieceBpeOptions options)
     : model_(std::move(options.vocab), options.source),
       added_(std::move(options.added_tokens)),
@@ -83,15 +67,15 @@ std::string SentencePieceBpeTokenizer::decode(std::span<const int64_t> ids) cons
   // HF Strip decoder: drops up to this many spaces from the start of the text.
   std::size_t strip = static_cast<std::size_t>(std::max(decode_strip_leading_spaces_, 0));
   for (const int64_t id : ids) {
-    SAES_CHECK(id >= 0 && id < vocab_size_, DataError, "token id {} is outside the vocabulary [0, {})", id,
-               vocab_size_);
+    SAES_CHECK(id >= 0 && id < vocab_size_, DataError,
+               "token id {} is outside the vocabulary [0, {})", id, vocab_size_);
     if (const AddedToken* added = added_.find(id)) {
       text += added->content;
       strip = 0;
       continue;
     }
     const std::string& token = model_.token(static_cast<int32_t>(id));
-    const auto byte = unknown_.byte_fallback ? byte_of_token(token) : std::nullopt;
+    const auto byte = unknown_.byte_fallback ? byte_token_value(token) : std::nullopt;
     std::string part;
     if (byte) {
       part = std::string(1, *byte);
@@ -110,8 +94,8 @@ std::string SentencePieceBpeTokenizer::decode(std::span<const int64_t> ids) cons
 }
 
 std::string SentencePieceBpeTokenizer::piece(int64_t id) const {
-  SAES_CHECK(id >= 0 && id < vocab_size_, DataError, "token id {} is outside the vocabulary [0, {})", id,
-             vocab_size_);
+  SAES_CHECK(id >= 0 && id < vocab_size_, DataError,
+             "token id {} is outside the vocabulary [0, {})", id, vocab_size_);
   if (const AddedToken* added = added_.find(id)) return added->content;
   return model_.token(static_cast<int32_t>(id));
 }

@@ -1,6 +1,7 @@
-// SentencePieceBpeTokenizer: Hugging Face tokenizer.json BPE in SentencePiece style (Llama 1/2, Mistral,
-// TinyLlama): "▁" for spaces (Replace/Prepend normalizers or a Metaspace pre-tokenizer), merges on
-// characters and byte fallback ("<0x0A>"). Reading tokenizer.json is left to tokenizer_json.cpp.
+// SentencePieceBpeTokenizer: Hugging Face tokenizer.json BPE in SentencePiece style (Llama 1/2,
+// Mistral, TinyLlama): "▁" for spaces (Replace/Prepend normalizers or a Metaspace pre-tokenizer),
+// merges on characters and byte fallback ("<0x0A>"). Reading tokenizer.json is left to
+// tokenizer_json.cpp.
 #pragma once
 
 #include <optional>

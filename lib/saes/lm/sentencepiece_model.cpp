@@ -34,8 +34,8 @@ class WireReader {
   }
   std::string_view bytes() {
     const uint64_t size = varint();
-    SAES_CHECK(size <= data_.size() - pos_, DataError, "{}: protobuf field of {} bytes overruns the message",
-               source_, size);
+    SAES_CHECK(size <= data_.size() - pos_, DataError,
+               "{}: protobuf field of {} bytes overruns the message", source_, size);
     const std::string_view out = data_.substr(pos_, size);
     pos_ += size;
     return out;
@@ -49,11 +49,20 @@ class WireReader {
   }
   void skip(int wire_type) {
     switch (wire_type) {
-      case 0: varint(); return;
-      case 1: advance(8); return;
-      case 2: bytes(); return;
-      case 5: advance(4); return;
-      default: SAES_THROW(DataError, "{}: protobuf wire type {} is not valid here", source_, wire_type);
+      case 0:
+        varint();
+        return;
+      case 1:
+        advance(8);
+        return;
+      case 2:
+        bytes();
+        return;
+      case 5:
+        advance(4);
+        return;
+      default:
+        SAES_THROW(DataError, "{}: protobuf wire type {} is not valid here", source_, wire_type);
     }
   }
 
@@ -74,15 +83,20 @@ SentencePieceModelProto::Piece parse_piece(std::string_view data, const std::str
     const uint64_t tag = r.varint();
     const auto field = tag >> 3;
     const int wire = static_cast<int>(tag & 7);
-    if (field == 1 && wire == 2) piece.text = std::string(r.bytes());
-    else if (field == 2 && wire == 5) piece.score = r.fixed32_float();
-    else if (field == 3 && wire == 0) piece.type = static_cast<PieceType>(r.varint());
-    else r.skip(wire);
+    if (field == 1 && wire == 2)
+      piece.text = std::string(r.bytes());
+    else if (field == 2 && wire == 5)
+      piece.score = r.fixed32_float();
+    else if (field == 3 && wire == 0)
+      piece.type = static_cast<PieceType>(r.varint());
+    else
+      r.skip(wire);
   }
   return piece;
 }
 
-void parse_trainer_spec(std::string_view data, const std::string& source, SentencePieceModelProto& m) {
+void parse_trainer_spec(std::string_view data, const std::string& source,
+                        SentencePieceModelProto& m) {
   WireReader r(data, source);
   while (!r.done()) {
     const uint64_t tag = r.varint();
@@ -92,32 +106,55 @@ void parse_trainer_spec(std::string_view data, const std::string& source, Senten
       r.skip(wire);
       continue;
     }
-    const auto value = static_cast<int32_t>(r.varint());  // int32 fields: negatives are 10-byte varints
+    const auto value =
+        static_cast<int32_t>(r.varint());  // int32 fields: negatives are 10-byte varints
     switch (field) {
-      case 3: m.model_type = value; break;
-      case 24: m.treat_whitespace_as_suffix = value != 0; break;
-      case 35: m.byte_fallback = value != 0; break;
-      case 40: m.unk_id = value; break;
-      case 41: m.bos_id = value; break;
-      case 42: m.eos_id = value; break;
-      case 43: m.pad_id = value; break;
-      default: break;
+      case 3:
+        m.model_type = value;
+        break;
+      case 24:
+        m.treat_whitespace_as_suffix = value != 0;
+        break;
+      case 35:
+        m.byte_fallback = value != 0;
+        break;
+      case 40:
+        m.unk_id = value;
+        break;
+      case 41:
+        m.bos_id = value;
+        break;
+      case 42:
+        m.eos_id = value;
+        break;
+      case 43:
+        m.pad_id = value;
+        break;
+      default:
+        break;
     }
   }
 }
 
-void parse_normalizer_spec(std::string_view data, const std::string& source, SentencePieceModelProto& m) {
+void parse_normalizer_spec(std::string_view data, const std::string& source,
+                           SentencePieceModelProto& m) {
   WireReader r(data, source);
   while (!r.done()) {
     const uint64_t tag = r.varint();
     const auto field = tag >> 3;
     const int wire = static_cast<int>(tag & 7);
-    if (field == 1 && wire == 2) m.normalizer_name = std::string(r.bytes());
-    else if (field == 2 && wire == 2) m.precompiled_charsmap = std::string(r.bytes());
-    else if (field == 3 && wire == 0) m.add_dummy_prefix = r.varint() != 0;
-    else if (field == 4 && wire == 0) m.remove_extra_whitespaces = r.varint() != 0;
-    else if (field == 5 && wire == 0) m.escape_whitespaces = r.varint() != 0;
-    else r.skip(wire);
+    if (field == 1 && wire == 2)
+      m.normalizer_name = std::string(r.bytes());
+    else if (field == 2 && wire == 2)
+      m.precompiled_charsmap = std::string(r.bytes());
+    else if (field == 3 && wire == 0)
+      m.add_dummy_prefix = r.varint() != 0;
+    else if (field == 4 && wire == 0)
+      m.remove_extra_whitespaces = r.varint() != 0;
+    else if (field == 5 && wire == 0)
+      m.escape_whitespaces = r.varint() != 0;
+    else
+      r.skip(wire);
   }
 }
 
@@ -128,7 +165,8 @@ std::optional<int64_t> optional_id(int id, std::size_t size) {
 
 }  // namespace
 
-SentencePieceModelProto parse_sentencepiece_model(const std::string& bytes, const std::string& source) {
+SentencePieceModelProto parse_sentencepiece_model(const std::string& bytes,
+                                                  const std::string& source) {
   SentencePieceModelProto m;
   WireReader r(bytes, source);
   while (!r.done()) {
@@ -140,9 +178,12 @@ SentencePieceModelProto parse_sentencepiece_model(const std::string& bytes, cons
       continue;
     }
     const std::string_view body = r.bytes();
-    if (field == 1) m.pieces.push_back(parse_piece(body, source));
-    else if (field == 2) parse_trainer_spec(body, source, m);
-    else if (field == 3) parse_normalizer_spec(body, source, m);
+    if (field == 1)
+      m.pieces.push_back(parse_piece(body, source));
+    else if (field == 2)
+      parse_trainer_spec(body, source, m);
+    else if (field == 3)
+      parse_normalizer_spec(body, source, m);
   }
   SAES_CHECK(!m.pieces.empty(), DataError, "{}: no pieces; not a SentencePiece model", source);
   return m;
@@ -152,25 +193,35 @@ SentencePieceModelTokenizer::SentencePieceModelTokenizer(const std::filesystem::
     : model_(parse_sentencepiece_model(io::read_file(path), path.string())) {
   const std::string name = path.string();
   static const char* const kTypes[] = {"?", "UNIGRAM", "BPE", "WORD", "CHAR"};
-  SAES_CHECK(model_.model_type == 2, UnsupportedError, "{}: SentencePiece model type {} is not supported (supported: BPE)",
-             name, model_.model_type >= 1 && model_.model_type <= 4 ? kTypes[model_.model_type] : "unknown");
-  SAES_CHECK(model_.precompiled_charsmap.empty() || model_.normalizer_name == "identity", UnsupportedError,
+  SAES_CHECK(
+      model_.model_type == 2, UnsupportedError,
+      "{}: SentencePiece model type {} is not supported (supported: BPE)", name,
+      model_.model_type >= 1 && model_.model_type <= 4 ? kTypes[model_.model_type] : "unknown");
+  SAES_CHECK(model_.precompiled_charsmap.empty() || model_.normalizer_name == "identity",
+             UnsupportedError,
              "{}: SentencePiece normalizer \"{}\" is not supported (supported: identity)", name,
              model_.normalizer_name);
   byte_ids_.fill(-1);
   for (std::size_t i = 0; i < model_.pieces.size(); ++i) {
     const auto& piece = model_.pieces[i];
     const auto id = static_cast<int32_t>(i);
-    if (piece.type == PieceType::kNormal || piece.type == PieceType::kUserDefined) mergeable_.emplace(piece.text, id);
+    if (piece.type == PieceType::kNormal || piece.type == PieceType::kUserDefined)
+      mergeable_.emplace(piece.text, id);
     if (piece.type == PieceType::kUserDefined) user_defined_.push_back(id);
-    if (piece.type == PieceType::kByte && piece.text.size() == 6 && piece.text.rfind("<0x", 0) == 0)
-      byte_ids_[static_cast<std::size_t>(std::stoi(piece.text.substr(3, 2), nullptr, 16))] = id;
+    if (piece.type == PieceType::kByte) {
+      const auto byte = byte_token_value(piece.text);
+      SAES_CHECK(byte.has_value(), DataError, "{}: byte piece {} is \"{}\", expected \"<0xXX>\"",
+                 name, id, piece.text);
+      byte_ids_[static_cast<unsigned char>(*byte)] = id;
+    }
   }
   std::stable_sort(user_defined_.begin(), user_defined_.end(), [this](int32_t a, int32_t b) {
-    return model_.pieces[static_cast<std::size_t>(a)].text.size() > model_.pieces[static_cast<std::size_t>(b)].text.size();
+    return model_.pieces[static_cast<std::size_t>(a)].text.size() >
+           model_.pieces[static_cast<std::size_t>(b)].text.size();
   });
   const std::size_t n = model_.pieces.size();
-  special_ids_ = SpecialTokenIds{optional_id(model_.bos_id, n), optional_id(model_.eos_id, n), optional_id(model_.pad_id, n)};
+  special_ids_ = SpecialTokenIds{optional_id(model_.bos_id, n), optional_id(model_.eos_id, n),
+                                 optional_id(model_.pad_id, n)};
 }
 
 std::string SentencePieceModelTokenizer::normalize(std::string_view text) const {
@@ -187,7 +238,8 @@ std::string SentencePieceModelTokenizer::normalize(std::string_view text) const 
   if (collapsed.empty()) return collapsed;
   const std::string_view space = model_.escape_whitespaces ? kSpace : " ";
   std::string out = model_.escape_whitespaces ? replace_all(collapsed, " ", kSpace) : collapsed;
-  if (model_.add_dummy_prefix) out = model_.treat_whitespace_as_suffix ? out + std::string(space) : std::string(space) + out;
+  if (model_.add_dummy_prefix)
+    out = model_.treat_whitespace_as_suffix ? out + std::string(space) : std::string(space) + out;
   return out;
 }
 
@@ -206,7 +258,8 @@ std::vector<int64_t> SentencePieceModelTokenizer::encode(std::string_view text) 
       pos += model_.pieces[static_cast<std::size_t>(*user)].text.size();
       continue;
     }
-    const std::size_t len = std::min(utf8_char_length(static_cast<unsigned char>(normalized[pos])), normalized.size() - pos);
+    const std::size_t len = std::min(utf8_char_length(static_cast<unsigned char>(normalized[pos])),
+                                     normalized.size() - pos);
     const std::string ch = normalized.substr(pos, len);
     pos += len;
     if (const auto it = mergeable_.find(ch); it != mergeable_.end()) {
@@ -217,13 +270,17 @@ std::vector<int64_t> SentencePieceModelTokenizer::encode(std::string_view text) 
     }
   }
   const auto text_of = [&](int32_t id) -> const std::string& {
-    return id < vocab ? model_.pieces[static_cast<std::size_t>(id)].text : unknown[static_cast<std::size_t>(id - vocab)];
+    return id < vocab ? model_.pieces[static_cast<std::size_t>(id)].text
+                      : unknown[static_cast<std::size_t>(id - vocab)];
   };
-  // SentencePiece BPE: merge the adjacent pair whose concatenation is the highest-scoring piece, leftmost first.
+  // SentencePiece BPE: merge the adjacent pair whose concatenation is the highest-scoring piece,
+  // leftmost first.
   merge_symbols(symbols, [&](int32_t left, int32_t right) -> std::optional<PairMerge> {
     const auto it = mergeable_.find(text_of(left) + text_of(right));
     if (it == mergeable_.end()) return std::nullopt;
-    return PairMerge{-static_cast<double>(model_.pieces[static_cast<std::size_t>(it->second)].score), it->second};
+    return PairMerge{
+        -static_cast<double>(model_.pieces[static_cast<std::size_t>(it->second)].score),
+        it->second};
   });
   std::vector<int64_t> ids;
   for (const int32_t id : symbols) {
@@ -251,17 +308,18 @@ std::string SentencePieceModelTokenizer::decode(std::span<const int64_t> ids) co
     pending_bytes.clear();
   };
   for (const int64_t id : ids) {
-    SAES_CHECK(id >= 0 && id < vocab_size(), DataError, "token id {} is outside the vocabulary [0, {})", id,
-               vocab_size());
+    SAES_CHECK(id >= 0 && id < vocab_size(), DataError,
+               "token id {} is outside the vocabulary [0, {})", id, vocab_size());
     const auto& piece = model_.pieces[static_cast<std::size_t>(id)];
     if (piece.type == PieceType::kControl) continue;
     if (piece.type == PieceType::kByte) {
-      pending_bytes += static_cast<char>(std::stoi(piece.text.substr(3, 2), nullptr, 16));
+      pending_bytes += *byte_token_value(piece.text);  // validated at load
       at_start = false;
       continue;
     }
     flush();
-    std::string part = piece.type == PieceType::kUnknown ? std::string(kUnkSurface) : replace_all(piece.text, kSpace, " ");
+    std::string part = piece.type == PieceType::kUnknown ? std::string(kUnkSurface)
+                                                         : replace_all(piece.text, kSpace, " ");
     if (at_start && !part.empty() && part[0] == ' ') part.erase(0, 1);
     at_start = false;
     text += part;
@@ -271,8 +329,8 @@ std::string SentencePieceModelTokenizer::decode(std::span<const int64_t> ids) co
 }
 
 std::string SentencePieceModelTokenizer::piece(int64_t id) const {
-  SAES_CHECK(id >= 0 && id < vocab_size(), DataError, "token id {} is outside the vocabulary [0, {})", id,
-             vocab_size());
+  SAES_CHECK(id >= 0 && id < vocab_size(), DataError,
+             "token id {} is outside the vocabulary [0, {})", id, vocab_size());
   return model_.pieces[static_cast<std::size_t>(id)].text;
 }
 

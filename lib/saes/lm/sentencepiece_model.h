@@ -1,6 +1,7 @@
-// SentencePieceModelTokenizer: SentencePiece `.model` files (a ModelProto protobuf) read and run natively,
-// matching SentencePieceProcessor for BPE models with the identity normalizer (Llama, llama2.c's tok512).
-// We do not link libsentencepiece: it bundles its own protobuf and crashes next to LibTorch's libprotobuf.
+// SentencePieceModelTokenizer: SentencePiece `.model` files (a ModelProto protobuf) read and run
+// natively, matching SentencePieceProcessor for BPE models with the identity normalizer (Llama,
+// llama2.c's tok512). We do not link libsentencepiece: it bundles its own protobuf and crashes next
+// to LibTorch's libprotobuf.
 #pragma once
 
 #include <array>
@@ -15,7 +16,14 @@ namespace saes::lm {
 
 /// The parts of a ModelProto that encoding and decoding use.
 struct SentencePieceModelProto {
-  enum class PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+  enum class PieceType {
+    kNormal = 1,
+    kUnknown = 2,
+    kControl = 3,
+    kUserDefined = 4,
+    kUnused = 5,
+    kByte = 6
+  };
   struct Piece {
     std::string text;
     float score = 0;
@@ -34,19 +42,20 @@ struct SentencePieceModelProto {
 };
 
 /// Parses a serialized ModelProto; throws DataError naming `source` when it is malformed.
-SentencePieceModelProto parse_sentencepiece_model(const std::string& bytes, const std::string& source);
+SentencePieceModelProto parse_sentencepiece_model(const std::string& bytes,
+                                                  const std::string& source);
 
 class SentencePieceModelTokenizer final : public Tokenizer {
  public:
-  /// Loads `path`; throws IoError when missing, DataError when malformed, UnsupportedError for a Unigram,
-  /// word or char model or a normalizer other than identity (naming it).
+  /// Loads `path`; throws IoError when missing, DataError when malformed, UnsupportedError for a
+  /// Unigram, word or char model or a normalizer other than identity (naming it).
   explicit SentencePieceModelTokenizer(const std::filesystem::path& path);
 
-  /// SentencePieceProcessor.encode(text): dummy "▁" prefix, runs of spaces collapsed (when the model's
-  /// remove_extra_whitespaces is set), BPE by piece score, byte fallback or <unk>.
+  /// SentencePieceProcessor.encode(text): dummy "▁" prefix, runs of spaces collapsed (when the
+  /// model's remove_extra_whitespaces is set), BPE by piece score, byte fallback or <unk>.
   std::vector<int64_t> encode(std::string_view text) const override;
-  /// SentencePieceProcessor.decode(ids): "▁" -> " ", byte pieces -> bytes, control pieces (BOS/EOS) -> "",
-  /// <unk> -> " ⁇ ", and the dummy-prefix space dropped.
+  /// SentencePieceProcessor.decode(ids): "▁" -> " ", byte pieces -> bytes, control pieces (BOS/EOS)
+  /// -> "", <unk> -> " ⁇ ", and the dummy-prefix space dropped.
   std::string decode(std::span<const int64_t> ids) const override;
   std::string piece(int64_t id) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(model_.pieces.size()); }

@@ -1,6 +1,6 @@
-// Tokenizer: the text <-> token-id interface of every tokenizer format, and load_tokenizer(), which picks
-// the format from a path. The formats live in byte_level_bpe, sentencepiece_bpe, sentencepiece_model and
-// llama2c_tokenizer; this file only dispatches.
+// Tokenizer: the text <-> token-id interface of every tokenizer format, and load_tokenizer(), which
+// picks the format from a path. The formats live in byte_level_bpe, sentencepiece_bpe,
+// sentencepiece_model and llama2c_tokenizer; this file only dispatches.
 #pragma once
 
 #include <cstdint>
@@ -28,14 +28,15 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
 
   /// Token ids of `text` (UTF-8), without BOS/EOS. Special tokens written in the text (e.g.
-  /// "<|endoftext|>") become their ids in Hugging Face formats; SentencePiece and llama2.c formats treat
-  /// them as plain text, as those libraries do. Invalid UTF-8 bytes are read as U+FFFD.
+  /// "<|endoftext|>") become their ids in Hugging Face formats; SentencePiece and llama2.c formats
+  /// treat them as plain text, as those libraries do. Invalid UTF-8 bytes are read as U+FFFD.
   virtual std::vector<int64_t> encode(std::string_view text) const = 0;
-  /// Text of `ids` (bytes; may be invalid UTF-8 when `ids` cut a character). Hugging Face formats keep the
-  /// text of special tokens; SentencePiece-family formats drop control tokens (BOS/EOS) as their libraries
-  /// do. Throws DataError for an id outside [0, vocab_size()).
+  /// Text of `ids` (bytes; may be invalid UTF-8 when `ids` cut a character). Hugging Face formats
+  /// keep the text of special tokens; SentencePiece-family formats drop control tokens (BOS/EOS) as
+  /// their libraries do. Throws DataError for an id outside [0, vocab_size()).
   virtual std::string decode(std::span<const int64_t> ids) const = 0;
-  /// The vocabulary's own spelling of `id` (e.g. "Ġthe", "▁the", "<0x0A>"): valid UTF-8, for display.
+  /// The vocabulary's own spelling of `id` (e.g. "Ġthe", "▁the", "<0x0A>"): valid UTF-8, for
+  /// display.
   virtual std::string piece(int64_t id) const = 0;
   /// Number of ids: every id in [0, vocab_size()) is valid for decode() and piece().
   virtual int64_t vocab_size() const = 0;
@@ -53,16 +54,20 @@ class Tokenizer {
 };
 
 /// Loads the tokenizer at `path`, which is one of:
-///  * a Hugging Face `tokenizer.json` (any *.json other than the two below), or a folder holding one;
-///  * GPT-2's `vocab.json` + `merges.txt` or `encoder.json` + `vocab.bpe` (either file, or their folder);
+///  * a Hugging Face `tokenizer.json` (any *.json other than the two below), or a folder holding
+///  one;
+///  * GPT-2's `vocab.json` + `merges.txt` or `encoder.json` + `vocab.bpe` (either file, or their
+///  folder);
 ///  * a SentencePiece model (`*.model`, or a folder with `tokenizer.model`);
 ///  * a llama2.c tokenizer (`*.bin`, e.g. tok512.bin).
 /// In a folder the first match in that order wins. Special ids: for Hugging Face folders from
-/// `tokenizer_config.json`, then `special_tokens_map.json` (keys bos_token/eos_token/pad_token), then
-/// from well-known added tokens ("<s>", "</s>", "<pad>", "<|endoftext|>" as both BOS and EOS as in GPT-2,
+/// `tokenizer_config.json`, then `special_tokens_map.json` (keys bos_token/eos_token/pad_token),
+/// then from well-known added tokens ("<s>", "</s>", "<pad>", "<|endoftext|>" as both BOS and EOS
+/// as in GPT-2,
 /// "<|padding|>"); SentencePiece and llama2.c from the model (llama2.c: BOS 1, EOS 2).
-/// Throws IoError/DataError naming the file for missing or malformed files (and, for a path that is none of
-/// the above, listing what was looked for), UnsupportedError for tokenizer.json parts we do not implement.
+/// Throws IoError/DataError naming the file for missing or malformed files (and, for a path that is
+/// none of the above, listing what was looked for), UnsupportedError for tokenizer.json parts we do
+/// not implement.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
 
 }  // namespace saes::lm

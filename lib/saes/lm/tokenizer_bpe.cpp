@@ -70,7 +70,8 @@ BpeModel::BpeModel(BpeVocab vocab, const std::string& source)
     const auto& [a, b] = vocab.merges[rank];
     const auto left = find(a), right = find(b), merged = find(a + b);
     SAES_CHECK(left && right && merged, DataError,
-               "{}: merge {} \"{} {}\" uses a token that is not in the vocabulary", source, rank, a, b);
+               "{}: merge {} \"{} {}\" uses a token that is not in the vocabulary", source, rank, a,
+               b);
     merges_.emplace(pair_key(*left, *right), PairMerge{static_cast<double>(rank), *merged});
   }
   for (int b = 0; b < 256; ++b) {
@@ -103,7 +104,8 @@ void BpeModel::encode_word(std::string_view word, const UnknownPolicy& policy,
   std::vector<int32_t> symbols;
   symbols.reserve(word.size());
   for (std::size_t i = 0; i < word.size();) {
-    const std::size_t len = std::min(utf8_char_length(static_cast<unsigned char>(word[i])), word.size() - i);
+    const std::size_t len =
+        std::min(utf8_char_length(static_cast<unsigned char>(word[i])), word.size() - i);
     const std::string_view ch = word.substr(i, len);
     i += len;
     if (const auto id = find(ch)) {
@@ -118,8 +120,8 @@ void BpeModel::encode_word(std::string_view word, const UnknownPolicy& policy,
       if (!(policy.fuse_unk && !symbols.empty() && symbols.back() == *policy.unk_id))
         symbols.push_back(*policy.unk_id);
     } else {
-      SAES_THROW(DataError, "character \"{}\" is not in the tokenizer vocabulary and it has no unk_token",
-                 ch);
+      SAES_THROW(DataError,
+                 "character \"{}\" is not in the tokenizer vocabulary and it has no unk_token", ch);
     }
   }
   merge_symbols(symbols, [this](int32_t left, int32_t right) -> std::optional<PairMerge> {

@@ -1,5 +1,6 @@
-// BpeModel: a BPE vocabulary with ranked merges, as in Hugging Face's `model.type == "BPE"` and GPT-2's
-// vocab.bpe, plus merge_symbols(), the priority-queue merge loop shared with the llama2.c tokenizer.
+// BpeModel: a BPE vocabulary with ranked merges, as in Hugging Face's `model.type == "BPE"` and
+// GPT-2's vocab.bpe, plus merge_symbols(), the priority-queue merge loop shared with the llama2.c
+// tokenizer.
 #pragma once
 
 #include <array>
@@ -36,12 +37,14 @@ struct UnknownPolicy {
 struct BpeVocab {
   std::vector<std::string> tokens;
   std::vector<std::pair<std::string, std::string>> merges;
-  bool ignore_merges = false;  ///< a word that is itself a token is emitted whole (HF, e.g. Llama 3)
+  bool ignore_merges =
+      false;  ///< a word that is itself a token is emitted whole (HF, e.g. Llama 3)
 };
 
 class BpeModel {
  public:
-  /// Throws DataError when a merge names a token missing from the vocabulary (`source` names the file).
+  /// Throws DataError when a merge names a token missing from the vocabulary (`source` names the
+  /// file).
   BpeModel(BpeVocab vocab, const std::string& source);
 
   std::optional<int32_t> find(std::string_view token) const;
@@ -51,7 +54,8 @@ class BpeModel {
   std::optional<int32_t> byte_token(unsigned char byte) const;
 
   /// Appends the ids of `word` (a string in the vocabulary's own alphabet) to `out`.
-  void encode_word(std::string_view word, const UnknownPolicy& policy, std::vector<int64_t>& out) const;
+  void encode_word(std::string_view word, const UnknownPolicy& policy,
+                   std::vector<int64_t>& out) const;
 
  private:
   std::vector<std::string> tokens_;

@@ -1,4 +1,5 @@
-// PCRE2-backed RegexSplitter (8-bit library, PCRE2_UTF | PCRE2_UCP so \s, \w match Unicode as in HF).
+// PCRE2-backed RegexSplitter (8-bit library, PCRE2_UTF | PCRE2_UCP so \s, \w match Unicode as in
+// HF).
 #include "saes/lm/tokenizer_regex.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -21,8 +22,8 @@ RegexSplitter::RegexSplitter(const std::string& pattern) : impl_(std::make_uniqu
   if (impl_->code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
-    SAES_THROW(DataError, "pre-tokenizer regex \"{}\" is invalid at offset {}: {}", pattern, error_offset,
-               reinterpret_cast<const char*>(message));
+    SAES_THROW(DataError, "pre-tokenizer regex \"{}\" is invalid at offset {}: {}", pattern,
+               error_offset, reinterpret_cast<const char*>(message));
   }
   // JIT is an optimization only: PCRE2 falls back to the interpreter when it is unavailable.
   pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE);
@@ -57,7 +58,8 @@ std::vector<std::string_view> RegexSplitter::split(std::string_view text) const 
       if (begin >= text.size()) break;
       // Empty match: step over one character so the search advances.
       std::size_t step = 1;
-      while (begin + step < text.size() && (static_cast<unsigned char>(text[begin + step]) & 0xC0) == 0x80)
+      while (begin + step < text.size() &&
+             (static_cast<unsigned char>(text[begin + step]) & 0xC0) == 0x80)
         ++step;
       start = begin + step;
     }

@@ -1,5 +1,5 @@
-// RegexSplitter: a pre-tokenizer regex (PCRE2, UTF + Unicode properties, JIT-compiled once) that cuts text
-// into pieces the way Hugging Face's Split(behavior="Isolated") and GPT-2's findall do.
+// RegexSplitter: a pre-tokenizer regex (PCRE2, UTF + Unicode properties, JIT-compiled once) that
+// cuts text into pieces the way Hugging Face's Split(behavior="Isolated") and GPT-2's findall do.
 #pragma once
 
 #include <memory>
@@ -15,14 +15,15 @@ inline constexpr std::string_view kGpt2SplitPattern =
 
 class RegexSplitter {
  public:
-  /// Compiles `pattern`; throws DataError quoting the pattern and PCRE2's message when it is invalid.
+  /// Compiles `pattern`; throws DataError quoting the pattern and PCRE2's message when it is
+  /// invalid.
   explicit RegexSplitter(const std::string& pattern);
   ~RegexSplitter();
   RegexSplitter(RegexSplitter&&) noexcept;
   RegexSplitter& operator=(RegexSplitter&&) noexcept;
 
-  /// Pieces of `text` (valid UTF-8): every match, and every non-empty stretch between matches, in order.
-  /// The pieces concatenate to `text` and view into it.
+  /// Pieces of `text` (valid UTF-8): every match, and every non-empty stretch between matches, in
+  /// order. The pieces concatenate to `text` and view into it.
   std::vector<std::string_view> split(std::string_view text) const;
 
  private:

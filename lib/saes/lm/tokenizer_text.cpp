@@ -21,7 +21,8 @@ char32_t char_before(std::string_view text, std::size_t end) {
 bool is_word_char(char32_t cp) {
   if (cp < 0x80) return std::isalnum(static_cast<int>(cp)) || cp == '_';
   const auto category = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
-  return category >= UTF8PROC_CATEGORY_LU && category <= UTF8PROC_CATEGORY_NO;  // letters, marks, numbers
+  return category >= UTF8PROC_CATEGORY_LU &&
+         category <= UTF8PROC_CATEGORY_NO;  // letters, marks, numbers
 }
 
 std::string lowercase(std::string_view text) {
@@ -29,7 +30,8 @@ std::string lowercase(std::string_view text) {
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size();) {
     const auto [cp, len] = decode_utf8_char(text.substr(i));
-    out.append(encode_utf8(static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp)))));
+    out.append(
+        encode_utf8(static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp)))));
     i += len;
   }
   return out;
@@ -60,8 +62,9 @@ std::vector<TextSegment> AddedTokenMatcher::split(std::string_view text) const {
       const AddedToken& token = tokens_[index];
       if (text.compare(pos, token.content.size(), token.content) != 0) continue;
       const std::size_t end = pos + token.content.size();
-      if (token.single_word && ((pos > 0 && is_word_char(char_before(text, pos))) ||
-                                (end < text.size() && is_word_char(decode_utf8_char(text.substr(end)).first))))
+      if (token.single_word &&
+          ((pos > 0 && is_word_char(char_before(text, pos))) ||
+           (end < text.size() && is_word_char(decode_utf8_char(text.substr(end)).first))))
         continue;
       hit = &token;
       break;
@@ -72,9 +75,11 @@ std::vector<TextSegment> AddedTokenMatcher::split(std::string_view text) const {
       do --begin;
       while ((static_cast<unsigned char>(text[begin]) & 0xC0) == 0x80);
     }
-    while (hit->rstrip && end < text.size() && is_unicode_space(decode_utf8_char(text.substr(end)).first))
+    while (hit->rstrip && end < text.size() &&
+           is_unicode_space(decode_utf8_char(text.substr(end)).first))
       end += decode_utf8_char(text.substr(end)).second;
-    if (begin > plain_begin) segments.push_back({text.substr(plain_begin, begin - plain_begin), nullptr});
+    if (begin > plain_begin)
+      segments.push_back({text.substr(plain_begin, begin - plain_begin), nullptr});
     segments.push_back({text.substr(begin, end - begin), hit});
     plain_begin = end;
     pos = end - 1;
@@ -98,7 +103,8 @@ std::string replace_all(std::string_view text, std::string_view pattern, std::st
   if (pattern.empty()) return std::string(text);
   std::string out;
   std::size_t pos = 0;
-  for (std::size_t hit; (hit = text.find(pattern, pos)) != std::string_view::npos; pos = hit + pattern.size()) {
+  for (std::size_t hit; (hit = text.find(pattern, pos)) != std::string_view::npos;
+       pos = hit + pattern.size()) {
     out.append(text.substr(pos, hit - pos));
     out.append(content);
   }
@@ -106,19 +112,43 @@ std::string replace_all(std::string_view text, std::string_view pattern, std::st
   return out;
 }
 
+std::optional<char> byte_token_value(std::string_view token) {
+  if (token.size() != 6 || token.compare(0, 3, "<0x") != 0 || token[5] != '>') return std::nullopt;
+  int value = 0;
+  for (std::size_t i = 3; i < 5; ++i) {
+    const char c = token[i];
+    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (digit < 0) return std::nullopt;
+    value = value * 16 + digit;
+  }
+  return static_cast<char>(value);
+}
+
 std::string apply_normalizers(const std::vector<NormalizerStep>& steps, std::string_view text) {
   std::string current(text);
   for (const auto& step : steps) {
     switch (step.kind) {
-      case NormalizerStep::Kind::kNfc: current = normalize_unicode(current, NormalForm::kNfc); break;
-      case NormalizerStep::Kind::kNfkc: current = normalize_unicode(current, NormalForm::kNfkc); break;
-      case NormalizerStep::Kind::kNfd: current = normalize_unicode(current, NormalForm::kNfd); break;
-      case NormalizerStep::Kind::kNfkd: current = normalize_unicode(current, NormalForm::kNfkd); break;
+      case NormalizerStep::Kind::kNfc:
+        current = normalize_unicode(current, NormalForm::kNfc);
+        break;
+      case NormalizerStep::Kind::kNfkc:
+        current = normalize_unicode(current, NormalForm::kNfkc);
+        break;
+      case NormalizerStep::Kind::kNfd:
+        current = normalize_unicode(current, NormalForm::kNfd);
+        break;
+      case NormalizerStep::Kind::kNfkd:
+        current = normalize_unicode(current, NormalForm::kNfkd);
+        break;
       case NormalizerStep::Kind::kPrepend:
         if (!current.empty()) current = step.content + current;
         break;
-      case NormalizerStep::Kind::kReplace: current = replace_all(current, step.pattern, step.content); break;
-      case NormalizerStep::Kind::kLowercase: current = lowercase(current); break;
+      case NormalizerStep::Kind::kReplace:
+        current = replace_all(current, step.pattern, step.content);
+        break;
+      case NormalizerStep::Kind::kLowercase:
+        current = lowercase(current);
+        break;
     }
   }
   return current;

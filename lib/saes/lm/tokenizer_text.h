@@ -1,9 +1,10 @@
-// Text-level steps of Hugging Face tokenizer pipelines: splitting out added tokens (longest match first)
-// and the normalizers we support. The BPE models themselves are in tokenizer_bpe.h.
+// Text-level steps of Hugging Face tokenizer pipelines: splitting out added tokens (longest match
+// first) and the normalizers we support. The BPE models themselves are in tokenizer_bpe.h.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -30,9 +31,9 @@ struct TextSegment {
 class AddedTokenMatcher {
  public:
   explicit AddedTokenMatcher(std::vector<AddedToken> tokens);
-  /// Cuts `text` at added tokens, leftmost first and longest first at one position. Tokens are matched
-  /// on the raw text, before normalization (exact when normalizers leave their contents unchanged, as
-  /// NFC does for GPT-NeoX's space runs).
+  /// Cuts `text` at added tokens, leftmost first and longest first at one position. Tokens are
+  /// matched on the raw text, before normalization (exact when normalizers leave their contents
+  /// unchanged, as NFC does for GPT-NeoX's space runs).
   std::vector<TextSegment> split(std::string_view text) const;
   /// The added token with `id`, or nullptr.
   const AddedToken* find(int64_t id) const;
@@ -56,6 +57,10 @@ struct NormalizerStep {
 
 /// `text` with every occurrence of `pattern` (non-empty; else unchanged) replaced by `content`.
 std::string replace_all(std::string_view text, std::string_view pattern, std::string_view content);
+
+/// The byte spelled by a byte-fallback token "<0xXX>" (upper-case hex), or nullopt for other
+/// tokens.
+std::optional<char> byte_token_value(std::string_view token);
 
 /// `text` (valid UTF-8) after every step in order. Prepend leaves empty text empty, as HF does.
 std::string apply_normalizers(const std::vector<NormalizerStep>& steps, std::string_view text);

@@ -1,4 +1,5 @@
-// UTF-8 validation/repair, code-point helpers, Unicode normal forms (utf8proc) and GPT-2's byte table.
+// UTF-8 validation/repair, code-point helpers, Unicode normal forms (utf8proc) and GPT-2's byte
+// table.
 #include "saes/lm/unicode.h"
 
 #include <utf8proc.h>
@@ -17,7 +18,8 @@ struct Step {
   bool ok = false;
 };
 
-/// Decodes one character at the start of `s` (non-empty) following Unicode's "maximal subpart" rule.
+/// Decodes one character at the start of `s` (non-empty) following Unicode's "maximal subpart"
+/// rule.
 Step decode_step(std::string_view s) {
   const auto b0 = static_cast<unsigned char>(s[0]);
   if (b0 < 0x80) return {b0, 1, true};
@@ -112,10 +114,18 @@ std::string normalize_unicode(std::string_view text, NormalForm form) {
   if (ascii || text.empty()) return std::string(text);
   int options = UTF8PROC_STABLE;
   switch (form) {
-    case NormalForm::kNfc: options |= UTF8PROC_COMPOSE; break;
-    case NormalForm::kNfkc: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-    case NormalForm::kNfd: options |= UTF8PROC_DECOMPOSE; break;
-    case NormalForm::kNfkd: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+    case NormalForm::kNfc:
+      options |= UTF8PROC_COMPOSE;
+      break;
+    case NormalForm::kNfkc:
+      options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+      break;
+    case NormalForm::kNfd:
+      options |= UTF8PROC_DECOMPOSE;
+      break;
+    case NormalForm::kNfkd:
+      options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+      break;
   }
   utf8proc_uint8_t* raw = nullptr;
   const auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),

@@ -1,5 +1,6 @@
-// UTF-8 and Unicode helpers for the tokenizers: validation with U+FFFD repair, code-point iteration,
-// normalization forms (NFC/NFKC/NFD/NFKD, via utf8proc) and GPT-2's byte <-> printable-character table.
+// UTF-8 and Unicode helpers for the tokenizers: validation with U+FFFD repair, code-point
+// iteration, normalization forms (NFC/NFKC/NFD/NFKD, via utf8proc) and GPT-2's byte <->
+// printable-character table.
 #pragma once
 
 #include <array>
@@ -19,7 +20,8 @@ std::size_t utf8_char_length(unsigned char lead);
 std::string encode_utf8(char32_t cp);
 /// True for Unicode white space (categories Zs/Zl/Zp, and \t \n \v \f \r, U+0085).
 bool is_unicode_space(char32_t cp);
-/// The code point at the start of `text` (which must be valid UTF-8 and non-empty) and its byte length.
+/// The code point at the start of `text` (which must be valid UTF-8 and non-empty) and its byte
+/// length.
 std::pair<char32_t, std::size_t> decode_utf8_char(std::string_view text);
 
 enum class NormalForm { kNfc, kNfkc, kNfd, kNfkd };
