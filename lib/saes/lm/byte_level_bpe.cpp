@@ -13,6 +13,7 @@ namespace saes::lm {
 namespace {
 
 constexpr std::size_t kMaxCacheEntries = 1 << 16;
+constexpr std::size_t kMaxCachedPieceBytes = 256;
 
 }  // namespace
 
@@ -71,6 +72,7 @@ void ByteLevelBpeTokenizer::encode_piece(std::string_view piece, std::vector<int
   std::vector<int64_t> ids;
   model_.encode_word(mapped, UnknownPolicy{}, ids);
   out.insert(out.end(), ids.begin(), ids.end());
+  if (key.size() > kMaxCachedPieceBytes) return;
   const std::lock_guard<std::mutex> lock(cache_mutex_);
   if (cache_.size() >= kMaxCacheEntries) cache_.clear();
   cache_.emplace(std::move(key), std::move(ids));
