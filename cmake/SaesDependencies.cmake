@@ -9,6 +9,13 @@ find_package(nlohmann_json REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(Threads REQUIRED)
 
+# Tokenizers (lib/saes/lm): PCRE2 runs the pre-tokenizer regexes (\p{L}, \p{N}); utf8proc gives NFC/NFKC.
+# Debian: libpcre2-dev, libutf8proc-dev. SentencePiece `.model` files are read natively: Debian's
+# libsentencepiece bundles its own protobuf and crashes at load next to LibTorch's libprotobuf.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+
 if(TARGET zstd::libzstd_shared)
   set(SAES_ZSTD_TARGET zstd::libzstd_shared)
 else()
