@@ -7,7 +7,7 @@ packages=(
   libtorch-dev libopenblas0-openmp          # LibTorch 1.13 (CPU) + OpenBLAS (else reference BLAS, 50x slower)
   libyaml-cpp-dev libcli11-dev libfmt-dev nlohmann-json3-dev libzstd-dev catch2
   libopenmpi-dev openmpi-bin                 # mpirun / MPI communicator
-  libpcre2-dev libsentencepiece-dev libutf8proc-dev   # tokenizers (regex, .model files, NFC)
+  libpcre2-dev libutf8proc-dev      # tokenizers (pre-tokenizer regex, NFC)
   python3-torch python3-numpy                # benchmarks vs PyTorch eager, fixture scripts (/usr/bin/python3)
 )
 missing=()
