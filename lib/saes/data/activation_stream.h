@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -23,6 +24,8 @@ class Transformer;
 }
 
 namespace saes::data {
+
+class ChunkSource;
 
 /// One training batch. 1-D target: rows are tokens, acts[hook] is [n, d_model], tokens [n] and mask
 /// undefined. 2-D target: rows are contexts, acts[hook] is [b, seq, d_model], tokens [b, seq] and
@@ -37,6 +40,12 @@ struct ActivationBatch {
   std::int64_t n_rows() const { return tokens.defined() ? tokens.size(0) : 0; }
 };
 
+/// Consumer-side figures of a stream.
+struct StreamStats {
+  std::int64_t batches = 0;   ///< batches delivered by next()
+  double wait_seconds = 0;    ///< time next() spent waiting for the background producer
+};
+
 class ActivationStream {
  public:
   virtual ~ActivationStream() = default;
@@ -48,6 +57,7 @@ class ActivationStream {
   /// the position `state` describes, so the following batches are bitwise those the saved stream
   /// would have produced. Throws ConfigError for a state of other settings or a used stream.
   virtual void restore(const std::string& state) = 0;
+  virtual StreamStats stats() const { return {}; }
 };
 
 /// Builds the token batcher of a `dataset` source (the runner owns tokenizer and dataset configs).
@@ -72,5 +82,23 @@ struct StreamInputs {
 std::unique_ptr<ActivationStream> make_activation_stream(const ActivationFactoryConfig& config,
                                                          const StreamInputs& inputs,
                                                          Logger& logger);
+
+/// The stages after the sources, for callers that build sources themselves (tests, benches).
+struct PipelineOptions {
+  std::int64_t batch_size = 0;               ///< rows per batch on this rank
+  std::optional<std::int64_t> buffer_size;   ///< rows in the shuffle buffer (nullopt: no shuffle)
+  std::uint64_t perm_seed = 42;              ///< shuffle permutation seed
+  std::uint64_t mix_seed = 0;                ///< source-draw seed
+  std::optional<DType> override_dtype;       ///< cast activations only
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+  int prefetch_batches = 4;                  ///< batches produced ahead on the background thread
+  std::string fingerprint;                   ///< identifies the settings in state()
+};
+
+/// Mixer (by `weights`) → shuffle buffer / re-batching → dtype cast → prefetch. Source i's chunks
+/// must carry source index i in their row ids.
+std::unique_ptr<ActivationStream> make_pipeline_stream(
+    std::vector<std::unique_ptr<ChunkSource>> sources, std::vector<double> weights,
+    PipelineOptions options);
 
 }  // namespace saes::data

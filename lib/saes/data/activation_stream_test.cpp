@@ -1,0 +1,368 @@
+// Tests of activation streams: fixtures whose values encode (source, row, column) prove coverage,
+// shuffling, mixing proportions, rank slices, dtype handling, exact resume and the error messages;
+// the live source on stories260K must equal the model's own forward.
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/flatten.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/ne.h>
+#include <ATen/ops/nonzero.h>
+#include <catch2/catch.hpp>
+
+#include "saes/core/error.h"
+#include "saes/core/logging.h"
+#include "saes/data/activation_rows.h"
+#include "saes/data/activation_stream.h"
+#include "saes/data/live_source.h"
+#include "saes/io/shard_writer.h"
+#include "saes/lm/hooks.h"
+#include "saes/lm/llama2c_loader.h"
+#include "saes/lm/tokenizer.h"
+#include "saes/lm/transformer.h"
+
+#include "support/temp_dir.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace saes;
+using namespace saes::data;
+
+constexpr std::int64_t kDModel = 8;
+const std::vector<std::string> kHooks = {"blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"};
+
+// Value of column `col` of hook `hook` for the row whose token is `token` (exact in float32/bf16
+// for the column 0 check below: token ids stay < 2^24 and column values are small integers).
+float encoded(std::int64_t token, std::size_t hook, std::int64_t col) {
+  return static_cast<float>(token % 100000) + static_cast<float>(hook * 16 + static_cast<std::size_t>(col)) / 64.0f;
+}
+
+// Writes a 1-D run of `n_rows` rows whose tokens are source_id * 1e6 + row.
+void write_run(const fs::path& dir, std::int64_t source_id, std::int64_t n_rows,
+               std::int64_t rows_per_shard, std::int64_t d_model = kDModel) {
+  io::ShardWriterOptions o;
+  o.dir = dir;
+  o.model_name = "fixture";
+  o.hook_points = kHooks;
+  o.dtype = DType::kFloat32;
+  o.d_model = d_model;
+  o.rows_per_shard = rows_per_shard;
+  auto writer = io::ShardWriter::create(o);
+  io::ShardBatch b;
+  const auto longs = at::TensorOptions().dtype(at::kLong);
+  b.tokens = at::empty({n_rows}, longs);
+  b.doc_index = at::empty({n_rows}, longs);
+  b.position = at::empty({n_rows}, longs);
+  for (std::int64_t r = 0; r < n_rows; ++r) {
+    b.tokens.data_ptr<std::int64_t>()[r] = source_id * 1000000 + r;
+    b.doc_index.data_ptr<std::int64_t>()[r] = r;
+    b.position.data_ptr<std::int64_t>()[r] = 0;
+  }
+  for (std::size_t h = 0; h < kHooks.size(); ++h) {
+    at::Tensor act = at::empty({n_rows, d_model});
+    for (std::int64_t r = 0; r < n_rows; ++r) {
+      for (std::int64_t c = 0; c < d_model; ++c) {
+        act.data_ptr<float>()[r * d_model + c] = encoded(source_id * 1000000 + r, h, c);
+      }
+    }
+    b.activations.emplace(kHooks[h], act);
+  }
+  writer.append(b);
+  writer.finish();
+}
+
+ActivationSourceConfig cached(const std::string& name, const fs::path& dir, double weight = 1.0) {
+  ActivationSourceConfig s;
+  s.type = SourceType::kActivations;
+  s.name = name;
+  s.path.root = dir;
+  s.sample_weights = weight;
+  s.shuffle_shards = true;
+  return s;
+}
+
+ActivationFactoryConfig factory(std::vector<ActivationSourceConfig> sources,
+                                std::int64_t batch_size, std::optional<std::int64_t> buffer) {
+  ActivationFactoryConfig c;
+  c.sources = std::move(sources);
+  c.target = ActivationTarget::kActivations1d;
+  c.hook_points = kHooks;
+  c.batch_size = batch_size;
+  c.buffer_size = buffer;
+  if (buffer) c.buffer_shuffle = BufferShuffleConfig{};
+  c.prefetch_batches = 2;
+  return c;
+}
+
+std::vector<ActivationBatch> drain(ActivationStream& stream, std::int64_t limit = -1) {
+  std::vector<ActivationBatch> out;
+  while (limit < 0 || static_cast<std::int64_t>(out.size()) < limit) {
+    auto batch = stream.next();
+    if (!batch) break;
+    out.push_back(std::move(*batch));
+  }
+  return out;
+}
+
+std::vector<std::int64_t> tokens_of(const std::vector<ActivationBatch>& batches) {
+  std::vector<std::int64_t> out;
+  for (const auto& b : batches) {
+    const auto* p = b.tokens.data_ptr<std::int64_t>();
+    out.insert(out.end(), p, p + b.tokens.numel());
+  }
+  return out;
+}
+
+bool same_batches(const std::vector<ActivationBatch>& a, const std::vector<ActivationBatch>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!at::equal(a[i].tokens, b[i].tokens)) return false;
+    for (const auto& [hook, act] : a[i].acts) {
+      if (!at::equal(act, b[i].acts.at(hook))) return false;
+    }
+  }
+  return true;
+}
+
+void check_values(const ActivationBatch& batch) {
+  const auto* tok = batch.tokens.data_ptr<std::int64_t>();
+  for (std::size_t h = 0; h < kHooks.size(); ++h) {
+    const at::Tensor act = batch.acts.at(kHooks[h]).to(at::kFloat).contiguous();
+    for (std::int64_t r = 0; r < batch.n_rows(); ++r) {
+      for (std::int64_t c = 0; c < kDModel; ++c) {
+        REQUIRE(act.data_ptr<float>()[r * kDModel + c] == encoded(tok[r], h, c));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a shuffled shard stream emits every row exactly once with its own values", "[stream]") {
+  saes::testing::TempDir dir;
+  write_run(dir / "a", 0, 1000, 64);
+  Logger logger(LogLevel::kOff);
+  auto stream = make_activation_stream(factory({cached("a", dir / "a")}, 48, 200),
+                                       StreamInputs{.seed = 3}, logger);
+  const auto batches = drain(*stream);
+  std::vector<std::int64_t> tokens = tokens_of(batches);
+  for (const auto& b : batches) check_values(b);
+  REQUIRE(batches.front().n_tokens == 48);
+  REQUIRE(batches.front().tokens.scalar_type() == at::kLong);
+  std::vector<std::int64_t> sorted = tokens;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::int64_t> expected(1000);
+  for (std::int64_t i = 0; i < 1000; ++i) expected[static_cast<std::size_t>(i)] = i;
+  REQUIRE(sorted == expected);
+  REQUIRE(tokens != expected);
+  REQUIRE(stream->stats().batches == static_cast<std::int64_t>(batches.size()));
+}
+
+TEST_CASE("the shuffle buffer is a reproducible permutation that depends on perm_seed", "[stream]") {
+  saes::testing::TempDir dir;
+  write_run(dir / "a", 0, 600, 50);
+  Logger logger(LogLevel::kOff);
+  auto config = factory({cached("a", dir / "a")}, 32, 128);
+  config.sources[0].shuffle_shards = false;
+  const auto run = [&](std::int64_t perm_seed) {
+    config.buffer_shuffle->perm_seed = perm_seed;
+    auto stream = make_activation_stream(config, StreamInputs{}, logger);
+    return tokens_of(drain(*stream));
+  };
+  const auto first = run(42);
+  REQUIRE(first == run(42));
+  const auto other = run(7);
+  REQUIRE(first != other);
+  REQUIRE(std::multiset<std::int64_t>(first.begin(), first.end()) ==
+          std::multiset<std::int64_t>(other.begin(), other.end()));
+  config.buffer_size.reset();
+  auto plain = make_activation_stream(config, StreamInputs{}, logger);
+  const auto in_order = tokens_of(drain(*plain));
+  REQUIRE(in_order.size() == 600);
+  for (std::size_t i = 0; i < in_order.size(); ++i) REQUIRE(in_order[i] == static_cast<std::int64_t>(i));
+}
+
+TEST_CASE("sources are drawn in proportion to sample_weights", "[stream]") {
+  saes::testing::TempDir dir;
+  write_run(dir / "a", 1, 3000, 10);
+  write_run(dir / "b", 2, 3000, 10);
+  Logger logger(LogLevel::kOff);
+  auto stream = make_activation_stream(
+      factory({cached("a", dir / "a", 3.0), cached("b", dir / "b", 1.0)}, 10, std::nullopt),
+      StreamInputs{.seed = 11}, logger);
+  // Chunks of 10 rows and batches of 10: each batch is one draw. Count the first 200 draws.
+  const auto batches = drain(*stream, 200);
+  int from_a = 0;
+  for (const auto& b : batches) from_a += b.tokens.data_ptr<std::int64_t>()[0] < 2000000 ? 1 : 0;
+  REQUIRE(from_a == Approx(150).margin(18));  // 3σ of Binomial(200, 0.75) ≈ 18
+  // After source a is exhausted, b alone continues: all 6000 rows come out.
+  const auto rest = drain(*stream);
+  REQUIRE(tokens_of(batches).size() + tokens_of(rest).size() == 6000);
+}
+
+TEST_CASE("rank slices are disjoint, cover the run and hold batch_size / world rows", "[stream]") {
+  saes::testing::TempDir dir;
+  write_run(dir / "a", 0, 700, 50);
+  Logger logger(LogLevel::kOff);
+  std::multiset<std::int64_t> all;
+  for (int rank = 0; rank < 3; ++rank) {
+    auto stream = make_activation_stream(factory({cached("a", dir / "a")}, 30, 90),
+                                         StreamInputs{.rank = rank, .world = 3, .seed = 5}, logger);
+    const auto batches = drain(*stream);
+    REQUIRE(batches.front().n_rows() == 10);
+    for (auto t : tokens_of(batches)) all.insert(t);
+  }
+  REQUIRE(all.size() == 700);
+  REQUIRE(std::set<std::int64_t>(all.begin(), all.end()).size() == 700);
+  REQUIRE_THROWS_AS(make_activation_stream(factory({cached("a", dir / "a")}, 31, std::nullopt),
+                                           StreamInputs{.world = 3}, logger),
+                    ConfigError);
+}
+
+TEST_CASE("override_dtype casts activations but leaves token ids int64 and exact", "[stream]") {
+  saes::testing::TempDir dir;
+  write_run(dir / "a", 7, 100, 40);
+  Logger logger(LogLevel::kOff);
+  auto config = factory({cached("a", dir / "a")}, 25, std::nullopt);
+  config.override_dtype = DType::kBFloat16;
+  auto stream = make_activation_stream(config, StreamInputs{}, logger);
+  const auto batches = drain(*stream);
+  REQUIRE(batches.front().acts.at(kHooks[0]).scalar_type() == at::kBFloat16);
+  REQUIRE(batches.front().tokens.scalar_type() == at::kLong);
+  const auto tokens = tokens_of(batches);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    REQUIRE(tokens[i] == 7000000 + static_cast<std::int64_t>(i));
+  }
+}
+
+TEST_CASE("a restored stream continues bitwise like the uninterrupted one", "[stream]") {
+  saes::testing::TempDir dir;
+  write_run(dir / "a", 1, 900, 64);
+  write_run(dir / "b", 2, 500, 40);
+  Logger logger(LogLevel::kOff);
+  const auto n_saved = GENERATE(0, 1, 7, 13);
+  const bool shuffle = GENERATE(true, false);
+  auto config = factory({cached("a", dir / "a", 2.0), cached("b", dir / "b")}, 32,
+                        shuffle ? std::optional<std::int64_t>(160) : std::nullopt);
+  const StreamInputs inputs{.seed = 9};
+  auto whole = make_activation_stream(config, inputs, logger);
+  const auto expected = drain(*whole);
+
+  auto first = make_activation_stream(config, inputs, logger);
+  const auto head = drain(*first, n_saved);
+  const std::string state = first->state();
+  first.reset();
+  auto resumed = make_activation_stream(config, inputs, logger);
+  resumed->restore(state);
+  auto tail = drain(*resumed);
+  std::vector<ActivationBatch> joined = head;
+  joined.insert(joined.end(), tail.begin(), tail.end());
+  REQUIRE(same_batches(joined, expected));
+
+  auto other = config;
+  other.batch_size = 16;
+  auto mismatched = make_activation_stream(other, inputs, logger);
+  REQUIRE_THROWS_AS(mismatched->restore(state), ConfigError);
+}
+
+TEST_CASE("stream errors name the folder, both widths and the available hooks", "[stream]") {
+  saes::testing::TempDir dir;
+  write_run(dir / "a", 0, 50, 50);
+  write_run(dir / "wide", 0, 50, 50, 12);
+  Logger logger(LogLevel::kOff);
+  const auto build = [&](ActivationFactoryConfig c, StreamInputs inputs = {}) {
+    return make_activation_stream(c, inputs, logger);
+  };
+  REQUIRE_THROWS_WITH(build(factory({cached("gone", dir / "missing")}, 10, std::nullopt)),
+                      Catch::Contains((dir / "missing").string()));
+  REQUIRE_THROWS_WITH(
+      build(factory({cached("a", dir / "a"), cached("w", dir / "wide")}, 10, std::nullopt)),
+      Catch::Contains("source w: d_model 12") && Catch::Contains("d_model 8 of source a"));
+  REQUIRE_THROWS_WITH(build(factory({cached("a", dir / "a")}, 10, std::nullopt),
+                            StreamInputs{.d_model = 16}),
+                      Catch::Contains("d_model 8") && Catch::Contains("16"));
+  auto bad_hook = factory({cached("a", dir / "a")}, 10, std::nullopt);
+  bad_hook.hook_points = {"blocks.9.hook_resid_post"};
+  REQUIRE_THROWS_WITH(build(bad_hook), Catch::Contains("blocks.0.hook_resid_post"));
+  ActivationSourceConfig live;
+  live.name = "web";
+  REQUIRE_THROWS_WITH(build(factory({live}, 10, std::nullopt)),
+                      "source web has type dataset but no model was configured");
+}
+
+namespace {
+
+fs::path stories_dir() { return saes::testing::test_assets_dir() / "llama2c-stories260K"; }
+
+TokenBatcher stories_batcher(const lm::Tokenizer& tokenizer) {
+  TextSourceOptions text;
+  text.paths = {(saes::testing::test_assets_dir() / "corpora/tinystories/tinystories_sample.txt")
+                    .string()};
+  text.max_documents = 24;
+  TokenBatcherOptions options;
+  options.context_size = 32;
+  const auto ids = tokenizer.special_ids();
+  return TokenBatcher(TextSource(text),
+                      [&tokenizer](std::string_view s) { return tokenizer.encode(s); },
+                      SpecialTokenIds{ids.bos, ids.eos, ids.pad}, options);
+}
+
+}  // namespace
+
+TEST_CASE("the live source yields the model's activations of the kept tokens", "[stream]") {
+  SAES_REQUIRE_ASSETS();
+  const lm::Transformer model = lm::load_llama2c(stories_dir() / "stories260K.bin");
+  const auto tokenizer = lm::load_tokenizer(stories_dir() / "tok512.model");
+  const std::vector<std::string> hooks = {"blocks.2.hook_resid_post", "blocks.3.hook_mlp_out"};
+  LiveSource source(0, model, stories_batcher(*tokenizer), hooks, ActivationTarget::kActivations1d, 4);
+  auto reference = stories_batcher(*tokenizer);
+  auto rows = source.next_chunk(false);
+  auto tokens = reference.next_batch(4);
+  REQUIRE(rows.has_value());
+  lm::HookSet set;
+  for (const auto& h : hooks) set.capture(h);
+  const auto acts = model.forward(tokens->tokens, &tokens->attention_mask, set, lm::GradMode::kNoGrad);
+  const at::Tensor kept = at::nonzero(at::flatten(at::ne(tokens->mask, 0))).flatten();
+  REQUIRE(at::equal(rows->tokens, at::index_select(at::flatten(tokens->tokens), 0, kept)));
+  for (const auto& h : hooks) {
+    const at::Tensor flat = acts.at(h).reshape({-1, acts.at(h).size(-1)});
+    REQUIRE(at::equal(rows->acts.at(h), at::index_select(flat, 0, kept)));
+  }
+}
+
+TEST_CASE("live and shard sources mixed resume bitwise", "[stream]") {
+  SAES_REQUIRE_ASSETS();
+  const lm::Transformer model = lm::load_llama2c(stories_dir() / "stories260K.bin");
+  const auto tokenizer = lm::load_tokenizer(stories_dir() / "tok512.model");
+  saes::testing::TempDir dir;
+  const std::int64_t d_model = model.spec().d_model;
+  write_run(dir / "a", 1, 600, 50, d_model);
+  ActivationSourceConfig live;
+  live.name = "stories";
+  auto config = factory({live, cached("a", dir / "a")}, 40, 120);
+  config.hook_points = kHooks;
+  config.model_batch_size = 2;
+  Logger logger(LogLevel::kOff);
+  StreamInputs inputs{.model = &model,
+                      .make_batcher = [&](const ActivationSourceConfig&) {
+                        return stories_batcher(*tokenizer);
+                      },
+                      .seed = 4};
+  auto whole = make_activation_stream(config, inputs, logger);
+  const auto expected = drain(*whole);
+  auto first = make_activation_stream(config, inputs, logger);
+  auto joined = drain(*first, 6);
+  const std::string state = first->state();
+  auto resumed = make_activation_stream(config, inputs, logger);
+  resumed->restore(state);
+  const auto tail = drain(*resumed);
+  joined.insert(joined.end(), tail.begin(), tail.end());
+  REQUIRE(expected.size() > 8);
+  REQUIRE(same_batches(joined, expected));
+}
