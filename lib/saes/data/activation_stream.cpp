@@ -2,7 +2,11 @@
 // factory that builds sources from an ActivationFactoryConfig.
 #include "saes/data/activation_stream.h"
 
+#include <filesystem>
+#include <set>
 #include <unordered_map>
+
+#include <ATen/ops/empty_like.h>
 
 #include <nlohmann/json.hpp>
 
@@ -44,7 +48,7 @@ class PipelineStream final : public ActivationStream {
   }
 
   std::string state() const override {
-    return nlohmann::json{{"format", kStateFormat},
+    return nlohmann::json{{"format", std::string(kStateFormat)},
                           {"version", 1},
                           {"batches", delivered_},
                           {"fingerprint", options_.fingerprint}}
@@ -148,7 +152,7 @@ class PipelineStream final : public ActivationStream {
 };
 
 std::string fingerprint_of(const ActivationFactoryConfig& config, const StreamInputs& inputs) {
-  nlohmann::json j{{"target", kActivationTargetNames[static_cast<std::size_t>(config.target)]},
+  nlohmann::json j{{"target", std::string(kActivationTargetNames[static_cast<std::size_t>(config.target)])},
                    {"hooks", config.hook_points},
                    {"batch_size", config.batch_size},
                    {"buffer_size", config.buffer_size.value_or(0)},

@@ -1,6 +1,8 @@
 // Tests of activation streams: fixtures whose values encode (source, row, column) prove coverage,
 // shuffling, mixing proportions, rank slices, dtype handling, exact resume and the error messages;
 // the live source on stories260K must equal the model's own forward.
+#include <algorithm>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -8,6 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/flatten.h>
 #include <ATen/ops/index_select.h>
@@ -20,6 +23,7 @@
 #include "saes/data/activation_rows.h"
 #include "saes/data/activation_stream.h"
 #include "saes/data/live_source.h"
+#include "saes/io/safetensors.h"
 #include "saes/io/shard_writer.h"
 #include "saes/lm/hooks.h"
 #include "saes/lm/llama2c_loader.h"
@@ -75,6 +79,35 @@ void write_run(const fs::path& dir, std::int64_t source_id, std::int64_t n_rows,
   }
   writer.append(b);
   writer.finish();
+}
+
+// The original's layout: <dir>/<hook>/chunk-%08d.safetensors, tokens source_id * 1e6 + row.
+void write_legacy(const fs::path& dir, std::int64_t source_id, std::int64_t n_chunks,
+                  std::int64_t rows_per_chunk) {
+  for (std::int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+    at::Tensor tokens = at::empty({rows_per_chunk}, at::TensorOptions().dtype(at::kLong));
+    for (std::int64_t r = 0; r < rows_per_chunk; ++r) {
+      tokens.data_ptr<std::int64_t>()[r] = source_id * 1000000 + chunk * rows_per_chunk + r;
+    }
+    for (std::size_t h = 0; h < kHooks.size(); ++h) {
+      at::Tensor act = at::empty({rows_per_chunk, kDModel});
+      for (std::int64_t r = 0; r < rows_per_chunk; ++r) {
+        for (std::int64_t c = 0; c < kDModel; ++c) {
+          act.data_ptr<float>()[r * kDModel + c] =
+              encoded(tokens.data_ptr<std::int64_t>()[r], h, c);
+        }
+      }
+      const auto ones = at::ones({rows_per_chunk}, at::TensorOptions().dtype(at::kInt));
+      fs::create_directories(dir / kHooks[h]);
+      char name[64];
+      std::snprintf(name, sizeof name, "chunk-%08lld.safetensors", static_cast<long long>(chunk));
+      io::save_safetensors(dir / kHooks[h] / name,
+                           std::map<std::string, at::Tensor>{{"activation", act},
+                                                             {"tokens", tokens},
+                                                             {"mask", ones},
+                                                             {"attention_mask", ones}});
+    }
+  }
 }
 
 ActivationSourceConfig cached(const std::string& name, const fs::path& dir, double weight = 1.0) {
@@ -269,6 +302,25 @@ TEST_CASE("a restored stream continues bitwise like the uninterrupted one", "[st
   other.batch_size = 16;
   auto mismatched = make_activation_stream(other, inputs, logger);
   REQUIRE_THROWS_AS(mismatched->restore(state), ConfigError);
+}
+
+TEST_CASE("the original's chunk layout streams, mixes with shards and resumes", "[stream]") {
+  saes::testing::TempDir dir;
+  write_legacy(dir / "legacy", 3, 6, 40);
+  write_run(dir / "a", 1, 300, 64);
+  Logger logger(LogLevel::kOff);
+  auto config = factory({cached("old", dir / "legacy"), cached("a", dir / "a")}, 32, 96);
+  auto whole = make_activation_stream(config, StreamInputs{.seed = 2}, logger);
+  const auto expected = drain(*whole);
+  for (const auto& b : expected) check_values(b);
+  REQUIRE(tokens_of(expected).size() == 540);
+  auto first = make_activation_stream(config, StreamInputs{.seed = 2}, logger);
+  auto joined = drain(*first, 5);
+  auto resumed = make_activation_stream(config, StreamInputs{.seed = 2}, logger);
+  resumed->restore(first->state());
+  const auto tail = drain(*resumed);
+  joined.insert(joined.end(), tail.begin(), tail.end());
+  REQUIRE(same_batches(joined, expected));
 }
 
 TEST_CASE("stream errors name the folder, both widths and the available hooks", "[stream]") {

@@ -88,7 +88,11 @@ LegacySource::LegacySource(std::int64_t index, const fs::path& dir, std::vector<
 std::optional<Rows> LegacySource::next_chunk(bool ghost) {
   if (next_ >= static_cast<std::int64_t>(order_.size())) return std::nullopt;
   Rows rows = load_chunk(next_++);
-  if (ghost) return Rows{.ids = rows.ids, .acts = {}, .tokens = {}, .mask = {}};
+  if (ghost) {
+    Rows ids_only;
+    ids_only.ids = rows.ids;
+    return ids_only;
+  }
   return rows;
 }
 
