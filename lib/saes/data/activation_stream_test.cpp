@@ -133,6 +133,15 @@ ActivationFactoryConfig factory(std::vector<ActivationSourceConfig> sources,
   return c;
 }
 
+// (Designated initializers would trip GCC's -Wmissing-field-initializers.)
+StreamInputs inputs_for(std::uint64_t seed, int rank = 0, int world = 1) {
+  StreamInputs inputs;
+  inputs.seed = seed;
+  inputs.rank = rank;
+  inputs.world = world;
+  return inputs;
+}
+
 std::vector<ActivationBatch> drain(ActivationStream& stream, std::int64_t limit = -1) {
   std::vector<ActivationBatch> out;
   while (limit < 0 || static_cast<std::int64_t>(out.size()) < limit) {
@@ -182,7 +191,7 @@ TEST_CASE("a shuffled shard stream emits every row exactly once with its own val
   write_run(dir / "a", 0, 1000, 64);
   Logger logger(LogLevel::kOff);
   auto stream = make_activation_stream(factory({cached("a", dir / "a")}, 48, 200),
-                                       StreamInputs{.seed = 3}, logger);
+                                       inputs_for(3), logger);
   const auto batches = drain(*stream);
   std::vector<std::int64_t> tokens = tokens_of(batches);
   for (const auto& b : batches) check_values(b);
@@ -228,7 +237,7 @@ TEST_CASE("sources are drawn in proportion to sample_weights", "[stream]") {
   Logger logger(LogLevel::kOff);
   auto stream = make_activation_stream(
       factory({cached("a", dir / "a", 3.0), cached("b", dir / "b", 1.0)}, 10, std::nullopt),
-      StreamInputs{.seed = 11}, logger);
+      inputs_for(11), logger);
   // Chunks of 10 rows and batches of 10: each batch is one draw. Count the first 200 draws.
   const auto batches = drain(*stream, 200);
   int from_a = 0;
@@ -246,7 +255,7 @@ TEST_CASE("rank slices are disjoint, cover the run and hold batch_size / world r
   std::multiset<std::int64_t> all;
   for (int rank = 0; rank < 3; ++rank) {
     auto stream = make_activation_stream(factory({cached("a", dir / "a")}, 30, 90),
-                                         StreamInputs{.rank = rank, .world = 3, .seed = 5}, logger);
+                                         inputs_for(5, rank, 3), logger);
     const auto batches = drain(*stream);
     REQUIRE(batches.front().n_rows() == 10);
     for (auto t : tokens_of(batches)) all.insert(t);
@@ -254,7 +263,7 @@ TEST_CASE("rank slices are disjoint, cover the run and hold batch_size / world r
   REQUIRE(all.size() == 700);
   REQUIRE(std::set<std::int64_t>(all.begin(), all.end()).size() == 700);
   REQUIRE_THROWS_AS(make_activation_stream(factory({cached("a", dir / "a")}, 31, std::nullopt),
-                                           StreamInputs{.world = 3}, logger),
+                                           inputs_for(0, 0, 3), logger),
                     ConfigError);
 }
 
@@ -263,6 +272,7 @@ TEST_CASE("override_dtype casts activations but leaves token ids int64 and exact
   write_run(dir / "a", 7, 100, 40);
   Logger logger(LogLevel::kOff);
   auto config = factory({cached("a", dir / "a")}, 25, std::nullopt);
+  config.sources[0].shuffle_shards = false;
   config.override_dtype = DType::kBFloat16;
   auto stream = make_activation_stream(config, StreamInputs{}, logger);
   const auto batches = drain(*stream);
@@ -283,7 +293,7 @@ TEST_CASE("a restored stream continues bitwise like the uninterrupted one", "[st
   const bool shuffle = GENERATE(true, false);
   auto config = factory({cached("a", dir / "a", 2.0), cached("b", dir / "b")}, 32,
                         shuffle ? std::optional<std::int64_t>(160) : std::nullopt);
-  const StreamInputs inputs{.seed = 9};
+  const StreamInputs inputs = inputs_for(9);
   auto whole = make_activation_stream(config, inputs, logger);
   const auto expected = drain(*whole);
 
@@ -310,13 +320,13 @@ TEST_CASE("the original's chunk layout streams, mixes with shards and resumes", 
   write_run(dir / "a", 1, 300, 64);
   Logger logger(LogLevel::kOff);
   auto config = factory({cached("old", dir / "legacy"), cached("a", dir / "a")}, 32, 96);
-  auto whole = make_activation_stream(config, StreamInputs{.seed = 2}, logger);
+  auto whole = make_activation_stream(config, inputs_for(2), logger);
   const auto expected = drain(*whole);
   for (const auto& b : expected) check_values(b);
   REQUIRE(tokens_of(expected).size() == 540);
-  auto first = make_activation_stream(config, StreamInputs{.seed = 2}, logger);
+  auto first = make_activation_stream(config, inputs_for(2), logger);
   auto joined = drain(*first, 5);
-  auto resumed = make_activation_stream(config, StreamInputs{.seed = 2}, logger);
+  auto resumed = make_activation_stream(config, inputs_for(2), logger);
   resumed->restore(first->state());
   const auto tail = drain(*resumed);
   joined.insert(joined.end(), tail.begin(), tail.end());
@@ -337,7 +347,11 @@ TEST_CASE("stream errors name the folder, both widths and the available hooks", 
       build(factory({cached("a", dir / "a"), cached("w", dir / "wide")}, 10, std::nullopt)),
       Catch::Contains("source w: d_model 12") && Catch::Contains("d_model 8 of source a"));
   REQUIRE_THROWS_WITH(build(factory({cached("a", dir / "a")}, 10, std::nullopt),
-                            StreamInputs{.d_model = 16}),
+                            [] {
+                              StreamInputs inputs;
+                              inputs.d_model = 16;
+                              return inputs;
+                            }()),
                       Catch::Contains("d_model 8") && Catch::Contains("16"));
   auto bad_hook = factory({cached("a", dir / "a")}, 10, std::nullopt);
   bad_hook.hook_points = {"blocks.9.hook_resid_post"};
@@ -401,11 +415,9 @@ TEST_CASE("live and shard sources mixed resume bitwise", "[stream]") {
   config.hook_points = kHooks;
   config.model_batch_size = 2;
   Logger logger(LogLevel::kOff);
-  StreamInputs inputs{.model = &model,
-                      .make_batcher = [&](const ActivationSourceConfig&) {
-                        return stories_batcher(*tokenizer);
-                      },
-                      .seed = 4};
+  StreamInputs inputs = inputs_for(4);
+  inputs.model = &model;
+  inputs.make_batcher = [&](const ActivationSourceConfig&) { return stories_batcher(*tokenizer); };
   auto whole = make_activation_stream(config, inputs, logger);
   const auto expected = drain(*whole);
   auto first = make_activation_stream(config, inputs, logger);
