@@ -53,7 +53,9 @@ struct Run {
 };
 
 Run drain(const data::ActivationFactoryConfig& config, const at::Tensor* weight, Logger& logger) {
-  auto stream = data::make_activation_stream(config, data::StreamInputs{.seed = 1}, logger);
+  data::StreamInputs inputs;
+  inputs.seed = 1;
+  auto stream = data::make_activation_stream(config, inputs, logger);
   const auto start = std::chrono::steady_clock::now();
   Run run;
   while (auto batch = stream->next()) {

@@ -230,22 +230,50 @@ TEST_CASE("the shuffle buffer is a reproducible permutation that depends on perm
   for (std::size_t i = 0; i < in_order.size(); ++i) REQUIRE(in_order[i] == static_cast<std::int64_t>(i));
 }
 
+namespace {
+
+// In-memory chunks of `rows` rows whose tokens are source * 1e6 + row.
+class CountingSource final : public ChunkSource {
+ public:
+  CountingSource(std::int64_t index, std::int64_t n_chunks, std::int64_t rows)
+      : index_(index), n_chunks_(n_chunks), rows_(rows) {}
+  std::optional<Rows> next_chunk(bool /*ghost*/) override {
+    if (next_ >= n_chunks_) return std::nullopt;
+    return load_chunk(next_++);
+  }
+  Rows load_chunk(std::int64_t seq) override {
+    Rows r;
+    r.ids = chunk_ids(index_, seq, rows_);
+    r.tokens = at::empty({rows_}, at::TensorOptions().dtype(at::kLong));
+    for (std::int64_t i = 0; i < rows_; ++i) {
+      r.tokens.data_ptr<std::int64_t>()[i] = index_ * 1000000 + seq * rows_ + i;
+    }
+    r.acts.emplace(kHooks[0], at::empty({rows_, kDModel}));
+    return r;
+  }
+
+ private:
+  std::int64_t index_, n_chunks_, rows_, next_ = 0;
+};
+
+}  // namespace
+
 TEST_CASE("sources are drawn in proportion to sample_weights", "[stream]") {
-  saes::testing::TempDir dir;
-  write_run(dir / "a", 1, 3000, 10);
-  write_run(dir / "b", 2, 3000, 10);
-  Logger logger(LogLevel::kOff);
-  auto stream = make_activation_stream(
-      factory({cached("a", dir / "a", 3.0), cached("b", dir / "b", 1.0)}, 10, std::nullopt),
-      inputs_for(11), logger);
-  // Chunks of 10 rows and batches of 10: each batch is one draw. Count the first 200 draws.
-  const auto batches = drain(*stream, 200);
-  int from_a = 0;
-  for (const auto& b : batches) from_a += b.tokens.data_ptr<std::int64_t>()[0] < 2000000 ? 1 : 0;
-  REQUIRE(from_a == Approx(150).margin(18));  // 3σ of Binomial(200, 0.75) ≈ 18
-  // After source a is exhausted, b alone continues: all 6000 rows come out.
+  std::vector<std::unique_ptr<ChunkSource>> sources;
+  sources.push_back(std::make_unique<CountingSource>(0, 3000, 4));
+  sources.push_back(std::make_unique<CountingSource>(1, 3000, 4));
+  PipelineOptions options;
+  options.batch_size = 4;
+  options.mix_seed = 11;
+  auto stream = make_pipeline_stream(std::move(sources), {3.0, 1.0}, options);
+  // Chunks of 4 rows and batches of 4: each batch is one draw. Count the first 2000 draws.
+  const auto batches = drain(*stream, 2000);
+  int from_first = 0;
+  for (const auto& b : batches) from_first += b.tokens.data_ptr<std::int64_t>()[0] < 1000000;
+  REQUIRE(from_first == Approx(1500).margin(59));  // 3σ of Binomial(2000, 0.75) ≈ 58
+  // Once the first source is exhausted the other one alone continues: every row comes out.
   const auto rest = drain(*stream);
-  REQUIRE(tokens_of(batches).size() + tokens_of(rest).size() == 6000);
+  REQUIRE(tokens_of(batches).size() + tokens_of(rest).size() == 24000);
 }
 
 TEST_CASE("rank slices are disjoint, cover the run and hold batch_size / world rows", "[stream]") {
