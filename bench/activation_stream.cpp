@@ -3,6 +3,8 @@
 // (producer rate) and with a simulated training step (a [batch, d] × [d, d_sae] matmul) per batch,
 // reporting the fraction of wall time next() waited.
 // Usage: bench_activation_stream [rows=65536] [d_model=768] [batch=4096] [d_sae=4096]
+#include "saes/data/activation_stream.h"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -14,7 +16,6 @@
 #include <unistd.h>
 
 #include "saes/core/logging.h"
-#include "saes/data/activation_stream.h"
 #include "saes/io/shard_writer.h"
 
 namespace {
@@ -77,7 +78,8 @@ int main(int argc, char** argv) {
   const std::int64_t d_model = arg(argc, argv, 2, 768);
   const std::int64_t batch = arg(argc, argv, 3, 4096);
   const std::int64_t d_sae = arg(argc, argv, 4, 4096);
-  const fs::path dir = fs::temp_directory_path() / ("saes_bench_stream_" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("saes_bench_stream_" + std::to_string(getpid()));
   Logger logger(LogLevel::kWarn);
   write_shards(dir, rows, d_model);
 

@@ -22,7 +22,9 @@ std::int64_t row_id(std::int64_t source, std::int64_t seq, std::int64_t row) {
 }
 
 std::int64_t id_source(std::int64_t id) { return id >> (kSeqBits + kRowBits); }
-std::int64_t id_seq(std::int64_t id) { return (id >> kRowBits) & ((std::int64_t{1} << kSeqBits) - 1); }
+std::int64_t id_seq(std::int64_t id) {
+  return (id >> kRowBits) & ((std::int64_t{1} << kSeqBits) - 1);
+}
 
 at::Tensor chunk_ids(std::int64_t source, std::int64_t seq, std::int64_t n_rows) {
   const std::int64_t first = row_id(source, seq, 0);

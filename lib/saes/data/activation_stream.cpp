@@ -7,7 +7,6 @@
 #include <unordered_map>
 
 #include <ATen/ops/empty_like.h>
-
 #include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
@@ -87,9 +86,8 @@ class PipelineStream final : public ActivationStream {
     if (!rows) return std::nullopt;
     ActivationBatch batch;
     for (auto& [hook, act] : rows->acts) {
-      batch.acts.emplace(hook, options_.override_dtype
-                                   ? act.to(to_torch(*options_.override_dtype))
-                                   : std::move(act));
+      batch.acts.emplace(hook, options_.override_dtype ? act.to(to_torch(*options_.override_dtype))
+                                                       : std::move(act));
     }
     batch.tokens = std::move(rows->tokens);
     batch.mask = std::move(rows->mask);
@@ -127,7 +125,8 @@ class PipelineStream final : public ActivationStream {
     retain(seqs);
     std::vector<Rows> parts;
     for (std::size_t s = 0; s < seqs.size(); ++s) {
-      for (auto seq : seqs[s]) parts.push_back(rows_to(mixer_.source(s).load_chunk(seq), options_.device));
+      for (auto seq : seqs[s])
+        parts.push_back(rows_to(mixer_.source(s).load_chunk(seq), options_.device));
     }
     retain(std::vector<std::set<std::int64_t>>(mixer_.size()));
     delivered_ = batches;
@@ -152,18 +151,19 @@ class PipelineStream final : public ActivationStream {
 };
 
 std::string fingerprint_of(const ActivationFactoryConfig& config, const StreamInputs& inputs) {
-  nlohmann::json j{{"target", std::string(kActivationTargetNames[static_cast<std::size_t>(config.target)])},
-                   {"hooks", config.hook_points},
-                   {"batch_size", config.batch_size},
-                   {"buffer_size", config.buffer_size.value_or(0)},
-                   {"perm_seed", config.buffer_shuffle ? config.buffer_shuffle->perm_seed : 42},
-                   {"model_batch_size", config.model_batch_size},
-                   {"rank", inputs.rank},
-                   {"world", inputs.world},
-                   {"seed", inputs.seed}};
+  nlohmann::json j{
+      {"target", std::string(kActivationTargetNames[static_cast<std::size_t>(config.target)])},
+      {"hooks", config.hook_points},
+      {"batch_size", config.batch_size},
+      {"buffer_size", config.buffer_size.value_or(0)},
+      {"perm_seed", config.buffer_shuffle ? config.buffer_shuffle->perm_seed : 42},
+      {"model_batch_size", config.model_batch_size},
+      {"rank", inputs.rank},
+      {"world", inputs.world},
+      {"seed", inputs.seed}};
   for (const auto& source : config.sources) {
-    j["sources"].push_back({source.name, source.sample_weights, source.path.root.string(),
-                            source.shuffle_shards});
+    j["sources"].push_back(
+        {source.name, source.sample_weights, source.path.root.string(), source.shuffle_shards});
   }
   const std::string text = j.dump();
   return io::checksum_hex(io::xxh64(text.data(), text.size()));
@@ -178,8 +178,8 @@ void check_width(const ActivationSourceConfig& source, std::int64_t width,
     return;
   }
   SAES_CHECK(width == *expected, ConfigError,
-             "source {}: d_model {} does not match d_model {} of {}", source.name, width,
-             *expected, expected_from);
+             "source {}: d_model {} does not match d_model {} of {}", source.name, width, *expected,
+             expected_from);
 }
 
 std::unique_ptr<ChunkSource> make_cached_source(const ActivationFactoryConfig& config,
@@ -192,12 +192,13 @@ std::unique_ptr<ChunkSource> make_cached_source(const ActivationFactoryConfig& c
   const fs::path& root = source.path.root;
   const bool two_d = config.target == ActivationTarget::kActivations2d;
   if (!fs::exists(root / io::kManifestFileName) && fs::is_directory(root)) {
-    auto legacy = std::make_unique<LegacySource>(index, root, config.hook_points, source.dtype, order);
+    auto legacy =
+        std::make_unique<LegacySource>(index, root, config.hook_points, source.dtype, order);
     if (auto width = legacy->d_model()) check_width(source, *width, d_model, d_model_from);
     return legacy;
   }
-  auto shards = std::make_unique<ShardSource>(index, root, config.hook_points, source.dtype, order,
-                                              logger);
+  auto shards =
+      std::make_unique<ShardSource>(index, root, config.hook_points, source.dtype, order, logger);
   const auto& manifest = shards->manifest();
   const bool shards_2d = manifest.target == io::ShardTarget::kActivations2d;
   SAES_CHECK(shards_2d == two_d, ConfigError, "source {}: shards in {} are {} but target is {}",
@@ -235,10 +236,9 @@ std::unique_ptr<ActivationStream> make_activation_stream(const ActivationFactory
       SAES_CHECK(inputs.model != nullptr && inputs.make_batcher, ConfigError,
                  "source {} has type dataset but no model was configured", source.name);
       check_width(source, inputs.model->spec().d_model, d_model, d_model_from);
-      sources.push_back(std::make_unique<LiveSource>(index, *inputs.model,
-                                                     inputs.make_batcher(source),
-                                                     config.hook_points, config.target,
-                                                     config.model_batch_size));
+      sources.push_back(
+          std::make_unique<LiveSource>(index, *inputs.model, inputs.make_batcher(source),
+                                       config.hook_points, config.target, config.model_batch_size));
     } else {
       const ChunkOrder order{inputs.rank, inputs.world, source.shuffle_shards,
                              inputs.seed + static_cast<std::uint64_t>(index)};

@@ -3,8 +3,6 @@
 // shuffled, re-batched, cast and prefetched; state()/restore() give exact resume (docs/data.md).
 #pragma once
 
-#include <c10/core/Device.h>
-
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "saes/core/logging.h"
 #include "saes/data/config.h"
@@ -35,15 +34,15 @@ struct ActivationBatch {
   std::map<std::string, at::Tensor> acts;  ///< hook point → activations on the stream's device
   at::Tensor tokens;                       ///< int64, on the stream's device
   at::Tensor mask;                         ///< 2-D only (bool); undefined for 1-D
-  std::int64_t n_tokens = 0;               ///< tokens.numel() (2-D: padding included, as spec §6.1)
+  std::int64_t n_tokens = 0;  ///< tokens.numel() (2-D: padding included, as spec §6.1)
 
   std::int64_t n_rows() const { return tokens.defined() ? tokens.size(0) : 0; }
 };
 
 /// Consumer-side figures of a stream.
 struct StreamStats {
-  std::int64_t batches = 0;   ///< batches delivered by next()
-  double wait_seconds = 0;    ///< time next() spent waiting for the background producer
+  std::int64_t batches = 0;  ///< batches delivered by next()
+  double wait_seconds = 0;   ///< time next() spent waiting for the background producer
 };
 
 class ActivationStream {
@@ -71,7 +70,8 @@ struct StreamInputs {
   c10::Device device = c10::Device(c10::DeviceType::CPU);  ///< where batches are delivered
   int rank = 0;   ///< data-parallel rank: reads shards/chunks i with i % world == rank
   int world = 1;  ///< each rank emits batch_size / world rows (batch_size must divide)
-  std::uint64_t seed = 0;  ///< mixing RNG and shard order; the shuffle uses buffer_shuffle.perm_seed
+  std::uint64_t seed =
+      0;  ///< mixing RNG and shard order; the shuffle uses buffer_shuffle.perm_seed
 };
 
 /// Builds the source chain of `config` (one source per entry, the mixer, shuffle buffer, batching,
@@ -85,14 +85,14 @@ std::unique_ptr<ActivationStream> make_activation_stream(const ActivationFactory
 
 /// The stages after the sources, for callers that build sources themselves (tests, benches).
 struct PipelineOptions {
-  std::int64_t batch_size = 0;               ///< rows per batch on this rank
-  std::optional<std::int64_t> buffer_size;   ///< rows in the shuffle buffer (nullopt: no shuffle)
-  std::uint64_t perm_seed = 42;              ///< shuffle permutation seed
-  std::uint64_t mix_seed = 0;                ///< source-draw seed
-  std::optional<DType> override_dtype;       ///< cast activations only
+  std::int64_t batch_size = 0;              ///< rows per batch on this rank
+  std::optional<std::int64_t> buffer_size;  ///< rows in the shuffle buffer (nullopt: no shuffle)
+  std::uint64_t perm_seed = 42;             ///< shuffle permutation seed
+  std::uint64_t mix_seed = 0;               ///< source-draw seed
+  std::optional<DType> override_dtype;      ///< cast activations only
   c10::Device device = c10::Device(c10::DeviceType::CPU);
-  int prefetch_batches = 4;                  ///< batches produced ahead on the background thread
-  std::string fingerprint;                   ///< identifies the settings in state()
+  int prefetch_batches = 4;  ///< batches produced ahead on the background thread
+  std::string fingerprint;   ///< identifies the settings in state()
 };
 
 /// Mixer (by `weights`) → shuffle buffer / re-batching → dtype cast → prefetch. Source i's chunks

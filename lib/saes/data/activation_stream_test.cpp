@@ -1,6 +1,8 @@
 // Tests of activation streams: fixtures whose values encode (source, row, column) prove coverage,
 // shuffling, mixing proportions, rank slices, dtype handling, exact resume and the error messages;
 // the live source on stories260K must equal the model's own forward.
+#include "saes/data/activation_stream.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -9,19 +11,19 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/any.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/ones.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/flatten.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/ne.h>
 #include <ATen/ops/nonzero.h>
+#include <ATen/ops/ones.h>
 #include <catch2/catch.hpp>
 
 #include "saes/core/error.h"
 #include "saes/core/logging.h"
 #include "saes/data/activation_rows.h"
-#include "saes/data/activation_stream.h"
 #include "saes/data/live_source.h"
 #include "saes/io/safetensors.h"
 #include "saes/io/shard_writer.h"
@@ -44,7 +46,8 @@ const std::vector<std::string> kHooks = {"blocks.0.hook_resid_post", "blocks.1.h
 // Value of column `col` of hook `hook` for the row whose token is `token` (exact in float32/bf16
 // for the column 0 check below: token ids stay < 2^24 and column values are small integers).
 float encoded(std::int64_t token, std::size_t hook, std::int64_t col) {
-  return static_cast<float>(token % 100000) + static_cast<float>(hook * 16 + static_cast<std::size_t>(col)) / 64.0f;
+  return static_cast<float>(token % 100000) +
+         static_cast<float>(hook * 16 + static_cast<std::size_t>(col)) / 64.0f;
 }
 
 // Writes a 1-D run of `n_rows` rows whose tokens are source_id * 1e6 + row.
@@ -101,11 +104,10 @@ void write_legacy(const fs::path& dir, std::int64_t source_id, std::int64_t n_ch
       fs::create_directories(dir / kHooks[h]);
       char name[64];
       std::snprintf(name, sizeof name, "chunk-%08lld.safetensors", static_cast<long long>(chunk));
-      io::save_safetensors(dir / kHooks[h] / name,
-                           std::map<std::string, at::Tensor>{{"activation", act},
-                                                             {"tokens", tokens},
-                                                             {"mask", ones},
-                                                             {"attention_mask", ones}});
+      io::save_safetensors(
+          dir / kHooks[h] / name,
+          std::map<std::string, at::Tensor>{
+              {"activation", act}, {"tokens", tokens}, {"mask", ones}, {"attention_mask", ones}});
     }
   }
 }
@@ -190,8 +192,8 @@ TEST_CASE("a shuffled shard stream emits every row exactly once with its own val
   saes::testing::TempDir dir;
   write_run(dir / "a", 0, 1000, 64);
   Logger logger(LogLevel::kOff);
-  auto stream = make_activation_stream(factory({cached("a", dir / "a")}, 48, 200),
-                                       inputs_for(3), logger);
+  auto stream =
+      make_activation_stream(factory({cached("a", dir / "a")}, 48, 200), inputs_for(3), logger);
   const auto batches = drain(*stream);
   std::vector<std::int64_t> tokens = tokens_of(batches);
   for (const auto& b : batches) check_values(b);
@@ -206,7 +208,8 @@ TEST_CASE("a shuffled shard stream emits every row exactly once with its own val
   REQUIRE(stream->stats().batches == static_cast<std::int64_t>(batches.size()));
 }
 
-TEST_CASE("the shuffle buffer is a reproducible permutation that depends on perm_seed", "[stream]") {
+TEST_CASE("the shuffle buffer is a reproducible permutation that depends on perm_seed",
+          "[stream]") {
   saes::testing::TempDir dir;
   write_run(dir / "a", 0, 600, 50);
   Logger logger(LogLevel::kOff);
@@ -227,7 +230,8 @@ TEST_CASE("the shuffle buffer is a reproducible permutation that depends on perm
   auto plain = make_activation_stream(config, StreamInputs{}, logger);
   const auto in_order = tokens_of(drain(*plain));
   REQUIRE(in_order.size() == 600);
-  for (std::size_t i = 0; i < in_order.size(); ++i) REQUIRE(in_order[i] == static_cast<std::int64_t>(i));
+  for (std::size_t i = 0; i < in_order.size(); ++i)
+    REQUIRE(in_order[i] == static_cast<std::int64_t>(i));
 }
 
 namespace {
@@ -361,6 +365,81 @@ TEST_CASE("the original's chunk layout streams, mixes with shards and resumes", 
   REQUIRE(same_batches(joined, expected));
 }
 
+TEST_CASE("2-D shards stream whole contexts with bool masks and resume", "[stream]") {
+  saes::testing::TempDir dir;
+  constexpr std::int64_t kContext = 5;
+  {
+    io::ShardWriterOptions o;
+    o.dir = dir / "ctx";
+    o.model_name = "fixture";
+    o.hook_points = kHooks;
+    o.dtype = DType::kFloat32;
+    o.d_model = kDModel;
+    o.target = io::ShardTarget::kActivations2d;
+    o.context_size = kContext;
+    o.rows_per_shard = 16;
+    auto writer = io::ShardWriter::create(o);
+    const std::int64_t n = 100;
+    const auto longs = at::TensorOptions().dtype(at::kLong);
+    io::ShardBatch b;
+    b.tokens = at::empty({n, kContext}, longs);
+    b.doc_index = at::empty({n}, longs);
+    b.position = at::empty({n}, longs);
+    b.mask = at::empty({n, kContext}, at::TensorOptions().dtype(at::kBool));
+    for (std::int64_t r = 0; r < n; ++r) {
+      b.doc_index.data_ptr<std::int64_t>()[r] = r;
+      b.position.data_ptr<std::int64_t>()[r] = 0;
+      for (std::int64_t t = 0; t < kContext; ++t) {
+        b.tokens.data_ptr<std::int64_t>()[r * kContext + t] = r * 10 + t;
+        b.mask.data_ptr<bool>()[r * kContext + t] = t != 0;
+      }
+    }
+    for (std::size_t h = 0; h < kHooks.size(); ++h) {
+      at::Tensor act = at::empty({n, kContext, kDModel});
+      for (std::int64_t i = 0; i < n * kContext; ++i) {
+        for (std::int64_t c = 0; c < kDModel; ++c) {
+          act.data_ptr<float>()[i * kDModel + c] =
+              encoded(b.tokens.data_ptr<std::int64_t>()[i], h, c);
+        }
+      }
+      b.activations.emplace(kHooks[h], act);
+    }
+    writer.append(b);
+    writer.finish();
+  }
+  Logger logger(LogLevel::kOff);
+  auto config = factory({cached("ctx", dir / "ctx")}, 6, 24);
+  config.target = ActivationTarget::kActivations2d;
+  auto whole = make_activation_stream(config, inputs_for(1), logger);
+  const auto expected = drain(*whole);
+  REQUIRE(expected.front().acts.at(kHooks[1]).sizes() == at::IntArrayRef({6, kContext, kDModel}));
+  REQUIRE(expected.front().mask.scalar_type() == at::kBool);
+  REQUIRE(expected.front().n_tokens == 6 * kContext);
+  std::int64_t rows = 0;
+  for (const auto& batch : expected) {
+    rows += batch.n_rows();
+    const at::Tensor first_token = batch.tokens.select(1, 0);
+    REQUIRE(at::equal(batch.tokens.select(1, 3), first_token.add(3)));
+    REQUIRE_FALSE(batch.mask.select(1, 0).any().item<bool>());
+    const at::Tensor act = batch.acts.at(kHooks[0]).contiguous();
+    for (std::int64_t r = 0; r < batch.n_rows(); ++r) {
+      const std::int64_t token = batch.tokens.data_ptr<std::int64_t>()[r * kContext + 2];
+      REQUIRE(act.data_ptr<float>()[(r * kContext + 2) * kDModel + 1] == encoded(token, 0, 1));
+    }
+  }
+  REQUIRE(rows == 100);
+  auto first = make_activation_stream(config, inputs_for(1), logger);
+  auto joined = drain(*first, 4);
+  auto resumed = make_activation_stream(config, inputs_for(1), logger);
+  resumed->restore(first->state());
+  const auto tail = drain(*resumed);
+  joined.insert(joined.end(), tail.begin(), tail.end());
+  REQUIRE(same_batches(joined, expected));
+  config.target = ActivationTarget::kActivations1d;
+  REQUIRE_THROWS_WITH(make_activation_stream(config, inputs_for(1), logger),
+                      Catch::Contains("activations-2d but target is activations-1d"));
+}
+
 TEST_CASE("stream errors name the folder, both widths and the available hooks", "[stream]") {
   saes::testing::TempDir dir;
   write_run(dir / "a", 0, 50, 50);
@@ -396,15 +475,15 @@ fs::path stories_dir() { return saes::testing::test_assets_dir() / "llama2c-stor
 
 TokenBatcher stories_batcher(const lm::Tokenizer& tokenizer) {
   TextSourceOptions text;
-  text.paths = {(saes::testing::test_assets_dir() / "corpora/tinystories/tinystories_sample.txt")
-                    .string()};
+  text.paths = {
+      (saes::testing::test_assets_dir() / "corpora/tinystories/tinystories_sample.txt").string()};
   text.max_documents = 24;
   TokenBatcherOptions options;
   options.context_size = 32;
   const auto ids = tokenizer.special_ids();
-  return TokenBatcher(TextSource(text),
-                      [&tokenizer](std::string_view s) { return tokenizer.encode(s); },
-                      SpecialTokenIds{ids.bos, ids.eos, ids.pad}, options);
+  return TokenBatcher(
+      TextSource(text), [&tokenizer](std::string_view s) { return tokenizer.encode(s); },
+      SpecialTokenIds{ids.bos, ids.eos, ids.pad}, options);
 }
 
 }  // namespace
@@ -414,14 +493,16 @@ TEST_CASE("the live source yields the model's activations of the kept tokens", "
   const lm::Transformer model = lm::load_llama2c(stories_dir() / "stories260K.bin");
   const auto tokenizer = lm::load_tokenizer(stories_dir() / "tok512.model");
   const std::vector<std::string> hooks = {"blocks.2.hook_resid_post", "blocks.3.hook_mlp_out"};
-  LiveSource source(0, model, stories_batcher(*tokenizer), hooks, ActivationTarget::kActivations1d, 4);
+  LiveSource source(0, model, stories_batcher(*tokenizer), hooks, ActivationTarget::kActivations1d,
+                    4);
   auto reference = stories_batcher(*tokenizer);
   auto rows = source.next_chunk(false);
   auto tokens = reference.next_batch(4);
   REQUIRE(rows.has_value());
   lm::HookSet set;
   for (const auto& h : hooks) set.capture(h);
-  const auto acts = model.forward(tokens->tokens, &tokens->attention_mask, set, lm::GradMode::kNoGrad);
+  const auto acts =
+      model.forward(tokens->tokens, &tokens->attention_mask, set, lm::GradMode::kNoGrad);
   const at::Tensor kept = at::nonzero(at::flatten(at::ne(tokens->mask, 0))).flatten();
   REQUIRE(at::equal(rows->tokens, at::index_select(at::flatten(tokens->tokens), 0, kept)));
   for (const auto& h : hooks) {

@@ -1,5 +1,6 @@
 // LiveSource: a ChunkSource that runs a language model on the fly (no disk): each chunk is one
-// model batch of a TokenBatcher, with the activations of the requested hooks (spec §6.1 stages 1–2).
+// model batch of a TokenBatcher, with the activations of the requested hooks (spec §6.1 stages
+// 1–2).
 #pragma once
 
 #include <cstdint>

@@ -14,8 +14,8 @@ SourceMixer::SourceMixer(std::vector<std::unique_ptr<ChunkSource>> sources,
   SAES_ASSERT(weights_.size() == sources_.size(), "one weight per source");
   SAES_CHECK(!sources_.empty(), ConfigError, "activation stream: no sources configured");
   for (std::size_t i = 0; i < weights_.size(); ++i) {
-    SAES_CHECK(weights_[i] > 0, ConfigError,
-               "sources[{}].sample_weights must be > 0, got {}", i, weights_[i]);
+    SAES_CHECK(weights_[i] > 0, ConfigError, "sources[{}].sample_weights must be > 0, got {}", i,
+               weights_[i]);
   }
 }
 

@@ -97,8 +97,10 @@ std::optional<Rows> LegacySource::next_chunk(bool ghost) {
 }
 
 Rows LegacySource::load_chunk(std::int64_t seq) {
-  return shard_batch_rows(reader_.read_chunk(static_cast<std::size_t>(order_.at(static_cast<std::size_t>(seq))), dtype_),
-                          index_, seq);
+  return shard_batch_rows(
+      reader_.read_chunk(static_cast<std::size_t>(order_.at(static_cast<std::size_t>(seq))),
+                         dtype_),
+      index_, seq);
 }
 
 std::optional<std::int64_t> LegacySource::d_model() const {
