@@ -69,6 +69,7 @@ struct ActivationSourceConfig {
   std::optional<DType> dtype;
   std::int64_t num_workers = 4;
   std::int64_t prefetch = 8;
+  bool shuffle_shards = false;
 
   template <class V>
   void visit_fields(V& v) {
@@ -88,6 +89,8 @@ struct ActivationSourceConfig {
       v("dtype", dtype, "cast activations to this dtype on load (null: keep stored dtype)");
       v("num_workers", num_workers, "reader threads");
       v("prefetch", prefetch, "chunks read ahead");
+      v("shuffle_shards", shuffle_shards,
+        "visit shards/chunks in a random order drawn from the run seed (each rank its own slice)");
     });
   }
   bool operator==(const ActivationSourceConfig&) const = default;
@@ -118,6 +121,7 @@ struct ActivationFactoryConfig {
   std::optional<std::int64_t> buffer_size;
   std::optional<BufferShuffleConfig> buffer_shuffle;
   std::optional<std::vector<std::int64_t>> ignore_token_ids;
+  std::int64_t prefetch_batches = 4;
 
   template <class V>
   void visit_fields(V& v) {
@@ -137,6 +141,8 @@ struct ActivationFactoryConfig {
     v("buffer_shuffle", buffer_shuffle, "shuffle generator settings");
     v("ignore_token_ids", ignore_token_ids,
       "drop these token ids in activations-1d (null: drop pad and BOS via the mask)");
+    v("prefetch_batches", prefetch_batches,
+      "batches prepared ahead on a background thread (reading, decoding, model forward)");
   }
   bool operator==(const ActivationFactoryConfig&) const = default;
 };
