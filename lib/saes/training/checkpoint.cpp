@@ -1,13 +1,13 @@
 // Checkpoint step lists, atomic checkpoint folders, pruning and trainer_state.json.
 #include "saes/training/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
-#include <nlohmann/json.hpp>
 #include <system_error>
+
+#include <fcntl.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
@@ -86,7 +86,8 @@ void prune_checkpoints(const fs::path& run_dir, std::int64_t keep_last) {
   if (keep_last <= 0) return;
   const std::vector<std::int64_t> steps = list_checkpoints(run_dir);
   const auto n_remove = static_cast<std::int64_t>(steps.size()) - keep_last;
-  for (std::int64_t i = 0; i < n_remove; ++i) remove_all_or_throw(checkpoint_path(run_dir, steps[i]));
+  for (std::int64_t i = 0; i < n_remove; ++i)
+    remove_all_or_throw(checkpoint_path(run_dir, steps[i]));
 }
 
 CheckpointStaging::CheckpointStaging(const fs::path& run_dir, std::int64_t step)
@@ -148,8 +149,7 @@ TrainerState load_trainer_state(const fs::path& checkpoint_dir) {
   const fs::path path = checkpoint_dir / kStateFile;
   const std::string text = io::read_file(path);
   const auto j = nlohmann::json::parse(text, nullptr, false);
-  SAES_CHECK(!j.is_discarded() && j.is_object(), DataError, "{}: not a JSON object",
-             path.string());
+  SAES_CHECK(!j.is_discarded() && j.is_object(), DataError, "{}: not a JSON object", path.string());
   SAES_CHECK(j.value("format", "") == "saes-trainer-state", DataError,
              "{}: expected format 'saes-trainer-state'", path.string());
   const auto get = [&](const char* key) -> const nlohmann::json& {

@@ -1,14 +1,16 @@
 // Tests of checkpoint step lists, atomic checkpoint folders, pruning, trainer state and signals.
-#include <catch2/catch.hpp>
+#include "saes/training/checkpoint.h"
 
 #include <csignal>
 #include <filesystem>
 #include <stdexcept>
 
+#include <catch2/catch.hpp>
+
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
-#include "saes/training/checkpoint.h"
 #include "saes/training/stop_signal.h"
+
 #include "support/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -66,8 +68,7 @@ TEST_CASE("prune_checkpoints keeps the newest N", "[training]") {
     CheckpointStaging staging(run.path(), step);
     staging.commit();
   }
-  CHECK(saes::training::list_checkpoints(run.path()) ==
-        std::vector<std::int64_t>{3, 7, 20, 100});
+  CHECK(saes::training::list_checkpoints(run.path()) == std::vector<std::int64_t>{3, 7, 20, 100});
   saes::training::prune_checkpoints(run.path(), 0);
   CHECK(saes::training::list_checkpoints(run.path()).size() == 4);
   saes::training::prune_checkpoints(run.path(), 2);

@@ -1,14 +1,14 @@
 // Training metrics: batch statistics, window accumulation, dead features, metrics.jsonl.
 #include "saes/training/metrics.h"
 
+#include <algorithm>
+#include <sstream>
+
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
-
-#include <algorithm>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
@@ -34,7 +34,8 @@ BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor
   const at::Tensor y = rows(label).to(acc);
   const at::Tensor x_hat = rows(reconstructed).to(acc);
   const at::Tensor f = rows(feature_acts);
-  SAES_ASSERT(f.size(0) == y.size(0), "feature_acts rows {} != label rows {}", f.size(0), y.size(0));
+  SAES_ASSERT(f.size(0) == y.size(0), "feature_acts rows {} != label rows {}", f.size(0),
+              y.size(0));
   const at::Tensor w = mask.defined() ? mask.reshape({-1}).to(acc) : at::ones_like(y.select(1, 0));
   BatchStats s;
   s.n_tokens = w.sum().item<double>();
@@ -178,10 +179,9 @@ void MetricsTracker::load_state(const std::map<std::string, at::Tensor>& tensors
 }
 
 std::string console_summary(const MetricValues& values) {
-  return fmt::format("loss {:.4g} | L0 {:.2f} | EV {:.4f}",
-                     find_value(values, "losses/overall_loss", 0.0),
-                     find_value(values, "metrics/l0", 0.0),
-                     find_value(values, "metrics/explained_variance", 0.0));
+  return fmt::format(
+      "loss {:.4g} | L0 {:.2f} | EV {:.4f}", find_value(values, "losses/overall_loss", 0.0),
+      find_value(values, "metrics/l0", 0.0), find_value(values, "metrics/explained_variance", 0.0));
 }
 
 MetricsLog::MetricsLog(std::filesystem::path path, std::optional<std::int64_t> resume_step)

@@ -3,8 +3,6 @@
 // (one JSON object per logged step) and the short console summary.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -15,11 +13,13 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 namespace saes::training {
 
 /// Reconstruction and sparsity statistics of one batch for one dictionary.
 struct BatchStats {
-  double explained_variance = 0.0;         ///< 1 - Σ‖x̂-y‖² / Σ‖y-ȳ‖² over valid tokens
+  double explained_variance = 0.0;  ///< 1 - Σ‖x̂-y‖² / Σ‖y-ȳ‖² over valid tokens
   double explained_variance_legacy = 0.0;  ///< mean_tok(1 - ‖x̂-y‖²/‖y-ȳ‖²)
   double l2_norm_error = 0.0;              ///< mean_tok ‖x̂-y‖
   double l2_norm_error_ratio = 0.0;        ///< l2_norm_error / mean_tok ‖y‖
@@ -53,14 +53,14 @@ struct StepRecord {
 using MetricValues = std::vector<std::pair<std::string, double>>;
 
 /// Accumulates StepRecords over a log window and produces the spec's metric names:
-/// losses/* (mean over steps), metrics/explained_variance{,_legacy}, metrics/l2_norm_error{,_ratio},
-/// metrics/mean_feature_act (means over steps), metrics/l0 (Σ #(f>0) / Σ tokens),
-/// sparsity/{above_1e-1,above_1e-2,below_1e-5,below_1e-6,below_1e-7} (features by window firing
-/// frequency), metrics/gradient_norm_{before_clipping,per_param} (max over the window),
-/// details/* (last value), plus our sparsity/dead_features (no firing for >= dead_threshold
-/// tokens) and sparsity/dense_features (firing on more than half of the window's tokens).
-/// Its state (window sums and per-feature counters) is checkpointed, so a resumed run logs the
-/// same numbers as an uninterrupted one.
+/// losses/* (mean over steps), metrics/explained_variance{,_legacy},
+/// metrics/l2_norm_error{,_ratio}, metrics/mean_feature_act (means over steps), metrics/l0 (Σ
+/// #(f>0) / Σ tokens), sparsity/{above_1e-1,above_1e-2,below_1e-5,below_1e-6,below_1e-7} (features
+/// by window firing frequency), metrics/gradient_norm_{before_clipping,per_param} (max over the
+/// window), details/* (last value), plus our sparsity/dead_features (no firing for >=
+/// dead_threshold tokens) and sparsity/dense_features (firing on more than half of the window's
+/// tokens). Its state (window sums and per-feature counters) is checkpointed, so a resumed run logs
+/// the same numbers as an uninterrupted one.
 class MetricsTracker {
  public:
   MetricsTracker(std::int64_t n_features, std::int64_t log_frequency, std::int64_t dead_threshold);
@@ -87,7 +87,7 @@ class MetricsTracker {
   std::int64_t log_frequency_;
   std::int64_t dead_threshold_;
   std::map<std::string, Accumulator> window_;
-  at::Tensor window_fired_;        // [n_features] float64
+  at::Tensor window_fired_;  // [n_features] float64
   double window_tokens_ = 0.0;
   at::Tensor tokens_since_fired_;  // [n_features] int64
 };

@@ -1,14 +1,16 @@
 // Tests of batch statistics, window averaging, dead features and metrics.jsonl.
-#include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "saes/training/metrics.h"
 
-#include <nlohmann/json.hpp>
 #include <fstream>
 #include <sstream>
 
+#include <ATen/ATen.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
-#include "saes/training/metrics.h"
+
 #include "support/temp_dir.h"
 
 using saes::training::MetricsTracker;

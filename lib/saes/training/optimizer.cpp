@@ -1,13 +1,13 @@
 // Adam / SparseAdam with in-place updates and global gradient-norm clipping (spec §5.5).
 #include "saes/training/optimizer.h"
 
+#include <cmath>
+
 #include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/sqrt.h>
 #include <ATen/ops/zeros_like.h>
-
-#include <cmath>
 
 #include "saes/core/error.h"
 
@@ -141,7 +141,8 @@ void Optimizer::load_state(const std::map<std::string, at::Tensor>& tensors) {
   std::map<std::string, State> loaded;
   const std::string suffix = ".step";
   for (const auto& [key, tensor] : tensors) {
-    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix))
+    if (key.size() <= suffix.size() ||
+        key.compare(key.size() - suffix.size(), suffix.size(), suffix))
       continue;
     const std::string name = key.substr(0, key.size() - suffix.size());
     const auto m = tensors.find(name + ".exp_avg");

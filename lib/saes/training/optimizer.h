@@ -2,8 +2,6 @@
 // tensors, updated in place; global gradient-norm clipping; state as named tensors for checkpoints.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -13,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 #include "saes/training/config.h"
 
 namespace saes::training {
@@ -20,9 +20,9 @@ namespace saes::training {
 /// One trainable tensor as the optimizer sees it. `value` and `grad` are handles to the
 /// dictionary's own storage (same shape, dtype and device); the optimizer writes `value` in place.
 struct Parameter {
-  std::string name;   ///< checkpoint name, e.g. "W_E", "activation_function.log_jumprelu_threshold"
+  std::string name;  ///< checkpoint name, e.g. "W_E", "activation_function.log_jumprelu_threshold"
   at::Tensor value;
-  at::Tensor grad;    ///< may be undefined: the parameter is skipped this step
+  at::Tensor grad;         ///< may be undefined: the parameter is skipped this step
   double lr_factor = 1.0;  ///< jumprelu_lr_factor for the log-threshold group, else 1
   bool clip = true;        ///< included in gradient-norm clipping (false for log θ, as upstream)
 };

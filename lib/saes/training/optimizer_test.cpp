@@ -1,21 +1,22 @@
 // Tests of Adam / SparseAdam against hand computations and torch.optim.Adam, and of clipping.
-#include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "saes/training/optimizer.h"
 
 #include <cmath>
 #include <map>
 #include <vector>
 
+#include <ATen/ATen.h>
+#include <catch2/catch.hpp>
+
 #include "saes/core/error.h"
-#include "saes/training/optimizer.h"
 
 using saes::training::OptimizerClass;
 using saes::training::Parameter;
 
 namespace {
 
-const std::vector<std::vector<double>> kGrads = {{0.5, -1.0, 0.0}, {0.1, 0.3, -2.0},
-                                                 {-0.2, 0.0, 1.0}};
+const std::vector<std::vector<double>> kGrads = {
+    {0.5, -1.0, 0.0}, {0.1, 0.3, -2.0}, {-0.2, 0.0, 1.0}};
 
 // torch.optim.Adam(lr=0.1, betas=(0.9, 0.999)) in float64 from p = [1, -2, 0.5] with kGrads
 // (python3-torch 1.13).
@@ -72,7 +73,8 @@ TEST_CASE("Adam matches torch.optim.Adam step by step", "[training]") {
     }
     const auto hand = hand_adam(false, 0.1);
     const auto got = to_vector(p.value);
-    for (int i = 0; i < 3; ++i) CHECK(got[i] == Approx(hand[i]).margin(dtype == at::kDouble ? 1e-12 : 1e-6));
+    for (int i = 0; i < 3; ++i)
+      CHECK(got[i] == Approx(hand[i]).margin(dtype == at::kDouble ? 1e-12 : 1e-6));
   }
 }
 

@@ -82,8 +82,8 @@ double LrSchedule::factor(std::int64_t s) const {
   if (s < warm_up_) return static_cast<double>(s + 1) / W;
   // Decay phase over [W, T]: progress in [0, 1].
   const double span = std::max(T - W, 1.0);
-  const double progress =
-      std::clamp(static_cast<double>(std::min<std::int64_t>(s, total_) - warm_up_) / span, 0.0, 1.0);
+  const double progress = std::clamp(
+      static_cast<double>(std::min<std::int64_t>(s, total_) - warm_up_) / span, 0.0, 1.0);
   switch (kind_) {
     case LrScheduler::kLinearWarmupDecay:
       return r + (1.0 - r) * (1.0 - progress);
@@ -117,8 +117,8 @@ KSchedule::KSchedule(std::int64_t top_k, std::int64_t initial_k, std::int64_t wa
       type_(type),
       exponential_factor_(exponential_factor) {
   SAES_CHECK(top_k >= 1, ConfigError, "top_k: expected >= 1, got {}", top_k);
-  SAES_CHECK(initial_k >= top_k, ConfigError,
-             "trainer.initial_k: expected >= top_k = {}, got {}", top_k, initial_k);
+  SAES_CHECK(initial_k >= top_k, ConfigError, "trainer.initial_k: expected >= top_k = {}, got {}",
+             top_k, initial_k);
   SAES_CHECK(warm_up >= 1, ConfigError, "trainer.k_warmup_steps: expected >= 1 step, got {}",
              warm_up);
   SAES_CHECK(cold_boot >= 0, ConfigError,
@@ -137,8 +137,8 @@ KSchedule KSchedule::from_config(const TrainerConfig& config, const ScheduleStep
 std::int64_t KSchedule::k_at(std::int64_t step) const {
   if (warm_up_ <= 0) return top_k_;
   if (step < cold_boot_) return initial_k_;
-  const double p = std::min(
-      1.0, static_cast<double>(step - cold_boot_) / static_cast<double>(warm_up_));
+  const double p =
+      std::min(1.0, static_cast<double>(step - cold_boot_) / static_cast<double>(warm_up_));
   const auto k0 = static_cast<double>(initial_k_);
   const auto kt = static_cast<double>(top_k_);
   double k = 0.0;

@@ -38,8 +38,8 @@ ScheduleSteps resolve_schedule_steps(const TrainerConfig& config, std::int64_t t
 ///   cosineannealingwarmup  s<W: (s+1)/W, else r + (1-r)·½(1 + cos(π(s-W)/(T-W)))
 ///   exponentialwarmup      s<W: (s+1)/W, else r^((s-W)/(T-W))
 /// W = 0 means no warm-up and C = 0 no cool-down (upstream divides by zero); s is clamped to T, so
-/// the decay ends at r. Unlike upstream, r applies to every decaying schedule (upstream's cosine and
-/// exponential branches ignore it; exponentialwarmup with the default r = 1/32 is unchanged).
+/// the decay ends at r. Unlike upstream, r applies to every decaying schedule (upstream's cosine
+/// and exponential branches ignore it; exponentialwarmup with the default r = 1/32 is unchanged).
 class LrSchedule {
  public:
   LrSchedule(LrScheduler kind, std::int64_t total, std::int64_t warm_up, std::int64_t cool_down,

@@ -1,10 +1,12 @@
-// Tests of the lr / λ / k schedules against spec §5.8's worked numbers and the formulas of §5.3–5.5.
-#include <catch2/catch.hpp>
+// Tests of the lr / λ / k schedules against spec §5.8's worked numbers and the formulas of
+// §5.3–5.5.
+#include "saes/training/schedules.h"
 
 #include <cmath>
 
+#include <catch2/catch.hpp>
+
 #include "saes/core/error.h"
-#include "saes/training/schedules.h"
 
 using saes::training::KSchedule;
 using saes::training::LrSchedule;

@@ -30,9 +30,9 @@ std::map<std::string, at::Tensor> read_tensors(const fs::path& path) {
 void check_member_name(const std::string& name, std::size_t n_members) {
   SAES_CHECK(!name.empty() || n_members == 1, ConfigError,
              "trainer: every dictionary needs a name when {} are trained together", n_members);
-  SAES_CHECK(name.find('/') == std::string::npos && name != "." && name != ".." &&
-                 name != "checkpoints",
-             ConfigError, "trainer: dictionary name '{}' is not a plain folder name", name);
+  SAES_CHECK(
+      name.find('/') == std::string::npos && name != "." && name != ".." && name != "checkpoints",
+      ConfigError, "trainer: dictionary name '{}' is not a plain folder name", name);
 }
 
 }  // namespace
@@ -125,11 +125,12 @@ struct Trainer::Impl {
       SAES_ASSERT(loss != outputs.back().losses.end(), "forward_backward returned no overall_loss");
       if (!std::isfinite(loss->second)) {
         const auto kept = list_checkpoints(run_dir());
-        SAES_THROW(DataError,
-                   "non-finite loss {} of dictionary '{}' at step {}; stopped without updating "
-                   "(last checkpoint: {})",
-                   loss->second, r.member.name, step,
-                   kept.empty() ? std::string("none") : checkpoint_path(run_dir(), kept.back()).string());
+        SAES_THROW(
+            DataError,
+            "non-finite loss {} of dictionary '{}' at step {}; stopped without updating "
+            "(last checkpoint: {})",
+            loss->second, r.member.name, step,
+            kept.empty() ? std::string("none") : checkpoint_path(run_dir(), kept.back()).string());
       }
     }
     for (std::size_t i = 0; i < members.size(); ++i) update_member(members[i], outputs[i], batch);
@@ -244,8 +245,8 @@ void Trainer::resume(const fs::path& checkpoint_dir) {
     r.metrics.load_state(read_tensors(dir / kMetricsStateFile));
   }
   d.resumed = true;
-  d.logger.info("resumed from {} at step {} ({} tokens)", checkpoint_dir.string(),
-                d.state.cur_step, d.state.cur_tokens);
+  d.logger.info("resumed from {} at step {} ({} tokens)", checkpoint_dir.string(), d.state.cur_step,
+                d.state.cur_tokens);
 }
 
 fs::path Trainer::save_checkpoint() { return impl_->save_checkpoint(); }

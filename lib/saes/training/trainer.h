@@ -4,8 +4,6 @@
 // The dictionary and the stream are seen through the small interfaces below.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -13,6 +11,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <ATen/core/Tensor.h>
 
 #include "saes/core/logging.h"
 #include "saes/training/config.h"
@@ -55,8 +55,8 @@ struct StepContext {
 struct StepOutput {
   /// Loss components (overall_loss required; mse_loss, sparsity_loss, lp_loss, aux_loss).
   std::map<std::string, double> losses;
-  /// For the metrics (see compute_batch_stats): [..., d] reconstruction and target, [..., n_features]
-  /// feature activations, and the mask used (undefined: all valid).
+  /// For the metrics (see compute_batch_stats): [..., d] reconstruction and target, [...,
+  /// n_features] feature activations, and the mask used (undefined: all valid).
   at::Tensor reconstructed;
   at::Tensor label;
   at::Tensor feature_acts;

@@ -1,19 +1,21 @@
 // Tests of the training loop on a fake dictionary (affine map x -> xW + b with its exact gradient):
 // resume equivalence, signals, NaN stop, stream exhaustion, several dictionaries on one stream.
-#include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "saes/training/trainer.h"
 
 #include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <limits>
 
+#include <ATen/ATen.h>
+#include <catch2/catch.hpp>
+
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
 #include "saes/io/safetensors.h"
 #include "saes/training/checkpoint.h"
 #include "saes/training/stop_signal.h"
-#include "saes/training/trainer.h"
+
 #include "support/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -138,8 +140,8 @@ TEST_CASE("a resumed run logs the same metrics and ends with the same weights", 
   CHECK(ra.outcome == FitOutcome::kCompleted);
   CHECK(ra.steps == 20);
   CHECK(list_checkpoints(dir / "a") == std::vector<std::int64_t>{5, 10, 15});
-  CHECK(a.seen_k == std::vector<std::int64_t>{4, 4, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-                                              2, 2});
+  CHECK(a.seen_k ==
+        std::vector<std::int64_t>{4, 4, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2});
 
   // Run b is stopped by SIGUSR1 during step 7, then resumed from the (earlier) step-5 checkpoint:
   // metrics lines after step 5 are dropped and written again.
