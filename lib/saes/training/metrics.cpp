@@ -28,7 +28,8 @@ double find_value(const MetricValues& values, const std::string& key, double fal
 }  // namespace
 
 BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor& label,
-                               const at::Tensor& feature_acts, const at::Tensor& mask) {
+                               const at::Tensor& feature_acts, const at::Tensor& mask,
+                               const at::Tensor& fired) {
   SAES_ASSERT(reconstructed.sizes() == label.sizes(), "reconstructed and label shapes differ");
   const auto acc = at::kFloat;
   const at::Tensor y = rows(label).to(acc);
@@ -52,10 +53,12 @@ BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor
   s.l2_norm_error = err.sqrt().mul(w).sum().item<double>() / n;
   const double y_norm = y.norm(2, {1}).mul(w).sum().item<double>() / n;
   s.l2_norm_error_ratio = y_norm > 0 ? s.l2_norm_error / y_norm : 0.0;
-  const at::Tensor active = f.gt(0).to(acc).mul(w_col);
-  s.fired = active.sum(0).to(at::kDouble).cpu();
+  // Per-feature sums as w · f (a matrix-vector product: no [tokens, features] temporaries).
+  const at::Tensor f_acc = f.to(acc);
+  s.fired = fired.defined() ? fired.to(at::kDouble).cpu()
+                            : w.matmul(f.gt(0).to(acc)).to(at::kDouble).cpu();
   s.l0_sum = s.fired.sum().item<double>();
-  const double act_sum = f.to(acc).mul(active).sum().item<double>();
+  const double act_sum = w.matmul(f_acc).sum().item<double>();
   s.mean_feature_act = s.l0_sum > 0 ? act_sum / s.l0_sum : 0.0;
   return s;
 }
@@ -100,8 +103,6 @@ void MetricsTracker::update(const StepRecord& r) {
                 s.fired.numel(), n_features_);
     window_fired_.add_(s.fired);
     window_tokens_ += s.n_tokens;
-    const at::Tensor fired = s.fired.gt(0);
-    tokens_since_fired_.add_(static_cast<std::int64_t>(s.n_tokens)).masked_fill_(fired, 0);
   }
   add("metrics/gradient_norm_before_clipping", Reduce::kMax, r.grad_norm_before_clipping);
   add("metrics/gradient_norm_per_param", Reduce::kMax, r.grad_norm_after_clipping);
@@ -111,6 +112,15 @@ void MetricsTracker::update(const StepRecord& r) {
   if (r.lp_coefficient) add("details/lp_coefficient", Reduce::kLast, *r.lp_coefficient);
   if (r.auxk_coefficient) add("details/auxk_coefficient", Reduce::kLast, *r.auxk_coefficient);
 }
+
+void MetricsTracker::track_firing(const at::Tensor& fired, double n_tokens) {
+  SAES_ASSERT(fired.numel() == n_features_, "fired counts: {} features, expected {}", fired.numel(),
+              n_features_);
+  const at::Tensor any = fired.reshape({-1}).gt(0).cpu();
+  tokens_since_fired_.add_(static_cast<std::int64_t>(n_tokens)).masked_fill_(any, 0);
+}
+
+at::Tensor MetricsTracker::dead_mask() const { return tokens_since_fired_.ge(dead_threshold_); }
 
 bool MetricsTracker::should_log(std::int64_t cur_step) const {
   return (cur_step + 1) % log_frequency_ == 0;

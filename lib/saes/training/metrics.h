@@ -31,9 +31,12 @@ struct BatchStats {
 
 /// Statistics of one batch. reconstructed, label: [..., d]; feature_acts: [..., n_features] with
 /// the same leading dims; mask: same leading dims (nonzero = valid) or undefined (all valid).
-/// Any float dtype (accumulated in float32 or wider), any device.
+/// Any float dtype (accumulated in float32 or wider), any device. `fired` ([n_features] counts of
+/// valid tokens with f > 0, e.g. from the dictionary's fused step) saves a pass; undefined:
+/// computed.
 BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor& label,
-                               const at::Tensor& feature_acts, const at::Tensor& mask);
+                               const at::Tensor& feature_acts, const at::Tensor& mask,
+                               const at::Tensor& fired = {});
 
 /// Everything recorded for one dictionary at one step.
 struct StepRecord {
@@ -64,7 +67,13 @@ using MetricValues = std::vector<std::pair<std::string, double>>;
 class MetricsTracker {
  public:
   MetricsTracker(std::int64_t n_features, std::int64_t log_frequency, std::int64_t dead_threshold);
+  /// Adds a step to the window (the record's stats feed L0, EV and the frequency buckets).
   void update(const StepRecord& record);
+  /// Dead-feature tracking (spec §3.5, every step, also with skip_metrics_calculation): a feature
+  /// that fired resets its count to 0, the others add n_tokens. fired: [n_features], any device.
+  void track_firing(const at::Tensor& fired, double n_tokens);
+  /// [n_features] bool CPU: tokens since the feature last fired >= dead_threshold.
+  at::Tensor dead_mask() const;
   /// (cur_step + 1) % log_frequency == 0.
   bool should_log(std::int64_t cur_step) const;
   /// The window's metrics (then `model_stats`, e.g. metrics/decoder_norm), and a reset window.

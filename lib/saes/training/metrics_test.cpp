@@ -69,8 +69,14 @@ TEST_CASE("metrics average over the log window and log at (step+1) % freq == 0",
   CHECK(t.should_log(2));
   const at::Tensor fired = at::tensor(std::vector<double>{2.0, 0.0});
   t.update(record(1.0, 11, 2, fired, 1.0));
+  t.track_firing(fired, 2);
   t.update(record(2.0, 10, 2, fired, 3.0));
+  t.track_firing(fired, 2);
+  CHECK_FALSE(t.dead_mask()[1].item<bool>());
   t.update(record(3.0, 9, 4, fired, 2.0));
+  t.track_firing(fired, 4);
+  CHECK(t.dead_mask()[1].item<bool>());
+  CHECK_FALSE(t.dead_mask()[0].item<bool>());
   const MetricValues v = t.flush({{"metrics/decoder_norm", 0.7}});
   CHECK(value_of(v, "losses/overall_loss") == Approx(2.0));
   CHECK(value_of(v, "losses/mse_loss") == Approx(1.0));

@@ -35,6 +35,10 @@ void check_member_name(const std::string& name, std::size_t n_members) {
       ConfigError, "trainer: dictionary name '{}' is not a plain folder name", name);
 }
 
+std::int64_t valid_tokens(const TrainBatch& batch) {
+  return batch.mask.defined() ? batch.mask.sum().item<std::int64_t>() : batch.n_tokens;
+}
+
 }  // namespace
 
 struct MemberRun {
@@ -89,9 +93,10 @@ struct Trainer::Impl {
     first_batch = source.next();
     SAES_CHECK(first_batch.has_value(), DataError, "the activation stream yielded no batch");
     const std::int64_t bs = first_batch->n_tokens;
-    if (first_batch->n_valid_tokens < bs) {
-      logger.warn("batch has {} valid of {} tokens; T_steps counts padding, as upstream",
-                  first_batch->n_valid_tokens, bs);
+    const std::int64_t valid = valid_tokens(*first_batch);
+    if (valid < bs) {
+      logger.warn("batch has {} valid of {} tokens; T_steps counts padding, as upstream", valid,
+                  bs);
     }
     const std::int64_t total = total_training_steps(config.total_training_tokens, bs);
     set_schedules(bs, total);
@@ -120,6 +125,7 @@ struct Trainer::Impl {
       ctx.k = r.k ? r.k->k_at(step) : 0;
       ctx.l1_coefficient = l1_coefficient_at(r.member.config.l1_coefficient, step, r.l1_warm_up);
       ctx.need_stats = !r.member.config.skip_metrics_calculation;
+      ctx.dead = r.metrics.dead_mask();
       outputs.push_back(r.member.module->forward_backward(batch, ctx));
       const auto loss = outputs.back().losses.find("overall_loss");
       SAES_ASSERT(loss != outputs.back().losses.end(), "forward_backward returned no overall_loss");
@@ -144,11 +150,13 @@ struct Trainer::Impl {
     const bool clipped = c.clip_grad_norm > 0 && before > c.clip_grad_norm;
     const double after = clipped ? before * c.clip_grad_norm / (before + 1e-6) : before;
     const double lr = c.lr * r.lr->factor(step);
+    const at::Tensor mask = out.mask.defined() ? out.mask : batch.mask;
     if (!c.skip_metrics_calculation) {
       StepRecord rec;
       rec.losses = out.losses;
-      rec.stats = compute_batch_stats(out.reconstructed, out.label, out.feature_acts,
-                                      out.mask.defined() ? out.mask : batch.mask);
+      rec.stats =
+          compute_batch_stats(out.reconstructed, out.label, out.feature_acts, mask, out.fired);
+      r.metrics.track_firing(rec.stats->fired, rec.stats->n_tokens);
       rec.grad_norm_before_clipping = before;
       rec.grad_norm_after_clipping = after;
       rec.learning_rate = lr;
@@ -158,6 +166,10 @@ struct Trainer::Impl {
       rec.n_training_tokens = state.cur_tokens;
       r.metrics.update(rec);
       if (r.metrics.should_log(step)) log_metrics(r, step);
+    } else if (out.fired.defined()) {
+      const double n =
+          mask.defined() ? mask.sum().item<double>() : static_cast<double>(batch.n_tokens);
+      r.metrics.track_firing(out.fired, n);
     }
     r.optimizer.set_lr(lr);
     r.optimizer.step(params);
@@ -182,7 +194,7 @@ struct Trainer::Impl {
   }
 
   fs::path save_checkpoint() {
-    state.stream_state = source.save_state();
+    state.stream_state = source.state();
     const fs::path final_dir = checkpoint_path(run_dir(), state.cur_step);
     if (!options.write_files) return final_dir;
     CheckpointStaging staging(run_dir(), state.cur_step);
@@ -237,7 +249,7 @@ void Trainer::resume(const fs::path& checkpoint_dir) {
              checkpoint_dir.string(), loaded.members.size(), d.state.members.size());
   d.state = loaded;
   d.set_schedules(loaded.tokens_per_batch, loaded.schedule.total);
-  d.source.restore_state(loaded.stream_state);
+  d.source.restore(loaded.stream_state);
   for (MemberRun& r : d.members) {
     const fs::path dir = r.member.name.empty() ? checkpoint_dir : checkpoint_dir / r.member.name;
     r.member.module->load(dir);
@@ -272,7 +284,7 @@ FitResult Trainer::fit() {
     d.train_step(*batch);
     const std::int64_t previous = d.state.cur_step;
     d.state.cur_step += 1;
-    d.state.cur_tokens += batch->n_valid_tokens;
+    d.state.cur_tokens += valid_tokens(*batch);
     progress.advance(batch->n_tokens, d.progress_text());
     bool saved = false;
     if (d.checkpoint_due(previous)) {

@@ -22,25 +22,26 @@ namespace saes::training {
 
 class SignalGuard;
 
-/// One batch of the shared activation stream.
+/// One batch of the shared activation stream; the fields mirror saes::data::ActivationBatch.
 struct TrainBatch {
   /// Hook point → activations [n_tokens, d] (or [batch, context, d]); each dictionary takes the
   /// hooks it needs.
-  std::map<std::string, at::Tensor> activations;
-  at::Tensor mask;                  ///< valid-token mask over the leading dims, or undefined
-  std::int64_t n_tokens = 0;        ///< batch size in tokens, padding included (sets T_steps)
-  std::int64_t n_valid_tokens = 0;  ///< mask sum (tokens trained on), = n_tokens without a mask
+  std::map<std::string, at::Tensor> acts;
+  at::Tensor tokens;          ///< token ids (unused by the trainer), or undefined
+  at::Tensor mask;            ///< valid-token mask over the leading dims, or undefined
+  std::int64_t n_tokens = 0;  ///< batch size in tokens, padding included (sets T_steps)
 };
 
-/// The activation stream as the trainer sees it.
+/// The activation stream as the trainer sees it (mirrors saes::data::ActivationStream).
 class BatchSource {
  public:
   virtual ~BatchSource() = default;
   /// The next batch, or nullopt when the stream is exhausted.
   virtual std::optional<TrainBatch> next() = 0;
-  /// Opaque state that makes restore_state() continue right after the last batch next() returned.
-  virtual std::string save_state() const = 0;
-  virtual void restore_state(const std::string& state) = 0;
+  /// Opaque state that makes restore() continue right after the last batch next() returned.
+  virtual std::string state() const = 0;
+  /// Called on a fresh source, before next().
+  virtual void restore(const std::string& state) = 0;
 };
 
 /// Per-step inputs of a dictionary's loss.
@@ -49,6 +50,8 @@ struct StepContext {
   std::int64_t k = 0;         ///< TopK k of this step (k annealing); 0 for non-TopK dictionaries
   double l1_coefficient = 0;  ///< warmed-up sparsity coefficient λ(t)
   bool need_stats = true;     ///< false with skip_metrics_calculation: tensors may stay undefined
+  /// [n_features] bool CPU: features that have not fired for >= dead_threshold tokens (Aux-K).
+  at::Tensor dead;
 };
 
 /// What forward_backward returns.
@@ -61,6 +64,9 @@ struct StepOutput {
   at::Tensor label;
   at::Tensor feature_acts;
   at::Tensor mask;
+  /// Optional [n_features] count of valid tokens on which each feature fired (any numeric dtype,
+  /// any device); computed from feature_acts when undefined. Also feeds dead-feature tracking.
+  at::Tensor fired;
 };
 
 /// A dictionary as the trainer sees it (adapted from saes::dictionaries by the runner).

@@ -35,14 +35,13 @@ class FakeStream : public BatchSource {
     ++calls;
     const auto i = static_cast<double>(index_++);
     TrainBatch b;
-    b.activations["hook"] =
+    b.acts["hook"] =
         at::arange(kRows * kDim, at::kFloat).mul(0.37).add(i).sin().reshape({kRows, kDim});
     b.n_tokens = kRows;
-    b.n_valid_tokens = kRows;
     return b;
   }
-  std::string save_state() const override { return std::to_string(index_); }
-  void restore_state(const std::string& state) override { index_ = std::stoll(state); }
+  std::string state() const override { return std::to_string(index_); }
+  void restore(const std::string& state) override { index_ = std::stoll(state); }
   int calls = 0;
 
  private:
@@ -65,7 +64,7 @@ class FakeAffine : public TrainableModule {
   std::optional<std::int64_t> top_k() const override { return 2; }
   StepOutput forward_backward(const TrainBatch& batch, const StepContext& ctx) override {
     if (raise_at && ctx.step == *raise_at) std::raise(SIGUSR1);
-    const at::Tensor x = batch.activations.at("hook");
+    const at::Tensor x = batch.acts.at("hook");
     const at::Tensor x_hat = x.matmul(w_).add(b_);
     const at::Tensor diff = x_hat.sub(x);
     const auto n = static_cast<double>(x.size(0));
