@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include <ATen/Parallel.h>
 #include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
@@ -22,6 +23,35 @@ double local_squared_norm(std::span<const Parameter> params) {
     sum += n * n;
   }
   return sum;
+}
+
+// All four tensors float32, contiguous, on the CPU: the fused single-pass update applies.
+bool fusable(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m, const at::Tensor& v) {
+  for (const at::Tensor* t : {&p, &g, &m, &v}) {
+    if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous())
+      return false;
+  }
+  return true;
+}
+
+// One pass over memory doing what torch's Adam does in eight: m, v, then p -= step·m/(√v/c2 + eps).
+void fused_adam_cpu(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m,
+                    const at::Tensor& v, float beta1, float beta2, float step_size,
+                    float bias_correction2_sqrt, float eps) {
+  float* pp = p.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  float* mp = m.data_ptr<float>();
+  float* vp = v.data_ptr<float>();
+  at::parallel_for(0, p.numel(), 1 << 15, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float gi = gp[i];
+      const float mi = mp[i] * beta1 + gi * (1.0f - beta1);
+      const float vi = vp[i] * beta2 + gi * gi * (1.0f - beta2);
+      mp[i] = mi;
+      vp[i] = vi;
+      pp[i] -= step_size * (mi / (std::sqrt(vi) / bias_correction2_sqrt + eps));
+    }
+  });
 }
 
 std::string shape_text(at::IntArrayRef shape) {
@@ -81,14 +111,20 @@ at::Tensor Optimizer::scratch_like(const at::Tensor& t) {
 }
 
 void Optimizer::adam_update(const Parameter& p, State& s) {
-  // Same operations and order as torch.optim.Adam's single-tensor path.
+  // Same operations and order as torch.optim.Adam's single-tensor path (fused on the CPU).
   s.step += 1;
-  s.exp_avg.mul_(beta1_).add_(p.grad, 1.0 - beta1_);
-  s.exp_avg_sq.mul_(beta2_).addcmul_(p.grad, p.grad, 1.0 - beta2_);
   const auto t = static_cast<double>(s.step);
   const double bias_correction1 = 1.0 - std::pow(beta1_, t);
   const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(beta2_, t));
   const double step_size = lr_ * p.lr_factor / bias_correction1;
+  if (fusable(p.value, p.grad, s.exp_avg, s.exp_avg_sq)) {
+    fused_adam_cpu(p.value, p.grad, s.exp_avg, s.exp_avg_sq, static_cast<float>(beta1_),
+                   static_cast<float>(beta2_), static_cast<float>(step_size),
+                   static_cast<float>(bias_correction2_sqrt), static_cast<float>(eps_));
+    return;
+  }
+  s.exp_avg.mul_(beta1_).add_(p.grad, 1.0 - beta1_);
+  s.exp_avg_sq.mul_(beta2_).addcmul_(p.grad, p.grad, 1.0 - beta2_);
   at::Tensor denom = scratch_like(p.value);
   at::sqrt_out(denom, s.exp_avg_sq);
   denom.div_(bias_correction2_sqrt).add_(eps_);

@@ -268,8 +268,8 @@ FitResult Trainer::fit() {
   if (!d.scheduled) d.start_fresh();
   d.open_logs();
   const std::int64_t total = d.state.schedule.total;
-  Progress progress(d.logger, "train", total * d.state.tokens_per_batch, "tok", d.options.progress,
-                    d.options.progress_interval_s);
+  Progress progress(d.logger, "train", (total - d.state.cur_step) * d.state.tokens_per_batch, "tok",
+                    d.options.progress, d.options.progress_interval_s);
   FitResult result;
   while (d.state.cur_step < total) {
     std::optional<TrainBatch> batch = std::move(d.first_batch);

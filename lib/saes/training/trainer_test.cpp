@@ -218,3 +218,13 @@ TEST_CASE("several dictionaries share one stream with their own folders", "[trai
   CHECK_THROWS_AS(Trainer(c, {{"x", &fast_module, c}, {"x", &slow_module, c}}, s, logger),
                   saes::ConfigError);
 }
+
+TEST_CASE("skip_metrics_calculation trains without metric lines", "[training]") {
+  saes::testing::TempDir dir;
+  TrainerConfig c = small_config(dir.path());
+  c.skip_metrics_calculation = true;
+  FakeAffine m;
+  FakeStream s;
+  CHECK(run(c, m, s).outcome == FitOutcome::kCompleted);
+  CHECK(saes::io::read_file(dir / "metrics.jsonl").empty());
+}
