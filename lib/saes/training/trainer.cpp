@@ -115,10 +115,9 @@ struct Trainer::Impl {
     }
   }
 
+  // Members are handled one after the other, so only one member's step tensors (x̂, f) are alive.
   void train_step(const TrainBatch& batch) {
     const std::int64_t step = state.cur_step;
-    std::vector<StepOutput> outputs;
-    outputs.reserve(members.size());
     for (MemberRun& r : members) {
       StepContext ctx;
       ctx.step = step;
@@ -126,20 +125,20 @@ struct Trainer::Impl {
       ctx.l1_coefficient = l1_coefficient_at(r.member.config.l1_coefficient, step, r.l1_warm_up);
       ctx.need_stats = !r.member.config.skip_metrics_calculation;
       ctx.dead = r.metrics.dead_mask();
-      outputs.push_back(r.member.module->forward_backward(batch, ctx));
-      const auto loss = outputs.back().losses.find("overall_loss");
-      SAES_ASSERT(loss != outputs.back().losses.end(), "forward_backward returned no overall_loss");
+      const StepOutput out = r.member.module->forward_backward(batch, ctx);
+      const auto loss = out.losses.find("overall_loss");
+      SAES_ASSERT(loss != out.losses.end(), "forward_backward returned no overall_loss");
       if (!std::isfinite(loss->second)) {
         const auto kept = list_checkpoints(run_dir());
         SAES_THROW(
             DataError,
-            "non-finite loss {} of dictionary '{}' at step {}; stopped without updating "
+            "non-finite loss {} of dictionary '{}' at step {}; stopped before its update "
             "(last checkpoint: {})",
             loss->second, r.member.name, step,
             kept.empty() ? std::string("none") : checkpoint_path(run_dir(), kept.back()).string());
       }
+      update_member(r, out, batch);
     }
-    for (std::size_t i = 0; i < members.size(); ++i) update_member(members[i], outputs[i], batch);
   }
 
   void update_member(MemberRun& r, const StepOutput& out, const TrainBatch& batch) {

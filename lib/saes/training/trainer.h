@@ -135,7 +135,8 @@ class Trainer {
   /// `checkpoints/step_<N>` folder; fit() then continues exactly. Call before fit().
   void resume(const std::filesystem::path& checkpoint_dir);
   /// Trains until T_steps, the end of the stream or a stop signal. Throws DataError on a
-  /// non-finite loss (nothing is updated at that step; the last checkpoint is kept).
+  /// non-finite loss: that dictionary is not updated (dictionaries before it in the list already
+  /// were at that step); checkpoints on disk are untouched.
   FitResult fit();
   /// Writes a resumable checkpoint of the current state; returns its folder.
   std::filesystem::path save_checkpoint();
