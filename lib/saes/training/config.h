@@ -156,6 +156,7 @@ struct TrainerConfig {
   std::int64_t eval_frequency = 1000;
   std::int64_t n_checkpoints = 10;
   CheckpointSaveMode check_point_save_mode = CheckpointSaveMode::kLog;
+  std::int64_t keep_last_checkpoints = 0;
   std::optional<std::filesystem::path> from_pretrained_path;
   std::filesystem::path exp_result_path = "results";
 
@@ -199,6 +200,8 @@ struct TrainerConfig {
     v("eval_frequency", eval_frequency, "steps between evaluations");
     v("n_checkpoints", n_checkpoints, "periodic weight snapshots (0: none)");
     v("check_point_save_mode", check_point_save_mode, "snapshot spacing: log or linear in steps");
+    v("keep_last_checkpoints", keep_last_checkpoints,
+      "keep only the newest N resumable checkpoints (0: keep all)");
     v("from_pretrained_path", from_pretrained_path, "resume from this checkpoint folder");
     v("exp_result_path", exp_result_path, "output folder (weights, checkpoints/, metrics.jsonl)");
     v.unsupported("gradient_accumulation_steps", "it is unused upstream; remove it");

@@ -1,0 +1,152 @@
+// The training loop (spec §5.2, Appendix D): one shared activation stream, one or more
+// dictionaries (each with its own optimizer, schedules, metrics and run sub-folder), periodic
+// atomic checkpoints, exact resume, SIGTERM/SIGUSR1 checkpoint-and-stop, NaN/Inf stop.
+// The dictionary and the stream are seen through the small interfaces below.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "saes/core/logging.h"
+#include "saes/training/config.h"
+#include "saes/training/optimizer.h"
+
+namespace saes::training {
+
+class SignalGuard;
+
+/// One batch of the shared activation stream; the fields mirror saes::data::ActivationBatch.
+struct TrainBatch {
+  /// Hook point → activations [n_tokens, d] (or [batch, context, d]); each dictionary takes the
+  /// hooks it needs.
+  std::map<std::string, at::Tensor> acts;
+  at::Tensor tokens;          ///< token ids (unused by the trainer), or undefined
+  at::Tensor mask;            ///< valid-token mask over the leading dims, or undefined
+  std::int64_t n_tokens = 0;  ///< batch size in tokens, padding included (sets T_steps)
+};
+
+/// The activation stream as the trainer sees it (mirrors saes::data::ActivationStream).
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  /// The next batch, or nullopt when the stream is exhausted.
+  virtual std::optional<TrainBatch> next() = 0;
+  /// Opaque state that makes restore() continue right after the last batch next() returned.
+  virtual std::string state() const = 0;
+  /// Called on a fresh source, before next().
+  virtual void restore(const std::string& state) = 0;
+};
+
+/// Per-step inputs of a dictionary's loss.
+struct StepContext {
+  std::int64_t step = 0;      ///< cur_step (0-based)
+  std::int64_t k = 0;         ///< TopK k of this step (k annealing); 0 for non-TopK dictionaries
+  double l1_coefficient = 0;  ///< warmed-up sparsity coefficient λ(t)
+  bool need_stats = true;     ///< false with skip_metrics_calculation: tensors may stay undefined
+  /// [n_features] bool CPU: features that have not fired for >= dead_threshold tokens (Aux-K).
+  at::Tensor dead;
+};
+
+/// What forward_backward returns.
+struct StepOutput {
+  /// Loss components (overall_loss required; mse_loss, sparsity_loss, lp_loss, aux_loss).
+  std::map<std::string, double> losses;
+  /// For the metrics (see compute_batch_stats): [..., d] reconstruction and target, [...,
+  /// n_features] feature activations, and the mask used (undefined: all valid).
+  at::Tensor reconstructed;
+  at::Tensor label;
+  at::Tensor feature_acts;
+  at::Tensor mask;
+  /// Optional [n_features] count of valid tokens on which each feature fired (any numeric dtype,
+  /// any device); computed from feature_acts when undefined. Also feeds dead-feature tracking.
+  at::Tensor fired;
+};
+
+/// A dictionary as the trainer sees it (adapted from saes::dictionaries by the runner).
+class TrainableModule {
+ public:
+  virtual ~TrainableModule() = default;
+  /// Parameters with their gradient buffers (names as in checkpoints). Called every step; the
+  /// tensors must stay the ones forward_backward writes into.
+  virtual std::vector<Parameter> parameters() = 0;
+  virtual std::int64_t n_features() const = 0;
+  /// top_k for the TopK family (k annealing applies), nullopt otherwise.
+  virtual std::optional<std::int64_t> top_k() const = 0;
+  /// Forward, loss and backward on one batch; overwrites every parameter's grad.
+  virtual StepOutput forward_backward(const TrainBatch& batch, const StepContext& context) = 0;
+  /// Model statistics logged with each metrics line (metrics/decoder_norm, ...).
+  virtual std::map<std::string, double> statistics() const = 0;
+  /// Writes the weights into folder `dir` (the dictionary's own format) / reads them back.
+  virtual void save(const std::filesystem::path& dir) const = 0;
+  virtual void load(const std::filesystem::path& dir) = 0;
+};
+
+/// One dictionary of the run.
+struct TrainerMember {
+  /// Run sub-folder and metrics prefix; empty only when it is the only member (then it uses the
+  /// run folder itself).
+  std::string name;
+  TrainableModule* module = nullptr;  ///< non-owning; must outlive the Trainer
+  /// Per-dictionary knobs (lr, schedules, λ, k, optimizer, clipping). The run-level fields
+  /// (total_training_tokens, log_frequency, checkpoints, exp_result_path) come from the Trainer's
+  /// config.
+  TrainerConfig config;
+};
+
+enum class FitOutcome {
+  kCompleted,        ///< T_steps reached; final weights written into each member's folder
+  kStreamExhausted,  ///< the stream ended first; a resumable checkpoint was written
+  kInterrupted,      ///< SIGTERM/SIGUSR1; a resumable checkpoint was written
+};
+
+struct FitResult {
+  FitOutcome outcome = FitOutcome::kCompleted;
+  std::int64_t steps = 0;
+  std::int64_t tokens = 0;
+  std::optional<std::filesystem::path> checkpoint;  ///< written for the two early outcomes
+};
+
+struct TrainerOptions {
+  const SignalGuard* signals = nullptr;  ///< checked once per step when set
+  SquaredNormReduce grad_norm_reduce;    ///< model-parallel reduction of the squared grad norm
+  ProgressMode progress = ProgressMode::kAuto;
+  double progress_interval_s = 30.0;
+  bool write_files = true;  ///< false on non-primary ranks: no metrics.jsonl, weights, checkpoints
+};
+
+class Trainer {
+ public:
+  /// `config` holds the run-level knobs; throws ConfigError for no members, duplicate or invalid
+  /// names.
+  Trainer(const TrainerConfig& config, std::vector<TrainerMember> members, BatchSource& source,
+          Logger& logger, TrainerOptions options = {});
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /// Restores counters, schedules, stream position, weights, optimizer and metrics state from a
+  /// `checkpoints/step_<N>` folder; fit() then continues exactly. Call before fit().
+  void resume(const std::filesystem::path& checkpoint_dir);
+  /// Trains until T_steps, the end of the stream or a stop signal. Throws DataError on a
+  /// non-finite loss: that dictionary is not updated (dictionaries before it in the list already
+  /// were at that step); checkpoints on disk are untouched.
+  FitResult fit();
+  /// Writes a resumable checkpoint of the current state; returns its folder.
+  std::filesystem::path save_checkpoint();
+
+  std::int64_t cur_step() const;
+  std::int64_t cur_tokens() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace saes::training
