@@ -176,13 +176,6 @@ data::TokenBatcher make_batcher(const GenerateSettings& s, const lm::LanguageMod
       {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
 }
 
-/// Contexts [begin, end) of a token batch.
-data::TokenBatch slice_contexts(const data::TokenBatch& b, int64_t begin, int64_t end) {
-  auto cut = [&](const at::Tensor& t) { return t.narrow(0, begin, end - begin); };
-  return {cut(b.tokens), cut(b.mask), cut(b.attention_mask), cut(b.document_index),
-          cut(b.position)};
-}
-
 /// Per 2-D row: the document and position of its first token with a document (-1 when none).
 std::pair<at::Tensor, at::Tensor> row_provenance(const data::TokenBatch& b) {
   const at::Tensor doc = b.document_index.contiguous();
@@ -239,7 +232,8 @@ int64_t rank_budget(const std::optional<int64_t>& total, int rank, int world) {
 }
 
 /// The generation loop of one rank: skips the rows already in complete shards (without running
-/// the model on whole contexts), then appends rows until the budget or the text ends.
+/// the model on batches that lie wholly inside them), then appends rows until the budget or the
+/// text ends.
 void generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
                    data::TokenBatcher& batcher, io::ShardWriter& writer, int64_t budget,
                    RunContext& context) {
@@ -258,26 +252,15 @@ void generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
   while (pos < target_rows) {
     auto batch = batcher.next_batch(s.model_batch_size);
     if (!batch) break;
-    const int64_t n = batch->tokens.size(0);
-    std::vector<int64_t> row_end(n);  // cumulative rows after each context
-    const at::Tensor kept = batch->mask.sum(1).to(at::kLong).contiguous();
-    for (int64_t i = 0; i < n; ++i) {
-      row_end[i] = (i ? row_end[i - 1] : 0) + (is_2d ? 1 : kept.data_ptr<int64_t>()[i]);
-    }
-    const int64_t lo = std::max(skip, pos), hi = std::min(target_rows, pos + row_end[n - 1]);
+    const int64_t n = is_2d ? batch->tokens.size(0) : batch->mask.sum().item<int64_t>();
+    const int64_t lo = std::max(skip, pos), hi = std::min(target_rows, pos + n);
     if (lo < hi) {
-      // Contexts [first, last) hold rows [lo, hi) of the stream.
-      const int64_t first =
-          std::upper_bound(row_end.begin(), row_end.end(), lo - pos) - row_end.begin();
-      const int64_t last =
-          std::lower_bound(row_end.begin(), row_end.end(), hi - pos) - row_end.begin() + 1;
-      const int64_t first_row = pos + (first ? row_end[first - 1] : 0);
-      const io::ShardBatch rows =
-          shard_rows(lm.model, hooks, slice_contexts(*batch, first, last), is_2d);
-      writer.append(narrow_rows(rows, lo - first_row, hi - first_row));
+      // The whole batch runs (as in an uninterrupted run, so values are bit-identical).
+      const io::ShardBatch rows = shard_rows(lm.model, hooks, *batch, is_2d);
+      writer.append(narrow_rows(rows, lo - pos, hi - pos));
       progress.advance((hi - lo) * tokens_per_row);
     }
-    pos += row_end[n - 1];
+    pos += n;
   }
   writer.finish();
   progress.finish(fmt::format("{} shards", writer.manifest().shards.size()));

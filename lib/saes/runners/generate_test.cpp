@@ -52,7 +52,8 @@ void generate(const config::GenerateSettings& s) {
   Logger logger(LogLevel::kWarn);
   distributed::SingleProcessCommunicator world;
   RunContext context{logger, world, ProgressMode::kOff};
-  REQUIRE(run_generate(s, context) == 0);
+  const int rc = run_generate(s, context);
+  REQUIRE(rc == 0);
 }
 
 /// Every row of the run, in manifest order.
@@ -221,7 +222,8 @@ TEST_CASE("tokenize prints JSON ids and pieces; probe saves tokens, hooks and lo
   t = {asset("llama2c-stories260K/tok512.bin"), {}, tmp / "in.jsonl", false};
   std::ostringstream lines;
   REQUIRE_THROWS_WITH(run_tokenize(t, lines), Catch::Contains("in.jsonl:4"));
-  CHECK(std::count(lines.str().begin(), lines.str().end(), '\n') == 2);
+  const std::string printed = lines.str();
+  CHECK(std::count(printed.begin(), printed.end(), '\n') == 2);
 
   ProbeOptions p;
   p.model.model_from_pretrained_path = asset("llama2c-stories260K/stories260K.bin");
