@@ -87,7 +87,9 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   if [ "$(manifest_tokens g1/manifest.json)" = 5000 ] && [ -f g1/config.resolved.yaml ] && [ "$(ls g1/shard-r000-*.saes | wc -l)" = 3 ]; then ok; else bad "generate manifest/shards"; fi
   expect "generate run subcommand" 0 '' -- "$bin/saes-generate" run "$gen_cfg" "${gen_set[@]}" --set output_dir=g2
   if cmp -s g1/shard-r000-000001.saes g2/shard-r000-000001.saes; then ok; else bad "run subcommand shards differ"; fi
+  # A crash after shard 1: the last shard and its manifest entry are gone.
   rm g2/shard-r000-000002.saes
+  python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["shards"].pop(); m["complete"]=False; json.dump(m, open(sys.argv[1], "w"))' g2/manifest.json
   expect "generate resume" 0 '' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set output_dir=g2
   if cmp -s g1/shard-r000-000002.saes g2/shard-r000-000002.saes; then ok; else bad "resumed shard differs"; fi
   expect "generate config change" 2 'different config.*hook_points.*overwrite' -- \

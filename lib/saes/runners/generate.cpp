@@ -105,7 +105,16 @@ bool prepare_output(const GenerateSettings& s, const io::ShardWriterOptions& opt
   if (!fs::exists(manifest)) return false;
   const io::ShardManifest old = io::load_manifest(manifest);
   const std::string diff = run_differences(old, options, identity_yaml(s));
-  if (diff.empty()) return old.complete;
+  if (diff.empty()) {
+    for (const auto& entry : old.shards) {
+      const fs::path file = options.dir / entry.file;
+      SAES_CHECK(fs::exists(file) && fs::file_size(file) == entry.bytes, DataError,
+                 "{}: shard {} is missing or has the wrong size; remove it from the manifest to "
+                 "regenerate it, or set overwrite: true",
+                 manifest.string(), entry.file);
+    }
+    return old.complete;
+  }
   SAES_CHECK(s.overwrite, ConfigError,
              "output_dir {} holds a run with a different config: {}; choose another output_dir or "
              "set overwrite: true to replace it",
