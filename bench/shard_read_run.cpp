@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
       decoded += batch.tokens.nbytes();
       for (const auto& [hook, t] : batch.activations) decoded += t.nbytes();
     }
-    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                            start).count());
+    best_s = std::min(
+        best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   const double fp16_bytes = static_cast<double>(m.n_tokens()) *
                             (2.0 * static_cast<double>(m.d_model * m.hook_points.size()) + 8.0);
