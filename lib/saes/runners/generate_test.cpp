@@ -49,7 +49,7 @@ config::GenerateSettings small_settings(const fs::path& out, data::ActivationTar
 }
 
 void generate(const config::GenerateSettings& s) {
-  Logger logger(LogLevel::kWarn);
+  Logger logger(LogLevel::kError);
   distributed::SingleProcessCommunicator world;
   RunContext context{logger, world, ProgressMode::kOff};
   const int rc = run_generate(s, context);
