@@ -70,5 +70,56 @@ if command -v mpirun >/dev/null; then
     timeout 60 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$train_cfg" --set data_parallel_size=2
 fi
 
+# saes-generate on stories260K (needs SAES_TEST_ASSETS): config run (bare and `run`), resume,
+# tokenize, probe, bad inputs, and a 2-rank run whose merged manifest matches one process.
+assets="${SAES_TEST_ASSETS:-}"
+if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
+  gen_cfg="$root/configs/generate-stories260k.yaml"
+  # One document per paragraph, so that two ranks both get text.
+  awk 'BEGIN { RS = "" } { print; print "<|endoftext|>" }' \
+    "$assets/corpora/tinystories/tinystories_validation_head.txt" >stories.txt
+  gen_set=(--set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin"
+    --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin"
+    --set "dataset.paths=[$work/stories.txt]"
+    --set total_tokens=5000 --set batch_size=2000 --set logging.progress=off)
+  manifest_tokens() { python3 -c 'import json,sys; print(sum(s["n_tokens"] for s in json.load(open(sys.argv[1]))["shards"]))' "$1"; }
+  expect "generate" 0 '' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set output_dir=g1
+  if [ "$(manifest_tokens g1/manifest.json)" = 5000 ] && [ -f g1/config.resolved.yaml ] && [ "$(ls g1/shard-r000-*.saes | wc -l)" = 3 ]; then ok; else bad "generate manifest/shards"; fi
+  expect "generate run subcommand" 0 '' -- "$bin/saes-generate" run "$gen_cfg" "${gen_set[@]}" --set output_dir=g2
+  if cmp -s g1/shard-r000-000001.saes g2/shard-r000-000001.saes; then ok; else bad "run subcommand shards differ"; fi
+  # A crash after shard 1: the last shard and its manifest entry are gone.
+  rm g2/shard-r000-000002.saes
+  python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["shards"].pop(); m["complete"]=False; json.dump(m, open(sys.argv[1], "w"))' g2/manifest.json
+  expect "generate resume" 0 '' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set output_dir=g2
+  if cmp -s g1/shard-r000-000002.saes g2/shard-r000-000002.saes; then ok; else bad "resumed shard differs"; fi
+  expect "generate config change" 2 'different config.*hook_points.*overwrite' -- \
+    "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set output_dir=g1 --set 'hook_points=[blocks.0.hook_resid_pre]'
+  one_line "generate config change"
+  expect "generate format pt" 5 'format: pt' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set format=pt
+  expect "generate bad hook" 2 "unknown hook 'blocks.9.hook_resid_post'" -- \
+    "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set output_dir=g3 --set 'hook_points=[blocks.9.hook_resid_post]'
+  expect "generate missing model" 3 'nomodel.bin' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set model.model_from_pretrained_path=nomodel.bin
+  one_line "generate missing model"
+  expect "tokenize" 0 '' -- "$bin/saes-generate" tokenize --tokenizer "$assets/llama2c-stories260K/tok512.bin" --text "Once upon a time" --pieces
+  if grep -q '^{"ids":\[.*\],"pieces":\[' out.txt; then ok; else bad "tokenize output: $(cat out.txt)"; fi
+  printf '{"text": "Once upon"}\n{"text": "a time"}\n' >in.jsonl
+  expect "tokenize jsonl" 0 '' -- "$bin/saes-generate" tokenize --tokenizer "$assets/llama2c-stories260K/tok512.bin" --input in.jsonl
+  if [ "$(grep -c '^{"ids":' out.txt)" = 2 ]; then ok; else bad "tokenize jsonl lines: $(cat out.txt)"; fi
+  printf '{"txt": 1}\n' >bad.jsonl
+  expect "tokenize bad jsonl" 3 'bad.jsonl:1' -- "$bin/saes-generate" tokenize --tokenizer "$assets/llama2c-stories260K/tok512.bin" --input bad.jsonl
+  one_line "tokenize bad jsonl"
+  expect "probe" 0 '' -- "$bin/saes-generate" probe --model "$assets/llama2c-stories260K/stories260K.bin" \
+    --text "Once upon a time" --hooks blocks.0.hook_resid_post,blocks.3.hook_mlp_out --logits --output probe.safetensors
+  if grep -q 'logits .*\[1, [0-9]*, 512\]' out.txt && [ -s probe.safetensors ]; then ok; else bad "probe output: $(cat out.txt)"; fi
+  expect "probe bad ids" 2 '\-\-ids' -- "$bin/saes-generate" probe --model "$assets/llama2c-stories260K/stories260K.bin" --ids 1,x --hooks logits --output p2.safetensors
+  if command -v mpirun >/dev/null; then
+    expect "mpirun generate" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 \
+      "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set output_dir=gmpi --threads 1
+    if [ "$(manifest_tokens gmpi/manifest.json)" = 5000 ] && [ -f gmpi/manifest.rank1.json ] && ls gmpi/shard-r001-*.saes >/dev/null 2>&1; then ok; else bad "mpirun merged manifest"; fi
+  fi
+else
+  echo "cli: SAES_TEST_ASSETS not set; skipping the saes-generate runs"
+fi
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -131,7 +131,8 @@ TrainSettings filled_train() {
   s.activation_factory.context_size = 128;
   s.model = lm::LanguageModelConfig{};
   s.model_name = "gpt2";
-  s.datasets["stories"] = data::DatasetConfig{"roneneldan/TinyStories", "cache", false};
+  s.datasets["stories"].dataset_name_or_path = "roneneldan/TinyStories";
+  s.datasets["stories"].cache_dir = "cache";
   s.eval = true;
   s.parallelism = {2, 1};
   s.fold_activation_scale = false;

@@ -54,6 +54,10 @@ struct GenerateSettings {
   std::int64_t start_shard = 0;
   std::optional<std::vector<std::int64_t>> ignore_token_ids;
   std::optional<DType> override_dtype;
+  bool packing = false;
+  std::string compression = "zstd-shuffle";
+  std::int64_t compression_level = 1;
+  bool overwrite = false;
   std::string device_type = "cuda";
   std::int64_t seed = 42;
   std::int64_t threads = 0;
@@ -75,16 +79,25 @@ struct GenerateSettings {
     v("buffer_size", buffer_size, "rows held for online shuffling (null: no shuffling)");
     v("buffer_shuffle", buffer_shuffle, "shuffle generator settings");
     v("total_tokens", total_tokens, "stop after this many tokens (null: whole dataset)");
-    v("format", format, "chunk file format");
+    v("format", format,
+      "upstream chunk format; saes always writes its shard format (docs/shard-format.md) and "
+      "rejects pt");
     v("n_samples_per_chunk", n_samples_per_chunk,
-      "rows per chunk file (null: one batch per chunk)");
-    v("num_workers", num_workers, "writer threads (null: write inline)");
-    v("n_shards", n_shards, "dataset shards (null: number of ranks)");
-    v("start_shard", start_shard, "first shard index; rank r reads shard start_shard + r");
+      "rows per shard file (null: batch_size rows per shard)");
+    v("num_workers", num_workers, "shard compression threads per rank (null: 1)");
+    v("n_shards", n_shards, "upstream dataset shards; saes splits text by rank (must be null)");
+    v("start_shard", start_shard, "upstream first dataset shard; saes requires 0");
     v("ignore_token_ids", ignore_token_ids,
       "drop these token ids in activations-1d (null: drop pad and BOS)");
     v("override_dtype", override_dtype,
-      "cast activations (never token ids or masks) to this dtype");
+      "storage dtype of activations (null: model.dtype); token ids and masks are never cast");
+    v("packing", packing,
+      "concatenate documents (each followed by EOS) into full contexts instead of one padded "
+      "document per context; saes addition");
+    v("compression", compression, "shard codec: zstd-shuffle | zstd | raw; saes addition");
+    v("compression_level", compression_level, "zstd level (1..19); saes addition");
+    v("overwrite", overwrite,
+      "replace a finished run in output_dir written with a different config; saes addition");
     v("device_type", device_type, kDeviceTypeHelp);
     v.unsupported("mongo", kNoMongoHint);
     v("seed", seed, kSeedHelp);

@@ -259,6 +259,21 @@ std::vector<Problem> find_problems(const GenerateSettings& s) {
   check_lm(p, "model", s.model);
   check_not_empty(p, "dataset_name", s.dataset_name);
   check_not_empty(p, "dataset.dataset_name_or_path", s.dataset.dataset_name_or_path);
+  for (std::size_t i = 0; i < s.dataset.paths.size(); ++i) {
+    check_not_empty(p, fmt::format("dataset.paths[{}]", i), s.dataset.paths[i]);
+  }
+  check_positive_if_set(p, "dataset.max_documents", s.dataset.max_documents);
+  check_not_empty(p, "dataset.text_field", s.dataset.text_field);
+  p.check(s.compression == "zstd-shuffle" || s.compression == "zstd" || s.compression == "raw",
+          "compression",
+          fmt::format("expected zstd-shuffle, zstd or raw, got \"{}\"", s.compression));
+  p.check(s.compression_level >= 1 && s.compression_level <= 19, "compression_level",
+          fmt::format("expected 1..19, got {}", s.compression_level));
+  p.check(!s.model.prepend_bos || s.context_size >= 2, "context_size",
+          "must be >= 2 with model.prepend_bos");
+  p.check(s.hook_points.size() ==
+              std::set<std::string>(s.hook_points.begin(), s.hook_points.end()).size(),
+          "hook_points", "lists a hook point twice");
   p.check(!s.hook_points.empty(), "hook_points", "needs at least one hook point");
   check_not_empty(p, "output_dir", s.output_dir.string());
   p.check(s.target != ActivationTarget::kTokens, "target",

@@ -16,17 +16,45 @@
 
 namespace saes::data {
 
+/// How dataset text files are read: plain text (documents separated by `separator` lines) or JSONL
+/// (one object per line, the document in `text_field`).
+enum class DatasetFormat { kText, kJsonl };
+inline constexpr std::array<std::string_view, 2> kDatasetFormatNames = {"text", "jsonl"};
+constexpr std::span<const std::string_view> enum_names(DatasetFormat) {
+  return kDatasetFormatNames;
+}
+
 struct DatasetConfig {
   std::string dataset_name_or_path = "openwebtext";
   std::optional<std::filesystem::path> cache_dir;
   bool is_dataset_on_disk = false;
+  std::vector<std::string> paths;
+  DatasetFormat format = DatasetFormat::kText;
+  std::string text_field = "text";
+  std::string separator = "<|endoftext|>";
+  std::optional<std::int64_t> max_documents;
+
+  /// The files/globs to read: `paths`, or `dataset_name_or_path` when `paths` is empty.
+  std::vector<std::string> text_paths() const {
+    return paths.empty() ? std::vector<std::string>{dataset_name_or_path} : paths;
+  }
 
   template <class V>
   void visit_fields(V& v) {
-    v("dataset_name_or_path", dataset_name_or_path, "dataset name or local path");
+    v("dataset_name_or_path", dataset_name_or_path,
+      "dataset name or local path; saes reads it as one file/glob when `paths` is empty");
     v("cache_dir", cache_dir, "download cache folder");
     v("is_dataset_on_disk", is_dataset_on_disk,
       "read a dataset saved to disk instead of loading by name");
+    v("paths", paths,
+      "text files or glob patterns, read in this order (each pattern's matches sorted); saes "
+      "addition");
+    v("format", format, "text (documents separated by `separator` lines) | jsonl; saes addition");
+    v("text_field", text_field, "jsonl: the string field holding the document; saes addition");
+    v("separator", separator,
+      "text: a line equal to this ends a document (empty: one document per file); saes addition");
+    v("max_documents", max_documents,
+      "read at most this many documents, all ranks together (null: all); saes addition");
   }
   bool operator==(const DatasetConfig&) const = default;
 };

@@ -5,12 +5,6 @@
 
 namespace saes::runners {
 
-int run_generate(const config::GenerateSettings&, RunContext&) {
-  SAES_THROW(UnsupportedError,
-             "activation generation is not implemented in this version yet (issue #3); the config "
-             "was valid");
-}
-
 int run_train(const config::TrainSettings&, RunContext&) {
   SAES_THROW(UnsupportedError,
              "training is not implemented in this version yet (issue #4); the config was valid");

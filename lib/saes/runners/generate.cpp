@@ -1,0 +1,311 @@
+// run_generate: text -> tokens -> language model -> activation shards, split across data ranks,
+// resumable after the last complete shard (docs/generate.md).
+#include <algorithm>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/nonzero.h>
+#include <fmt/format.h>
+
+#include "saes/config/config_loader.h"
+#include "saes/core/error.h"
+#include "saes/data/token_batcher.h"
+#include "saes/distributed/communicator.h"
+#include "saes/distributed/mesh.h"
+#include "saes/io/shard_format.h"
+#include "saes/io/shard_writer.h"
+#include "saes/lm/hf_folder.h"
+#include "saes/runners/runners.h"
+#include "saes/version.h"
+
+namespace saes::runners {
+namespace {
+
+namespace fs = std::filesystem;
+using config::GenerateSettings;
+
+void check_supported(const GenerateSettings& s) {
+  SAES_CHECK(s.format != data::ActivationFormat::kPt, UnsupportedError,
+             "format: pt is not supported: saes writes its own shard format "
+             "(docs/shard-format.md); remove `format` or set it to safetensors");
+  SAES_CHECK(!s.n_shards && s.start_shard == 0, UnsupportedError,
+             "n_shards/start_shard: saes splits the text across ranks itself (document i goes to "
+             "rank i % world size); remove them");
+  SAES_CHECK(!s.buffer_size && !s.buffer_shuffle, UnsupportedError,
+             "buffer_size/buffer_shuffle: saes-generate writes in stream order; shuffle when "
+             "reading (the shard reader's seed); remove them");
+}
+
+/// The settings that decide the shards' content, as YAML (run-time knobs left out).
+std::string identity_yaml(GenerateSettings s) {
+  s.overwrite = false;
+  s.threads = 0;
+  s.num_workers.reset();
+  s.logging = {};
+  return config::dump_yaml(s);
+}
+
+/// "key: value" lines of `now` missing from `before`, for the "config differs" message.
+std::string changed_lines(const std::string& before, const std::string& now) {
+  std::set<std::string> old_lines;
+  std::istringstream old_stream(before);
+  for (std::string line; std::getline(old_stream, line);) old_lines.insert(line);
+  std::istringstream new_stream(now);
+  std::string out;
+  for (std::string line; std::getline(new_stream, line);) {
+    if (old_lines.count(line) != 0) continue;
+    line.erase(0, line.find_first_not_of(' '));
+    out += (out.empty() ? "" : "; ") + line;
+  }
+  return out;
+}
+
+/// What differs between the run on disk and this one (empty: the same run).
+std::string run_differences(const io::ShardManifest& old, const io::ShardWriterOptions& now,
+                            const std::string& now_yaml) {
+  std::vector<std::string> diffs;
+  if (old.model_name != now.model_name) diffs.push_back("model_name");
+  if (old.hook_points != now.hook_points) diffs.push_back("hook_points");
+  if (old.d_model != now.d_model) diffs.push_back("d_model");
+  if (old.dtype != now.dtype) diffs.push_back("dtype");
+  if (old.target != now.target) diffs.push_back("target");
+  std::string old_yaml;
+  try {
+    old_yaml = identity_yaml(
+        config::parse_generate_settings(old.config_yaml, "manifest", {}, config::Validation::kOff));
+  } catch (const Error&) {
+    diffs.push_back("config (unreadable in the manifest)");
+  }
+  if (!old_yaml.empty() && old_yaml != now_yaml) {
+    diffs.push_back(fmt::format("config ({})", changed_lines(old_yaml, now_yaml)));
+  }
+  std::string out;
+  for (const auto& d : diffs) out += (out.empty() ? "" : ", ") + d;
+  return out;
+}
+
+/// Deletes this rank's shard files and manifest (and rank 0's merged manifest).
+void remove_rank_files(const fs::path& dir, int rank, const fs::path& manifest, Logger& logger) {
+  const std::string prefix = fmt::format("shard-r{:03d}-", rank);
+  for (const auto& item : fs::directory_iterator(dir)) {
+    if (item.path().filename().string().rfind(prefix, 0) == 0) fs::remove(item.path());
+  }
+  fs::remove(manifest);
+  if (rank == 0) fs::remove(dir / io::kManifestFileName);
+  logger.warn("overwrite: removed the previous run's files of rank {} in {}", rank, dir.string());
+}
+
+/// Checks `dir` against this run; returns true when this rank's part is already complete.
+bool prepare_output(const GenerateSettings& s, const io::ShardWriterOptions& options,
+                    const fs::path& manifest, Logger& logger) {
+  if (!fs::exists(manifest)) return false;
+  const io::ShardManifest old = io::load_manifest(manifest);
+  const std::string diff = run_differences(old, options, identity_yaml(s));
+  if (diff.empty()) {
+    for (const auto& entry : old.shards) {
+      const fs::path file = options.dir / entry.file;
+      SAES_CHECK(fs::exists(file) && fs::file_size(file) == entry.bytes, DataError,
+                 "{}: shard {} is missing or has the wrong size; remove it from the manifest to "
+                 "regenerate it, or set overwrite: true",
+                 manifest.string(), entry.file);
+    }
+    return old.complete;
+  }
+  SAES_CHECK(s.overwrite, ConfigError,
+             "output_dir {} holds a run with a different config: {}; choose another output_dir or "
+             "set overwrite: true to replace it",
+             options.dir.string(), diff);
+  remove_rank_files(options.dir, options.rank, manifest, logger);
+  return false;
+}
+
+/// Width of every hook (trailing dims flattened); all must agree. Runs a 2-token forward.
+int64_t hook_width(const lm::Transformer& model, const std::vector<std::string>& hooks) {
+  lm::HookSet set;
+  for (const auto& h : hooks) set.capture(h);
+  const auto out = model.forward(at::full({1, 2}, int64_t{0}, at::kLong), nullptr, set);
+  int64_t width = -1;
+  for (const auto& h : hooks) {
+    const int64_t w = out.at(h).flatten(2).size(2);
+    SAES_CHECK(width < 0 || w == width, ConfigError,
+               "hook_points: \"{}\" has width {} but \"{}\" has {}; one run stores hooks of one "
+               "width",
+               h, w, hooks.front(), width);
+    width = w;
+  }
+  return width;
+}
+
+io::ShardWriterOptions writer_options(const GenerateSettings& s, const lm::LanguageModel& lm,
+                                      const distributed::Mesh& mesh) {
+  io::ShardWriterOptions o;
+  o.dir = s.output_dir;
+  o.model_name = s.model_name;
+  o.hook_points = s.hook_points;
+  o.dtype = s.override_dtype.value_or(s.model.dtype);
+  o.d_model = hook_width(lm.model, s.hook_points);
+  const bool is_2d = s.target == data::ActivationTarget::kActivations2d;
+  o.target = is_2d ? io::ShardTarget::kActivations2d : io::ShardTarget::kActivations1d;
+  o.context_size = is_2d ? s.context_size : 0;
+  o.rows_per_shard = s.n_samples_per_chunk.value_or(s.batch_size);
+  o.rank = mesh.data_rank();
+  o.world = mesh.data_size();
+  auto codec = io::try_parse_shard_codec(s.compression);
+  SAES_CHECK(codec.has_value(), ConfigError, "compression: unknown codec \"{}\"", s.compression);
+  o.encode.codec = *codec;
+  o.encode.zstd_level = static_cast<int>(s.compression_level);
+  o.encode.threads = static_cast<int>(s.num_workers.value_or(1));
+  o.created_by = fmt::format("saes-generate {}", kVersion);
+  o.config_yaml = config::dump_yaml(s);
+  return o;
+}
+
+data::TokenBatcher make_batcher(const GenerateSettings& s, const lm::LanguageModel& lm,
+                                const distributed::Mesh& mesh) {
+  data::TextSourceOptions text;
+  text.paths = s.dataset.text_paths();
+  text.format = s.dataset.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl
+                                                                : data::TextFormat::kText;
+  text.text_field = s.dataset.text_field;
+  text.separator = s.dataset.separator;
+  text.max_documents = s.dataset.max_documents;
+  data::TokenBatcherOptions options;
+  options.context_size = s.context_size;
+  options.prepend_bos = s.model.prepend_bos;
+  options.packing = s.packing;
+  options.ignore_token_ids = s.ignore_token_ids.value_or(std::vector<int64_t>{});
+  const lm::Tokenizer* tokenizer = lm.tokenizer.get();
+  return data::TokenBatcher(
+      data::TextSource(text, mesh.data_rank(), mesh.data_size()),
+      [tokenizer](std::string_view t) { return tokenizer->encode(t); },
+      {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
+}
+
+/// Per 2-D row: the document and position of its first token with a document (-1 when none).
+std::pair<at::Tensor, at::Tensor> row_provenance(const data::TokenBatch& b) {
+  const at::Tensor doc = b.document_index.contiguous();
+  const at::Tensor pos = b.position.to(at::kLong).contiguous();
+  const int64_t rows = doc.size(0), cols = doc.size(1);
+  at::Tensor row_doc = at::full({rows}, int64_t{-1}, at::kLong);
+  at::Tensor row_pos = at::full({rows}, int64_t{-1}, at::kLong);
+  const int64_t* d = doc.data_ptr<int64_t>();
+  const int64_t* p = pos.data_ptr<int64_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      if (d[r * cols + c] < 0) continue;
+      row_doc.data_ptr<int64_t>()[r] = d[r * cols + c];
+      row_pos.data_ptr<int64_t>()[r] = p[r * cols + c];
+      break;
+    }
+  }
+  return {row_doc, row_pos};
+}
+
+/// Runs the model on contexts and returns their shard rows (1-D: kept tokens; 2-D: contexts).
+io::ShardBatch shard_rows(const lm::Transformer& model, const lm::HookSet& hooks,
+                          const data::TokenBatch& b, bool is_2d) {
+  const auto acts = model.forward(b.tokens, &b.attention_mask, hooks);
+  io::ShardBatch out;
+  if (is_2d) {
+    out.tokens = b.tokens;
+    out.mask = b.mask;
+    std::tie(out.doc_index, out.position) = row_provenance(b);
+    for (const auto& [hook, value] : acts) out.activations[hook] = value.flatten(2);
+    return out;
+  }
+  const data::TokenBatch flat = data::flatten_kept_tokens(b);
+  out.tokens = flat.tokens;
+  out.doc_index = flat.document_index;
+  out.position = flat.position;
+  const at::Tensor kept = at::nonzero(b.mask.flatten().to(model.device())).squeeze(1);
+  for (const auto& [hook, value] : acts) {
+    out.activations[hook] = value.flatten(2).flatten(0, 1).index_select(0, kept);
+  }
+  return out;
+}
+
+io::ShardBatch narrow_rows(const io::ShardBatch& b, int64_t begin, int64_t end) {
+  auto cut = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, begin, end - begin) : t; };
+  io::ShardBatch out{cut(b.tokens), cut(b.doc_index), cut(b.position), cut(b.mask), {}, {}};
+  for (const auto& [hook, t] : b.activations) out.activations[hook] = cut(t);
+  return out;
+}
+
+int64_t rank_budget(const std::optional<int64_t>& total, int rank, int world) {
+  if (!total) return std::numeric_limits<int64_t>::max();
+  return *total / world + (rank < *total % world ? 1 : 0);
+}
+
+/// The generation loop of one rank: skips the rows already in complete shards (without running
+/// the model on batches that lie wholly inside them), then appends rows until the budget or the
+/// text ends.
+void generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
+                   data::TokenBatcher& batcher, io::ShardWriter& writer, int64_t budget,
+                   RunContext& context) {
+  const bool is_2d = s.target == data::ActivationTarget::kActivations2d;
+  const int64_t tokens_per_row = is_2d ? s.context_size : 1;
+  const int64_t target_rows = is_2d && budget != std::numeric_limits<int64_t>::max()
+                                  ? (budget + s.context_size - 1) / s.context_size
+                                  : budget;
+  const int64_t skip = writer.rows_done();
+  lm::HookSet hooks;
+  for (const auto& h : s.hook_points) hooks.capture(h);
+  Progress progress = context.make_progress(
+      "generate", budget == std::numeric_limits<int64_t>::max() ? 0 : budget, "tok");
+  progress.advance(writer.tokens_done());
+  int64_t pos = 0;  // rows of the stream before this batch
+  while (pos < target_rows) {
+    auto batch = batcher.next_batch(s.model_batch_size);
+    if (!batch) break;
+    const int64_t n = is_2d ? batch->tokens.size(0) : batch->mask.sum().item<int64_t>();
+    const int64_t lo = std::max(skip, pos), hi = std::min(target_rows, pos + n);
+    if (lo < hi) {
+      // The whole batch runs (as in an uninterrupted run, so values are bit-identical).
+      const io::ShardBatch rows = shard_rows(lm.model, hooks, *batch, is_2d);
+      writer.append(narrow_rows(rows, lo - pos, hi - pos));
+      progress.advance((hi - lo) * tokens_per_row);
+    }
+    pos += n;
+  }
+  writer.finish();
+  progress.finish(fmt::format("{} shards", writer.manifest().shards.size()));
+}
+
+}  // namespace
+
+int run_generate(const GenerateSettings& s, RunContext& context) {
+  check_supported(s);
+  distributed::Mesh mesh(context.world, distributed::ParallelismConfig{context.world.size(), 1});
+  const lm::LanguageModel lm = lm::load_language_model(s.model);
+  const io::ShardWriterOptions options = writer_options(s, lm, mesh);
+  fs::create_directories(s.output_dir);
+  const fs::path manifest =
+      s.output_dir / (options.world > 1 ? io::rank_manifest_file_name(options.rank)
+                                        : std::string(io::kManifestFileName));
+  const bool done = prepare_output(s, options, manifest, context.logger);
+  if (mesh.is_primary()) config::save_resolved_config(s, s.output_dir);
+  if (done) {
+    context.logger.info("{}: this run is already complete; nothing to do", s.output_dir.string());
+  } else {
+    io::ShardWriter writer = io::ShardWriter::open_for_resume(options, context.logger);
+    data::TokenBatcher batcher = make_batcher(s, lm, mesh);
+    generate_rows(s, lm, batcher, writer,
+                  rank_budget(s.total_tokens, mesh.data_rank(), mesh.data_size()), context);
+  }
+  context.world.barrier();
+  if (mesh.is_primary()) {
+    const io::ShardManifest merged = options.world > 1
+                                         ? io::merge_manifests(s.output_dir, options.world)
+                                         : io::load_manifest(manifest);
+    context.logger.info("{}: {} shards, {} tokens ({} rows) in {}", s.model_name,
+                        merged.shards.size(), merged.n_tokens(), merged.n_rows(),
+                        s.output_dir.string());
+  }
+  return 0;
+}
+
+}  // namespace saes::runners

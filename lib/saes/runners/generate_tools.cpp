@@ -1,0 +1,135 @@
+// saes-generate tokenize / probe.
+#include "saes/runners/generate_tools.h"
+
+#include <charconv>
+#include <fstream>
+#include <map>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/from_blob.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "saes/core/error.h"
+#include "saes/io/safetensors.h"
+#include "saes/lm/hf_folder.h"
+
+namespace saes::runners {
+namespace {
+
+std::string ids_json(const lm::Tokenizer& tokenizer, const std::vector<int64_t>& ids, bool pieces) {
+  nlohmann::json line;
+  line["ids"] = ids;
+  if (pieces) {
+    std::vector<std::string> list;
+    for (int64_t id : ids) list.push_back(tokenizer.piece(id));
+    line["pieces"] = list;
+  }
+  return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string text_of_line(const std::string& line, const std::string& where) {
+  nlohmann::json value;
+  try {
+    value = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {
+    SAES_THROW(DataError, "{}: invalid JSON", where);
+  }
+  SAES_CHECK(value.is_object() && value.contains("text") && value["text"].is_string(), DataError,
+             "{}: expected an object with a string \"text\"", where);
+  return value["text"].get<std::string>();
+}
+
+std::string shape_text(const at::Tensor& t) {
+  return fmt::format("[{}]", fmt::join(t.sizes().vec(), ", "));
+}
+
+}  // namespace
+
+std::vector<int64_t> parse_id_list(std::string_view text, std::string_view what) {
+  std::vector<int64_t> ids;
+  for (const std::string& item : split_list(text)) {
+    int64_t value = 0;
+    auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    SAES_CHECK(ec == std::errc() && end == item.data() + item.size() && value >= 0, ConfigError,
+               "{}: expected comma-separated non-negative token ids, got \"{}\"", what, item);
+    ids.push_back(value);
+  }
+  SAES_CHECK(!ids.empty(), ConfigError, "{}: no token ids in \"{}\"", what, text);
+  return ids;
+}
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string item(text.substr(start, comma - start));
+    if (!item.empty()) out.push_back(item);
+    start = comma + 1;
+  }
+  return out;
+}
+
+int run_tokenize(const TokenizeOptions& options, std::ostream& out) {
+  SAES_CHECK(options.text.has_value() != options.input.has_value(), ConfigError,
+             "tokenize: give exactly one of --text and --input");
+  const auto tokenizer = lm::load_tokenizer(options.tokenizer);
+  if (options.text) {
+    out << ids_json(*tokenizer, tokenizer->encode(*options.text), options.pieces) << '\n';
+    return 0;
+  }
+  std::ifstream in(*options.input);
+  SAES_CHECK(in.good(), IoError, "tokenize: cannot read {}", options.input->string());
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string text =
+        text_of_line(line, fmt::format("{}:{}", options.input->string(), number));
+    out << ids_json(*tokenizer, tokenizer->encode(text), options.pieces) << '\n';
+  }
+  return 0;
+}
+
+int run_probe(const ProbeOptions& options, std::ostream& out) {
+  SAES_CHECK(options.text.has_value() != options.ids.has_value(), ConfigError,
+             "probe: give exactly one of --text and --ids");
+  SAES_CHECK(!options.hooks.empty() || options.logits, ConfigError,
+             "probe: nothing to capture: give --hooks and/or --logits");
+  lm::LanguageModel lm = lm::load_language_model(options.model);
+  std::vector<int64_t> ids;
+  if (options.ids) {
+    ids = *options.ids;
+    for (int64_t id : ids) {
+      SAES_CHECK(id < lm.model.spec().d_vocab, ConfigError,
+                 "--ids: token id {} is outside the vocabulary (size {})", id,
+                 lm.model.spec().d_vocab);
+    }
+  } else {
+    if (options.model.prepend_bos && lm.special_ids.bos) ids.push_back(*lm.special_ids.bos);
+    for (int64_t id : lm.tokenizer->encode(*options.text)) ids.push_back(id);
+    SAES_CHECK(!ids.empty(), ConfigError, "--text: the text has no tokens");
+  }
+  const at::Tensor tokens =
+      at::from_blob(ids.data(), {1, static_cast<int64_t>(ids.size())}, at::kLong).clone();
+  lm::HookSet hooks;
+  for (const auto& h : options.hooks) hooks.capture(h);
+  if (options.logits) hooks.capture("logits");
+  const auto values = lm.model.forward(tokens, nullptr, hooks);
+  std::vector<std::pair<std::string, at::Tensor>> tensors = {{"tokens", tokens}};
+  for (const auto& h : options.hooks) tensors.emplace_back(h, values.at(h));
+  if (options.logits) tensors.emplace_back("logits", values.at("logits"));
+  for (const auto& [name, t] : tensors) {
+    out << fmt::format("{:<40} {:<16} {:<8} norm {:.6g}\n", name, shape_text(t),
+                       dtype_name(from_torch(t.scalar_type())),
+                       t.to(at::kDouble).norm().item<double>());
+  }
+  io::save_safetensors(options.output, tensors,
+                       {{"model", options.model.model_from_pretrained_path->string()}});
+  out << fmt::format("wrote {}\n", options.output.string());
+  return 0;
+}
+
+}  // namespace saes::runners
