@@ -2,8 +2,10 @@
 // (spec §2.1, §2.2, §3) and the SAE's init and fold rules (spec §2.1, §4).
 #include "saes/dictionaries/sae.h"
 
-#include <ATen/core/Generator.h>
+#include <cmath>
+
 #include <ATen/TensorOperators.h>
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/exp.h>
@@ -24,8 +26,6 @@
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
-#include <cmath>
-
 #include "saes/core/error.h"
 #include "saes/dictionaries/activation_functions.h"
 
@@ -40,8 +40,8 @@ void validate(const SparseDictionaryConfig& cfg) {
   SAES_CHECK(cfg.d_sae() >= 1, ConfigError,
              "sae.expansion_factor: d_sae = int(d_model * expansion_factor) must be >= 1, got {}",
              cfg.d_sae());
-  SAES_CHECK(cfg.act_fn != ActFn::kLayerTopK && cfg.act_fn != ActFn::kBatchLayerTopK,
-             ConfigError, "sae.act_fn: {} is only valid for sae_type clt",
+  SAES_CHECK(cfg.act_fn != ActFn::kLayerTopK && cfg.act_fn != ActFn::kBatchLayerTopK, ConfigError,
+             "sae.act_fn: {} is only valid for sae_type clt",
              kActFnNames[static_cast<std::size_t>(cfg.act_fn)]);
   SAES_CHECK(!is_topk_family(cfg.act_fn) || (cfg.top_k >= 1 && cfg.top_k <= cfg.d_sae()),
              ConfigError, "sae.top_k: expected 1..d_sae={}, got {}", cfg.d_sae(), cfg.top_k);
@@ -56,8 +56,8 @@ std::pair<at::Tensor, double> token_weights(const at::Tensor& mask, std::int64_t
                                             const at::TensorOptions& opts) {
   if (!mask.defined()) return {at::full({n, 1}, 1.0 / static_cast<double>(n), opts), double(n)};
   SAES_CHECK(mask.dim() == 1 && mask.size(0) == n, DataError,
-             "mask has shape [{}], expected [{}] (one entry per token)", fmt::join(mask.sizes(), ", "),
-             n);
+             "mask has shape [{}], expected [{}] (one entry per token)",
+             fmt::join(mask.sizes(), ", "), n);
   const at::Tensor m = mask.to(opts.device(), opts.dtype().toScalarType()).reshape({n, 1});
   const double valid = at::sum(m).item<double>();
   SAES_CHECK(valid > 0, DataError, "mask selects no tokens");
@@ -66,7 +66,8 @@ std::pair<at::Tensor, double> token_weights(const at::Tensor& mask, std::int64_t
 
 }  // namespace
 
-SparseAutoEncoder::SparseAutoEncoder(SparseDictionaryConfig cfg) : SparseDictionary(std::move(cfg)) {
+SparseAutoEncoder::SparseAutoEncoder(SparseDictionaryConfig cfg)
+    : SparseDictionary(std::move(cfg)) {
   validate(cfg_);
   const auto opts = at::TensorOptions().dtype(dtype()).device(device());
   const std::int64_t d = cfg_.d_model, s = cfg_.d_sae();
@@ -86,7 +87,8 @@ SparseAutoEncoder::SparseAutoEncoder(SparseDictionaryConfig cfg) : SparseDiction
 }
 
 std::vector<ParameterRef> SparseAutoEncoder::parameters() {
-  std::vector<ParameterRef> out = {{"W_E", W_E_, gW_E_}, {"b_E", b_E_, gb_E_}, {"W_D", W_D_, gW_D_}};
+  std::vector<ParameterRef> out = {
+      {"W_E", W_E_, gW_E_}, {"b_E", b_E_, gb_E_}, {"W_D", W_D_, gW_D_}};
   if (b_D_.defined()) out.push_back({"b_D", b_D_, gb_D_});
   if (W_E_glu_.defined()) {
     out.push_back({"W_E_glu", W_E_glu_, gW_E_glu_});
@@ -145,8 +147,8 @@ at::Tensor SparseAutoEncoder::decode(const at::Tensor& f) const {
 StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const LossSettings& ls) {
   check_activations(batch.x, "x");
   check_activations(batch.label, "label");
-  SAES_CHECK(batch.x.size(0) == batch.label.size(0), DataError,
-             "x has {} tokens but label has {}", batch.x.size(0), batch.label.size(0));
+  SAES_CHECK(batch.x.size(0) == batch.label.size(0), DataError, "x has {} tokens but label has {}",
+             batch.x.size(0), batch.label.size(0));
   const at::Tensor x = normalize(batch.x, cfg_.hook_point_in);
   const at::Tensor y = normalize(batch.label, cfg_.hook_point_out);
   const std::int64_t N = x.size(0);
@@ -191,10 +193,9 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
       active_aux = activation_mask(cfg_.act_fn, s_aux, {}, std::min(ls.k_aux, n_dead));
       f_aux = h * active_aux;
       const at::Tensor q = at::mm(f_aux, W_D_).add_(r);  // ê − e, e = label − x̂
-      out.l_aux = ls.auxk_coefficient *
-                  at::sum(at::sum(q * q, {1}, true) * w).item<double>();
+      out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * w).item<double>();
       Gq = q * (2.0 * ls.auxk_coefficient * w);  // ∂L_aux/∂ê
-      if (!ls.auxk_detach_residual) G = G - Gq;   // ∂L_aux/∂x̂ = −∂L_aux/∂ê
+      if (!ls.auxk_detach_residual) G = G + Gq;  // ê − e = ê + x̂ − y ⇒ ∂/∂x̂ = ∂/∂ê
     }
   }
 
@@ -310,8 +311,8 @@ void SparseAutoEncoder::init_encoder_with_decoder_transpose(double factor) {
 
 void SparseAutoEncoder::set_decoder_to_fixed_norm(double value, bool exact) {
   const at::Tensor n = decoder_norm();
-  const at::Tensor scale = exact ? value / n : at::where(at::gt(n, value), value / n,
-                                                         at::ones_like(n));
+  const at::Tensor scale =
+      exact ? value / n : at::where(at::gt(n, value), value / n, at::ones_like(n));
   W_D_.mul_(scale.unsqueeze(1));
 }
 

@@ -2,11 +2,11 @@
 // fused forward + manual backward training step. Losses and gating follow spec §2.1, §3.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <ATen/core/Tensor.h>
 
 #include "saes/dictionaries/sparse_dictionary.h"
 

@@ -2,6 +2,10 @@
 // the native safetensors checkpoint (spec §2.1 "Checkpoint format", §15 fixes).
 #include "saes/dictionaries/sparse_dictionary.h"
 
+#include <cmath>
+#include <set>
+#include <type_traits>
+
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/linalg_vector_norm.h>
@@ -9,10 +13,6 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/sum.h>
 #include <fmt/format.h>
-
-#include <cmath>
-#include <set>
-#include <type_traits>
 
 #include "saes/core/error.h"
 #include "saes/io/safetensors.h"
@@ -194,9 +194,8 @@ void SparseDictionary::load(const std::filesystem::path& path) {
       continue;
     }
     const at::Tensor t = file.tensor(p.name);
-    SAES_CHECK(t.sizes() == p.value.sizes(), DataError,
-               "{}: tensor '{}' has shape {}, expected {}", path.string(), p.name,
-               fmt::join(t.sizes(), "x"), fmt::join(p.value.sizes(), "x"));
+    SAES_CHECK(t.sizes() == p.value.sizes(), DataError, "{}: tensor '{}' has shape {}, expected {}",
+               path.string(), p.name, fmt::join(t.sizes(), "x"), fmt::join(p.value.sizes(), "x"));
     p.value.copy_(t);
   }
   for (const auto& name : file.names()) {

@@ -4,14 +4,14 @@
 // state (spec §2.1) and the native checkpoint format. The variants live in their own files.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <ATen/core/Tensor.h>
 
 #include "saes/dictionaries/config.h"
 
@@ -29,9 +29,9 @@ enum class ParamGroup { kOthers, kJumpRelu };
 /// fold, init, forward_backward), so handles stay valid for the dictionary's lifetime; the
 /// optimizer updates `value` in place.
 struct ParameterRef {
-  std::string name;   ///< checkpoint name, e.g. "W_E", "activation_function.log_jumprelu_threshold"
-  at::Tensor value;   ///< parameter, cfg dtype/device
-  at::Tensor grad;    ///< same shape/dtype/device; written by forward_backward
+  std::string name;  ///< checkpoint name, e.g. "W_E", "activation_function.log_jumprelu_threshold"
+  at::Tensor value;  ///< parameter, cfg dtype/device
+  at::Tensor grad;   ///< same shape/dtype/device; written by forward_backward
   ParamGroup group = ParamGroup::kOthers;
   bool clipped = true;  ///< false for the JumpReLU threshold (spec §3.2: excluded from clipping)
 };
@@ -73,12 +73,12 @@ struct StepResult {
   double l_sparsity = 0.0;  ///< λ·penalty (0 when none)
   double l_p = 0.0;
   double l_aux = 0.0;
-  double n_tokens = 0.0;    ///< valid tokens (mask sum, or rows)
-  double l0 = 0.0;          ///< mean #(f > 0) over valid tokens
-  at::Tensor feature_acts;  ///< [n_tokens, d_sae] f in normalized space (masked rows included)
-  at::Tensor reconstructed; ///< [n_tokens, d_model] x̂ in normalized space
-  at::Tensor label;         ///< [n_tokens, d_model] normalized label
-  at::Tensor fired;         ///< [d_sae] int64: valid tokens with f > 0, per feature
+  double n_tokens = 0.0;     ///< valid tokens (mask sum, or rows)
+  double l0 = 0.0;           ///< mean #(f > 0) over valid tokens
+  at::Tensor feature_acts;   ///< [n_tokens, d_sae] f in normalized space (masked rows included)
+  at::Tensor reconstructed;  ///< [n_tokens, d_model] x̂ in normalized space
+  at::Tensor label;          ///< [n_tokens, d_model] normalized label
+  at::Tensor fired;          ///< [d_sae] int64: valid tokens with f > 0, per feature
 };
 
 /// Random initialization parameters (spec §4 step 2); the initializer maps InitializerConfig.
@@ -95,6 +95,8 @@ class SparseDictionary {
   virtual ~SparseDictionary() = default;
   SparseDictionary(const SparseDictionary&) = delete;
   SparseDictionary& operator=(const SparseDictionary&) = delete;
+  SparseDictionary(SparseDictionary&&) = default;
+  SparseDictionary& operator=(SparseDictionary&&) = default;
 
   /// The config; after fold_activation_scale() its norm_activation reads `inference`.
   const SparseDictionaryConfig& config() const { return cfg_; }

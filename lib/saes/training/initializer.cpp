@@ -2,11 +2,11 @@
 // decoder-norm grid search on one batch.
 #include "saes/training/initializer.h"
 
-#include <ATen/core/Generator.h>
-#include <ATen/TensorOperators.h>
-#include <ATen/core/Tensor.h>
-
 #include <limits>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
 
 #include "saes/core/logging.h"
 #include "saes/dictionaries/sparse_dictionary.h"
@@ -43,17 +43,16 @@ std::vector<double> fine_norm_grid(double best) { return linspace(best - 0.09, b
 
 void initialize_parameters(dictionaries::SparseDictionary& dict, const InitializerConfig& cfg,
                            at::Generator& gen) {
-  dict.init_parameters({cfg.encoder_uniform_bound, cfg.decoder_uniform_bound,
-                        cfg.init_log_jumprelu_threshold_value},
-                       gen);
+  dict.init_parameters(
+      {cfg.encoder_uniform_bound, cfg.decoder_uniform_bound, cfg.init_log_jumprelu_threshold_value},
+      gen);
   if (cfg.init_encoder_with_decoder_transpose) {
     dict.init_encoder_with_decoder_transpose(cfg.init_encoder_with_decoder_transpose_factor);
   }
 }
 
 double initialization_search(dictionaries::SparseDictionary& dict, const InitializerConfig& cfg,
-                             const at::Tensor& x_raw, const at::Tensor& label_raw,
-                             Logger& logger) {
+                             const at::Tensor& x_raw, const at::Tensor& label_raw, Logger& logger) {
   const at::Tensor x = dict.normalize(x_raw, dict.input_hook_point());
   const at::Tensor label = dict.normalize(label_raw, dict.label_hook_point());
   if (cfg.bias_init_method == BiasInitMethod::kGeometricMedian) {
