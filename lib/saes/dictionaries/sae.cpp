@@ -8,8 +8,10 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/count_nonzero.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/full_like.h>
 #include <ATen/ops/gt.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/mean.h>
@@ -208,8 +210,12 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
       // L = λ Σ_t w_t Σ_i f_ti n_i (f ≥ 0): one GEMV gives both the value and ∂/∂n
       const at::Tensor fw = at::mv(f.t(), w.view({N}));
       out.l_sparsity = lam * at::sum(gating ? fw * ng : fw).item<double>();
-      const at::Tensor gf = at::gt(f, 0).to(f.scalar_type()).mul_(lam * w);
-      df.add_(gating ? gf * ng : gf);
+      if (jump) {  // the STE reads ∂L/∂f at inactive entries too: keep sign(0) = 0 there
+        const at::Tensor gf = at::gt(f, 0).to(f.scalar_type()).mul_(lam * w);
+        df.add_(gating ? gf * ng : gf);
+      } else {  // only active entries reach h (ReLU/TopK mask below): one rank-1 update
+        df.addr_(w.view({N}), gating ? ng * lam : at::full_like(fw, lam));
+      }
       if (gating) gn.add_(fw, lam);
     } else {
       const at::Tensor u = gating ? f * ng : f;
@@ -277,10 +283,12 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
   if (b_D_.defined()) at::sum_out(gb_D_, G, {0});
 
   // ---- metrics ----
-  const at::Tensor fires = at::gt(f, 0).to(w.scalar_type());
-  const at::Tensor fired_w = at::mv(fires.t(), (w * n_valid).view({N}));
-  out.fired = fired_w.round().to(at::kLong);
-  out.l0 = at::sum(fired_w).item<double>() / n_valid;
+  out.fired = batch.mask.defined()
+                  ? at::mv(at::gt(f, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
+                        .round()
+                        .to(at::kLong)
+                  : at::count_nonzero(f, at::IntArrayRef{0});
+  out.l0 = static_cast<double>(at::sum(out.fired).item<std::int64_t>()) / n_valid;
   out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
   out.feature_acts = f;
   out.reconstructed = xhat;
