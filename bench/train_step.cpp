@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -73,7 +74,12 @@ class Adam {
   int t_ = 0;
 };
 
-double run(const Workload& w, int reps) {
+struct Timing {
+  double wall_s = 1e30;
+  double cpu_s = 1e30;
+};
+
+Timing run(const Workload& w, int reps) {
   sd::SparseDictionaryConfig cfg;
   cfg.d_model = w.d;
   cfg.expansion_factor = static_cast<double>(w.d_sae) / static_cast<double>(w.d);
@@ -99,12 +105,16 @@ double run(const Workload& w, int reps) {
     adam.step(1e-4);
   };
   step();
-  double best = 1e30;
+  Timing best;
   for (int i = 0; i < reps; ++i) {
     const auto start = std::chrono::steady_clock::now();
+    const std::clock_t cpu_start = std::clock();
     step();
-    best = std::min(
-        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    best.wall_s =
+        std::min(best.wall_s,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    best.cpu_s = std::min(best.cpu_s, static_cast<double>(std::clock() - cpu_start) /
+                                          static_cast<double>(CLOCKS_PER_SEC));
   }
   return best;
 }
@@ -118,30 +128,33 @@ int main(int argc, char** argv) {
                                     : "relu:768:24576:4096,jumprelu:768:24576:4096,"
                                       "topk:768:24576:4096,relu:64:512:4096";
   at::set_num_threads(threads);
-  std::map<std::string, double> torch_s;
+  std::map<std::string, Timing> torch_s;
   const std::string command = fmt::format(
       "/usr/bin/python3 bench/reference/train_step.py --threads {} --reps {} --workloads {}",
       threads, reps, spec);
   if (std::FILE* pipe = popen(command.c_str(), "r")) {
     char act[32];
     long d = 0, s = 0, b = 0;
-    double sec = 0;
-    while (std::fscanf(pipe, "%31s %ld %ld %ld %lf", act, &d, &s, &b, &sec) == 5) {
-      torch_s[fmt::format("{}:{}:{}:{}", act, d, s, b)] = sec;
+    double sec = 0, cpu = 0;
+    while (std::fscanf(pipe, "%31s %ld %ld %ld %lf %lf", act, &d, &s, &b, &sec, &cpu) == 6) {
+      torch_s[fmt::format("{}:{}:{}:{}", act, d, s, b)] = {sec, cpu};
     }
     pclose(pipe);
   }
   fmt::print(
       "| workload | threads | saes s/step | saes tokens/s | torch s/step | torch tokens/s | "
-      "speed-up |\n|---|---|---|---|---|---|---|\n");
+      "speed-up (wall) | saes CPU s | torch CPU s | speed-up (CPU) |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& w : parse(spec)) {
     const std::string key = fmt::format("{}:{}:{}:{}", w.act, w.d, w.d_sae, w.batch);
-    const double ours = run(w, reps);
+    const Timing ours = run(w, reps);
     const auto it = torch_s.find(key);
-    const double theirs = it == torch_s.end() ? NAN : it->second;
-    fmt::print("| {} | {} | {:.4f} | {:.0f} | {:.4f} | {:.0f} | {:.2f}x |\n", key, threads, ours,
-               static_cast<double>(w.batch) / ours, theirs, static_cast<double>(w.batch) / theirs,
-               theirs / ours);
+    const Timing theirs = it == torch_s.end() ? Timing{NAN, NAN} : it->second;
+    const double batch = static_cast<double>(w.batch);
+    fmt::print(
+        "| {} | {} | {:.4f} | {:.0f} | {:.4f} | {:.0f} | {:.2f}x | {:.3f} | {:.3f} | {:.2f}x |\n",
+        key, threads, ours.wall_s, batch / ours.wall_s, theirs.wall_s, batch / theirs.wall_s,
+        theirs.wall_s / ours.wall_s, ours.cpu_s, theirs.cpu_s, theirs.cpu_s / ours.cpu_s);
     std::fflush(stdout);
   }
   return 0;

@@ -1,7 +1,8 @@
 # PyTorch eager reference for bench/train_step.cpp: one SAE training step (normalized input,
 # encode with decoder-norm gating, decode, l_rec + λ·Σ f·‖W_D‖ (ReLU/JumpReLU) or l_rec (TopK),
 # autograd backward, torch.optim.Adam step). Run with /usr/bin/python3 (Debian python3-torch).
-# Prints `<act> <d_model> <d_sae> <batch> <seconds_per_step>` per workload.
+# Prints `<act> <d_model> <d_sae> <batch> <wall_s_per_step> <cpu_s_per_step>` per workload
+# (best of --reps; CPU seconds = process time of all threads, robust on a loaded machine).
 import argparse
 import math
 import time
@@ -79,12 +80,13 @@ def main():
         step = step_fn(act, d, s, 32, gen)
         x = torch.randn(b, d, generator=gen)
         step(x)
-        best = 1e30
+        best, best_cpu = 1e30, 1e30
         for _ in range(args.reps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step(x)
             best = min(best, time.perf_counter() - t0)
-        print(f"{act} {d} {s} {b} {best:.6f}", flush=True)
+            best_cpu = min(best_cpu, time.process_time() - c0)
+        print(f"{act} {d} {s} {b} {best:.6f} {best_cpu:.6f}", flush=True)
 
 
 if __name__ == "__main__":
