@@ -1,0 +1,93 @@
+# PyTorch eager reference for bench/train_step.cpp: one SAE training step (normalized input,
+# encode with decoder-norm gating, decode, l_rec + λ·Σ f·‖W_D‖ (ReLU/JumpReLU) or l_rec (TopK),
+# autograd backward, torch.optim.Adam step). Run with /usr/bin/python3 (Debian python3-torch).
+# Prints `<act> <d_model> <d_sae> <batch> <wall_s_per_step> <cpu_s_per_step>` per workload
+# (best of --reps; CPU seconds = process time of all threads, robust on a loaded machine).
+import argparse
+import math
+import time
+
+import torch
+
+
+class JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, log_t, eps):
+        t = log_t.exp()
+        ctx.save_for_backward(x, t)
+        ctx.eps = eps
+        return x * (x > t)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        win = ((x - t).abs() < ctx.eps / 2) & (x > 0)
+        gt = (g * win * (-t / ctx.eps)).sum(0)
+        return g * (x > t), gt * t, None
+
+
+def step_fn(act, d, s, k, gen):
+    W_E = (torch.rand(d, s, generator=gen) * 2 - 1).requires_grad_()
+    W_D = (W_E.detach().t().clone() * 0.1).requires_grad_()
+    b_E = torch.zeros(s, requires_grad=True)
+    b_D = torch.zeros(d, requires_grad=True)
+    params = [W_E, b_E, W_D, b_D]
+    log_t = None
+    if act == "jumprelu":
+        log_t = torch.full((s,), math.log(0.1), requires_grad=True)
+        params.append(log_t)
+    opt = torch.optim.Adam(params, lr=1e-4)
+    lam = 1e-4
+
+    def step(x):
+        xn = x * (math.sqrt(d) / x.norm(dim=-1).mean())
+        h = xn @ W_E + b_E
+        n = W_D.norm(dim=1)
+        sg = h * n
+        if act == "relu":
+            f = torch.relu(sg) / n
+        elif act == "jumprelu":
+            f = JumpReLU.apply(sg, log_t, 2.0) / n
+        else:
+            r = torch.relu(sg)
+            idx = r.topk(k, dim=-1, sorted=False).indices
+            mask = torch.zeros_like(r).scatter_(-1, idx, 1.0)
+            f = r * mask / n
+        xhat = f @ W_D + b_D
+        loss = (xhat - xn).pow(2).sum(-1).mean()
+        if act != "topk":
+            loss = loss + lam * (f * n).sum(-1).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+        return loss.item()
+
+    return step
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--workloads", default="relu:768:24576:4096,jumprelu:768:24576:4096,"
+                    "topk:768:24576:4096,relu:64:512:4096")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    for w in args.workloads.split(","):
+        act, d, s, b = w.split(":")
+        d, s, b = int(d), int(s), int(b)
+        step = step_fn(act, d, s, 32, gen)
+        x = torch.randn(b, d, generator=gen)
+        step(x)
+        best, best_cpu = 1e30, 1e30
+        for _ in range(args.reps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            step(x)
+            best = min(best, time.perf_counter() - t0)
+            best_cpu = min(best_cpu, time.process_time() - c0)
+        print(f"{act} {d} {s} {b} {best:.6f} {best_cpu:.6f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

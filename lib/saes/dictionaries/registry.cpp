@@ -1,0 +1,23 @@
+// The dictionary variant table: sae_type → constructor (style §B4).
+#include "saes/dictionaries/registry.h"
+
+#include "saes/core/error.h"
+#include "saes/dictionaries/sae.h"
+
+namespace saes::dictionaries {
+
+std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& cfg) {
+  switch (cfg.sae_type) {
+    case SaeType::kSae:
+      return std::make_unique<SparseAutoEncoder>(cfg);
+    case SaeType::kCrosscoder:
+    case SaeType::kClt:
+    case SaeType::kLorsa:
+    case SaeType::kMolt:
+      break;
+  }
+  SAES_THROW(UnsupportedError, "sae_type {} is not implemented yet (only sae)",
+             kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
+}
+
+}  // namespace saes::dictionaries

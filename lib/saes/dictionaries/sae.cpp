@@ -1,0 +1,351 @@
+// SparseAutoEncoder: parameters, encode/decode, the fused training step with a manual backward
+// (spec §2.1, §2.2, §3) and the SAE's init and fold rules (spec §2.1, §4).
+#include "saes/dictionaries/sae.h"
+
+#include <cmath>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/count_nonzero.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/full_like.h>
+#include <ATen/ops/gt.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/mean.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/mv.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/pow.h>
+#include <ATen/ops/relu.h>
+#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/tanh.h>
+#include <ATen/ops/threshold_backward.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+
+#include "saes/core/error.h"
+#include "saes/dictionaries/activation_functions.h"
+
+namespace saes::dictionaries {
+namespace {
+
+void validate(const SparseDictionaryConfig& cfg) {
+  SAES_CHECK(cfg.sae_type == SaeType::kSae, ConfigError,
+             "sae.sae_type: SparseAutoEncoder needs sae, got {}",
+             kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
+  SAES_CHECK(cfg.d_model >= 1, ConfigError, "sae.d_model: expected >= 1, got {}", cfg.d_model);
+  SAES_CHECK(cfg.d_sae() >= 1, ConfigError,
+             "sae.expansion_factor: d_sae = int(d_model * expansion_factor) must be >= 1, got {}",
+             cfg.d_sae());
+  SAES_CHECK(cfg.act_fn != ActFn::kLayerTopK && cfg.act_fn != ActFn::kBatchLayerTopK, ConfigError,
+             "sae.act_fn: {} is only valid for sae_type clt",
+             kActFnNames[static_cast<std::size_t>(cfg.act_fn)]);
+  SAES_CHECK(!is_topk_family(cfg.act_fn) || (cfg.top_k >= 1 && cfg.top_k <= cfg.d_sae()),
+             ConfigError, "sae.top_k: expected 1..d_sae={}, got {}", cfg.d_sae(), cfg.top_k);
+  SAES_CHECK(cfg.jumprelu_threshold_window > 0, ConfigError,
+             "sae.jumprelu_threshold_window: expected > 0, got {}", cfg.jumprelu_threshold_window);
+  SAES_CHECK(!cfg.hook_point_in.empty() && !cfg.hook_point_out.empty(), ConfigError,
+             "sae.hook_point_in/hook_point_out: both must be set");
+}
+
+/// Per-token weights [N, 1]: mask / Σmask, or 1/N; and the valid-token count.
+std::pair<at::Tensor, double> token_weights(const at::Tensor& mask, std::int64_t n,
+                                            const at::TensorOptions& opts) {
+  if (!mask.defined()) return {at::full({n, 1}, 1.0 / static_cast<double>(n), opts), double(n)};
+  SAES_CHECK(mask.dim() == 1 && mask.size(0) == n, DataError,
+             "mask has shape [{}], expected [{}] (one entry per token)",
+             fmt::join(mask.sizes(), ", "), n);
+  const at::Tensor m = mask.to(opts.device(), opts.dtype().toScalarType()).reshape({n, 1});
+  const double valid = at::sum(m).item<double>();
+  SAES_CHECK(valid > 0, DataError, "mask selects no tokens");
+  return {m / valid, valid};
+}
+
+}  // namespace
+
+SparseAutoEncoder::SparseAutoEncoder(SparseDictionaryConfig cfg)
+    : SparseDictionary(std::move(cfg)) {
+  validate(cfg_);
+  const auto opts = at::TensorOptions().dtype(dtype()).device(device());
+  const std::int64_t d = cfg_.d_model, s = cfg_.d_sae();
+  auto pair = [&](at::Tensor& p, at::Tensor& g, at::IntArrayRef shape) {
+    p = at::zeros(shape, opts);
+    g = at::zeros(shape, opts);
+  };
+  pair(W_E_, gW_E_, {d, s});
+  pair(b_E_, gb_E_, {s});
+  pair(W_D_, gW_D_, {s, d});
+  if (cfg_.use_decoder_bias) pair(b_D_, gb_D_, {d});
+  if (cfg_.use_glu_encoder) {
+    pair(W_E_glu_, gW_E_glu_, {d, s});
+    pair(b_E_glu_, gb_E_glu_, {s});
+  }
+  if (cfg_.act_fn == ActFn::kJumpRelu) pair(log_threshold_, glog_threshold_, {s});
+}
+
+std::vector<ParameterRef> SparseAutoEncoder::parameters() {
+  std::vector<ParameterRef> out = {
+      {"W_E", W_E_, gW_E_}, {"b_E", b_E_, gb_E_}, {"W_D", W_D_, gW_D_}};
+  if (b_D_.defined()) out.push_back({"b_D", b_D_, gb_D_});
+  if (W_E_glu_.defined()) {
+    out.push_back({"W_E_glu", W_E_glu_, gW_E_glu_});
+    out.push_back({"b_E_glu", b_E_glu_, gb_E_glu_});
+  }
+  if (log_threshold_.defined()) {
+    out.push_back({"activation_function.log_jumprelu_threshold", log_threshold_, glog_threshold_,
+                   ParamGroup::kJumpRelu, false});
+  }
+  return out;
+}
+
+std::vector<std::string> SparseAutoEncoder::hook_points() const {
+  if (!is_transcoder()) return {cfg_.hook_point_in};
+  return {cfg_.hook_point_in, cfg_.hook_point_out};
+}
+
+std::int64_t SparseAutoEncoder::resolve_k(std::int64_t k) const {
+  const std::int64_t out = k > 0 ? k : cfg_.top_k;
+  SAES_CHECK(out <= d_sae(), ConfigError, "current k {} exceeds d_sae {}", out, d_sae());
+  return out;
+}
+
+void SparseAutoEncoder::check_activations(const at::Tensor& t, const char* what) const {
+  SAES_CHECK(t.defined() && t.dim() == 2 && t.size(1) == cfg_.d_model, DataError,
+             "{} has shape [{}], expected [n_tokens, d_model={}]", what,
+             t.defined() ? fmt::format("{}", fmt::join(t.sizes(), ", ")) : "undefined",
+             cfg_.d_model);
+}
+
+at::Tensor SparseAutoEncoder::hidden_pre(const at::Tensor& x) const {
+  check_activations(x, "x");
+  at::Tensor h = at::addmm(b_E_, x, W_E_);
+  if (W_E_glu_.defined()) h.mul_(at::sigmoid(at::addmm(b_E_glu_, x, W_E_glu_)));
+  return h;
+}
+
+at::Tensor SparseAutoEncoder::decoder_norm() const {
+  return at::linalg_vector_norm(W_D_, 2, {1}, false);
+}
+
+at::Tensor SparseAutoEncoder::encode(const at::Tensor& x, std::int64_t k) const {
+  const at::Tensor h = hidden_pre(x);
+  if (cfg_.act_fn == ActFn::kRelu) return at::relu(h);
+  const at::Tensor s = cfg_.sparsity_include_decoder_norm ? h * decoder_norm() : h;
+  return h * activation_mask(cfg_.act_fn, s, log_threshold_, resolve_k(k));
+}
+
+at::Tensor SparseAutoEncoder::decode(const at::Tensor& f) const {
+  SAES_CHECK(f.dim() == 2 && f.size(1) == d_sae(), DataError,
+             "feature acts have shape [{}], expected [n_tokens, d_sae={}]",
+             fmt::join(f.sizes(), ", "), d_sae());
+  return b_D_.defined() ? at::addmm(b_D_, f, W_D_) : at::mm(f, W_D_);
+}
+
+StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const LossSettings& ls) {
+  check_activations(batch.x, "x");
+  check_activations(batch.label, "label");
+  SAES_CHECK(batch.x.size(0) == batch.label.size(0), DataError, "x has {} tokens but label has {}",
+             batch.x.size(0), batch.label.size(0));
+  const at::Tensor x = normalize(batch.x, cfg_.hook_point_in);
+  const at::Tensor y = normalize(batch.label, cfg_.hook_point_out);
+  const std::int64_t N = x.size(0);
+  const auto [w, n_valid] = token_weights(batch.mask, N, x.options());
+  const bool gating = cfg_.sparsity_include_decoder_norm;
+  const bool jump = cfg_.act_fn == ActFn::kJumpRelu;
+  const at::Tensor n = decoder_norm();
+  const at::Tensor ng = gating ? n : at::Tensor();
+  const std::int64_t k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
+  StepResult out;
+  out.n_tokens = n_valid;
+
+  // ---- forward ----
+  at::Tensor pre = at::addmm(b_E_, x, W_E_);
+  at::Tensor gate, h = pre;
+  if (W_E_glu_.defined()) {
+    gate = at::sigmoid(at::addmm(b_E_glu_, x, W_E_glu_));
+    h = pre * gate;
+  }
+  at::Tensor s, active, f;
+  if (cfg_.act_fn == ActFn::kRelu) {
+    f = W_E_glu_.defined() ? at::relu(h) : h.relu_();  // gating is a no-op for ReLU (§2.1)
+  } else {
+    s = gating ? h * ng : h;
+    active = activation_mask(cfg_.act_fn, s, log_threshold_, k);
+    f = h * active;
+  }
+  const at::Tensor xhat = decode(f);
+  const at::Tensor r = xhat - y;
+  // l_rec = Σ_t w_t Σ_d r², ∂/∂x̂ = 2 w_t r_t (spec §2.1)
+  out.l_rec = at::sum(at::sum(r * r, {1}, true) * w).item<double>();
+  at::Tensor G = r * (2.0 * w);
+
+  // ---- Aux-K (spec §3.5) ----
+  at::Tensor f_aux, active_aux, Gq;
+  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && batch.dead.defined()) {
+    const at::Tensor dead = batch.dead.to(x.device()).to(at::kBool).reshape({d_sae()});
+    const std::int64_t n_dead = at::sum(dead).item<std::int64_t>();
+    if (n_dead > 0) {
+      const at::Tensor deadf = dead.to(h.scalar_type());
+      const at::Tensor s_aux = gating ? h * (deadf * ng) : h * deadf;
+      active_aux = activation_mask(cfg_.act_fn, s_aux, {}, std::min(ls.k_aux, n_dead));
+      f_aux = h * active_aux;
+      const at::Tensor q = at::mm(f_aux, W_D_).add_(r);  // ê − e, e = label − x̂
+      out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * w).item<double>();
+      Gq = q * (2.0 * ls.auxk_coefficient * w);  // ∂L_aux/∂ê
+      if (!ls.auxk_detach_residual) G = G + Gq;  // ê − e = ê + x̂ − y ⇒ ∂/∂x̂ = ∂/∂ê
+    }
+  }
+
+  // ---- backward into f ----
+  at::Tensor df = at::mm(G, W_D_.t());
+  at::Tensor gn = at::zeros_like(n);  // ∂L/∂n (decoder norms)
+  if (ls.sparsity != SparsityPenalty::kNone && ls.l1_coefficient != 0) {
+    const double lam = ls.l1_coefficient;
+    if (ls.sparsity == SparsityPenalty::kPower && ls.p == 1) {
+      // L = λ Σ_t w_t Σ_i f_ti n_i (f ≥ 0): one GEMV gives both the value and ∂/∂n
+      const at::Tensor fw = at::mv(f.t(), w.view({N}));
+      out.l_sparsity = lam * at::sum(gating ? fw * ng : fw).item<double>();
+      if (jump) {  // the STE reads ∂L/∂f at inactive entries too: keep sign(0) = 0 there
+        const at::Tensor gf = at::gt(f, 0).to(f.scalar_type()).mul_(lam * w);
+        df.add_(gating ? gf * ng : gf);
+      } else {  // only active entries reach h (ReLU/TopK mask below): one rank-1 update
+        df.addr_(w.view({N}), gating ? ng * lam : at::full_like(fw, lam));
+      }
+      if (gating) gn.add_(fw, lam);
+    } else {
+      const at::Tensor u = gating ? f * ng : f;
+      at::Tensor du;
+      if (ls.sparsity == SparsityPenalty::kPower) {
+        SAES_CHECK(ls.p >= 1, ConfigError, "trainer.p: expected >= 1, got {}", ls.p);
+        const double p = static_cast<double>(ls.p);
+        const at::Tensor P = at::pow(at::sum(at::pow(u, p), {1}, true), 1.0 / p);  // [N,1]
+        out.l_sparsity = lam * at::sum(P * w).item<double>();
+        du = at::where(at::gt(P, 0), at::pow(u, p - 1) * at::pow(P, 1 - p), at::zeros_like(u));
+        du.mul_(lam * w);
+      } else {
+        const double c = ls.tanh_stretch_coefficient;
+        const at::Tensor T = at::tanh(u * c);
+        const at::Tensor dT = (1 - T * T) * c;
+        if (ls.sparsity == SparsityPenalty::kTanh) {
+          out.l_sparsity = lam * at::sum(at::sum(T, {1}, true) * w).item<double>();
+          du = dT * (lam * w);
+        } else {  // tanh-quad: a batch-level scalar over all tokens, no mask (spec §3.4 fix)
+          const double sc = ls.frequency_scale;
+          const at::Tensor ph = at::sum(T, {0}) / static_cast<double>(N);
+          out.l_sparsity = lam * at::sum(ph * (1 + ph / sc)).item<double>();
+          du = dT * ((1 + ph * (2.0 / sc)) * (lam / static_cast<double>(N)));
+        }
+      }
+      df.add_(gating ? du * ng : du);
+      if (gating) gn.add_(at::sum(du * f, {0}));
+    }
+  }
+
+  // ---- through the activation into h ----
+  if (jump) {
+    glog_threshold_.copy_(jumprelu_log_threshold_grad(gating ? df / ng : df, s, log_threshold_,
+                                                      cfg_.jumprelu_threshold_window));
+  }
+  at::Tensor dh = cfg_.act_fn == ActFn::kRelu ? at::threshold_backward(df, f, 0) : df * active;
+  if (Gq.defined()) dh.add_(at::mm(Gq, W_D_.t()).mul_(active_aux));
+  if (jump && ls.lp_coefficient > 0) {
+    // L_p = λ_p Σ_t w_t Σ_i ReLU(θ_i − h_ti)·n_i (spec §3.5; n_i always, as in the spec)
+    const at::Tensor theta = at::exp(log_threshold_);
+    const at::Tensor gap = theta - h;
+    const at::Tensor ind = at::gt(gap, 0).to(h.scalar_type());
+    const at::Tensor relu_w = at::sum(at::relu(gap) * w, {0});  // [S]
+    out.l_p = ls.lp_coefficient * at::sum(relu_w * n).item<double>();
+    const at::Tensor ind_w = at::sum(ind * w, {0});
+    glog_threshold_.add_(ind_w * n * theta, ls.lp_coefficient);
+    gn.add_(relu_w, ls.lp_coefficient);
+    dh.sub_(ind * w * (n * ls.lp_coefficient));
+  }
+
+  // ---- into the parameters ----
+  at::Tensor dpre = dh;
+  if (gate.defined()) {
+    dpre = dh * gate;
+    const at::Tensor dgate = dh * pre * gate * (1 - gate);
+    at::mm_out(gW_E_glu_, x.t(), dgate);
+    at::sum_out(gb_E_glu_, dgate, {0});
+  }
+  at::mm_out(gW_E_, x.t(), dpre);
+  at::sum_out(gb_E_, dpre, {0});
+  at::mm_out(gW_D_, f.t(), G);
+  if (f_aux.defined()) gW_D_.addmm_(f_aux.t(), Gq);
+  // n_i = ‖W_D,i‖ ⇒ ∂n_i/∂W_D,i = W_D,i / n_i (0 for a zero row, as torch)
+  gW_D_.add_(W_D_ * at::where(at::gt(n, 0), gn / n, at::zeros_like(n)).unsqueeze(1));
+  if (b_D_.defined()) at::sum_out(gb_D_, G, {0});
+
+  // ---- metrics ----
+  out.fired = batch.mask.defined()
+                  ? at::mv(at::gt(f, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
+                        .round()
+                        .to(at::kLong)
+                  : at::count_nonzero(f, at::IntArrayRef{0});
+  out.l0 = static_cast<double>(at::sum(out.fired).item<std::int64_t>()) / n_valid;
+  out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
+  out.feature_acts = f;
+  out.reconstructed = xhat;
+  out.label = y;
+  return out;
+}
+
+void SparseAutoEncoder::init_parameters(const RandomInit& init, at::Generator& gen) {
+  W_E_.uniform_(-init.encoder_uniform_bound, init.encoder_uniform_bound, gen);
+  W_D_.uniform_(-init.decoder_uniform_bound, init.decoder_uniform_bound, gen);
+  b_E_.zero_();
+  if (b_D_.defined()) b_D_.zero_();
+  if (W_E_glu_.defined()) {
+    W_E_glu_.uniform_(-init.encoder_uniform_bound, init.encoder_uniform_bound, gen);
+    b_E_glu_.zero_();
+  }
+  if (log_threshold_.defined()) {
+    SAES_CHECK(init.log_jumprelu_threshold.has_value(), ConfigError,
+               "initializer.init_log_jumprelu_threshold_value: required for act_fn jumprelu "
+               "(e.g. -2.302585 = log 0.1)");
+    log_threshold_.fill_(*init.log_jumprelu_threshold);
+  }
+}
+
+void SparseAutoEncoder::init_encoder_with_decoder_transpose(double factor) {
+  W_E_.copy_(W_D_.t() * factor);
+}
+
+void SparseAutoEncoder::set_decoder_to_fixed_norm(double value, bool exact) {
+  const at::Tensor n = decoder_norm();
+  const at::Tensor scale =
+      exact ? value / n : at::where(at::gt(n, value), value / n, at::ones_like(n));
+  W_D_.mul_(scale.unsqueeze(1));
+}
+
+void SparseAutoEncoder::init_decoder_bias_with_mean(const at::Tensor& label_normalized) {
+  check_activations(label_normalized, "label");
+  SAES_CHECK(b_D_.defined(), ConfigError,
+             "initializer.bias_init_method geometric_median needs sae.use_decoder_bias true");
+  b_D_.copy_(at::mean(label_normalized.to(b_D_.options()), {0}));
+}
+
+void SparseAutoEncoder::init_encoder_bias_with_mean_hidden_pre(const at::Tensor& x_normalized) {
+  b_E_.sub_(at::mean(hidden_pre(x_normalized.to(W_E_.options())), {0}));
+}
+
+void SparseAutoEncoder::rescale_for_fold(double f_in, double f_out, bool fold) {
+  // spec §2.1: b_E ← b_E/f_in, W_D ← W_D·f_in/f_out, b_D ← b_D/f_out; GLU gate input W_E_glu·f_in
+  // keeps the gate exact; JumpReLU θ/f_out with gating, θ/f_in without (the upstream fix).
+  const double a = fold ? 1.0 : -1.0;
+  b_E_.mul_(std::pow(f_in, -a));
+  W_D_.mul_(std::pow(f_in / f_out, a));
+  if (b_D_.defined()) b_D_.mul_(std::pow(f_out, -a));
+  if (W_E_glu_.defined()) W_E_glu_.mul_(std::pow(f_in, a));
+  if (log_threshold_.defined()) {
+    log_threshold_.sub_(a * std::log(cfg_.sparsity_include_decoder_norm ? f_out : f_in));
+  }
+}
+
+}  // namespace saes::dictionaries

@@ -1,0 +1,65 @@
+// SparseAutoEncoder: the vanilla SAE and the transcoder (`sae_type: sae`, spec §2.2), with the
+// fused forward + manual backward training step. Losses and gating follow spec §2.1, §3.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "saes/dictionaries/sparse_dictionary.h"
+
+namespace saes::dictionaries {
+
+/// Parameters (row-vector convention, spec §2.2): W_E [d_model, d_sae], b_E [d_sae],
+/// W_D [d_sae, d_model], b_D [d_model] (if use_decoder_bias), W_E_glu/b_E_glu (if
+/// use_glu_encoder), activation_function.log_jumprelu_threshold [d_sae] (if jumprelu).
+/// A transcoder is the same model with hook_point_in != hook_point_out.
+class SparseAutoEncoder final : public SparseDictionary {
+ public:
+  /// Validates `cfg` (ConfigError naming the field: sae_type, d_model, d_sae ≥ 1, top_k in
+  /// 1..d_sae for the TopK family, act_fn not a CLT-only variant, window > 0, hook points set) and
+  /// allocates zero parameters on cfg.device in cfg.dtype; call init_parameters or load next.
+  explicit SparseAutoEncoder(SparseDictionaryConfig cfg);
+
+  const at::Tensor& W_E() const { return W_E_; }
+  const at::Tensor& b_E() const { return b_E_; }
+  const at::Tensor& W_D() const { return W_D_; }
+  /// Undefined unless use_decoder_bias / use_glu_encoder / jumprelu respectively.
+  const at::Tensor& b_D() const { return b_D_; }
+  const at::Tensor& W_E_glu() const { return W_E_glu_; }
+  const at::Tensor& b_E_glu() const { return b_E_glu_; }
+  const at::Tensor& log_jumprelu_threshold() const { return log_threshold_; }
+  bool is_transcoder() const { return cfg_.hook_point_in != cfg_.hook_point_out; }
+
+  std::vector<ParameterRef> parameters() override;
+  std::vector<std::string> hook_points() const override;
+  std::string input_hook_point() const override { return cfg_.hook_point_in; }
+  std::string label_hook_point() const override { return cfg_.hook_point_out; }
+
+  at::Tensor encode(const at::Tensor& x, std::int64_t k = 0) const override;
+  at::Tensor hidden_pre(const at::Tensor& x) const override;
+  at::Tensor decode(const at::Tensor& f) const override;
+  at::Tensor decoder_norm() const override;
+
+  StepResult forward_backward(const TrainBatch& batch, const LossSettings& s) override;
+
+  void init_parameters(const RandomInit& init, at::Generator& gen) override;
+  void init_encoder_with_decoder_transpose(double factor) override;
+  void set_decoder_to_fixed_norm(double value, bool exact) override;
+  void init_decoder_bias_with_mean(const at::Tensor& label_normalized) override;
+  void init_encoder_bias_with_mean_hidden_pre(const at::Tensor& x_normalized) override;
+
+ protected:
+  void rescale_for_fold(double f_in, double f_out, bool fold) override;
+
+ private:
+  std::int64_t resolve_k(std::int64_t k) const;
+  void check_activations(const at::Tensor& t, const char* what) const;
+
+  at::Tensor W_E_, b_E_, W_D_, b_D_, W_E_glu_, b_E_glu_, log_threshold_;
+  at::Tensor gW_E_, gb_E_, gW_D_, gb_D_, gW_E_glu_, gb_E_glu_, glog_threshold_;
+};
+
+}  // namespace saes::dictionaries

@@ -1,0 +1,235 @@
+// SparseDictionary's shared parts: normalization (spec §2.1), fold state, default init hooks and
+// the native safetensors checkpoint (spec §2.1 "Checkpoint format", §15 fixes).
+#include "saes/dictionaries/sparse_dictionary.h"
+
+#include <cmath>
+#include <set>
+#include <type_traits>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/mean.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/sum.h>
+#include <fmt/format.h>
+
+#include "saes/core/error.h"
+#include "saes/io/safetensors.h"
+
+namespace saes::dictionaries {
+namespace {
+
+constexpr const char* kNormPrefix = "dataset_average_activation_norm.";
+
+std::string json_escape(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<int>(c));
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+template <class T>
+std::string json_value(const T& value) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return value ? "true" : "false";
+  } else if constexpr (std::is_integral_v<T>) {
+    return fmt::to_string(value);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return fmt::format("{}", value);
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return json_escape(value);
+  } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
+    return value ? json_escape(*value) : "null";
+  } else if constexpr (std::is_same_v<T, DType>) {
+    return json_escape(std::string(dtype_name(value)));
+  } else {
+    return json_escape(std::string(enum_names(value)[static_cast<std::size_t>(value)]));
+  }
+}
+
+/// Writes the config as one JSON object via visit_fields (the config module is above us).
+class JsonWriter {
+ public:
+  template <class T>
+  void operator()(std::string_view key, const T& field, std::string_view /*help*/) {
+    text_ += fmt::format("{}\"{}\":{}", text_.size() > 1 ? "," : "", key, json_value(field));
+  }
+  template <class T>
+  void required(std::string_view key, const T& field, std::string_view help) {
+    (*this)(key, field, help);
+  }
+  void unsupported(std::string_view /*key*/, std::string_view /*hint*/) {}
+  std::string finish() const { return text_ + "}"; }
+
+ private:
+  std::string text_ = "{";
+};
+
+}  // namespace
+
+SparseDictionary::SparseDictionary(SparseDictionaryConfig cfg) : cfg_(std::move(cfg)) {
+  folded_ = cfg_.norm_activation == NormActivation::kInference;
+}
+
+c10::ScalarType SparseDictionary::dtype() const { return to_torch(cfg_.dtype); }
+c10::Device SparseDictionary::device() const { return parse_device(cfg_.device); }
+
+void SparseDictionary::init_encoder_with_decoder_transpose(double /*factor*/) {
+  SAES_THROW(UnsupportedError, "{} dictionaries do not support W_E = factor * W_D^T init",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+void SparseDictionary::set_decoder_to_fixed_norm(double /*value*/, bool /*exact*/) {
+  SAES_THROW(UnsupportedError, "{} dictionaries do not support fixed decoder norms",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+void SparseDictionary::init_decoder_bias_with_mean(const at::Tensor& /*label*/) {
+  SAES_THROW(UnsupportedError, "{} dictionaries do not support decoder-bias init",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+void SparseDictionary::init_encoder_bias_with_mean_hidden_pre(const at::Tensor& /*x*/) {
+  SAES_THROW(UnsupportedError, "{} dictionaries do not support encoder-bias init",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+
+double SparseDictionary::reconstruction_loss(const at::Tensor& x, const at::Tensor& label,
+                                             std::int64_t k) const {
+  const at::Tensor r = decode(encode(x, k)) - label;
+  return at::sum(r * r).item<double>() / static_cast<double>(r.size(0));
+}
+
+void SparseDictionary::set_dataset_norm(const std::string& hook_point, double norm) {
+  const auto hooks = hook_points();
+  SAES_CHECK(std::find(hooks.begin(), hooks.end(), hook_point) != hooks.end(), ConfigError,
+             "dataset norm for hook '{}': the dictionary reads only {}", hook_point,
+             fmt::join(hooks, ", "));
+  SAES_CHECK(std::isfinite(norm) && norm > 0, DataError,
+             "dataset norm for hook '{}': expected a finite value > 0, got {}", hook_point, norm);
+  dataset_norms_[hook_point] = norm;
+}
+
+std::optional<double> SparseDictionary::dataset_norm(const std::string& hook_point) const {
+  const auto it = dataset_norms_.find(hook_point);
+  if (it == dataset_norms_.end()) return std::nullopt;
+  return it->second;
+}
+
+double SparseDictionary::dataset_scale(const std::string& hook_point) const {
+  if (cfg_.norm_activation != NormActivation::kDatasetWise) return 1.0;
+  const auto norm = dataset_norm(hook_point);
+  SAES_CHECK(norm.has_value(), ConfigError,
+             "norm_activation dataset-wise: no dataset norm recorded for hook '{}' (compute it "
+             "from the first {} batches and call set_dataset_norm)",
+             hook_point, kDatasetNormBatches);
+  return std::sqrt(static_cast<double>(cfg_.d_model)) / *norm;
+}
+
+at::Tensor SparseDictionary::normalize(const at::Tensor& x, const std::string& hook_point) const {
+  const at::Tensor xs = x.to(device(), dtype());
+  const double sqrt_d = std::sqrt(static_cast<double>(cfg_.d_model));
+  switch (cfg_.norm_activation) {
+    case NormActivation::kTokenWise:
+      return xs * (sqrt_d / at::linalg_vector_norm(xs, 2, {-1}, true));
+    case NormActivation::kBatchWise:
+      return xs * (sqrt_d / at::mean(at::linalg_vector_norm(xs, 2, {-1}, true), {-2}, true));
+    case NormActivation::kDatasetWise:
+      return xs * dataset_scale(hook_point);
+    case NormActivation::kInference:
+      return xs;
+  }
+  SAES_ASSERT(false, "unknown norm_activation");
+}
+
+void SparseDictionary::fold_activation_scale() {
+  if (folded_) return;
+  SAES_CHECK(cfg_.norm_activation == NormActivation::kDatasetWise, UnsupportedError,
+             "fold_activation_scale: only dataset-wise normalization can be folded, got {}",
+             kNormActivationNames[static_cast<std::size_t>(cfg_.norm_activation)]);
+  rescale_for_fold(dataset_scale(input_hook_point()), dataset_scale(label_hook_point()), true);
+  cfg_.norm_activation = NormActivation::kInference;
+  folded_ = true;
+}
+
+void SparseDictionary::unfold_activation_scale() {
+  if (!folded_) return;
+  cfg_.norm_activation = NormActivation::kDatasetWise;
+  rescale_for_fold(dataset_scale(input_hook_point()), dataset_scale(label_hook_point()), false);
+  folded_ = false;
+}
+
+void SparseDictionary::save(const std::filesystem::path& path) const {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& p : const_cast<SparseDictionary*>(this)->parameters()) {
+    tensors.emplace_back(p.name, p.value);
+  }
+  for (auto& b : buffers()) tensors.push_back(std::move(b));
+  // Fix (spec §2.1 [BUG?]): only recorded norms are written, never uninitialized scalars.
+  for (const auto& [hook, norm] : dataset_norms_) {
+    tensors.emplace_back(kNormPrefix + hook,
+                         at::scalar_tensor(norm, at::TensorOptions().dtype(dtype())));
+  }
+  SparseDictionaryConfig cfg = cfg_;
+  JsonWriter writer;
+  cfg.visit_fields(writer);
+  io::save_safetensors(path, tensors,
+                       {{"version", "saes-0.1.0"},
+                        {"saes_folded", folded_ ? "true" : "false"},
+                        {"saes_config", writer.finish()}});
+}
+
+void SparseDictionary::load(const std::filesystem::path& path) {
+  const auto file = io::SafetensorsFile::open(path);
+  std::set<std::string> expected;
+  for (auto& p : parameters()) {
+    expected.insert(p.name);
+    if (!file.contains(p.name)) {
+      SAES_CHECK(!cfg_.strict_loading, DataError, "{}: tensor '{}' is missing", path.string(),
+                 p.name);
+      continue;
+    }
+    const at::Tensor t = file.tensor(p.name);
+    SAES_CHECK(t.sizes() == p.value.sizes(), DataError, "{}: tensor '{}' has shape {}, expected {}",
+               path.string(), p.name, fmt::join(t.sizes(), "x"), fmt::join(p.value.sizes(), "x"));
+    p.value.copy_(t);
+  }
+  for (const auto& name : file.names()) {
+    if (name.rfind(kNormPrefix, 0) == 0) {
+      set_dataset_norm(name.substr(std::string(kNormPrefix).size()),
+                       file.tensor(name).item<double>());
+      continue;
+    }
+    SAES_CHECK(expected.count(name) != 0 || !cfg_.strict_loading, DataError,
+               "{}: unexpected tensor '{}' for this {} configuration", path.string(), name,
+               kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+  }
+  const auto it = file.metadata().find("saes_folded");
+  if (it != file.metadata().end()) {
+    folded_ = it->second == "true";
+    if (folded_) cfg_.norm_activation = NormActivation::kInference;
+  } else {
+    folded_ = cfg_.norm_activation == NormActivation::kInference;
+  }
+}
+
+double average_activation_norm(const std::vector<at::Tensor>& batches) {
+  double total = 0.0;
+  std::int64_t rows = 0;
+  for (const auto& b : batches) {
+    SAES_CHECK(b.dim() == 2, DataError,
+               "average_activation_norm: expected [n_tokens, d_model] batches, got {} dims",
+               b.dim());
+    total += at::sum(at::linalg_vector_norm(b.to(at::kDouble), 2, {-1}, false)).item<double>();
+    rows += b.size(0);
+  }
+  SAES_CHECK(rows > 0, DataError, "average_activation_norm: no tokens in {} batches",
+             batches.size());
+  return total / static_cast<double>(rows);
+}
+
+}  // namespace saes::dictionaries

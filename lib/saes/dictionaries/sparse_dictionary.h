@@ -1,0 +1,196 @@
+// SparseDictionary: the interface every dictionary variant (SAE/transcoder now; crosscoder, CLT,
+// Lorsa, MoLT later, spec §2) implements, plus what they share: parameter handles for the
+// optimizer, loss settings and step results of the fused training step, activation normalization
+// state (spec §2.1) and the native checkpoint format. The variants live in their own files.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "saes/dictionaries/config.h"
+
+namespace at {
+class Generator;
+}  // namespace at
+
+namespace saes::dictionaries {
+
+/// Optimizer parameter group (spec §5.1): `others`, or `jumprelu` (log θ, lr × jumprelu_lr_factor).
+enum class ParamGroup { kOthers, kJumpRelu };
+
+/// A handle to one trainable parameter and its gradient buffer. Both tensors share storage with
+/// the dictionary: the dictionary allocates them once and only ever changes them in place (load,
+/// fold, init, forward_backward), so handles stay valid for the dictionary's lifetime; the
+/// optimizer updates `value` in place.
+struct ParameterRef {
+  std::string name;  ///< checkpoint name, e.g. "W_E", "activation_function.log_jumprelu_threshold"
+  at::Tensor value;  ///< parameter, cfg dtype/device
+  at::Tensor grad;   ///< same shape/dtype/device; written by forward_backward
+  ParamGroup group = ParamGroup::kOthers;
+  bool clipped = true;  ///< false for the JumpReLU threshold (spec §3.2: excluded from clipping)
+};
+
+/// Sparsity penalty of spec §3.4 (mirrors training's SparsityLossType plus "none").
+enum class SparsityPenalty { kNone, kPower, kTanh, kTanhQuad };
+
+/// Loss terms and their coefficients for one step, as resolved by the trainer (λ already warmed
+/// up, k already annealed). A coefficient of 0 switches the term off.
+struct LossSettings {
+  SparsityPenalty sparsity = SparsityPenalty::kNone;
+  double l1_coefficient = 0.0;            ///< λ(t) (spec §5.3)
+  std::int64_t p = 1;                     ///< power of the `power` penalty (≥ 1)
+  double tanh_stretch_coefficient = 4.0;  ///< c
+  double frequency_scale = 0.01;          ///< s of tanh-quad
+  double lp_coefficient = 0.0;            ///< JumpReLU pre-activation loss λ_p (spec §3.5)
+  double auxk_coefficient = 0.0;          ///< Aux-K α (TopK family; spec §3.5)
+  std::int64_t k_aux = 512;
+  /// Aux-K: detach the residual e = label − x̂ (OpenAI) instead of letting the Aux-K gradient
+  /// flow into the main reconstruction (upstream default, spec §3.5).
+  bool auxk_detach_residual = false;
+  std::int64_t current_k = 0;  ///< TopK family: k for this step; 0 ⇒ cfg.top_k
+};
+
+/// Inputs of one training step. Activations are RAW (the step normalizes them, spec §2.1).
+struct TrainBatch {
+  at::Tensor x;      ///< [n_tokens, d_model] input-hook activations, any float dtype, any device
+  at::Tensor label;  ///< [n_tokens, d_model] output-hook activations (== x for an SAE)
+  at::Tensor mask;   ///< optional [n_tokens] bool/float token mask (undefined ⇒ all valid)
+  /// Aux-K only: optional [d_sae] bool, features currently dead (trainer's tracking, spec §3.5).
+  at::Tensor dead;
+};
+
+/// What one forward_backward returns. Tensors live on the dictionary's device/dtype and are
+/// detached. Loss values are the terms as added into `loss` (coefficients applied).
+struct StepResult {
+  double loss = 0.0;
+  double l_rec = 0.0;
+  double l_sparsity = 0.0;  ///< λ·penalty (0 when none)
+  double l_p = 0.0;
+  double l_aux = 0.0;
+  double n_tokens = 0.0;     ///< valid tokens (mask sum, or rows)
+  double l0 = 0.0;           ///< mean #(f > 0) over valid tokens
+  at::Tensor feature_acts;   ///< [n_tokens, d_sae] f in normalized space (masked rows included)
+  at::Tensor reconstructed;  ///< [n_tokens, d_model] x̂ in normalized space
+  at::Tensor label;          ///< [n_tokens, d_model] normalized label
+  at::Tensor fired;          ///< [d_sae] int64: valid tokens with f > 0, per feature
+};
+
+/// Random initialization parameters (spec §4 step 2); the initializer maps InitializerConfig.
+struct RandomInit {
+  double encoder_uniform_bound = 1.0;
+  double decoder_uniform_bound = 1.0;
+  std::optional<double> log_jumprelu_threshold;  ///< required when act_fn is jumprelu
+};
+
+/// Base of all dictionary variants. Not copyable (parameter handles would alias); movable.
+class SparseDictionary {
+ public:
+  explicit SparseDictionary(SparseDictionaryConfig cfg);
+  virtual ~SparseDictionary() = default;
+  SparseDictionary(const SparseDictionary&) = delete;
+  SparseDictionary& operator=(const SparseDictionary&) = delete;
+  SparseDictionary(SparseDictionary&&) = default;
+  SparseDictionary& operator=(SparseDictionary&&) = default;
+
+  /// The config; after fold_activation_scale() its norm_activation reads `inference`.
+  const SparseDictionaryConfig& config() const { return cfg_; }
+  std::int64_t d_sae() const { return cfg_.d_sae(); }
+  c10::ScalarType dtype() const;
+  c10::Device device() const;
+
+  /// Every trainable parameter in checkpoint order, with its gradient buffer.
+  virtual std::vector<ParameterRef> parameters() = 0;
+  /// Hook points whose activations this dictionary reads or reconstructs (in ∪ out, no repeats).
+  virtual std::vector<std::string> hook_points() const = 0;
+  /// Hook points feeding the input / providing the label.
+  virtual std::string input_hook_point() const = 0;
+  virtual std::string label_hook_point() const = 0;
+
+  // ---- inference (activations already normalized, see normalize()) --------------------------
+  /// x: [n_tokens, d_model] → f [n_tokens, d_sae] (decoder-norm gating per spec §2.1).
+  /// k: TopK-family k (0 ⇒ cfg.top_k). No autograd graph is recorded.
+  virtual at::Tensor encode(const at::Tensor& x, std::int64_t k = 0) const = 0;
+  /// Pre-activation h [n_tokens, d_sae] (unscaled by decoder norms, GLU applied).
+  virtual at::Tensor hidden_pre(const at::Tensor& x) const = 0;
+  /// f: [n_tokens, d_sae] → x̂ [n_tokens, d_model].
+  virtual at::Tensor decode(const at::Tensor& f) const = 0;
+  /// Row norms of the decoder, [d_sae] (spec Appendix E: n_i).
+  virtual at::Tensor decoder_norm() const = 0;
+
+  // ---- training ---------------------------------------------------------------------------
+  /// One fused forward + manual backward on RAW activations: normalizes x and label (spec
+  /// §2.1; dataset-wise needs set_dataset_norm first), computes loss = l_rec + l_s + l_p + l_aux
+  /// (spec §2.1, §3.4, §3.5) and OVERWRITES every parameter's `grad` (no accumulation).
+  /// Throws DataError naming both shapes if x/label do not match d_model.
+  virtual StepResult forward_backward(const TrainBatch& batch, const LossSettings& s) = 0;
+
+  // ---- initialization hooks (spec §4); variants that cannot do one throw UnsupportedError ---
+  virtual void init_parameters(const RandomInit& init, at::Generator& gen) = 0;
+  /// W_E ← factor·W_Dᵀ.
+  virtual void init_encoder_with_decoder_transpose(double factor);
+  /// exact: every decoder row norm = v; else rows with norm > v are scaled down to v.
+  virtual void set_decoder_to_fixed_norm(double value, bool exact);
+  /// b_D ← mean over tokens of the normalized label (spec §4 "geometric_median").
+  virtual void init_decoder_bias_with_mean(const at::Tensor& label_normalized);
+  /// b_E ← b_E − mean_tokens(hidden_pre(x_normalized)).
+  virtual void init_encoder_bias_with_mean_hidden_pre(const at::Tensor& x_normalized);
+  /// Mean over tokens of Σ_d (decode(encode(x, k)) − label)² on normalized activations.
+  virtual double reconstruction_loss(const at::Tensor& x_normalized,
+                                     const at::Tensor& label_normalized, std::int64_t k) const;
+
+  // ---- normalization (spec §2.1) ----------------------------------------------------------
+  /// Records n̄_h = mean‖x‖ of hook `hook_point` (must be one of hook_points()).
+  void set_dataset_norm(const std::string& hook_point, double norm);
+  std::optional<double> dataset_norm(const std::string& hook_point) const;
+  const std::map<std::string, double>& dataset_norms() const { return dataset_norms_; }
+  /// x · s_h per cfg.norm_activation (token-wise, batch-wise, dataset-wise, inference ⇒ x).
+  /// Returns a tensor in the dictionary's dtype/device. Throws ConfigError for dataset-wise
+  /// without a recorded norm for `hook_point`.
+  at::Tensor normalize(const at::Tensor& x, const std::string& hook_point) const;
+  /// Dataset-wise scale s_h = √d_model / n̄_h (1 when folded or not dataset-wise).
+  double dataset_scale(const std::string& hook_point) const;
+
+  /// Rewrites the weights to take raw activations (spec §2.1, JumpReLU thresholds rescaled) and
+  /// switches norm_activation to inference. Idempotent: a no-op when already folded. Throws
+  /// UnsupportedError for token-wise / batch-wise normalization, ConfigError without norms.
+  void fold_activation_scale();
+  /// Inverse of fold_activation_scale (a no-op when not folded); restores dataset-wise.
+  void unfold_activation_scale();
+  bool folded() const { return folded_; }
+
+  // ---- checkpoints ------------------------------------------------------------------------
+  /// Writes the native safetensors file: the original's tensor names, one 0-d
+  /// `dataset_average_activation_norm.<hook>` per recorded norm, and metadata `version`,
+  /// `saes_folded` ("true"/"false") and `saes_config` (JSON of the config). Atomic.
+  void save(const std::filesystem::path& path) const;
+  /// Reads a file written by save() or by the original (names per spec §2.2/§15) into this
+  /// dictionary's parameters (copied and cast in place). Strict (cfg.strict_loading): missing
+  /// or unexpected tensors are a DataError; shape mismatches always are. Fold state comes from
+  /// `saes_folded` when present, else from cfg.norm_activation == inference.
+  void load(const std::filesystem::path& path);
+
+ protected:
+  /// Variant-specific scaling of the fold (spec §2.1): multiply by f_in/f_out (fold) or invert.
+  virtual void rescale_for_fold(double f_in, double f_out, bool fold) = 0;
+  /// Extra variant tensors (beyond parameters()) to save; default none.
+  virtual std::vector<std::pair<std::string, at::Tensor>> buffers() const { return {}; }
+
+  SparseDictionaryConfig cfg_;
+
+ private:
+  std::map<std::string, double> dataset_norms_;
+  bool folded_ = false;
+};
+
+/// Mean over all tokens (rows) of ‖x‖₂ across `batches` ([n_tokens, d] each): n̄_h of spec §2.1,
+/// computed by the caller over the first kDatasetNormBatches batches of the stream.
+double average_activation_norm(const std::vector<at::Tensor>& batches);
+inline constexpr int kDatasetNormBatches = 8;
+
+}  // namespace saes::dictionaries
