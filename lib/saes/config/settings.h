@@ -31,6 +31,17 @@ inline constexpr std::string_view kThreadsHelp = "CPU threads for torch and read
 inline constexpr std::string_view kDeviceTypeHelp =
     "device kind of multi-process runs: cuda (NCCL) or cpu (MPI); unused in a single process";
 
+/// The run-wide keys every executable's settings end with: device kind, seed, threads, logging
+/// (and the original's `mongo`, which saes rejects with a hint). `S` has the four members.
+template <class V, class S>
+void visit_run_fields(V& v, S& settings) {
+  v("device_type", settings.device_type, kDeviceTypeHelp);
+  v.unsupported("mongo", kNoMongoHint);
+  v("seed", settings.seed, kSeedHelp);
+  v("threads", settings.threads, kThreadsHelp);
+  v("logging", settings.logging, "log level and progress display");
+}
+
 /// `saes-generate`: run a language model over a dataset and write activations (upstream
 /// GenerateActivationsSettings).
 struct GenerateSettings {
@@ -98,11 +109,7 @@ struct GenerateSettings {
     v("compression_level", compression_level, "zstd level (1..19); saes addition");
     v("overwrite", overwrite,
       "replace a finished run in output_dir written with a different config; saes addition");
-    v("device_type", device_type, kDeviceTypeHelp);
-    v.unsupported("mongo", kNoMongoHint);
-    v("seed", seed, kSeedHelp);
-    v("threads", threads, kThreadsHelp);
-    v("logging", logging, "log level and progress display");
+    visit_run_fields(v, *this);
   }
   bool operator==(const GenerateSettings&) const = default;
 };
@@ -139,14 +146,10 @@ struct TrainSettings {
     v("model", model, "language model, needed by `dataset` sources");
     v("model_name", model_name, "model identifier (meta of generated activations)");
     v("datasets", datasets, "datasets of `dataset` sources, by source name");
-    v("device_type", device_type, kDeviceTypeHelp);
     v("fold_activation_scale", fold_activation_scale,
       "fold dataset-wise scaling into the saved weights (recorded, so it is never applied twice)");
     v.unsupported("wandb", kNoWandbHint);
-    v.unsupported("mongo", kNoMongoHint);
-    v("seed", seed, kSeedHelp);
-    v("threads", threads, kThreadsHelp);
-    v("logging", logging, "log level and progress display");
+    visit_run_fields(v, *this);
   }
   bool operator==(const TrainSettings&) const = default;
 };
@@ -187,11 +190,7 @@ struct AnalyzeSettings {
     v("feature_analysis_name", feature_analysis_name, "name of this analysis");
     v.required("output_dir", output_dir, "output folder");
     parallelism.visit_fields(v);
-    v("device_type", device_type, kDeviceTypeHelp);
-    v.unsupported("mongo", kNoMongoHint);
-    v("seed", seed, kSeedHelp);
-    v("threads", threads, kThreadsHelp);
-    v("logging", logging, "log level and progress display");
+    visit_run_fields(v, *this);
   }
   bool operator==(const AnalyzeSettings&) const = default;
 };
@@ -224,11 +223,7 @@ struct ConvertSettings {
     v("model_name", model_name, "model identifier");
     v("datasets", datasets, "datasets of `dataset` sources, by source name");
     parallelism.visit_fields(v);
-    v("device_type", device_type, kDeviceTypeHelp);
-    v.unsupported("mongo", kNoMongoHint);
-    v("seed", seed, kSeedHelp);
-    v("threads", threads, kThreadsHelp);
-    v("logging", logging, "log level and progress display");
+    visit_run_fields(v, *this);
   }
   bool operator==(const ConvertSettings&) const = default;
 };
