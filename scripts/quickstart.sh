@@ -56,5 +56,5 @@ echo "quickstart: activation shards are in $root/data/stories260K/activations-1d
 
 echo "quickstart: step 2/2: train a TopK SAE (configs/train-stories260k-topk.yaml)"
 "$train" configs/train-stories260k-topk.yaml
-echo "quickstart: the trained SAE is in $root/results/stories260k-l3-topk" \
+echo "quickstart: the trained SAE is in $root/data/runs/stories260k-l3-topk" \
   "(sae_weights.safetensors, metrics.jsonl; docs/train.md explains the layout)"

@@ -11,6 +11,7 @@
 
 #include "saes/core/error.h"
 #include "saes/distributed/single_process_communicator.h"
+#include "saes/io/atomic_file.h"
 #include "saes/io/safetensors.h"
 #include "saes/runners/runners.h"
 #include "saes/training/checkpoint.h"
@@ -135,14 +136,17 @@ TEST_CASE("a resumed TopK run ends with the weights of an uninterrupted one", "[
   s.trainer.check_point_save_mode = training::CheckpointSaveMode::kLinear;
   REQUIRE(run(s, &run_train) == 0);
 
+  // The run as a crash after step 40 leaves it: later checkpoints and the final weights gone.
   config::TrainSettings r = s;
   r.trainer.exp_result_path = tmp.path() / "resumed";
-  fs::create_directories(r.trainer.exp_result_path / "checkpoints");
-  fs::copy(training::checkpoint_path(s.trainer.exp_result_path, 40),
-           training::checkpoint_path(r.trainer.exp_result_path, 40), fs::copy_options::recursive);
+  fs::copy(s.trainer.exp_result_path, r.trainer.exp_result_path, fs::copy_options::recursive);
+  fs::remove(r.trainer.exp_result_path / "sae_weights.safetensors");
+  fs::remove_all(training::checkpoint_path(r.trainer.exp_result_path, 60));
   r.trainer.from_pretrained_path = r.trainer.exp_result_path;
   REQUIRE(run(r, &run_train) == 0);
 
+  CHECK(io::read_file(s.trainer.exp_result_path / "metrics.jsonl") ==
+        io::read_file(r.trainer.exp_result_path / "metrics.jsonl"));
   const auto a = io::SafetensorsFile::open(s.trainer.exp_result_path / "sae_weights.safetensors");
   const auto b = io::SafetensorsFile::open(r.trainer.exp_result_path / "sae_weights.safetensors");
   for (const char* name : {"W_E", "b_E", "W_D", "b_D"}) {
