@@ -55,8 +55,8 @@ data::TokenBatcher make_batcher(const TrainSettings& s, const lm::LanguageModel&
   const data::DatasetConfig& d = it->second;
   data::TextSourceOptions text;
   text.paths = d.text_paths();
-  text.format = d.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl
-                                                        : data::TextFormat::kText;
+  text.format =
+      d.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl : data::TextFormat::kText;
   text.text_field = d.text_field;
   text.separator = d.separator;
   text.max_documents = d.max_documents;
@@ -66,7 +66,8 @@ data::TokenBatcher make_batcher(const TrainSettings& s, const lm::LanguageModel&
   options.ignore_token_ids = s.activation_factory.ignore_token_ids.value_or(std::vector<int64_t>{});
   const lm::Tokenizer* tokenizer = lm.tokenizer.get();
   return data::TokenBatcher(
-      data::TextSource(text, 0, 1), [tokenizer](std::string_view t) { return tokenizer->encode(t); },
+      data::TextSource(text, 0, 1),
+      [tokenizer](std::string_view t) { return tokenizer->encode(t); },
       {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
 }
 
