@@ -44,9 +44,17 @@ else
 fi
 
 generate="$build/apps/saes-generate"
-[ -x "$generate" ] || { echo "quickstart: error: $generate not built; run scripts/build.sh" >&2; exit 2; }
+train="$build/apps/saes-train"
+for exe in "$generate" "$train"; do
+  [ -x "$exe" ] || { echo "quickstart: error: $exe not built; run scripts/build.sh" >&2; exit 2; }
+done
 
-echo "quickstart: step 1/1: generate activations (configs/generate-stories260k.yaml)"
+echo "quickstart: step 1/2: generate activations (configs/generate-stories260k.yaml)"
 "$generate" configs/generate-stories260k.yaml "$@"
 echo "quickstart: activation shards are in $root/data/stories260K/activations-1d" \
   "(manifest.json lists them; docs/generate.md explains the layout)"
+
+echo "quickstart: step 2/2: train a TopK SAE (configs/train-stories260k-topk.yaml)"
+"$train" configs/train-stories260k-topk.yaml
+echo "quickstart: the trained SAE is in $root/data/runs/stories260k-l3-topk" \
+  "(sae_weights.safetensors, metrics.jsonl; docs/train.md explains the layout)"

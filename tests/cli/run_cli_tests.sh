@@ -57,7 +57,20 @@ one_line "bad enum"
 expect "bad override" 2 'trainer.lr' -- "$bin/saes-train" "$train_cfg" --set trainer.lr=abc
 expect "missing file" 2 'nothere.yaml' -- "$bin/saes-train" nothere.yaml
 expect "bad --log-level" 2 'log-level' -- "$bin/saes-train" "$train_cfg" --log-level loud
-expect "pending runner" 5 'issue #4' -- "$bin/saes-train" "$train_cfg"
+cat >analyze.yaml <<'YAML'
+sae: {pretrained_name_or_path: nowhere}
+sae_name: x
+sae_series: x
+activation_factory:
+  sources: [{type: activations, name: a, path: nowhere}]
+  target: activations-2d
+  hook_points: [blocks.3.hook_resid_post]
+  batch_size: 4
+analyzer: {total_analyzing_tokens: 100}
+output_dir: out
+device_type: cpu
+YAML
+expect "pending runner" 5 'issue #6' -- "$bin/saes-analyze" analyze.yaml
 one_line "pending runner"
 
 # Under mpirun: a bad config fails on every rank, exits 2, and does not hang.
@@ -66,7 +79,7 @@ if command -v mpirun >/dev/null; then
     timeout 60 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" typo.yaml
   expect "mpirun config validation" 2 'must be divisible by data_parallel_size \(3\)' -- \
     timeout 60 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$train_cfg" --set data_parallel_size=3
-  expect "mpirun failing rank aborts all with its code" 5 '\[rank [01]/2\] saes-train: error: training is not' -- \
+  expect "mpirun failing rank aborts all with its code" 5 '\[rank [01]/2\] saes-train: error: data/model parallel training lands with issue #5' -- \
     timeout 60 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$train_cfg" --set data_parallel_size=2
 fi
 
@@ -85,6 +98,11 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   manifest_tokens() { python3 -c 'import json,sys; print(sum(s["n_tokens"] for s in json.load(open(sys.argv[1]))["shards"]))' "$1"; }
   expect "generate" 0 '' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set output_dir=g1
   if [ "$(manifest_tokens g1/manifest.json)" = 5000 ] && [ -f g1/config.resolved.yaml ] && [ "$(ls g1/shard-r000-*.saes | wc -l)" = 3 ]; then ok; else bad "generate manifest/shards"; fi
+  # saes-train on those shards: 10 TopK steps, final folded weights and metrics in the run folder.
+  expect "train" 0 '' -- "$bin/saes-train" "$train_cfg" --set 'activation_factory.sources=[{type: activations, name: g1, path: g1}]' \
+    --set activation_factory.batch_size=500 --set trainer.total_training_tokens=5000 --set trainer.log_frequency=5 \
+    --set trainer.exp_result_path=t1 --set logging.progress=off
+  if [ -s t1/sae_weights.safetensors ] && [ "$(wc -l <t1/metrics.jsonl)" = 2 ] && grep -Eq '"metrics/l0": ?16(\.0*)?[,}]' t1/metrics.jsonl && [ -f t1/config.resolved.yaml ]; then ok; else bad "train run folder: $(ls t1) $(cat t1/metrics.jsonl)"; fi
   expect "generate run subcommand" 0 '' -- "$bin/saes-generate" run "$gen_cfg" "${gen_set[@]}" --set output_dir=g2
   if cmp -s g1/shard-r000-000001.saes g2/shard-r000-000001.saes; then ok; else bad "run subcommand shards differ"; fi
   # A crash after shard 1: the last shard and its manifest entry are gone.

@@ -5,11 +5,6 @@
 
 namespace saes::runners {
 
-int run_train(const config::TrainSettings&, RunContext&) {
-  SAES_THROW(UnsupportedError,
-             "training is not implemented in this version yet (issue #4); the config was valid");
-}
-
 int run_analyze(const config::AnalyzeSettings&, RunContext&) {
   SAES_THROW(UnsupportedError,
              "analysis is not implemented in this version yet (issue #6); the config was valid");

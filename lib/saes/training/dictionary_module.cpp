@@ -1,0 +1,121 @@
+// DictionaryModule and StreamBatchSource: the trainer's view of a dictionary and of a stream.
+#include "saes/training/dictionary_module.h"
+
+#include <ATen/core/Tensor.h>
+
+#include "saes/core/error.h"
+#include "saes/data/activation_stream.h"
+#include "saes/dictionaries/sparse_dictionary.h"
+
+namespace saes::training {
+namespace {
+
+dictionaries::SparsityPenalty penalty(const std::optional<SparsityLossType>& type) {
+  if (!type) return dictionaries::SparsityPenalty::kNone;
+  switch (*type) {
+    case SparsityLossType::kPower:
+      return dictionaries::SparsityPenalty::kPower;
+    case SparsityLossType::kTanh:
+      return dictionaries::SparsityPenalty::kTanh;
+    case SparsityLossType::kTanhQuad:
+      return dictionaries::SparsityPenalty::kTanhQuad;
+  }
+  SAES_ASSERT(false, "unknown sparsity loss type");
+  return dictionaries::SparsityPenalty::kNone;
+}
+
+/// [..., d] → [n_tokens, d] (2-D batches arrive as [batch, context, d]).
+at::Tensor token_rows(const at::Tensor& t) { return t.dim() > 2 ? t.flatten(0, -2) : t; }
+
+const at::Tensor& hook_acts(const TrainBatch& batch, const std::string& hook) {
+  const auto it = batch.acts.find(hook);
+  SAES_CHECK(it != batch.acts.end(), ConfigError,
+             "the activation batch has no hook \"{}\"; add it to activation_factory.hook_points",
+             hook);
+  return it->second;
+}
+
+}  // namespace
+
+DictionaryModule::DictionaryModule(dictionaries::SparseDictionary& dict, TrainerConfig config)
+    : dict_(dict), config_(std::move(config)) {}
+
+std::vector<Parameter> DictionaryModule::parameters() {
+  std::vector<Parameter> out;
+  for (auto& ref : dict_.parameters()) {
+    const bool jumprelu = ref.group == dictionaries::ParamGroup::kJumpRelu;
+    out.push_back(Parameter{ref.name, ref.value, ref.grad,
+                            jumprelu ? config_.jumprelu_lr_factor : 1.0, ref.clipped});
+  }
+  return out;
+}
+
+std::int64_t DictionaryModule::n_features() const { return dict_.d_sae(); }
+
+std::optional<std::int64_t> DictionaryModule::top_k() const {
+  const auto& cfg = dict_.config();
+  if (!dictionaries::is_topk_family(cfg.act_fn)) return std::nullopt;
+  return cfg.top_k;
+}
+
+StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const StepContext& context) {
+  dictionaries::TrainBatch in;
+  in.x = token_rows(hook_acts(batch, dict_.input_hook_point()));
+  in.label = token_rows(hook_acts(batch, dict_.label_hook_point()));
+  if (batch.mask.defined()) in.mask = batch.mask.flatten();
+  in.dead = context.dead;
+
+  dictionaries::LossSettings s;
+  s.sparsity = penalty(config_.sparsity_loss_type);
+  s.l1_coefficient = context.l1_coefficient;
+  s.p = config_.p;
+  s.tanh_stretch_coefficient = config_.tanh_stretch_coefficient;
+  s.frequency_scale = config_.frequency_scale;
+  s.lp_coefficient = config_.lp_coefficient.value_or(0.0);
+  s.auxk_coefficient = config_.auxk_coefficient.value_or(0.0);
+  s.k_aux = config_.k_aux;
+  s.current_k = context.k;
+
+  const dictionaries::StepResult r = dict_.forward_backward(in, s);
+  StepOutput out;
+  out.losses = {{"overall_loss", r.loss},
+                {"mse_loss", r.l_rec},
+                {"sparsity_loss", r.l_sparsity},
+                {"lp_loss", r.l_p},
+                {"aux_loss", r.l_aux}};
+  out.reconstructed = r.reconstructed;
+  out.label = r.label;
+  out.feature_acts = r.feature_acts;
+  out.mask = in.mask;
+  out.fired = r.fired;
+  return out;
+}
+
+std::map<std::string, double> DictionaryModule::statistics() const {
+  return {{"metrics/decoder_norm", dict_.decoder_norm().mean().item<double>()}};
+}
+
+void DictionaryModule::save(const std::filesystem::path& dir) const {
+  dict_.save(dir / kWeightsFileName);
+}
+
+void DictionaryModule::load(const std::filesystem::path& dir) {
+  dict_.load(dir / kWeightsFileName);
+}
+
+std::optional<TrainBatch> StreamBatchSource::next() {
+  auto batch = stream_.next();
+  if (!batch) return std::nullopt;
+  TrainBatch out;
+  out.acts = std::move(batch->acts);
+  out.tokens = std::move(batch->tokens);
+  out.mask = std::move(batch->mask);
+  out.n_tokens = batch->n_tokens;
+  return out;
+}
+
+std::string StreamBatchSource::state() const { return stream_.state(); }
+
+void StreamBatchSource::restore(const std::string& state) { stream_.restore(state); }
+
+}  // namespace saes::training

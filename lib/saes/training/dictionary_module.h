@@ -1,0 +1,61 @@
+// Adapters between the trainer's small interfaces and the modules it trains on:
+// DictionaryModule (a dictionaries::SparseDictionary as a TrainableModule) and StreamBatchSource
+// (a data::ActivationStream as a BatchSource).
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "saes/training/config.h"
+#include "saes/training/trainer.h"
+
+namespace saes::data {
+class ActivationStream;
+}  // namespace saes::data
+
+namespace saes::dictionaries {
+class SparseDictionary;
+}  // namespace saes::dictionaries
+
+namespace saes::training {
+
+/// The weights file a DictionaryModule writes into / reads from its folder.
+inline constexpr const char* kWeightsFileName = "sae_weights.safetensors";
+
+/// A dictionary as the trainer sees it. Losses are named overall_loss, mse_loss, sparsity_loss,
+/// lp_loss, aux_loss; the loss settings come from `config` plus the step's k and λ(t).
+class DictionaryModule final : public TrainableModule {
+ public:
+  /// `dict` is non-owning and must outlive this module.
+  DictionaryModule(dictionaries::SparseDictionary& dict, TrainerConfig config);
+
+  std::vector<Parameter> parameters() override;
+  std::int64_t n_features() const override;
+  std::optional<std::int64_t> top_k() const override;
+  StepOutput forward_backward(const TrainBatch& batch, const StepContext& context) override;
+  std::map<std::string, double> statistics() const override;
+  /// dir/sae_weights.safetensors via the dictionary's own save/load.
+  void save(const std::filesystem::path& dir) const override;
+  void load(const std::filesystem::path& dir) override;
+
+ private:
+  dictionaries::SparseDictionary& dict_;
+  TrainerConfig config_;
+};
+
+/// An activation stream as the trainer's batch source (non-owning).
+class StreamBatchSource final : public BatchSource {
+ public:
+  explicit StreamBatchSource(data::ActivationStream& stream) : stream_(stream) {}
+  std::optional<TrainBatch> next() override;
+  std::string state() const override;
+  void restore(const std::string& state) override;
+
+ private:
+  data::ActivationStream& stream_;
+};
+
+}  // namespace saes::training
