@@ -40,6 +40,17 @@ class ConfigReader {
   std::string where_;
 };
 
+/// GPT-2 / NeoX MLP activation from `key`: gelu (erf), gelu_new / gelu_pytorch_tanh (tanh
+/// approximation) or relu; anything else is UnsupportedError naming the key.
+Activation gelu_family_activation(const ConfigReader& c, const char* key, const char* fallback) {
+  const auto act = c.get_or<std::string>(key, fallback);
+  if (act == "gelu") return Activation::kGelu;
+  if (act == "relu") return Activation::kRelu;
+  SAES_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh", UnsupportedError,
+             "{}: {} '{}' is not supported", c.where(), key, act);
+  return Activation::kGeluNew;
+}
+
 TransformerSpec gpt2_spec(const ConfigReader& c) {
   TransformerSpec s;
   s.architecture = Architecture::kGpt2;
@@ -53,12 +64,7 @@ TransformerSpec gpt2_spec(const ConfigReader& c) {
   s.n_ctx = c.get<int64_t>("n_positions");
   s.norm = NormType::kLayerNorm;
   s.norm_eps = c.get_or<double>("layer_norm_epsilon", 1e-5);
-  const auto act = c.get_or<std::string>("activation_function", "gelu_new");
-  SAES_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu" || act == "relu",
-             UnsupportedError, "{}: activation_function '{}' is not supported", c.where(), act);
-  s.act = act == "gelu"   ? Activation::kGelu
-          : act == "relu" ? Activation::kRelu
-                          : Activation::kGeluNew;
+  s.act = gelu_family_activation(c, "activation_function", "gelu_new");
   s.positional = Positional::kLearned;
   s.qkv_bias = s.attn_out_bias = s.mlp_bias = true;
   s.tied_embeddings = true;
@@ -80,12 +86,7 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   s.n_ctx = c.get<int64_t>("max_position_embeddings");
   s.norm = NormType::kLayerNorm;
   s.norm_eps = c.get_or<double>("layer_norm_eps", 1e-5);
-  const auto act = c.get_or<std::string>("hidden_act", "gelu");
-  SAES_CHECK(act == "gelu" || act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "relu",
-             UnsupportedError, "{}: hidden_act '{}' is not supported", c.where(), act);
-  s.act = act == "gelu"   ? Activation::kGelu
-          : act == "relu" ? Activation::kRelu
-                          : Activation::kGeluNew;
+  s.act = gelu_family_activation(c, "hidden_act", "gelu");
   s.positional = Positional::kRotary;
   s.rope_style = RopeStyle::kHalfSplit;
   const double rotary_pct =
