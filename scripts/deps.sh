@@ -3,7 +3,7 @@
 # what is installed). Needs root (or sudo). Cost: ~1 min on a fresh machine, ~2 s when all present.
 set -euo pipefail
 packages=(
-  build-essential cmake ninja-build ccache git pkg-config
+  build-essential cmake ninja-build ccache git pkg-config curl ca-certificates   # curl: quickstart downloads
   libtorch-dev libopenblas0-openmp          # LibTorch 1.13 (CPU) + OpenBLAS (else reference BLAS, 50x slower)
   libyaml-cpp-dev libcli11-dev libfmt-dev nlohmann-json3-dev libzstd-dev catch2
   libopenmpi-dev openmpi-bin                 # mpirun / MPI communicator
