@@ -139,5 +139,16 @@ else
   echo "cli: SAES_TEST_ASSETS not set; skipping the saes-generate runs"
 fi
 
+# Per-tool cases (tests/cli/cases/*.sh) run in this shell after the cases above: they may use
+# expect/one_line/ok/bad, $bin, $root, $work, $assets, $train_cfg and, when assets are present,
+# $gen_cfg, "${gen_set[@]}", the shards in g1/ and the trained TopK run in t1/.
+for case_file in "$root"/tests/cli/cases/*.sh; do
+  [ -e "$case_file" ] || continue
+  cd "$work" || exit 1
+  # shellcheck source=/dev/null
+  source "$case_file"
+done
+cd "$work" || exit 1
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
