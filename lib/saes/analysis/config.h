@@ -46,12 +46,25 @@ struct FeatureAnalyzerConfig {
   bool operator==(const FeatureAnalyzerConfig&) const = default;
 };
 
+/// Evaluation of a dictionary (docs/evaluation.md): reconstruction metrics and, with a language
+/// model and a `dataset` source, the spliced-model (downstream) metrics.
 struct EvalConfig {
   std::int64_t total_eval_tokens = 1'000'000;
+  std::int64_t batch_size = 8;
+  bool downstream = true;
+  bool mean_ablation = true;
+  double dense_threshold = 0.1;
 
   template <class V>
   void visit_fields(V& v) {
-    v("total_eval_tokens", total_eval_tokens, "tokens to evaluate on");
+    v("total_eval_tokens", total_eval_tokens,
+      "tokens to evaluate on (masked-in positions: BOS, padding and ignored ids excluded)");
+    v("batch_size", batch_size, "contexts per language-model forward (dataset sources)");
+    v("downstream", downstream,
+      "splice the reconstruction into the model: CE clean/spliced/ablated, loss recovered, KL");
+    v("mean_ablation", mean_ablation, "also run the mean-ablated model (one more forward)");
+    v("dense_threshold", dense_threshold,
+      "a feature firing on more than this share of tokens counts as dense");
   }
   bool operator==(const EvalConfig&) const = default;
 };

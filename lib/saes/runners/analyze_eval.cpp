@@ -1,13 +1,155 @@
-// The evaluation step of saes-analyze; not implemented yet (issue #6).
+// The evaluation step of saes-analyze (docs/evaluation.md): with a model and a `dataset` source,
+// token batches of that dataset through analysis::evaluate_dictionary (reconstruction and
+// downstream metrics); with cached activations only, the reconstruction metrics.
 #include "saes/runners/analyze_eval.h"
 
+#include <algorithm>
+#include <optional>
+
+
+#include "saes/analysis/evaluation.h"
 #include "saes/core/error.h"
+#include "saes/data/activation_stream.h"
+#include "saes/dictionaries/sparse_dictionary.h"
+#include "saes/distributed/communicator.h"
+#include "saes/lm/hf_folder.h"
 
 namespace saes::runners {
+namespace {
 
-std::map<std::string, double> run_analyze_eval(const config::AnalyzeSettings&,
-                                               dictionaries::SparseDictionary&, RunContext&) {
-  SAES_THROW(UnsupportedError, "evaluation is not implemented in this version yet (issue #6)");
+using config::AnalyzeSettings;
+
+/// This rank's share of the token budget (the first total % world ranks take one more).
+std::int64_t rank_budget(std::int64_t total, const distributed::Communicator& world) {
+  const std::int64_t n = world.size();
+  return total / n + (world.rank() < total % n ? 1 : 0);
+}
+
+const data::ActivationSourceConfig* first_dataset_source(const AnalyzeSettings& s) {
+  for (const auto& source : s.activation_factory.sources) {
+    if (source.type == data::SourceType::kDataset) return &source;
+  }
+  return nullptr;
+}
+
+data::TokenBatcher make_batcher(const AnalyzeSettings& s, const lm::LanguageModel& lm,
+                                const data::ActivationSourceConfig& source,
+                                const distributed::Communicator& world) {
+  const auto it = s.datasets.find(source.name);
+  SAES_CHECK(it != s.datasets.end(), ConfigError,
+             "activation_factory source \"{}\" has type dataset but datasets has no entry \"{}\"",
+             source.name, source.name);
+  const data::DatasetConfig& d = it->second;
+  data::TextSourceOptions text;
+  text.paths = d.text_paths();
+  text.format =
+      d.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl : data::TextFormat::kText;
+  text.text_field = d.text_field;
+  text.separator = d.separator;
+  text.max_documents = d.max_documents;
+  data::TokenBatcherOptions options;
+  options.context_size = s.activation_factory.context_size.value_or(128);
+  options.prepend_bos = s.model->prepend_bos;
+  options.ignore_token_ids = s.activation_factory.ignore_token_ids.value_or(std::vector<int64_t>{});
+  const lm::Tokenizer* tokenizer = lm.tokenizer.get();
+  return data::TokenBatcher(
+      data::TextSource(text, world.rank(), world.size()),
+      [tokenizer](std::string_view t) { return tokenizer->encode(t); },
+      {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
+}
+
+std::map<std::string, double> eval_on_text(const AnalyzeSettings& s,
+                                           const data::ActivationSourceConfig& source,
+                                           dictionaries::SparseDictionary& dict,
+                                           RunContext& context) {
+  const analysis::EvalConfig& eval = *s.eval;
+  const lm::LanguageModel lm = lm::load_language_model(*s.model);
+  data::TokenBatcher batcher = make_batcher(s, lm, source, context.world);
+  const std::int64_t budget = rank_budget(eval.total_eval_tokens, context.world);
+  Progress progress = context.make_progress("eval", budget, "tokens");
+  const auto next_batch = [&]() {
+    std::optional<data::TokenBatch> b = batcher.next_batch(eval.batch_size);
+    if (b) {
+      const std::int64_t kept = b->mask.ne(0).sum().item<std::int64_t>();
+      progress.advance(std::min(kept, budget - progress.done()));
+    }
+    return b;
+  };
+  analysis::EvalOptions options;
+  options.downstream = eval.downstream;
+  options.mean_ablation = eval.mean_ablation;
+  options.dense_threshold = eval.dense_threshold;
+  auto metrics =
+      analysis::evaluate_dictionary(dict, lm.model, next_batch, budget, options, &context.world);
+  progress.finish();
+  return metrics;
+}
+
+/// [n, d] rows of one hook of a stream batch (2-D batches: the masked-in tokens only).
+at::Tensor batch_rows(const data::ActivationBatch& b, const std::string& hook) {
+  const auto it = b.acts.find(hook);
+  SAES_CHECK(it != b.acts.end(), ConfigError,
+             "activation_factory.hook_points lacks \"{}\", which the dictionary reads", hook);
+  if (it->second.dim() <= 2) return it->second;
+  const at::Tensor rows = it->second.flatten(0, -2);
+  if (!b.mask.defined()) return rows;
+  return rows.index_select(0, b.mask.flatten().to(rows.device()).nonzero().squeeze(1));
+}
+
+std::map<std::string, double> eval_on_activations(const AnalyzeSettings& s,
+                                                  dictionaries::SparseDictionary& dict,
+                                                  RunContext& context) {
+  const analysis::EvalConfig& eval = *s.eval;
+  data::StreamInputs inputs;
+  inputs.d_model = dict.config().d_model;
+  inputs.seed = static_cast<std::uint64_t>(s.seed);
+  inputs.rank = context.world.rank();
+  inputs.world = context.world.size();
+  auto stream = data::make_activation_stream(s.activation_factory, inputs, context.logger);
+  const std::int64_t budget = rank_budget(eval.total_eval_tokens, context.world);
+  Progress progress = context.make_progress("eval", budget, "tokens");
+  analysis::ReconstructionAccumulator acc(dict.config().d_model, dict.d_sae());
+  while (acc.n_tokens() < budget) {
+    std::optional<data::ActivationBatch> b = stream->next();
+    if (!b) break;
+    const std::int64_t take = budget - acc.n_tokens();
+    const at::Tensor input = batch_rows(*b, dict.input_hook_point());
+    const at::Tensor label = batch_rows(*b, dict.label_hook_point());
+    const std::int64_t n = std::min(take, input.size(0));
+    const analysis::Reconstruction r =
+        analysis::reconstruct(dict, input.slice(0, 0, n), label.slice(0, 0, n));
+    acc.add(label.slice(0, 0, n), r.output, r.feature_acts);
+    progress.advance(n);
+  }
+  acc.all_reduce(context.world);
+  progress.finish();
+  return acc.metrics(eval.dense_threshold);
+}
+
+}  // namespace
+
+std::map<std::string, double> run_analyze_eval(const AnalyzeSettings& settings,
+                                               dictionaries::SparseDictionary& dict,
+                                               RunContext& context) {
+  SAES_CHECK(settings.eval.has_value(), ConfigError,
+             "run_analyze_eval: settings.eval is null (evaluation not requested)");
+  SAES_CHECK(settings.eval->batch_size > 0, ConfigError, "eval.batch_size: expected > 0, got {}",
+             settings.eval->batch_size);
+  const data::ActivationSourceConfig* source = first_dataset_source(settings);
+  std::map<std::string, double> metrics;
+  if (source != nullptr) {
+    SAES_CHECK(settings.model.has_value(), ConfigError,
+               "activation_factory source \"{}\" has type dataset but no model was configured",
+               source->name);
+    metrics = eval_on_text(settings, *source, dict, context);
+  } else {
+    context.logger.info(
+        "eval: no dataset source, so no language model to splice into; reconstruction metrics "
+        "only");
+    metrics = eval_on_activations(settings, dict, context);
+  }
+  for (const auto& [name, value] : metrics) context.logger.info("eval/{} = {:.6g}", name, value);
+  return metrics;
 }
 
 }  // namespace saes::runners

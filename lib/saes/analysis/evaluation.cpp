@@ -1,0 +1,147 @@
+// Evaluator: clean forward → reconstruction metrics; spliced / ablated forwards → downstream.
+#include "saes/analysis/evaluation.h"
+
+#include <cmath>
+#include <utility>
+
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/logical_and.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/zeros_like.h>
+
+#include <fmt/format.h>
+
+#include "saes/core/error.h"
+#include "saes/dictionaries/sparse_dictionary.h"
+#include "saes/lm/transformer.h"
+
+namespace saes::analysis {
+namespace {
+
+using dictionaries::NormActivation;
+
+/// [batch, seq, ...] → [batch·seq, features].
+at::Tensor token_rows(const at::Tensor& t) { return t.reshape({t.size(0) * t.size(1), -1}); }
+
+/// The factor normalize() multiplies the label by: a scalar, or one per row.
+at::Tensor label_scale(const dictionaries::SparseDictionary& dict, const at::Tensor& label) {
+  const double sqrt_d = std::sqrt(static_cast<double>(dict.config().d_model));
+  const at::Tensor y = label.to(dict.device(), dict.dtype());
+  switch (dict.config().norm_activation) {
+    case NormActivation::kTokenWise:
+      return at::linalg_vector_norm(y, 2, {-1}, true).clamp_min(1e-12).reciprocal().mul(sqrt_d);
+    case NormActivation::kBatchWise:
+      return at::linalg_vector_norm(y, 2, {-1}, true).mean().clamp_min(1e-12).reciprocal().mul(
+          sqrt_d);
+    case NormActivation::kDatasetWise:
+    case NormActivation::kInference:
+      return at::scalar_tensor(dict.dataset_scale(dict.label_hook_point()), y.options());
+  }
+  SAES_ASSERT(false, "unknown norm_activation");
+}
+
+}  // namespace
+
+Reconstruction reconstruct(const dictionaries::SparseDictionary& dict, const at::Tensor& input,
+                           const at::Tensor& label) {
+  SAES_CHECK(input.dim() == 2 && input.size(1) == dict.config().d_model &&
+                 label.sizes() == input.sizes(),
+             DataError,
+             "evaluation: dictionary of d_model {} got input [{}] and label [{}] ([n, d_model] "
+             "each)",
+             dict.config().d_model, fmt::join(input.sizes(), ", "), fmt::join(label.sizes(), ", "));
+  at::NoGradGuard no_grad;
+  Reconstruction r;
+  r.feature_acts = dict.encode(dict.normalize(input, dict.input_hook_point()));
+  r.output = dict.decode(r.feature_acts).div(label_scale(dict, label));
+  return r;
+}
+
+Evaluator::Evaluator(const dictionaries::SparseDictionary& dict, const lm::Transformer& model,
+                     EvalOptions options)
+    : dict_(dict),
+      model_(model),
+      options_(options),
+      reconstruction_(dict.config().d_model, dict.d_sae()) {}
+
+at::Tensor Evaluator::logits_with(const at::Tensor& tokens, const at::Tensor& attention_mask,
+                                  const at::Tensor& hook_value) const {
+  lm::HookSet hooks;
+  hooks.replace(dict_.label_hook_point(), [&hook_value](const at::Tensor&) { return hook_value; });
+  hooks.capture("logits");
+  return model_.forward(tokens, &attention_mask, hooks, lm::GradMode::kNoGrad).at("logits");
+}
+
+std::int64_t Evaluator::add(const data::TokenBatch& batch) {
+  at::NoGradGuard no_grad;
+  const at::Tensor tokens = batch.tokens.to(model_.device());
+  const at::Tensor attention = batch.attention_mask.to(model_.device());
+  const std::string& in_hook = dict_.input_hook_point();
+  const std::string& out_hook = dict_.label_hook_point();
+  lm::HookSet hooks;
+  hooks.capture(in_hook).capture(out_hook);
+  if (options_.downstream) hooks.capture("logits");
+  auto acts = model_.forward(tokens, &attention, hooks, lm::GradMode::kNoGrad);
+  const at::Tensor kept = batch.mask.reshape({-1}).ne(0).nonzero().squeeze(1).to(model_.device());
+  if (kept.numel() == 0) return 0;
+  const at::Tensor label_full = acts.at(out_hook);
+  const at::Tensor label = token_rows(label_full).index_select(0, kept);
+  const Reconstruction r =
+      reconstruct(dict_, token_rows(acts.at(in_hook)).index_select(0, kept), label);
+  reconstruction_.add(label, r.output, r.feature_acts);
+  if (options_.downstream) {
+    // The hook's clean value with the kept positions replaced by `rows` (BOS/pad keep theirs).
+    const auto spliced = [&](const at::Tensor& rows) {
+      return token_rows(label_full)
+          .index_copy(0, kept, rows.to(label_full.device(), label_full.scalar_type()))
+          .view(label_full.sizes());
+    };
+    VariantLogits logits;
+    logits.clean = acts.at("logits");
+    logits.spliced = logits_with(tokens, attention, spliced(r.output));
+    logits.zero_ablated = logits_with(tokens, attention, spliced(at::zeros_like(label)));
+    if (options_.mean_ablation) {
+      logits.mean_ablated =
+          logits_with(tokens, attention, spliced(label.mean(0, true).expand_as(label)));
+    }
+    downstream_.add(logits, tokens, scored_positions(batch.mask, batch.attention_mask));
+  }
+  return kept.numel();
+}
+
+void Evaluator::all_reduce(distributed::Communicator& comm) {
+  reconstruction_.all_reduce(comm);
+  if (options_.downstream) downstream_.all_reduce(comm);
+}
+
+std::map<std::string, double> Evaluator::metrics() const {
+  std::map<std::string, double> m = reconstruction_.metrics(options_.dense_threshold);
+  if (options_.downstream) m.merge(downstream_.metrics());
+  return m;
+}
+
+data::TokenBatch limit_to_budget(const data::TokenBatch& batch, std::int64_t budget) {
+  data::TokenBatch out = batch;
+  const at::Tensor used = batch.mask.ne(0);
+  const at::Tensor within = used.reshape({-1}).to(at::kLong).cumsum(0).le(budget);
+  out.mask = at::logical_and(used, within.view(used.sizes())).to(batch.mask.scalar_type());
+  return out;
+}
+
+std::map<std::string, double> evaluate_dictionary(
+    const dictionaries::SparseDictionary& dict, const lm::Transformer& model,
+    const std::function<std::optional<data::TokenBatch>()>& next_batch, std::int64_t total_tokens,
+    const EvalOptions& options, distributed::Communicator* comm) {
+  Evaluator evaluator(dict, model, options);
+  while (evaluator.n_tokens() < total_tokens) {
+    std::optional<data::TokenBatch> batch = next_batch();
+    if (!batch) break;
+    evaluator.add(limit_to_budget(*batch, total_tokens - evaluator.n_tokens()));
+  }
+  if (comm != nullptr) evaluator.all_reduce(*comm);
+  return evaluator.metrics();
+}
+
+}  // namespace saes::analysis
