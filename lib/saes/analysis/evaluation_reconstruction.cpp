@@ -61,7 +61,7 @@ void ReconstructionAccumulator::add(const at::Tensor& label, const at::Tensor& r
   if (label.size(0) == 0) return;
   const at::Tensor y = label.to(at::kDouble);
   const at::Tensor y_hat = reconstructed.to(y.device(), at::kDouble);
-  const at::Tensor f = feature_acts.to(y.device(), at::kDouble);
+  const at::Tensor f = feature_acts.to(y.device());  // [n, d_sae] stays in its dtype: large
   const at::Tensor err_sq = y.sub(y_hat).pow(2).sum(1);
   const at::Tensor label_sq = y.pow(2).sum(1);
   const at::Tensor recon_sq = y_hat.pow(2).sum(1);
@@ -72,7 +72,7 @@ void ReconstructionAccumulator::add(const at::Tensor& label, const at::Tensor& r
   const at::Tensor safe_norm = at::where(y_norm.lt(1e-4), at::ones_like(y_norm), y_norm);
   const at::Tensor batch_var = y.sub(y.mean(0)).pow(2).sum(1);
   const at::Tensor legacy = err_sq.div(batch_var.clamp_min(1e-12)).neg().add(1.0);
-  const at::Tensor fired = f.gt(0).to(at::kDouble);
+  const at::Tensor fired = f.gt(0).sum(0).to(at::kDouble);  // exact int64 counts per feature
   const at::Tensor scalars = at::stack({
       at::scalar_tensor(static_cast<double>(y.size(0)), y.options()),
       err_sq.sum(),
@@ -86,9 +86,9 @@ void ReconstructionAccumulator::add(const at::Tensor& label, const at::Tensor& r
       err_sq.sqrt().sum(),
       legacy.sum(),
       fired.sum(),
-      f.abs().sum(),
+      f.abs().sum(at::kDouble),
   });
-  sums_.add_(at::cat({scalars, y.sum(0), fired.sum(0)}).cpu());
+  sums_.add_(at::cat({scalars, y.sum(0), fired}).cpu());
 }
 
 void ReconstructionAccumulator::all_reduce(distributed::Communicator& comm) {
