@@ -2,11 +2,7 @@
 // ReLU SAE of 4096 features at blocks.2.hook_resid_post): reconstruction-only and full downstream
 // (clean + spliced + zero- + mean-ablated forwards) relative to one plain forward to the logits.
 // Usage: bench_evaluation [stories260K.bin [threads]]; on a shared machine use 1 thread.
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Parallel.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/randint.h>
-#include <fmt/format.h>
+#include "saes/analysis/evaluation.h"
 
 #include <algorithm>
 #include <chrono>
@@ -15,7 +11,12 @@
 #include <optional>
 #include <string>
 
-#include "saes/analysis/evaluation.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/randint.h>
+#include <fmt/format.h>
+
 #include "saes/dictionaries/sae.h"
 #include "saes/lm/llama2c_loader.h"
 #include "saes/lm/transformer.h"
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
   const std::string path =
       argc > 1 ? argv[1]
                : std::string(std::getenv("SAES_TEST_ASSETS") ? std::getenv("SAES_TEST_ASSETS")
-                                                            : "/work/shared/assets") +
+                                                             : "/work/shared/assets") +
                      "/llama2c-stories260K/stories260K.bin";
   at::set_num_threads(argc > 2 ? std::atoi(argv[2]) : 1);
   const saes::lm::Transformer model = saes::lm::load_llama2c(path);

@@ -2,7 +2,6 @@
 #include "saes/analysis/evaluation.h"
 
 #include <cmath>
-#include <utility>
 
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cumsum.h>
@@ -10,7 +9,6 @@
 #include <ATen/ops/logical_and.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
-
 #include <fmt/format.h>
 
 #include "saes/core/error.h"
@@ -33,8 +31,11 @@ at::Tensor label_scale(const dictionaries::SparseDictionary& dict, const at::Ten
     case NormActivation::kTokenWise:
       return at::linalg_vector_norm(y, 2, {-1}, true).clamp_min(1e-12).reciprocal().mul(sqrt_d);
     case NormActivation::kBatchWise:
-      return at::linalg_vector_norm(y, 2, {-1}, true).mean().clamp_min(1e-12).reciprocal().mul(
-          sqrt_d);
+      return at::linalg_vector_norm(y, 2, {-1}, true)
+          .mean()
+          .clamp_min(1e-12)
+          .reciprocal()
+          .mul(sqrt_d);
     case NormActivation::kDatasetWise:
     case NormActivation::kInference:
       return at::scalar_tensor(dict.dataset_scale(dict.label_hook_point()), y.options());
@@ -46,12 +47,12 @@ at::Tensor label_scale(const dictionaries::SparseDictionary& dict, const at::Ten
 
 Reconstruction reconstruct(const dictionaries::SparseDictionary& dict, const at::Tensor& input,
                            const at::Tensor& label) {
-  SAES_CHECK(input.dim() == 2 && input.size(1) == dict.config().d_model &&
-                 label.sizes() == input.sizes(),
-             DataError,
-             "evaluation: dictionary of d_model {} got input [{}] and label [{}] ([n, d_model] "
-             "each)",
-             dict.config().d_model, fmt::join(input.sizes(), ", "), fmt::join(label.sizes(), ", "));
+  SAES_CHECK(
+      input.dim() == 2 && input.size(1) == dict.config().d_model && label.sizes() == input.sizes(),
+      DataError,
+      "evaluation: dictionary of d_model {} got input [{}] and label [{}] ([n, d_model] "
+      "each)",
+      dict.config().d_model, fmt::join(input.sizes(), ", "), fmt::join(label.sizes(), ", "));
   at::NoGradGuard no_grad;
   Reconstruction r;
   r.feature_acts = dict.encode(dict.normalize(input, dict.input_hook_point()));

@@ -9,7 +9,6 @@
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
-
 #include <fmt/format.h>
 
 #include "saes/core/error.h"
@@ -43,7 +42,11 @@ at::Tensor next_token_log_probs(const at::Tensor& logits) {
 /// Σ over scored positions of −log p(target).
 at::Tensor cross_entropy_sum(const at::Tensor& log_probs, const at::Tensor& targets,
                              const at::Tensor& positions) {
-  return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).masked_select(positions).sum().neg();
+  return log_probs.gather(-1, targets.unsqueeze(-1))
+      .squeeze(-1)
+      .masked_select(positions)
+      .sum()
+      .neg();
 }
 
 /// Σ over scored positions of KL(clean ‖ other) = Σ_v p_clean (log p_clean − log p_other).
@@ -55,8 +58,7 @@ at::Tensor kl_sum(const at::Tensor& clean, const at::Tensor& other, const at::Te
 
 at::Tensor scored_positions(const at::Tensor& mask, const at::Tensor& attention_mask) {
   const std::int64_t seq = mask.size(1);
-  return at::logical_and(mask.slice(1, 0, seq - 1).ne(0),
-                         attention_mask.slice(1, 1, seq).ne(0));
+  return at::logical_and(mask.slice(1, 0, seq - 1).ne(0), attention_mask.slice(1, 1, seq).ne(0));
 }
 
 DownstreamAccumulator::DownstreamAccumulator() : sums_(at::zeros({kSums}, at::kDouble)) {}

@@ -10,7 +10,6 @@
 #include <ATen/ops/stack.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
-
 #include <fmt/format.h>
 
 #include "saes/core/error.h"
@@ -21,19 +20,19 @@ namespace {
 
 // Layout of the scalar part of the sums; Σy per dimension and per-feature firing counts follow.
 enum Sum : std::int64_t {
-  kTokens,        // N
-  kErrSq,         // Σ‖y−ŷ‖²
-  kLabelSq,       // Σ‖y‖²
-  kReconSq,       // Σ‖ŷ‖²
-  kDot,           // Σ⟨y,ŷ⟩
-  kCosine,        // Σ cos(y,ŷ)
-  kL2Ratio,       // Σ ‖ŷ‖/‖y‖ (‖y‖ < 1e-4 ⇒ denominator 1)
-  kLabelNorm,     // Σ‖y‖
-  kReconNorm,     // Σ‖ŷ‖
-  kErrNorm,       // Σ‖y−ŷ‖
-  kLegacyEv,      // Σ (1 − ‖y−ŷ‖²/‖y−ȳ_batch‖²)
-  kL0,            // Σ #(f > 0)
-  kL1,            // Σ Σ|f|
+  kTokens,     // N
+  kErrSq,      // Σ‖y−ŷ‖²
+  kLabelSq,    // Σ‖y‖²
+  kReconSq,    // Σ‖ŷ‖²
+  kDot,        // Σ⟨y,ŷ⟩
+  kCosine,     // Σ cos(y,ŷ)
+  kL2Ratio,    // Σ ‖ŷ‖/‖y‖ (‖y‖ < 1e-4 ⇒ denominator 1)
+  kLabelNorm,  // Σ‖y‖
+  kReconNorm,  // Σ‖ŷ‖
+  kErrNorm,    // Σ‖y−ŷ‖
+  kLegacyEv,   // Σ (1 − ‖y−ŷ‖²/‖y−ȳ_batch‖²)
+  kL0,         // Σ #(f > 0)
+  kL1,         // Σ Σ|f|
   kScalarSums,
 };
 
@@ -50,10 +49,10 @@ ReconstructionAccumulator::ReconstructionAccumulator(std::int64_t d_model, std::
 
 void ReconstructionAccumulator::add(const at::Tensor& label, const at::Tensor& reconstructed,
                                     const at::Tensor& feature_acts) {
-  SAES_CHECK(label.dim() == 2 && label.size(1) == d_model_ &&
-                 reconstructed.sizes() == label.sizes(),
-             DataError, "evaluation: expected label and reconstruction [n, {}], got [{}] and [{}]",
-             d_model_, fmt::join(label.sizes(), ", "), fmt::join(reconstructed.sizes(), ", "));
+  SAES_CHECK(
+      label.dim() == 2 && label.size(1) == d_model_ && reconstructed.sizes() == label.sizes(),
+      DataError, "evaluation: expected label and reconstruction [n, {}], got [{}] and [{}]",
+      d_model_, fmt::join(label.sizes(), ", "), fmt::join(reconstructed.sizes(), ", "));
   SAES_CHECK(feature_acts.dim() == 2 && feature_acts.size(0) == label.size(0) &&
                  feature_acts.size(1) == d_sae_,
              DataError, "evaluation: expected feature activations [{}, {}], got [{}]",
@@ -130,8 +129,7 @@ std::map<std::string, double> ReconstructionAccumulator::metrics(double dense_th
       {"relative_reconstruction_bias", ratio(v[kReconSq], v[kDot])},
       {"l0", ratio(v[kL0], n)},
       {"l1", ratio(v[kL1], n)},
-      {"dead_fraction",
-       n > 0 ? fired.eq(0).sum().item<double>() / n_features : kNaN},
+      {"dead_fraction", n > 0 ? fired.eq(0).sum().item<double>() / n_features : kNaN},
       {"dense_fraction",
        n > 0 ? fired.div(n).gt(dense_threshold).sum().item<double>() / n_features : kNaN},
   };

@@ -12,6 +12,7 @@
 #include "saes/lm/llama2c_loader.h"
 #include "saes/lm/tokenizer.h"
 #include "saes/lm/transformer.h"
+
 #include "support/temp_dir.h"
 
 namespace an = saes::analysis;
@@ -35,7 +36,9 @@ at::Tensor rows(std::initializer_list<std::initializer_list<double>> values) {
 
 /// An SAE whose reconstruction is exactly its input: f = relu([x, −x]), x̂ = f·[I; −I].
 /// `scale` multiplies the decoder (0 gives an SAE that always outputs zero).
-sd::SparseAutoEncoder identity_sae(std::int64_t d, const std::string& hook, double scale = 1.0) {
+/// With out_hook set it is a transcoder from `hook` to `out_hook`.
+sd::SparseAutoEncoder identity_sae(std::int64_t d, const std::string& hook, double scale = 1.0,
+                                   const std::string& out_hook = {}) {
   sd::SparseDictionaryConfig cfg;
   cfg.d_model = d;
   cfg.expansion_factor = 2.0;
@@ -43,7 +46,8 @@ sd::SparseAutoEncoder identity_sae(std::int64_t d, const std::string& hook, doub
   cfg.norm_activation = sd::NormActivation::kInference;
   cfg.use_decoder_bias = false;
   cfg.sparsity_include_decoder_norm = false;
-  cfg.hook_point_in = cfg.hook_point_out = hook;
+  cfg.hook_point_in = hook;
+  cfg.hook_point_out = out_hook.empty() ? hook : out_hook;
   sd::SparseAutoEncoder sae(cfg);
   const at::Tensor eye = at::eye(d, at::kFloat);
   for (auto& p : sae.parameters()) {
@@ -77,8 +81,7 @@ saes::data::TokenBatcher stories_batcher(const lm::Tokenizer& tokenizer) {
 double reference_ce(const at::Tensor& logits, const saes::data::TokenBatch& b) {
   const std::int64_t seq = b.tokens.size(1);
   const at::Tensor lp = at::log_softmax(logits.slice(1, 0, seq - 1).to(at::kDouble), -1);
-  const at::Tensor nll =
-      lp.gather(-1, b.tokens.slice(1, 1, seq).unsqueeze(-1)).squeeze(-1).neg();
+  const at::Tensor nll = lp.gather(-1, b.tokens.slice(1, 1, seq).unsqueeze(-1)).squeeze(-1).neg();
   const at::Tensor use =
       b.mask.slice(1, 0, seq - 1).ne(0).logical_and(b.attention_mask.slice(1, 1, seq).ne(0));
   return nll.masked_select(use).mean().item<double>();
@@ -178,7 +181,7 @@ TEST_CASE("clean CE is the model's own CE and an identity splice recovers all of
   CHECK_THAT(m.at("explained_variance"), WithinAbs(1.0, 1e-10));
 }
 
-TEST_CASE("zero ablation gives CE_zero: the model's CE with the hook zeroed past BOS",
+TEST_CASE("zero ablation gives CE_zero: the model's CE with the output hook zeroed past BOS",
           "[evaluation]") {
   SAES_REQUIRE_ASSETS();
   const lm::Transformer model = lm::load_llama2c(stories_dir() / "stories260K.bin");
@@ -186,8 +189,10 @@ TEST_CASE("zero ablation gives CE_zero: the model's CE with the hook zeroed past
   auto batcher = stories_batcher(*tokenizer);
   const auto batch = batcher.next_batch(4);
   REQUIRE(batch.has_value());
-  // A dictionary that always outputs zero: its splice is the zero ablation.
-  const sd::SparseAutoEncoder zero = identity_sae(model.spec().d_model, kHook, 0.0);
+  // A transcoder into kHook that always outputs zero: its splice is the zero ablation of kHook
+  // (its output hook), not of its input hook.
+  const sd::SparseAutoEncoder zero =
+      identity_sae(model.spec().d_model, "blocks.0.hook_resid_post", 0.0, kHook);
   an::EvalOptions options;
   options.mean_ablation = false;
   an::Evaluator evaluator(zero, model, options);

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <optional>
 
-
 #include "saes/analysis/evaluation.h"
 #include "saes/core/error.h"
 #include "saes/data/activation_stream.h"
