@@ -15,7 +15,7 @@ class SparseDictionary;
 namespace saes::runners {
 
 /// Evaluates `dict` per settings.eval (which must be set) on the run's text/activations and
-/// language model; returns metric name → value (names documented in docs/analysis.md).
+/// language model; returns metric name → value (names documented in docs/evaluation.md).
 std::map<std::string, double> run_analyze_eval(const config::AnalyzeSettings& settings,
                                                dictionaries::SparseDictionary& dict,
                                                RunContext& context);
