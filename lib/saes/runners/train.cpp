@@ -9,6 +9,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <fmt/format.h>
 
 #include "saes/config/config_loader.h"
@@ -147,7 +148,11 @@ void prepare_dictionary(const TrainSettings& s, const std::vector<data::Activati
     for (const auto& hook : dict.hook_points()) {
       std::vector<at::Tensor> rows;
       for (std::size_t i = 0; i < n; ++i) rows.push_back(batch_rows(batches[i], hook));
-      const double norm = dictionaries::average_activation_norm(rows);
+      // Rounded to the dtype checkpoints store it in, so a resumed run computes with this value.
+      const double norm =
+          at::scalar_tensor(dictionaries::average_activation_norm(rows),
+                            at::TensorOptions().dtype(dict.dtype()))
+              .item<double>();
       dict.set_dataset_norm(hook, norm);
       logger.info("dataset norm of {}: {:.4f} (over {} batches)", hook, norm, n);
     }
