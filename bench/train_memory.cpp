@@ -1,8 +1,8 @@
 // Benchmark: peak RSS of a whole saes-train run (run_train: shard stream with prefetch, TopK SAE
 // d=64, d_sae=512, metrics, final save) on real stories260K activations, for total_training_tokens
-// N and 10·N. Each run is a fresh child process (this program re-executed), its peak RSS read by
+// N, 4·N and 10·N. Each run is a fresh child process (this program re-executed), its peak RSS read by
 // wait4; a flat memory profile gives a ratio near 1.
-// Usage: bench_train_memory [ASSETS_DIR (default $SAES_TEST_ASSETS)] [N=32768]
+// Usage: bench_train_memory [ASSETS_DIR (default $SAES_TEST_ASSETS)] [N=16384]
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -109,6 +109,9 @@ ChildResult measure(const fs::path& acts, const fs::path& out, std::int64_t toke
   SAES_CHECK(wait4(pid, &status, 0, &usage) == pid, IoError, "wait4 failed");
   SAES_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, IoError,
              "the training child for {} tokens failed (status {})", tokens, status);
+  SAES_CHECK(fs::exists(out / "sae_weights.safetensors"), DataError,
+             "the run over {} tokens stopped early (the activation stream ended); use a smaller N",
+             tokens);
   ChildResult r;
   r.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.peak_rss_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB
@@ -124,7 +127,7 @@ int main(int argc, char** argv) {
     }
     const char* env = std::getenv("SAES_TEST_ASSETS");
     const fs::path assets = argc > 1 ? fs::path(argv[1]) : fs::path(env ? env : "");
-    const std::int64_t n = argc > 2 ? std::stoll(argv[2]) : 32768;
+    const std::int64_t n = argc > 2 ? std::stoll(argv[2]) : 16384;
     SAES_CHECK(fs::exists(assets / "llama2c-stories260K"), IoError,
                "usage: bench_train_memory [ASSETS_DIR] [N]; {} lacks llama2c-stories260K",
                assets.string());
@@ -137,14 +140,14 @@ int main(int argc, char** argv) {
     std::printf("%-22s %8s %10s %14s\n", "total_training_tokens", "steps", "wall s",
                 "peak RSS MiB");
     std::vector<ChildResult> results;
-    for (const std::int64_t tokens : {n, 10 * n}) {
+    for (const std::int64_t tokens : {n, 4 * n, 10 * n}) {
       results.push_back(measure(root / "acts", root / ("run-" + std::to_string(tokens)), tokens));
       std::printf("%-22lld %8lld %10.1f %14.1f\n", static_cast<long long>(tokens),
                   static_cast<long long>(tokens / kBatchTokens), results.back().wall_s,
                   results.back().peak_rss_mib);
     }
     std::printf("peak RSS ratio (10N / N): %.3f\n",
-                results[1].peak_rss_mib / results[0].peak_rss_mib);
+                results.back().peak_rss_mib / results.front().peak_rss_mib);
     fs::remove_all(root);
     return 0;
   } catch (const std::exception& e) {
