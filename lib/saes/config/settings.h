@@ -114,7 +114,24 @@ struct GenerateSettings {
   bool operator==(const GenerateSettings&) const = default;
 };
 
-/// `saes-train`: train a sparse dictionary (upstream TrainSAESettings).
+/// One dictionary of a sweep: several dictionaries trained on one activation stream (upstream
+/// SweepSAESettings' items). Its settings are the top-level ones with `set` applied.
+struct SweepItem {
+  std::string sae_name;
+  std::vector<std::string> set;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v.required("sae_name", sae_name, "dictionary name: its run sub-folder and metrics prefix");
+    v("set", set,
+      "overrides of sae.*, initializer.* and per-dictionary trainer.* keys, written as for "
+      "--set (key.path=value), applied on top of the top-level settings");
+  }
+  bool operator==(const SweepItem&) const = default;
+};
+
+/// `saes-train`: train a sparse dictionary, or several on one stream (upstream TrainSAESettings,
+/// SweepSAESettings).
 struct TrainSettings {
   std::string sae_name;
   std::string sae_series;
@@ -127,6 +144,7 @@ struct TrainSettings {
   std::optional<lm::LanguageModelConfig> model;
   std::optional<std::string> model_name;
   std::map<std::string, data::DatasetConfig> datasets;
+  std::vector<SweepItem> sweep;
   std::string device_type = "cuda";
   bool fold_activation_scale = true;
   std::int64_t seed = 42;
@@ -141,13 +159,16 @@ struct TrainSettings {
     v("initializer", initializer, "initialization (null: load sae.sae_pretrained_name_or_path)");
     v.required("trainer", trainer, "optimization and schedules");
     v.required("activation_factory", activation_factory, "training activations");
-    v("eval", eval, "evaluate during training");
+    v("eval", eval, "evaluate during training (not implemented yet: must be false)");
     parallelism.visit_fields(v);
     v("model", model, "language model, needed by `dataset` sources");
     v("model_name", model_name, "model identifier (meta of generated activations)");
     v("datasets", datasets, "datasets of `dataset` sources, by source name");
     v("fold_activation_scale", fold_activation_scale,
       "fold dataset-wise scaling into the saved weights (recorded, so it is never applied twice)");
+    v("sweep", sweep,
+      "train one dictionary per item on the shared stream, each in its own sub-folder (empty: "
+      "train `sae` alone)");
     v.unsupported("wandb", kNoWandbHint);
     visit_run_fields(v, *this);
   }

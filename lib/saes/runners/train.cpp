@@ -1,11 +1,15 @@
-// run_train (spec Appendix D "train"): activation stream → dictionary (initialized or loaded,
-// dataset norms from the first batches) → Trainer with one member → final weights in the run
-// folder (docs/train.md). Single process for now; data/model parallel training is issue #5.
+// run_train (spec Appendix D "train"): activation stream → dictionaries (one, or one per `sweep`
+// item; initialized or loaded, dataset norms from the first batches) → Trainer with one member per
+// dictionary → final weights in the run folder (docs/train.md).
+#include <algorithm>
+#include <memory>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <fmt/format.h>
 
 #include "saes/config/config_loader.h"
@@ -37,6 +41,15 @@ void check_supported(const TrainSettings& s, const RunContext& context) {
              p.data_parallel_size, p.model_parallel_size, context.world.size());
   SAES_CHECK(!s.eval, UnsupportedError,
              "eval: evaluation during training is not implemented yet; set eval: false");
+}
+
+/// saes has no autocast: the dictionary computes in sae.dtype, so amp_dtype must name it.
+void check_amp_dtype(const TrainSettings& s, std::string_view where) {
+  SAES_CHECK(s.trainer.amp_dtype == s.sae.dtype, UnsupportedError,
+             "{}trainer.amp_dtype: mixed-precision autocast is not implemented, the dictionary "
+             "computes in sae.dtype ({}); set trainer.amp_dtype: {} (got {})",
+             where, dtype_name(s.sae.dtype), dtype_name(s.sae.dtype),
+             dtype_name(s.trainer.amp_dtype));
 }
 
 bool needs_model(const TrainSettings& s) {
@@ -102,34 +115,49 @@ at::Tensor batch_rows(const data::ActivationBatch& b, const std::string& hook) {
   return rows.index_select(0, b.mask.flatten().to(rows.device()).nonzero().squeeze(1));
 }
 
-/// Dataset norms from the first kDatasetNormBatches batches and the initializer's search on the
-/// first batch, read from a separate stream so that training still starts at batch 0.
-void prepare_dictionary(const TrainSettings& s, const StreamFactory& streams,
-                        dictionaries::SparseDictionary& dict, Logger& logger) {
-  using dictionaries::NormActivation;
-  const bool dataset_wise = s.sae.norm_activation == NormActivation::kDatasetWise;
-  const bool search = s.initializer.has_value();
-  if (!dataset_wise && !search) return;
-  auto stream = streams.make();
+/// Batches the preparation of `s` reads: kDatasetNormBatches for dataset-wise norms, one for the
+/// initializer's search, none otherwise.
+int preparation_batches(const TrainSettings& s) {
+  if (s.sae.norm_activation == dictionaries::NormActivation::kDatasetWise) {
+    return dictionaries::kDatasetNormBatches;
+  }
+  return s.initializer.has_value() ? 1 : 0;
+}
+
+/// The first `n` batches, read from a separate stream so that training still starts at batch 0.
+std::vector<data::ActivationBatch> first_batches(const StreamFactory& streams, int n) {
   std::vector<data::ActivationBatch> batches;
-  const int wanted = dataset_wise ? dictionaries::kDatasetNormBatches : 1;
-  while (static_cast<int>(batches.size()) < wanted) {
+  if (n == 0) return batches;
+  auto stream = streams.make();
+  while (static_cast<int>(batches.size()) < n) {
     auto b = stream->next();
     if (!b) break;
     batches.push_back(std::move(*b));
   }
   SAES_CHECK(!batches.empty(), DataError,
              "the activation stream yielded no batch; check activation_factory.sources");
-  if (dataset_wise) {
+  return batches;
+}
+
+/// Dataset norms from the first kDatasetNormBatches batches and the initializer's search on the
+/// first batch.
+void prepare_dictionary(const TrainSettings& s, const std::vector<data::ActivationBatch>& batches,
+                        dictionaries::SparseDictionary& dict, Logger& logger) {
+  if (s.sae.norm_activation == dictionaries::NormActivation::kDatasetWise) {
+    const auto n = std::min<std::size_t>(batches.size(), dictionaries::kDatasetNormBatches);
     for (const auto& hook : dict.hook_points()) {
       std::vector<at::Tensor> rows;
-      for (const auto& b : batches) rows.push_back(batch_rows(b, hook));
-      const double norm = dictionaries::average_activation_norm(rows);
+      for (std::size_t i = 0; i < n; ++i) rows.push_back(batch_rows(batches[i], hook));
+      // Rounded to the dtype checkpoints store it in, so a resumed run computes with this value.
+      const double norm =
+          at::scalar_tensor(dictionaries::average_activation_norm(rows),
+                            at::TensorOptions().dtype(dict.dtype()))
+              .item<double>();
       dict.set_dataset_norm(hook, norm);
-      logger.info("dataset norm of {}: {:.4f} (over {} batches)", hook, norm, batches.size());
+      logger.info("dataset norm of {}: {:.4f} (over {} batches)", hook, norm, n);
     }
   }
-  if (search) {
+  if (s.initializer) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(s.seed));
     training::initialize_parameters(dict, *s.initializer, gen);
     training::initialization_search(dict, *s.initializer,
@@ -147,6 +175,109 @@ void load_pretrained(const TrainSettings& s, dictionaries::SparseDictionary& dic
   SAES_CHECK(fs::exists(path), IoError, "sae.sae_pretrained_name_or_path: {} does not exist",
              path.string());
   dict.load(path);
+}
+
+/// One dictionary of the run: its resolved settings (sweep item applied), the dictionary and its
+/// trainer adapter.
+struct Member {
+  std::string name;  ///< run sub-folder and metrics prefix; empty for the single-`sae` form
+  TrainSettings settings;
+  std::unique_ptr<dictionaries::SparseDictionary> dict;
+  std::unique_ptr<training::DictionaryModule> module;
+};
+
+bool overrides_member_key(std::string_view assignment) {
+  const std::string_view key = assignment.substr(0, assignment.find('='));
+  for (std::string_view section : {"sae", "initializer", "trainer"}) {
+    if (key == section || (key.starts_with(section) && key.size() > section.size() &&
+                           key[section.size()] == '.')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// The trainer keys shared by all dictionaries of a run; a sweep item may not change them.
+void check_run_level(const training::TrainerConfig& item, const training::TrainerConfig& run,
+                     const std::string& name) {
+  const auto check = [&](bool same, const char* key) {
+    SAES_CHECK(same, ConfigError,
+               "sweep item {}: trainer.{} is shared by every dictionary of the run; set it at the "
+               "top level, not in the item",
+               name, key);
+  };
+  check(item.total_training_tokens == run.total_training_tokens, "total_training_tokens");
+  check(item.log_frequency == run.log_frequency, "log_frequency");
+  check(item.eval_frequency == run.eval_frequency, "eval_frequency");
+  check(item.n_checkpoints == run.n_checkpoints, "n_checkpoints");
+  check(item.check_point_save_mode == run.check_point_save_mode, "check_point_save_mode");
+  check(item.keep_last_checkpoints == run.keep_last_checkpoints, "keep_last_checkpoints");
+  check(item.from_pretrained_path == run.from_pretrained_path, "from_pretrained_path");
+  check(item.exp_result_path == run.exp_result_path, "exp_result_path");
+}
+
+/// The settings of each dictionary: `s` itself, or per sweep item the top-level settings with the
+/// item's overrides applied (parsed and validated like --set).
+std::vector<Member> resolve_members(const TrainSettings& s) {
+  std::vector<Member> members;
+  if (s.sweep.empty()) {
+    members.push_back(Member{"", s, nullptr, nullptr});
+    return members;
+  }
+  TrainSettings base = s;
+  base.sweep.clear();
+  const std::string base_yaml = config::dump_yaml(base);
+  for (const config::SweepItem& item : s.sweep) {
+    for (const std::string& assignment : item.set) {
+      SAES_CHECK(overrides_member_key(assignment), ConfigError,
+                 "sweep item {}: '{}' is not a sae.*, initializer.* or trainer.* key; the other "
+                 "settings are shared by the whole run",
+                 item.sae_name, assignment);
+    }
+    TrainSettings m = config::parse_train_settings(
+        base_yaml, fmt::format("sweep item {}", item.sae_name), item.set);
+    check_run_level(m.trainer, s.trainer, item.sae_name);
+    SAES_CHECK(m.sae.d_model == s.sae.d_model, ConfigError,
+               "sweep item {}: sae.d_model {} differs from the stream's d_model {} (top-level "
+               "sae.d_model)",
+               item.sae_name, m.sae.d_model, s.sae.d_model);
+    m.sae_name = item.sae_name;
+    members.push_back(Member{item.sae_name, std::move(m), nullptr, nullptr});
+  }
+  return members;
+}
+
+/// Builds each member's dictionary: loaded (initializer null) or initialized, with dataset norms
+/// and the initializer's search on the first batches of the shared stream.
+void build_dictionaries(std::vector<Member>& members, const StreamFactory& streams, bool resuming,
+                        Logger& logger) {
+  int wanted = 0;
+  for (Member& m : members) {
+    m.dict = dictionaries::make_dictionary(m.settings.sae);
+    if (!resuming && !m.settings.initializer) load_pretrained(m.settings, *m.dict);
+    if (!resuming) wanted = std::max(wanted, preparation_batches(m.settings));
+  }
+  const auto batches = first_batches(streams, wanted);
+  for (Member& m : members) {
+    if (!resuming && preparation_batches(m.settings) > 0) {
+      prepare_dictionary(m.settings, batches, *m.dict, logger);
+    }
+    m.module = std::make_unique<training::DictionaryModule>(*m.dict, m.settings.trainer);
+  }
+}
+
+/// config.resolved.yaml of the run, and of each sweep member in its sub-folder (re-runnable alone:
+/// its exp_result_path is that sub-folder).
+void save_configs(const TrainSettings& s, const std::vector<Member>& members,
+                  const fs::path& run_dir) {
+  fs::create_directories(run_dir);
+  config::save_resolved_config(s, run_dir);
+  for (const Member& m : members) {
+    if (m.name.empty()) continue;
+    TrainSettings alone = m.settings;
+    alone.trainer.exp_result_path = run_dir / m.name;
+    config::save_resolved_config(alone, run_dir / m.name);
+  }
 }
 
 /// A checkpoint folder, or a run folder (its newest checkpoint).
@@ -176,6 +307,10 @@ std::string outcome_text(const training::FitResult& r) {
 int run_train(const TrainSettings& s, RunContext& context) {
   check_supported(s, context);
   Logger& logger = context.logger;
+  std::vector<Member> members = resolve_members(s);
+  for (const Member& m : members) {
+    check_amp_dtype(m.settings, m.name.empty() ? "" : fmt::format("sweep item {}: ", m.name));
+  }
   StreamFactory streams{s, std::nullopt, logger};
   if (needs_model(s)) {
     SAES_CHECK(s.model.has_value(), ConfigError,
@@ -183,27 +318,24 @@ int run_train(const TrainSettings& s, RunContext& context) {
                "model or use type: activations");
     streams.lm.emplace(lm::load_language_model(*s.model));
   }
-  auto dict = dictionaries::make_dictionary(s.sae);
   const bool resuming = s.trainer.from_pretrained_path.has_value();
-  if (!resuming) {
-    if (!s.initializer) load_pretrained(s, *dict);
-    prepare_dictionary(s, streams, *dict, logger);
-  }
+  build_dictionaries(members, streams, resuming, logger);
 
   const fs::path run_dir = s.trainer.exp_result_path;
-  fs::create_directories(run_dir);
-  config::save_resolved_config(s, run_dir);
+  save_configs(s, members, run_dir);
 
   auto stream = streams.make();
   training::StreamBatchSource source(*stream);
-  training::DictionaryModule module(*dict, s.trainer);
   training::SignalGuard signals;
   training::TrainerOptions options;
   options.signals = &signals;
   options.progress = context.progress;
   options.progress_interval_s = context.progress_interval_s;
-  training::Trainer trainer(s.trainer, {training::TrainerMember{"", &module, s.trainer}}, source,
-                            logger, options);
+  std::vector<training::TrainerMember> trainer_members;
+  for (Member& m : members) {
+    trainer_members.push_back(training::TrainerMember{m.name, m.module.get(), m.settings.trainer});
+  }
+  training::Trainer trainer(s.trainer, std::move(trainer_members), source, logger, options);
   if (resuming) {
     const fs::path checkpoint = resume_checkpoint(*s.trainer.from_pretrained_path);
     logger.info("resuming from {}", checkpoint.string());
@@ -213,16 +345,18 @@ int run_train(const TrainSettings& s, RunContext& context) {
   logger.info("{}: {} after {} steps, {} tokens", s.sae_name, outcome_text(result), result.steps,
               result.tokens);
   if (result.outcome != training::FitOutcome::kCompleted) {
-    logger.info("resume with --set trainer.from_pretrained_path={}",
-                result.checkpoint ? result.checkpoint->string() : std::string("<checkpoint>"));
+    logger.info("continue with: saes-train --resume {}", run_dir.string());
     return 0;
   }
-  if (s.fold_activation_scale &&
-      s.sae.norm_activation == dictionaries::NormActivation::kDatasetWise) {
-    dict->fold_activation_scale();
-    module.save(run_dir);
+  for (Member& m : members) {
+    const fs::path dir = m.name.empty() ? run_dir : run_dir / m.name;
+    if (m.settings.fold_activation_scale &&
+        m.settings.sae.norm_activation == dictionaries::NormActivation::kDatasetWise) {
+      m.dict->fold_activation_scale();
+      m.module->save(dir);
+    }
+    logger.info("weights: {}", (dir / training::kWeightsFileName).string());
   }
-  logger.info("weights: {}", (run_dir / training::kWeightsFileName).string());
   return 0;
 }
 
