@@ -220,7 +220,7 @@ void check_trainer(Problems& p, const training::TrainerConfig& t,
   if (t.l1_coefficient) check_non_negative(p, at(path, "l1_coefficient"), *t.l1_coefficient);
   if (t.lp_coefficient) check_non_negative(p, at(path, "lp_coefficient"), *t.lp_coefficient);
   if (t.auxk_coefficient) check_non_negative(p, at(path, "auxk_coefficient"), *t.auxk_coefficient);
-  check_floating(p, at(path, "amp_dtype"), t.amp_dtype);
+  if (t.amp_dtype) check_floating(p, at(path, "amp_dtype"), *t.amp_dtype);
   check_positive(p, at(path, "tanh_stretch_coefficient"), t.tanh_stretch_coefficient);
   check_positive(p, at(path, "frequency_scale"), t.frequency_scale);
   check_positive(p, at(path, "p"), static_cast<double>(t.p));

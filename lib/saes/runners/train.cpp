@@ -45,11 +45,11 @@ void check_supported(const TrainSettings& s, const RunContext& context) {
 
 /// saes has no autocast: the dictionary computes in sae.dtype, so amp_dtype must name it.
 void check_amp_dtype(const TrainSettings& s, std::string_view where) {
-  SAES_CHECK(s.trainer.amp_dtype == s.sae.dtype, UnsupportedError,
+  SAES_CHECK(!s.trainer.amp_dtype || *s.trainer.amp_dtype == s.sae.dtype, UnsupportedError,
              "{}trainer.amp_dtype: mixed-precision autocast is not implemented, the dictionary "
-             "computes in sae.dtype ({}); set trainer.amp_dtype: {} (got {})",
+             "computes in sae.dtype ({}); set trainer.amp_dtype: {} or null (got {})",
              where, dtype_name(s.sae.dtype), dtype_name(s.sae.dtype),
-             dtype_name(s.trainer.amp_dtype));
+             dtype_name(s.trainer.amp_dtype.value_or(s.sae.dtype)));
 }
 
 bool needs_model(const TrainSettings& s) {

@@ -128,7 +128,7 @@ struct TrainerConfig {
   StepsOrFraction l1_coefficient_warmup_steps = StepsOrFraction::of_fraction(0.1);
   std::optional<double> lp_coefficient;
   std::optional<double> auxk_coefficient;
-  DType amp_dtype = DType::kBFloat16;
+  std::optional<DType> amp_dtype;  ///< null: compute in sae.dtype
   std::optional<SparsityLossType> sparsity_loss_type;
   double tanh_stretch_coefficient = 4.0;
   double frequency_scale = 0.01;
@@ -167,7 +167,9 @@ struct TrainerConfig {
       "linear warm-up of lambda from 0");
     v("lp_coefficient", lp_coefficient, "JumpReLU pre-activation loss coefficient (null: off)");
     v("auxk_coefficient", auxk_coefficient, "Aux-K loss coefficient (null: off)");
-    v("amp_dtype", amp_dtype, "autocast dtype of forward and loss");
+    v("amp_dtype", amp_dtype,
+      "autocast dtype of forward and loss (null: sae.dtype; saes has no autocast, so any other "
+      "value is rejected)");
     v("sparsity_loss_type", sparsity_loss_type, "sparsity penalty (null: none)");
     v("tanh_stretch_coefficient", tanh_stretch_coefficient, "c of the tanh penalties");
     v("frequency_scale", frequency_scale, "s of the tanh-quad penalty");
