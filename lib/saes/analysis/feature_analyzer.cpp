@@ -19,8 +19,7 @@
 #include <ATen/ops/nonzero.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/sum.h>
-#include <ATen/ops/where.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/masked_fill.h>
 
 #include <fmt/format.h>
 
@@ -93,8 +92,7 @@ void FeatureAnalyzer::add_batch(const at::Tensor& feature_acts, const at::Tensor
         at::from_blob(ids.data(), {static_cast<std::int64_t>(ids.size())}, at::kLong).to(device);
     keep = keep.logical_and(at::isin(tok, ignore).logical_not());
   }
-  const at::Tensor f =
-      at::where(keep.unsqueeze(-1), feature_acts.to(at::kFloat), at::zeros_like(feature_acts, at::kFloat));
+  const at::Tensor f = feature_acts.to(at::kFloat).masked_fill(keep.logical_not().unsqueeze(-1), 0);
   const at::Tensor fired = f.gt(0);
   const at::Tensor counts = fired.sum(at::IntArrayRef{0, 1}, false, at::kLong).cpu();
   const at::Tensor sums = f.sum(at::IntArrayRef{0, 1}, false, at::kDouble).cpu();
@@ -123,10 +121,11 @@ void FeatureAnalyzer::add_batch(const at::Tensor& feature_acts, const at::Tensor
   }
 
   // Context lengths: up to the last real token.
-  const at::Tensor keep_cpu = (mask.defined() ? mask.to(at::kCPU, at::kBool)
-                                              : at::ones({batch, seq}, at::kBool));
+  const at::Tensor keep_cpu =
+      (mask.defined() ? mask.to(at::kCPU, at::kBool) : at::ones({batch, seq}, at::kBool))
+          .contiguous();
   std::vector<std::int64_t> lengths(static_cast<std::size_t>(batch), 0);
-  const auto* kp = keep_cpu.contiguous().data_ptr<bool>();
+  const auto* kp = keep_cpu.data_ptr<bool>();
   for (std::int64_t b = 0; b < batch; ++b) {
     for (std::int64_t t = seq; t > 0; --t) {
       if (kp[b * seq + t - 1]) {
@@ -163,8 +162,8 @@ void FeatureAnalyzer::sample_band(std::size_t band, const at::Tensor& peak, cons
   const at::Tensor lo = at::from_blob(floor.data(), {d_sae_}, at::kFloat);
   const at::Tensor hi = at::from_blob(ceiling.data(), {d_sae_}, at::kFloat);
   // Ties with a full heap's minimum never enter (earlier contexts win), hence the strict >.
-  const at::Tensor candidates = peak.gt(lo).logical_and(peak.le(hi)).nonzero();
-  const auto* cand = candidates.contiguous().data_ptr<std::int64_t>();
+  const at::Tensor candidates = peak.gt(lo).logical_and(peak.le(hi)).nonzero().contiguous();
+  const auto* cand = candidates.data_ptr<std::int64_t>();
   const auto* pk = peak.data_ptr<float>();
   for (std::int64_t c = 0; c < candidates.size(0); ++c) {
     const std::int64_t b = cand[2 * c];
