@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/amax.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/bincount.h>
 #include <ATen/ops/clamp.h>
 #include <ATen/ops/from_blob.h>
@@ -100,13 +101,15 @@ void FeatureAnalyzer::add_batch(const at::Tensor& feature_acts, const at::Tensor
   const at::Tensor batch_max = peak.amax({0}).to(at::kDouble).cpu();
 
   const HistogramSpec& h = options_.histogram;
-  const at::Tensor nz = fired.nonzero();  // [n, 3]
-  if (nz.size(0) > 0) {
-    const at::Tensor values = at::masked_select(f, fired);
+  const at::Tensor values = at::masked_select(f, fired);
+  if (values.numel() > 0) {
+    // The feature index of each selected value (cheaper than nonzero() on [B, T, d_sae]).
+    const at::Tensor feature = at::masked_select(
+        at::arange(d_sae_, f.options().dtype(at::kLong)).expand_as(f), fired);
     const double scale = static_cast<double>(h.bins) / (h.log10_max - h.log10_min);
     const at::Tensor bin = values.log10().sub(h.log10_min).mul(scale).floor().clamp(0, h.bins - 1)
                                .to(at::kLong);
-    const at::Tensor slot = nz.select(1, 2).mul(h.bins).add(bin);
+    const at::Tensor slot = feature.mul(h.bins).add(bin);
     const at::Tensor hist = at::bincount(slot, {}, d_sae_ * h.bins).cpu();
     const auto* hp = hist.data_ptr<std::int64_t>();
     for (std::size_t i = 0; i < histogram_.size(); ++i) histogram_[i] += hp[i];
