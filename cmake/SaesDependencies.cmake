@@ -8,6 +8,8 @@ find_package(zstd REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(Threads REQUIRED)
+# Embedded results database of saes-analyze (lib/saes/io/sqlite.h). Debian: libsqlite3-dev.
+find_package(SQLite3 REQUIRED)
 
 # Tokenizers (lib/saes/lm): PCRE2 runs the pre-tokenizer regexes (\p{L}, \p{N}); utf8proc gives NFC/NFKC.
 # Debian: libpcre2-dev, libutf8proc-dev. SentencePiece `.model` files are read natively: Debian's

@@ -8,6 +8,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev libfmt-dev nlohmann-json3-dev libzstd-dev catch2
   libopenmpi-dev openmpi-bin                 # mpirun / MPI communicator
   libpcre2-dev libutf8proc-dev      # tokenizers (pre-tokenizer regex, NFC)
+  libsqlite3-dev                    # saes-analyze's embedded results database
   python3-torch python3-numpy                # benchmarks vs PyTorch eager, fixture scripts (/usr/bin/python3)
 )
 missing=()

@@ -1,15 +1,66 @@
-// saes-analyze: feature statistics, top contexts and evaluation of a trained dictionary.
-#include "common/cli.h"
+// saes-analyze: feature statistics, top contexts and evaluation of a trained dictionary, stored in
+// a SQLite database; `export` writes one JSON per feature of such a database.
+#include <iostream>
+
+#include "saes/analysis/store.h"
+#include "saes/core/error.h"
 #include "saes/runners/runners.h"
+
+#include "common/cli.h"
+
+namespace {
+
+struct ExportArgs {
+  std::string db;
+  std::string out_dir;
+};
+
+void add_export(CLI::App& app, ExportArgs& a) {
+  auto* sub = app.add_subcommand("export", "Write one JSON per feature of an analysis database");
+  sub->add_option("DB", a.db, "analysis database (<output_dir>/<feature_analysis_name>.sqlite)")
+      ->required();
+  sub->add_option("OUT_DIR", a.out_dir, "folder for feature_<id>.json and index.json")->required();
+}
+
+int run_config(saes::cli::Session& session, const saes::cli::CommonOptions& options) {
+  SAES_CHECK(!options.config.empty(), saes::ConfigError,
+             "config is required: saes-analyze CONFIG.yaml (or a subcommand; see --help)");
+  auto settings = saes::config::load_analyze_settings(options.config, options.overrides);
+  if (options.print_config) {
+    session.print(saes::config::dump_yaml(settings));
+    return 0;
+  }
+  auto context = session.configure(settings.logging, settings.threads, options);
+  return saes::runners::run_analyze(settings, context);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   static const saes::cli::Tool kTool{
       "saes-analyze",
-      "Analyze a trained dictionary: per-feature statistics, top activating contexts, evaluation "
-      "(reconstruction and downstream loss), stored in a SQLite database.",
+      "Analyze a trained dictionary: per-feature statistics, top activating contexts, logit lens, "
+      "decoder geometry and evaluation, stored in a SQLite database (docs/analysis.md).",
       "  saes-analyze configs/analyze-stories260k.yaml\n"
-      "  saes-analyze cfg.yaml --set analyzer.total_analyzing_tokens=1000000\n"
-      "  mpirun --bind-to none -np 2 saes-analyze cfg.yaml --set model_parallel_size=2\n"};
-  return saes::cli::run_config_tool(kTool, argc, argv, &saes::config::load_analyze_settings,
-                                    &saes::runners::run_analyze);
+      "  saes-analyze run cfg.yaml --set analyzer.total_analyzing_tokens=1000000\n"
+      "  saes-analyze export data/analysis/stories260k-l3-topk/default.sqlite features-json/\n"};
+  auto app = saes::cli::make_app(kTool);
+  saes::cli::CommonOptions options;
+  saes::cli::add_config_options(*app, options, false);
+  saes::cli::CommonOptions run_options;
+  auto* run = app->add_subcommand("run", "Analyze from a config (same as no subcommand)");
+  saes::cli::add_config_options(*run, run_options);
+  ExportArgs export_args;
+  add_export(*app, export_args);
+  app->require_subcommand(0, 1);
+  const bool& verbose = options.verbose;
+  return saes::cli::run(kTool, *app, argc, argv, verbose, [&](saes::cli::Session& session) {
+    if (app->got_subcommand("export")) {
+      const saes::analysis::AnalysisStore store(export_args.db);
+      const auto n = saes::analysis::export_feature_json(store, export_args.out_dir);
+      session.print(fmt::format("{} features written to {}\n", n, export_args.out_dir));
+      return 0;
+    }
+    return run_config(session, app->got_subcommand("run") ? run_options : options);
+  });
 }

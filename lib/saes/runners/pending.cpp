@@ -5,11 +5,6 @@
 
 namespace saes::runners {
 
-int run_analyze(const config::AnalyzeSettings&, RunContext&) {
-  SAES_THROW(UnsupportedError,
-             "analysis is not implemented in this version yet (issue #6); the config was valid");
-}
-
 int run_convert(const config::ConvertSettings&, RunContext&) {
   SAES_THROW(UnsupportedError,
              "conversion is not implemented in this version yet (issue #7); the config was valid");

@@ -1,0 +1,318 @@
+// The analysis database: schema (docs/analysis-db.md), the atomic writer and the read API.
+#include "saes/analysis/store.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <system_error>
+
+#include "saes/core/error.h"
+#include "saes/io/sqlite.h"
+
+namespace saes::analysis {
+namespace {
+
+namespace fs = std::filesystem;
+using io::as_blob;
+using io::from_blob;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE bands (name TEXT PRIMARY KEY, proportion REAL NOT NULL, n_samples INTEGER NOT NULL,
+                    max_length INTEGER NOT NULL);
+CREATE TABLE features (id INTEGER PRIMARY KEY, act_times INTEGER NOT NULL, frequency REAL NOT NULL,
+                       max_act REAL NOT NULL, mean_act REAL NOT NULL, max_decoder_cosine REAL,
+                       nearest_feature INTEGER, peak_token INTEGER, histogram BLOB NOT NULL);
+CREATE TABLE contexts (feature INTEGER NOT NULL, band TEXT NOT NULL, rank INTEGER NOT NULL,
+                       score REAL NOT NULL, context_index INTEGER NOT NULL,
+                       source_rank INTEGER NOT NULL, token_offset INTEGER NOT NULL,
+                       tokens BLOB NOT NULL, positions BLOB NOT NULL, acts BLOB NOT NULL,
+                       PRIMARY KEY (feature, band, rank));
+CREATE TABLE logits (feature INTEGER NOT NULL, side TEXT NOT NULL, rank INTEGER NOT NULL,
+                     token INTEGER NOT NULL, value REAL NOT NULL,
+                     PRIMARY KEY (feature, side, rank));
+CREATE TABLE vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE eval (metric TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE INDEX features_max_act ON features (max_act);
+CREATE INDEX features_frequency ON features (frequency);
+)sql";
+
+std::optional<std::int64_t> peak_token(const FeatureStats& f) {
+  for (const auto& band : f.samples) {
+    if (band.empty() || band.front().values.empty()) continue;
+    const SampledContext& c = band.front();
+    std::size_t best = 0;
+    for (std::size_t j = 1; j < c.values.size(); ++j) {
+      if (c.values[j] > c.values[best]) best = j;
+    }
+    return c.tokens[static_cast<std::size_t>(c.positions[best])];
+  }
+  return std::nullopt;
+}
+
+void write_meta(io::SqliteDatabase& db, const AnalysisRecord& r) {
+  auto st = db.prepare("INSERT INTO meta (key, value) VALUES (?, ?)");
+  std::map<std::string, std::string> meta = r.meta;
+  meta["schema_version"] = std::to_string(kSchemaVersion);
+  meta["d_sae"] = std::to_string(r.features.size());
+  meta["n_analyzed_tokens"] = std::to_string(r.n_analyzed_tokens);
+  meta["n_contexts"] = std::to_string(r.n_contexts);
+  meta["histogram_log10_min"] = fmt::format("{}", r.histogram.log10_min);
+  meta["histogram_log10_max"] = fmt::format("{}", r.histogram.log10_max);
+  meta["histogram_bins"] = std::to_string(r.histogram.bins);
+  for (const auto& [k, v] : meta) st.bind(1, k).bind(2, v).run();
+  auto band = db.prepare("INSERT INTO bands VALUES (?, ?, ?, ?)");
+  for (const auto& b : r.bands) {
+    band.bind(1, b.name).bind(2, b.proportion).bind(3, b.n_samples).bind(4, b.max_length).run();
+  }
+}
+
+void write_features(io::SqliteDatabase& db, const AnalysisRecord& r) {
+  auto st = db.prepare("INSERT INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  auto ctx = db.prepare("INSERT INTO contexts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  const double n = static_cast<double>(std::max<std::int64_t>(r.n_analyzed_tokens, 1));
+  for (std::size_t i = 0; i < r.features.size(); ++i) {
+    const FeatureStats& f = r.features[i];
+    const auto id = static_cast<std::int64_t>(i);
+    st.bind(1, id).bind(2, f.act_times).bind(3, static_cast<double>(f.act_times) / n);
+    st.bind(4, f.max_act).bind(5, f.mean_act);
+    if (r.decoder_cosine) {
+      st.bind(6, static_cast<double>(r.decoder_cosine->cosine[i]));
+      st.bind(7, r.decoder_cosine->index[i]);
+    }
+    if (const auto tok = peak_token(f)) st.bind(8, *tok);
+    st.bind_blob(9, as_blob(f.histogram)).run();
+    for (std::size_t b = 0; b < f.samples.size(); ++b) {
+      for (std::size_t k = 0; k < f.samples[b].size(); ++k) {
+        const SampledContext& c = f.samples[b][k];
+        ctx.bind(1, id).bind(2, r.bands[b].name).bind(3, static_cast<std::int64_t>(k));
+        ctx.bind(4, static_cast<double>(c.score)).bind(5, c.provenance.context_index);
+        ctx.bind(6, static_cast<std::int64_t>(c.provenance.rank));
+        ctx.bind(7, static_cast<std::int64_t>(c.offset));
+        ctx.bind_blob(8, as_blob(c.tokens)).bind_blob(9, as_blob(c.positions));
+        ctx.bind_blob(10, as_blob(c.values)).run();
+      }
+    }
+  }
+}
+
+void write_extras(io::SqliteDatabase& db, const AnalysisRecord& r) {
+  auto lg = db.prepare("INSERT INTO logits VALUES (?, ?, ?, ?, ?)");
+  for (std::size_t i = 0; i < r.logit_lens.size(); ++i) {
+    const LogitLens& l = r.logit_lens[i];
+    for (std::size_t k = 0; k < l.top_tokens.size(); ++k) {
+      lg.bind(1, static_cast<std::int64_t>(i)).bind(2, "top").bind(3, static_cast<std::int64_t>(k));
+      lg.bind(4, l.top_tokens[k]).bind(5, static_cast<double>(l.top_values[k])).run();
+    }
+    for (std::size_t k = 0; k < l.bottom_tokens.size(); ++k) {
+      lg.bind(1, static_cast<std::int64_t>(i)).bind(2, "bottom");
+      lg.bind(3, static_cast<std::int64_t>(k)).bind(4, l.bottom_tokens[k]);
+      lg.bind(5, static_cast<double>(l.bottom_values[k])).run();
+    }
+  }
+  auto voc = db.prepare("INSERT INTO vocab VALUES (?, ?)");
+  for (std::size_t i = 0; i < r.vocab.size(); ++i) {
+    voc.bind(1, static_cast<std::int64_t>(i)).bind(2, r.vocab[i]).run();
+  }
+  auto ev = db.prepare("INSERT INTO eval VALUES (?, ?)");
+  for (const auto& [k, v] : r.eval) ev.bind(1, k).bind(2, v).run();
+}
+
+const char* order_column(FeatureOrder order) {
+  switch (order) {
+    case FeatureOrder::kId:
+      return "id";
+    case FeatureOrder::kFrequency:
+      return "frequency";
+    case FeatureOrder::kMaxAct:
+      return "max_act";
+    case FeatureOrder::kMeanAct:
+      return "mean_act";
+    case FeatureOrder::kDecoderCosine:
+      return "max_decoder_cosine";
+  }
+  return "id";
+}
+
+/// WHERE clause of a search and its binding (parameter 1).
+struct Filter {
+  std::string sql;
+  std::optional<std::int64_t> id;
+  std::optional<std::string> text;
+};
+
+Filter make_filter(const FeatureQuery& q) {
+  if (!q.search || q.search->empty()) return {};
+  const std::string& s = *q.search;
+  if (s.find_first_not_of("0123456789") == std::string::npos && s.size() < 18) {
+    return {" WHERE id = ?1", std::stoll(s), std::nullopt};
+  }
+  return {" WHERE peak_token IN (SELECT id FROM vocab WHERE instr(text, ?1) > 0)", std::nullopt,
+          s};
+}
+
+void bind_filter(io::SqliteStatement& st, const Filter& f) {
+  if (f.id) st.bind(1, *f.id);
+  if (f.text) st.bind(1, *f.text);
+}
+
+constexpr const char* kSummaryColumns =
+    "id, act_times, frequency, max_act, mean_act, max_decoder_cosine, nearest_feature, peak_token";
+
+FeatureSummary read_summary(const io::SqliteStatement& st) {
+  FeatureSummary s;
+  s.id = st.column_int(0);
+  s.act_times = st.column_int(1);
+  s.frequency = st.column_double(2);
+  s.max_act = st.column_double(3);
+  s.mean_act = st.column_double(4);
+  if (!st.is_null(5)) s.max_decoder_cosine = st.column_double(5);
+  if (!st.is_null(6)) s.nearest_feature = st.column_int(6);
+  if (!st.is_null(7)) s.peak_token = st.column_int(7);
+  return s;
+}
+
+}  // namespace
+
+void write_analysis_db(const fs::path& path, const AnalysisRecord& record) {
+  SAES_CHECK(record.bands.size() == (record.features.empty() ? record.bands.size()
+                                                             : record.features[0].samples.size()),
+             DataError, "analysis record: {} bands but features hold {} sample lists",
+             record.bands.size(), record.features.empty() ? 0 : record.features[0].samples.size());
+  const fs::path tmp = fs::path(path.string() + ".tmp");
+  std::error_code ec;
+  fs::remove(tmp, ec);
+  {
+    io::SqliteDatabase db(tmp, io::SqliteMode::kCreate);
+    db.exec("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;");
+    db.exec(kSchema);
+    io::SqliteTransaction tx(db);
+    write_meta(db, record);
+    write_features(db, record);
+    write_extras(db, record);
+    tx.commit();
+  }
+  fs::rename(tmp, path, ec);
+  SAES_CHECK(!ec, IoError, "cannot move {} to {}: {}", tmp.string(), path.string(), ec.message());
+}
+
+AnalysisStore::AnalysisStore(const fs::path& path)
+    : db_(std::make_unique<io::SqliteDatabase>(path, io::SqliteMode::kReadOnly)) {
+  try {
+    auto st = db_->prepare("SELECT key, value FROM meta");
+    while (st.step()) meta_[st.column_text(0)] = st.column_text(1);
+  } catch (const IoError&) {
+    SAES_THROW(DataError, "{}: not an saes analysis database (no meta table)", path.string());
+  }
+  const auto version = meta_.find("schema_version");
+  SAES_CHECK(version != meta_.end() && version->second == std::to_string(kSchemaVersion),
+             DataError, "{}: analysis schema version {}, this saes reads version {}",
+             path.string(), version == meta_.end() ? "(none)" : version->second, kSchemaVersion);
+  d_sae_ = std::stoll(meta_.at("d_sae"));
+  auto voc = db_->prepare("SELECT id, text FROM vocab ORDER BY id");
+  while (voc.step()) {
+    vocab_.resize(static_cast<std::size_t>(voc.column_int(0)) + 1);
+    vocab_.back() = voc.column_text(1);
+  }
+}
+
+AnalysisStore::~AnalysisStore() = default;
+AnalysisStore::AnalysisStore(AnalysisStore&&) noexcept = default;
+
+std::int64_t AnalysisStore::n_analyzed_tokens() const {
+  return std::stoll(meta_.at("n_analyzed_tokens"));
+}
+
+std::vector<double> AnalysisStore::histogram_edges() const {
+  HistogramSpec h;
+  h.log10_min = std::stod(meta_.at("histogram_log10_min"));
+  h.log10_max = std::stod(meta_.at("histogram_log10_max"));
+  h.bins = std::stoll(meta_.at("histogram_bins"));
+  return h.edges();
+}
+
+std::vector<Band> AnalysisStore::bands() const {
+  std::vector<Band> out;
+  auto st = db_->prepare("SELECT name, proportion, n_samples, max_length FROM bands ORDER BY name");
+  while (st.step()) {
+    out.push_back({st.column_text(0), st.column_double(1), st.column_int(2), st.column_int(3)});
+  }
+  return out;
+}
+
+std::int64_t AnalysisStore::count_features(const FeatureQuery& query) const {
+  const Filter f = make_filter(query);
+  auto st = db_->prepare("SELECT count(*) FROM features" + f.sql);
+  bind_filter(st, f);
+  st.step();
+  return st.column_int(0);
+}
+
+std::vector<FeatureSummary> AnalysisStore::list_features(const FeatureQuery& query) const {
+  const Filter f = make_filter(query);
+  const std::string sql =
+      fmt::format("SELECT {} FROM features{} ORDER BY {} {}, id LIMIT {} OFFSET {}",
+                  kSummaryColumns, f.sql, order_column(query.order),
+                  query.descending ? "DESC" : "ASC", std::max<std::int64_t>(query.limit, 0),
+                  std::max<std::int64_t>(query.offset, 0));
+  auto st = db_->prepare(sql);
+  bind_filter(st, f);
+  std::vector<FeatureSummary> out;
+  while (st.step()) out.push_back(read_summary(st));
+  return out;
+}
+
+std::optional<FeatureDetail> AnalysisStore::feature(std::int64_t id) const {
+  if (id < 0 || id >= d_sae_) return std::nullopt;
+  FeatureDetail d;
+  auto st = db_->prepare(fmt::format("SELECT {}, histogram FROM features WHERE id = ?", kSummaryColumns));
+  st.bind(1, id);
+  if (!st.step()) return std::nullopt;
+  d.summary = read_summary(st);
+  d.histogram = from_blob<std::int64_t>(st.column_blob(8));
+  auto ctx = db_->prepare(
+      "SELECT band, rank, score, context_index, source_rank, token_offset, tokens, positions, acts "
+      "FROM contexts WHERE feature = ? ORDER BY band, rank");
+  ctx.bind(1, id);
+  while (ctx.step()) {
+    StoredContext c;
+    c.band = ctx.column_text(0);
+    c.rank = ctx.column_int(1);
+    c.context.score = static_cast<float>(ctx.column_double(2));
+    c.context.provenance = {ctx.column_int(3), static_cast<std::int32_t>(ctx.column_int(4))};
+    c.context.offset = static_cast<std::int32_t>(ctx.column_int(5));
+    c.context.tokens = from_blob<std::int32_t>(ctx.column_blob(6));
+    c.context.positions = from_blob<std::int32_t>(ctx.column_blob(7));
+    c.context.values = from_blob<float>(ctx.column_blob(8));
+    d.contexts.push_back(std::move(c));
+  }
+  auto lg = db_->prepare("SELECT side, token, value FROM logits WHERE feature = ? ORDER BY side, rank");
+  lg.bind(1, id);
+  while (lg.step()) {
+    auto& list = lg.column_text(0) == "top" ? d.top_logits : d.bottom_logits;
+    list.push_back({lg.column_int(1), lg.column_double(2)});
+  }
+  return d;
+}
+
+std::map<std::string, double> AnalysisStore::eval_metrics() const {
+  std::map<std::string, double> out;
+  auto st = db_->prepare("SELECT metric, value FROM eval");
+  while (st.step()) out[st.column_text(0)] = st.column_double(1);
+  return out;
+}
+
+std::string AnalysisStore::token_text(std::int64_t id) const {
+  return id >= 0 && id < static_cast<std::int64_t>(vocab_.size())
+             ? vocab_[static_cast<std::size_t>(id)]
+             : std::string();
+}
+
+std::vector<double> AnalysisStore::log10_frequencies() const {
+  std::vector<double> out;
+  auto st = db_->prepare("SELECT frequency FROM features WHERE act_times > 0");
+  while (st.step()) out.push_back(std::log10(st.column_double(0)));
+  return out;
+}
+
+}  // namespace saes::analysis

@@ -1,0 +1,126 @@
+// The analysis database (docs/analysis-db.md, schema version kSchemaVersion): write_analysis_db
+// builds it atomically from an AnalysisRecord; AnalysisStore is the read-only API the viewer and
+// `saes-analyze export` use; export_feature_json writes one JSON per feature for autointerp.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "saes/analysis/feature_analyzer.h"
+#include "saes/analysis/geometry.h"
+
+namespace saes::io {
+class SqliteDatabase;
+}  // namespace saes::io
+
+namespace saes::analysis {
+
+inline constexpr std::int64_t kSchemaVersion = 1;
+
+/// Everything one analysis run stores. Optional parts are left empty when not computed.
+struct AnalysisRecord {
+  std::map<std::string, std::string> meta;  ///< sae_name, sae_series, hook_point, ... (free text)
+  std::int64_t n_analyzed_tokens = 0;
+  std::int64_t n_contexts = 0;
+  HistogramSpec histogram;
+  std::vector<Band> bands;
+  std::vector<FeatureStats> features;
+  std::optional<NearestRow> decoder_cosine;
+  std::vector<LogitLens> logit_lens;        ///< empty, or one per feature
+  std::vector<std::string> vocab;           ///< token id → display text; may be empty
+  std::map<std::string, double> eval;       ///< evaluation metrics; may be empty
+};
+
+/// Writes `record` to `path` via `<path>.tmp` and a rename (an existing file is replaced only
+/// when the new one is complete). Throws IoError naming the path.
+void write_analysis_db(const std::filesystem::path& path, const AnalysisRecord& record);
+
+/// One row of the dictionary page.
+struct FeatureSummary {
+  std::int64_t id = 0;
+  std::int64_t act_times = 0;
+  double frequency = 0;  ///< act_times / n_analyzed_tokens
+  double max_act = 0;
+  double mean_act = 0;
+  std::optional<double> max_decoder_cosine;
+  std::optional<std::int64_t> nearest_feature;
+  std::optional<std::int64_t> peak_token;  ///< token at the peak of the top context
+};
+
+/// A stored context with its band and rank (0 = highest score in the band).
+struct StoredContext {
+  std::string band;
+  std::int64_t rank = 0;
+  SampledContext context;
+};
+
+struct LogitEntry {
+  std::int64_t token = 0;
+  double value = 0;
+};
+
+/// Everything the feature page shows.
+struct FeatureDetail {
+  FeatureSummary summary;
+  std::vector<std::int64_t> histogram;
+  std::vector<StoredContext> contexts;  ///< by band (name order), then rank
+  std::vector<LogitEntry> top_logits;
+  std::vector<LogitEntry> bottom_logits;
+};
+
+enum class FeatureOrder { kId, kFrequency, kMaxAct, kMeanAct, kDecoderCosine };
+
+/// A page of the feature list. `search`: a feature id ("17") or text matched (substring, case
+/// sensitive) against the peak token's text.
+struct FeatureQuery {
+  FeatureOrder order = FeatureOrder::kId;
+  bool descending = false;
+  std::int64_t offset = 0;
+  std::int64_t limit = 100;
+  std::optional<std::string> search;
+};
+
+/// Read-only view of an analysis database. Throws IoError for a missing/unreadable file and
+/// DataError for another schema version.
+class AnalysisStore {
+ public:
+  explicit AnalysisStore(const std::filesystem::path& path);
+  ~AnalysisStore();
+  AnalysisStore(AnalysisStore&&) noexcept;
+  AnalysisStore& operator=(AnalysisStore&&) = delete;
+
+  const std::map<std::string, std::string>& meta() const { return meta_; }
+  std::int64_t d_sae() const { return d_sae_; }
+  std::int64_t n_analyzed_tokens() const;
+  std::vector<double> histogram_edges() const;
+  std::vector<Band> bands() const;
+  /// Features matching query.search (all when unset).
+  std::int64_t count_features(const FeatureQuery& query) const;
+  std::vector<FeatureSummary> list_features(const FeatureQuery& query) const;
+  /// nullopt for an id outside [0, d_sae).
+  std::optional<FeatureDetail> feature(std::int64_t id) const;
+  std::map<std::string, double> eval_metrics() const;
+  /// Display text of a token id ("" when the vocabulary was not stored or id is unknown).
+  std::string token_text(std::int64_t id) const;
+  const std::vector<std::string>& vocab() const { return vocab_; }
+  /// Log10 of every feature's frequency (dead features excluded), for the dictionary histogram.
+  std::vector<double> log10_frequencies() const;
+
+ private:
+  std::unique_ptr<io::SqliteDatabase> db_;
+  std::map<std::string, std::string> meta_;
+  std::int64_t d_sae_ = 0;
+  std::vector<std::string> vocab_;
+};
+
+/// Writes `<out_dir>/feature_<id>.json` for every feature (summary, histogram, contexts with
+/// token texts and activations, logit lens) and `<out_dir>/index.json` (meta, eval); returns the
+/// number of features written. Creates out_dir.
+std::int64_t export_feature_json(const AnalysisStore& store, const std::filesystem::path& out_dir);
+
+}  // namespace saes::analysis

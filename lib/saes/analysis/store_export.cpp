@@ -1,0 +1,84 @@
+// export_feature_json: one JSON document per feature of an analysis database (autointerp input).
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "saes/analysis/store.h"
+#include "saes/core/error.h"
+#include "saes/io/atomic_file.h"
+
+namespace saes::analysis {
+namespace {
+
+nlohmann::json context_json(const AnalysisStore& store, const StoredContext& c) {
+  nlohmann::json tokens = nlohmann::json::array();
+  nlohmann::json texts = nlohmann::json::array();
+  std::vector<float> acts(c.context.tokens.size(), 0.0F);
+  for (std::size_t j = 0; j < c.context.positions.size(); ++j) {
+    acts[static_cast<std::size_t>(c.context.positions[j])] = c.context.values[j];
+  }
+  for (const auto t : c.context.tokens) {
+    tokens.push_back(t);
+    texts.push_back(store.token_text(t));
+  }
+  return {{"band", c.band},
+          {"rank", c.rank},
+          {"score", c.context.score},
+          {"context_index", c.context.provenance.context_index},
+          {"source_rank", c.context.provenance.rank},
+          {"token_offset", c.context.offset},
+          {"tokens", tokens},
+          {"token_texts", texts},
+          {"acts", acts}};
+}
+
+nlohmann::json logits_json(const AnalysisStore& store, const std::vector<LogitEntry>& list) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& e : list) {
+    out.push_back({{"token", e.token}, {"text", store.token_text(e.token)}, {"logit", e.value}});
+  }
+  return out;
+}
+
+nlohmann::json feature_json(const AnalysisStore& store, const FeatureDetail& d) {
+  const FeatureSummary& s = d.summary;
+  nlohmann::json j = {{"feature", s.id},       {"act_times", s.act_times},
+                      {"frequency", s.frequency}, {"max_act", s.max_act},
+                      {"mean_act", s.mean_act},   {"histogram", d.histogram}};
+  j["max_decoder_cosine"] = s.max_decoder_cosine ? nlohmann::json(*s.max_decoder_cosine) : nullptr;
+  j["nearest_feature"] = s.nearest_feature ? nlohmann::json(*s.nearest_feature) : nullptr;
+  nlohmann::json contexts = nlohmann::json::array();
+  for (const auto& c : d.contexts) contexts.push_back(context_json(store, c));
+  j["contexts"] = contexts;
+  j["logits"] = {{"top_positive", logits_json(store, d.top_logits)},
+                 {"top_negative", logits_json(store, d.bottom_logits)}};
+  return j;
+}
+
+/// Tokens cut inside a UTF-8 character are written with U+FFFD rather than failing the export.
+std::string dump(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace
+
+std::int64_t export_feature_json(const AnalysisStore& store,
+                                 const std::filesystem::path& out_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  SAES_CHECK(!ec && std::filesystem::is_directory(out_dir), IoError,
+             "export: cannot create folder {}: {}", out_dir.string(), ec.message());
+  for (std::int64_t i = 0; i < store.d_sae(); ++i) {
+    const auto detail = store.feature(i);
+    SAES_CHECK(detail.has_value(), DataError, "export: feature {} is missing from the database", i);
+    io::write_file_atomic(out_dir / fmt::format("feature_{}.json", i),
+                          dump(feature_json(store, *detail), -1));
+  }
+  nlohmann::json index = {{"meta", store.meta()},
+                          {"eval", store.eval_metrics()},
+                          {"histogram_edges", store.histogram_edges()}};
+  io::write_file_atomic(out_dir / "index.json", dump(index, 2));
+  return store.d_sae();
+}
+
+}  // namespace saes::analysis

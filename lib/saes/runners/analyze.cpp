@@ -1,0 +1,224 @@
+// run_analyze (spec Appendix D "analyze", docs/analysis.md): load the dictionary of a saes-train
+// run, stream 2-D activations (shards or the model on the fly), feed the FeatureAnalyzer, add
+// decoder geometry, logit lens and (optionally) evaluation, and write the analysis database.
+#include <ATen/core/Tensor.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "saes/analysis/feature_analyzer.h"
+#include "saes/analysis/geometry.h"
+#include "saes/analysis/store.h"
+#include "saes/config/config_loader.h"
+#include "saes/core/error.h"
+#include "saes/data/activation_stream.h"
+#include "saes/dictionaries/registry.h"
+#include "saes/dictionaries/sparse_dictionary.h"
+#include "saes/distributed/communicator.h"
+#include "saes/io/atomic_file.h"
+#include "saes/lm/hf_folder.h"
+#include "saes/lm/tokenizer.h"
+#include "saes/lm/unicode.h"
+#include "saes/runners/analyze_eval.h"
+#include "saes/runners/runners.h"
+#include "saes/training/dictionary_module.h"
+
+namespace saes::runners {
+namespace {
+
+namespace fs = std::filesystem;
+using config::AnalyzeSettings;
+
+constexpr std::int64_t kLogitLensTokens = 10;
+
+void check_supported(const AnalyzeSettings& s, const RunContext& context) {
+  const auto& p = s.parallelism;
+  SAES_CHECK(context.world.size() == 1 && p.data_parallel_size == 1 && p.model_parallel_size == 1,
+             UnsupportedError,
+             "multi-process analysis lands with issue #5; got {} processes, data_parallel_size "
+             "{}, model_parallel_size {}; run one process with both set to 1",
+             context.world.size(), p.data_parallel_size, p.model_parallel_size);
+}
+
+/// The dictionary of a saes-train run folder (or its weights file): config from
+/// config.resolved.yaml, weights from sae_weights.safetensors.
+std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(const AnalyzeSettings& s) {
+  fs::path weights = s.sae.pretrained_name_or_path;
+  SAES_CHECK(fs::exists(weights), IoError, "sae.pretrained_name_or_path: {} does not exist",
+             weights.string());
+  if (fs::is_directory(weights)) weights /= training::kWeightsFileName;
+  const fs::path yaml = weights.parent_path() / config::kResolvedConfigName;
+  SAES_CHECK(fs::exists(weights) && fs::exists(yaml), IoError,
+             "sae.pretrained_name_or_path: expected a saes-train run folder with {} and {}, "
+             "missing {}",
+             training::kWeightsFileName, config::kResolvedConfigName,
+             fs::exists(weights) ? yaml.string() : weights.string());
+  const auto train = config::parse_train_settings(io::read_file(yaml), yaml.string(), {},
+                                                  config::Validation::kOff);
+  dictionaries::SparseDictionaryConfig cfg = train.sae;
+  cfg.device = s.sae.device;
+  cfg.dtype = s.sae.dtype;
+  cfg.strict_loading = s.sae.strict_loading;
+  auto dict = dictionaries::make_dictionary(cfg);
+  dict->load(weights);
+  if (s.sae.fold_activation_scale &&
+      dict->config().norm_activation == dictionaries::NormActivation::kDatasetWise) {
+    dict->fold_activation_scale();
+  }
+  return dict;
+}
+
+data::TokenBatcher make_batcher(const AnalyzeSettings& s, const lm::LanguageModel& lm,
+                                const data::ActivationSourceConfig& source) {
+  const auto it = s.datasets.find(source.name);
+  SAES_CHECK(it != s.datasets.end(), ConfigError,
+             "activation_factory source \"{}\" has type dataset but datasets has no entry \"{}\"",
+             source.name, source.name);
+  const data::DatasetConfig& d = it->second;
+  data::TextSourceOptions text;
+  text.paths = d.text_paths();
+  text.format =
+      d.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl : data::TextFormat::kText;
+  text.text_field = d.text_field;
+  text.separator = d.separator;
+  text.max_documents = d.max_documents;
+  data::TokenBatcherOptions options;
+  options.context_size = s.activation_factory.context_size.value_or(128);
+  options.prepend_bos = s.model->prepend_bos;
+  options.ignore_token_ids = s.activation_factory.ignore_token_ids.value_or(std::vector<int64_t>{});
+  const lm::Tokenizer* tokenizer = lm.tokenizer.get();
+  return data::TokenBatcher(
+      data::TextSource(text, 0, 1),
+      [tokenizer](std::string_view t) { return tokenizer->encode(t); },
+      {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
+}
+
+at::Tensor decoder_weight(dictionaries::SparseDictionary& dict) {
+  for (const auto& p : dict.parameters()) {
+    if (p.name == "W_D") return p.value;
+  }
+  SAES_THROW(UnsupportedError, "analysis needs a dictionary with a decoder W_D");
+}
+
+/// A SentencePiece piece with every "▁" (U+2581) read as a space.
+std::string spaces_for_pieces(std::string_view piece) {
+  constexpr std::string_view kSpace = "\u2581";
+  std::string out;
+  std::size_t from = 0;
+  for (auto at = piece.find(kSpace); at != std::string_view::npos; at = piece.find(kSpace, from)) {
+    out.append(piece.substr(from, at - from)).push_back(' ');
+    from = at + kSpace.size();
+  }
+  return out.append(piece.substr(from));
+}
+
+/// Display text of every token id: byte-level BPE decodes (its pieces spell spaces as "Ġ");
+/// SentencePiece-family and llama2.c vocabularies use their pieces with "▁" read as a space
+/// (their decode drops the leading space of a lone token). Never invalid UTF-8.
+std::vector<std::string> vocabulary(const lm::Tokenizer& tokenizer) {
+  std::vector<std::string> out;
+  const bool decodes = tokenizer.kind() == "byte_level_bpe";
+  for (std::int64_t id = 0; id < tokenizer.vocab_size(); ++id) {
+    const std::int64_t ids[] = {id};
+    std::string text = decodes ? tokenizer.decode(ids) : std::string();
+    if (text.empty() || !lm::is_valid_utf8(text)) {
+      text = spaces_for_pieces(tokenizer.piece(id));
+    }
+    out.push_back(std::move(text));
+  }
+  return out;
+}
+
+/// Streams activations into the analyzer until total_analyzing_tokens (padding included).
+void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictionary& dict,
+                    const lm::LanguageModel* lm, analysis::FeatureAnalyzer& analyzer,
+                    RunContext& context) {
+  const std::string hook = dict.input_hook_point();
+  const auto& hooks = s.activation_factory.hook_points;
+  SAES_CHECK(std::find(hooks.begin(), hooks.end(), hook) != hooks.end(), ConfigError,
+             "activation_factory.hook_points lacks \"{}\", which the dictionary reads (got [{}])",
+             hook, fmt::join(hooks, ", "));
+  data::StreamInputs in;
+  if (lm != nullptr) {
+    in.model = &lm->model;
+    in.make_batcher = [&s, lm](const data::ActivationSourceConfig& source) {
+      return make_batcher(s, *lm, source);
+    };
+  }
+  in.d_model = dict.config().d_model;
+  in.device = dict.device();
+  in.seed = static_cast<std::uint64_t>(s.seed);
+  auto stream = data::make_activation_stream(s.activation_factory, in, context.logger);
+  const std::int64_t total = s.analyzer.total_analyzing_tokens;
+  auto progress = context.make_progress("analyze", total, "tok");
+  std::int64_t seen = 0;
+  while (seen < total) {
+    auto batch = stream->next();
+    if (!batch) {
+      context.logger.warn("the activation stream ended after {} of {} tokens", seen, total);
+      break;
+    }
+    const at::Tensor& x = batch->acts.at(hook);
+    const at::Tensor rows = dict.normalize(x.flatten(0, 1), hook);
+    const at::Tensor f = dict.encode(rows).view({x.size(0), x.size(1), -1});
+    analyzer.add_batch(f, batch->tokens, batch->mask);
+    seen += batch->n_tokens;
+    progress.advance(batch->n_tokens);
+  }
+  progress.finish();
+}
+
+}  // namespace
+
+int run_analyze(const AnalyzeSettings& s, RunContext& context) {
+  check_supported(s, context);
+  Logger& logger = context.logger;
+  auto dict = load_dictionary(s);
+  std::optional<lm::LanguageModel> lm;
+  if (s.model) lm.emplace(lm::load_language_model(*s.model));
+  fs::create_directories(s.output_dir);
+  config::save_resolved_config(s, s.output_dir);
+
+  analysis::AnalyzerOptions options;
+  options.bands = analysis::bands_of(s.analyzer);
+  options.ignore_token_ids = s.analyzer.ignore_token_ids.value_or(std::vector<std::int64_t>{});
+  analysis::FeatureAnalyzer analyzer(dict->d_sae(), options);
+  analyze_stream(s, *dict, lm ? &*lm : nullptr, analyzer, context);
+
+  analysis::AnalysisRecord record;
+  record.meta = {{"sae_name", s.sae_name},
+                 {"sae_series", s.sae_series},
+                 {"analysis_name", s.feature_analysis_name},
+                 {"sae_path", s.sae.pretrained_name_or_path},
+                 {"hook_point", dict->input_hook_point()},
+                 {"d_model", std::to_string(dict->config().d_model)},
+                 {"model_name", s.model_name.value_or("")},
+                 {"config_yaml", config::dump_yaml(s)}};
+  record.n_analyzed_tokens = analyzer.n_analyzed_tokens();
+  record.n_contexts = analyzer.n_contexts();
+  record.histogram = options.histogram;
+  record.bands = options.bands;
+  record.features = analyzer.finish();
+  const at::Tensor W_D = decoder_weight(*dict);
+  record.decoder_cosine = analysis::max_decoder_cosine(W_D);
+  if (lm) {
+    const auto& model = lm->model;
+    const bool tied = model.spec().tied_embeddings;
+    record.logit_lens = analysis::logit_lens(
+        W_D, model.weight(tied ? "embed.W_E" : "unembed.W_U"), kLogitLensTokens);
+    record.vocab = vocabulary(*lm->tokenizer);
+  }
+  if (s.eval) record.eval = run_analyze_eval(s, *dict, context);
+
+  const fs::path db = s.output_dir / (s.feature_analysis_name + ".sqlite");
+  analysis::write_analysis_db(db, record);
+  std::int64_t alive = 0;
+  for (const auto& f : record.features) alive += f.act_times > 0 ? 1 : 0;
+  logger.info("{}: {} features ({} alive) over {} tokens; analyzer held {:.1f} MiB", db.string(),
+              record.features.size(), alive, record.n_analyzed_tokens,
+              static_cast<double>(analyzer.memory_bytes()) / (1 << 20));
+  return 0;
+}
+
+}  // namespace saes::runners
