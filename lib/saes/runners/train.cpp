@@ -1,6 +1,6 @@
 // run_train (spec Appendix D "train"): activation stream → dictionary (initialized or loaded,
 // dataset norms from the first batches) → Trainer with one member → final weights in the run
-// folder (docs/train.md). Single process for now; data/model parallel training is issue #5.
+// folder (docs/train.md). Data-parallel ranks: train_distributed.h (model parallel: issue #5).
 #include <optional>
 #include <vector>
 
@@ -16,6 +16,7 @@
 #include "saes/distributed/communicator.h"
 #include "saes/lm/hf_folder.h"
 #include "saes/runners/runners.h"
+#include "saes/runners/train_distributed.h"
 #include "saes/training/checkpoint.h"
 #include "saes/training/dictionary_module.h"
 #include "saes/training/initializer.h"
@@ -28,13 +29,7 @@ namespace {
 namespace fs = std::filesystem;
 using config::TrainSettings;
 
-void check_supported(const TrainSettings& s, const RunContext& context) {
-  const auto& p = s.parallelism;
-  SAES_CHECK(p.data_parallel_size == 1 && p.model_parallel_size == 1 && context.world.size() == 1,
-             UnsupportedError,
-             "data/model parallel training lands with issue #5; got data_parallel_size {}, "
-             "model_parallel_size {} on {} processes; run one process with both set to 1",
-             p.data_parallel_size, p.model_parallel_size, context.world.size());
+void check_supported(const TrainSettings& s) {
   SAES_CHECK(!s.eval, UnsupportedError,
              "eval: evaluation during training is not implemented yet; set eval: false");
 }
@@ -174,7 +169,8 @@ std::string outcome_text(const training::FitResult& r) {
 }  // namespace
 
 int run_train(const TrainSettings& s, RunContext& context) {
-  check_supported(s, context);
+  check_supported(s);
+  const TrainDistribution distribution(s, context);
   Logger& logger = context.logger;
   StreamFactory streams{s, std::nullopt, logger};
   if (needs_model(s)) {
@@ -194,7 +190,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
   fs::create_directories(run_dir);
   config::save_resolved_config(s, run_dir);
 
-  auto stream = streams.make();
+  auto stream = distribution.rank_stream(streams.make());
   training::StreamBatchSource source(*stream);
   training::DictionaryModule module(*dict, s.trainer);
   training::SignalGuard signals;
@@ -202,6 +198,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
   options.signals = &signals;
   options.progress = context.progress;
   options.progress_interval_s = context.progress_interval_s;
+  distribution.configure(options);
   training::Trainer trainer(s.trainer, {training::TrainerMember{"", &module, s.trainer}}, source,
                             logger, options);
   if (resuming) {
