@@ -89,9 +89,10 @@ int main(int argc, char** argv) {
 
   sd::SparseDictionaryConfig cfg;
   cfg.d_model = d;
-  cfg.d_sae = d_sae;
+  cfg.expansion_factor = static_cast<double>(d_sae) / static_cast<double>(d);
   cfg.act_fn = act == "topk" ? sd::ActFn::kTopK : sd::ActFn::kRelu;
   cfg.top_k = 32;
+  cfg.norm_activation = sd::NormActivation::kTokenWise;
   cfg.hook_point_in = kHook;
   cfg.hook_point_out = kHook;
   sd::SparseAutoEncoder sae(cfg);

@@ -107,6 +107,7 @@ struct Run {
       : sae(sae_config(act)), module(sae, config), source(rank, world) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
     sae.init_parameters({0.5, 0.5, std::nullopt}, gen);
+    sae.set_dataset_norm(kHook, 2.5);  // as the runner computes it from the global batches
     TrainerOptions options;
     options.progress = saes::ProgressMode::kOff;
     options.data_parallel = data;

@@ -11,7 +11,7 @@ if command -v mpirun >/dev/null; then
   if [ -n "${assets:-}" ] && [ -s t1/sae_weights.safetensors ]; then
     # max |a - b| over the tensors of two safetensors files (float32/16 only).
     max_diff() {
-      python3 - "$1" "$2" <<'PY'
+      /usr/bin/python3 - "$1" "$2" <<'PY'
 import json, struct, sys
 import numpy as np
 def load(path):
