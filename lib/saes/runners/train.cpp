@@ -1,6 +1,7 @@
 // run_train (spec Appendix D "train"): activation stream → dictionaries (one, or one per `sweep`
 // item; initialized or loaded, dataset norms from the first batches) → Trainer with one member per
-// dictionary → final weights in the run folder (docs/train.md).
+// dictionary → final weights in the run folder (docs/train.md). Data-parallel ranks:
+// train_distributed.h (model parallel: issue #5).
 #include <algorithm>
 #include <memory>
 #include <optional>
@@ -20,6 +21,7 @@
 #include "saes/distributed/communicator.h"
 #include "saes/lm/hf_folder.h"
 #include "saes/runners/runners.h"
+#include "saes/runners/train_distributed.h"
 #include "saes/training/checkpoint.h"
 #include "saes/training/dictionary_module.h"
 #include "saes/training/initializer.h"
@@ -32,13 +34,7 @@ namespace {
 namespace fs = std::filesystem;
 using config::TrainSettings;
 
-void check_supported(const TrainSettings& s, const RunContext& context) {
-  const auto& p = s.parallelism;
-  SAES_CHECK(p.data_parallel_size == 1 && p.model_parallel_size == 1 && context.world.size() == 1,
-             UnsupportedError,
-             "data/model parallel training lands with issue #5; got data_parallel_size {}, "
-             "model_parallel_size {} on {} processes; run one process with both set to 1",
-             p.data_parallel_size, p.model_parallel_size, context.world.size());
+void check_supported(const TrainSettings& s) {
   SAES_CHECK(!s.eval, UnsupportedError,
              "eval: evaluation during training is not implemented yet; set eval: false");
 }
@@ -305,7 +301,8 @@ std::string outcome_text(const training::FitResult& r) {
 }  // namespace
 
 int run_train(const TrainSettings& s, RunContext& context) {
-  check_supported(s, context);
+  check_supported(s);
+  const TrainDistribution distribution(s, context);
   Logger& logger = context.logger;
   std::vector<Member> members = resolve_members(s);
   for (const Member& m : members) {
@@ -322,15 +319,16 @@ int run_train(const TrainSettings& s, RunContext& context) {
   build_dictionaries(members, streams, resuming, logger);
 
   const fs::path run_dir = s.trainer.exp_result_path;
-  save_configs(s, members, run_dir);
+  if (distribution.is_primary()) save_configs(s, members, run_dir);
 
-  auto stream = streams.make();
+  auto stream = distribution.rank_stream(streams.make());
   training::StreamBatchSource source(*stream);
   training::SignalGuard signals;
   training::TrainerOptions options;
   options.signals = &signals;
   options.progress = context.progress;
   options.progress_interval_s = context.progress_interval_s;
+  distribution.configure(options);
   std::vector<training::TrainerMember> trainer_members;
   for (Member& m : members) {
     trainer_members.push_back(training::TrainerMember{m.name, m.module.get(), m.settings.trainer});
@@ -353,9 +351,11 @@ int run_train(const TrainSettings& s, RunContext& context) {
     if (m.settings.fold_activation_scale &&
         m.settings.sae.norm_activation == dictionaries::NormActivation::kDatasetWise) {
       m.dict->fold_activation_scale();
-      m.module->save(dir);
+      if (distribution.is_primary()) m.module->save(dir);
     }
-    logger.info("weights: {}", (dir / training::kWeightsFileName).string());
+    if (distribution.is_primary()) {
+      logger.info("weights: {}", (dir / training::kWeightsFileName).string());
+    }
   }
   return 0;
 }

@@ -1,13 +1,18 @@
-// The training loop: step order of spec §5.2 for every member, checkpoints, resume, stop signals.
+// The training loop: step order of spec §5.2 for every member, checkpoints, resume, stop signals,
+// and the data-parallel reductions around each member's step (gradient_sync.h).
 #include "saes/training/trainer.h"
 
 #include <cmath>
 #include <set>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "saes/core/error.h"
+#include "saes/distributed/communicator.h"
 #include "saes/io/safetensors.h"
 #include "saes/training/checkpoint.h"
+#include "saes/training/gradient_sync.h"
 #include "saes/training/metrics.h"
 #include "saes/training/schedules.h"
 #include "saes/training/stop_signal.h"
@@ -39,6 +44,19 @@ std::int64_t valid_tokens(const TrainBatch& batch) {
   return batch.mask.defined() ? batch.mask.sum().item<std::int64_t>() : batch.n_tokens;
 }
 
+double valid_count(const at::Tensor& mask, std::int64_t n_tokens) {
+  return mask.defined() ? mask.sum().item<double>() : static_cast<double>(n_tokens);
+}
+
+/// One member's step after the data-parallel reduction (the local step in one process).
+struct MemberStep {
+  std::map<std::string, double> losses;
+  std::optional<BatchStats> stats;
+  at::Tensor fired;
+  double local_valid = 0;
+  double global_valid = 0;
+};
+
 }  // namespace
 
 struct MemberRun {
@@ -69,9 +87,16 @@ struct Trainer::Impl {
   bool scheduled = false;
   bool resumed = false;
   std::optional<TrainBatch> first_batch;
+  std::optional<GradientSync> sync;  ///< set with more than one data-parallel rank
 
   Impl(const TrainerConfig& c, BatchSource& s, Logger& l, TrainerOptions o)
-      : config(c), source(s), logger(l), options(std::move(o)) {}
+      : config(c), source(s), logger(l), options(std::move(o)) {
+    if (options.data_parallel && options.data_parallel->size() > 1) {
+      sync.emplace(*options.data_parallel, options.gradient_bucket_bytes);
+    }
+  }
+
+  int data_size() const { return sync ? sync->size() : 1; }
 
   fs::path run_dir() const { return config.exp_result_path; }
 
@@ -92,8 +117,15 @@ struct Trainer::Impl {
   void start_fresh() {
     first_batch = source.next();
     SAES_CHECK(first_batch.has_value(), DataError, "the activation stream yielded no batch");
-    const std::int64_t bs = first_batch->n_tokens;
-    const std::int64_t valid = valid_tokens(*first_batch);
+    std::int64_t bs = first_batch->n_tokens;
+    std::int64_t valid = valid_tokens(*first_batch);
+    if (sync) {
+      const std::vector<double> global =
+          sync->sum({static_cast<double>(bs), static_cast<double>(valid)});
+      bs = static_cast<std::int64_t>(global[0]);
+      valid = static_cast<std::int64_t>(global[1]);
+      for (MemberRun& r : members) sync->broadcast_parameters(r.member.module->parameters());
+    }
     if (valid < bs) {
       logger.warn("batch has {} valid of {} tokens; T_steps counts padding, as upstream", valid,
                   bs);
@@ -116,8 +148,10 @@ struct Trainer::Impl {
   }
 
   // Members are handled one after the other, so only one member's step tensors (x̂, f) are alive.
-  void train_step(const TrainBatch& batch) {
+  // Returns the global batch's valid tokens.
+  double train_step(const TrainBatch& batch) {
     const std::int64_t step = state.cur_step;
+    double global_valid = 0;
     for (MemberRun& r : members) {
       StepContext ctx;
       ctx.step = step;
@@ -126,36 +160,63 @@ struct Trainer::Impl {
       ctx.need_stats = !r.member.config.skip_metrics_calculation;
       ctx.dead = r.metrics.dead_mask();
       const StepOutput out = r.member.module->forward_backward(batch, ctx);
-      const auto loss = out.losses.find("overall_loss");
-      SAES_ASSERT(loss != out.losses.end(), "forward_backward returned no overall_loss");
-      if (!std::isfinite(loss->second)) {
+      SAES_ASSERT(out.losses.count("overall_loss") == 1,
+                  "forward_backward returned no overall_loss");
+      const MemberStep ms = reduce_member_step(r, out, batch);
+      const double loss = ms.losses.at("overall_loss");
+      if (!std::isfinite(loss)) {
         const auto kept = list_checkpoints(run_dir());
         SAES_THROW(
             DataError,
             "non-finite loss {} of dictionary '{}' at step {}; stopped before its update "
             "(last checkpoint: {})",
-            loss->second, r.member.name, step,
+            loss, r.member.name, step,
             kept.empty() ? std::string("none") : checkpoint_path(run_dir(), kept.back()).string());
       }
-      update_member(r, out, batch);
+      update_member(r, ms);
+      global_valid = ms.global_valid;
     }
+    return global_valid;
   }
 
-  void update_member(MemberRun& r, const StepOutput& out, const TrainBatch& batch) {
+  // Statistics of this rank's share, then (data parallel) one reduction of losses, statistics and
+  // firing counts over the data ranks.
+  MemberStep reduce_member_step(MemberRun& r, const StepOutput& out, const TrainBatch& batch) {
+    MemberStep ms;
+    const at::Tensor mask = out.mask.defined() ? out.mask : batch.mask;
+    ms.losses = out.losses;
+    ms.local_valid = valid_count(mask, batch.n_tokens);
+    ms.global_valid = ms.local_valid;
+    if (!r.member.config.skip_metrics_calculation) {
+      ms.stats =
+          compute_batch_stats(out.reconstructed, out.label, out.feature_acts, mask, out.fired);
+      ms.fired = ms.stats->fired;
+    } else {
+      ms.fired = out.fired;
+    }
+    if (!sync) return ms;
+    const ReducedStep reduced =
+        reduce_step(*sync, out.losses, ms.local_valid, ms.stats ? &*ms.stats : nullptr, &ms.fired);
+    ms.losses = reduced.losses;
+    ms.global_valid = reduced.global_valid;
+    if (ms.stats) ms.stats->fired = ms.fired;
+    return ms;
+  }
+
+  void update_member(MemberRun& r, const MemberStep& ms) {
     const TrainerConfig& c = r.member.config;
     const std::int64_t step = state.cur_step;
     const std::vector<Parameter> params = r.member.module->parameters();
+    if (sync) sync->reduce_gradients(params, ms.local_valid, ms.global_valid);
     const double before = clip_grad_norm(params, c.clip_grad_norm, options.grad_norm_reduce);
     const bool clipped = c.clip_grad_norm > 0 && before > c.clip_grad_norm;
     const double after = clipped ? before * c.clip_grad_norm / (before + 1e-6) : before;
     const double lr = c.lr * r.lr->factor(step);
-    const at::Tensor mask = out.mask.defined() ? out.mask : batch.mask;
-    if (!c.skip_metrics_calculation) {
+    if (ms.stats) {
       StepRecord rec;
-      rec.losses = out.losses;
-      rec.stats =
-          compute_batch_stats(out.reconstructed, out.label, out.feature_acts, mask, out.fired);
-      r.metrics.track_firing(rec.stats->fired, rec.stats->n_tokens);
+      rec.losses = ms.losses;
+      rec.stats = ms.stats;
+      r.metrics.track_firing(ms.fired, ms.stats->n_tokens);
       rec.grad_norm_before_clipping = before;
       rec.grad_norm_after_clipping = after;
       rec.learning_rate = lr;
@@ -165,10 +226,8 @@ struct Trainer::Impl {
       rec.n_training_tokens = state.cur_tokens;
       r.metrics.update(rec);
       if (r.metrics.should_log(step)) log_metrics(r, step);
-    } else if (out.fired.defined()) {
-      const double n =
-          mask.defined() ? mask.sum().item<double>() : static_cast<double>(batch.n_tokens);
-      r.metrics.track_firing(out.fired, n);
+    } else if (ms.fired.defined()) {
+      r.metrics.track_firing(ms.fired, ms.global_valid);
     }
     r.optimizer.set_lr(lr);
     r.optimizer.step(params);
@@ -194,6 +253,7 @@ struct Trainer::Impl {
 
   fs::path save_checkpoint() {
     state.stream_state = source.state();
+    if (sync) sync->agree(state.stream_state, "the stream position of the checkpoint");
     const fs::path final_dir = checkpoint_path(run_dir(), state.cur_step);
     if (!options.write_files) return final_dir;
     CheckpointStaging staging(run_dir(), state.cur_step);
@@ -209,6 +269,12 @@ struct Trainer::Impl {
     prune_checkpoints(run_dir(), config.keep_last_checkpoints);
     logger.info("checkpoint written: {}", committed.string());
     return committed;
+  }
+
+  // Data parallel: all ranks stop at the same step when any of them got the signal.
+  bool stop_requested() {
+    const bool local = options.signals && options.signals->requested();
+    return sync ? sync->any(local) : local;
   }
 
   bool checkpoint_due(std::int64_t previous_step) const {
@@ -274,25 +340,28 @@ FitResult Trainer::fit() {
     std::optional<TrainBatch> batch = std::move(d.first_batch);
     d.first_batch.reset();
     if (!batch) batch = d.source.next();
-    if (!batch) {
+    if (d.sync ? d.sync->any(!batch) : !batch) {
       d.logger.warn("activation stream ended at step {} of {}", d.state.cur_step, total);
       result.outcome = FitOutcome::kStreamExhausted;
       result.checkpoint = d.save_checkpoint();
       break;
     }
-    d.train_step(*batch);
+    const double global_valid = d.train_step(*batch);
     const std::int64_t previous = d.state.cur_step;
     d.state.cur_step += 1;
-    d.state.cur_tokens += valid_tokens(*batch);
-    progress.advance(batch->n_tokens, d.progress_text());
+    d.state.cur_tokens += static_cast<std::int64_t>(global_valid);
+    progress.advance(batch->n_tokens * d.data_size(), d.progress_text());
     bool saved = false;
     if (d.checkpoint_due(previous)) {
       result.checkpoint = d.save_checkpoint();
       saved = true;
     }
-    if (d.options.signals && d.options.signals->requested() && d.state.cur_step < total) {
-      d.logger.warn("signal {} received: checkpointing at step {} and stopping",
-                    d.options.signals->signal_number(), d.state.cur_step);
+    if (d.stop_requested() && d.state.cur_step < total) {
+      const bool here = d.options.signals && d.options.signals->requested();
+      d.logger.warn("{} received: checkpointing at step {} and stopping",
+                    here ? fmt::format("signal {}", d.options.signals->signal_number())
+                         : std::string("a stop signal of another data-parallel rank"),
+                    d.state.cur_step);
       if (!saved) result.checkpoint = d.save_checkpoint();
       result.outcome = FitOutcome::kInterrupted;
       break;

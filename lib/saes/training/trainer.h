@@ -1,7 +1,8 @@
 // The training loop (spec §5.2, Appendix D): one shared activation stream, one or more
 // dictionaries (each with its own optimizer, schedules, metrics and run sub-folder), periodic
-// atomic checkpoints, exact resume, SIGTERM/SIGUSR1 checkpoint-and-stop, NaN/Inf stop.
-// The dictionary and the stream are seen through the small interfaces below.
+// atomic checkpoints, exact resume, SIGTERM/SIGUSR1 checkpoint-and-stop, NaN/Inf stop, data
+// parallelism (gradient_sync.h). The dictionary and the stream are seen through the small
+// interfaces below.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,10 @@
 #include "saes/core/logging.h"
 #include "saes/training/config.h"
 #include "saes/training/optimizer.h"
+
+namespace saes::distributed {
+class Communicator;
+}
 
 namespace saes::training {
 
@@ -119,6 +124,14 @@ struct TrainerOptions {
   ProgressMode progress = ProgressMode::kAuto;
   double progress_interval_s = 30.0;
   bool write_files = true;  ///< false on non-primary ranks: no metrics.jsonl, weights, checkpoints
+  /// Data-parallel group (non-owning; nullptr: one process). Every rank's source yields its share
+  /// of each global batch; the trainer broadcasts rank 0's initial parameters, reduces losses,
+  /// statistics, firing counts and gradients (weighted by valid tokens, so the step equals the
+  /// single-process step on the global batch), agrees on stop signals and checks that all ranks'
+  /// stream states match before a checkpoint. T_steps and token counts use the global batch.
+  distributed::Communicator* data_parallel = nullptr;
+  /// Bytes of one flat gradient buffer of the data-parallel all-reduce.
+  std::int64_t gradient_bucket_bytes = std::int64_t{32} << 20;
 };
 
 class Trainer {

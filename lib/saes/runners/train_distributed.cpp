@@ -1,0 +1,60 @@
+// TrainDistribution: mesh validation, rank slicing of the stream and trainer hooks for run_train.
+#include "saes/runners/train_distributed.h"
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/scalar_tensor.h>
+
+#include "saes/core/error.h"
+#include "saes/data/rank_slice.h"
+#include "saes/training/trainer.h"
+
+namespace saes::runners {
+namespace {
+
+const distributed::ParallelismConfig& checked(const config::TrainSettings& s) {
+  const auto& p = s.parallelism;
+  SAES_CHECK(p.model_parallel_size == 1, UnsupportedError,
+             "model_parallel_size {}: feature-parallel training is not implemented yet; set "
+             "model_parallel_size: 1 (data_parallel_size may be > 1)",
+             p.model_parallel_size);
+  SAES_CHECK(p.data_parallel_size >= 1 && s.activation_factory.batch_size % p.data_parallel_size == 0,
+             ConfigError,
+             "activation_factory.batch_size {} is the global batch and must be divisible by "
+             "data_parallel_size {}",
+             s.activation_factory.batch_size, p.data_parallel_size);
+  return p;
+}
+
+}  // namespace
+
+TrainDistribution::TrainDistribution(const config::TrainSettings& settings, RunContext& context)
+    : mesh_(context.world, checked(settings)) {
+  if (mesh_.data_size() > 1 && mesh_.is_primary()) {
+    context.logger.info("data parallel: {} ranks, {} rows of each global batch of {} per rank",
+                        mesh_.data_size(),
+                        settings.activation_factory.batch_size / mesh_.data_size(),
+                        settings.activation_factory.batch_size);
+  }
+}
+
+std::unique_ptr<data::ActivationStream> TrainDistribution::rank_stream(
+    std::unique_ptr<data::ActivationStream> global) const {
+  if (mesh_.data_size() == 1) return global;
+  return std::make_unique<data::RankSliceStream>(std::move(global), mesh_.data_rank(),
+                                                 mesh_.data_size());
+}
+
+void TrainDistribution::configure(training::TrainerOptions& options) const {
+  options.write_files = mesh_.is_primary();
+  if (mesh_.data_size() > 1) options.data_parallel = &mesh_.data();
+  if (mesh_.model_size() > 1) {
+    distributed::Communicator* model = &mesh_.model();
+    options.grad_norm_reduce = [model](double squared) {
+      at::Tensor t = at::scalar_tensor(squared, at::kDouble);
+      model->all_reduce(t, distributed::ReduceOp::kSum);
+      return t.item<double>();
+    };
+  }
+}
+
+}  // namespace saes::runners

@@ -1,0 +1,59 @@
+# Distributed saes-train under mpirun (sourced by run_cli_tests.sh): mesh errors on every rank,
+# 2 data-parallel ranks reproducing the single-process run t1/ (weights within fp32 tolerance),
+# a resumed 2-rank run, and a rank that fails mid-training ending the whole job with its message.
+if command -v mpirun >/dev/null; then
+  mpi2=(timeout 120 mpirun --oversubscribe --bind-to none -np 2)
+  expect "mpirun model parallel refused on every rank" 5 '\[rank [01]/2\] saes-train: error: model_parallel_size 2: feature-parallel training is not implemented yet' -- \
+    "${mpi2[@]}" "$bin/saes-train" "$train_cfg" --set model_parallel_size=2
+  expect "mpirun mesh mismatch" 2 'data_parallel_size \(1\) × model_parallel_size \(1\) = 1 does not match the 2 ranks' -- \
+    "${mpi2[@]}" "$bin/saes-train" "$train_cfg"
+
+  if [ -n "${assets:-}" ] && [ -s t1/sae_weights.safetensors ]; then
+    # max |a - b| over the tensors of two safetensors files (float32/16 only).
+    max_diff() {
+      /usr/bin/python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+import numpy as np
+def load(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__": continue
+        a, b = info["data_offsets"]
+        dt = {"F32": np.float32, "F16": np.float16}[info["dtype"]]
+        out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=dt).astype(np.float64)
+    return out
+x, y = load(sys.argv[1]), load(sys.argv[2])
+assert x.keys() == y.keys(), (sorted(x), sorted(y))
+print(max(float(np.abs(x[k] - y[k]).max() / (np.abs(x[k]).max() + 1e-12)) for k in x))
+PY
+    }
+    dp_set=(--set 'activation_factory.sources=[{type: activations, name: g1, path: g1}]'
+      --set activation_factory.batch_size=500 --set trainer.total_training_tokens=5000 --set trainer.log_frequency=5
+      --set logging.progress=off --set data_parallel_size=2 --threads 1)
+    expect "mpirun train 2 data ranks" 0 '' -- "${mpi2[@]}" "$bin/saes-train" "$train_cfg" "${dp_set[@]}" --set trainer.exp_result_path=tdp
+    diff_dp="$(max_diff t1/sae_weights.safetensors tdp/sae_weights.safetensors 2>&1)"
+    if awk -v d="$diff_dp" 'BEGIN { exit !(d + 0 < 1e-4) }' && [ "$(wc -l <tdp/metrics.jsonl)" = 2 ]; then ok; else bad "2 data ranks vs one process: relative max diff $diff_dp, metrics $(cat tdp/metrics.jsonl)"; fi
+
+    # Checkpoints at steps 5 and 10; drop the end to look like a crash after step 5, resume on 2 ranks.
+    expect "mpirun train with checkpoints" 0 '' -- "${mpi2[@]}" "$bin/saes-train" "$train_cfg" "${dp_set[@]}" \
+      --set trainer.exp_result_path=tres --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear
+    rm -rf tres/checkpoints/step_10 tres/sae_weights.safetensors
+    expect "mpirun resume on 2 ranks" 0 '' -- "${mpi2[@]}" "$bin/saes-train" "$train_cfg" "${dp_set[@]}" \
+      --set trainer.exp_result_path=tres --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear \
+      --set trainer.from_pretrained_path=tres
+    diff_res="$(max_diff tdp/sae_weights.safetensors tres/sae_weights.safetensors 2>&1)"
+    if awk -v d="$diff_res" 'BEGIN { exit !(d + 0 < 1e-6) }'; then ok; else bad "resumed 2-rank run differs: $diff_res"; fi
+
+    # Rank 0 cannot create its checkpoint (a file where the folder goes) while rank 1 waits in the
+    # next step's all-reduce: both must end within seconds with rank 0's message and code 3.
+    mkdir -p tfail && : >tfail/checkpoints
+    start=$(date +%s)
+    expect "mpirun failing rank aborts all with its code" 3 '\[rank 0/2\] saes-train: error: .*checkpoint' -- \
+      "${mpi2[@]}" "$bin/saes-train" "$train_cfg" "${dp_set[@]}" --set trainer.exp_result_path=tfail \
+      --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear
+    if [ $(($(date +%s) - start)) -le 60 ]; then ok; else bad "failing rank: the job took $(($(date +%s) - start)) s to end"; fi
+  fi
+fi
