@@ -1,5 +1,6 @@
 # PyTorch eager reference for bench/train_step.cpp: one SAE training step (normalized input,
-# encode with decoder-norm gating, decode, l_rec + λ·Σ f·‖W_D‖ (ReLU/JumpReLU) or l_rec (TopK),
+# encode with decoder-norm gating, decode, l_rec + λ·Σ f·‖W_D‖ (ReLU/JumpReLU) or l_rec (TopK,
+# BatchTopK; both k = 32),
 # autograd backward, torch.optim.Adam step). Run with /usr/bin/python3 (Debian python3-torch).
 # Prints `<act> <d_model> <d_sae> <batch> <wall_s_per_step> <cpu_s_per_step>` per workload
 # (best of --reps; CPU seconds = process time of all threads, robust on a loaded machine).
@@ -48,6 +49,11 @@ def step_fn(act, d, s, k, gen):
             f = torch.relu(sg) / n
         elif act == "jumprelu":
             f = JumpReLU.apply(sg, log_t, 2.0) / n
+        elif act == "batchtopk":
+            r = torch.relu(sg)
+            idx = r.flatten().topk(k * r.shape[0], sorted=False).indices
+            mask = torch.zeros_like(r).flatten().scatter_(0, idx, 1.0).view_as(r)
+            f = r * mask / n
         else:
             r = torch.relu(sg)
             idx = r.topk(k, dim=-1, sorted=False).indices
@@ -55,7 +61,7 @@ def step_fn(act, d, s, k, gen):
             f = r * mask / n
         xhat = f @ W_D + b_D
         loss = (xhat - xn).pow(2).sum(-1).mean()
-        if act != "topk":
+        if act not in ("topk", "batchtopk"):
             loss = loss + lam * (f * n).sum(-1).mean()
         loss.backward()
         opt.step()
@@ -70,7 +76,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--workloads", default="relu:768:24576:4096,jumprelu:768:24576:4096,"
-                    "topk:768:24576:4096,relu:64:512:4096")
+                    "topk:768:24576:4096,batchtopk:768:24576:4096")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
