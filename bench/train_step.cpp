@@ -3,7 +3,8 @@
 // (auto) side by side with PyTorch eager autograd + torch.optim.Adam (bench/reference/
 // train_step.py, /usr/bin/python3, same threads, fp32); plus the measured sgemm peak and the
 // encoder GEMM's share of it, and Adam vs SparseAdam on the sparse step's gradients.
-// Usage: bench_train_step [threads [reps [workloads]]], workloads "act:d:d_sae:batch,...".
+// Usage: bench_train_step [threads [reps [workloads [only]]]], workloads "act:d:d_sae:batch,...";
+// only = "sparse" runs just the sparse step (for profiling: perf record -- bench_train_step ...).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -152,6 +153,12 @@ int main(int argc, char** argv) {
                                       "topk:768:24576:4096,batchtopk:768:24576:4096";
   at::set_num_threads(threads);
   const std::vector<Workload> workloads = parse(spec);
+  if (argc > 4 && std::string(argv[4]) == "sparse") {
+    for (const auto& w : workloads) {
+      fmt::print("{} sparse step {:.3f} s\n", w.key(), run(w, sd::SparseKernels::kAuto, reps).step_s);
+    }
+    return 0;
+  }
 
   const double peak = gemm_gflops(2048, 2048, 2048, false, 3);
   fmt::print("## sgemm, {} threads\n\n| product | GFLOP/s | share of peak |\n|---|---|---|\n",
