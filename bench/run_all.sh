@@ -17,7 +17,7 @@ case "$mode" in
   full) size="768:24576:4096"; reps=2 ;;
   *) echo "usage: bench/run_all.sh [quick|full] [threads]" >&2; exit 2 ;;
 esac
-workloads="relu:$size,jumprelu:$size,topk:$size,batchtopk:$size"
+workloads="relu:$size,relu1pct:$size,jumprelu:$size,topk:$size,batchtopk:$size"
 echo "# saes benchmark suite ($mode, $threads threads, $(date -u +%FT%TZ), load: $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
 "$build/bench/bench_train_step" "$threads" "$reps" "$workloads"

@@ -1,5 +1,6 @@
 // Benchmark: one SAE training step (fused forward + manual backward + the trainer's Adam) for
-// ReLU, JumpReLU, TopK(k=32) and BatchTopK(k=32), dense step (sparse_kernels off) and sparse step
+// ReLU, JumpReLU, TopK(k=32), BatchTopK(k=32) and relu1pct (ReLU with b_E set so that ~1% of
+// the pre-activations are positive, like a trained dictionary), dense step (sparse_kernels off) and sparse step
 // (auto) side by side with PyTorch eager autograd + torch.optim.Adam (bench/reference/
 // train_step.py, /usr/bin/python3, same threads, fp32); plus the measured sgemm peak and the
 // encoder GEMM's share of it, and Adam vs SparseAdam on the sparse step's gradients.
@@ -19,6 +20,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/mean.h>
+#include <ATen/ops/std.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
@@ -71,7 +74,7 @@ double best_of(int reps, const std::function<void()>& fn) {
 }
 
 sd::ActFn act_of(const std::string& name) {
-  if (name == "relu") return sd::ActFn::kRelu;
+  if (name == "relu" || name == "relu1pct") return sd::ActFn::kRelu;
   if (name == "jumprelu") return sd::ActFn::kJumpRelu;
   if (name == "batchtopk") return sd::ActFn::kBatchTopK;
   return sd::ActFn::kTopK;
@@ -107,6 +110,10 @@ Ours run(const Workload& w, sd::SparseKernels kernels, int reps) {
     ls.l1_coefficient = 1e-4;
   }
   const at::Tensor x = at::randn({w.batch, w.d}, gen);
+  if (w.act == "relu1pct") {  // a trained-like ReLU SAE: b_E puts ~1% of pre-activations above 0
+    const at::Tensor h = sae.hidden_pre(sae.normalize(x, "h"));
+    sae.b_E().sub_(h.mean(0) + h.std(0) * 2.33);
+  }
   Ours out;
   out.step_s = best_of(reps, [&] {
     out.sparse = sae.forward_backward({x, x, {}, {}}, ls).sparse_feature_acts.defined();

@@ -52,14 +52,17 @@ SparseActs candidates(ActFn act_fn, const at::Tensor& score, std::int64_t k) {
   return sparse_from_flat(flat, flat_scores.index_select(0, flat), n, m);
 }
 
-/// Turns candidate scores into f's entries: active = score > 0, values = h·active. `feature_of`
-/// maps the candidates' columns to features (Aux-K's dead columns) when defined.
-Selected finish(SparseActs a, const at::Tensor& h, const at::Tensor& feature_of) {
+/// Turns candidate scores into f's entries: active = score > 0, values = h·active with
+/// h = score / n when the score was gated by the decoder norms `n` (then n > 0 wherever active),
+/// else h = score. `feature_of` maps the candidates' columns to features (Aux-K's dead columns).
+Selected finish(SparseActs a, const at::Tensor& n, const at::Tensor& feature_of) {
   if (feature_of.defined()) a.indices = feature_of.index_select(0, a.indices);
-  a.n_features = h.size(1);
   Selected s;
-  s.active = at::gt(a.values, 0).to(h.scalar_type());
-  a.values = h.reshape({-1}).index_select(0, a.rows * h.size(1) + a.indices) * s.active;
+  const at::Tensor active = at::gt(a.values, 0);
+  s.active = active.to(a.values.scalar_type());
+  a.values = n.defined()
+                 ? at::where(active, a.values / n.index_select(0, a.indices), at::zeros_like(a.values))
+                 : a.values * s.active;
   s.a = std::move(a);
   return s;
 }
@@ -121,9 +124,10 @@ StepResult SparseAutoEncoder::sparse_step(const StepState& st, const LossSetting
   StepResult out;
   out.n_tokens = st.n_valid;
 
-  // ---- forward: select, gather-decode ----
-  const at::Tensor score = gating && !relu ? h * n : h;  // gating is a no-op for ReLU (§2.1)
-  Selected m = finish(candidates(cfg_.act_fn, score, st.k), h, {});
+  // ---- forward: select (on s = h·n, computed in place: h is not needed again), decode ----
+  const bool gated = gating && !relu;  // gating is a no-op for ReLU (§2.1)
+  const at::Tensor score = gated ? h.mul_(n) : h;
+  Selected m = finish(candidates(cfg_.act_fn, score, st.k), gated ? n : at::Tensor(), {});
   const SparseActs& a = m.a;
   const at::Tensor xhat = sparse_decode(a, W_D_, b_D_);
   const at::Tensor r = xhat - y;
@@ -138,9 +142,10 @@ StepResult SparseAutoEncoder::sparse_step(const StepState& st, const LossSetting
         at::nonzero(st.dead.to(x.device()).to(at::kBool).reshape({S})).squeeze(1);
     const std::int64_t n_dead = dead_idx.numel();
     if (n_dead > 0) {
-      const at::Tensor hd = h.index_select(1, dead_idx);
-      const at::Tensor s_aux = gating ? hd * n.index_select(0, dead_idx) : hd;
-      aux = finish(candidates(cfg_.act_fn, s_aux, std::min(ls.k_aux, n_dead)), h, dead_idx);
+      const at::Tensor s_aux = score.index_select(1, dead_idx);
+      aux = finish(candidates(cfg_.act_fn, s_aux, std::min(ls.k_aux, n_dead)),
+                   gated ? n : at::Tensor(), dead_idx);
+      aux.a.n_features = S;
       const at::Tensor q = sparse_decode(aux.a, W_D_, {}).add_(r);  // ê − e
       out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * w).item<double>();
       Gq = q * (2.0 * ls.auxk_coefficient * w);
