@@ -1,7 +1,7 @@
 // Benchmark: one SAE training step (fused forward + manual backward + the trainer's Adam) for
 // ReLU, JumpReLU, TopK(k=32), BatchTopK(k=32) and relu1pct (ReLU with b_E set so that ~1% of
-// the pre-activations are positive, like a trained dictionary), dense step (sparse_kernels off) and sparse step
-// (auto) side by side with PyTorch eager autograd + torch.optim.Adam (bench/reference/
+// the pre-activations are positive, like a trained dictionary), dense step (sparse_kernels off) and
+// sparse step (auto) side by side with PyTorch eager autograd + torch.optim.Adam (bench/reference/
 // train_step.py, /usr/bin/python3, same threads, fp32); plus the measured sgemm peak and the
 // encoder GEMM's share of it, and Adam vs SparseAdam on the sparse step's gradients.
 // Usage: bench_train_step [threads [reps [workloads [only]]]], workloads "act:d:d_sae:batch,...";
@@ -21,9 +21,9 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mean.h>
-#include <ATen/ops/std.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/std.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 
@@ -162,7 +162,8 @@ int main(int argc, char** argv) {
   const std::vector<Workload> workloads = parse(spec);
   if (argc > 4 && std::string(argv[4]) == "sparse") {
     for (const auto& w : workloads) {
-      fmt::print("{} sparse step {:.3f} s\n", w.key(), run(w, sd::SparseKernels::kAuto, reps).step_s);
+      fmt::print("{} sparse step {:.3f} s\n", w.key(),
+                 run(w, sd::SparseKernels::kAuto, reps).step_s);
     }
     return 0;
   }
@@ -195,10 +196,11 @@ int main(int argc, char** argv) {
     const Ours sparse = run(w, sd::SparseKernels::kAuto, reps);
     const auto it = torch_s.find(w.key());
     const double theirs = it == torch_s.end() ? NAN : it->second;
-    fmt::print("| {} | {:.3f} | {:.3f} | {:.3f} | {} | {:.2f}x | {:.2f}x | {:.0f} | {:.3f} | {:.3f} |\n",
-               w.key(), theirs, dense.step_s, sparse.step_s, sparse.sparse ? "sparse" : "dense",
-               theirs / dense.step_s, theirs / sparse.step_s,
-               static_cast<double>(w.batch) / sparse.step_s, sparse.adam_s, sparse.sparse_adam_s);
+    fmt::print(
+        "| {} | {:.3f} | {:.3f} | {:.3f} | {} | {:.2f}x | {:.2f}x | {:.0f} | {:.3f} | {:.3f} |\n",
+        w.key(), theirs, dense.step_s, sparse.step_s, sparse.sparse ? "sparse" : "dense",
+        theirs / dense.step_s, theirs / sparse.step_s, static_cast<double>(w.batch) / sparse.step_s,
+        sparse.adam_s, sparse.sparse_adam_s);
     std::fflush(stdout);
   }
   return 0;

@@ -147,11 +147,10 @@ at::Tensor SparseAutoEncoder::decode(const at::Tensor& f) const {
              "feature acts have shape [{}], expected [n_tokens, d_sae={}]",
              fmt::join(f.sizes(), ", "), d_sae());
   const SparseKernels mode = cfg_.sparse_kernels;
-  const bool sparse =
-      mode == SparseKernels::kOn ||
-      (mode == SparseKernels::kAuto && f.numel() > 0 &&
-       static_cast<double>(at::count_nonzero(f).item<std::int64_t>()) <=
-           kSparseMaxDensity * static_cast<double>(f.numel()));
+  const bool sparse = mode == SparseKernels::kOn ||
+                      (mode == SparseKernels::kAuto && f.numel() > 0 &&
+                       static_cast<double>(at::count_nonzero(f).item<std::int64_t>()) <=
+                           kSparseMaxDensity * static_cast<double>(f.numel()));
   return sparse ? sparse_decode(sparse_from_dense(f), W_D_, b_D_) : dense_decode(f);
 }
 

@@ -60,9 +60,9 @@ Selected finish(SparseActs a, const at::Tensor& n, const at::Tensor& feature_of)
   Selected s;
   const at::Tensor active = at::gt(a.values, 0);
   s.active = active.to(a.values.scalar_type());
-  a.values = n.defined()
-                 ? at::where(active, a.values / n.index_select(0, a.indices), at::zeros_like(a.values))
-                 : a.values * s.active;
+  a.values = n.defined() ? at::where(active, a.values / n.index_select(0, a.indices),
+                                     at::zeros_like(a.values))
+                         : a.values * s.active;
   s.a = std::move(a);
   return s;
 }
@@ -105,8 +105,7 @@ double penalty(const LossSettings& ls, const SparseActs& a, const at::Tensor& w_
       const double sc = ls.frequency_scale;
       const at::Tensor ph = sparse_feature_sum(a.indices, T, S) / static_cast<double>(N);
       value = lam * at::sum(ph * (1 + ph / sc)).item<double>();
-      du = dT * ((1 + ph.index_select(0, a.indices) * (2.0 / sc)) *
-                 (lam / static_cast<double>(N)));
+      du = dT * ((1 + ph.index_select(0, a.indices) * (2.0 / sc)) * (lam / static_cast<double>(N)));
     }
   }
   df.add_(gating ? du * ng_e : du);
@@ -171,8 +170,9 @@ StepResult SparseAutoEncoder::sparse_step(const StepState& st, const LossSetting
   sparse_weight_grad(gW_E_.t(), rows, features, dh, x);
   gb_E_.copy_(sparse_feature_sum(features, dh, S));
   if (Gq.defined()) {
-    sparse_weight_grad(gW_D_, at::cat({a.rows, aux.a.rows + N}), at::cat({a.indices, aux.a.indices}),
-                       at::cat({a.values, aux.a.values}), at::cat({G, Gq}));
+    sparse_weight_grad(gW_D_, at::cat({a.rows, aux.a.rows + N}),
+                       at::cat({a.indices, aux.a.indices}), at::cat({a.values, aux.a.values}),
+                       at::cat({G, Gq}));
   } else {
     sparse_weight_grad(gW_D_, a.rows, a.indices, a.values, G);
   }

@@ -24,7 +24,8 @@
 #include "saes/core/error.h"
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define SAES_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define SAES_SIMD_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SAES_SIMD_CLONES
 #endif
@@ -55,8 +56,7 @@ SAES_SIMD_CLONES float dot(std::int64_t n, const float* __restrict x, const floa
 }
 
 bool use_kernels(SparseBackend backend, const at::Tensor& W) {
-  return backend == SparseBackend::kAuto && W.device().is_cpu() &&
-         W.scalar_type() == at::kFloat;
+  return backend == SparseBackend::kAuto && W.device().is_cpu() && W.scalar_type() == at::kFloat;
 }
 
 at::Tensor longs(const at::Tensor& t) { return t.to(at::kLong).contiguous(); }
@@ -130,8 +130,8 @@ ByFeature group_by_feature(const std::int64_t* idx, std::int64_t nnz, std::int64
   return g;
 }
 
-void weight_grad_kernel(const at::Tensor& out, const at::Tensor& rows_in,
-                        const at::Tensor& idx_in, const at::Tensor& val_in, const at::Tensor& G) {
+void weight_grad_kernel(const at::Tensor& out, const at::Tensor& rows_in, const at::Tensor& idx_in,
+                        const at::Tensor& val_in, const at::Tensor& G) {
   const std::int64_t n_features = out.size(0), d = out.size(1);
   const at::Tensor rows_t = longs(rows_in), idx_t = longs(idx_in);
   const at::Tensor val_t = val_in.to(at::kFloat).contiguous(), Gc = G.to(at::kFloat).contiguous();
@@ -199,8 +199,8 @@ SparseActs sparse_from_flat(const at::Tensor& flat, const at::Tensor& values, st
   a.rows = at::div(f, n_features, "floor");
   a.indices = f - a.rows * n_features;
   a.values = values.contiguous();
-  a.row_ptr = at::cat({at::zeros({1}, f.options()),
-                       at::cumsum(at::bincount(a.rows, {}, n_rows), 0)});
+  a.row_ptr =
+      at::cat({at::zeros({1}, f.options()), at::cumsum(at::bincount(a.rows, {}, n_rows), 0)});
   a.n_rows = n_rows;
   a.n_features = n_features;
   return a;

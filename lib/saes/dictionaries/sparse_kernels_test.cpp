@@ -1,6 +1,8 @@
 // The sparse kernels equal their dense matrix products (hand-written CPU kernels and the op-based
 // path), and the SAE's sparse step equals its dense step in fp32 (values and every gradient to
 // 1e-5 relative) for TopK, BatchTopK and ReLU with masks, Aux-K and decoder-norm gating.
+#include "saes/dictionaries/sparse_kernels.h"
+
 #include <map>
 #include <string>
 
@@ -8,7 +10,6 @@
 #include <catch2/catch.hpp>
 
 #include "saes/dictionaries/sae.h"
-#include "saes/dictionaries/sparse_kernels.h"
 
 namespace sd = saes::dictionaries;
 
@@ -43,8 +44,8 @@ TEST_CASE("sparse kernels equal the dense products on CPU kernels and on LibTorc
   CHECK(rel_err(sd::sparse_decode(a, W, b, backend), at::addmm(b, f, W)) < 1e-6);
   CHECK(rel_err(sd::sparse_decode(a, W, {}, backend), at::mm(f, W)) < 1e-6);
   const at::Tensor dots = sd::sparse_row_dot(a, G, W, backend);
-  const at::Tensor dense_dots = at::mm(G, W.t()).reshape({-1}).index_select(
-      0, a.rows * S + a.indices);
+  const at::Tensor dense_dots =
+      at::mm(G, W.t()).reshape({-1}).index_select(0, a.rows * S + a.indices);
   CHECK(rel_err(dots, dense_dots) < 1e-6);
 
   at::Tensor out = at::full({S, d}, 7.0);  // stale values must be overwritten
@@ -108,14 +109,14 @@ std::pair<sd::StepResult, std::map<std::string, at::Tensor>> run_step(const Step
 }  // namespace
 
 TEST_CASE("the sparse training step equals the dense step in fp32", "[dictionaries][sparse]") {
-  const StepCase c = GENERATE(
-      StepCase{sd::ActFn::kTopK, true, false, false, sd::SparsityPenalty::kNone},
-      StepCase{sd::ActFn::kTopK, true, true, true, sd::SparsityPenalty::kNone},
-      StepCase{sd::ActFn::kTopK, false, true, true, sd::SparsityPenalty::kPower},
-      StepCase{sd::ActFn::kBatchTopK, true, true, true, sd::SparsityPenalty::kTanh},
-      StepCase{sd::ActFn::kBatchTopK, false, false, false, sd::SparsityPenalty::kTanhQuad},
-      StepCase{sd::ActFn::kRelu, true, true, false, sd::SparsityPenalty::kPower},
-      StepCase{sd::ActFn::kRelu, false, false, false, sd::SparsityPenalty::kTanh});
+  const StepCase c =
+      GENERATE(StepCase{sd::ActFn::kTopK, true, false, false, sd::SparsityPenalty::kNone},
+               StepCase{sd::ActFn::kTopK, true, true, true, sd::SparsityPenalty::kNone},
+               StepCase{sd::ActFn::kTopK, false, true, true, sd::SparsityPenalty::kPower},
+               StepCase{sd::ActFn::kBatchTopK, true, true, true, sd::SparsityPenalty::kTanh},
+               StepCase{sd::ActFn::kBatchTopK, false, false, false, sd::SparsityPenalty::kTanhQuad},
+               StepCase{sd::ActFn::kRelu, true, true, false, sd::SparsityPenalty::kPower},
+               StepCase{sd::ActFn::kRelu, false, false, false, sd::SparsityPenalty::kTanh});
   INFO("act " << static_cast<int>(c.act) << " gating " << c.gating << " masked " << c.masked
               << " auxk " << c.auxk << " penalty " << static_cast<int>(c.penalty));
   const auto [dense, dense_grads] = run_step(c, sd::SparseKernels::kOff);
