@@ -5,7 +5,9 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/bincount.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/div.h>
 #include <ATen/ops/gt.h>
 #include <ATen/ops/nonzero.h>
 #include <ATen/ops/pow.h>
@@ -31,6 +33,26 @@ struct Selected {
                       ///< with score ≤ 0, which the dense mask drops too)
 };
 
+/// Flat positions (row·m + column, ascending) of the `kk` largest entries of `score` [N, m]
+/// overall. A 1-D topk over N·m entries runs on one thread; instead take each row's top
+/// `kBatchTopKRowFactor`·k in parallel and select among those. The result is exact unless a row
+/// gives all its candidates to the selection (it might hold more): then the full 1-D topk runs.
+at::Tensor batch_top_positions(const at::Tensor& score, std::int64_t k, std::int64_t kk) {
+  constexpr std::int64_t kBatchTopKRowFactor = 4;
+  const std::int64_t m = score.size(1);
+  const std::int64_t k1 = std::min(k * kBatchTopKRowFactor, m);
+  if (k1 < m) {
+    const auto [vals, cols] = at::topk(score, k1, -1, true, false);
+    const at::Tensor pick = std::get<1>(at::topk(vals.reshape({-1}), kk, 0, true, false));
+    const at::Tensor rows = at::div(pick, k1, "floor");
+    const bool saturated = at::bincount(rows, {}, score.size(0)).max().item<std::int64_t>() >= k1;
+    if (!saturated) {
+      return std::get<0>(at::sort(rows * m + cols.reshape({-1}).index_select(0, pick)));
+    }
+  }
+  return std::get<0>(at::sort(std::get<1>(at::topk(score.reshape({-1}), kk, 0, true, false))));
+}
+
 /// Candidate entries of `score` [N, m] (values = the scores): the k largest per row (TopK), the
 /// k·N largest overall (BatchTopK), or the positive ones (ReLU).
 SparseActs candidates(ActFn act_fn, const at::Tensor& score, std::int64_t k) {
@@ -45,9 +67,7 @@ SparseActs candidates(ActFn act_fn, const at::Tensor& score, std::int64_t k) {
     flat = at::nonzero(at::gt(flat_scores, 0)).squeeze(1);
   } else {
     SAES_ASSERT(act_fn == ActFn::kBatchTopK, "no sparse step for this activation function");
-    const at::Tensor idx =
-        std::get<1>(at::topk(flat_scores, std::min(k * n, score.numel()), 0, true, false));
-    flat = std::get<0>(at::sort(idx));
+    flat = batch_top_positions(score, k, std::min(k * n, score.numel()));
   }
   return sparse_from_flat(flat, flat_scores.index_select(0, flat), n, m);
 }

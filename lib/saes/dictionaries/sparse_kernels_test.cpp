@@ -68,6 +68,7 @@ struct StepCase {
   bool masked;
   bool auxk;
   sd::SparsityPenalty penalty;
+  bool dominant_token = false;  ///< one token's scores dwarf the others (BatchTopK fallback)
 };
 
 std::pair<sd::StepResult, std::map<std::string, at::Tensor>> run_step(const StepCase& c,
@@ -90,6 +91,7 @@ std::pair<sd::StepResult, std::map<std::string, at::Tensor>> run_step(const Step
   }
   const std::int64_t N = 50;
   sd::TrainBatch batch{at::randn({N, 24}, gen), {}, {}, {}};
+  if (c.dominant_token) batch.x[0].mul_(100.0);
   batch.label = batch.x;
   if (c.masked) batch.mask = at::rand({N}, gen) > 0.3;
   sd::LossSettings ls;
@@ -115,6 +117,7 @@ TEST_CASE("the sparse training step equals the dense step in fp32", "[dictionari
                StepCase{sd::ActFn::kTopK, false, true, true, sd::SparsityPenalty::kPower},
                StepCase{sd::ActFn::kBatchTopK, true, true, true, sd::SparsityPenalty::kTanh},
                StepCase{sd::ActFn::kBatchTopK, false, false, false, sd::SparsityPenalty::kTanhQuad},
+      StepCase{sd::ActFn::kBatchTopK, true, false, false, sd::SparsityPenalty::kNone, true},
                StepCase{sd::ActFn::kRelu, true, true, false, sd::SparsityPenalty::kPower},
                StepCase{sd::ActFn::kRelu, false, false, false, sd::SparsityPenalty::kTanh});
   INFO("act " << static_cast<int>(c.act) << " gating " << c.gating << " masked " << c.masked
