@@ -111,15 +111,15 @@ std::pair<sd::StepResult, std::map<std::string, at::Tensor>> run_step(const Step
 }  // namespace
 
 TEST_CASE("the sparse training step equals the dense step in fp32", "[dictionaries][sparse]") {
-  const StepCase c =
-      GENERATE(StepCase{sd::ActFn::kTopK, true, false, false, sd::SparsityPenalty::kNone},
-               StepCase{sd::ActFn::kTopK, true, true, true, sd::SparsityPenalty::kNone},
-               StepCase{sd::ActFn::kTopK, false, true, true, sd::SparsityPenalty::kPower},
-               StepCase{sd::ActFn::kBatchTopK, true, true, true, sd::SparsityPenalty::kTanh},
-               StepCase{sd::ActFn::kBatchTopK, false, false, false, sd::SparsityPenalty::kTanhQuad},
+  const StepCase c = GENERATE(
+      StepCase{sd::ActFn::kTopK, true, false, false, sd::SparsityPenalty::kNone},
+      StepCase{sd::ActFn::kTopK, true, true, true, sd::SparsityPenalty::kNone},
+      StepCase{sd::ActFn::kTopK, false, true, true, sd::SparsityPenalty::kPower},
+      StepCase{sd::ActFn::kBatchTopK, true, true, true, sd::SparsityPenalty::kTanh},
+      StepCase{sd::ActFn::kBatchTopK, false, false, false, sd::SparsityPenalty::kTanhQuad},
       StepCase{sd::ActFn::kBatchTopK, true, false, false, sd::SparsityPenalty::kNone, true},
-               StepCase{sd::ActFn::kRelu, true, true, false, sd::SparsityPenalty::kPower},
-               StepCase{sd::ActFn::kRelu, false, false, false, sd::SparsityPenalty::kTanh});
+      StepCase{sd::ActFn::kRelu, true, true, false, sd::SparsityPenalty::kPower},
+      StepCase{sd::ActFn::kRelu, false, false, false, sd::SparsityPenalty::kTanh});
   INFO("act " << static_cast<int>(c.act) << " gating " << c.gating << " masked " << c.masked
               << " auxk " << c.auxk << " penalty " << static_cast<int>(c.penalty));
   const auto [dense, dense_grads] = run_step(c, sd::SparseKernels::kOff);
