@@ -1,14 +1,17 @@
-// Benchmark: one SAE training step (fused forward + manual backward + an in-place Adam update)
-// for ReLU, JumpReLU and TopK(k=32) at d=768, d_sae=24576, batch 4096 and a stories260K-sized
-// ReLU SAE (d=64, d_sae=512), fp32, vs PyTorch eager autograd + torch.optim.Adam
-// (bench/reference/train_step.py, /usr/bin/python3, same threads). Prints best-of-N s/step.
-// Usage: bench_train_step [threads [reps [workloads]]], workloads "act:d:d_sae:batch,...".
+// Benchmark: one SAE training step (fused forward + manual backward + the trainer's Adam) for
+// ReLU, JumpReLU, TopK(k=32), BatchTopK(k=32) and relu1pct (ReLU with b_E set so that ~1% of
+// the pre-activations are positive, like a trained dictionary), dense step (sparse_kernels off) and
+// sparse step (auto) side by side with PyTorch eager autograd + torch.optim.Adam (bench/reference/
+// train_step.py, /usr/bin/python3, same threads, fp32); plus the measured sgemm peak and the
+// encoder GEMM's share of it, and Adam vs SparseAdam on the sparse step's gradients.
+// Usage: bench_train_step [threads [reps [workloads [only]]]], workloads "act:d:d_sae:batch,...";
+// only = "sparse" runs just the sparse step (for profiling: perf record -- bench_train_step ...).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
+#include <functional>
 #include <map>
-#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -16,20 +19,26 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mean.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/randn.h>
-#include <ATen/ops/sqrt.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/std.h>
+#include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 
 #include "saes/dictionaries/sae.h"
+#include "saes/training/optimizer.h"
 
 namespace sd = saes::dictionaries;
+namespace st = saes::training;
 
 namespace {
 
 struct Workload {
   std::string act;
   std::int64_t d = 0, d_sae = 0, batch = 0;
+  std::string key() const { return fmt::format("{}:{}:{}:{}", act, d, d_sae, batch); }
 };
 
 std::vector<Workload> parse(const std::string& text) {
@@ -48,75 +57,97 @@ std::vector<Workload> parse(const std::string& text) {
   return out;
 }
 
-/// Adam (torch defaults, eps 1e-8, no weight decay) written in place over the parameters.
-class Adam {
- public:
-  explicit Adam(std::vector<sd::ParameterRef> params) : params_(std::move(params)) {
-    for (auto& p : params_) {
-      m_.push_back(at::zeros_like(p.value));
-      v_.push_back(at::zeros_like(p.value));
-    }
-  }
-  void step(double lr) {
-    ++t_;
-    const double b1 = 0.9, b2 = 0.999;
-    const double c1 = 1 - std::pow(b1, t_), c2 = 1 - std::pow(b2, t_);
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      m_[i].mul_(b1).add_(params_[i].grad, 1 - b1);
-      v_[i].mul_(b2).addcmul_(params_[i].grad, params_[i].grad, 1 - b2);
-      params_[i].value.addcdiv_(m_[i], (v_[i] / c2).sqrt_().add_(1e-8), -lr / c1);
-    }
-  }
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
- private:
-  std::vector<sd::ParameterRef> params_;
-  std::vector<at::Tensor> m_, v_;
-  int t_ = 0;
+/// Best wall seconds of `fn` over `reps` runs after one warm-up.
+double best_of(int reps, const std::function<void()>& fn) {
+  fn();
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, seconds_since(start));
+  }
+  return best;
+}
+
+sd::ActFn act_of(const std::string& name) {
+  if (name == "relu" || name == "relu1pct") return sd::ActFn::kRelu;
+  if (name == "jumprelu") return sd::ActFn::kJumpRelu;
+  if (name == "batchtopk") return sd::ActFn::kBatchTopK;
+  return sd::ActFn::kTopK;
+}
+
+struct Ours {
+  double step_s = 0;  ///< forward_backward + Adam
+  double adam_s = 0;  ///< the Adam update alone
+  double sparse_adam_s = 0;
+  bool sparse = false;  ///< the step took the sparse path
 };
 
-struct Timing {
-  double wall_s = 1e30;
-  double cpu_s = 1e30;
-};
-
-Timing run(const Workload& w, int reps) {
+Ours run(const Workload& w, sd::SparseKernels kernels, int reps) {
   sd::SparseDictionaryConfig cfg;
   cfg.d_model = w.d;
   cfg.expansion_factor = static_cast<double>(w.d_sae) / static_cast<double>(w.d);
-  cfg.act_fn = w.act == "relu"       ? sd::ActFn::kRelu
-               : w.act == "jumprelu" ? sd::ActFn::kJumpRelu
-                                     : sd::ActFn::kTopK;
+  cfg.act_fn = act_of(w.act);
   cfg.top_k = 32;
   cfg.norm_activation = sd::NormActivation::kBatchWise;
   cfg.hook_point_in = cfg.hook_point_out = "h";
+  cfg.sparse_kernels = kernels;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
   sd::SparseAutoEncoder sae(cfg);
   sae.init_parameters({1.0, 1.0, std::log(0.1)}, gen);
   sae.init_encoder_with_decoder_transpose(1.0);
-  Adam adam(sae.parameters());
+  std::vector<st::Parameter> params;
+  for (auto& p : sae.parameters()) params.push_back({p.name, p.value, p.grad, 1.0, p.clipped});
+  st::Optimizer adam(st::OptimizerClass::kAdam, 1e-4, {0.9, 0.999});
+  st::Optimizer sparse_adam(st::OptimizerClass::kSparseAdam, 1e-4, {0.9, 0.999});
   sd::LossSettings ls;
-  if (w.act != "topk") {
+  if (!sd::is_topk_family(cfg.act_fn)) {
     ls.sparsity = sd::SparsityPenalty::kPower;
     ls.l1_coefficient = 1e-4;
   }
   const at::Tensor x = at::randn({w.batch, w.d}, gen);
-  auto step = [&] {
-    sae.forward_backward({x, x, {}, {}}, ls);
-    adam.step(1e-4);
-  };
-  step();
-  Timing best;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    const std::clock_t cpu_start = std::clock();
-    step();
-    best.wall_s =
-        std::min(best.wall_s,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    best.cpu_s = std::min(best.cpu_s, static_cast<double>(std::clock() - cpu_start) /
-                                          static_cast<double>(CLOCKS_PER_SEC));
+  if (w.act == "relu1pct") {  // a trained-like ReLU SAE: b_E puts ~1% of pre-activations above 0
+    const at::Tensor h = sae.hidden_pre(sae.normalize(x, "h"));
+    sae.b_E().sub_(h.mean(0) + h.std(0) * 2.33);
   }
-  return best;
+  Ours out;
+  out.step_s = best_of(reps, [&] {
+    out.sparse = sae.forward_backward({x, x, {}, {}}, ls).sparse_feature_acts.defined();
+    adam.step(params);
+  });
+  out.adam_s = best_of(reps, [&] { adam.step(params); });
+  out.sparse_adam_s = best_of(reps, [&] { sparse_adam.step(params); });
+  return out;
+}
+
+/// GFLOP/s of a [m×k]·[k×n] sgemm (+ bias row when `bias`), best of reps.
+double gemm_gflops(std::int64_t m, std::int64_t k, std::int64_t n, bool bias, int reps) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const at::Tensor a = at::randn({m, k}, gen), b = at::randn({k, n}, gen);
+  const at::Tensor c = at::randn({n}, gen);
+  const double s = best_of(reps, [&] { (void)(bias ? at::addmm(c, a, b) : at::mm(a, b)); });
+  return 2.0 * static_cast<double>(m * k * n) / s / 1e9;
+}
+
+std::map<std::string, double> torch_reference(int threads, int reps, const std::string& spec) {
+  std::map<std::string, double> out;
+  const std::string command = fmt::format(
+      "/usr/bin/python3 bench/reference/train_step.py --threads {} --reps {} --workloads {}",
+      threads, reps, spec);
+  if (std::FILE* pipe = popen(command.c_str(), "r")) {
+    char act[32];
+    long d = 0, s = 0, b = 0;
+    double sec = 0, cpu = 0;
+    while (std::fscanf(pipe, "%31s %ld %ld %ld %lf %lf", act, &d, &s, &b, &sec, &cpu) == 6) {
+      out[fmt::format("{}:{}:{}:{}", act, d, s, b)] = sec;
+    }
+    pclose(pipe);
+  }
+  return out;
 }
 
 }  // namespace
@@ -126,35 +157,50 @@ int main(int argc, char** argv) {
   const int reps = argc > 2 ? std::atoi(argv[2]) : 2;
   const std::string spec = argc > 3 ? argv[3]
                                     : "relu:768:24576:4096,jumprelu:768:24576:4096,"
-                                      "topk:768:24576:4096,relu:64:512:4096";
+                                      "topk:768:24576:4096,batchtopk:768:24576:4096";
   at::set_num_threads(threads);
-  std::map<std::string, Timing> torch_s;
-  const std::string command = fmt::format(
-      "/usr/bin/python3 bench/reference/train_step.py --threads {} --reps {} --workloads {}",
-      threads, reps, spec);
-  if (std::FILE* pipe = popen(command.c_str(), "r")) {
-    char act[32];
-    long d = 0, s = 0, b = 0;
-    double sec = 0, cpu = 0;
-    while (std::fscanf(pipe, "%31s %ld %ld %ld %lf %lf", act, &d, &s, &b, &sec, &cpu) == 6) {
-      torch_s[fmt::format("{}:{}:{}:{}", act, d, s, b)] = {sec, cpu};
+  const std::vector<Workload> workloads = parse(spec);
+  if (argc > 4 && std::string(argv[4]) == "sparse") {
+    for (const auto& w : workloads) {
+      fmt::print("{} sparse step {:.3f} s\n", w.key(),
+                 run(w, sd::SparseKernels::kAuto, reps).step_s);
     }
-    pclose(pipe);
+    return 0;
   }
+
+  const double peak = gemm_gflops(2048, 2048, 2048, false, 3);
+  fmt::print("## sgemm, {} threads\n\n| product | GFLOP/s | share of peak |\n|---|---|---|\n",
+             threads);
+  fmt::print("| peak: [2048x2048]·[2048x2048] | {:.1f} | 100% |\n", peak);
+  for (const auto& w : workloads) {
+    if (&w != &workloads.front() && w.d == workloads.front().d &&
+        w.d_sae == workloads.front().d_sae && w.batch == workloads.front().batch) {
+      continue;
+    }
+    const double enc = gemm_gflops(w.batch, w.d, w.d_sae, true, 2);
+    fmt::print("| encoder addmm [{}x{}]·[{}x{}] | {:.1f} | {:.0f}% |\n", w.batch, w.d, w.d, w.d_sae,
+               enc, 100.0 * enc / peak);
+  }
+  std::fflush(stdout);
+
+  const std::map<std::string, double> torch_s = torch_reference(threads, reps, spec);
   fmt::print(
-      "| workload | threads | saes s/step | saes tokens/s | torch s/step | torch tokens/s | "
-      "speed-up (wall) | saes CPU s | torch CPU s | speed-up (CPU) |\n"
-      "|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const auto& w : parse(spec)) {
-    const std::string key = fmt::format("{}:{}:{}:{}", w.act, w.d, w.d_sae, w.batch);
-    const Timing ours = run(w, reps);
-    const auto it = torch_s.find(key);
-    const Timing theirs = it == torch_s.end() ? Timing{NAN, NAN} : it->second;
-    const double batch = static_cast<double>(w.batch);
+      "\n## training step, {} threads, fp32, best of {}\n\n"
+      "| workload | torch s | saes dense s | saes sparse s | path | dense vs torch | "
+      "sparse vs torch | sparse tokens/s | Adam s | SparseAdam s |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n",
+      threads, reps);
+  std::fflush(stdout);
+  for (const auto& w : workloads) {
+    const Ours dense = run(w, sd::SparseKernels::kOff, reps);
+    const Ours sparse = run(w, sd::SparseKernels::kAuto, reps);
+    const auto it = torch_s.find(w.key());
+    const double theirs = it == torch_s.end() ? NAN : it->second;
     fmt::print(
-        "| {} | {} | {:.4f} | {:.0f} | {:.4f} | {:.0f} | {:.2f}x | {:.3f} | {:.3f} | {:.2f}x |\n",
-        key, threads, ours.wall_s, batch / ours.wall_s, theirs.wall_s, batch / theirs.wall_s,
-        theirs.wall_s / ours.wall_s, ours.cpu_s, theirs.cpu_s, theirs.cpu_s / ours.cpu_s);
+        "| {} | {:.3f} | {:.3f} | {:.3f} | {} | {:.2f}x | {:.2f}x | {:.0f} | {:.3f} | {:.3f} |\n",
+        w.key(), theirs, dense.step_s, sparse.step_s, sparse.sparse ? "sparse" : "dense",
+        theirs / dense.step_s, theirs / sparse.step_s, static_cast<double>(w.batch) / sparse.step_s,
+        sparse.adam_s, sparse.sparse_adam_s);
     std::fflush(stdout);
   }
   return 0;

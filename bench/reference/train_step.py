@@ -1,5 +1,6 @@
 # PyTorch eager reference for bench/train_step.cpp: one SAE training step (normalized input,
-# encode with decoder-norm gating, decode, l_rec + λ·Σ f·‖W_D‖ (ReLU/JumpReLU) or l_rec (TopK),
+# encode with decoder-norm gating, decode, l_rec + λ·Σ f·‖W_D‖ (ReLU/JumpReLU) or l_rec (TopK,
+# BatchTopK; both k = 32),
 # autograd backward, torch.optim.Adam step). Run with /usr/bin/python3 (Debian python3-torch).
 # Prints `<act> <d_model> <d_sae> <batch> <wall_s_per_step> <cpu_s_per_step>` per workload
 # (best of --reps; CPU seconds = process time of all threads, robust on a loaded machine).
@@ -26,7 +27,7 @@ class JumpReLU(torch.autograd.Function):
         return g * (x > t), gt * t, None
 
 
-def step_fn(act, d, s, k, gen):
+def step_fn(act, d, s, k, gen, x):
     W_E = (torch.rand(d, s, generator=gen) * 2 - 1).requires_grad_()
     W_D = (W_E.detach().t().clone() * 0.1).requires_grad_()
     b_E = torch.zeros(s, requires_grad=True)
@@ -39,8 +40,17 @@ def step_fn(act, d, s, k, gen):
     opt = torch.optim.Adam(params, lr=1e-4)
     lam = 1e-4
 
+    def normalize(x):
+        return x * (math.sqrt(d) / x.norm(dim=-1).mean())
+
+    if act == "relu1pct":  # a trained-like ReLU SAE: b_E puts ~1% of pre-activations above 0
+        with torch.no_grad():
+            h = normalize(x) @ W_E
+            b_E -= h.mean(0) + 2.33 * h.std(0)
+        act = "relu"
+
     def step(x):
-        xn = x * (math.sqrt(d) / x.norm(dim=-1).mean())
+        xn = normalize(x)
         h = xn @ W_E + b_E
         n = W_D.norm(dim=1)
         sg = h * n
@@ -48,6 +58,11 @@ def step_fn(act, d, s, k, gen):
             f = torch.relu(sg) / n
         elif act == "jumprelu":
             f = JumpReLU.apply(sg, log_t, 2.0) / n
+        elif act == "batchtopk":
+            r = torch.relu(sg)
+            idx = r.flatten().topk(k * r.shape[0], sorted=False).indices
+            mask = torch.zeros_like(r).flatten().scatter_(0, idx, 1.0).view_as(r)
+            f = r * mask / n
         else:
             r = torch.relu(sg)
             idx = r.topk(k, dim=-1, sorted=False).indices
@@ -55,7 +70,7 @@ def step_fn(act, d, s, k, gen):
             f = r * mask / n
         xhat = f @ W_D + b_D
         loss = (xhat - xn).pow(2).sum(-1).mean()
-        if act != "topk":
+        if act not in ("topk", "batchtopk"):
             loss = loss + lam * (f * n).sum(-1).mean()
         loss.backward()
         opt.step()
@@ -70,15 +85,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--workloads", default="relu:768:24576:4096,jumprelu:768:24576:4096,"
-                    "topk:768:24576:4096,relu:64:512:4096")
+                    "topk:768:24576:4096,batchtopk:768:24576:4096")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     for w in args.workloads.split(","):
         act, d, s, b = w.split(":")
         d, s, b = int(d), int(s), int(b)
-        step = step_fn(act, d, s, 32, gen)
         x = torch.randn(b, d, generator=gen)
+        step = step_fn(act, d, s, 32, gen, x)
         step(x)
         best, best_cpu = 1e30, 1e30
         for _ in range(args.reps):

@@ -39,6 +39,17 @@ constexpr std::span<const std::string_view> enum_names(NormActivation) {
   return kNormActivationNames;
 }
 
+/// Sparse kernels of the SAE training step and decode (docs/dictionaries.md): `auto` uses them
+/// when the measured density of the activations is at most kSparseMaxDensity, `on` wherever they
+/// apply, `off` never.
+enum class SparseKernels { kAuto, kOn, kOff };
+inline constexpr std::array<std::string_view, 3> kSparseKernelsNames = {"auto", "on", "off"};
+constexpr std::span<const std::string_view> enum_names(SparseKernels) {
+  return kSparseKernelsNames;
+}
+/// `sparse_kernels: auto` switches to the sparse path at or below this fraction of active entries.
+inline constexpr double kSparseMaxDensity = 0.05;
+
 /// Common dictionary fields plus the SAE/transcoder ones (`hook_point_in/out`, `use_glu_encoder`).
 struct SparseDictionaryConfig {
   SaeType sae_type = SaeType::kSae;
@@ -55,6 +66,7 @@ struct SparseDictionaryConfig {
   std::string hook_point_in;
   std::string hook_point_out;
   bool use_glu_encoder = false;
+  SparseKernels sparse_kernels = SparseKernels::kAuto;
   std::string device = "cpu";
   DType dtype = DType::kFloat32;
 
@@ -84,6 +96,9 @@ struct SparseDictionaryConfig {
                "hook point it reconstructs (equal to hook_point_in for an SAE, different for a "
                "transcoder)");
     v("use_glu_encoder", use_glu_encoder, "gate the encoder with a second (GLU) projection");
+    v("sparse_kernels", sparse_kernels,
+      "sparse decode/backward for TopK, BatchTopK and sparse ReLU (auto: by measured density; "
+      "on; off)");
     v("device", device, "device of the parameters: cpu, cuda, cuda:N");
     v("dtype", dtype, "parameter dtype");
     v.unsupported("use_triton_kernel", "saes has no Triton kernels; remove it");

@@ -2,7 +2,9 @@
 // (spec §2.1, §2.2, §3) and the SAE's init and fold rules (spec §2.1, §4).
 #include "saes/dictionaries/sae.h"
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Generator.h>
@@ -30,6 +32,7 @@
 
 #include "saes/core/error.h"
 #include "saes/dictionaries/activation_functions.h"
+#include "saes/dictionaries/sparse_kernels.h"
 
 namespace saes::dictionaries {
 namespace {
@@ -143,7 +146,30 @@ at::Tensor SparseAutoEncoder::decode(const at::Tensor& f) const {
   SAES_CHECK(f.dim() == 2 && f.size(1) == d_sae(), DataError,
              "feature acts have shape [{}], expected [n_tokens, d_sae={}]",
              fmt::join(f.sizes(), ", "), d_sae());
+  const SparseKernels mode = cfg_.sparse_kernels;
+  const bool sparse = mode == SparseKernels::kOn ||
+                      (mode == SparseKernels::kAuto && f.numel() > 0 &&
+                       static_cast<double>(at::count_nonzero(f).item<std::int64_t>()) <=
+                           kSparseMaxDensity * static_cast<double>(f.numel()));
+  return sparse ? sparse_decode(sparse_from_dense(f), W_D_, b_D_) : dense_decode(f);
+}
+
+at::Tensor SparseAutoEncoder::dense_decode(const at::Tensor& f) const {
   return b_D_.defined() ? at::addmm(b_D_, f, W_D_) : at::mm(f, W_D_);
+}
+
+bool SparseAutoEncoder::uses_sparse_step(const at::Tensor& pre, std::int64_t k) const {
+  const SparseKernels mode = cfg_.sparse_kernels;
+  if (mode == SparseKernels::kOff || W_E_glu_.defined() || cfg_.act_fn == ActFn::kJumpRelu) {
+    return false;
+  }
+  if (mode == SparseKernels::kOn) return true;
+  const double density =
+      is_topk_family(cfg_.act_fn)
+          ? static_cast<double>(k) / static_cast<double>(d_sae())
+          : static_cast<double>(at::count_nonzero(at::gt(pre, 0)).item<std::int64_t>()) /
+                static_cast<double>(std::max<std::int64_t>(pre.numel(), 1));
+  return density <= kSparseMaxDensity;
 }
 
 StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const LossSettings& ls) {
@@ -151,20 +177,31 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
   check_activations(batch.label, "label");
   SAES_CHECK(batch.x.size(0) == batch.label.size(0), DataError, "x has {} tokens but label has {}",
              batch.x.size(0), batch.label.size(0));
-  const at::Tensor x = normalize(batch.x, cfg_.hook_point_in);
-  const at::Tensor y = normalize(batch.label, cfg_.hook_point_out);
+  StepState st;
+  st.x = normalize(batch.x, cfg_.hook_point_in);
+  st.y = normalize(batch.label, cfg_.hook_point_out);
+  std::tie(st.w, st.n_valid) = token_weights(batch.mask, st.x.size(0), st.x.options());
+  st.mask = batch.mask;
+  st.dead = batch.dead;
+  st.n = decoder_norm();
+  st.k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
+  st.pre = at::addmm(b_E_, st.x, W_E_);
+  return uses_sparse_step(st.pre, st.k) ? sparse_step(st, ls) : dense_step(st, ls);
+}
+
+StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings& ls) {
+  const at::Tensor &x = st.x, &y = st.y, &w = st.w, &n = st.n;
+  at::Tensor pre = st.pre;
   const std::int64_t N = x.size(0);
-  const auto [w, n_valid] = token_weights(batch.mask, N, x.options());
+  const double n_valid = st.n_valid;
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool jump = cfg_.act_fn == ActFn::kJumpRelu;
-  const at::Tensor n = decoder_norm();
   const at::Tensor ng = gating ? n : at::Tensor();
-  const std::int64_t k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
+  const std::int64_t k = st.k;
   StepResult out;
   out.n_tokens = n_valid;
 
   // ---- forward ----
-  at::Tensor pre = at::addmm(b_E_, x, W_E_);
   at::Tensor gate, h = pre;
   if (W_E_glu_.defined()) {
     gate = at::sigmoid(at::addmm(b_E_glu_, x, W_E_glu_));
@@ -178,7 +215,7 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
     active = activation_mask(cfg_.act_fn, s, log_threshold_, k);
     f = h * active;
   }
-  const at::Tensor xhat = decode(f);
+  const at::Tensor xhat = dense_decode(f);
   const at::Tensor r = xhat - y;
   // l_rec = Σ_t w_t Σ_d r², ∂/∂x̂ = 2 w_t r_t (spec §2.1)
   out.l_rec = at::sum(at::sum(r * r, {1}, true) * w).item<double>();
@@ -186,8 +223,8 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
 
   // ---- Aux-K (spec §3.5) ----
   at::Tensor f_aux, active_aux, Gq;
-  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && batch.dead.defined()) {
-    const at::Tensor dead = batch.dead.to(x.device()).to(at::kBool).reshape({d_sae()});
+  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && st.dead.defined()) {
+    const at::Tensor dead = st.dead.to(x.device()).to(at::kBool).reshape({d_sae()});
     const std::int64_t n_dead = at::sum(dead).item<std::int64_t>();
     if (n_dead > 0) {
       const at::Tensor deadf = dead.to(h.scalar_type());
@@ -283,7 +320,7 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
   if (b_D_.defined()) at::sum_out(gb_D_, G, {0});
 
   // ---- metrics ----
-  out.fired = batch.mask.defined()
+  out.fired = st.mask.defined()
                   ? at::mv(at::gt(f, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
                         .round()
                         .to(at::kLong)

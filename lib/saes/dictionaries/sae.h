@@ -1,5 +1,6 @@
 // SparseAutoEncoder: the vanilla SAE and the transcoder (`sae_type: sae`, spec §2.2), with the
-// fused forward + manual backward training step. Losses and gating follow spec §2.1, §3.
+// fused forward + manual backward training step (dense, or sparse for k-sparse activations:
+// sae_sparse_step.cpp). Losses and gating follow spec §2.1, §3.
 #pragma once
 
 #include <string>
@@ -40,10 +41,20 @@ class SparseAutoEncoder final : public SparseDictionary {
 
   at::Tensor encode(const at::Tensor& x, std::int64_t k = 0) const override;
   at::Tensor hidden_pre(const at::Tensor& x) const override;
+  /// Gathers the decoder rows of f's non-zero entries instead of a dense GEMM when f's measured
+  /// density is at most kSparseMaxDensity (cfg.sparse_kernels auto; always with on, never off).
   at::Tensor decode(const at::Tensor& f) const override;
   at::Tensor decoder_norm() const override;
 
+  /// Runs the sparse step (sparse decode, ∂L/∂f at the active entries only, scatter-add weight
+  /// gradients; no dense [tokens × d_sae] gradient) for TopK/BatchTopK/ReLU when
+  /// uses_sparse_step says so, else the dense step. Both give the same result (tests: 1e-5).
   StepResult forward_backward(const TrainBatch& batch, const LossSettings& s) override;
+  /// Whether forward_backward takes the sparse path for pre-activations `pre` and TopK k:
+  /// never for JumpReLU (its straight-through gradient and L_p read every entry) or a GLU
+  /// encoder, or with sparse_kernels off; always else with on; with auto when the density
+  /// (k/d_sae, or the fraction of pre > 0 for ReLU) is at most kSparseMaxDensity.
+  bool uses_sparse_step(const at::Tensor& pre, std::int64_t k) const;
 
   void init_parameters(const RandomInit& init, at::Generator& gen) override;
   void init_encoder_with_decoder_transpose(double factor) override;
@@ -55,6 +66,15 @@ class SparseAutoEncoder final : public SparseDictionary {
   void rescale_for_fold(double f_in, double f_out, bool fold) override;
 
  private:
+  /// Normalized inputs and the shared first piece (the encoder GEMM) of one training step.
+  struct StepState {
+    at::Tensor x, y, w, mask, dead, n, pre;  ///< w: [N, 1] token weights; n: decoder norms
+    double n_valid = 0.0;
+    std::int64_t k = 0;
+  };
+  StepResult dense_step(const StepState& st, const LossSettings& ls);
+  StepResult sparse_step(const StepState& st, const LossSettings& ls);
+  at::Tensor dense_decode(const at::Tensor& f) const;
   std::int64_t resolve_k(std::int64_t k) const;
   void check_activations(const at::Tensor& t, const char* what) const;
 

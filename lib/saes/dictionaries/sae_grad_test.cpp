@@ -1,5 +1,6 @@
 // The fused manual backward of SparseAutoEncoder equals autograd (float64) for every activation
-// function × sparsity penalty × decoder-norm gating × SAE/transcoder, with Lp and Aux-K terms.
+// function × sparsity penalty × decoder-norm gating × SAE/transcoder, with Lp and Aux-K terms,
+// on the dense step and on the sparse step (sparse_kernels on; float64 runs its op-based path).
 #include <map>
 
 #include <ATen/ATen.h>
@@ -20,6 +21,7 @@ struct Case {
   bool transcoder;
   bool glu;
   bool masked;
+  sd::SparseKernels kernels = sd::SparseKernels::kOff;
 };
 
 sd::SparseDictionaryConfig make_cfg(const Case& c) {
@@ -34,6 +36,7 @@ sd::SparseDictionaryConfig make_cfg(const Case& c) {
   cfg.hook_point_in = "blocks.0.hook_resid_pre";
   cfg.hook_point_out = c.transcoder ? "blocks.0.hook_mlp_out" : cfg.hook_point_in;
   cfg.dtype = saes::DType::kFloat64;
+  cfg.sparse_kernels = c.kernels;
   return cfg;
 }
 
@@ -158,9 +161,11 @@ TEST_CASE("manual backward equals autograd for every activation x penalty x gati
   const bool gating = GENERATE(true, false);
   const bool transcoder = GENERATE(false, true);
   const bool masked = GENERATE(false, true);
-  const Case c{act, penalty, 1, gating, transcoder, false, masked};
+  const auto kernels = GENERATE(sd::SparseKernels::kOff, sd::SparseKernels::kOn);
+  const Case c{act, penalty, 1, gating, transcoder, false, masked, kernels};
   INFO("act " << static_cast<int>(act) << " penalty " << static_cast<int>(penalty) << " gating "
-              << gating << " transcoder " << transcoder << " masked " << masked);
+              << gating << " transcoder " << transcoder << " masked " << masked << " kernels "
+              << static_cast<int>(kernels));
   sd::LossSettings ls;
   ls.l1_coefficient = 0.7;
   ls.tanh_stretch_coefficient = 1.5;
@@ -182,7 +187,9 @@ TEST_CASE("manual backward equals autograd for GLU, p = 2, detached Aux-K and an
   }
   SECTION("power p = 2") {
     for (auto act : {sd::ActFn::kRelu, sd::ActFn::kTopK}) {
-      check_case({act, sd::SparsityPenalty::kPower, 2, true, true, false, true}, ls, 5);
+      for (auto kernels : {sd::SparseKernels::kOff, sd::SparseKernels::kOn}) {
+        check_case({act, sd::SparsityPenalty::kPower, 2, true, true, false, true, kernels}, ls, 5);
+      }
     }
   }
   SECTION("detached Aux-K residual and current_k above top_k") {
@@ -191,7 +198,9 @@ TEST_CASE("manual backward equals autograd for GLU, p = 2, detached Aux-K and an
     ls.k_aux = 4;
     ls.current_k = 5;
     for (auto act : {sd::ActFn::kTopK, sd::ActFn::kBatchTopK}) {
-      check_case({act, sd::SparsityPenalty::kTanh, 1, true, false, false, true}, ls, 7);
+      for (auto kernels : {sd::SparseKernels::kOff, sd::SparseKernels::kOn}) {
+        check_case({act, sd::SparsityPenalty::kTanh, 1, true, false, false, true, kernels}, ls, 7);
+      }
     }
   }
 }

@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "saes/dictionaries/config.h"
+#include "saes/dictionaries/sparse_kernels.h"
 
 namespace at {
 class Generator;
@@ -75,7 +76,10 @@ struct StepResult {
   double l_aux = 0.0;
   double n_tokens = 0.0;     ///< valid tokens (mask sum, or rows)
   double l0 = 0.0;           ///< mean #(f > 0) over valid tokens
-  at::Tensor feature_acts;   ///< [n_tokens, d_sae] f in normalized space (masked rows included)
+  /// [n_tokens, d_sae] f in normalized space (masked rows included); undefined when the step
+  /// ran the sparse kernels, which return f as `sparse_feature_acts` instead.
+  at::Tensor feature_acts;
+  SparseActs sparse_feature_acts;  ///< sparse step: f's active entries (see feature_acts)
   at::Tensor reconstructed;  ///< [n_tokens, d_model] x̂ in normalized space
   at::Tensor label;          ///< [n_tokens, d_model] normalized label
   at::Tensor fired;          ///< [d_sae] int64: valid tokens with f > 0, per feature

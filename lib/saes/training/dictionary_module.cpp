@@ -2,6 +2,7 @@
 #include "saes/training/dictionary_module.h"
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
 
 #include "saes/core/error.h"
 #include "saes/data/activation_stream.h"
@@ -85,7 +86,14 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
                 {"aux_loss", r.l_aux}};
   out.reconstructed = r.reconstructed;
   out.label = r.label;
-  out.feature_acts = r.feature_acts;
+  // The metrics read f only through per-token sums (with `fired` given): a sparse step hands
+  // those over as [n_tokens, 1] instead of expanding f to [n_tokens, d_sae].
+  const auto& sp = r.sparse_feature_acts;
+  out.feature_acts = r.feature_acts.defined() || !sp.defined()
+                         ? r.feature_acts
+                         : at::zeros({sp.n_rows}, sp.values.options())
+                               .index_add_(0, sp.rows, sp.values)
+                               .unsqueeze(1);
   out.mask = in.mask;
   out.fired = r.fired;
   return out;

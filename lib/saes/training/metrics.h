@@ -30,7 +30,9 @@ struct BatchStats {
 };
 
 /// Statistics of one batch. reconstructed, label: [..., d]; feature_acts: [..., n_features] with
-/// the same leading dims; mask: same leading dims (nonzero = valid) or undefined (all valid).
+/// the same leading dims — or, when `fired` is given, any [..., m] whose per-token sums over the
+/// last dim equal Σ_i f_i (a sparse step passes [..., 1] sums); mask: same leading dims (nonzero =
+/// valid) or undefined (all valid).
 /// Any float dtype (accumulated in float32 or wider), any device. `fired` ([n_features] counts of
 /// valid tokens with f > 0, e.g. from the dictionary's fused step) saves a pass; undefined:
 /// computed.

@@ -140,3 +140,18 @@ TEST_CASE("metrics.jsonl gets one object per line and is truncated on resume", "
   CHECK(lines[1]["metrics/l0"] == 2.0);
   CHECK(lines[2]["metrics/l0"] == 33.0);
 }
+
+TEST_CASE("batch stats from per-token activation sums equal those from the dense activations",
+          "[training]") {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  const at::Tensor f = at::relu(at::randn({6, 40}, gen) - 1.0);
+  const at::Tensor y = at::randn({6, 8}, gen), x_hat = at::randn({6, 8}, gen);
+  const at::Tensor mask = at::tensor({1, 0, 1, 1, 1, 0});
+  const at::Tensor fired = (f.gt(0) * mask.unsqueeze(1)).sum(0);
+  const auto dense = saes::training::compute_batch_stats(x_hat, y, f, mask);
+  const auto sums = saes::training::compute_batch_stats(x_hat, y, f.sum(1, true), mask, fired);
+  CHECK(sums.mean_feature_act == Approx(dense.mean_feature_act));
+  CHECK(sums.l0_sum == Approx(dense.l0_sum));
+  CHECK(at::equal(sums.fired, dense.fired));
+  CHECK(sums.explained_variance == Approx(dense.explained_variance));
+}
