@@ -10,9 +10,4 @@ int run_analyze(const config::AnalyzeSettings&, RunContext&) {
              "analysis is not implemented in this version yet (issue #6); the config was valid");
 }
 
-int run_convert(const config::ConvertSettings&, RunContext&) {
-  SAES_THROW(UnsupportedError,
-             "conversion is not implemented in this version yet (issue #7); the config was valid");
-}
-
 }  // namespace saes::runners
