@@ -45,16 +45,22 @@ fi
 
 generate="$build/apps/saes-generate"
 train="$build/apps/saes-train"
-for exe in "$generate" "$train"; do
+convert="$build/apps/saes-convert"
+for exe in "$generate" "$train" "$convert"; do
   [ -x "$exe" ] || { echo "quickstart: error: $exe not built; run scripts/build.sh" >&2; exit 2; }
 done
 
-echo "quickstart: step 1/2: generate activations (configs/generate-stories260k.yaml)"
+echo "quickstart: step 1/3: generate activations (configs/generate-stories260k.yaml)"
 "$generate" configs/generate-stories260k.yaml "$@"
 echo "quickstart: activation shards are in $root/data/stories260K/activations-1d" \
   "(manifest.json lists them; docs/generate.md explains the layout)"
 
-echo "quickstart: step 2/2: train a TopK SAE (configs/train-stories260k-topk.yaml)"
+echo "quickstart: step 2/3: train a TopK SAE (configs/train-stories260k-topk.yaml)"
 "$train" configs/train-stories260k-topk.yaml
 echo "quickstart: the trained SAE is in $root/data/runs/stories260k-l3-topk" \
   "(sae_weights.safetensors, metrics.jsonl; docs/train.md explains the layout)"
+
+echo "quickstart: step 3/3: export the SAE to SAELens (configs/convert-saelens.yaml)"
+"$convert" configs/convert-saelens.yaml --set overwrite=true
+echo "quickstart: the SAELens folder is in $root/data/saelens/stories260k-l3-topk" \
+  "(cfg.json, sae_weights.safetensors; docs/convert.md explains the mapping)"
