@@ -32,8 +32,9 @@ struct Args {
 };
 
 void add_options(CLI::App& app, Args& a, saes::cli::CommonOptions& o) {
-  app.add_option("args", a.positional, "INPUT OUTPUT (a run/checkpoint folder and the output "
-                                       "folder), or one YAML config file")
+  app.add_option("args", a.positional,
+                 "INPUT OUTPUT (a run/checkpoint folder and the output "
+                 "folder), or one YAML config file")
       ->expected(1, 2);
   app.add_option("--to", a.to, "output layout: native | saelens");
   app.add_option("--from", a.from, "input layout: auto | native | saelens | lmsaes | sparsify");
@@ -76,13 +77,17 @@ std::vector<std::string> overrides_of(const Args& a) {
   SAES_CHECK(a.positional.size() == 2, saes::ConfigError,
              "expected INPUT OUTPUT (or one YAML config); got {} argument(s); see --help",
              a.positional.size());
-  std::vector<std::string> o = {
-      "input=" + quoted(a.positional[0]), "output=" + quoted(a.positional[1]),
-      "to=" + quoted(a.to), "from=" + quoted(a.from),
-      fmt::format("saelens_version={}", a.saelens_version),
-      fmt::format("topk_to_jumprelu={}", a.topk_to_jumprelu),
-      "fold_activation_scale=" + std::string(a.fold ? "fold" : a.unfold ? "unfold" : "keep"),
-      fmt::format("overwrite={}", a.overwrite), "device=" + quoted(a.device)};
+  std::vector<std::string> o = {"input=" + quoted(a.positional[0]),
+                                "output=" + quoted(a.positional[1]),
+                                "to=" + quoted(a.to),
+                                "from=" + quoted(a.from),
+                                fmt::format("saelens_version={}", a.saelens_version),
+                                fmt::format("topk_to_jumprelu={}", a.topk_to_jumprelu),
+                                "fold_activation_scale=" + std::string(a.fold     ? "fold"
+                                                                       : a.unfold ? "unfold"
+                                                                                  : "keep"),
+                                fmt::format("overwrite={}", a.overwrite),
+                                "device=" + quoted(a.device)};
   if (!a.dtype.empty()) o.push_back("dtype=" + quoted(a.dtype));
   if (!a.model_name.empty()) o.push_back("model_name=" + quoted(a.model_name));
   if (!a.activations.empty()) {

@@ -1,8 +1,6 @@
 // saes-convert's formats and transforms: SAELens export → import round trips per act_fn, a forward
 // written from SAELens' documented formulas (peers.md §1.4) on exported and hand-built folders,
 // the original's and sparsify's layouts, TopK → JumpReLU, dtype casts, staged output, errors.
-#include "saes/convert/formats.h"
-
 #include <cmath>
 #include <fstream>
 
@@ -10,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "saes/convert/formats.h"
 #include "saes/convert/staged_output.h"
 #include "saes/convert/transforms.h"
 #include "saes/core/error.h"
@@ -78,7 +77,10 @@ at::Tensor saelens_forward(const fs::path& dir, const at::Tensor& x_in) {
   if (cfg.value("activation_fn_str", "") == "topk") arch = "topk";
   at::Tensor x = x_in.to(at::kDouble);
   at::Tensor scale;
-  const std::string norm = cfg.value("normalize_activations", "none");
+  const std::string norm =
+      cfg.contains("normalize_activations") && cfg["normalize_activations"].is_string()
+          ? cfg["normalize_activations"].get<std::string>()
+          : "none";
   if (norm == "constant_norm_rescale") {
     scale = std::sqrt(static_cast<double>(cfg["d_in"].get<int>())) / x.norm(2, {-1}, true);
     x = x * scale;
@@ -109,7 +111,9 @@ void save_map(const fs::path& path, const std::map<std::string, at::Tensor>& ten
   saes::io::save_safetensors(path, tensors);
 }
 
-void write_json(const fs::path& path, const Json& j) { saes::io::write_file_atomic(path, j.dump()); }
+void write_json(const fs::path& path, const Json& j) {
+  saes::io::write_file_atomic(path, j.dump());
+}
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
@@ -170,7 +174,8 @@ TEST_CASE("the v6 cfg.json has the documented keys and tensors, nothing else", "
   CHECK_FALSE(sae->folded());
 }
 
-TEST_CASE("token-wise SAEs export as constant_norm_rescale and transcoders with d_out", "[convert]") {
+TEST_CASE("token-wise SAEs export as constant_norm_rescale and transcoders with d_out",
+          "[convert]") {
   auto cfg = small_cfg(sd::ActFn::kRelu, false);
   cfg.norm_activation = sd::NormActivation::kTokenWise;
   auto sae = random_sae(cfg, 6);
@@ -215,18 +220,23 @@ TEST_CASE("batchtopk exports only after conversion and round trips natively", "[
 TEST_CASE("a hand-built SAELens v6 jumprelu folder with b_dec on the input imports", "[convert]") {
   saes::testing::TempDir dir;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
-  save_map(dir / "sae_weights.safetensors",
-                             {{"W_enc", at::randn({8, 16}, gen)},
-                              {"b_enc", at::randn({16}, gen) * 0.1},
-                              {"W_dec", at::randn({16, 8}, gen)},
-                              {"b_dec", at::randn({8}, gen)},
-                              {"threshold", at::rand({16}, gen)}});
-  write_json(dir / "cfg.json",
-             {{"architecture", "jumprelu"}, {"d_in", 8}, {"d_sae", 16}, {"dtype", "torch.float32"},
-              {"device", "cpu"}, {"apply_b_dec_to_input", true},
-              {"normalize_activations", "none"},
-              {"metadata", {{"sae_lens_version", "6.5.0"}, {"hook_name", "blocks.0.hook_resid_pre"},
-                            {"model_name", "gpt2"}, {"context_size", 64}}}});
+  save_map(dir / "sae_weights.safetensors", {{"W_enc", at::randn({8, 16}, gen)},
+                                             {"b_enc", at::randn({16}, gen) * 0.1},
+                                             {"W_dec", at::randn({16, 8}, gen)},
+                                             {"b_dec", at::randn({8}, gen)},
+                                             {"threshold", at::rand({16}, gen)}});
+  write_json(dir / "cfg.json", {{"architecture", "jumprelu"},
+                                {"d_in", 8},
+                                {"d_sae", 16},
+                                {"dtype", "torch.float32"},
+                                {"device", "cpu"},
+                                {"apply_b_dec_to_input", true},
+                                {"normalize_activations", "none"},
+                                {"metadata",
+                                 {{"sae_lens_version", "6.5.0"},
+                                  {"hook_name", "blocks.0.hook_resid_pre"},
+                                  {"model_name", "gpt2"},
+                                  {"context_size", 64}}}});
   auto in = sc::read_dictionary(dir.path());
   CHECK(in.dict->config().hook_point_in == "blocks.0.hook_resid_pre");
   CHECK(in.dict->folded());
@@ -241,17 +251,20 @@ TEST_CASE("a hand-built SAELens v5 topk folder with a scaling_factor imports", "
   auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
   const at::Tensor W_dec = at::randn({16, 8}, gen);
   const at::Tensor s = at::rand({16}, gen) + 0.5;
-  save_map(dir / "sae_weights.safetensors",
-                             {{"W_enc", at::randn({8, 16}, gen)},
-                              {"b_enc", at::randn({16}, gen)},
-                              {"W_dec", W_dec},
-                              {"b_dec", at::randn({8}, gen)},
-                              {"scaling_factor", s}});
-  write_json(dir / "cfg.json", {{"architecture", "standard"}, {"d_in", 8}, {"d_sae", 16},
+  save_map(dir / "sae_weights.safetensors", {{"W_enc", at::randn({8, 16}, gen)},
+                                             {"b_enc", at::randn({16}, gen)},
+                                             {"W_dec", W_dec},
+                                             {"b_dec", at::randn({8}, gen)},
+                                             {"scaling_factor", s}});
+  write_json(dir / "cfg.json", {{"architecture", "standard"},
+                                {"d_in", 8},
+                                {"d_sae", 16},
                                 {"activation_fn_str", "topk"},
                                 {"activation_fn_kwargs", {{"k", 3}}},
-                                {"hook_name", "blocks.2.hook_resid_post"}, {"hook_layer", 2},
-                                {"dtype", "float32"}, {"normalize_activations", false},
+                                {"hook_name", "blocks.2.hook_resid_post"},
+                                {"hook_layer", 2},
+                                {"dtype", "float32"},
+                                {"normalize_activations", false},
                                 {"finetuning_scaling_factor", true}});
   auto in = sc::read_dictionary(dir.path());
   CHECK(in.dict->config().act_fn == sd::ActFn::kTopK);
@@ -260,11 +273,10 @@ TEST_CASE("a hand-built SAELens v5 topk folder with a scaling_factor imports", "
   saes::testing::TempDir ref;
   fs::copy_file(dir / "cfg.json", ref / "cfg.json");
   const auto file = saes::io::SafetensorsFile::open(dir / "sae_weights.safetensors");
-  save_map(ref / "sae_weights.safetensors",
-                             {{"W_enc", file.tensor("W_enc")},
-                              {"b_enc", file.tensor("b_enc")},
-                              {"W_dec", W_dec * s.unsqueeze(1)},
-                              {"b_dec", file.tensor("b_dec")}});
+  save_map(ref / "sae_weights.safetensors", {{"W_enc", file.tensor("W_enc")},
+                                             {"b_enc", file.tensor("b_enc")},
+                                             {"W_dec", W_dec * s.unsqueeze(1)},
+                                             {"b_dec", file.tensor("b_dec")}});
   const at::Tensor x = raw_inputs(32, 14, 1.0);
   CHECK(max_diff(in.dict->decode(in.dict->encode(x)), saelens_forward(ref.path(), x)) < 1e-5);
 }
@@ -296,20 +308,22 @@ TEST_CASE("a sparsify hookpoint folder imports with b_dec folded into the encode
   auto gen = at::make_generator<at::CPUGeneratorImpl>(17);
   const at::Tensor W = at::randn({16, 8}, gen), b = at::randn({16}, gen);
   const at::Tensor W_dec = at::randn({16, 8}, gen), b_dec = at::randn({8}, gen);
-  save_map(dir / "sae.safetensors", {{"encoder.weight", W},
-                                                        {"encoder.bias", b},
-                                                        {"W_dec", W_dec},
-                                                        {"b_dec", b_dec}});
-  write_json(dir / "cfg.json", {{"activation", "topk"}, {"expansion_factor", 2}, {"num_latents", 0},
-                                {"k", 3}, {"normalize_decoder", true}, {"d_in", 8}});
+  save_map(dir / "sae.safetensors",
+           {{"encoder.weight", W}, {"encoder.bias", b}, {"W_dec", W_dec}, {"b_dec", b_dec}});
+  write_json(dir / "cfg.json", {{"activation", "topk"},
+                                {"expansion_factor", 2},
+                                {"num_latents", 0},
+                                {"k", 3},
+                                {"normalize_decoder", true},
+                                {"d_in", 8}});
   write_json(run / "config.json", {{"model", "EleutherAI/pythia-70m"}, {"ctx_len", 2048}});
   auto in = sc::read_dictionary(dir);
   CHECK(in.format == sc::InputFormat::kSparsify);
   CHECK(in.dict->config().hook_point_in == "blocks.3.hook_resid_post");
   CHECK(in.provenance.model_name == std::optional<std::string>("EleutherAI/pythia-70m"));
   const at::Tensor x = raw_inputs(32, 18, 1.0).to(at::kDouble);
-  const at::Tensor pre = at::relu(at::matmul(x - b_dec.to(at::kDouble), W.t().to(at::kDouble)) +
-                                  b.to(at::kDouble));
+  const at::Tensor pre =
+      at::relu(at::matmul(x - b_dec.to(at::kDouble), W.t().to(at::kDouble)) + b.to(at::kDouble));
   auto [values, indices] = at::topk(pre, 3, -1);
   const at::Tensor f = at::zeros_like(pre).scatter(-1, indices, values);
   CHECK(max_diff(in.dict->encode(x.to(at::kFloat)), f) < 1e-5);
@@ -320,12 +334,13 @@ TEST_CASE("a sparsify hookpoint folder imports with b_dec folded into the encode
 TEST_CASE("unknown architectures and inconsistent shapes are one-line errors", "[convert]") {
   saes::testing::TempDir dir;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(19);
-  save_map(dir / "sae_weights.safetensors",
-                             {{"W_enc", at::randn({8, 16}, gen)},
-                              {"b_enc", at::randn({16}, gen)},
-                              {"W_dec", at::randn({8, 16}, gen)},
-                              {"b_dec", at::randn({8}, gen)}});
-  Json cfg = {{"architecture", "standard"}, {"d_in", 8}, {"d_sae", 16},
+  save_map(dir / "sae_weights.safetensors", {{"W_enc", at::randn({8, 16}, gen)},
+                                             {"b_enc", at::randn({16}, gen)},
+                                             {"W_dec", at::randn({8, 16}, gen)},
+                                             {"b_dec", at::randn({8}, gen)}});
+  Json cfg = {{"architecture", "standard"},
+              {"d_in", 8},
+              {"d_sae", 16},
               {"metadata", {{"sae_lens_version", "6.0.0"}, {"hook_name", "h"}}}};
   write_json(dir / "cfg.json", cfg);
   CHECK_THROWS_WITH(sc::read_dictionary(dir.path()),

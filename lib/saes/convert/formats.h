@@ -38,13 +38,15 @@ inline constexpr const char* kSparsifyWeightsFile = "sae.safetensors";
 /// The layout of `input` from the files present: a .safetensors file or a folder whose
 /// sae_weights.safetensors carries `saes_config` metadata → native; config.json +
 /// sae_weights.safetensors → lmsaes; cfg.json + sae_weights.safetensors → saelens; cfg.json +
-/// sae.safetensors → sparsify. Throws IoError if `input` does not exist, DataError if no layout fits.
+/// sae.safetensors → sparsify. Throws IoError if `input` does not exist, DataError if no layout
+/// fits.
 InputFormat detect_format(const std::filesystem::path& input);
 
 /// Reads `input` in `format` (kAuto: detect_format) onto `device`. Throws DataError (one line,
 /// naming file and key/tensor) for inconsistent shapes or configs, UnsupportedError for
 /// architectures saes cannot represent exactly.
-Imported read_dictionary(const std::filesystem::path& input, InputFormat format = InputFormat::kAuto,
+Imported read_dictionary(const std::filesystem::path& input,
+                         InputFormat format = InputFormat::kAuto,
                          const std::string& device = "cpu");
 
 /// Writes `dir`/sae_weights.safetensors (native, with fold state) and `dir`/config.json (the

@@ -6,8 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "saes/convert/formats.h"
 #include "saes/convert/format_readers.h"
+#include "saes/convert/formats.h"
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
 #include "saes/io/safetensors.h"
@@ -194,7 +194,8 @@ Imported read_native(const fs::path& input, const std::string& device) {
              "{}: no saes_config metadata, so not a native saes checkpoint (use --from lmsaes for "
              "the original's checkpoints)",
              weights.string());
-  SparseDictionaryConfig cfg = parse_dictionary_config(it->second, weights.string() + " saes_config");
+  SparseDictionaryConfig cfg =
+      parse_dictionary_config(it->second, weights.string() + " saes_config");
   cfg.device = device;
   Imported out;
   out.dict = std::make_unique<dictionaries::SparseAutoEncoder>(cfg);
@@ -222,7 +223,8 @@ Imported read_lmsaes(const fs::path& input, const std::string& device) {
 
 void write_native(const dictionaries::SparseAutoEncoder& dict, const fs::path& dir) {
   dict.save(dir / kSaeLensWeightsFile);
-  io::write_file_atomic(dir / kNativeConfigFile, dictionary_config_json(dict.config(), false) + "\n");
+  io::write_file_atomic(dir / kNativeConfigFile,
+                        dictionary_config_json(dict.config(), false) + "\n");
 }
 
 }  // namespace saes::convert

@@ -2,6 +2,7 @@
 // reproduces ours, v6 nested or v5 flat cfg.json; import of v5/v6 standard, jumprelu, topk and
 // transcoder folders (b_dec-on-input and legacy scaling_factor folded into the weights).
 // DEVIATION: nlohmann/json outside io/ — SAELens' cfg.json is read and written here.
+#include <algorithm>
 #include <cmath>
 #include <regex>
 #include <set>
@@ -320,7 +321,7 @@ Imported read_saelens(const fs::path& input, const std::string& device) {
   cfg.act_fn = a.act_fn;
   cfg.norm_activation = parse_normalize(j, a.transcoder, cfg_path);
   cfg.sparsity_include_decoder_norm = a.rescale;
-  if (a.act_fn == ActFn::kTopK) cfg.top_k = a.k;
+  cfg.top_k = a.act_fn == ActFn::kTopK ? a.k : std::min(cfg.top_k, d_sae);
   auto hook = get_opt<std::string>(meta, "hook_name");
   if (!hook) hook = get_opt<std::string>(meta, "hook_point");
   SAES_CHECK(hook.has_value(), DataError, "{}: no hook_name", cfg_path.string());
@@ -357,12 +358,12 @@ Imported read_saelens(const fs::path& input, const std::string& device) {
   }
   Imported out;
   out.dict = std::make_unique<SparseAutoEncoder>(cfg);
-  const std::map<std::string, at::Tensor> values = {{"W_E", W_enc},
-                                                    {"b_E", b_enc},
-                                                    {"W_D", W_dec},
-                                                    {"b_D", b_dec},
-                                                    {"activation_function.log_jumprelu_threshold",
-                                                     log_threshold}};
+  const std::map<std::string, at::Tensor> values = {
+      {"W_E", W_enc},
+      {"b_E", b_enc},
+      {"W_D", W_dec},
+      {"b_D", b_dec},
+      {"activation_function.log_jumprelu_threshold", log_threshold}};
   for (auto& p : out.dict->parameters()) p.value.copy_(values.at(p.name));
   out.provenance.model_name = get_opt<std::string>(meta, "model_name");
   out.provenance.context_size = get_opt<std::int64_t>(meta, "context_size");

@@ -32,7 +32,8 @@ Json read_json(const fs::path& path) {
 std::string hook_of(const std::string& folder) {
   static const std::regex kLayers(R"(^(?:.*\.)?layers[._](\d+)$)");
   std::smatch m;
-  if (std::regex_match(folder, m, kLayers)) return fmt::format("blocks.{}.hook_resid_post", m[1].str());
+  if (std::regex_match(folder, m, kLayers))
+    return fmt::format("blocks.{}.hook_resid_post", m[1].str());
   if (folder == "embed_tokens") return "hook_embed";
   return folder;
 }
@@ -69,7 +70,8 @@ Imported read_sparsify(const fs::path& input, const std::string& device) {
   const auto& enc_shape = file.info("encoder.weight").shape;
   const std::int64_t d_in = j.value("d_in", enc_shape[1]);
   std::int64_t m = j.value("num_latents", std::int64_t{0});
-  if (m == 0) m = static_cast<std::int64_t>(static_cast<double>(d_in) * j.value("expansion_factor", 0.0));
+  if (m == 0)
+    m = static_cast<std::int64_t>(static_cast<double>(d_in) * j.value("expansion_factor", 0.0));
   SAES_CHECK(m > 0, DataError, "{}: neither num_latents nor expansion_factor gives d_sae",
              cfg_path.string());
   const at::Tensor W = checked(file, "encoder.weight", {m, d_in});
@@ -77,9 +79,9 @@ Imported read_sparsify(const fs::path& input, const std::string& device) {
   const at::Tensor W_dec = checked(file, "W_dec", {m, d_in});
   const at::Tensor b_dec = checked(file, "b_dec", {d_in});
   for (const auto& name : file.names()) {
-    SAES_CHECK(name == "encoder.weight" || name == "encoder.bias" || name == "W_dec" ||
-                   name == "b_dec",
-               DataError, "{}: unexpected tensor '{}'", file.path().string(), name);
+    SAES_CHECK(
+        name == "encoder.weight" || name == "encoder.bias" || name == "W_dec" || name == "b_dec",
+        DataError, "{}: unexpected tensor '{}'", file.path().string(), name);
   }
   dictionaries::SparseDictionaryConfig cfg;
   cfg.d_model = d_in;

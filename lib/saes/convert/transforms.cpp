@@ -49,7 +49,8 @@ std::unique_ptr<SparseAutoEncoder> copy_with_config(const SparseAutoEncoder& src
   }
   for (const auto& [hook, norm] : src.dataset_norms()) {
     const auto hooks = out->hook_points();
-    if (std::find(hooks.begin(), hooks.end(), hook) != hooks.end()) out->set_dataset_norm(hook, norm);
+    if (std::find(hooks.begin(), hooks.end(), hook) != hooks.end())
+      out->set_dataset_norm(hook, norm);
   }
   return out;
 }
