@@ -45,23 +45,28 @@ fi
 
 generate="$build/apps/saes-generate"
 train="$build/apps/saes-train"
-for exe in "$generate" "$train"; do
+analyze="$build/apps/saes-analyze"
+convert="$build/apps/saes-convert"
+for exe in "$generate" "$train" "$analyze" "$convert"; do
   [ -x "$exe" ] || { echo "quickstart: error: $exe not built; run scripts/build.sh" >&2; exit 2; }
 done
 
-echo "quickstart: step 1/2: generate activations (configs/generate-stories260k.yaml)"
+echo "quickstart: step 1/4: generate activations (configs/generate-stories260k.yaml)"
 "$generate" configs/generate-stories260k.yaml "$@"
 echo "quickstart: activation shards are in $root/data/stories260K/activations-1d" \
   "(manifest.json lists them; docs/generate.md explains the layout)"
 
-echo "quickstart: step 2/2: train a TopK SAE (configs/train-stories260k-topk.yaml)"
+echo "quickstart: step 2/4: train a TopK SAE (configs/train-stories260k-topk.yaml)"
 "$train" configs/train-stories260k-topk.yaml
 echo "quickstart: the trained SAE is in $root/data/runs/stories260k-l3-topk" \
   "(sae_weights.safetensors, metrics.jsonl; docs/train.md explains the layout)"
 
-analyze="$build/apps/saes-analyze"
-[ -x "$analyze" ] || { echo "quickstart: error: $analyze not built; run scripts/build.sh" >&2; exit 2; }
-echo "quickstart: step: analyze the SAE's features (configs/analyze-stories260k.yaml)"
+echo "quickstart: step 3/4: analyze the SAE's features (configs/analyze-stories260k.yaml)"
 "$analyze" configs/analyze-stories260k.yaml
 echo "quickstart: the analysis is in $root/data/analysis/stories260k-l3-topk/default.sqlite" \
   "(docs/analysis.md; 'saes-analyze export' writes one JSON per feature)"
+
+echo "quickstart: step 4/4: export the SAE to SAELens (configs/convert-saelens.yaml)"
+"$convert" configs/convert-saelens.yaml --set overwrite=true
+echo "quickstart: the SAELens folder is in $root/data/saelens/stories260k-l3-topk" \
+  "(cfg.json, sae_weights.safetensors; docs/convert.md explains the mapping)"

@@ -1,5 +1,5 @@
 // ConversionConfig: what `saes-convert` does to a checkpoint (spec §10, Appendix D "convert"):
-// target layout, SAELens version, TopK -> JumpReLU, scale folding and dtype.
+// input/output layout, SAELens version, TopK -> JumpReLU, scale folding and dtype.
 #pragma once
 
 #include <array>
@@ -19,6 +19,13 @@ constexpr std::span<const std::string_view> enum_names(ConvertFormat) {
   return kConvertFormatNames;
 }
 
+/// Input layout: detected from the files present (`auto`), or forced. `lmsaes` is the original's
+/// checkpoint folder (config.json + sae_weights.safetensors), `sparsify` EleutherAI's.
+enum class InputFormat { kAuto, kNative, kSaeLens, kLmSaes, kSparsify };
+inline constexpr std::array<std::string_view, 5> kInputFormatNames = {"auto", "native", "saelens",
+                                                                      "lmsaes", "sparsify"};
+constexpr std::span<const std::string_view> enum_names(InputFormat) { return kInputFormatNames; }
+
 /// Dataset-wise activation scaling: leave as stored, fold into the weights, or unfold again.
 enum class ScaleFolding { kKeep, kFold, kUnfold };
 inline constexpr std::array<std::string_view, 3> kScaleFoldingNames = {"keep", "fold", "unfold"};
@@ -30,6 +37,8 @@ struct ConversionConfig {
   bool topk_to_jumprelu = false;
   ScaleFolding fold_activation_scale = ScaleFolding::kKeep;
   std::optional<DType> dtype;
+  InputFormat from = InputFormat::kAuto;
+  bool overwrite = false;
 
   template <class V>
   void visit_fields(V& v) {
@@ -39,6 +48,8 @@ struct ConversionConfig {
       "turn a TopK dictionary into JumpReLU with thresholds measured on activation_factory");
     v("fold_activation_scale", fold_activation_scale, "dataset-wise scale: keep | fold | unfold");
     v("dtype", dtype, "cast parameters to this dtype (null: keep)");
+    v("from", from, "input layout: auto (detected from the files) or forced");
+    v("overwrite", overwrite, "replace an existing non-empty output folder");
   }
   bool operator==(const ConversionConfig&) const = default;
 };

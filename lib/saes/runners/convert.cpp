@@ -1,0 +1,108 @@
+// run_convert (spec §10, Appendix D "convert"): read a dictionary in any known layout, fold or
+// unfold, TopK → JumpReLU on activations, cast, and write native or SAELens into a staged folder.
+#include <optional>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "saes/config/config_loader.h"
+#include "saes/convert/formats.h"
+#include "saes/convert/staged_output.h"
+#include "saes/convert/transforms.h"
+#include "saes/core/error.h"
+#include "saes/distributed/communicator.h"
+#include "saes/io/atomic_file.h"
+#include "saes/runners/activation_input.h"
+#include "saes/runners/runners.h"
+
+namespace saes::runners {
+namespace {
+
+namespace fs = std::filesystem;
+using config::ConvertSettings;
+using convert::ScaleFolding;
+using dictionaries::SparseAutoEncoder;
+
+/// Model/dataset facts of a saes-train run folder (config.resolved.yaml), for SAELens metadata.
+convert::Provenance run_provenance(const fs::path& input, Logger& logger) {
+  convert::Provenance p;
+  const fs::path resolved = input / "config.resolved.yaml";
+  if (!fs::is_regular_file(resolved)) return p;
+  try {
+    const auto t = config::parse_train_settings(io::read_file(resolved), resolved.string(), {},
+                                                config::Validation::kOff);
+    if (t.model_name) p.model_name = *t.model_name;
+    if (t.model) {
+      if (!p.model_name) p.model_name = t.model->model_name;
+      p.prepend_bos = t.model->prepend_bos;
+    }
+    if (t.activation_factory.context_size) p.context_size = *t.activation_factory.context_size;
+    if (!t.datasets.empty()) p.dataset_path = t.datasets.begin()->second.dataset_name_or_path;
+  } catch (const Error& e) {
+    logger.warn("{}: not read ({}); SAELens metadata stays empty", resolved.string(), e.what());
+  }
+  return p;
+}
+
+std::unique_ptr<SparseAutoEncoder> to_jumprelu(const ConvertSettings& s,
+                                               const SparseAutoEncoder& dict, Logger& logger) {
+  SAES_CHECK(s.activation_factory.has_value(), ConfigError,
+             "topk_to_jumprelu measures thresholds on activations: set activation_factory (or "
+             "--activations on the command line)");
+  ActivationInputs in{*s.activation_factory, s.model, s.datasets, dict.config().d_model,
+                      static_cast<std::uint64_t>(s.seed)};
+  ActivationStreams streams(std::move(in), logger);
+  auto stream = streams.make();
+  auto first = stream->next();
+  SAES_CHECK(first.has_value(), DataError,
+             "the activation stream yielded no batch; check activation_factory.sources");
+  auto second = stream->next();
+  const at::Tensor fit = batch_rows(*first, dict.input_hook_point());
+  const at::Tensor check = second ? batch_rows(*second, dict.input_hook_point()) : fit;
+  convert::JumpReluReport report;
+  auto out = convert::topk_to_jumprelu(dict, fit, check, &report);
+  logger.info(
+      "topk -> jumprelu: threshold {:.6g} from {} rows; L0 {:.2f} (topk {:.2f}), mean squared "
+      "reconstruction difference {:.6g}{}",
+      report.threshold, fit.size(0), report.l0, report.topk_l0, report.reconstruction_diff,
+      second ? "" : " (measured on the fitting batch: the stream had one batch)");
+  return out;
+}
+
+}  // namespace
+
+int run_convert(const ConvertSettings& s, RunContext& context) {
+  SAES_CHECK(context.world.size() == 1, UnsupportedError,
+             "saes-convert runs as one process; got {} processes", context.world.size());
+  Logger& logger = context.logger;
+  convert::StagedOutput out(s.output, s.conversion.overwrite);
+  convert::Imported in = convert::read_dictionary(s.input, s.conversion.from, s.device);
+  const auto& c = in.dict->config();
+  logger.info("read {} ({} layout): act_fn {}, d_model {}, d_sae {}, {}", s.input.string(),
+              convert::kInputFormatNames[static_cast<std::size_t>(in.format)],
+              dictionaries::kActFnNames[static_cast<std::size_t>(c.act_fn)], c.d_model,
+              in.dict->d_sae(), in.dict->folded() ? "folded" : "not folded");
+  convert::Provenance provenance = in.provenance;
+  if (in.format == convert::InputFormat::kNative && fs::is_directory(s.input)) {
+    provenance = run_provenance(s.input, logger);
+  }
+  if (s.model_name) provenance.model_name = *s.model_name;
+
+  std::unique_ptr<SparseAutoEncoder> dict = std::move(in.dict);
+  if (s.conversion.fold_activation_scale == ScaleFolding::kFold) dict->fold_activation_scale();
+  if (s.conversion.fold_activation_scale == ScaleFolding::kUnfold) dict->unfold_activation_scale();
+  if (s.conversion.topk_to_jumprelu) dict = to_jumprelu(s, *dict, logger);
+  if (s.conversion.dtype) dict = convert::cast_dtype(*dict, *s.conversion.dtype);
+
+  if (s.conversion.to == convert::ConvertFormat::kNative) {
+    convert::write_native(*dict, out.staging());
+  } else {
+    convert::write_saelens(*dict, provenance, out.staging(), s.conversion.saelens_version);
+  }
+  out.commit();
+  logger.info("wrote {} ({})", s.output.string(),
+              convert::kConvertFormatNames[static_cast<std::size_t>(s.conversion.to)]);
+  return 0;
+}
+
+}  // namespace saes::runners
