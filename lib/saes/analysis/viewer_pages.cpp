@@ -141,11 +141,12 @@ PageResponse dictionary_page(const AnalysisStore& store, const ListRequest& r) {
   const std::int64_t total = store.count_features(r.query);
   const auto rows = store.list_features(r.query);
   const std::int64_t pages = std::max<std::int64_t>(1, (total + r.query.limit - 1) / r.query.limit);
+  const std::string title = subtitle(store);
   std::string body = fmt::format(
-      "<h1>Dictionary{}</h1><p>{} features, {} analysed tokens.</p>"
+      "<h1>Dictionary{}{}</h1><p>{} features, {} analysed tokens.</p>"
       "<h2>Feature frequencies (alive features)</h2>{}",
-      subtitle(store).empty() ? "" : " " + html_escape(subtitle(store)), store.d_sae(),
-      store.n_analyzed_tokens(), frequency_histogram(store));
+      title.empty() ? "" : " ", html_escape(title), store.d_sae(), store.n_analyzed_tokens(),
+      frequency_histogram(store));
   body += fmt::format(
       "<form class=\"search\" method=\"get\" action=\"/\"><input type=\"text\" name=\"q\" "
       "value=\"{}\" placeholder=\"feature id or top token\"><input type=\"hidden\" name=\"sort\" "
@@ -170,7 +171,7 @@ PageResponse dictionary_page(const AnalysisStore& store, const ListRequest& r) {
                         list_link(r, r.sort, r.query.descending, r.page + 1));
   }
   body += "</div>";
-  return {200, "text/html; charset=utf-8", viewer::page("Dictionary", subtitle(store), body)};
+  return {200, "text/html; charset=utf-8", viewer::page("Dictionary", title, body)};
 }
 
 std::vector<float> dense_acts(const SampledContext& c) {
