@@ -85,8 +85,8 @@ std::string histogram_svg(const std::vector<std::int64_t>& counts, const std::ve
   const std::size_t n = counts.size();
   for (const std::size_t i : {std::size_t{0}, n / 2, n}) {
     out += fmt::format(
-        "<text class=\"axis\" x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.3g}</text>",
-        kLeft + bar_w * static_cast<double>(i), base + 14, edges[i]);
+        "<text class=\"axis\" x=\"{:.1f}\" y=\"{}\" text-anchor=\"{}\">{:.3g}</text>",
+        kLeft + bar_w * static_cast<double>(i), base + 14, i == n ? "end" : "middle", edges[i]);
   }
   out += fmt::format(
       "<text class=\"axis\" x=\"4\" y=\"{}\">{}</text>"
@@ -131,12 +131,12 @@ h1{font-size:1.5em;margin:.3em 0}h2{font-size:1.15em;margin:1.2em 0 .4em}
 table{border-collapse:collapse;background:#fff}th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;text-align:right}
 th{background:#f0f0f0}th a{color:inherit}td.tok,th.tok{text-align:left}code{font-family:ui-monospace,monospace}
 form.search{margin:.6em 0}form.search input[type=text]{width:18em;padding:.2em}.pager{margin:.6em 0;display:flex;gap:1em}
-dl.stats{display:grid;grid-template-columns:max-content auto;gap:.15em 1em}dl.stats dt{color:#555}dl.stats dd{margin:0}
+dl.stats{margin-top:2.6em;display:grid;grid-template-columns:max-content auto;gap:.15em 1em}dl.stats dt{color:#555}dl.stats dd{margin:0}
 svg.hist{background:#fff;border:1px solid #e4e4e4}svg.hist .bar{fill:#4078c0}svg.hist .axis{font-size:10px;fill:#555;stroke:#888}
 svg.hist text.axis{stroke:none}.ctx{background:#fff;border:1px solid #e4e4e4;margin:.3em 0;padding:.35em .5em}
 .ctx .meta{color:#777;font-size:.85em}.toks{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-word}
 .toks .t[title]{border-radius:2px;cursor:help}.toks .peak{outline:1px solid #c05000}
-.lens{display:flex;gap:2em}.muted{color:#777}
+.lens{display:flex;gap:2em}.overview{display:flex;gap:2.5em;flex-wrap:wrap;align-items:flex-start}.muted{color:#777}
 )css";
 }
 

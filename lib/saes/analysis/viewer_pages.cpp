@@ -250,13 +250,10 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
   if (id + 1 < store.d_sae()) {
     body += fmt::format("<a rel=\"next\" href=\"/features/{}\">{} →</a>", id + 1, id + 1);
   }
-  body += "</div>" + feature_stats(d) + "<h2>Activation histogram</h2>" +
-          histogram_svg(d.histogram, store.histogram_edges(), "activation (log-spaced bins)");
-  if (!d.top_logits.empty() || !d.bottom_logits.empty()) {
-    body += "<h2>Logit lens</h2><div class=\"lens\">" +
-            logit_table(store, d.top_logits, "promoted tokens") +
-            logit_table(store, d.bottom_logits, "suppressed tokens") + "</div>";
-  }
+  body += "</div><div class=\"overview\"><div>" + feature_stats(d) +
+          "</div><div><h2>Activation histogram</h2>" +
+          histogram_svg(d.histogram, store.histogram_edges(), "activation (log-spaced bins)") +
+          "</div></div>";
   const auto bands = store.bands();
   std::string current;
   for (const auto& c : d.contexts) {
@@ -267,6 +264,11 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
     body += context_html(store, c, d.summary.max_act);
   }
   if (d.contexts.empty()) body += "<h2>Contexts</h2><p class=\"muted\">no stored contexts</p>";
+  if (!d.top_logits.empty() || !d.bottom_logits.empty()) {
+    body += "<h2>Logit lens</h2><div class=\"lens\">" +
+            logit_table(store, d.top_logits, "promoted tokens") +
+            logit_table(store, d.bottom_logits, "suppressed tokens") + "</div>";
+  }
   return {200, "text/html; charset=utf-8",
           viewer::page(fmt::format("Feature {}", id), subtitle(store), body)};
 }
