@@ -58,3 +58,10 @@ echo "quickstart: step 2/2: train a TopK SAE (configs/train-stories260k-topk.yam
 "$train" configs/train-stories260k-topk.yaml
 echo "quickstart: the trained SAE is in $root/data/runs/stories260k-l3-topk" \
   "(sae_weights.safetensors, metrics.jsonl; docs/train.md explains the layout)"
+
+analyze="$build/apps/saes-analyze"
+[ -x "$analyze" ] || { echo "quickstart: error: $analyze not built; run scripts/build.sh" >&2; exit 2; }
+echo "quickstart: step: analyze the SAE's features (configs/analyze-stories260k.yaml)"
+"$analyze" configs/analyze-stories260k.yaml
+echo "quickstart: the analysis is in $root/data/analysis/stories260k-l3-topk/default.sqlite" \
+  "(docs/analysis.md; 'saes-analyze export' writes one JSON per feature)"

@@ -57,21 +57,6 @@ one_line "bad enum"
 expect "bad override" 2 'trainer.lr' -- "$bin/saes-train" "$train_cfg" --set trainer.lr=abc
 expect "missing file" 2 'nothere.yaml' -- "$bin/saes-train" nothere.yaml
 expect "bad --log-level" 2 'log-level' -- "$bin/saes-train" "$train_cfg" --log-level loud
-cat >analyze.yaml <<'YAML'
-sae: {pretrained_name_or_path: nowhere}
-sae_name: x
-sae_series: x
-activation_factory:
-  sources: [{type: activations, name: a, path: nowhere}]
-  target: activations-2d
-  hook_points: [blocks.3.hook_resid_post]
-  batch_size: 4
-analyzer: {total_analyzing_tokens: 100}
-output_dir: out
-device_type: cpu
-YAML
-expect "pending runner" 5 'issue #6' -- "$bin/saes-analyze" analyze.yaml
-one_line "pending runner"
 
 # Under mpirun: a bad config fails on every rank, exits 2, and does not hang.
 if command -v mpirun >/dev/null; then

@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/amax.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/bincount.h>
 #include <ATen/ops/clamp.h>
 #include <ATen/ops/from_blob.h>
@@ -19,8 +20,7 @@
 #include <ATen/ops/nonzero.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/sum.h>
-#include <ATen/ops/where.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/masked_fill.h>
 
 #include <fmt/format.h>
 
@@ -93,8 +93,7 @@ void FeatureAnalyzer::add_batch(const at::Tensor& feature_acts, const at::Tensor
         at::from_blob(ids.data(), {static_cast<std::int64_t>(ids.size())}, at::kLong).to(device);
     keep = keep.logical_and(at::isin(tok, ignore).logical_not());
   }
-  const at::Tensor f =
-      at::where(keep.unsqueeze(-1), feature_acts.to(at::kFloat), at::zeros_like(feature_acts, at::kFloat));
+  const at::Tensor f = feature_acts.to(at::kFloat).masked_fill(keep.logical_not().unsqueeze(-1), 0);
   const at::Tensor fired = f.gt(0);
   const at::Tensor counts = fired.sum(at::IntArrayRef{0, 1}, false, at::kLong).cpu();
   const at::Tensor sums = f.sum(at::IntArrayRef{0, 1}, false, at::kDouble).cpu();
@@ -102,13 +101,15 @@ void FeatureAnalyzer::add_batch(const at::Tensor& feature_acts, const at::Tensor
   const at::Tensor batch_max = peak.amax({0}).to(at::kDouble).cpu();
 
   const HistogramSpec& h = options_.histogram;
-  const at::Tensor nz = fired.nonzero();  // [n, 3]
-  if (nz.size(0) > 0) {
-    const at::Tensor values = at::masked_select(f, fired);
+  const at::Tensor values = at::masked_select(f, fired);
+  if (values.numel() > 0) {
+    // The feature index of each selected value (cheaper than nonzero() on [B, T, d_sae]).
+    const at::Tensor feature = at::masked_select(
+        at::arange(d_sae_, f.options().dtype(at::kLong)).expand_as(f), fired);
     const double scale = static_cast<double>(h.bins) / (h.log10_max - h.log10_min);
     const at::Tensor bin = values.log10().sub(h.log10_min).mul(scale).floor().clamp(0, h.bins - 1)
                                .to(at::kLong);
-    const at::Tensor slot = nz.select(1, 2).mul(h.bins).add(bin);
+    const at::Tensor slot = feature.mul(h.bins).add(bin);
     const at::Tensor hist = at::bincount(slot, {}, d_sae_ * h.bins).cpu();
     const auto* hp = hist.data_ptr<std::int64_t>();
     for (std::size_t i = 0; i < histogram_.size(); ++i) histogram_[i] += hp[i];
@@ -123,10 +124,11 @@ void FeatureAnalyzer::add_batch(const at::Tensor& feature_acts, const at::Tensor
   }
 
   // Context lengths: up to the last real token.
-  const at::Tensor keep_cpu = (mask.defined() ? mask.to(at::kCPU, at::kBool)
-                                              : at::ones({batch, seq}, at::kBool));
+  const at::Tensor keep_cpu =
+      (mask.defined() ? mask.to(at::kCPU, at::kBool) : at::ones({batch, seq}, at::kBool))
+          .contiguous();
   std::vector<std::int64_t> lengths(static_cast<std::size_t>(batch), 0);
-  const auto* kp = keep_cpu.contiguous().data_ptr<bool>();
+  const auto* kp = keep_cpu.data_ptr<bool>();
   for (std::int64_t b = 0; b < batch; ++b) {
     for (std::int64_t t = seq; t > 0; --t) {
       if (kp[b * seq + t - 1]) {
@@ -163,8 +165,8 @@ void FeatureAnalyzer::sample_band(std::size_t band, const at::Tensor& peak, cons
   const at::Tensor lo = at::from_blob(floor.data(), {d_sae_}, at::kFloat);
   const at::Tensor hi = at::from_blob(ceiling.data(), {d_sae_}, at::kFloat);
   // Ties with a full heap's minimum never enter (earlier contexts win), hence the strict >.
-  const at::Tensor candidates = peak.gt(lo).logical_and(peak.le(hi)).nonzero();
-  const auto* cand = candidates.contiguous().data_ptr<std::int64_t>();
+  const at::Tensor candidates = peak.gt(lo).logical_and(peak.le(hi)).nonzero().contiguous();
+  const auto* cand = candidates.data_ptr<std::int64_t>();
   const auto* pk = peak.data_ptr<float>();
   for (std::int64_t c = 0; c < candidates.size(0); ++c) {
     const std::int64_t b = cand[2 * c];

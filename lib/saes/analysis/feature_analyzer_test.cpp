@@ -186,7 +186,8 @@ TEST_CASE("analyzer ignores masked and ignored tokens", "[analysis]") {
   FeatureAnalyzer a(2, o);
   const at::Tensor f = at::ones({1, 3, 2});
   const at::Tensor tokens = at::tensor({7, 8, 9}, at::kLong).view({1, 3});
-  const at::Tensor mask = at::tensor({true, true, false}).view({1, 3});
+  at::Tensor mask = at::ones({1, 3}, at::kBool);
+  mask[0][2] = false;
   a.add_batch(f, tokens, mask);
   const auto s = a.finish();
   CHECK(s[0].act_times == 1);

@@ -55,6 +55,11 @@ nlohmann::json feature_json(const AnalysisStore& store, const FeatureDetail& d) 
   return j;
 }
 
+/// Tokens cut inside a UTF-8 character are written with U+FFFD rather than failing the export.
+std::string dump(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
 }  // namespace
 
 std::int64_t export_feature_json(const AnalysisStore& store,
@@ -67,12 +72,12 @@ std::int64_t export_feature_json(const AnalysisStore& store,
     const auto detail = store.feature(i);
     SAES_CHECK(detail.has_value(), DataError, "export: feature {} is missing from the database", i);
     io::write_file_atomic(out_dir / fmt::format("feature_{}.json", i),
-                          feature_json(store, *detail).dump() + "\n");
+                          dump(feature_json(store, *detail), -1));
   }
   nlohmann::json index = {{"meta", store.meta()},
                           {"eval", store.eval_metrics()},
                           {"histogram_edges", store.histogram_edges()}};
-  io::write_file_atomic(out_dir / "index.json", index.dump(2) + "\n");
+  io::write_file_atomic(out_dir / "index.json", dump(index, 2));
   return store.d_sae();
 }
 

@@ -18,6 +18,8 @@
 #include "saes/distributed/communicator.h"
 #include "saes/io/atomic_file.h"
 #include "saes/lm/hf_folder.h"
+#include "saes/lm/tokenizer.h"
+#include "saes/lm/unicode.h"
 #include "saes/runners/analyze_eval.h"
 #include "saes/runners/runners.h"
 #include "saes/training/dictionary_module.h"
@@ -99,12 +101,31 @@ at::Tensor decoder_weight(dictionaries::SparseDictionary& dict) {
   SAES_THROW(UnsupportedError, "analysis needs a dictionary with a decoder W_D");
 }
 
+/// A SentencePiece piece with every "▁" (U+2581) read as a space.
+std::string spaces_for_pieces(std::string_view piece) {
+  constexpr std::string_view kSpace = "\u2581";
+  std::string out;
+  std::size_t from = 0;
+  for (auto at = piece.find(kSpace); at != std::string_view::npos; at = piece.find(kSpace, from)) {
+    out.append(piece.substr(from, at - from)).push_back(' ');
+    from = at + kSpace.size();
+  }
+  return out.append(piece.substr(from));
+}
+
+/// Display text of every token id: byte-level BPE decodes (its pieces spell spaces as "Ġ");
+/// SentencePiece-family and llama2.c vocabularies use their pieces with "▁" read as a space
+/// (their decode drops the leading space of a lone token). Never invalid UTF-8.
 std::vector<std::string> vocabulary(const lm::Tokenizer& tokenizer) {
   std::vector<std::string> out;
+  const bool decodes = tokenizer.kind() == "byte_level_bpe";
   for (std::int64_t id = 0; id < tokenizer.vocab_size(); ++id) {
     const std::int64_t ids[] = {id};
-    std::string text = tokenizer.decode(ids);
-    out.push_back(text.empty() ? tokenizer.piece(id) : std::move(text));
+    std::string text = decodes ? tokenizer.decode(ids) : std::string();
+    if (text.empty() || !lm::is_valid_utf8(text)) {
+      text = spaces_for_pieces(tokenizer.piece(id));
+    }
+    out.push_back(std::move(text));
   }
   return out;
 }
