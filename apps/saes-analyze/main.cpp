@@ -44,10 +44,8 @@ int main(int argc, char** argv) {
       "decoder geometry and evaluation, stored in a SQLite database (docs/analysis.md).",
       "  saes-analyze configs/analyze-stories260k.yaml\n"
       "  saes-analyze run cfg.yaml --set analyzer.total_analyzing_tokens=1000000\n"
-      "  saes-analyze export data/analysis/stories260k-l3-topk/default.sqlite features-json/
-"
-      "  saes-analyze serve data/analysis/stories260k-l3-topk/default.sqlite --port 8080
-"};
+      "  saes-analyze export data/analysis/stories260k-l3-topk/default.sqlite features-json/\n"
+      "  saes-analyze serve data/analysis/stories260k-l3-topk/default.sqlite --port 8080\n"};
   auto app = saes::cli::make_app(kTool);
   saes::cli::CommonOptions options;
   saes::cli::add_config_options(*app, options, false);
