@@ -17,6 +17,9 @@ find_package(SQLite3 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+# HTTP server of `saes-analyze serve` (lib/saes/runners/serve.cpp, the web viewer). Debian:
+# libcpp-httplib-dev (a compiled library; its pkg-config flags must match how it was built).
+pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 
 if(TARGET zstd::libzstd_shared)
   set(SAES_ZSTD_TARGET zstd::libzstd_shared)

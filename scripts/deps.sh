@@ -9,6 +9,8 @@ packages=(
   libopenmpi-dev openmpi-bin                 # mpirun / MPI communicator
   libpcre2-dev libutf8proc-dev      # tokenizers (pre-tokenizer regex, NFC)
   libsqlite3-dev                    # saes-analyze's embedded results database
+  libcpp-httplib-dev                # saes-analyze serve: the web viewer's HTTP server
+  chromium                          # headless browser test of the viewer (tests/cli/cases/viewer.sh)
   python3-torch python3-numpy                # benchmarks vs PyTorch eager, fixture scripts (/usr/bin/python3)
 )
 missing=()

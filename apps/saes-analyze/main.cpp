@@ -7,6 +7,7 @@
 #include "saes/runners/runners.h"
 
 #include "common/cli.h"
+#include "serve.h"
 
 namespace {
 
@@ -43,7 +44,8 @@ int main(int argc, char** argv) {
       "decoder geometry and evaluation, stored in a SQLite database (docs/analysis.md).",
       "  saes-analyze configs/analyze-stories260k.yaml\n"
       "  saes-analyze run cfg.yaml --set analyzer.total_analyzing_tokens=1000000\n"
-      "  saes-analyze export data/analysis/stories260k-l3-topk/default.sqlite features-json/\n"};
+      "  saes-analyze export data/analysis/stories260k-l3-topk/default.sqlite features-json/\n"
+      "  saes-analyze serve data/analysis/stories260k-l3-topk/default.sqlite --port 8080\n"};
   auto app = saes::cli::make_app(kTool);
   saes::cli::CommonOptions options;
   saes::cli::add_config_options(*app, options, false);
@@ -52,9 +54,12 @@ int main(int argc, char** argv) {
   saes::cli::add_config_options(*run, run_options);
   ExportArgs export_args;
   add_export(*app, export_args);
+  saes::runners::ServeOptions serve_options;
+  saes::cli::add_serve_command(*app, serve_options);
   app->require_subcommand(0, 1);
   const bool& verbose = options.verbose;
   return saes::cli::run(kTool, *app, argc, argv, verbose, [&](saes::cli::Session& session) {
+    if (app->got_subcommand("serve")) return saes::cli::run_serve_command(session, serve_options);
     if (app->got_subcommand("export")) {
       const saes::analysis::AnalysisStore store(export_args.db);
       const auto n = saes::analysis::export_feature_json(store, export_args.out_dir);

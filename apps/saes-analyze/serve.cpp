@@ -1,0 +1,22 @@
+// `saes-analyze serve`: CLI options of the web viewer and the hand-over to runners::run_serve.
+#include "serve.h"
+
+namespace saes::cli {
+
+CLI::App* add_serve_command(CLI::App& app, runners::ServeOptions& options) {
+  auto* sub = app.add_subcommand(
+      "serve", "Browse an analysis database in a web browser (read-only; Ctrl-C stops it)");
+  sub->add_option("DB", options.db, "analysis database (<output_dir>/<feature_analysis_name>.sqlite)")
+      ->required();
+  sub->add_option("--host", options.host,
+                  "listen address (default 127.0.0.1; 0.0.0.0 exposes it to the network)");
+  sub->add_option("--port", options.port, "TCP port (default 24577; 0 picks a free one)")
+      ->check(CLI::Range(0, 65535));
+  return sub;
+}
+
+int run_serve_command(Session& session, const runners::ServeOptions& options) {
+  return runners::run_serve(options, session.logger());
+}
+
+}  // namespace saes::cli

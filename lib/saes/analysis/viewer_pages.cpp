@@ -1,0 +1,381 @@
+// The viewer's routes (viewer_pages.h): dictionary list, feature page, eval summary and their JSON
+// twins, rendered from an AnalysisStore; every text that comes from the database is escaped.
+#include "saes/analysis/viewer_pages.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "saes/analysis/store.h"
+#include "saes/analysis/viewer_internal.h"
+
+namespace saes::analysis {
+namespace {
+
+using viewer::number;
+using viewer::url_encode;
+
+constexpr std::int64_t kDefaultPerPage = 50;
+constexpr std::int64_t kMaxPerPage = 1000;
+constexpr std::size_t kMaxSearch = 200;
+
+PageResponse not_found(std::string_view what) {
+  return {404, "text/html; charset=utf-8",
+          viewer::page("Not found", "", fmt::format("<h1>404</h1><p>{}</p>", html_escape(what)))};
+}
+PageResponse bad_request(std::string_view what) {
+  return {400, "text/html; charset=utf-8",
+          viewer::page("Bad request", "", fmt::format("<h1>400</h1><p>{}</p>", html_escape(what)))};
+}
+PageResponse json_response(const nlohmann::json& j) {
+  return {200, "application/json", j.dump()};
+}
+
+/// The dictionary page's parsed parameters.
+struct ListRequest {
+  std::string sort = "id";
+  FeatureQuery query;
+  std::int64_t page = 1;
+};
+
+std::optional<std::int64_t> positive(const QueryParams& p, const std::string& key,
+                                     std::int64_t fallback, std::int64_t max) {
+  const auto it = p.find(key);
+  if (it == p.end()) return fallback;
+  const auto v = parse_feature_id(it->second, max + 1);
+  if (!v || *v < 1) return std::nullopt;
+  return v;
+}
+
+std::optional<ListRequest> parse_list(const QueryParams& p) {
+  static const std::map<std::string, FeatureOrder, std::less<>> kOrders = {
+      {"id", FeatureOrder::kId},           {"frequency", FeatureOrder::kFrequency},
+      {"max_act", FeatureOrder::kMaxAct},  {"mean_act", FeatureOrder::kMeanAct},
+      {"cosine", FeatureOrder::kDecoderCosine}};
+  ListRequest r;
+  if (const auto it = p.find("sort"); it != p.end()) r.sort = it->second;
+  const auto order = kOrders.find(r.sort);
+  if (order == kOrders.end()) return std::nullopt;
+  r.query.order = order->second;
+  r.query.descending = r.sort != "id";
+  if (const auto it = p.find("order"); it != p.end()) {
+    if (it->second != "asc" && it->second != "desc") return std::nullopt;
+    r.query.descending = it->second == "desc";
+  }
+  if (const auto it = p.find("q"); it != p.end() && !it->second.empty()) {
+    if (it->second.size() > kMaxSearch) return std::nullopt;
+    r.query.search = it->second;
+  }
+  const auto page = positive(p, "page", 1, 1'000'000'000);
+  const auto per_page = positive(p, "per_page", kDefaultPerPage, kMaxPerPage);
+  if (!page || !per_page) return std::nullopt;
+  r.page = *page;
+  r.query.limit = *per_page;
+  r.query.offset = (r.page - 1) * r.query.limit;
+  return r;
+}
+
+std::string subtitle(const AnalysisStore& store) {
+  const auto& m = store.meta();
+  std::string out;
+  for (const char* key : {"sae_name", "hook_point"}) {
+    const auto it = m.find(key);
+    if (it == m.end() || it->second.empty()) continue;
+    if (!out.empty()) out += " · ";
+    out += it->second;
+  }
+  return out;
+}
+
+std::string list_link(const ListRequest& r, std::string_view sort, bool descending,
+                      std::int64_t page) {
+  std::string url = fmt::format("/?sort={}&order={}&page={}&per_page={}", sort,
+                                descending ? "desc" : "asc", page, r.query.limit);
+  if (r.query.search) url += "&q=" + url_encode(*r.query.search);
+  return html_escape(url);
+}
+
+std::string column_header(const ListRequest& r, std::string_view key, std::string_view label) {
+  const bool current = r.sort == key;
+  const bool next_desc = current ? !r.query.descending : key != "id";
+  const char* arrow = !current ? "" : (r.query.descending ? " ▼" : " ▲");
+  return fmt::format("<th><a href=\"{}\">{}{}</a></th>", list_link(r, key, next_desc, 1), label,
+                     arrow);
+}
+
+std::string frequency_histogram(const AnalysisStore& store) {
+  const auto values = store.log10_frequencies();
+  if (values.empty()) return histogram_svg({}, {}, "log10 frequency");
+  constexpr std::int64_t kBins = 50;
+  const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
+  const double lo = *lo_it, hi = std::max(*hi_it, *lo_it + 1e-6);
+  std::vector<double> edges(kBins + 1);
+  for (std::int64_t i = 0; i <= kBins; ++i) edges[i] = lo + (hi - lo) * i / kBins;
+  std::vector<std::int64_t> counts(kBins, 0);
+  for (const double v : values) {
+    const auto bin = static_cast<std::int64_t>((v - lo) / (hi - lo) * kBins);
+    ++counts[static_cast<std::size_t>(std::clamp<std::int64_t>(bin, 0, kBins - 1))];
+  }
+  return histogram_svg(counts, edges, "log10 frequency");
+}
+
+std::string feature_row(const AnalysisStore& store, const FeatureSummary& s) {
+  std::string cosine = "<td class=\"muted\">–</td>";
+  if (s.max_decoder_cosine) {
+    cosine = fmt::format("<td>{:.3f}", *s.max_decoder_cosine);
+    if (s.nearest_feature) {
+      cosine += fmt::format(" (<a href=\"/features/{0}\">#{0}</a>)", *s.nearest_feature);
+    }
+    cosine += "</td>";
+  }
+  const std::string token = s.peak_token ? html_escape(store.token_text(*s.peak_token)) : "";
+  return fmt::format(
+      "<tr><td><a href=\"/features/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td>"
+      "<td>{4}</td>{5}<td class=\"tok\"><code>{6}</code></td></tr>\n",
+      s.id, number(s.frequency), s.act_times, number(s.max_act), number(s.mean_act), cosine, token);
+}
+
+PageResponse dictionary_page(const AnalysisStore& store, const ListRequest& r) {
+  const std::int64_t total = store.count_features(r.query);
+  const auto rows = store.list_features(r.query);
+  const std::int64_t pages = std::max<std::int64_t>(1, (total + r.query.limit - 1) / r.query.limit);
+  const std::string title = subtitle(store);
+  std::string body = fmt::format(
+      "<h1>Dictionary{}{}</h1><p>{} features, {} analysed tokens.</p>"
+      "<h2>Feature frequencies (alive features)</h2>{}",
+      title.empty() ? "" : " ", html_escape(title), store.d_sae(), store.n_analyzed_tokens(),
+      frequency_histogram(store));
+  body += fmt::format(
+      "<form class=\"search\" method=\"get\" action=\"/\"><input type=\"text\" name=\"q\" "
+      "value=\"{}\" placeholder=\"feature id or top token\"><input type=\"hidden\" name=\"sort\" "
+      "value=\"{}\"><input type=\"hidden\" name=\"order\" value=\"{}\"> <button>Search</button> "
+      "<span class=\"muted\">{} matching</span></form>",
+      html_escape(r.query.search.value_or("")), html_escape(r.sort),
+      r.query.descending ? "desc" : "asc", total);
+  body += "<table class=\"features\"><thead><tr>" + column_header(r, "id", "id") +
+          column_header(r, "frequency", "frequency") + "<th>count</th>" +
+          column_header(r, "max_act", "max act") + column_header(r, "mean_act", "mean act") +
+          column_header(r, "cosine", "max dec. cos") + "<th class=\"tok\">top token</th>" +
+          "</tr></thead><tbody>\n";
+  for (const auto& s : rows) body += feature_row(store, s);
+  body += "</tbody></table><div class=\"pager\">";
+  if (r.page > 1) {
+    body += fmt::format("<a rel=\"prev\" href=\"{}\">← previous</a>",
+                        list_link(r, r.sort, r.query.descending, r.page - 1));
+  }
+  body += fmt::format("<span>page {} of {}</span>", r.page, pages);
+  if (r.page < pages) {
+    body += fmt::format("<a rel=\"next\" href=\"{}\">next →</a>",
+                        list_link(r, r.sort, r.query.descending, r.page + 1));
+  }
+  body += "</div>";
+  return {200, "text/html; charset=utf-8", viewer::page("Dictionary", title, body)};
+}
+
+std::vector<float> dense_acts(const SampledContext& c) {
+  std::vector<float> acts(c.tokens.size(), 0.0F);
+  for (std::size_t j = 0; j < c.positions.size() && j < c.values.size(); ++j) {
+    const auto pos = static_cast<std::size_t>(c.positions[j]);
+    if (pos < acts.size()) acts[pos] = c.values[j];
+  }
+  return acts;
+}
+
+std::string context_html(const AnalysisStore& store, const StoredContext& sc, double max_act) {
+  const SampledContext& c = sc.context;
+  const auto acts = dense_acts(c);
+  const auto peak = std::max_element(acts.begin(), acts.end()) - acts.begin();
+  std::string toks;
+  for (std::size_t i = 0; i < c.tokens.size(); ++i) {
+    const std::string text = html_escape(store.token_text(c.tokens[i]));
+    if (acts[i] <= 0) {
+      toks += fmt::format("<span class=\"t\">{}</span>", text);
+      continue;
+    }
+    toks += fmt::format("<span class=\"t{}\" style=\"background:{}\" title=\"{}: {}\">{}</span>",
+                        static_cast<std::ptrdiff_t>(i) == peak ? " peak" : "",
+                        activation_color(acts[i], max_act), text, number(acts[i]), text);
+  }
+  return fmt::format(
+      "<div class=\"ctx\"><div class=\"meta\">#{} · peak {} · context {} (rank {}), tokens from "
+      "{}</div><div class=\"toks\">{}</div></div>\n",
+      sc.rank + 1, number(c.score), c.provenance.context_index, c.provenance.rank, c.offset, toks);
+}
+
+std::string band_title(const std::vector<Band>& bands, const std::string& name) {
+  for (const auto& b : bands) {
+    if (b.name != name) continue;
+    if (b.proportion >= 1) return fmt::format("{} — top activations", html_escape(name));
+    if (b.proportion <= 0) return fmt::format("{} — non-activating samples", html_escape(name));
+    return fmt::format("{} — contexts peaking at ≤ {}·max", html_escape(name), number(b.proportion));
+  }
+  return html_escape(name);
+}
+
+std::string logit_table(const AnalysisStore& store, const std::vector<LogitEntry>& list,
+                        std::string_view title) {
+  std::string out = fmt::format(
+      "<table class=\"logits\"><thead><tr><th class=\"tok\">{}</th><th>logit</th></tr></thead>"
+      "<tbody>",
+      title);
+  for (const auto& e : list) {
+    out += fmt::format("<tr><td class=\"tok\"><code>{}</code></td><td>{}</td></tr>",
+                       html_escape(store.token_text(e.token)), number(e.value));
+  }
+  return out + "</tbody></table>";
+}
+
+std::string feature_stats(const FeatureDetail& d) {
+  const FeatureSummary& s = d.summary;
+  std::string out = fmt::format(
+      "<dl class=\"stats\"><dt>activations</dt><dd>{}</dd><dt>frequency</dt><dd>{}</dd>"
+      "<dt>max activation</dt><dd>{}</dd><dt>mean activation</dt><dd>{}</dd>",
+      s.act_times, number(s.frequency), number(s.max_act), number(s.mean_act));
+  if (s.max_decoder_cosine) {
+    out += fmt::format("<dt>max decoder cosine</dt><dd>{:.3f}", *s.max_decoder_cosine);
+    if (s.nearest_feature) {
+      out += fmt::format(" with <a href=\"/features/{0}\">feature {0}</a>", *s.nearest_feature);
+    }
+    out += "</dd>";
+  }
+  return out + "</dl>";
+}
+
+PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
+  const std::int64_t id = d.summary.id;
+  std::string body = fmt::format("<h1>Feature {}</h1><div class=\"pager\">", id);
+  if (id > 0) body += fmt::format("<a rel=\"prev\" href=\"/features/{}\">← {}</a>", id - 1, id - 1);
+  if (id + 1 < store.d_sae()) {
+    body += fmt::format("<a rel=\"next\" href=\"/features/{}\">{} →</a>", id + 1, id + 1);
+  }
+  body += "</div><div class=\"overview\"><div>" + feature_stats(d) +
+          "</div><div><h2>Activation histogram</h2>" +
+          histogram_svg(d.histogram, store.histogram_edges(), "activation (log-spaced bins)") +
+          "</div></div>";
+  const auto bands = store.bands();
+  std::string current;
+  for (const auto& c : d.contexts) {
+    if (current != c.band || &c == &d.contexts.front()) {
+      current = c.band;
+      body += fmt::format("<h2 class=\"band\">{}</h2>", band_title(bands, c.band));
+    }
+    body += context_html(store, c, d.summary.max_act);
+  }
+  if (d.contexts.empty()) body += "<h2>Contexts</h2><p class=\"muted\">no stored contexts</p>";
+  if (!d.top_logits.empty() || !d.bottom_logits.empty()) {
+    body += "<h2>Logit lens</h2><div class=\"lens\">" +
+            logit_table(store, d.top_logits, "promoted tokens") +
+            logit_table(store, d.bottom_logits, "suppressed tokens") + "</div>";
+  }
+  return {200, "text/html; charset=utf-8",
+          viewer::page(fmt::format("Feature {}", id), subtitle(store), body)};
+}
+
+PageResponse eval_page(const AnalysisStore& store) {
+  std::string body = "<h1>Evaluation</h1>";
+  const auto metrics = store.eval_metrics();
+  if (metrics.empty()) {
+    body += "<p class=\"muted\">no evaluation metrics were stored in this database</p>";
+  } else {
+    body += "<table class=\"eval\"><thead><tr><th class=\"tok\">metric</th><th>value</th></tr>"
+            "</thead><tbody>";
+    for (const auto& [k, v] : metrics) {
+      body += fmt::format("<tr><td class=\"tok\">{}</td><td>{}</td></tr>", html_escape(k),
+                          number(v));
+    }
+    body += "</tbody></table>";
+  }
+  body += "<h2>Run</h2><table class=\"meta\"><tbody>";
+  for (const auto& [k, v] : store.meta()) {
+    body += fmt::format("<tr><td class=\"tok\">{}</td><td class=\"tok\">{}</td></tr>",
+                        html_escape(k), html_escape(v));
+  }
+  body += "</tbody></table>";
+  return {200, "text/html; charset=utf-8", viewer::page("Evaluation", subtitle(store), body)};
+}
+
+nlohmann::json summary_json(const AnalysisStore& store, const FeatureSummary& s) {
+  nlohmann::json j = {{"id", s.id},           {"act_times", s.act_times},
+                      {"frequency", s.frequency}, {"max_act", s.max_act},
+                      {"mean_act", s.mean_act}};
+  j["max_decoder_cosine"] = s.max_decoder_cosine ? nlohmann::json(*s.max_decoder_cosine) : nullptr;
+  j["nearest_feature"] = s.nearest_feature ? nlohmann::json(*s.nearest_feature) : nullptr;
+  j["peak_token"] = s.peak_token ? nlohmann::json(*s.peak_token) : nullptr;
+  j["peak_token_text"] = s.peak_token ? nlohmann::json(store.token_text(*s.peak_token)) : nullptr;
+  return j;
+}
+
+nlohmann::json list_json(const AnalysisStore& store, const ListRequest& r) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& s : store.list_features(r.query)) rows.push_back(summary_json(store, s));
+  return {{"total", store.count_features(r.query)},
+          {"offset", r.query.offset},
+          {"limit", r.query.limit},
+          {"features", rows}};
+}
+
+nlohmann::json detail_json(const AnalysisStore& store, const FeatureDetail& d) {
+  nlohmann::json j = summary_json(store, d.summary);
+  j["histogram"] = d.histogram;
+  j["histogram_edges"] = store.histogram_edges();
+  nlohmann::json contexts = nlohmann::json::array();
+  for (const auto& c : d.contexts) {
+    nlohmann::json texts = nlohmann::json::array();
+    for (const auto t : c.context.tokens) texts.push_back(store.token_text(t));
+    contexts.push_back({{"band", c.band},
+                        {"rank", c.rank},
+                        {"score", c.context.score},
+                        {"context_index", c.context.provenance.context_index},
+                        {"source_rank", c.context.provenance.rank},
+                        {"token_offset", c.context.offset},
+                        {"tokens", c.context.tokens},
+                        {"token_texts", texts},
+                        {"acts", dense_acts(c.context)}});
+  }
+  j["contexts"] = contexts;
+  const auto logits = [&](const std::vector<LogitEntry>& list) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& e : list) {
+      out.push_back({{"token", e.token}, {"text", store.token_text(e.token)}, {"logit", e.value}});
+    }
+    return out;
+  };
+  j["logit_lens"] = {{"top", logits(d.top_logits)}, {"bottom", logits(d.bottom_logits)}};
+  return j;
+}
+
+/// `path` minus `prefix` when it starts with it.
+std::optional<std::string_view> after(std::string_view path, std::string_view prefix) {
+  if (path.substr(0, prefix.size()) != prefix) return std::nullopt;
+  return path.substr(prefix.size());
+}
+
+}  // namespace
+
+PageResponse handle_request(const AnalysisStore& store, std::string_view path,
+                            const QueryParams& params) {
+  const bool api = after(path, "/api/").has_value();
+  if (path == "/" || path == "/api/features") {
+    const auto r = parse_list(params);
+    if (!r) return bad_request("bad query: sort, order, page, per_page (1–1000) or q (≤ 200 bytes)");
+    return api ? json_response(list_json(store, *r)) : dictionary_page(store, *r);
+  }
+  if (path == "/eval") return eval_page(store);
+  if (path == "/api/eval") {
+    return json_response({{"metrics", store.eval_metrics()}, {"meta", store.meta()}});
+  }
+  if (path == "/style.css") return {200, "text/css; charset=utf-8", viewer::stylesheet()};
+  auto rest = after(path, api ? "/api/features/" : "/features/");
+  if (!rest) return not_found("no such page");
+  const auto id = parse_feature_id(*rest, store.d_sae());
+  const auto detail = id ? store.feature(*id) : std::nullopt;
+  if (!detail) {
+    return not_found(fmt::format("no feature with id '{}' (ids are 0 to {})",
+                                 rest->substr(0, 40), store.d_sae() - 1));
+  }
+  return api ? json_response(detail_json(store, *detail)) : feature_page(store, *detail);
+}
+
+}  // namespace saes::analysis

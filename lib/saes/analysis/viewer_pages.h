@@ -1,0 +1,52 @@
+// The read-only web viewer's pages (docs/viewer.md) as pure functions of an AnalysisStore and the
+// request: dictionary list, feature page (SVG histogram, shaded contexts, logit lens), eval summary,
+// their JSON twins, the stylesheet; every unknown route or bad id is a 404. No sockets here.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace saes::analysis {
+
+class AnalysisStore;
+struct FeatureDetail;
+
+/// One HTTP answer: status, MIME type and body.
+struct PageResponse {
+  int status = 200;
+  std::string content_type = "text/html; charset=utf-8";
+  std::string body;
+};
+
+/// Query parameters of a request (already percent-decoded; the last value of a repeated key).
+using QueryParams = std::map<std::string, std::string>;
+
+/// Answers a GET of `path` (decoded, without the query string). Routes: `/` (dictionary page:
+/// sort=id|frequency|max_act|mean_act|cosine, order=asc|desc, q=id or token text, page, per_page),
+/// `/features/<id>`, `/eval`, `/style.css`, `/api/features` (same parameters), `/api/features/<id>`,
+/// `/api/eval`. Any other path (trailing slashes, `..`, encoded tricks) and any id that is not a
+/// plain decimal in [0, d_sae) is a 404; a malformed query value is a 400.
+PageResponse handle_request(const AnalysisStore& store, std::string_view path,
+                            const QueryParams& params);
+
+/// Escapes & < > " ' for HTML text and attribute values.
+std::string html_escape(std::string_view text);
+
+/// A decimal feature id of at most 18 digits, nothing else (no sign, spaces or leading "+"), in
+/// [0, d_sae); nullopt otherwise.
+std::optional<std::int64_t> parse_feature_id(std::string_view text, std::int64_t d_sae);
+
+/// An inline <svg> bar chart of `counts` over bins whose edges are `edges` (counts.size() + 1
+/// values); bars carry a <title> with the bin range and count.
+std::string histogram_svg(const std::vector<std::int64_t>& counts, const std::vector<double>& edges,
+                          std::string_view x_label);
+
+/// Background colour (CSS rgba) of a token whose activation is `value`, for a feature whose
+/// maximum is `max_act`: transparent at 0, saturated orange at the maximum.
+std::string activation_color(double value, double max_act);
+
+}  // namespace saes::analysis

@@ -1,0 +1,250 @@
+// Viewer pages over a hand-made analysis database: routes and 404s (bad ids, path tricks), HTML
+// escaping of every database text, sorting/search/paging of the dictionary page, the SVG
+// histogram, shaded contexts with tooltips, the logit lens and the JSON API.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "saes/analysis/store.h"
+#include "saes/analysis/viewer_pages.h"
+#include "support/temp_dir.h"
+
+namespace {
+
+using namespace saes::analysis;
+
+constexpr const char* kEvil = "<script>alert('x')</script>";
+
+/// Five features: feature i fires (i+1)·10 times with max (5-i) (so frequency and max_act sort in
+/// opposite orders); feature 4 is dead. Token 7's text is a script tag.
+AnalysisRecord make_record() {
+  AnalysisRecord r;
+  r.meta = {{"sae_name", std::string("sae ") + kEvil}, {"hook_point", "blocks.3.hook_resid_post"}};
+  r.n_analyzed_tokens = 1000;
+  r.n_contexts = 100;
+  r.bands = {{"top_activations", 1.0, 3, 0}, {"subsample_0.5", 0.5, 2, 0}};
+  for (std::int64_t i = 0; i < 5; ++i) {
+    FeatureStats f;
+    const bool dead = i == 4;
+    f.act_times = dead ? 0 : (i + 1) * 10;
+    f.max_act = dead ? 0 : 5.0 - static_cast<double>(i);
+    f.mean_act = f.max_act / 2;
+    f.histogram.assign(60, 0);
+    if (!dead) f.histogram[static_cast<std::size_t>(30 + i)] = f.act_times;
+    f.samples.resize(2);
+    if (!dead) {
+      SampledContext top;
+      top.score = static_cast<float>(f.max_act);
+      top.provenance = {i * 3, 0};
+      top.tokens = {1, 2, 7, static_cast<std::int32_t>(10 + i)};
+      top.positions = {2, 3};
+      top.values = {static_cast<float>(f.max_act / 4), static_cast<float>(f.max_act)};
+      f.samples[0].push_back(top);
+      SampledContext low = top;
+      low.score = top.score / 4;
+      low.values = {low.score, low.score / 2};
+      f.samples[1].push_back(low);
+    }
+    r.features.push_back(f);
+  }
+  r.decoder_cosine = NearestRow{{0.9F, 0.9F, 0.2F, 0.5F, 0.0F}, {1, 0, 3, 2, -1}};
+  for (std::int64_t i = 0; i < 5; ++i) {
+    r.logit_lens.push_back({{7, 3}, {2.5F, 1.5F}, {5}, {-2.0F}});
+  }
+  for (int t = 0; t < 16; ++t) r.vocab.push_back("tok" + std::to_string(t));
+  r.vocab[7] = kEvil;
+  r.vocab[12] = "needle";
+  r.eval = {{"metrics/l0", 12.5}, {"metrics/explained_variance", 0.75}};
+  return r;
+}
+
+struct Fixture {
+  saes::testing::TempDir dir;
+  AnalysisStore store;
+  Fixture() : store(write(dir)) {}
+  static std::filesystem::path write(const saes::testing::TempDir& d) {
+    write_analysis_db(d / "a.sqlite", make_record());
+    return d / "a.sqlite";
+  }
+  PageResponse get(std::string_view path, const QueryParams& params = {}) const {
+    return handle_request(store, path, params);
+  }
+};
+
+/// Feature ids in the order the dictionary page's table lists them.
+std::vector<std::int64_t> listed_ids(const std::string& html) {
+  std::vector<std::int64_t> ids;
+  const std::string marker = "<tr><td><a href=\"/features/";
+  for (auto pos = html.find(marker); pos != std::string::npos; pos = html.find(marker, pos + 1)) {
+    ids.push_back(std::stoll(html.substr(pos + marker.size(), 3)));
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("html_escape escapes the five markup characters", "[analysis][viewer]") {
+  CHECK(html_escape("a<b>&\"c'") == "a&lt;b&gt;&amp;&quot;c&#39;");
+  CHECK(html_escape("plain ▁text") == "plain ▁text");
+}
+
+TEST_CASE("parse_feature_id accepts only plain decimals below d_sae", "[analysis][viewer]") {
+  CHECK(parse_feature_id("0", 5) == 0);
+  CHECK(parse_feature_id("4", 5) == 4);
+  for (const char* bad : {"5", "-1", "+1", " 1", "1 ", "1a", "0x1", "", "1.0", "..", "%31",
+                          "99999999999999999999", "1234567890123456789"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(parse_feature_id(bad, 5).has_value());
+  }
+}
+
+TEST_CASE("activation_color goes from transparent to saturated", "[analysis][viewer]") {
+  CHECK(activation_color(0, 2) == "rgba(255,140,0,0.00)");
+  CHECK(activation_color(1, 2) == "rgba(255,140,0,0.50)");
+  CHECK(activation_color(9, 2) == "rgba(255,140,0,1.00)");
+  CHECK(activation_color(1, 0) == "rgba(255,140,0,0.00)");
+}
+
+TEST_CASE("histogram_svg draws one titled bar per bin", "[analysis][viewer]") {
+  const std::string svg = histogram_svg({1, 0, 3}, {0.1, 1, 10, 100}, "act <x>");
+  CHECK(svg.rfind("<svg class=\"hist\"", 0) == 0);
+  CHECK(svg.find("</svg>") != std::string::npos);
+  std::size_t bars = 0;
+  for (auto p = svg.find("<rect"); p != std::string::npos; p = svg.find("<rect", p + 1)) ++bars;
+  CHECK(bars == 3);
+  CHECK(svg.find("<title>[10, 100): 3</title>") != std::string::npos);
+  CHECK(svg.find("act &lt;x&gt;") != std::string::npos);
+  CHECK(histogram_svg({0, 0}, {1, 2, 3}, "x").find("no activations") != std::string::npos);
+}
+
+TEST_CASE("viewer answers unknown routes, bad ids and path tricks with 404", "[analysis][viewer]") {
+  const Fixture fx;
+  for (const char* path :
+       {"/nothing", "/features", "/features/", "/features/5", "/features/-1", "/features/1a",
+        "/features/01x", "/features/../eval", "/features/%2e%2e", "/features/1/../2", "/./eval",
+        "/eval/", "/../etc/passwd", "/features/99999999999999999999999", "/api/features/5",
+        "/api/features/abc", "/api", "/style.css/", "//", "/features/1/"}) {
+    CAPTURE(path);
+    const auto r = fx.get(path);
+    CHECK(r.status == 404);
+    CHECK(r.body.find("<script>") == std::string::npos);
+  }
+  const auto r = fx.get("/features/<script>");
+  CHECK(r.status == 404);
+  CHECK(r.body.find("&lt;script&gt;") != std::string::npos);
+}
+
+TEST_CASE("viewer serves every page with its content type", "[analysis][viewer]") {
+  const Fixture fx;
+  CHECK(fx.get("/").status == 200);
+  CHECK(fx.get("/eval").status == 200);
+  CHECK(fx.get("/features/0").status == 200);
+  CHECK(fx.get("/features/4").status == 200);
+  const auto css = fx.get("/style.css");
+  CHECK(css.status == 200);
+  CHECK(css.content_type.rfind("text/css", 0) == 0);
+  CHECK(fx.get("/api/features").content_type == "application/json");
+  CHECK(fx.get("/api/features/2").content_type == "application/json");
+  CHECK(fx.get("/api/eval").content_type == "application/json");
+}
+
+TEST_CASE("viewer escapes every text that comes from the database", "[analysis][viewer]") {
+  const Fixture fx;
+  for (const char* path : {"/", "/features/0", "/eval"}) {
+    CAPTURE(path);
+    const auto r = fx.get(path);
+    CHECK(r.body.find("<script") == std::string::npos);
+    CHECK(r.body.find("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;") != std::string::npos);
+  }
+  const auto search = fx.get("/", {{"q", "\"><script>"}});
+  CHECK(search.status == 200);
+  CHECK(search.body.find("<script") == std::string::npos);
+  CHECK(search.body.find("value=\"&quot;&gt;&lt;script&gt;\"") != std::string::npos);
+}
+
+TEST_CASE("dictionary page sorts, searches and pages", "[analysis][viewer]") {
+  const Fixture fx;
+  CHECK(listed_ids(fx.get("/").body) == std::vector<std::int64_t>{0, 1, 2, 3, 4});
+  CHECK(listed_ids(fx.get("/", {{"sort", "frequency"}}).body) ==
+        std::vector<std::int64_t>{3, 2, 1, 0, 4});
+  CHECK(listed_ids(fx.get("/", {{"sort", "max_act"}, {"order", "asc"}}).body) ==
+        std::vector<std::int64_t>{4, 3, 2, 1, 0});
+  CHECK(listed_ids(fx.get("/", {{"sort", "cosine"}}).body).front() == 0);
+  CHECK(listed_ids(fx.get("/", {{"q", "3"}}).body) == std::vector<std::int64_t>{3});
+  CHECK(listed_ids(fx.get("/", {{"q", "needle"}}).body) == std::vector<std::int64_t>{2});
+  CHECK(listed_ids(fx.get("/", {{"q", "nothing-matches"}}).body).empty());
+  const auto page2 = fx.get("/", {{"per_page", "2"}, {"page", "2"}});
+  CHECK(listed_ids(page2.body) == std::vector<std::int64_t>{2, 3});
+  CHECK(page2.body.find("page 2 of 3") != std::string::npos);
+  CHECK(page2.body.find("rel=\"prev\" href=\"/?sort=id&amp;order=asc&amp;page=1&amp;per_page=2\"") !=
+        std::string::npos);
+  CHECK(listed_ids(fx.get("/", {{"per_page", "2"}, {"page", "9"}}).body).empty());
+  CHECK(fx.get("/").body.find("<svg class=\"hist\"") != std::string::npos);
+  for (const QueryParams& bad : std::vector<QueryParams>{{{"sort", "name"}},
+                                                         {{"order", "up"}},
+                                                         {{"page", "0"}},
+                                                         {{"page", "-1"}},
+                                                         {{"per_page", "1001"}},
+                                                         {{"per_page", "x"}},
+                                                         {{"q", std::string(201, 'a')}}}) {
+    CHECK(fx.get("/", bad).status == 400);
+  }
+}
+
+TEST_CASE("feature page shows histogram, shaded contexts by band and logit lens",
+          "[analysis][viewer]") {
+  const Fixture fx;
+  const std::string html = fx.get("/features/1").body;
+  CHECK(html.find("<h1>Feature 1</h1>") != std::string::npos);
+  CHECK(html.find("<svg class=\"hist\"") != std::string::npos);
+  CHECK(html.find("<title>") != std::string::npos);
+  // Peak token 11 at activation 4 = max: fully shaded, tooltip with its value.
+  CHECK(html.find("<span class=\"t peak\" style=\"background:rgba(255,140,0,1.00)\" "
+                  "title=\"tok11: 4\">tok11</span>") != std::string::npos);
+  CHECK(html.find("title=\"&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;: 1\"") !=
+        std::string::npos);
+  CHECK(html.find("<span class=\"t\">tok1</span>") != std::string::npos);
+  const auto sub = html.find("subsample_0.5 — contexts peaking at ≤ 0.5·max");
+  const auto top = html.find("top_activations — top activations");
+  CHECK(sub != std::string::npos);
+  CHECK(top != std::string::npos);
+  CHECK(html.find("promoted tokens") != std::string::npos);
+  CHECK(html.find("<td class=\"tok\"><code>tok3</code></td><td>1.5</td>") != std::string::npos);
+  CHECK(html.find("<td class=\"tok\"><code>tok5</code></td><td>-2</td>") != std::string::npos);
+  CHECK(html.find("href=\"/features/0\"") != std::string::npos);
+  CHECK(html.find("href=\"/features/2\"") != std::string::npos);
+  const std::string dead = fx.get("/features/4").body;
+  CHECK(dead.find("no activations") != std::string::npos);
+  CHECK(dead.find("no stored contexts") != std::string::npos);
+}
+
+TEST_CASE("eval page lists metrics and run metadata", "[analysis][viewer]") {
+  const Fixture fx;
+  const std::string html = fx.get("/eval").body;
+  CHECK(html.find("<td class=\"tok\">metrics/l0</td><td>12.5</td>") != std::string::npos);
+  CHECK(html.find("blocks.3.hook_resid_post") != std::string::npos);
+}
+
+TEST_CASE("JSON API mirrors the list and feature pages", "[analysis][viewer]") {
+  const Fixture fx;
+  const auto list = nlohmann::json::parse(
+      fx.get("/api/features", {{"sort", "frequency"}, {"per_page", "2"}}).body);
+  CHECK(list["total"] == 5);
+  REQUIRE(list["features"].size() == 2);
+  CHECK(list["features"][0]["id"] == 3);
+  CHECK(list["features"][0]["frequency"] == Approx(0.04));
+  const auto f = nlohmann::json::parse(fx.get("/api/features/1").body);
+  CHECK(f["id"] == 1);
+  CHECK(f["max_act"] == 4.0);
+  CHECK(f["histogram"].size() == 60);
+  CHECK(f["histogram_edges"].size() == 61);
+  REQUIRE(f["contexts"].size() == 2);
+  CHECK(f["contexts"][1]["band"] == "top_activations");
+  CHECK(f["contexts"][1]["acts"] == std::vector<float>{0, 0, 1, 4});
+  CHECK(f["contexts"][1]["token_texts"][2] == kEvil);
+  CHECK(f["logit_lens"]["top"][0]["text"] == kEvil);
+  CHECK(f["peak_token_text"] == "tok11");
+  const auto ev = nlohmann::json::parse(fx.get("/api/eval").body);
+  CHECK(ev["metrics"]["metrics/l0"] == 12.5);
+  CHECK(fx.get("/api/features", {{"sort", "bogus"}}).status == 400);
+}

@@ -1,0 +1,117 @@
+// The viewer's HTTP server: every request goes through one pre-routing hook to
+// analysis::handle_request (no regex routes); SIGINT/SIGTERM are awaited with sigwait, so no signal
+// handler or global state is involved in stopping.
+#include "saes/runners/serve.h"
+
+#include <httplib.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <thread>
+
+#include "saes/analysis/store.h"
+#include "saes/analysis/viewer_pages.h"
+#include "saes/core/error.h"
+
+namespace saes::runners {
+namespace {
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts) for its lifetime.
+class BlockedStopSignals {
+ public:
+  BlockedStopSignals() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set_, &previous_);
+  }
+  ~BlockedStopSignals() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  BlockedStopSignals(const BlockedStopSignals&) = delete;
+  BlockedStopSignals& operator=(const BlockedStopSignals&) = delete;
+
+  /// Waits for one of the two signals; returns its number.
+  int wait() const {
+    int signal = 0;
+    sigwait(&set_, &signal);
+    return signal;
+  }
+
+ private:
+  sigset_t set_{};
+  sigset_t previous_{};
+};
+
+analysis::QueryParams query_params(const httplib::Request& request) {
+  analysis::QueryParams params;
+  for (const auto& [key, value] : request.params) params[key] = value;
+  return params;
+}
+
+/// Routes every request; the store is shared by the pool's threads, so calls are serialized.
+void install_routes(httplib::Server& server, const analysis::AnalysisStore& store,
+                    std::mutex& store_mutex, Logger& logger) {
+  server.set_default_headers({{"X-Content-Type-Options", "nosniff"},
+                              {"Content-Security-Policy",
+                               "default-src 'none'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data:; base-uri 'none'; form-action 'self'"},
+                              {"Referrer-Policy", "no-referrer"}});
+  server.set_pre_routing_handler([&](const httplib::Request& request, httplib::Response& response) {
+    if (request.method != "GET" && request.method != "HEAD") {
+      response.status = 405;
+      response.set_header("Allow", "GET, HEAD");
+      response.set_content("the viewer is read-only\n", "text/plain; charset=utf-8");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    analysis::PageResponse page;
+    try {
+      const std::lock_guard lock(store_mutex);
+      page = analysis::handle_request(store, request.path, query_params(request));
+    } catch (const std::exception& e) {
+      logger.warn("viewer: {} {}: {}", request.method, request.path, e.what());
+      page = {500, "text/plain; charset=utf-8", "internal error (see the server log)\n"};
+    }
+    logger.debug("viewer: {} {} -> {}", request.method, request.path, page.status);
+    response.status = page.status;
+    response.set_content(std::move(page.body), page.content_type);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+}
+
+}  // namespace
+
+int run_serve(const ServeOptions& options, Logger& logger) {
+  const analysis::AnalysisStore store(options.db);
+  std::mutex store_mutex;
+  const BlockedStopSignals signals;
+  httplib::Server server;
+  install_routes(server, store, store_mutex, logger);
+  SAES_CHECK(options.port >= 0 && options.port <= 65535, ConfigError,
+             "serve: --port {} is outside 0..65535", options.port);
+  int port = options.port;
+  if (port == 0) {
+    port = server.bind_to_any_port(options.host);
+    SAES_CHECK(port > 0, IoError, "serve: cannot listen on {} (any port)", options.host);
+  } else {
+    SAES_CHECK(server.bind_to_port(options.host, port), IoError,
+               "serve: cannot listen on {}:{} (in use, or not a local address?)", options.host,
+               port);
+  }
+  logger.info("viewer: serving {} ({} features) at http://{}:{}/ — Ctrl-C stops it",
+              options.db.string(), store.d_sae(), options.host, port);
+  bool listen_failed = false;
+  std::thread listener([&] {
+    listen_failed = !server.listen_after_bind();
+    if (listen_failed) kill(getpid(), SIGTERM);
+  });
+  const int signal = signals.wait();
+  server.stop();
+  listener.join();
+  SAES_CHECK(!listen_failed, IoError, "serve: the server on {}:{} stopped accepting connections",
+             options.host, port);
+  logger.info("viewer: stopped ({})", signal == SIGINT ? "SIGINT" : "SIGTERM");
+  return 0;
+}
+
+}  // namespace saes::runners

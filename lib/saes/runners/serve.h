@@ -1,0 +1,24 @@
+// `saes-analyze serve`: the read-only web viewer of an analysis database (docs/viewer.md) over
+// HTTP (cpp-httplib), answering with saes/analysis/viewer_pages.h until SIGINT or SIGTERM.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "saes/core/logging.h"
+
+namespace saes::runners {
+
+struct ServeOptions {
+  std::filesystem::path db;     ///< analysis database written by saes-analyze
+  std::string host = "127.0.0.1";  ///< listen address; 0.0.0.0 exposes the viewer to the network
+  int port = 24577;             ///< 0: any free port (the log line names it)
+};
+
+/// Opens the database (IoError/DataError when it is not an analysis database), listens (IoError
+/// when the address cannot be bound), logs "viewer: http://HOST:PORT/" and serves until the
+/// process gets SIGINT or SIGTERM; returns 0 after a clean stop. Blocks those two signals in the
+/// calling thread while serving (they are waited for, not handled).
+int run_serve(const ServeOptions& options, Logger& logger);
+
+}  // namespace saes::runners

@@ -1,0 +1,90 @@
+# saes-analyze serve (the web viewer, docs/viewer.md): analyse the trained t1 run on stories260K,
+# serve the database on a free port, fetch pages with curl (200s; 404s for unknown routes, bad
+# ids and path tricks; 405 for writes), time the feature page, render it in headless chromium
+# (highlighted context + SVG histogram), stop with SIGTERM. Sourced by ../run_cli_tests.sh.
+# SAES_UPDATE_DOCS=1 also copies the screenshot to docs/images/feature-page.png.
+
+expect "serve missing db" 3 'nothere.sqlite' -- "$bin/saes-analyze" serve nothere.sqlite --port 0
+one_line "serve missing db"
+expect "serve bad port" 2 'port' -- "$bin/saes-analyze" serve nothere.sqlite --port 70000
+
+# viewer_fetch PATH [CURL ARGS...]: prints the HTTP status of GET http://host:port/PATH (as sent).
+viewer_fetch() {
+  local path="$1"; shift
+  curl -s --path-as-is -o fetched.txt -w '%{http_code}' "$@" "$viewer_url${path#/}"
+}
+# viewer_status NAME CODE PATH [CURL ARGS...]
+viewer_status() {
+  local name="$1" code="$2" path="$3"; shift 3
+  local got; got=$(viewer_fetch "$path" "$@")
+  if [ "$got" = "$code" ]; then ok; else bad "viewer $name: GET $path gave $got, expected $code"; fi
+}
+
+viewer_run() {
+  local stories="$work/stories.txt" model="$assets/llama2c-stories260K"
+  expect "viewer analyze t1" 0 '' -- "$bin/saes-analyze" "$root/configs/analyze-stories260k.yaml" \
+    --set sae.pretrained_name_or_path=t1 --set "model.model_from_pretrained_path=$model/stories260K.bin" \
+    --set "model.tokenizer_path=$model/tok512.bin" --set "datasets.tinystories.paths=[$stories]" \
+    --set analyzer.total_analyzing_tokens=4096 --set output_dir=v1 --set logging.progress=off
+  [ -s v1/default.sqlite ] || { bad "viewer: no v1/default.sqlite: $(cat err.txt)"; return; }
+
+  "$bin/saes-analyze" serve v1/default.sqlite --port 0 2>serve.log &
+  local pid=$! port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' serve.log)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then bad "viewer: no URL logged: $(cat serve.log)"; kill -TERM "$pid"; wait "$pid"; return; fi
+  viewer_url="http://127.0.0.1:$port/"
+
+  for path in / /eval /style.css /features/0 /api/features /api/features/0 /api/eval \
+      "/?sort=frequency&order=desc&q=the&page=1"; do
+    viewer_status "page" 200 "$path"
+  done
+  for path in /nothing /features/ /features/999999 /features/abc /features/-1 /features/1e3 \
+      /features/../eval /features/%2e%2e /features/%2e%2e/%2e%2e/etc/passwd /../../etc/passwd \
+      /%2e%2e/%2e%2e/etc/passwd /features/0/../1 /eval/ /features/123456789012345678901234567890 \
+      /static/../style.css /api/features/x; do
+    viewer_status "bad route" 404 "$path"
+  done
+  viewer_status "bad query" 400 "/?sort=nope"
+  viewer_status "write" 405 /features/0 -X POST -d x=1
+
+  # The most frequent feature is a real analysed one with stored contexts.
+  viewer_fetch "/api/features?sort=frequency&order=desc&per_page=1" >/dev/null
+  local id
+  id=$(python3 -c 'import json; print(json.load(open("fetched.txt"))["features"][0]["id"])' 2>/dev/null)
+  if [ -z "$id" ]; then bad "viewer: no feature in /api/features: $(head -c 300 fetched.txt)"; id=0; fi
+  viewer_fetch "/features/$id" >/dev/null
+  if grep -q 'class="t peak"' fetched.txt && grep -q '<svg class="hist"' fetched.txt; then ok; else bad "viewer: /features/$id lacks a highlighted context or histogram"; fi
+
+  # Response time of the feature page (20 sequential requests; median, milliseconds).
+  local times
+  times=$(for _ in $(seq 1 20); do curl -s -o /dev/null -w '%{time_total}\n' "${viewer_url}features/$id"; done | sort -n)
+  echo "viewer: feature page $id, $(wc -c <fetched.txt) bytes: median $(echo "$times" | sed -n 10p | awk '{printf "%.2f", $1 * 1000}') ms, max $(echo "$times" | tail -1 | awk '{printf "%.2f", $1 * 1000}') ms over 20 requests"
+
+  if command -v chromium >/dev/null; then
+    local chrome=(timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium" --hide-scrollbars)
+    "${chrome[@]}" --dump-dom "${viewer_url}features/$id" >dom.html 2>chromium.log
+    if grep -q 'class="t peak"' dom.html && grep -q 'title="[^"]*: [0-9]' dom.html && grep -q '<rect class="bar"' dom.html; then ok; else bad "viewer: chromium DOM of /features/$id lacks the highlighted context or histogram ($(wc -c <dom.html) bytes; $(tail -2 chromium.log))"; fi
+    "${chrome[@]}" --screenshot="$work/feature-page.png" --window-size=1200,900 "${viewer_url}features/$id" >/dev/null 2>>chromium.log
+    if [ -s "$work/feature-page.png" ]; then ok; else bad "viewer: chromium wrote no screenshot: $(tail -2 chromium.log)"; fi
+    if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/feature-page.png" ]; then
+      mkdir -p "$root/docs/images" && cp "$work/feature-page.png" "$root/docs/images/feature-page.png"
+    fi
+  else
+    echo "viewer: chromium is not installed (scripts/deps.sh installs it); skipping the browser check"
+  fi
+
+  kill -TERM "$pid"
+  wait "$pid"
+  local rc=$?
+  if [ "$rc" = 0 ] && grep -q 'viewer: stopped (SIGTERM)' serve.log; then ok; else bad "viewer: serve exit $rc after SIGTERM: $(tail -2 serve.log)"; fi
+}
+
+if [ -n "$assets" ] && [ -s t1/sae_weights.safetensors ] && [ -s "$work/stories.txt" ]; then
+  viewer_run
+else
+  echo "viewer: SAES_TEST_ASSETS not set (or no t1 run); skipping the served-database checks"
+fi
