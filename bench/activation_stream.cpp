@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "saes/core/logging.h"
+#include "saes/io/atomic_file.h"
 #include "saes/io/shard_writer.h"
 
 namespace {
@@ -98,7 +99,10 @@ int main(int argc, char** argv) {
   const Run alone = drain(config, nullptr, logger);
   const at::Tensor weight = at::randn({d_model, d_sae});
   const Run trained = drain(config, &weight, logger);
-  fs::remove_all(dir);
+  {
+    std::error_code ec;
+    saes::io::remove_tree(dir, ec);
+  }
 
   std::printf("activation stream: %lld rows x %lld (fp16 zstd shards), batch %lld, buffer %lld\n",
               static_cast<long long>(rows), static_cast<long long>(d_model),

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "saes/core/logging.h"
+#include "saes/io/atomic_file.h"
 #include "saes/io/byte_shuffle.h"
 #include "saes/io/checksum.h"
 #include "saes/io/shard_reader.h"
@@ -76,7 +77,10 @@ ShardBatch synthetic_batch(const Setup& s, std::int64_t first_row, at::Generator
 
 Result run_config(const Setup& s, const std::vector<ShardBatch>& data, DType dtype,
                   ShardCodec codec, int level, const fs::path& dir) {
-  fs::remove_all(dir);
+  {
+    std::error_code ec;
+    saes::io::remove_tree(dir, ec);
+  }
   ShardWriterOptions o;
   o.dir = dir;
   o.model_name = "synthetic";
@@ -180,7 +184,10 @@ int main(int argc, char** argv) {
                   r.bytes / st_bytes);
     }
   }
-  fs::remove_all(dir);
+  {
+    std::error_code ec;
+    saes::io::remove_tree(dir, ec);
+  }
   std::printf(
       "GB/s = decoded bytes (activations + tokens/doc_index/position) per wall second; (per CPU) = "
       "per "

@@ -1,12 +1,8 @@
 // Benchmark: peak RSS of a whole saes-train run (run_train: shard stream with prefetch, TopK SAE
 // d=64, d_sae=512, metrics, final save) on real stories260K activations, for total_training_tokens
-// N, 4·N and 10·N. Each run is a fresh child process (this program re-executed), its peak RSS read by
-// wait4; a flat memory profile gives a ratio near 1.
-// Usage: bench_train_memory [ASSETS_DIR (default $SAES_TEST_ASSETS)] [N=16384]
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
+// N, 4·N and 10·N. Each run is a fresh child process (this program re-executed), its peak RSS read
+// by wait4; a flat memory profile gives a ratio near 1. Usage: bench_train_memory [ASSETS_DIR
+// (default $SAES_TEST_ASSETS)] [N=16384]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -14,8 +10,13 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "saes/core/error.h"
 #include "saes/distributed/single_process_communicator.h"
+#include "saes/io/atomic_file.h"
 #include "saes/runners/runners.h"
 
 namespace {
@@ -131,8 +132,8 @@ int main(int argc, char** argv) {
     SAES_CHECK(fs::exists(assets / "llama2c-stories260K"), IoError,
                "usage: bench_train_memory [ASSETS_DIR] [N]; {} lacks llama2c-stories260K",
                assets.string());
-    const fs::path root = fs::temp_directory_path() / ("saes-bench-train-memory-" +
-                                                       std::to_string(getpid()));
+    const fs::path root =
+        fs::temp_directory_path() / ("saes-bench-train-memory-" + std::to_string(getpid()));
     fs::create_directories(root);
     generate(assets, root / "acts", 10 * n);
     std::printf("saes-train peak RSS, TopK SAE d=64 d_sae=512, batch %lld tokens, fp16 shards\n",
@@ -148,7 +149,10 @@ int main(int argc, char** argv) {
     }
     std::printf("peak RSS ratio (10N / N): %.3f\n",
                 results.back().peak_rss_mib / results.front().peak_rss_mib);
-    fs::remove_all(root);
+    {
+      std::error_code ec;
+      saes::io::remove_tree(root, ec);
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_memory: %s\n", e.what());

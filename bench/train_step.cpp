@@ -4,12 +4,16 @@
 // sparse step (auto) side by side with PyTorch eager autograd + torch.optim.Adam (bench/reference/
 // train_step.py, /usr/bin/python3, same threads, fp32); plus the measured sgemm peak and the
 // encoder GEMM's share of it, and Adam vs SparseAdam on the sparse step's gradients.
-// Usage: bench_train_step [threads [reps [workloads [only]]]], workloads "act:d:d_sae:batch,...";
-// only = "sparse" runs just the sparse step (for profiling: perf record -- bench_train_step ...).
+// Usage: bench_train_step [threads [reps [workloads [only [device [dtype]]]]]], workloads
+// "act:d:d_sae:batch,..."; only = "sparse" runs just the sparse step (for profiling: perf record --
+// bench_train_step ...), "all" everything; device cpu|cuda; dtype fp32|bf16 (saes trains in the
+// dictionary dtype; the PyTorch column then runs fp32 parameters under bf16 autocast). The
+// reference interpreter is $SAES_BENCH_PYTHON (default /usr/bin/python3, Debian's python3-torch).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -87,7 +91,21 @@ struct Ours {
   bool sparse = false;  ///< the step took the sparse path
 };
 
-Ours run(const Workload& w, sd::SparseKernels kernels, int reps) {
+/// Where and in what dtype the saes columns run.
+struct Target {
+  std::string device = "cpu";
+  saes::DType dtype = saes::DType::kFloat32;
+  bool cuda() const { return device.rfind("cuda", 0) == 0; }
+  at::TensorOptions options() const {
+    return at::TensorOptions().device(c10::Device(device)).dtype(saes::to_torch(dtype));
+  }
+  /// Waits for the device's queued work (a device-to-host copy of one value synchronizes).
+  void sync() const {
+    if (cuda()) (void)at::zeros({1}, options()).sum().item<float>();
+  }
+};
+
+Ours run(const Workload& w, sd::SparseKernels kernels, int reps, const Target& target) {
   sd::SparseDictionaryConfig cfg;
   cfg.d_model = w.d;
   cfg.expansion_factor = static_cast<double>(w.d_sae) / static_cast<double>(w.d);
@@ -97,9 +115,17 @@ Ours run(const Workload& w, sd::SparseKernels kernels, int reps) {
   cfg.hook_point_in = cfg.hook_point_out = "h";
   cfg.sparse_kernels = kernels;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  sd::SparseAutoEncoder host(cfg);  // initialised on the CPU, then copied to the target
+  host.init_parameters({1.0, 1.0, std::log(0.1)}, gen);
+  host.init_encoder_with_decoder_transpose(1.0);
+  cfg.device = target.device;
+  cfg.dtype = target.dtype;
   sd::SparseAutoEncoder sae(cfg);
-  sae.init_parameters({1.0, 1.0, std::log(0.1)}, gen);
-  sae.init_encoder_with_decoder_transpose(1.0);
+  {
+    auto src = host.parameters();
+    auto dst = sae.parameters();
+    for (std::size_t i = 0; i < src.size(); ++i) dst[i].value.copy_(src[i].value);
+  }
   std::vector<st::Parameter> params;
   for (auto& p : sae.parameters()) params.push_back({p.name, p.value, p.grad, 1.0, p.clipped});
   st::Optimizer adam(st::OptimizerClass::kAdam, 1e-4, {0.9, 0.999});
@@ -109,7 +135,7 @@ Ours run(const Workload& w, sd::SparseKernels kernels, int reps) {
     ls.sparsity = sd::SparsityPenalty::kPower;
     ls.l1_coefficient = 1e-4;
   }
-  const at::Tensor x = at::randn({w.batch, w.d}, gen);
+  const at::Tensor x = at::randn({w.batch, w.d}, gen).to(target.options());
   if (w.act == "relu1pct") {  // a trained-like ReLU SAE: b_E puts ~1% of pre-activations above 0
     const at::Tensor h = sae.hidden_pre(sae.normalize(x, "h"));
     sae.b_E().sub_(h.mean(0) + h.std(0) * 2.33);
@@ -118,26 +144,41 @@ Ours run(const Workload& w, sd::SparseKernels kernels, int reps) {
   out.step_s = best_of(reps, [&] {
     out.sparse = sae.forward_backward({x, x, {}, {}}, ls).sparse_feature_acts.defined();
     adam.step(params);
+    target.sync();
   });
-  out.adam_s = best_of(reps, [&] { adam.step(params); });
-  out.sparse_adam_s = best_of(reps, [&] { sparse_adam.step(params); });
+  out.adam_s = best_of(reps, [&] {
+    adam.step(params);
+    target.sync();
+  });
+  out.sparse_adam_s = best_of(reps, [&] {
+    sparse_adam.step(params);
+    target.sync();
+  });
   return out;
 }
 
-/// GFLOP/s of a [m×k]·[k×n] sgemm (+ bias row when `bias`), best of reps.
-double gemm_gflops(std::int64_t m, std::int64_t k, std::int64_t n, bool bias, int reps) {
+/// GFLOP/s of a [m×k]·[k×n] matrix product (+ bias row when `bias`) on the target, best of reps.
+double gemm_gflops(std::int64_t m, std::int64_t k, std::int64_t n, bool bias, int reps,
+                   const Target& target) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
-  const at::Tensor a = at::randn({m, k}, gen), b = at::randn({k, n}, gen);
-  const at::Tensor c = at::randn({n}, gen);
-  const double s = best_of(reps, [&] { (void)(bias ? at::addmm(c, a, b) : at::mm(a, b)); });
+  const at::Tensor a = at::randn({m, k}, gen).to(target.options());
+  const at::Tensor b = at::randn({k, n}, gen).to(target.options());
+  const at::Tensor c = at::randn({n}, gen).to(target.options());
+  const double s = best_of(reps, [&] {
+    (void)(bias ? at::addmm(c, a, b) : at::mm(a, b));
+    target.sync();
+  });
   return 2.0 * static_cast<double>(m * k * n) / s / 1e9;
 }
 
-std::map<std::string, double> torch_reference(int threads, int reps, const std::string& spec) {
+std::map<std::string, double> torch_reference(int threads, int reps, const std::string& spec,
+                                              const Target& target) {
   std::map<std::string, double> out;
-  const std::string command = fmt::format(
-      "/usr/bin/python3 bench/reference/train_step.py --threads {} --reps {} --workloads {}",
-      threads, reps, spec);
+  const char* python = std::getenv("SAES_BENCH_PYTHON");
+  std::string command = fmt::format(
+      "{} bench/reference/train_step.py --threads {} --reps {} --workloads {} --device {}",
+      python != nullptr ? python : "/usr/bin/python3", threads, reps, spec, target.device);
+  if (target.dtype == saes::DType::kBFloat16) command += " --autocast bf16";
   if (std::FILE* pipe = popen(command.c_str(), "r")) {
     char act[32];
     long d = 0, s = 0, b = 0;
@@ -160,47 +201,66 @@ int main(int argc, char** argv) {
                                       "topk:768:24576:4096,batchtopk:768:24576:4096";
   at::set_num_threads(threads);
   const std::vector<Workload> workloads = parse(spec);
+  Target target;
+  if (argc > 5) target.device = argv[5];
+  if (argc > 6 && std::string(argv[6]) == "bf16") target.dtype = saes::DType::kBFloat16;
+  const char* dtype_name = target.dtype == saes::DType::kBFloat16 ? "bf16" : "fp32";
   if (argc > 4 && std::string(argv[4]) == "sparse") {
     for (const auto& w : workloads) {
       fmt::print("{} sparse step {:.3f} s\n", w.key(),
-                 run(w, sd::SparseKernels::kAuto, reps).step_s);
+                 run(w, sd::SparseKernels::kAuto, reps, target).step_s);
     }
     return 0;
   }
 
-  const double peak = gemm_gflops(2048, 2048, 2048, false, 3);
-  fmt::print("## sgemm, {} threads\n\n| product | GFLOP/s | share of peak |\n|---|---|---|\n",
-             threads);
-  fmt::print("| peak: [2048x2048]·[2048x2048] | {:.1f} | 100% |\n", peak);
+  // The peak: a square product large enough to saturate the device (8192³ on a GPU).
+  const std::int64_t peak_n = target.cuda() ? 8192 : 2048;
+  const double peak = gemm_gflops(peak_n, peak_n, peak_n, false, 3, target);
+  fmt::print(
+      "## matrix products, {} {}, {} threads\n\n| product | GFLOP/s | share of peak |\n"
+      "|---|---|---|\n",
+      target.device, dtype_name, threads);
+  fmt::print("| peak: [{}x{}]·[{}x{}] | {:.1f} | 100% |\n", peak_n, peak_n, peak_n, peak_n, peak);
   for (const auto& w : workloads) {
     if (&w != &workloads.front() && w.d == workloads.front().d &&
         w.d_sae == workloads.front().d_sae && w.batch == workloads.front().batch) {
       continue;
     }
-    const double enc = gemm_gflops(w.batch, w.d, w.d_sae, true, 2);
+    const double enc = gemm_gflops(w.batch, w.d, w.d_sae, true, 2, target);
     fmt::print("| encoder addmm [{}x{}]·[{}x{}] | {:.1f} | {:.0f}% |\n", w.batch, w.d, w.d, w.d_sae,
                enc, 100.0 * enc / peak);
   }
   std::fflush(stdout);
 
-  const std::map<std::string, double> torch_s = torch_reference(threads, reps, spec);
+  const std::map<std::string, double> torch_s = torch_reference(threads, reps, spec, target);
+  const char* unit = target.cuda() ? "ms" : "s";
   fmt::print(
-      "\n## training step, {} threads, fp32, best of {}\n\n"
-      "| workload | torch s | saes dense s | saes sparse s | path | dense vs torch | "
-      "sparse vs torch | sparse tokens/s | Adam s | SparseAdam s |\n"
+      "\n## training step, {}, {} threads, {}{}, best of {}\n\n", target.device, threads,
+      dtype_name,
+      target.dtype == saes::DType::kBFloat16 ? " (torch: fp32 parameters, bf16 autocast)" : "",
+      reps);
+  fmt::print(
+      "| workload | torch {0} | saes dense {0} | saes sparse {0} | path | dense vs torch | "
+      "sparse vs torch | sparse tokens/s | Adam {0} | SparseAdam {0} |\n"
       "|---|---|---|---|---|---|---|---|---|---|\n",
-      threads, reps);
+      unit);
   std::fflush(stdout);
   for (const auto& w : workloads) {
-    const Ours dense = run(w, sd::SparseKernels::kOff, reps);
-    const Ours sparse = run(w, sd::SparseKernels::kAuto, reps);
+    const Ours dense = run(w, sd::SparseKernels::kOff, reps, target);
+    // The sparse column forces the sparse step where it applies (TopK family, relu1pct): `auto`
+    // keeps the dense step for 16-bit parameters on CUDA (docs/benchmarks.md).
+    const bool eligible = sd::is_topk_family(act_of(w.act)) || w.act == "relu1pct";
+    const Ours sparse =
+        run(w, eligible ? sd::SparseKernels::kOn : sd::SparseKernels::kAuto, reps, target);
     const auto it = torch_s.find(w.key());
     const double theirs = it == torch_s.end() ? NAN : it->second;
+    // Seconds on the CPU; milliseconds on a GPU, where a step takes a few of them.
+    const double u = target.cuda() ? 1e3 : 1.0;
     fmt::print(
         "| {} | {:.3f} | {:.3f} | {:.3f} | {} | {:.2f}x | {:.2f}x | {:.0f} | {:.3f} | {:.3f} |\n",
-        w.key(), theirs, dense.step_s, sparse.step_s, sparse.sparse ? "sparse" : "dense",
-        theirs / dense.step_s, theirs / sparse.step_s, static_cast<double>(w.batch) / sparse.step_s,
-        sparse.adam_s, sparse.sparse_adam_s);
+        w.key(), theirs * u, dense.step_s * u, sparse.step_s * u,
+        sparse.sparse ? "sparse" : "dense", theirs / dense.step_s, theirs / sparse.step_s,
+        static_cast<double>(w.batch) / sparse.step_s, sparse.adam_s * u, sparse.sparse_adam_s * u);
     std::fflush(stdout);
   }
   return 0;

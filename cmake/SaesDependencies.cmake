@@ -21,6 +21,27 @@ pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 # libcpp-httplib-dev (a compiled library; its pkg-config flags must match how it was built).
 pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 
+# fmt: a pip PyTorch (2.x) ships its own newer fmt headers (fmt/base.h: fmt >= 11) in its include
+# folder, which comes first on the include path; compiling against those and linking the system's
+# libfmt.so.9 would not link. With such a LibTorch use fmt header-only (consistent whichever
+# headers are found). SAES_FMT_HEADER_ONLY=ON/OFF overrides the detection.
+set(SAES_FMT_HEADER_ONLY "AUTO" CACHE STRING "fmt header-only: AUTO (when LibTorch bundles fmt >= 11), ON, OFF")
+set(_saes_fmt_header_only OFF)
+if(SAES_FMT_HEADER_ONLY STREQUAL "AUTO")
+  foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
+    if(EXISTS "${_dir}/fmt/base.h")
+      set(_saes_fmt_header_only ON)
+    endif()
+  endforeach()
+elseif(SAES_FMT_HEADER_ONLY)
+  set(_saes_fmt_header_only ON)
+endif()
+if(_saes_fmt_header_only)
+  set(SAES_FMT_TARGET fmt::fmt-header-only)
+else()
+  set(SAES_FMT_TARGET fmt::fmt)
+endif()
+
 if(TARGET zstd::libzstd_shared)
   set(SAES_ZSTD_TARGET zstd::libzstd_shared)
 else()
@@ -49,4 +70,4 @@ if(NOT SAES_WITH_NCCL STREQUAL "OFF")
     message(FATAL_ERROR "SAES_WITH_NCCL=ON but NCCL (or a CUDA torch) was not found; set NCCL_ROOT")
   endif()
 endif()
-message(STATUS "saes: torch ${Torch_VERSION}, MPI ${SAES_WITH_MPI}, NCCL ${SAES_HAVE_NCCL}, PCH ${SAES_PCH}")
+message(STATUS "saes: torch ${Torch_VERSION}, MPI ${SAES_WITH_MPI}, NCCL ${SAES_HAVE_NCCL}, PCH ${SAES_PCH}, fmt ${SAES_FMT_TARGET}")

@@ -65,6 +65,8 @@ echo "quickstart: step 3/4: analyze the SAE's features (configs/analyze-stories2
 "$analyze" configs/analyze-stories260k.yaml
 echo "quickstart: the analysis is in $root/data/analysis/stories260k-l3-topk/default.sqlite" \
   "(docs/analysis.md; 'saes-analyze export' writes one JSON per feature)"
+echo "quickstart: browse it with: $analyze serve $root/data/analysis/stories260k-l3-topk/default.sqlite" \
+  "(then open http://127.0.0.1:24577/; docs/viewer.md)"
 
 echo "quickstart: step 4/4: export the SAE to SAELens (configs/convert-saelens.yaml)"
 "$convert" configs/convert-saelens.yaml --set overwrite=true

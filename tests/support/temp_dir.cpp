@@ -1,6 +1,8 @@
 // TempDir implementation.
 #include "support/temp_dir.h"
 
+#include "saes/io/atomic_file.h"
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -16,7 +18,7 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() {
   std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
+  saes::io::remove_tree(path_, ec);
 }
 
 std::filesystem::path test_assets_dir() {

@@ -23,6 +23,7 @@
 #include <ATen/ops/masked_fill.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/core/error.h"
 

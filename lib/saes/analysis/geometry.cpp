@@ -9,6 +9,7 @@
 #include <ATen/ops/topk.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/core/error.h"
 

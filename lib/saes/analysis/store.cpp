@@ -1,10 +1,10 @@
 // The analysis database: schema (docs/analysis-db.md), the atomic writer and the read API.
 #include "saes/analysis/store.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
 #include <system_error>
+
+#include <fmt/format.h>
 
 #include "saes/core/error.h"
 #include "saes/io/sqlite.h"
@@ -37,17 +37,23 @@ CREATE INDEX features_max_act ON features (max_act);
 CREATE INDEX features_frequency ON features (frequency);
 )sql";
 
+/// The token at the feature's strongest sampled activation, over every band (bands are stored in
+/// name order, so `non_activating` would otherwise come before `top_activations`); none when no
+/// sampled context has a positive activation.
 std::optional<std::int64_t> peak_token(const FeatureStats& f) {
+  std::optional<std::int64_t> token;
+  float best_value = 0.0F;
   for (const auto& band : f.samples) {
-    if (band.empty() || band.front().values.empty()) continue;
-    const SampledContext& c = band.front();
-    std::size_t best = 0;
-    for (std::size_t j = 1; j < c.values.size(); ++j) {
-      if (c.values[j] > c.values[best]) best = j;
+    for (const SampledContext& c : band) {
+      for (std::size_t j = 0; j < c.values.size(); ++j) {
+        if (c.values[j] > best_value) {
+          best_value = c.values[j];
+          token = c.tokens[static_cast<std::size_t>(c.positions[j])];
+        }
+      }
     }
-    return c.tokens[static_cast<std::size_t>(c.positions[best])];
   }
-  return std::nullopt;
+  return token;
 }
 
 void write_meta(io::SqliteDatabase& db, const AnalysisRecord& r) {
@@ -147,8 +153,7 @@ Filter make_filter(const FeatureQuery& q) {
   if (s.find_first_not_of("0123456789") == std::string::npos && s.size() < 18) {
     return {" WHERE id = ?1", std::stoll(s), std::nullopt};
   }
-  return {" WHERE peak_token IN (SELECT id FROM vocab WHERE instr(text, ?1) > 0)", std::nullopt,
-          s};
+  return {" WHERE peak_token IN (SELECT id FROM vocab WHERE instr(text, ?1) > 0)", std::nullopt, s};
 }
 
 void bind_filter(io::SqliteStatement& st, const Filter& f) {
@@ -205,9 +210,9 @@ AnalysisStore::AnalysisStore(const fs::path& path)
     SAES_THROW(DataError, "{}: not an saes analysis database (no meta table)", path.string());
   }
   const auto version = meta_.find("schema_version");
-  SAES_CHECK(version != meta_.end() && version->second == std::to_string(kSchemaVersion),
-             DataError, "{}: analysis schema version {}, this saes reads version {}",
-             path.string(), version == meta_.end() ? "(none)" : version->second, kSchemaVersion);
+  SAES_CHECK(version != meta_.end() && version->second == std::to_string(kSchemaVersion), DataError,
+             "{}: analysis schema version {}, this saes reads version {}", path.string(),
+             version == meta_.end() ? "(none)" : version->second, kSchemaVersion);
   d_sae_ = std::stoll(meta_.at("d_sae"));
   auto voc = db_->prepare("SELECT id, text FROM vocab ORDER BY id");
   while (voc.step()) {
@@ -250,11 +255,10 @@ std::int64_t AnalysisStore::count_features(const FeatureQuery& query) const {
 
 std::vector<FeatureSummary> AnalysisStore::list_features(const FeatureQuery& query) const {
   const Filter f = make_filter(query);
-  const std::string sql =
-      fmt::format("SELECT {} FROM features{} ORDER BY {} {}, id LIMIT {} OFFSET {}",
-                  kSummaryColumns, f.sql, order_column(query.order),
-                  query.descending ? "DESC" : "ASC", std::max<std::int64_t>(query.limit, 0),
-                  std::max<std::int64_t>(query.offset, 0));
+  const std::string sql = fmt::format(
+      "SELECT {} FROM features{} ORDER BY {} {}, id LIMIT {} OFFSET {}", kSummaryColumns, f.sql,
+      order_column(query.order), query.descending ? "DESC" : "ASC",
+      std::max<std::int64_t>(query.limit, 0), std::max<std::int64_t>(query.offset, 0));
   auto st = db_->prepare(sql);
   bind_filter(st, f);
   std::vector<FeatureSummary> out;
@@ -265,7 +269,8 @@ std::vector<FeatureSummary> AnalysisStore::list_features(const FeatureQuery& que
 std::optional<FeatureDetail> AnalysisStore::feature(std::int64_t id) const {
   if (id < 0 || id >= d_sae_) return std::nullopt;
   FeatureDetail d;
-  auto st = db_->prepare(fmt::format("SELECT {}, histogram FROM features WHERE id = ?", kSummaryColumns));
+  auto st =
+      db_->prepare(fmt::format("SELECT {}, histogram FROM features WHERE id = ?", kSummaryColumns));
   st.bind(1, id);
   if (!st.step()) return std::nullopt;
   d.summary = read_summary(st);
@@ -286,7 +291,8 @@ std::optional<FeatureDetail> AnalysisStore::feature(std::int64_t id) const {
     c.context.values = from_blob<float>(ctx.column_blob(8));
     d.contexts.push_back(std::move(c));
   }
-  auto lg = db_->prepare("SELECT side, token, value FROM logits WHERE feature = ? ORDER BY side, rank");
+  auto lg =
+      db_->prepare("SELECT side, token, value FROM logits WHERE feature = ? ORDER BY side, rank");
   lg.bind(1, id);
   while (lg.step()) {
     auto& list = lg.column_text(0) == "top" ? d.top_logits : d.bottom_logits;

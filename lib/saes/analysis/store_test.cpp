@@ -1,16 +1,18 @@
 // Analysis database: the written record reads back unchanged; listing, sorting, search; bad ids,
 // missing files and foreign databases; JSON export.
-#include <catch2/catch.hpp>
+#include "saes/analysis/store.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include <ATen/ATen.h>
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "saes/analysis/store.h"
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
 #include "saes/io/sqlite.h"
+
 #include "support/temp_dir.h"
 
 namespace {
@@ -66,6 +68,17 @@ TEST_CASE("analysis store round-trips every feature", "[analysis]") {
     CHECK(d->summary.mean_act == f.mean_act);
     CHECK(d->histogram == f.histogram);
     CHECK(d->summary.nearest_feature == r.decoder_cosine->index[static_cast<std::size_t>(i)]);
+    // The peak token sits where the top_activations band's best context reaches max_act (the
+    // non_activating band sorts first by name and must not be picked).
+    const auto& top = f.samples[1];
+    if (!top.empty() && !top.front().values.empty()) {
+      const auto& c = top.front();
+      const auto at_max = std::max_element(c.values.begin(), c.values.end()) - c.values.begin();
+      CHECK(c.values[static_cast<std::size_t>(at_max)] == Approx(f.max_act));
+      REQUIRE(d->summary.peak_token.has_value());
+      CHECK(*d->summary.peak_token ==
+            c.tokens[static_cast<std::size_t>(c.positions[static_cast<std::size_t>(at_max)])]);
+    }
     std::size_t n = 0;
     for (std::size_t b = 0; b < r.bands.size(); ++b) {
       for (std::size_t k = 0; k < f.samples[b].size(); ++k, ++n) {
@@ -124,8 +137,7 @@ TEST_CASE("analysis store rejects missing files and foreign databases", "[analys
     db.exec("CREATE TABLE x (i INTEGER)");
   }
   CHECK_THROWS_AS(AnalysisStore(dir / "other.sqlite"), saes::DataError);
-  CHECK_THROWS_AS(write_analysis_db(dir / "no" / "dir" / "a.sqlite", make_record()),
-                  saes::IoError);
+  CHECK_THROWS_AS(write_analysis_db(dir / "no" / "dir" / "a.sqlite", make_record()), saes::IoError);
 }
 
 TEST_CASE("export writes one JSON per feature with token texts and activations", "[analysis]") {

@@ -16,6 +16,7 @@
 #include <ATen/ops/mv.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "saes/convert/format_readers.h"

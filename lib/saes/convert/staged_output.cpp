@@ -4,6 +4,7 @@
 #include <system_error>
 
 #include "saes/core/error.h"
+#include "saes/io/atomic_file.h"
 
 namespace saes::convert {
 
@@ -23,7 +24,7 @@ StagedOutput::StagedOutput(fs::path output, bool overwrite) : output_(std::move(
   }
   staging_ = output_;
   staging_ += ".tmp";
-  fs::remove_all(staging_, ec);
+  io::remove_tree(staging_, ec);
   SAES_CHECK(!ec, IoError, "cannot remove stale staging folder {}: {}", staging_.string(),
              ec.message());
   fs::create_directories(staging_, ec);
@@ -33,7 +34,7 @@ StagedOutput::StagedOutput(fs::path output, bool overwrite) : output_(std::move(
 StagedOutput::~StagedOutput() {
   if (committed_) return;
   std::error_code ec;
-  fs::remove_all(staging_, ec);
+  io::remove_tree(staging_, ec);
 }
 
 void StagedOutput::commit() {
@@ -42,7 +43,7 @@ void StagedOutput::commit() {
   old += ".old";
   const bool replace = fs::exists(output_, ec);
   if (replace) {
-    fs::remove_all(old, ec);
+    io::remove_tree(old, ec);
     fs::rename(output_, old, ec);
     SAES_CHECK(!ec, IoError, "cannot move {} aside: {}", output_.string(), ec.message());
   }
@@ -50,7 +51,7 @@ void StagedOutput::commit() {
   SAES_CHECK(!ec, IoError, "cannot rename {} to {}: {}", staging_.string(), output_.string(),
              ec.message());
   committed_ = true;
-  if (replace) fs::remove_all(old, ec);
+  if (replace) io::remove_tree(old, ec);
 }
 
 }  // namespace saes::convert

@@ -12,6 +12,7 @@
 #include <ATen/ops/sum.h>
 #include <ATen/ops/topk.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/core/error.h"
 

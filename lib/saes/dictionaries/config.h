@@ -97,8 +97,8 @@ struct SparseDictionaryConfig {
                "transcoder)");
     v("use_glu_encoder", use_glu_encoder, "gate the encoder with a second (GLU) projection");
     v("sparse_kernels", sparse_kernels,
-      "sparse decode/backward for TopK, BatchTopK and sparse ReLU (auto: by measured density; "
-      "on; off)");
+      "sparse decode/backward for TopK, BatchTopK and sparse ReLU (auto: by measured density, "
+      "and dense for 16-bit dtypes on CUDA, where tensor-core GEMMs win; on; off)");
     v("device", device, "device of the parameters: cpu, cuda, cuda:N");
     v("dtype", dtype, "parameter dtype");
     v.unsupported("use_triton_kernel", "saes has no Triton kernels; remove it");

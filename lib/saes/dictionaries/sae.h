@@ -55,6 +55,8 @@ class SparseAutoEncoder final : public SparseDictionary {
   /// encoder, or with sparse_kernels off; always else with on; with auto when the density
   /// (k/d_sae, or the fraction of pre > 0 for ReLU) is at most kSparseMaxDensity.
   bool uses_sparse_step(const at::Tensor& pre, std::int64_t k) const;
+  /// `sparse_kernels: auto` keeps the dense path (16-bit parameters on CUDA).
+  bool auto_prefers_dense() const;
 
   void init_parameters(const RandomInit& init, at::Generator& gen) override;
   void init_encoder_with_decoder_transpose(double factor) override;

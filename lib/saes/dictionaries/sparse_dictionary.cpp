@@ -13,6 +13,7 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/sum.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/core/error.h"
 #include "saes/io/safetensors.h"

@@ -14,6 +14,7 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/core/dtype.h"
 #include "saes/core/error.h"

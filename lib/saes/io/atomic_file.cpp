@@ -1,13 +1,16 @@
 // AtomicFile: temp file + fsync + rename.
 #include "saes/io/atomic_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "saes/core/error.h"
 
@@ -68,6 +71,41 @@ std::string read_file(const std::filesystem::path& path) {
   buffer << in.rdbuf();
   SAES_CHECK(!in.bad(), IoError, "{}: read failed", path.string());
   return buffer.str();
+}
+
+namespace {
+
+/// POSIX recursion (no std::filesystem: see remove_tree in the header). Returns 0 or an errno.
+int remove_tree_at(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT ? 0 : errno;
+  if (!S_ISDIR(st.st_mode)) return ::unlink(path.c_str()) == 0 || errno == ENOENT ? 0 : errno;
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return errno;
+  int rc = 0;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    rc = remove_tree_at(path + "/" + name);
+    if (rc != 0) break;
+  }
+  ::closedir(dir);
+  if (rc != 0) return rc;
+  return ::rmdir(path.c_str()) == 0 || errno == ENOENT ? 0 : errno;
+}
+
+}  // namespace
+
+bool remove_tree(const std::filesystem::path& path, std::error_code& ec) noexcept {
+  ec.clear();
+  if (path.empty()) return true;
+  try {
+    const int rc = remove_tree_at(path.string());
+    if (rc != 0) ec.assign(rc, std::generic_category());
+  } catch (const std::bad_alloc&) {
+    ec = std::make_error_code(std::errc::not_enough_memory);
+  }
+  return !ec;
 }
 
 }  // namespace saes::io

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace saes::io {
 
@@ -36,6 +37,12 @@ class AtomicFile {
   std::FILE* file_ = nullptr;
   bool committed_ = false;
 };
+
+/// Removes `path` and, for a folder, everything below it (symbolic links are removed, not
+/// followed); a missing path is not an error. Returns false and sets `ec` on failure. Use this,
+/// not std::filesystem::remove_all: a pip PyTorch's libtorch.so (2.11) exports its own copy of
+/// remove_all, our call binds to it at run time, and it crashes (a null call inside it).
+bool remove_tree(const std::filesystem::path& path, std::error_code& ec) noexcept;
 
 /// Reads a whole file; throws IoError naming the path if it is missing or unreadable.
 std::string read_file(const std::filesystem::path& path);

@@ -1,9 +1,9 @@
 // Hugging Face config.json -> TransformerSpec for GPT-2, GPT-NeoX, Llama and Qwen2 (field names and
 // defaults as in transformers' configuration_*.py), and the dispatch to per-architecture mappings.
 // DEVIATION: nlohmann/json outside io/ — config.json is only ever parsed here.
-#include <nlohmann/json.hpp>
-
 #include <utility>
+
+#include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
 #include "saes/lm/hf_model.h"
@@ -40,6 +40,23 @@ class ConfigReader {
   std::string where_;
 };
 
+/// transformers ≥ 5 writes the rotary settings into one `rope_parameters` map (rope_type,
+/// rope_theta, partial_rotary_factor and the scaling keys); older files keep them at the top level
+/// (rope_theta; NeoX rotary_pct / rotary_emb_base) with scaling under `rope_scaling`. Both are
+/// read: this returns the map, or an empty object when the file has none.
+ConfigReader rope_parameters(const ConfigReader& c) {
+  static const Json kEmpty = Json::object();
+  if (!c.has("rope_parameters")) return ConfigReader(kEmpty, c.where() + " rope_parameters");
+  SAES_CHECK(c.json().at("rope_parameters").is_object(), ConfigError,
+             "{}: key 'rope_parameters' must be a map", c.where());
+  return ConfigReader(c.json().at("rope_parameters"), c.where() + " rope_parameters");
+}
+
+/// rope_theta from the top level, else from rope_parameters, else `fallback`.
+double rope_theta(const ConfigReader& c, double fallback) {
+  return c.get_or<double>("rope_theta", rope_parameters(c).get_or<double>("rope_theta", fallback));
+}
+
 /// GPT-2 / NeoX MLP activation from `key`: gelu (erf), gelu_new / gelu_pytorch_tanh (tanh
 /// approximation) or relu; anything else is UnsupportedError naming the key.
 Activation gelu_family_activation(const ConfigReader& c, const char* key, const char* fallback) {
@@ -73,6 +90,8 @@ TransformerSpec gpt2_spec(const ConfigReader& c) {
   return s;
 }
 
+void read_rope_scaling(const ConfigReader& c, TransformerSpec& s);
+
 TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   TransformerSpec s;
   s.architecture = Architecture::kGptNeoX;
@@ -89,10 +108,12 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   s.act = gelu_family_activation(c, "hidden_act", "gelu");
   s.positional = Positional::kRotary;
   s.rope_style = RopeStyle::kHalfSplit;
-  const double rotary_pct =
-      c.get_or<double>("rotary_pct", c.get_or<double>("partial_rotary_factor", 0.25));
+  const double rotary_pct = c.get_or<double>(
+      "rotary_pct", c.get_or<double>("partial_rotary_factor", rope_parameters(c).get_or<double>(
+                                                                  "partial_rotary_factor", 0.25)));
   s.rotary_dim = static_cast<int64_t>(static_cast<double>(s.d_head) * rotary_pct);
-  s.rope_theta = c.get_or<double>("rotary_emb_base", c.get_or<double>("rope_theta", 10000.0));
+  s.rope_theta = c.get_or<double>("rotary_emb_base", rope_theta(c, 10000.0));
+  read_rope_scaling(c, s);
   s.parallel_attn_mlp = c.get_or<bool>("use_parallel_residual", true);
   s.qkv_bias = s.attn_out_bias = c.get_or<bool>("attention_bias", true);
   s.mlp_bias = true;
@@ -103,13 +124,17 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
 }
 
 void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
-  if (!c.has("rope_scaling")) return;
-  const ConfigReader scaling(c.json().at("rope_scaling"), c.where() + " rope_scaling");
+  const bool legacy = c.has("rope_scaling");
+  if (!legacy && !c.has("rope_parameters")) return;
+  const ConfigReader scaling =
+      legacy ? ConfigReader(c.json().at("rope_scaling"), c.where() + " rope_scaling")
+             : rope_parameters(c);
   const auto type =
       scaling.get_or<std::string>("rope_type", scaling.get_or<std::string>("type", ""));
   if (type == "default") return;
+  if (type.empty() && !legacy) return;  // rope_parameters with only rope_theta
   SAES_CHECK(type == "llama3", UnsupportedError,
-             "{}: rope_scaling type '{}' is not supported (supported: llama3, default)", c.where(),
+             "{}: rope type '{}' is not supported (supported: llama3, default)", scaling.where(),
              type);
   s.llama3_scaling.enabled = true;
   s.llama3_scaling.factor = scaling.get<double>("factor");
@@ -147,7 +172,7 @@ TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture) {
   s.positional = Positional::kRotary;
   s.rope_style = RopeStyle::kHalfSplit;
   s.rotary_dim = s.d_head;
-  s.rope_theta = c.get_or<double>("rope_theta", 10000.0);
+  s.rope_theta = rope_theta(c, 10000.0);
   read_rope_scaling(c, s);
   const bool qwen2 = architecture == Architecture::kQwen2;
   s.qkv_bias = qwen2 || c.get_or<bool>("attention_bias", false);

@@ -1,4 +1,5 @@
-// ActivationStreams and batch_rows: the shared stream set-up of runners (spec §6.1).
+// The shared activation set-up of runners (spec §6.1): token batchers, activation streams,
+// batch_rows.
 #include "saes/runners/activation_input.h"
 
 #include <ATen/core/Tensor.h>
@@ -15,52 +16,70 @@ bool needs_model(const data::ActivationFactoryConfig& factory) {
   return false;
 }
 
-data::TokenBatcher make_batcher(const ActivationInputs& in, const lm::LanguageModel& lm,
-                                const data::ActivationSourceConfig& source) {
-  const auto it = in.datasets.find(source.name);
-  SAES_CHECK(it != in.datasets.end(), ConfigError,
+}  // namespace
+
+const data::DatasetConfig& dataset_for(const std::map<std::string, data::DatasetConfig>& datasets,
+                                       const data::ActivationSourceConfig& source) {
+  const auto it = datasets.find(source.name);
+  SAES_CHECK(it != datasets.end(), ConfigError,
              "activation_factory source \"{}\" has type dataset but datasets has no entry \"{}\"",
              source.name, source.name);
-  const data::DatasetConfig& d = it->second;
-  data::TextSourceOptions text;
-  text.paths = d.text_paths();
-  text.format =
-      d.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl : data::TextFormat::kText;
-  text.text_field = d.text_field;
-  text.separator = d.separator;
-  text.max_documents = d.max_documents;
+  return it->second;
+}
+
+data::TokenBatcherOptions factory_batcher_options(const data::ActivationFactoryConfig& factory,
+                                                  const lm::LanguageModelConfig& model) {
   data::TokenBatcherOptions options;
-  options.context_size = in.factory.context_size.value_or(128);
-  options.prepend_bos = in.model->prepend_bos;
-  options.ignore_token_ids = in.factory.ignore_token_ids.value_or(std::vector<int64_t>{});
+  options.context_size = factory.context_size.value_or(128);
+  options.prepend_bos = model.prepend_bos;
+  options.ignore_token_ids = factory.ignore_token_ids.value_or(std::vector<int64_t>{});
+  return options;
+}
+
+data::TokenBatcher make_token_batcher(const data::DatasetConfig& dataset,
+                                      const lm::LanguageModel& lm,
+                                      const data::TokenBatcherOptions& options, int rank,
+                                      int n_ranks) {
+  data::TextSourceOptions text;
+  text.paths = dataset.text_paths();
+  text.format = dataset.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl
+                                                              : data::TextFormat::kText;
+  text.text_field = dataset.text_field;
+  text.separator = dataset.separator;
+  text.max_documents = dataset.max_documents;
   const lm::Tokenizer* tokenizer = lm.tokenizer.get();
   return data::TokenBatcher(
-      data::TextSource(text, 0, 1),
+      data::TextSource(text, rank, n_ranks),
       [tokenizer](std::string_view t) { return tokenizer->encode(t); },
       {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
 }
 
-}  // namespace
-
-ActivationStreams::ActivationStreams(ActivationInputs inputs, Logger& logger)
-    : in_(std::move(inputs)), logger_(logger) {
-  if (!needs_model(in_.factory)) return;
+ActivationStreams::ActivationStreams(ActivationInputs inputs, Logger& logger,
+                                     const lm::LanguageModel* model)
+    : in_(std::move(inputs)), lm_(model), logger_(logger) {
+  if (lm_ != nullptr || !needs_model(in_.factory)) return;
   SAES_CHECK(in_.model.has_value(), ConfigError,
              "activation_factory has a source of type dataset but no model is configured; set "
              "model or use type: activations");
-  lm_.emplace(lm::load_language_model(*in_.model));
+  owned_.emplace(lm::load_language_model(*in_.model));
+  lm_ = &*owned_;
 }
 
 std::unique_ptr<data::ActivationStream> ActivationStreams::make() const {
   data::StreamInputs s;
-  if (lm_) {
+  if (lm_ != nullptr) {
     s.model = &lm_->model;
     s.make_batcher = [this](const data::ActivationSourceConfig& source) {
-      return make_batcher(in_, *lm_, source);
+      SAES_CHECK(in_.model.has_value(), ConfigError,
+                 "activation_factory source \"{}\" has type dataset but no model is configured",
+                 source.name);
+      return make_token_batcher(dataset_for(in_.datasets, source), *lm_,
+                                factory_batcher_options(in_.factory, *in_.model));
     };
   }
   s.d_model = in_.d_model;
   s.seed = in_.seed;
+  s.device = in_.device;
   return data::make_activation_stream(in_.factory, s, logger_);
 }
 

@@ -1,6 +1,7 @@
-// Activation streams for runners other than train (convert now; train.cpp builds the same chain
-// and can move onto this): language model for `dataset` sources, token batchers, and the rows of
-// one hook point of a batch.
+// The one place where runners turn config into activations: the token batcher over a dataset's
+// text (generate, analyze, eval, and every `dataset` source), the activation stream of an
+// `activation_factory` with its language model (train, analyze, convert), and the rows of one hook
+// point of a batch.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <c10/core/Device.h>
 
 #include "saes/core/logging.h"
 #include "saes/data/activation_stream.h"
@@ -25,18 +28,38 @@ struct ActivationInputs {
   std::map<std::string, data::DatasetConfig> datasets;
   std::optional<std::int64_t> d_model;
   std::uint64_t seed = 0;
+  c10::Device device = c10::Device(c10::DeviceType::CPU);  ///< where batches are delivered
 };
 
-/// Owns the language model (when a source needs one) and makes fresh streams from batch 0.
+/// The `datasets` entry a `dataset` source names; ConfigError naming both when it is missing.
+const data::DatasetConfig& dataset_for(const std::map<std::string, data::DatasetConfig>& datasets,
+                                       const data::ActivationSourceConfig& source);
+
+/// Batcher options of an activation factory: context_size (128 when unset), the model's
+/// prepend_bos, ignore_token_ids.
+data::TokenBatcherOptions factory_batcher_options(const data::ActivationFactoryConfig& factory,
+                                                  const lm::LanguageModelConfig& model);
+
+/// A token batcher over `dataset`'s text (documents rank, rank + n_ranks, ...) encoded by `lm`'s
+/// tokenizer with its bos/eos/pad ids. `lm` must outlive the batcher.
+data::TokenBatcher make_token_batcher(const data::DatasetConfig& dataset,
+                                      const lm::LanguageModel& lm,
+                                      const data::TokenBatcherOptions& options, int rank = 0,
+                                      int n_ranks = 1);
+
+/// Makes fresh streams from batch 0 and holds the language model `dataset` sources run.
 class ActivationStreams {
  public:
-  /// Loads the model if a source has type dataset (ConfigError when `model` is not set).
-  ActivationStreams(ActivationInputs inputs, Logger& logger);
+  /// `model`: an already loaded model to use (not owned; must outlive this). Without one, loads
+  /// inputs.model when a source has type dataset (ConfigError when it is not set).
+  ActivationStreams(ActivationInputs inputs, Logger& logger,
+                    const lm::LanguageModel* model = nullptr);
   std::unique_ptr<data::ActivationStream> make() const;
 
  private:
   ActivationInputs in_;
-  std::optional<lm::LanguageModel> lm_;
+  std::optional<lm::LanguageModel> owned_;
+  const lm::LanguageModel* lm_ = nullptr;
   Logger& logger_;
 };
 

@@ -1,11 +1,12 @@
 // run_analyze (spec Appendix D "analyze", docs/analysis.md): load the dictionary of a saes-train
 // run, stream 2-D activations (shards or the model on the fly), feed the FeatureAnalyzer, add
 // decoder geometry, logit lens and (optionally) evaluation, and write the analysis database.
-#include <ATen/core/Tensor.h>
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <optional>
+
+#include <ATen/core/Tensor.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/analysis/feature_analyzer.h"
 #include "saes/analysis/geometry.h"
@@ -20,6 +21,7 @@
 #include "saes/lm/hf_folder.h"
 #include "saes/lm/tokenizer.h"
 #include "saes/lm/unicode.h"
+#include "saes/runners/activation_input.h"
 #include "saes/runners/analyze_eval.h"
 #include "saes/runners/runners.h"
 #include "saes/training/dictionary_module.h"
@@ -69,31 +71,6 @@ std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(const AnalyzeSet
   return dict;
 }
 
-data::TokenBatcher make_batcher(const AnalyzeSettings& s, const lm::LanguageModel& lm,
-                                const data::ActivationSourceConfig& source) {
-  const auto it = s.datasets.find(source.name);
-  SAES_CHECK(it != s.datasets.end(), ConfigError,
-             "activation_factory source \"{}\" has type dataset but datasets has no entry \"{}\"",
-             source.name, source.name);
-  const data::DatasetConfig& d = it->second;
-  data::TextSourceOptions text;
-  text.paths = d.text_paths();
-  text.format =
-      d.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl : data::TextFormat::kText;
-  text.text_field = d.text_field;
-  text.separator = d.separator;
-  text.max_documents = d.max_documents;
-  data::TokenBatcherOptions options;
-  options.context_size = s.activation_factory.context_size.value_or(128);
-  options.prepend_bos = s.model->prepend_bos;
-  options.ignore_token_ids = s.activation_factory.ignore_token_ids.value_or(std::vector<int64_t>{});
-  const lm::Tokenizer* tokenizer = lm.tokenizer.get();
-  return data::TokenBatcher(
-      data::TextSource(text, 0, 1),
-      [tokenizer](std::string_view t) { return tokenizer->encode(t); },
-      {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
-}
-
 at::Tensor decoder_weight(dictionaries::SparseDictionary& dict) {
   for (const auto& p : dict.parameters()) {
     if (p.name == "W_D") return p.value;
@@ -139,17 +116,14 @@ void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictiona
   SAES_CHECK(std::find(hooks.begin(), hooks.end(), hook) != hooks.end(), ConfigError,
              "activation_factory.hook_points lacks \"{}\", which the dictionary reads (got [{}])",
              hook, fmt::join(hooks, ", "));
-  data::StreamInputs in;
-  if (lm != nullptr) {
-    in.model = &lm->model;
-    in.make_batcher = [&s, lm](const data::ActivationSourceConfig& source) {
-      return make_batcher(s, *lm, source);
-    };
-  }
-  in.d_model = dict.config().d_model;
-  in.device = dict.device();
-  in.seed = static_cast<std::uint64_t>(s.seed);
-  auto stream = data::make_activation_stream(s.activation_factory, in, context.logger);
+  ActivationInputs in{s.activation_factory,
+                      s.model,
+                      s.datasets,
+                      dict.config().d_model,
+                      static_cast<std::uint64_t>(s.seed),
+                      dict.device()};
+  const ActivationStreams streams(std::move(in), context.logger, lm);
+  auto stream = streams.make();
   const std::int64_t total = s.analyzer.total_analyzing_tokens;
   auto progress = context.make_progress("analyze", total, "tok");
   std::int64_t seen = 0;
@@ -205,8 +179,8 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   if (lm) {
     const auto& model = lm->model;
     const bool tied = model.spec().tied_embeddings;
-    record.logit_lens = analysis::logit_lens(
-        W_D, model.weight(tied ? "embed.W_E" : "unembed.W_U"), kLogitLensTokens);
+    record.logit_lens = analysis::logit_lens(W_D, model.weight(tied ? "embed.W_E" : "unembed.W_U"),
+                                             kLogitLensTokens);
     record.vocab = vocabulary(*lm->tokenizer);
   }
   if (s.eval) record.eval = run_analyze_eval(s, *dict, context);

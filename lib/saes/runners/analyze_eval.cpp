@@ -12,6 +12,7 @@
 #include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/distributed/communicator.h"
 #include "saes/lm/hf_folder.h"
+#include "saes/runners/activation_input.h"
 
 namespace saes::runners {
 namespace {
@@ -31,39 +32,15 @@ const data::ActivationSourceConfig* first_dataset_source(const AnalyzeSettings& 
   return nullptr;
 }
 
-data::TokenBatcher make_batcher(const AnalyzeSettings& s, const lm::LanguageModel& lm,
-                                const data::ActivationSourceConfig& source,
-                                const distributed::Communicator& world) {
-  const auto it = s.datasets.find(source.name);
-  SAES_CHECK(it != s.datasets.end(), ConfigError,
-             "activation_factory source \"{}\" has type dataset but datasets has no entry \"{}\"",
-             source.name, source.name);
-  const data::DatasetConfig& d = it->second;
-  data::TextSourceOptions text;
-  text.paths = d.text_paths();
-  text.format =
-      d.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl : data::TextFormat::kText;
-  text.text_field = d.text_field;
-  text.separator = d.separator;
-  text.max_documents = d.max_documents;
-  data::TokenBatcherOptions options;
-  options.context_size = s.activation_factory.context_size.value_or(128);
-  options.prepend_bos = s.model->prepend_bos;
-  options.ignore_token_ids = s.activation_factory.ignore_token_ids.value_or(std::vector<int64_t>{});
-  const lm::Tokenizer* tokenizer = lm.tokenizer.get();
-  return data::TokenBatcher(
-      data::TextSource(text, world.rank(), world.size()),
-      [tokenizer](std::string_view t) { return tokenizer->encode(t); },
-      {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
-}
-
 std::map<std::string, double> eval_on_text(const AnalyzeSettings& s,
                                            const data::ActivationSourceConfig& source,
                                            dictionaries::SparseDictionary& dict,
                                            RunContext& context) {
   const analysis::EvalConfig& eval = *s.eval;
   const lm::LanguageModel lm = lm::load_language_model(*s.model);
-  data::TokenBatcher batcher = make_batcher(s, lm, source, context.world);
+  data::TokenBatcher batcher = make_token_batcher(
+      dataset_for(s.datasets, source), lm, factory_batcher_options(s.activation_factory, *s.model),
+      context.world.rank(), context.world.size());
   const std::int64_t budget = rank_budget(eval.total_eval_tokens, context.world);
   Progress progress = context.make_progress("eval", budget, "tokens");
   const auto next_batch = [&]() {
@@ -82,17 +59,6 @@ std::map<std::string, double> eval_on_text(const AnalyzeSettings& s,
       analysis::evaluate_dictionary(dict, lm.model, next_batch, budget, options, &context.world);
   progress.finish();
   return metrics;
-}
-
-/// [n, d] rows of one hook of a stream batch (2-D batches: the masked-in tokens only).
-at::Tensor batch_rows(const data::ActivationBatch& b, const std::string& hook) {
-  const auto it = b.acts.find(hook);
-  SAES_CHECK(it != b.acts.end(), ConfigError,
-             "activation_factory.hook_points lacks \"{}\", which the dictionary reads", hook);
-  if (it->second.dim() <= 2) return it->second;
-  const at::Tensor rows = it->second.flatten(0, -2);
-  if (!b.mask.defined()) return rows;
-  return rows.index_select(0, b.mask.flatten().to(rows.device()).nonzero().squeeze(1));
 }
 
 std::map<std::string, double> eval_on_activations(const AnalyzeSettings& s,

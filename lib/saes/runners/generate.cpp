@@ -19,6 +19,7 @@
 #include "saes/io/shard_format.h"
 #include "saes/io/shard_writer.h"
 #include "saes/lm/hf_folder.h"
+#include "saes/runners/activation_input.h"
 #include "saes/runners/runners.h"
 #include "saes/version.h"
 
@@ -166,23 +167,12 @@ io::ShardWriterOptions writer_options(const GenerateSettings& s, const lm::Langu
 
 data::TokenBatcher make_batcher(const GenerateSettings& s, const lm::LanguageModel& lm,
                                 const distributed::Mesh& mesh) {
-  data::TextSourceOptions text;
-  text.paths = s.dataset.text_paths();
-  text.format = s.dataset.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl
-                                                                : data::TextFormat::kText;
-  text.text_field = s.dataset.text_field;
-  text.separator = s.dataset.separator;
-  text.max_documents = s.dataset.max_documents;
   data::TokenBatcherOptions options;
   options.context_size = s.context_size;
   options.prepend_bos = s.model.prepend_bos;
   options.packing = s.packing;
   options.ignore_token_ids = s.ignore_token_ids.value_or(std::vector<int64_t>{});
-  const lm::Tokenizer* tokenizer = lm.tokenizer.get();
-  return data::TokenBatcher(
-      data::TextSource(text, mesh.data_rank(), mesh.data_size()),
-      [tokenizer](std::string_view t) { return tokenizer->encode(t); },
-      {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
+  return make_token_batcher(s.dataset, lm, options, mesh.data_rank(), mesh.data_size());
 }
 
 /// Per 2-D row: the document and position of its first token with a document (-1 when none).

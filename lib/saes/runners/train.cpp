@@ -20,6 +20,7 @@
 #include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/distributed/communicator.h"
 #include "saes/lm/hf_folder.h"
+#include "saes/runners/activation_input.h"
 #include "saes/runners/runners.h"
 #include "saes/runners/train_distributed.h"
 #include "saes/training/checkpoint.h"
@@ -48,69 +49,6 @@ void check_amp_dtype(const TrainSettings& s, std::string_view where) {
              dtype_name(s.trainer.amp_dtype.value_or(s.sae.dtype)));
 }
 
-bool needs_model(const TrainSettings& s) {
-  for (const auto& source : s.activation_factory.sources) {
-    if (source.type == data::SourceType::kDataset) return true;
-  }
-  return false;
-}
-
-data::TokenBatcher make_batcher(const TrainSettings& s, const lm::LanguageModel& lm,
-                                const data::ActivationSourceConfig& source) {
-  const auto it = s.datasets.find(source.name);
-  SAES_CHECK(it != s.datasets.end(), ConfigError,
-             "activation_factory source \"{}\" has type dataset but datasets has no entry \"{}\"",
-             source.name, source.name);
-  const data::DatasetConfig& d = it->second;
-  data::TextSourceOptions text;
-  text.paths = d.text_paths();
-  text.format =
-      d.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl : data::TextFormat::kText;
-  text.text_field = d.text_field;
-  text.separator = d.separator;
-  text.max_documents = d.max_documents;
-  data::TokenBatcherOptions options;
-  options.context_size = s.activation_factory.context_size.value_or(128);
-  options.prepend_bos = s.model->prepend_bos;
-  options.ignore_token_ids = s.activation_factory.ignore_token_ids.value_or(std::vector<int64_t>{});
-  const lm::Tokenizer* tokenizer = lm.tokenizer.get();
-  return data::TokenBatcher(
-      data::TextSource(text, 0, 1),
-      [tokenizer](std::string_view t) { return tokenizer->encode(t); },
-      {lm.special_ids.bos, lm.special_ids.eos, lm.special_ids.pad}, options);
-}
-
-/// The stream factory of this run (a fresh stream from the first batch on each call).
-struct StreamFactory {
-  const TrainSettings& s;
-  std::optional<lm::LanguageModel> lm;
-  Logger& logger;
-
-  std::unique_ptr<data::ActivationStream> make() const {
-    data::StreamInputs in;
-    if (lm) {
-      in.model = &lm->model;
-      in.make_batcher = [this](const data::ActivationSourceConfig& source) {
-        return make_batcher(s, *lm, source);
-      };
-    }
-    in.d_model = s.sae.d_model;
-    in.seed = static_cast<std::uint64_t>(s.seed);
-    return data::make_activation_stream(s.activation_factory, in, logger);
-  }
-};
-
-/// [n_tokens, d] rows of one hook of a batch (2-D batches: only the masked-in tokens).
-at::Tensor batch_rows(const data::ActivationBatch& b, const std::string& hook) {
-  const auto it = b.acts.find(hook);
-  SAES_CHECK(it != b.acts.end(), ConfigError,
-             "activation_factory.hook_points lacks \"{}\", which the dictionary reads", hook);
-  if (it->second.dim() <= 2) return it->second;
-  const at::Tensor rows = it->second.flatten(0, -2);
-  if (!b.mask.defined()) return rows;
-  return rows.index_select(0, b.mask.flatten().to(rows.device()).nonzero().squeeze(1));
-}
-
 /// Batches the preparation of `s` reads: kDatasetNormBatches for dataset-wise norms, one for the
 /// initializer's search, none otherwise.
 int preparation_batches(const TrainSettings& s) {
@@ -121,7 +59,7 @@ int preparation_batches(const TrainSettings& s) {
 }
 
 /// The first `n` batches, read from a separate stream so that training still starts at batch 0.
-std::vector<data::ActivationBatch> first_batches(const StreamFactory& streams, int n) {
+std::vector<data::ActivationBatch> first_batches(const ActivationStreams& streams, int n) {
   std::vector<data::ActivationBatch> batches;
   if (n == 0) return batches;
   auto stream = streams.make();
@@ -145,10 +83,9 @@ void prepare_dictionary(const TrainSettings& s, const std::vector<data::Activati
       std::vector<at::Tensor> rows;
       for (std::size_t i = 0; i < n; ++i) rows.push_back(batch_rows(batches[i], hook));
       // Rounded to the dtype checkpoints store it in, so a resumed run computes with this value.
-      const double norm =
-          at::scalar_tensor(dictionaries::average_activation_norm(rows),
-                            at::TensorOptions().dtype(dict.dtype()))
-              .item<double>();
+      const double norm = at::scalar_tensor(dictionaries::average_activation_norm(rows),
+                                            at::TensorOptions().dtype(dict.dtype()))
+                              .item<double>();
       dict.set_dataset_norm(hook, norm);
       logger.info("dataset norm of {}: {:.4f} (over {} batches)", hook, norm, n);
     }
@@ -185,8 +122,8 @@ struct Member {
 bool overrides_member_key(std::string_view assignment) {
   const std::string_view key = assignment.substr(0, assignment.find('='));
   for (std::string_view section : {"sae", "initializer", "trainer"}) {
-    if (key == section || (key.starts_with(section) && key.size() > section.size() &&
-                           key[section.size()] == '.')) {
+    if (key == section ||
+        (key.starts_with(section) && key.size() > section.size() && key[section.size()] == '.')) {
       return true;
     }
   }
@@ -245,8 +182,8 @@ std::vector<Member> resolve_members(const TrainSettings& s) {
 
 /// Builds each member's dictionary: loaded (initializer null) or initialized, with dataset norms
 /// and the initializer's search on the first batches of the shared stream.
-void build_dictionaries(std::vector<Member>& members, const StreamFactory& streams, bool resuming,
-                        Logger& logger) {
+void build_dictionaries(std::vector<Member>& members, const ActivationStreams& streams,
+                        bool resuming, Logger& logger) {
   int wanted = 0;
   for (Member& m : members) {
     m.dict = dictionaries::make_dictionary(m.settings.sae);
@@ -308,13 +245,10 @@ int run_train(const TrainSettings& s, RunContext& context) {
   for (const Member& m : members) {
     check_amp_dtype(m.settings, m.name.empty() ? "" : fmt::format("sweep item {}: ", m.name));
   }
-  StreamFactory streams{s, std::nullopt, logger};
-  if (needs_model(s)) {
-    SAES_CHECK(s.model.has_value(), ConfigError,
-               "activation_factory has a source of type dataset but no model is configured; set "
-               "model or use type: activations");
-    streams.lm.emplace(lm::load_language_model(*s.model));
-  }
+  const ActivationStreams streams(
+      ActivationInputs{s.activation_factory, s.model, s.datasets, s.sae.d_model,
+                       static_cast<std::uint64_t>(s.seed)},
+      logger);
   const bool resuming = s.trainer.from_pretrained_path.has_value();
   build_dictionaries(members, streams, resuming, logger);
 

@@ -213,7 +213,10 @@ TEST_CASE("a resumed TopK run ends with the weights of an uninterrupted one", "[
   r.trainer.exp_result_path = tmp.path() / "resumed";
   fs::copy(s.trainer.exp_result_path, r.trainer.exp_result_path, fs::copy_options::recursive);
   fs::remove(r.trainer.exp_result_path / "sae_weights.safetensors");
-  fs::remove_all(training::checkpoint_path(r.trainer.exp_result_path, 60));
+  {
+    std::error_code ec;
+    saes::io::remove_tree(training::checkpoint_path(r.trainer.exp_result_path, 60), ec);
+  }
   r.trainer.from_pretrained_path = r.trainer.exp_result_path;
   REQUIRE(run(r, &run_train) == 0);
 
@@ -320,8 +323,7 @@ TEST_CASE("a sweep over two hooks trained on the fly equals each hook trained al
   s.trainer.log_frequency = 4;
   s.sae.norm_activation = dictionaries::NormActivation::kTokenWise;
   use_live_source(s, {hook1, kHook});
-  s.sweep = {{"l1", {"sae.hook_point_in=" + hook1, "sae.hook_point_out=" + hook1}},
-             {"l3", {}}};
+  s.sweep = {{"l1", {"sae.hook_point_in=" + hook1, "sae.hook_point_out=" + hook1}}, {"l3", {}}};
   REQUIRE(run(s, &run_train) == 0);
 
   for (const auto& [name, hook] : {std::pair{"l1", hook1}, std::pair{"l3", std::string(kHook)}}) {
@@ -355,7 +357,8 @@ TEST_CASE("an amp_dtype other than sae.dtype and eval: true are rejected", "[run
   config::TrainSettings s = topk_settings("unused", "unused");
   s.trainer.amp_dtype = DType::kBFloat16;
   CHECK_THROWS_AS(run(s, &run_train), UnsupportedError);
-  CHECK(error_of(s).find("set trainer.amp_dtype: float32 or null (got bfloat16)") != std::string::npos);
+  CHECK(error_of(s).find("set trainer.amp_dtype: float32 or null (got bfloat16)") !=
+        std::string::npos);
   s.trainer.amp_dtype = DType::kFloat32;
   s.eval = true;
   CHECK_THROWS_AS(run(s, &run_train), UnsupportedError);

@@ -41,7 +41,7 @@ void sync_directory(const fs::path& dir) {
 
 void remove_all_or_throw(const fs::path& path) {
   std::error_code ec;
-  fs::remove_all(path, ec);
+  io::remove_tree(path, ec);
   SAES_CHECK(!ec, IoError, "cannot remove {}: {}", path.string(), ec.message());
 }
 
@@ -104,7 +104,7 @@ CheckpointStaging::CheckpointStaging(const fs::path& run_dir, std::int64_t step)
 CheckpointStaging::~CheckpointStaging() {
   if (committed_) return;
   std::error_code ec;
-  fs::remove_all(staging_, ec);
+  io::remove_tree(staging_, ec);
 }
 
 fs::path CheckpointStaging::commit() {
@@ -122,7 +122,7 @@ fs::path CheckpointStaging::commit() {
              ec.message());
   committed_ = true;
   sync_directory(final_.parent_path());
-  fs::remove_all(old, ec);
+  io::remove_tree(old, ec);
   return final_;
 }
 
