@@ -24,10 +24,10 @@ void shuffle_fixed(const std::uint8_t* __restrict in, std::uint8_t* __restrict o
 }
 
 template <std::size_t S>
-void unshuffle_fixed(const std::uint8_t* __restrict in, std::uint8_t* __restrict out,
-                     std::size_t n) {
-  for (std::size_t start = 0; start < n; start += kBlockElements) {
-    const std::size_t count = std::min(kBlockElements, n - start);
+void unshuffle_fixed(const std::uint8_t* __restrict in, std::uint8_t* __restrict out, std::size_t n,
+                     std::size_t first, std::size_t end) {
+  for (std::size_t start = first; start < end; start += kBlockElements) {
+    const std::size_t count = std::min(kBlockElements, end - start);
     std::uint8_t* dst = out + start * S;
     for (std::size_t i = 0; i < count; ++i) {
       for (std::size_t j = 0; j < S; ++j) dst[i * S + j] = in[j * n + start + i];
@@ -41,8 +41,9 @@ void shuffle_any(const std::uint8_t* in, std::uint8_t* out, std::size_t n, std::
   }
 }
 
-void unshuffle_any(const std::uint8_t* in, std::uint8_t* out, std::size_t n, std::size_t s) {
-  for (std::size_t i = 0; i < n; ++i) {
+void unshuffle_any(const std::uint8_t* in, std::uint8_t* out, std::size_t n, std::size_t s,
+                   std::size_t first, std::size_t end) {
+  for (std::size_t i = first; i < end; ++i) {
     for (std::size_t j = 0; j < s; ++j) out[i * s + j] = in[j * n + i];
   }
 }
@@ -65,17 +66,23 @@ void byte_shuffle(const void* in, void* out, std::size_t n_elements, std::size_t
 }
 
 void byte_unshuffle(const void* in, void* out, std::size_t n_elements, std::size_t element_size) {
+  byte_unshuffle_range(in, out, n_elements, element_size, 0, n_elements);
+}
+
+void byte_unshuffle_range(const void* in, void* out, std::size_t n_elements,
+                          std::size_t element_size, std::size_t first, std::size_t count) {
   const auto* src = static_cast<const std::uint8_t*>(in);
   auto* dst = static_cast<std::uint8_t*>(out);
+  const std::size_t end = first + count;
   switch (element_size) {
     case 2:
-      return unshuffle_fixed<2>(src, dst, n_elements);
+      return unshuffle_fixed<2>(src, dst, n_elements, first, end);
     case 4:
-      return unshuffle_fixed<4>(src, dst, n_elements);
+      return unshuffle_fixed<4>(src, dst, n_elements, first, end);
     case 8:
-      return unshuffle_fixed<8>(src, dst, n_elements);
+      return unshuffle_fixed<8>(src, dst, n_elements, first, end);
     default:
-      return unshuffle_any(src, dst, n_elements, element_size);
+      return unshuffle_any(src, dst, n_elements, element_size, first, end);
   }
 }
 

@@ -15,4 +15,9 @@ void byte_shuffle(const void* in, void* out, std::size_t n_elements, std::size_t
 /// Inverse of byte_shuffle: out[i * s + j] = in[j * n + i].
 void byte_unshuffle(const void* in, void* out, std::size_t n_elements, std::size_t element_size);
 
+/// Part of byte_unshuffle: only elements first <= i < first + count are written (`in` and `out`
+/// point at the whole arrays). Lets a caller unshuffle a cache-sized block and use it at once.
+void byte_unshuffle_range(const void* in, void* out, std::size_t n_elements,
+                          std::size_t element_size, std::size_t first, std::size_t count);
+
 }  // namespace saes::io

@@ -71,6 +71,23 @@ void advise_huge_pages(void* data, std::uint64_t bytes) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
+// Unshuffles `bytes` bytes of `element`-byte values from `shuffled` into `out` in blocks that fit
+// in L1 and, when `hash` is set, hashes each block right after writing it (one pass over `out`
+// instead of two). Returns the XXH64 of `out`, or 0 without `hash`.
+std::uint64_t unshuffle_and_hash(const std::uint8_t* shuffled, std::uint8_t* out,
+                                 std::uint64_t bytes, std::size_t element, bool hash) {
+  constexpr std::size_t kBlockBytes = std::size_t{16} << 10;
+  const std::size_t n = bytes / element;
+  const std::size_t block = std::max<std::size_t>(1, kBlockBytes / element);
+  Xxh64 digest;
+  for (std::size_t first = 0; first < n; first += block) {
+    const std::size_t count = std::min(block, n - first);
+    byte_unshuffle_range(shuffled, out, n, element, first, count);
+    if (hash) digest.update(out + first * element, count * element);
+  }
+  return hash ? digest.digest() : 0;
+}
+
 std::uint64_t align_up(std::uint64_t value) {
   return (value + kShardAlignment - 1) / kShardAlignment * kShardAlignment;
 }
@@ -361,7 +378,8 @@ const SectionInfo* ShardFile::find(std::string_view section) const {
   return nullptr;
 }
 
-void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) const {
+void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads,
+                       bool verify_raw) const {
   std::vector<std::uint64_t> raw_bytes, frame_bytes;
   for (const auto& t : targets) {
     advise_huge_pages(t.out, t.section->raw_bytes);
@@ -385,8 +403,8 @@ void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) co
   parallel_for(jobs.size(), threads, [&](int w, std::size_t j) {
     const auto& job = jobs[j];
     const SectionInfo& s = *targets[job.section].section;
-    const FrameInfo& frame = s.frames[job.raw_offset / s.frame_bytes];
-    std::size_t index = job.raw_offset / s.frame_bytes;
+    const std::size_t index = job.raw_offset / s.frame_bytes;
+    const FrameInfo& frame = s.frames[index];
     const char* src = data_ + data_offset_ + s.offset + stored_offset[j];
     auto* out = static_cast<std::uint8_t*>(targets[job.section].out) + job.raw_offset;
     SAES_CHECK(xxh64(src, frame.stored_bytes) == frame.stored_checksum, DataError,
@@ -396,21 +414,21 @@ void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads) co
       SAES_CHECK(frame.stored_bytes == job.raw_bytes, DataError,
                  "shard {}: section \"{}\": raw frame {} has {} bytes, expected {}", name_, s.name,
                  index, frame.stored_bytes, job.raw_bytes);
-      std::memcpy(out, src,
-                  job.raw_bytes);  // the stored checksum already covered these exact bytes
+      std::memcpy(out, src, job.raw_bytes);  // the stored checksum already covered these bytes
       return;
     }
     if (!dctx[w]) dctx[w].reset(ZSTD_createDCtx());
     const bool shuffled = s.codec == ShardCodec::kZstdShuffle;
-    if (shuffled) scratch[w].resize(job.raw_bytes);
+    if (shuffled && scratch[w].size() < job.raw_bytes) scratch[w].resize(job.raw_bytes);
     std::uint8_t* dst = shuffled ? scratch[w].data() : out;
     std::size_t n = ZSTD_decompressDCtx(dctx[w].get(), dst, job.raw_bytes, src, frame.stored_bytes);
     SAES_CHECK(!ZSTD_isError(n) && n == job.raw_bytes, DataError,
                "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_,
                s.name, index, job.raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
-    if (shuffled)
-      byte_unshuffle(dst, out, job.raw_bytes / dtype_size(s.dtype), dtype_size(s.dtype));
-    SAES_CHECK(xxh64(out, job.raw_bytes) == frame.raw_checksum, DataError,
+    const std::uint64_t raw_checksum =
+        shuffled ? unshuffle_and_hash(dst, out, job.raw_bytes, dtype_size(s.dtype), verify_raw)
+                 : (verify_raw ? xxh64(out, job.raw_bytes) : frame.raw_checksum);
+    SAES_CHECK(!verify_raw || raw_checksum == frame.raw_checksum, DataError,
                "shard {}: section \"{}\": frame {} raw checksum mismatch after decoding", name_,
                s.name, index);
   });

@@ -96,8 +96,9 @@ class ShardFile {
     void* out;
   };
   /// Decodes the targets' frames on `threads` threads, verifying each frame's stored checksum
-  /// before decompressing and its raw checksum after. Throws DataError naming file and section.
-  void decode(const std::vector<DecodeTarget>& targets, int threads) const;
+  /// before decompressing and, with `verify_raw`, its raw checksum after. Throws DataError naming
+  /// file and section.
+  void decode(const std::vector<DecodeTarget>& targets, int threads, bool verify_raw = true) const;
 
  private:
   ShardFile() = default;

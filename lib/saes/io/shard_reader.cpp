@@ -119,7 +119,7 @@ ShardBatch ShardReader::read_shard(std::int64_t index, const ShardReadOptions& o
     tensors.push_back(empty_for(*s));
     targets.push_back({s, tensors.back().data_ptr()});
   }
-  file.decode(targets, o.decode_threads);
+  file.decode(targets, o.decode_threads, o.verify_raw_checksums);
 
   ShardBatch batch;
   batch.shard = entry.file;

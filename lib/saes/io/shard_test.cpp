@@ -1,6 +1,7 @@
 // Tests of the activation shard format: checksum and shuffle primitives, bit-exact write → read
 // round trips with position-encoding data, shard order/slicing, resume, merging, and corruption.
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 #include <set>
@@ -160,6 +161,36 @@ TEST_CASE("xxh64 matches the reference xxHash digests", "[shards]") {
   CHECK(checksum_hex(0x00ab) == "00000000000000ab");
   CHECK(try_parse_checksum_hex("6ac1e58032166597") == 0x6ac1e58032166597ULL);
   CHECK_FALSE(try_parse_checksum_hex("6ac1e5803216659").has_value());
+}
+
+TEST_CASE("streaming xxh64 gives the one-shot digest however the input is split", "[shards]") {
+  std::vector<unsigned char> bytes(1000);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>(i * 97 + 5);
+  for (std::size_t size : {0, 3, 31, 32, 33, 100, 1000}) {
+    for (std::size_t piece : {1, 7, 31, 32, 33, 64, 1000}) {
+      Xxh64 digest(size % 2 == 0 ? 0 : 7);
+      for (std::size_t at = 0; at < size; at += piece)
+        digest.update(bytes.data() + at, std::min(piece, size - at));
+      REQUIRE(digest.digest() == xxh64(bytes.data(), size, size % 2 == 0 ? 0 : 7));
+    }
+  }
+  Xxh64 abc;
+  abc.update("ab", 2);
+  abc.update("c", 1);
+  CHECK(abc.digest() == 0x44bc2cf5ad770999ULL);
+}
+
+TEST_CASE("unshuffling element ranges piece by piece equals unshuffling at once", "[shards]") {
+  for (std::size_t s : {1, 2, 3, 4, 8}) {
+    const std::size_t n = 5003;
+    std::vector<unsigned char> in(n * s), whole(n * s), pieces(n * s);
+    for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<unsigned char>(i * 131 + i / 7);
+    byte_unshuffle(in.data(), whole.data(), n, s);
+    for (std::size_t first = 0; first < n; first += 777)
+      byte_unshuffle_range(in.data(), pieces.data(), n, s, first,
+                           std::min<std::size_t>(777, n - first));
+    REQUIRE(pieces == whole);
+  }
 }
 
 TEST_CASE("byte shuffle groups bytes by significance and unshuffle inverts it", "[shards]") {
@@ -354,6 +385,51 @@ TEST_CASE("corrupt runs fail with errors naming the shard, section or key", "[sh
                Catch::Contains("blocks.5.hook_resid_post") &&
                    Catch::Contains("available: blocks.0.hook_resid_post, blocks.1.hook_mlp_out"));
   }
+}
+
+TEST_CASE("reading without raw checksums returns the same rows and still checks stored bytes",
+          "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kFloat16, ShardTarget::kActivations1d);
+  write_run(o, 100);
+  require_batches_match(read_all(dir.path(), {.decode_threads = 2, .verify_raw_checksums = false}),
+                        DType::kFloat16, false, 100);
+  const fs::path shard1 = dir / "shard-r000-000001.saes";
+  ShardFile file = ShardFile::load(shard1);
+  const SectionInfo* s = file.find("act/blocks.0.hook_resid_post");
+  flip_byte(shard1, file.data_offset() + s->offset + 1);
+  CHECK_THAT(error_of([&] { read_all(dir.path(), {.verify_raw_checksums = false}); }),
+             Catch::Contains("act/blocks.0.hook_resid_post") &&
+                 Catch::Contains("stored checksum mismatch"));
+}
+
+TEST_CASE("a wrong raw checksum fails the decode of a frame whose stored bytes are intact",
+          "[shards]") {
+  auto codec = GENERATE(ShardCodec::kZstdShuffle, ShardCodec::kZstd);
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kFloat32, ShardTarget::kActivations1d);
+  o.encode.codec = codec;
+  write_run(o, 30);
+  std::string bytes = read_file(dir / "shard-r000-000000.saes");
+  const ShardFile original = ShardFile::parse(bytes, "original");
+  const SectionInfo& s = *original.find("act/blocks.1.hook_mlp_out");
+  // Change one hex digit of frame 1's raw digest (same length) and re-seal the directory.
+  const std::string raw_hex = checksum_hex(s.frames.at(1).raw_checksum);
+  const std::size_t at = bytes.find(raw_hex);
+  REQUIRE(at != std::string::npos);
+  bytes[at] = bytes[at] == '0' ? '1' : '0';
+  std::uint64_t dir_bytes = 0;
+  std::memcpy(&dir_bytes, bytes.data() + 16, 8);
+  const std::uint64_t dir_checksum = xxh64(bytes.data() + kShardHeaderBytes, dir_bytes);
+  std::memcpy(bytes.data() + 24, &dir_checksum, 8);
+  const ShardFile file = ShardFile::parse(bytes, "edited.saes");
+  const SectionInfo& edited = *file.find("act/blocks.1.hook_mlp_out");
+  std::vector<float> out(edited.raw_bytes / sizeof(float));
+  CHECK_THAT(error_of([&] {
+               file.decode({{&edited, out.data()}}, 2);
+             }),
+             Catch::Contains("edited.saes") && Catch::Contains("frame 1 raw checksum mismatch"));
+  CHECK_NOTHROW(file.decode({{&edited, out.data()}}, 2, false));
 }
 
 TEST_CASE("the skip policy logs a corrupt shard and streams the others", "[shards]") {
