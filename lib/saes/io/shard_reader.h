@@ -34,7 +34,7 @@ struct ShardReadOptions {
   int decode_threads = 1;  ///< frames decoded in parallel within one shard
   /// Also hash every decoded frame and compare with its raw XXH64 (guards against decoder and
   /// memory faults; the stored XXH64, always checked, already pins the file's bytes). Off saves
-  /// about a fifth of the decode time (docs/shard-format.md §5).
+  /// about 12% of the read CPU time (docs/shard-format.md §5).
   bool verify_raw_checksums = true;
   int queue_depth = 2;  ///< decoded shards buffered ahead of the consumer
 };
