@@ -202,8 +202,7 @@ void write_analysis_db(const fs::path& path, const AnalysisRecord& record) {
 }
 
 AnalysisStore::AnalysisStore(const fs::path& path)
-    : path_(path),
-      db_(std::make_unique<io::SqliteDatabase>(path, io::SqliteMode::kReadOnly)) {
+    : path_(path), db_(std::make_unique<io::SqliteDatabase>(path, io::SqliteMode::kReadOnly)) {
   try {
     auto st = db_->prepare("SELECT key, value FROM meta");
     while (st.step()) meta_[st.column_text(0)] = st.column_text(1);
@@ -322,8 +321,8 @@ std::vector<double> AnalysisStore::frequencies() const {
   while (st.step()) {
     const std::int64_t id = st.column_int(0);
     SAES_CHECK(id == static_cast<std::int64_t>(out.size()) && id < d_sae_, DataError,
-               "{}: features table has id {} where {} was expected (d_sae {})", path_.string(),
-               id, out.size(), d_sae_);
+               "{}: features table has id {} where {} was expected (d_sae {})", path_.string(), id,
+               out.size(), d_sae_);
     out.push_back(st.column_double(1));
   }
   SAES_CHECK(static_cast<std::int64_t>(out.size()) == d_sae_, DataError,

@@ -3,7 +3,9 @@
 #include "saes/convert/sparsity.h"
 
 #include <cmath>
+#include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <ATen/ops/empty.h>
@@ -45,7 +47,8 @@ at::Tensor sparsity_from_analysis(const fs::path& db, std::int64_t d_sae) {
 }
 
 void write_saelens_sparsity(const at::Tensor& sparsity, const fs::path& dir) {
-  io::save_safetensors(dir / kSaeLensSparsityFile, {{kSparsityTensor, sparsity}});
+  const std::vector<std::pair<std::string, at::Tensor>> tensors = {{kSparsityTensor, sparsity}};
+  io::save_safetensors(dir / kSaeLensSparsityFile, tensors);
 }
 
 at::Tensor read_saelens_sparsity(const fs::path& dir, std::int64_t d_sae) {

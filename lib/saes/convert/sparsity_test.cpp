@@ -1,7 +1,11 @@
 // sparsity.safetensors: values from an analysis database are log10(frequency + 1e-10) (dead
 // features -10), the file holds exactly SAELens' one tensor, a bad database or d_sae is refused,
 // and a SAELens folder's sparsity file is read back with its shape checked.
+#include "saes/convert/sparsity.h"
+
 #include <cmath>
+#include <map>
+#include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -9,7 +13,6 @@
 
 #include "saes/analysis/store.h"
 #include "saes/convert/formats.h"
-#include "saes/convert/sparsity.h"
 #include "saes/core/error.h"
 #include "saes/io/safetensors.h"
 
@@ -17,6 +20,7 @@
 
 namespace sc = saes::convert;
 namespace fs = std::filesystem;
+using Tensors = std::map<std::string, at::Tensor>;
 
 namespace {
 
@@ -39,7 +43,7 @@ std::unique_ptr<saes::dictionaries::SparseAutoEncoder> small_sae() {
   saes::dictionaries::SparseDictionaryConfig cfg;
   cfg.d_model = 4;
   cfg.expansion_factor = 2.0;
-  cfg.act_fn = saes::dictionaries::ActFn::kReLU;
+  cfg.act_fn = saes::dictionaries::ActFn::kRelu;
   cfg.hook_point_in = cfg.hook_point_out = "blocks.0.hook_resid_post";
   return std::make_unique<saes::dictionaries::SparseAutoEncoder>(cfg);
 }
@@ -71,12 +75,14 @@ TEST_CASE("sparsity from an analysis database is log10(frequency + 1e-10), dead 
 
 TEST_CASE("sparsity_from refuses a missing database and a d_sae mismatch", "[convert]") {
   saes::testing::TempDir dir;
-  CHECK_THROWS_MATCHES(sc::sparsity_from_analysis(dir / "nothere.sqlite", 4), saes::IoError,
-                       Catch::Message(Catch::Contains("nothere.sqlite")));
+  CHECK_THROWS_AS(sc::sparsity_from_analysis(dir / "nothere.sqlite", 4), saes::IoError);
+  CHECK_THROWS_WITH(sc::sparsity_from_analysis(dir / "nothere.sqlite", 4),
+                    Catch::Contains("nothere.sqlite"));
   write_db(dir / "a.sqlite", {1, 2, 3});
-  CHECK_THROWS_MATCHES(sc::sparsity_from_analysis(dir / "a.sqlite", 8), saes::DataError,
-                       Catch::Message(Catch::Contains("d_sae 3, the dictionary has d_sae 8")));
-  saes::io::save_safetensors(dir / "b.sqlite", {{"x", at::zeros({2})}});
+  CHECK_THROWS_AS(sc::sparsity_from_analysis(dir / "a.sqlite", 8), saes::DataError);
+  CHECK_THROWS_WITH(sc::sparsity_from_analysis(dir / "a.sqlite", 8),
+                    Catch::Contains("d_sae 3, the dictionary has d_sae 8"));
+  saes::io::save_safetensors(dir / "b.sqlite", Tensors{{"x", at::zeros({2})}});
   CHECK_THROWS_AS(sc::sparsity_from_analysis(dir / "b.sqlite", 3), saes::Error);
 }
 
@@ -94,9 +100,10 @@ TEST_CASE("a SAELens folder's sparsity.safetensors is optional and shape-checked
   CHECK(at::equal(in.sparsity, s));
 
   sc::write_saelens_sparsity(at::zeros({5}), dir.path());
-  CHECK_THROWS_MATCHES(sc::read_dictionary(dir.path()), saes::DataError,
-                       Catch::Message(Catch::Contains("shape [5], expected [8]")));
-  saes::io::save_safetensors(dir / sc::kSaeLensSparsityFile, {{"feature_sparsity", s}});
-  CHECK_THROWS_MATCHES(sc::read_dictionary(dir.path()), saes::DataError,
-                       Catch::Message(Catch::Contains("one tensor named 'sparsity'")));
+  CHECK_THROWS_AS(sc::read_dictionary(dir.path()), saes::DataError);
+  CHECK_THROWS_WITH(sc::read_dictionary(dir.path()), Catch::Contains("shape [5], expected [8]"));
+  saes::io::save_safetensors(dir / sc::kSaeLensSparsityFile, Tensors{{"feature_sparsity", s}});
+  CHECK_THROWS_AS(sc::read_dictionary(dir.path()), saes::DataError);
+  CHECK_THROWS_WITH(sc::read_dictionary(dir.path()),
+                    Catch::Contains("one tensor named 'sparsity'"));
 }

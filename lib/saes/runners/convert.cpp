@@ -73,12 +73,12 @@ std::unique_ptr<SparseAutoEncoder> to_jumprelu(const ConvertSettings& s,
 
 /// The sparsity tensor the SAELens output gets: from sparsity_from, else the input's own
 /// sparsity.safetensors while the activation function is unchanged, else none (undefined).
-at::Tensor output_sparsity(const ConvertSettings& s, const at::Tensor& imported,
-                           std::int64_t d_sae, Logger& logger) {
+at::Tensor output_sparsity(const ConvertSettings& s, const at::Tensor& imported, std::int64_t d_sae,
+                           Logger& logger) {
   if (s.conversion.sparsity_from) {
     at::Tensor out = convert::sparsity_from_analysis(*s.conversion.sparsity_from, d_sae);
-    logger.info("sparsity.safetensors from {} ({} features)",
-                s.conversion.sparsity_from->string(), d_sae);
+    logger.info("sparsity.safetensors from {} ({} features)", s.conversion.sparsity_from->string(),
+                d_sae);
     return out;
   }
   if (!imported.defined()) return {};
@@ -100,9 +100,10 @@ at::Tensor output_sparsity(const ConvertSettings& s, const at::Tensor& imported,
 int run_convert(const ConvertSettings& s, RunContext& context) {
   SAES_CHECK(context.world.size() == 1, UnsupportedError,
              "saes-convert runs as one process; got {} processes", context.world.size());
-  SAES_CHECK(!s.conversion.sparsity_from || s.conversion.to == convert::ConvertFormat::kSaeLens,
-             ConfigError,
-             "sparsity_from: sparsity.safetensors belongs to the SAELens layout: needs to: saelens");
+  SAES_CHECK(
+      !s.conversion.sparsity_from || s.conversion.to == convert::ConvertFormat::kSaeLens,
+      ConfigError,
+      "sparsity_from: sparsity.safetensors belongs to the SAELens layout: needs to: saelens");
   Logger& logger = context.logger;
   convert::StagedOutput out(s.output, s.conversion.overwrite);
   convert::Imported in = convert::read_dictionary(s.input, s.conversion.from, s.device);
