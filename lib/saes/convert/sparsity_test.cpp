@@ -45,7 +45,9 @@ std::unique_ptr<saes::dictionaries::SparseAutoEncoder> small_sae() {
   cfg.expansion_factor = 2.0;
   cfg.act_fn = saes::dictionaries::ActFn::kRelu;
   cfg.hook_point_in = cfg.hook_point_out = "blocks.0.hook_resid_post";
-  return std::make_unique<saes::dictionaries::SparseAutoEncoder>(cfg);
+  auto sae = std::make_unique<saes::dictionaries::SparseAutoEncoder>(cfg);
+  sae->set_dataset_norm(cfg.hook_point_in, 2.0);
+  return sae;
 }
 
 }  // namespace
