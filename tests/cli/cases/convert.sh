@@ -56,11 +56,9 @@ PY
     then ok; else bad "sparsity.safetensors values"; fi
     expect "convert import saelens with sparsity" 0 'sparsity.safetensors present' -- "$bin/saes-convert" sp --to native spn
     expect "convert sparsity missing db" 3 'nothere.sqlite' -- "$bin/saes-convert" t1 --to saelens spx --sparsity nothere.sqlite
-    one_line "convert sparsity missing db"
     cp a1/default.sqlite d256.sqlite
     python3 -c "import sqlite3; c = sqlite3.connect('d256.sqlite'); c.execute(\"UPDATE meta SET value = '256' WHERE key = 'd_sae'\"); c.commit()"
     expect "convert sparsity d_sae mismatch" 3 'd_sae 256, the dictionary has d_sae 512' -- "$bin/saes-convert" t1 --to saelens spx --sparsity d256.sqlite
-    one_line "convert sparsity d_sae mismatch"
     if [ ! -e spx ] && [ ! -e spx.tmp ]; then ok; else bad "failed sparsity export left output behind"; fi
   fi
   expect "convert topk to jumprelu without data" 2 "activation_factory" -- "$bin/saes-convert" t1 jr2 --topk-to-jumprelu
