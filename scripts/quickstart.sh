@@ -71,4 +71,4 @@ echo "quickstart: browse it with: $analyze serve $root/data/analysis/stories260k
 echo "quickstart: step 4/4: export the SAE to SAELens (configs/convert-saelens.yaml)"
 "$convert" configs/convert-saelens.yaml --set overwrite=true
 echo "quickstart: the SAELens folder is in $root/data/saelens/stories260k-l3-topk" \
-  "(cfg.json, sae_weights.safetensors; docs/convert.md explains the mapping)"
+  "(cfg.json, sae_weights.safetensors, sparsity.safetensors; docs/convert.md explains the mapping)"

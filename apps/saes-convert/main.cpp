@@ -29,6 +29,7 @@ struct Args {
   std::string dtype;
   std::string device = "cpu";
   std::string model_name;
+  std::string sparsity;
   bool overwrite = false;
 };
 
@@ -49,6 +50,9 @@ void add_options(CLI::App& app, Args& a, saes::cli::CommonOptions& o) {
   app.add_option("--dtype", a.dtype, "cast the parameters: float32 | bf16 | float16 | float64");
   app.add_option("--device", a.device, "device used for the conversion");
   app.add_option("--model-name", a.model_name, "model name written into SAELens metadata");
+  app.add_option("--sparsity", a.sparsity,
+                 "analysis database (saes-analyze's default.sqlite) whose feature frequencies "
+                 "become sparsity.safetensors (--to saelens only)");
   app.add_flag("--overwrite", a.overwrite, "replace an existing non-empty output folder");
   app.add_option("--set", o.overrides, "Override a config value (YAML form only)")
       ->allow_extra_args(false);
@@ -91,6 +95,7 @@ std::vector<std::string> overrides_of(const Args& a) {
                                 "device=" + quoted(a.device)};
   if (!a.dtype.empty()) o.push_back("dtype=" + quoted(a.dtype));
   if (!a.model_name.empty()) o.push_back("model_name=" + quoted(a.model_name));
+  if (!a.sparsity.empty()) o.push_back("sparsity_from=" + quoted(a.sparsity));
   if (!a.activations.empty()) {
     const auto from = saes::convert::InputFormat::kAuto;
     const auto in = saes::convert::read_dictionary(a.positional[0], from, "cpu");
@@ -113,6 +118,7 @@ int main(int argc, char** argv) {
       "checkpoints, sparsify), TopK→JumpReLU, fold/unfold the activation scale, cast dtypes. "
       "The input layout is detected; output is staged and renamed into place (docs/convert.md).",
       "  saes-convert results/run --to saelens out/saelens\n"
+      "  saes-convert results/run --to saelens out/saelens --sparsity analysis/default.sqlite\n"
       "  saes-convert results/run --to saelens out/saelens-v5 --saelens-version 5\n"
       "  saes-convert out/saelens --to native out/native\n"
       "  saes-convert results/run --to saelens out/jr --topk-to-jumprelu --activations data/acts\n"

@@ -202,7 +202,7 @@ void write_analysis_db(const fs::path& path, const AnalysisRecord& record) {
 }
 
 AnalysisStore::AnalysisStore(const fs::path& path)
-    : db_(std::make_unique<io::SqliteDatabase>(path, io::SqliteMode::kReadOnly)) {
+    : path_(path), db_(std::make_unique<io::SqliteDatabase>(path, io::SqliteMode::kReadOnly)) {
   try {
     auto st = db_->prepare("SELECT key, value FROM meta");
     while (st.step()) meta_[st.column_text(0)] = st.column_text(1);
@@ -312,6 +312,23 @@ std::string AnalysisStore::token_text(std::int64_t id) const {
   return id >= 0 && id < static_cast<std::int64_t>(vocab_.size())
              ? vocab_[static_cast<std::size_t>(id)]
              : std::string();
+}
+
+std::vector<double> AnalysisStore::frequencies() const {
+  std::vector<double> out;
+  out.reserve(static_cast<std::size_t>(std::max<std::int64_t>(d_sae_, 0)));
+  auto st = db_->prepare("SELECT id, frequency FROM features ORDER BY id");
+  while (st.step()) {
+    const std::int64_t id = st.column_int(0);
+    SAES_CHECK(id == static_cast<std::int64_t>(out.size()) && id < d_sae_, DataError,
+               "{}: features table has id {} where {} was expected (d_sae {})", path_.string(), id,
+               out.size(), d_sae_);
+    out.push_back(st.column_double(1));
+  }
+  SAES_CHECK(static_cast<std::int64_t>(out.size()) == d_sae_, DataError,
+             "{}: features table has {} rows, meta d_sae is {}", path_.string(), out.size(),
+             d_sae_);
+  return out;
 }
 
 std::vector<double> AnalysisStore::log10_frequencies() const {

@@ -108,10 +108,14 @@ class AnalysisStore {
   /// Display text of a token id ("" when the vocabulary was not stored or id is unknown).
   std::string token_text(std::int64_t id) const;
   const std::vector<std::string>& vocab() const { return vocab_; }
+  /// Every feature's frequency (act_times / n_analyzed_tokens), indexed by feature id: d_sae()
+  /// entries. Throws DataError if the features table does not hold exactly ids 0 .. d_sae-1.
+  std::vector<double> frequencies() const;
   /// Log10 of every feature's frequency (dead features excluded), for the dictionary histogram.
   std::vector<double> log10_frequencies() const;
 
  private:
+  std::filesystem::path path_;
   std::unique_ptr<io::SqliteDatabase> db_;
   std::map<std::string, std::string> meta_;
   std::int64_t d_sae_ = 0;

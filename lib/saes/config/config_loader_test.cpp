@@ -162,7 +162,8 @@ ConvertSettings filled_convert() {
   s.input = "results/tiny";
   s.output = "export/tiny-saelens";
   s.conversion = {convert::ConvertFormat::kSaeLens, 5, true, convert::ScaleFolding::kUnfold,
-                  DType::kFloat16, convert::InputFormat::kSaeLens, true};
+                  DType::kFloat16, convert::InputFormat::kSaeLens, true,
+                  "analysis/default.sqlite"};
   s.activation_factory = filled_train().activation_factory;
   s.model = lm::LanguageModelConfig{};
   s.datasets["stories"] = {};

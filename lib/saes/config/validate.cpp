@@ -373,6 +373,8 @@ std::vector<Problem> find_problems(const ConvertSettings& s) {
   p.check(s.conversion.saelens_version == 5 || s.conversion.saelens_version == 6, "saelens_version",
           fmt::format("expected 5 or 6, got {}", s.conversion.saelens_version));
   if (s.conversion.dtype) check_floating(p, "dtype", *s.conversion.dtype);
+  p.check(!s.conversion.sparsity_from || s.conversion.to == convert::ConvertFormat::kSaeLens,
+          "sparsity_from", "sparsity.safetensors belongs to the SAELens layout: needs to: saelens");
   p.check(!s.conversion.topk_to_jumprelu || s.activation_factory.has_value(), "activation_factory",
           "topk_to_jumprelu measures thresholds on activations: set activation_factory");
   if (s.activation_factory) {

@@ -1,9 +1,11 @@
 // ConversionConfig: what `saes-convert` does to a checkpoint (spec §10, Appendix D "convert"):
-// input/output layout, SAELens version, TopK -> JumpReLU, scale folding and dtype.
+// input/output layout, SAELens version, TopK -> JumpReLU, scale folding, dtype and the analysis
+// database that SAELens' sparsity.safetensors is made from.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -39,6 +41,7 @@ struct ConversionConfig {
   std::optional<DType> dtype;
   InputFormat from = InputFormat::kAuto;
   bool overwrite = false;
+  std::optional<std::filesystem::path> sparsity_from;
 
   template <class V>
   void visit_fields(V& v) {
@@ -50,6 +53,9 @@ struct ConversionConfig {
     v("dtype", dtype, "cast parameters to this dtype (null: keep)");
     v("from", from, "input layout: auto (detected from the files) or forced");
     v("overwrite", overwrite, "replace an existing non-empty output folder");
+    v("sparsity_from", sparsity_from,
+      "analysis database (saes-analyze's default.sqlite) whose feature frequencies become "
+      "SAELens' sparsity.safetensors; to: saelens only (null: none)");
   }
   bool operator==(const ConversionConfig&) const = default;
 };

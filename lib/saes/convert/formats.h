@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include <ATen/core/Tensor.h>
+
 #include "saes/convert/config.h"
 #include "saes/dictionaries/sae.h"
 
@@ -28,10 +30,13 @@ struct Imported {
   std::unique_ptr<dictionaries::SparseAutoEncoder> dict;
   Provenance provenance;
   InputFormat format = InputFormat::kAuto;
+  /// SAELens' sparsity.safetensors (float32 [d_sae]) when the folder has one, else undefined.
+  at::Tensor sparsity;
 };
 
 inline constexpr const char* kSaeLensCfgFile = "cfg.json";
 inline constexpr const char* kSaeLensWeightsFile = "sae_weights.safetensors";
+inline constexpr const char* kSaeLensSparsityFile = "sparsity.safetensors";
 inline constexpr const char* kNativeConfigFile = "config.json";
 inline constexpr const char* kSparsifyWeightsFile = "sae.safetensors";
 

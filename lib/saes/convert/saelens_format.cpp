@@ -21,6 +21,7 @@
 
 #include "saes/convert/format_readers.h"
 #include "saes/convert/formats.h"
+#include "saes/convert/sparsity.h"
 #include "saes/convert/transforms.h"
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
@@ -370,6 +371,7 @@ Imported read_saelens(const fs::path& input, const std::string& device) {
   out.provenance.context_size = get_opt<std::int64_t>(meta, "context_size");
   out.provenance.prepend_bos = get_opt<bool>(meta, "prepend_bos");
   out.provenance.dataset_path = get_opt<std::string>(meta, "dataset_path");
+  out.sparsity = read_saelens_sparsity(input, d_sae);
   return out;
 }
 

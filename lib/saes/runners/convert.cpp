@@ -1,5 +1,6 @@
 // run_convert (spec §10, Appendix D "convert"): read a dictionary in any known layout, fold or
-// unfold, TopK → JumpReLU on activations, cast, and write native or SAELens into a staged folder.
+// unfold, TopK → JumpReLU on activations, cast, and write native or SAELens (with
+// sparsity.safetensors from an analysis database) into a staged folder.
 #include <optional>
 #include <string>
 
@@ -7,6 +8,7 @@
 
 #include "saes/config/config_loader.h"
 #include "saes/convert/formats.h"
+#include "saes/convert/sparsity.h"
 #include "saes/convert/staged_output.h"
 #include "saes/convert/transforms.h"
 #include "saes/core/error.h"
@@ -69,11 +71,39 @@ std::unique_ptr<SparseAutoEncoder> to_jumprelu(const ConvertSettings& s,
   return out;
 }
 
+/// The sparsity tensor the SAELens output gets: from sparsity_from, else the input's own
+/// sparsity.safetensors while the activation function is unchanged, else none (undefined).
+at::Tensor output_sparsity(const ConvertSettings& s, const at::Tensor& imported, std::int64_t d_sae,
+                           Logger& logger) {
+  if (s.conversion.sparsity_from) {
+    at::Tensor out = convert::sparsity_from_analysis(*s.conversion.sparsity_from, d_sae);
+    logger.info("sparsity.safetensors from {} ({} features)", s.conversion.sparsity_from->string(),
+                d_sae);
+    return out;
+  }
+  if (!imported.defined()) return {};
+  if (s.conversion.to != convert::ConvertFormat::kSaeLens) {
+    logger.info("{} is not part of the native layout; not carried over",
+                convert::kSaeLensSparsityFile);
+    return {};
+  }
+  if (s.conversion.topk_to_jumprelu) {
+    logger.info("{} of the input not carried over: topk_to_jumprelu changes which features fire",
+                convert::kSaeLensSparsityFile);
+    return {};
+  }
+  return imported;
+}
+
 }  // namespace
 
 int run_convert(const ConvertSettings& s, RunContext& context) {
   SAES_CHECK(context.world.size() == 1, UnsupportedError,
              "saes-convert runs as one process; got {} processes", context.world.size());
+  SAES_CHECK(
+      !s.conversion.sparsity_from || s.conversion.to == convert::ConvertFormat::kSaeLens,
+      ConfigError,
+      "sparsity_from: sparsity.safetensors belongs to the SAELens layout: needs to: saelens");
   Logger& logger = context.logger;
   convert::StagedOutput out(s.output, s.conversion.overwrite);
   convert::Imported in = convert::read_dictionary(s.input, s.conversion.from, s.device);
@@ -82,6 +112,11 @@ int run_convert(const ConvertSettings& s, RunContext& context) {
               convert::kInputFormatNames[static_cast<std::size_t>(in.format)],
               dictionaries::kActFnNames[static_cast<std::size_t>(c.act_fn)], c.d_model,
               in.dict->d_sae(), in.dict->folded() ? "folded" : "not folded");
+  if (in.sparsity.defined()) {
+    logger.info("{}: {} present (float32 [{}])", s.input.string(), convert::kSaeLensSparsityFile,
+                in.sparsity.size(0));
+  }
+  const at::Tensor sparsity = output_sparsity(s, in.sparsity, in.dict->d_sae(), logger);
   convert::Provenance provenance = in.provenance;
   if (in.format == convert::InputFormat::kNative && fs::is_directory(s.input)) {
     provenance = run_provenance(s.input, logger);
@@ -98,6 +133,7 @@ int run_convert(const ConvertSettings& s, RunContext& context) {
     convert::write_native(*dict, out.staging());
   } else {
     convert::write_saelens(*dict, provenance, out.staging(), s.conversion.saelens_version);
+    if (sparsity.defined()) convert::write_saelens_sparsity(sparsity, out.staging());
   }
   out.commit();
   logger.info("wrote {} ({})", s.output.string(),
