@@ -70,7 +70,7 @@ Transformer random_gpt2_small(at::Generator& gen) {
 }
 
 std::map<std::string, double> run_reference(const std::string& model, int threads) {
-  const auto script = std::filesystem::path(__FILE__).parent_path() / "reference" / "lm_forward.py";
+  const auto script = std::filesystem::path(SAES_SOURCE_DIR) / "bench" / "reference" / "lm_forward.py";
   const std::string command = fmt::format("/usr/bin/python3 {} --model {} --threads {} --reps 2",
                                           script.string(), model, threads);
   std::map<std::string, double> out;

@@ -176,8 +176,9 @@ std::map<std::string, double> torch_reference(int threads, int reps, const std::
   std::map<std::string, double> out;
   const char* python = std::getenv("SAES_BENCH_PYTHON");
   std::string command = fmt::format(
-      "{} bench/reference/train_step.py --threads {} --reps {} --workloads {} --device {}",
-      python != nullptr ? python : "/usr/bin/python3", threads, reps, spec, target.device);
+      "{} {}/bench/reference/train_step.py --threads {} --reps {} --workloads {} --device {}",
+      python != nullptr ? python : "/usr/bin/python3", SAES_SOURCE_DIR, threads, reps, spec,
+      target.device);
   if (target.dtype == saes::DType::kBFloat16) command += " --autocast bf16";
   if (std::FILE* pipe = popen(command.c_str(), "r")) {
     char act[32];
