@@ -90,7 +90,26 @@ TransformerSpec gpt2_spec(const ConfigReader& c) {
   return s;
 }
 
-void read_rope_scaling(const ConfigReader& c, TransformerSpec& s);
+void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
+  const bool legacy = c.has("rope_scaling");
+  if (!legacy && !c.has("rope_parameters")) return;
+  const ConfigReader scaling =
+      legacy ? ConfigReader(c.json().at("rope_scaling"), c.where() + " rope_scaling")
+             : rope_parameters(c);
+  const auto type =
+      scaling.get_or<std::string>("rope_type", scaling.get_or<std::string>("type", ""));
+  if (type == "default") return;
+  if (type.empty() && !legacy) return;  // rope_parameters with only rope_theta
+  SAES_CHECK(type == "llama3", UnsupportedError,
+             "{}: rope type '{}' is not supported (supported: llama3, default)", scaling.where(),
+             type);
+  s.llama3_scaling.enabled = true;
+  s.llama3_scaling.factor = scaling.get<double>("factor");
+  s.llama3_scaling.low_freq_factor = scaling.get<double>("low_freq_factor");
+  s.llama3_scaling.high_freq_factor = scaling.get<double>("high_freq_factor");
+  s.llama3_scaling.original_max_position_embeddings =
+      scaling.get<int64_t>("original_max_position_embeddings");
+}
 
 TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   TransformerSpec s;
@@ -121,27 +140,6 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   s.bos_token_id = c.get_or<int64_t>("bos_token_id", 0);
   s.eos_token_id = c.get_or<int64_t>("eos_token_id", 0);
   return s;
-}
-
-void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
-  const bool legacy = c.has("rope_scaling");
-  if (!legacy && !c.has("rope_parameters")) return;
-  const ConfigReader scaling =
-      legacy ? ConfigReader(c.json().at("rope_scaling"), c.where() + " rope_scaling")
-             : rope_parameters(c);
-  const auto type =
-      scaling.get_or<std::string>("rope_type", scaling.get_or<std::string>("type", ""));
-  if (type == "default") return;
-  if (type.empty() && !legacy) return;  // rope_parameters with only rope_theta
-  SAES_CHECK(type == "llama3", UnsupportedError,
-             "{}: rope type '{}' is not supported (supported: llama3, default)", scaling.where(),
-             type);
-  s.llama3_scaling.enabled = true;
-  s.llama3_scaling.factor = scaling.get<double>("factor");
-  s.llama3_scaling.low_freq_factor = scaling.get<double>("low_freq_factor");
-  s.llama3_scaling.high_freq_factor = scaling.get<double>("high_freq_factor");
-  s.llama3_scaling.original_max_position_embeddings =
-      scaling.get<int64_t>("original_max_position_embeddings");
 }
 
 /// A token id key that may be absent, null, an integer or a list (Llama 3 lists several eos ids).

@@ -2,6 +2,7 @@
 // failing conversion leaves no output folder, an existing output needs overwrite, and
 // sparsity_from writes sparsity.safetensors (SAELens output only, matching d_sae).
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -45,6 +46,20 @@ void write_db(const fs::path& path, std::int64_t d_sae) {
   r.n_analyzed_tokens = 1000;
   for (std::int64_t i = 0; i < d_sae; ++i) r.features.push_back({(i * 7) % 5 * 100, 1, 1, {}, {}});
   analysis::write_analysis_db(path, r);
+}
+
+/// A topk run in dir/run and an analysis database of `db_d_sae` features in dir/a.sqlite; the
+/// settings export the run to dir/`output` as SAELens with that database's sparsity.
+config::ConvertSettings saelens_with_sparsity(const fs::path& dir, std::int64_t db_d_sae,
+                                              const std::string& output) {
+  write_topk_run(dir / "run");
+  write_db(dir / "a.sqlite", db_d_sae);
+  config::ConvertSettings s;
+  s.input = dir / "run";
+  s.output = dir / output;
+  s.conversion.to = convert::ConvertFormat::kSaeLens;
+  s.conversion.sparsity_from = dir / "a.sqlite";
+  return s;
 }
 
 int convert_with(const config::ConvertSettings& s) {
@@ -98,13 +113,7 @@ TEST_CASE("a failing conversion leaves no output folder", "[convert]") {
 TEST_CASE("run_convert writes sparsity.safetensors from sparsity_from and carries it on",
           "[convert]") {
   saes::testing::TempDir dir;
-  write_topk_run(dir / "run");
-  write_db(dir / "a.sqlite", 16);
-  config::ConvertSettings s;
-  s.input = dir / "run";
-  s.output = dir / "saelens";
-  s.conversion.to = convert::ConvertFormat::kSaeLens;
-  s.conversion.sparsity_from = dir / "a.sqlite";
+  config::ConvertSettings s = saelens_with_sparsity(dir.path(), 16, "saelens");
   CHECK(convert_with(s) == 0);
   const at::Tensor sparsity = convert::read_saelens_sparsity(dir / "saelens", 16);
   REQUIRE(sparsity.defined());
@@ -123,13 +132,7 @@ TEST_CASE("run_convert writes sparsity.safetensors from sparsity_from and carrie
 
 TEST_CASE("sparsity_from with another d_sae fails and leaves no output folder", "[convert]") {
   saes::testing::TempDir dir;
-  write_topk_run(dir / "run");
-  write_db(dir / "a.sqlite", 12);
-  config::ConvertSettings s;
-  s.input = dir / "run";
-  s.output = dir / "out";
-  s.conversion.to = convert::ConvertFormat::kSaeLens;
-  s.conversion.sparsity_from = dir / "a.sqlite";
+  config::ConvertSettings s = saelens_with_sparsity(dir.path(), 12, "out");
   CHECK_THROWS_AS(convert_with(s), DataError);
   CHECK_THROWS_WITH(convert_with(s), Catch::Contains("has d_sae 12, the dictionary has d_sae 16"));
   CHECK_FALSE(fs::exists(dir / "out"));
