@@ -57,7 +57,7 @@ class Scale : public TrainableModule {
     return out;
   }
   std::map<std::string, double> statistics() const override { return {}; }
-  void save(const std::filesystem::path&) const override {}
+  void save(const std::filesystem::path&, bool) const override {}
   void load(const std::filesystem::path&) override {}
 
  private:

@@ -6,10 +6,11 @@
 
 namespace saes::dictionaries {
 
-std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& cfg) {
+std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& cfg,
+                                                  FeatureShard shard) {
   switch (cfg.sae_type) {
     case SaeType::kSae:
-      return std::make_unique<SparseAutoEncoder>(cfg);
+      return std::make_unique<SparseAutoEncoder>(cfg, shard);
     case SaeType::kCrosscoder:
     case SaeType::kClt:
     case SaeType::kLorsa:

@@ -4,13 +4,16 @@
 #include <memory>
 
 #include "saes/dictionaries/config.h"
+#include "saes/dictionaries/feature_parallel.h"
 
 namespace saes::dictionaries {
 
 class SparseDictionary;
 
-/// Constructs the variant named by cfg.sae_type with zero parameters (validated config).
-/// Throws UnsupportedError for variants not implemented yet (crosscoder, clt, lorsa, molt).
-std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& cfg);
+/// Constructs the variant named by cfg.sae_type with zero parameters (validated config), holding
+/// the features of `shard` (all of them by default). Throws UnsupportedError for variants not
+/// implemented yet (crosscoder, clt, lorsa, molt).
+std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& cfg,
+                                                  FeatureShard shard = {});
 
 }  // namespace saes::dictionaries

@@ -73,11 +73,11 @@ std::pair<at::Tensor, double> token_weights(const at::Tensor& mask, std::int64_t
 
 }  // namespace
 
-SparseAutoEncoder::SparseAutoEncoder(SparseDictionaryConfig cfg)
-    : SparseDictionary(std::move(cfg)) {
+SparseAutoEncoder::SparseAutoEncoder(SparseDictionaryConfig cfg, FeatureShard shard)
+    : SparseDictionary(std::move(cfg), shard) {
   validate(cfg_);
   const auto opts = at::TensorOptions().dtype(dtype()).device(device());
-  const std::int64_t d = cfg_.d_model, s = cfg_.d_sae();
+  const std::int64_t d = cfg_.d_model, s = local_d_sae();
   auto pair = [&](at::Tensor& p, at::Tensor& g, at::IntArrayRef shape) {
     p = at::zeros(shape, opts);
     g = at::zeros(shape, opts);
@@ -94,16 +94,18 @@ SparseAutoEncoder::SparseAutoEncoder(SparseDictionaryConfig cfg)
 }
 
 std::vector<ParameterRef> SparseAutoEncoder::parameters() {
-  std::vector<ParameterRef> out = {
-      {"W_E", W_E_, gW_E_}, {"b_E", b_E_, gb_E_}, {"W_D", W_D_, gW_D_}};
-  if (b_D_.defined()) out.push_back({"b_D", b_D_, gb_D_});
+  const auto others = ParamGroup::kOthers;
+  std::vector<ParameterRef> out = {{"W_E", W_E_, gW_E_, others, true, 1},
+                                   {"b_E", b_E_, gb_E_, others, true, 0},
+                                   {"W_D", W_D_, gW_D_, others, true, 0}};
+  if (b_D_.defined()) out.push_back({"b_D", b_D_, gb_D_, others, true, -1});
   if (W_E_glu_.defined()) {
-    out.push_back({"W_E_glu", W_E_glu_, gW_E_glu_});
-    out.push_back({"b_E_glu", b_E_glu_, gb_E_glu_});
+    out.push_back({"W_E_glu", W_E_glu_, gW_E_glu_, others, true, 1});
+    out.push_back({"b_E_glu", b_E_glu_, gb_E_glu_, others, true, 0});
   }
   if (log_threshold_.defined()) {
     out.push_back({"activation_function.log_jumprelu_threshold", log_threshold_, glog_threshold_,
-                   ParamGroup::kJumpRelu, false});
+                   ParamGroup::kJumpRelu, false, 0});
   }
   return out;
 }
@@ -141,23 +143,43 @@ at::Tensor SparseAutoEncoder::encode(const at::Tensor& x, std::int64_t k) const 
   const at::Tensor h = hidden_pre(x);
   if (cfg_.act_fn == ActFn::kRelu) return at::relu(h);
   const at::Tensor s = cfg_.sparsity_include_decoder_norm ? h * decoder_norm() : h;
-  return h * activation_mask(cfg_.act_fn, s, log_threshold_, resolve_k(k));
+  return h * select_mask(cfg_.act_fn, s, resolve_k(k));
+}
+
+at::Tensor SparseAutoEncoder::select_mask(ActFn act_fn, const at::Tensor& s, std::int64_t k) const {
+  if (shard_.sharded() && is_topk_family(act_fn)) {
+    return sharded_activation_mask(act_fn, s, k, *shard_.group);
+  }
+  return activation_mask(act_fn, s, log_threshold_, k);
 }
 
 at::Tensor SparseAutoEncoder::decode(const at::Tensor& f) const {
-  SAES_CHECK(f.dim() == 2 && f.size(1) == d_sae(), DataError,
-             "feature acts have shape [{}], expected [n_tokens, d_sae={}]",
-             fmt::join(f.sizes(), ", "), d_sae());
+  SAES_CHECK(f.dim() == 2 && f.size(1) == local_d_sae(), DataError,
+             "feature acts have shape [{}], expected [n_tokens, {}={}]", fmt::join(f.sizes(), ", "),
+             shard_.sharded() ? "local features" : "d_sae", local_d_sae());
   const SparseKernels mode = cfg_.sparse_kernels;
-  const bool sparse = mode == SparseKernels::kOn ||
-                      (mode == SparseKernels::kAuto && !auto_prefers_dense() && f.numel() > 0 &&
-                       static_cast<double>(at::count_nonzero(f).item<std::int64_t>()) <=
-                           kSparseMaxDensity * static_cast<double>(f.numel()));
-  return sparse ? sparse_decode(sparse_from_dense(f), W_D_, b_D_) : dense_decode(f);
+  std::vector<double> counts = {static_cast<double>(f.numel())};
+  if (mode == SparseKernels::kAuto && !auto_prefers_dense()) {
+    counts.push_back(static_cast<double>(at::count_nonzero(f).item<std::int64_t>()));
+  }
+  counts = sum_over_features(counts);  // every rank of a model group takes the same path
+  const bool sparse = mode == SparseKernels::kOn || (counts.size() == 2 && counts[0] > 0 &&
+                                                     counts[1] <= kSparseMaxDensity * counts[0]);
+  return sparse ? sparse_decode_sum(sparse_from_dense(f), b_D_) : dense_decode(f);
 }
 
 at::Tensor SparseAutoEncoder::dense_decode(const at::Tensor& f) const {
-  return b_D_.defined() ? at::addmm(b_D_, f, W_D_) : at::mm(f, W_D_);
+  if (!shard_.sharded()) return b_D_.defined() ? at::addmm(b_D_, f, W_D_) : at::mm(f, W_D_);
+  at::Tensor xhat = at::mm(f, W_D_);
+  sum_over_features(xhat);
+  return b_D_.defined() ? xhat.add_(b_D_) : xhat;
+}
+
+at::Tensor SparseAutoEncoder::sparse_decode_sum(const SparseActs& a, const at::Tensor& bias) const {
+  if (!shard_.sharded()) return sparse_decode(a, W_D_, bias);
+  at::Tensor xhat = sparse_decode(a, W_D_, {});
+  sum_over_features(xhat);
+  return bias.defined() ? xhat.add_(bias) : xhat;
 }
 
 bool SparseAutoEncoder::auto_prefers_dense() const {
@@ -175,12 +197,14 @@ bool SparseAutoEncoder::uses_sparse_step(const at::Tensor& pre, std::int64_t k) 
   }
   if (mode == SparseKernels::kOn) return true;
   if (auto_prefers_dense()) return false;
-  const double density =
-      is_topk_family(cfg_.act_fn)
-          ? static_cast<double>(k) / static_cast<double>(d_sae())
-          : static_cast<double>(at::count_nonzero(at::gt(pre, 0)).item<std::int64_t>()) /
-                static_cast<double>(std::max<std::int64_t>(pre.numel(), 1));
-  return density <= kSparseMaxDensity;
+  if (is_topk_family(cfg_.act_fn)) {
+    return static_cast<double>(k) / static_cast<double>(d_sae()) <= kSparseMaxDensity;
+  }
+  // ReLU: the density over the whole dictionary, so every rank of a model group agrees
+  const std::vector<double> counts = sum_over_features(
+      {static_cast<double>(at::count_nonzero(at::gt(pre, 0)).item<std::int64_t>()),
+       static_cast<double>(pre.numel())});
+  return counts[0] <= kSparseMaxDensity * std::max(counts[1], 1.0);
 }
 
 StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const LossSettings& ls) {
@@ -223,7 +247,7 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
     f = W_E_glu_.defined() ? at::relu(h) : h.relu_();  // gating is a no-op for ReLU (§2.1)
   } else {
     s = gating ? h * ng : h;
-    active = activation_mask(cfg_.act_fn, s, log_threshold_, k);
+    active = select_mask(cfg_.act_fn, s, k);
     f = h * active;
   }
   const at::Tensor xhat = dense_decode(f);
@@ -235,14 +259,17 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
   // ---- Aux-K (spec §3.5) ----
   at::Tensor f_aux, active_aux, Gq;
   if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && st.dead.defined()) {
-    const at::Tensor dead = st.dead.to(x.device()).to(at::kBool).reshape({d_sae()});
-    const std::int64_t n_dead = at::sum(dead).item<std::int64_t>();
+    const at::Tensor dead = st.dead.to(x.device()).to(at::kBool).reshape({local_d_sae()});
+    const auto n_dead = static_cast<std::int64_t>(
+        sum_over_features({static_cast<double>(at::sum(dead).item<std::int64_t>())})[0]);
     if (n_dead > 0) {
       const at::Tensor deadf = dead.to(h.scalar_type());
       const at::Tensor s_aux = gating ? h * (deadf * ng) : h * deadf;
-      active_aux = activation_mask(cfg_.act_fn, s_aux, {}, std::min(ls.k_aux, n_dead));
+      active_aux = select_mask(cfg_.act_fn, s_aux, std::min(ls.k_aux, n_dead));
       f_aux = h * active_aux;
-      const at::Tensor q = at::mm(f_aux, W_D_).add_(r);  // ê − e, e = label − x̂
+      at::Tensor q = at::mm(f_aux, W_D_);
+      sum_over_features(q);
+      q.add_(r);  // ê − e, e = label − x̂
       out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * w).item<double>();
       Gq = q * (2.0 * ls.auxk_coefficient * w);  // ∂L_aux/∂ê
       if (!ls.auxk_detach_residual) G = G + Gq;  // ê − e = ê + x̂ − y ⇒ ∂/∂x̂ = ∂/∂ê
@@ -271,8 +298,11 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
       if (ls.sparsity == SparsityPenalty::kPower) {
         SAES_CHECK(ls.p >= 1, ConfigError, "trainer.p: expected >= 1, got {}", ls.p);
         const double p = static_cast<double>(ls.p);
-        const at::Tensor P = at::pow(at::sum(at::pow(u, p), {1}, true), 1.0 / p);  // [N,1]
-        out.l_sparsity = lam * at::sum(P * w).item<double>();
+        at::Tensor P = at::sum(at::pow(u, p), {1}, true);  // [N,1], Σ over all features
+        sum_over_features(P);
+        P = at::pow(P, 1.0 / p);
+        // whole-dictionary value: counted once in the sum over the model group below
+        out.l_sparsity = shard_.rank() == 0 ? lam * at::sum(P * w).item<double>() : 0.0;
         du = at::where(at::gt(P, 0), at::pow(u, p - 1) * at::pow(P, 1 - p), at::zeros_like(u));
         du.mul_(lam * w);
       } else {
@@ -336,37 +366,46 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
                         .round()
                         .to(at::kLong)
                   : at::count_nonzero(f, at::IntArrayRef{0});
-  out.l0 = static_cast<double>(at::sum(out.fired).item<std::int64_t>()) / n_valid;
-  out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
+  finish_sums(out, n_valid);
   out.feature_acts = f;
   out.reconstructed = xhat;
   out.label = y;
   return out;
 }
 
-namespace {
-
-/// Fills `t` with U(-bound, bound) from `gen`. A generator of another device (the trainer's CPU
-/// generator for CUDA parameters) draws on its own device and the values are copied over, so a
-/// seed gives the same initial dictionary on every device.
-void uniform_fill(const at::Tensor& t, double bound, at::Generator& gen) {
-  if (t.device() == gen.device()) {
-    t.uniform_(-bound, bound, gen);
-    return;
-  }
-  t.copy_(at::empty(t.sizes(), at::TensorOptions().dtype(t.scalar_type()).device(gen.device()))
-              .uniform_(-bound, bound, gen));
+void SparseAutoEncoder::finish_sums(StepResult& out, double n_valid) const {
+  const std::vector<double> sums = sum_over_features(
+      {out.l_sparsity, out.l_p, static_cast<double>(at::sum(out.fired).item<std::int64_t>())});
+  out.l_sparsity = sums[0];
+  out.l_p = sums[1];
+  out.l0 = sums[2] / n_valid;
+  out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
 }
 
-}  // namespace
+void SparseAutoEncoder::fill_uniform(const at::Tensor& p, int feature_dim, double bound,
+                                     at::Generator& gen) {
+  // Drawn on the generator's device (the trainer's CPU generator for CUDA parameters) for the
+  // whole tensor, then this rank's features are copied over: the same dictionary for a seed on
+  // every device and every mesh.
+  std::vector<std::int64_t> whole = p.sizes().vec();
+  whole[static_cast<std::size_t>(feature_dim)] = d_sae();
+  if (p.device() == gen.device() && !shard_.sharded()) {
+    p.uniform_(-bound, bound, gen);
+    return;
+  }
+  const at::Tensor drawn =
+      at::empty(whole, at::TensorOptions().dtype(p.scalar_type()).device(gen.device()))
+          .uniform_(-bound, bound, gen);
+  p.copy_(local_features(drawn, feature_dim));
+}
 
 void SparseAutoEncoder::init_parameters(const RandomInit& init, at::Generator& gen) {
-  uniform_fill(W_E_, init.encoder_uniform_bound, gen);
-  uniform_fill(W_D_, init.decoder_uniform_bound, gen);
+  fill_uniform(W_E_, 1, init.encoder_uniform_bound, gen);
+  fill_uniform(W_D_, 0, init.decoder_uniform_bound, gen);
   b_E_.zero_();
   if (b_D_.defined()) b_D_.zero_();
   if (W_E_glu_.defined()) {
-    uniform_fill(W_E_glu_, init.encoder_uniform_bound, gen);
+    fill_uniform(W_E_glu_, 1, init.encoder_uniform_bound, gen);
     b_E_glu_.zero_();
   }
   if (log_threshold_.defined()) {

@@ -11,6 +11,10 @@
 
 #include "saes/dictionaries/sparse_dictionary.h"
 
+namespace at {
+class Generator;
+}  // namespace at
+
 namespace saes::dictionaries {
 
 /// Parameters (row-vector convention, spec §2.2): W_E [d_model, d_sae], b_E [d_sae],
@@ -22,7 +26,8 @@ class SparseAutoEncoder final : public SparseDictionary {
   /// Validates `cfg` (ConfigError naming the field: sae_type, d_model, d_sae ≥ 1, top_k in
   /// 1..d_sae for the TopK family, act_fn not a CLT-only variant, window > 0, hook points set) and
   /// allocates zero parameters on cfg.device in cfg.dtype; call init_parameters or load next.
-  explicit SparseAutoEncoder(SparseDictionaryConfig cfg);
+  /// With a sharded `shard`, this rank holds local_d_sae() features (see SparseDictionary).
+  explicit SparseAutoEncoder(SparseDictionaryConfig cfg, FeatureShard shard = {});
 
   const at::Tensor& W_E() const { return W_E_; }
   const at::Tensor& b_E() const { return b_E_; }
@@ -76,7 +81,19 @@ class SparseAutoEncoder final : public SparseDictionary {
   };
   StepResult dense_step(const StepState& st, const LossSettings& ls);
   StepResult sparse_step(const StepState& st, const LossSettings& ls);
+  /// f·W_D + b_D summed over the model group: x̂ of the whole dictionary. f: [N, local_d_sae].
   at::Tensor dense_decode(const at::Tensor& f) const;
+  /// Sums this rank's l_sparsity, l_p and fired counts over the model group (terms of the whole
+  /// dictionary are counted by model rank 0 only) into out.l_sparsity, l_p, l0 and loss.
+  void finish_sums(StepResult& out, double n_valid) const;
+  /// Σ_e values·W_D rows over the model group, + `bias` when defined.
+  at::Tensor sparse_decode_sum(const SparseActs& a, const at::Tensor& bias) const;
+  /// activation_mask of the scores `s` [N, local_d_sae], the TopK family selected over the whole
+  /// dictionary when sharded.
+  at::Tensor select_mask(ActFn act_fn, const at::Tensor& s, std::int64_t k) const;
+  /// p ← this rank's part of U(-bound, bound) drawn for the whole dictionary's tensor, so that
+  /// a seed gives the same dictionary on every mesh and device.
+  void fill_uniform(const at::Tensor& p, int feature_dim, double bound, at::Generator& gen);
   std::int64_t resolve_k(std::int64_t k) const;
   void check_activations(const at::Tensor& t, const char* what) const;
 

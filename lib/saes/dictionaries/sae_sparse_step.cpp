@@ -2,6 +2,7 @@
 // ReLU): the encoder GEMM is the only dense product; decode, ∂L/∂f, Aux-K and both weight
 // gradients touch only the active entries (sparse_kernels.h). Same maths as the dense step.
 #include <algorithm>
+#include <functional>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
@@ -20,6 +21,7 @@
 #include <ATen/ops/zeros_like.h>
 
 #include "saes/core/error.h"
+#include "saes/dictionaries/feature_parallel.h"
 #include "saes/dictionaries/sae.h"
 #include "saes/dictionaries/sparse_kernels.h"
 
@@ -54,9 +56,15 @@ at::Tensor batch_top_positions(const at::Tensor& score, std::int64_t k, std::int
 }
 
 /// Candidate entries of `score` [N, m] (values = the scores): the k largest per row (TopK), the
-/// k·N largest overall (BatchTopK), or the positive ones (ReLU).
-SparseActs candidates(ActFn act_fn, const at::Tensor& score, std::int64_t k) {
+/// k·N largest overall (BatchTopK), or the positive ones (ReLU); for a sharded dictionary
+/// (`group` set) selected over the whole dictionary (feature_parallel.h).
+SparseActs candidates(ActFn act_fn, const at::Tensor& score, std::int64_t k,
+                      distributed::Communicator* group) {
   const std::int64_t n = score.size(0), m = score.size(1);
+  if (group != nullptr && is_topk_family(act_fn)) {
+    const at::Tensor flat = sharded_top_positions(act_fn, score, k, *group);
+    return sparse_from_flat(flat, score.reshape({-1}).index_select(0, flat), n, m);
+  }
   if (act_fn == ActFn::kTopK) {
     const auto [vals, idx] = at::topk(score, k, -1, true, false);
     return sparse_from_topk(idx, vals, m);
@@ -89,8 +97,11 @@ Selected finish(SparseActs a, const at::Tensor& n, const at::Tensor& feature_of)
 
 /// The sparsity penalty (spec §3.4) on f's entries: returns λ·penalty, adds ∂/∂f to `df` and,
 /// with gating (ng_e defined: the decoder norm of each entry's feature), ∂/∂n to `gn`.
+/// `sum_rows` sums per-token partial sums over the model group (identity when not sharded); the
+/// value returned is this rank's share of the sum over the group (see finish_sums).
 double penalty(const LossSettings& ls, const SparseActs& a, const at::Tensor& w_tok,
-               const at::Tensor& ng_e, at::Tensor& df, at::Tensor& gn) {
+               const at::Tensor& ng_e, at::Tensor& df, at::Tensor& gn,
+               const std::function<void(at::Tensor&)>& sum_rows, bool counts_whole) {
   if (ls.sparsity == SparsityPenalty::kNone || ls.l1_coefficient == 0) return 0.0;
   const double lam = ls.l1_coefficient;
   const std::int64_t N = a.n_rows, S = a.n_features;
@@ -108,9 +119,10 @@ double penalty(const LossSettings& ls, const SparseActs& a, const at::Tensor& w_
   if (ls.sparsity == SparsityPenalty::kPower) {
     SAES_CHECK(ls.p >= 1, ConfigError, "trainer.p: expected >= 1, got {}", ls.p);
     const double p = static_cast<double>(ls.p);
-    const at::Tensor P =
-        at::pow(at::zeros({N}, f.options()).index_add_(0, a.rows, at::pow(u, p)), 1.0 / p);
-    value = lam * at::sum(P * w_tok).item<double>();
+    at::Tensor P = at::zeros({N}, f.options()).index_add_(0, a.rows, at::pow(u, p));
+    sum_rows(P);
+    P = at::pow(P, 1.0 / p);
+    value = counts_whole ? lam * at::sum(P * w_tok).item<double>() : 0.0;
     const at::Tensor P_e = P.index_select(0, a.rows);
     du = at::where(at::gt(P_e, 0), at::pow(u, p - 1) * at::pow(P_e, 1 - p), at::zeros_like(u));
     du.mul_(w_e * lam);
@@ -137,7 +149,8 @@ double penalty(const LossSettings& ls, const SparseActs& a, const at::Tensor& w_
 
 StepResult SparseAutoEncoder::sparse_step(const StepState& st, const LossSettings& ls) {
   const at::Tensor &x = st.x, &y = st.y, &w = st.w, &n = st.n, &h = st.pre;
-  const std::int64_t N = x.size(0), S = d_sae();
+  const std::int64_t N = x.size(0), S = local_d_sae();
+  distributed::Communicator* group = shard_.sharded() ? shard_.group : nullptr;
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool relu = cfg_.act_fn == ActFn::kRelu;
   StepResult out;
@@ -146,9 +159,9 @@ StepResult SparseAutoEncoder::sparse_step(const StepState& st, const LossSetting
   // ---- forward: select (on s = h·n, computed in place: h is not needed again), decode ----
   const bool gated = gating && !relu;  // gating is a no-op for ReLU (§2.1)
   const at::Tensor score = gated ? h.mul_(n) : h;
-  Selected m = finish(candidates(cfg_.act_fn, score, st.k), gated ? n : at::Tensor(), {});
+  Selected m = finish(candidates(cfg_.act_fn, score, st.k, group), gated ? n : at::Tensor(), {});
   const SparseActs& a = m.a;
-  const at::Tensor xhat = sparse_decode(a, W_D_, b_D_);
+  const at::Tensor xhat = sparse_decode_sum(a, b_D_);
   const at::Tensor r = xhat - y;
   out.l_rec = at::sum(at::sum(r * r, {1}, true) * w).item<double>();
   at::Tensor G = r * (2.0 * w);
@@ -159,13 +172,14 @@ StepResult SparseAutoEncoder::sparse_step(const StepState& st, const LossSetting
   if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && st.dead.defined()) {
     const at::Tensor dead_idx =
         at::nonzero(st.dead.to(x.device()).to(at::kBool).reshape({S})).squeeze(1);
-    const std::int64_t n_dead = dead_idx.numel();
+    const auto n_dead =
+        static_cast<std::int64_t>(sum_over_features({static_cast<double>(dead_idx.numel())})[0]);
     if (n_dead > 0) {
       const at::Tensor s_aux = score.index_select(1, dead_idx);
-      aux = finish(candidates(cfg_.act_fn, s_aux, std::min(ls.k_aux, n_dead)),
+      aux = finish(candidates(cfg_.act_fn, s_aux, std::min(ls.k_aux, n_dead), group),
                    gated ? n : at::Tensor(), dead_idx);
       aux.a.n_features = S;
-      const at::Tensor q = sparse_decode(aux.a, W_D_, {}).add_(r);  // ê − e
+      const at::Tensor q = sparse_decode_sum(aux.a, {}).add_(r);  // ê − e
       out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * w).item<double>();
       Gq = q * (2.0 * ls.auxk_coefficient * w);
       if (!ls.auxk_detach_residual) G = G + Gq;
@@ -177,8 +191,9 @@ StepResult SparseAutoEncoder::sparse_step(const StepState& st, const LossSetting
   at::Tensor gn = at::zeros_like(n);
   const bool penalised = ls.sparsity != SparsityPenalty::kNone && ls.l1_coefficient != 0;
   const at::Tensor w_tok = w.view({N});
-  out.l_sparsity =
-      penalty(ls, a, w_tok, gating ? n.index_select(0, a.indices) : at::Tensor(), df, gn);
+  out.l_sparsity = penalty(
+      ls, a, w_tok, gating ? n.index_select(0, a.indices) : at::Tensor(), df, gn,
+      [this](at::Tensor& t) { sum_over_features(t); }, shard_.rank() == 0);
   at::Tensor rows = a.rows, features = a.indices, dh = df.mul_(m.active);
   if (Gq.defined()) {
     rows = at::cat({rows, aux.a.rows});
@@ -205,8 +220,7 @@ StepResult SparseAutoEncoder::sparse_step(const StepState& st, const LossSetting
   const at::Tensor counted =
       st.mask.defined() ? m.active * (w_tok * st.n_valid).index_select(0, a.rows) : m.active;
   out.fired = sparse_feature_sum(a.indices, counted, S).round().to(at::kLong);
-  out.l0 = static_cast<double>(at::sum(out.fired).item<std::int64_t>()) / st.n_valid;
-  out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
+  finish_sums(out, st.n_valid);
   out.sparse_feature_acts = m.a;
   out.reconstructed = xhat;
   out.label = y;

@@ -2,12 +2,14 @@
 // the native safetensors checkpoint (spec §2.1 "Checkpoint format", §15 fixes).
 #include "saes/dictionaries/sparse_dictionary.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <type_traits>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/mean.h>
 #include <ATen/ops/scalar_tensor.h>
@@ -16,6 +18,7 @@
 #include <fmt/ranges.h>
 
 #include "saes/core/error.h"
+#include "saes/distributed/communicator.h"
 #include "saes/io/safetensors.h"
 
 namespace saes::dictionaries {
@@ -75,8 +78,35 @@ class JsonWriter {
 
 }  // namespace
 
-SparseDictionary::SparseDictionary(SparseDictionaryConfig cfg) : cfg_(std::move(cfg)) {
+SparseDictionary::SparseDictionary(SparseDictionaryConfig cfg, FeatureShard shard)
+    : cfg_(std::move(cfg)), shard_(shard) {
   folded_ = cfg_.norm_activation == NormActivation::kInference;
+  local_d_sae_ = cfg_.d_sae() >= 1 ? shard_.count(cfg_.d_sae()) : cfg_.d_sae();
+}
+
+at::Tensor SparseDictionary::gather_features(const at::Tensor& local, int dim) const {
+  if (!shard_.sharded()) return local;
+  // all_gather concatenates along dim 0: move the feature dim there and back.
+  const at::Tensor front = local.transpose(0, dim).contiguous();
+  return shard_.group->all_gather(front).transpose(0, dim).contiguous();
+}
+
+at::Tensor SparseDictionary::local_features(const at::Tensor& full, int dim) const {
+  if (!shard_.sharded()) return full;
+  return full.narrow(dim, feature_offset(), local_d_sae_);
+}
+
+void SparseDictionary::sum_over_features(at::Tensor& t) const {
+  if (shard_.sharded()) shard_.group->all_reduce(t, distributed::ReduceOp::kSum);
+}
+
+std::vector<double> SparseDictionary::sum_over_features(std::vector<double> values) const {
+  if (!shard_.sharded() || values.empty()) return values;
+  at::Tensor t = at::empty({static_cast<std::int64_t>(values.size())}, at::kDouble);
+  std::copy(values.begin(), values.end(), t.data_ptr<double>());
+  shard_.group->all_reduce(t, distributed::ReduceOp::kSum);
+  std::copy(t.data_ptr<double>(), t.data_ptr<double>() + t.numel(), values.begin());
+  return values;
 }
 
 c10::ScalarType SparseDictionary::dtype() const { return to_torch(cfg_.dtype); }
@@ -164,11 +194,13 @@ void SparseDictionary::unfold_activation_scale() {
   folded_ = false;
 }
 
-void SparseDictionary::save(const std::filesystem::path& path) const {
+void SparseDictionary::save(const std::filesystem::path& path, bool write) const {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& p : const_cast<SparseDictionary*>(this)->parameters()) {
-    tensors.emplace_back(p.name, p.value);
+    tensors.emplace_back(p.name,
+                         p.feature_dim >= 0 ? gather_features(p.value, p.feature_dim) : p.value);
   }
+  if (!write) return;
   for (auto& b : buffers()) tensors.push_back(std::move(b));
   // Fix (spec §2.1 [BUG?]): only recorded norms are written, never uninitialized scalars.
   for (const auto& [hook, norm] : dataset_norms_) {
@@ -195,9 +227,12 @@ void SparseDictionary::load(const std::filesystem::path& path) {
       continue;
     }
     const at::Tensor t = file.tensor(p.name);
-    SAES_CHECK(t.sizes() == p.value.sizes(), DataError, "{}: tensor '{}' has shape {}, expected {}",
-               path.string(), p.name, fmt::join(t.sizes(), "x"), fmt::join(p.value.sizes(), "x"));
-    p.value.copy_(t);
+    std::vector<std::int64_t> whole = p.value.sizes().vec();
+    if (p.feature_dim >= 0) whole[static_cast<std::size_t>(p.feature_dim)] = cfg_.d_sae();
+    SAES_CHECK(t.sizes() == at::IntArrayRef(whole), DataError,
+               "{}: tensor '{}' has shape {}, expected {}", path.string(), p.name,
+               fmt::join(t.sizes(), "x"), fmt::join(whole, "x"));
+    p.value.copy_(p.feature_dim >= 0 ? local_features(t, p.feature_dim) : t);
   }
   for (const auto& name : file.names()) {
     if (name.rfind(kNormPrefix, 0) == 0) {

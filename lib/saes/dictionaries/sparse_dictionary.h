@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "saes/dictionaries/config.h"
+#include "saes/dictionaries/feature_parallel.h"
 #include "saes/dictionaries/sparse_kernels.h"
 
 namespace at {
@@ -35,6 +36,9 @@ struct ParameterRef {
   at::Tensor grad;   ///< same shape/dtype/device; written by forward_backward
   ParamGroup group = ParamGroup::kOthers;
   bool clipped = true;  ///< false for the JumpReLU threshold (spec §3.2: excluded from clipping)
+  /// The dimension indexed by feature (split over the model group under feature parallelism),
+  /// or -1 for a tensor every rank holds whole (b_D).
+  int feature_dim = -1;
 };
 
 /// Sparsity penalty of spec §3.4 (mirrors training's SparsityLossType plus "none").
@@ -74,15 +78,15 @@ struct StepResult {
   double l_sparsity = 0.0;  ///< λ·penalty (0 when none)
   double l_p = 0.0;
   double l_aux = 0.0;
-  double n_tokens = 0.0;     ///< valid tokens (mask sum, or rows)
-  double l0 = 0.0;           ///< mean #(f > 0) over valid tokens
+  double n_tokens = 0.0;  ///< valid tokens (mask sum, or rows)
+  double l0 = 0.0;        ///< mean #(f > 0) over valid tokens
   /// [n_tokens, d_sae] f in normalized space (masked rows included); undefined when the step
   /// ran the sparse kernels, which return f as `sparse_feature_acts` instead.
   at::Tensor feature_acts;
   SparseActs sparse_feature_acts;  ///< sparse step: f's active entries (see feature_acts)
-  at::Tensor reconstructed;  ///< [n_tokens, d_model] x̂ in normalized space
-  at::Tensor label;          ///< [n_tokens, d_model] normalized label
-  at::Tensor fired;          ///< [d_sae] int64: valid tokens with f > 0, per feature
+  at::Tensor reconstructed;        ///< [n_tokens, d_model] x̂ in normalized space
+  at::Tensor label;                ///< [n_tokens, d_model] normalized label
+  at::Tensor fired;                ///< [d_sae] int64: valid tokens with f > 0, per feature
 };
 
 /// Random initialization parameters (spec §4 step 2); the initializer maps InitializerConfig.
@@ -93,9 +97,16 @@ struct RandomInit {
 };
 
 /// Base of all dictionary variants. Not copyable (parameter handles would alias); movable.
+///
+/// Feature parallelism (`shard` with a model group of M ranks): this rank holds features
+/// [feature_offset(), feature_offset() + local_d_sae()) of d_sae — the W_E columns, b_E, W_D rows
+/// and thresholds of those features; b_D whole. Every method that mixes features (TopK
+/// selection, decode, losses, the training step, save) is then collective over the group and
+/// returns what one process would (x̂, losses and L0 of the whole dictionary); feature-indexed
+/// results (f, fired, decoder_norm, gradients) are this rank's features only.
 class SparseDictionary {
  public:
-  explicit SparseDictionary(SparseDictionaryConfig cfg);
+  explicit SparseDictionary(SparseDictionaryConfig cfg, FeatureShard shard = {});
   virtual ~SparseDictionary() = default;
   SparseDictionary(const SparseDictionary&) = delete;
   SparseDictionary& operator=(const SparseDictionary&) = delete;
@@ -104,7 +115,17 @@ class SparseDictionary {
 
   /// The config; after fold_activation_scale() its norm_activation reads `inference`.
   const SparseDictionaryConfig& config() const { return cfg_; }
+  /// Features of the whole dictionary (all ranks).
   std::int64_t d_sae() const { return cfg_.d_sae(); }
+  const FeatureShard& feature_shard() const { return shard_; }
+  /// Features held by this rank (d_sae() unless sharded) and the first one's global index.
+  std::int64_t local_d_sae() const { return local_d_sae_; }
+  std::int64_t feature_offset() const { return shard_.offset(cfg_.d_sae()); }
+  /// Collective over the model group: this rank's block `local` (features along `dim`) of every
+  /// rank concatenated in feature order. Returns `local` itself when not sharded.
+  at::Tensor gather_features(const at::Tensor& local, int dim) const;
+  /// This rank's features (along `dim`) of a whole-dictionary tensor (a view).
+  at::Tensor local_features(const at::Tensor& full, int dim) const;
   c10::ScalarType dtype() const;
   c10::Device device() const;
 
@@ -171,10 +192,13 @@ class SparseDictionary {
   // ---- checkpoints ------------------------------------------------------------------------
   /// Writes the native safetensors file: the original's tensor names, one 0-d
   /// `dataset_average_activation_norm.<hook>` per recorded norm, and metadata `version`,
-  /// `saes_folded` ("true"/"false") and `saes_config` (JSON of the config). Atomic.
-  void save(const std::filesystem::path& path) const;
+  /// `saes_folded` ("true"/"false") and `saes_config` (JSON of the config). Atomic. The file
+  /// always holds the whole dictionary: when sharded, every rank of the model group calls save
+  /// (it gathers the features) and only ranks with `write` write.
+  void save(const std::filesystem::path& path, bool write = true) const;
   /// Reads a file written by save() or by the original (names per spec §2.2/§15) into this
-  /// dictionary's parameters (copied and cast in place). Strict (cfg.strict_loading): missing
+  /// dictionary's parameters (copied and cast in place); a sharded dictionary reads only its
+  /// features' slice of each tensor (the file is mapped). Strict (cfg.strict_loading): missing
   /// or unexpected tensors are a DataError; shape mismatches always are. Fold state comes from
   /// `saes_folded` when present, else from cfg.norm_activation == inference.
   void load(const std::filesystem::path& path);
@@ -184,8 +208,15 @@ class SparseDictionary {
   virtual void rescale_for_fold(double f_in, double f_out, bool fold) = 0;
   /// Extra variant tensors (beyond parameters()) to save; default none.
   virtual std::vector<std::pair<std::string, at::Tensor>> buffers() const { return {}; }
+  /// In place: the sum of `t` over the model group (partial decodes, per-token sums over
+  /// features); a no-op when not sharded.
+  void sum_over_features(at::Tensor& t) const;
+  /// The sums of `values` over the model group (one collective); `values` when not sharded.
+  std::vector<double> sum_over_features(std::vector<double> values) const;
 
   SparseDictionaryConfig cfg_;
+  FeatureShard shard_;
+  std::int64_t local_d_sae_ = 0;
 
  private:
   std::map<std::string, double> dataset_norms_;

@@ -1,7 +1,7 @@
 // run_train (spec Appendix D "train"): activation stream → dictionaries (one, or one per `sweep`
 // item; initialized or loaded, dataset norms from the first batches) → Trainer with one member per
-// dictionary → final weights in the run folder (docs/train.md). Data-parallel ranks:
-// train_distributed.h (model parallel: issue #5).
+// dictionary → final weights in the run folder (docs/train.md). Data- and feature-parallel
+// ranks: train_distributed.h.
 #include <algorithm>
 #include <memory>
 #include <optional>
@@ -181,12 +181,13 @@ std::vector<Member> resolve_members(const TrainSettings& s) {
 }
 
 /// Builds each member's dictionary: loaded (initializer null) or initialized, with dataset norms
-/// and the initializer's search on the first batches of the shared stream.
+/// and the initializer's search on the first batches of the shared stream; each holds the
+/// features of `shard`.
 void build_dictionaries(std::vector<Member>& members, const ActivationStreams& streams,
-                        bool resuming, Logger& logger) {
+                        const dictionaries::FeatureShard& shard, bool resuming, Logger& logger) {
   int wanted = 0;
   for (Member& m : members) {
-    m.dict = dictionaries::make_dictionary(m.settings.sae);
+    m.dict = dictionaries::make_dictionary(m.settings.sae, shard);
     if (!resuming && !m.settings.initializer) load_pretrained(m.settings, *m.dict);
     if (!resuming) wanted = std::max(wanted, preparation_batches(m.settings));
   }
@@ -250,7 +251,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
                        static_cast<std::uint64_t>(s.seed)},
       logger);
   const bool resuming = s.trainer.from_pretrained_path.has_value();
-  build_dictionaries(members, streams, resuming, logger);
+  build_dictionaries(members, streams, distribution.feature_shard(), resuming, logger);
 
   const fs::path run_dir = s.trainer.exp_result_path;
   if (distribution.is_primary()) save_configs(s, members, run_dir);
@@ -285,7 +286,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
     if (m.settings.fold_activation_scale &&
         m.settings.sae.norm_activation == dictionaries::NormActivation::kDatasetWise) {
       m.dict->fold_activation_scale();
-      if (distribution.is_primary()) m.module->save(dir);
+      m.module->save(dir, distribution.is_primary());
     }
     if (distribution.is_primary()) {
       logger.info("weights: {}", (dir / training::kWeightsFileName).string());

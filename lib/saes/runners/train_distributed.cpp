@@ -13,15 +13,16 @@ namespace {
 
 const distributed::ParallelismConfig& checked(const config::TrainSettings& s) {
   const auto& p = s.parallelism;
-  SAES_CHECK(p.model_parallel_size == 1, UnsupportedError,
-             "model_parallel_size {}: feature-parallel training is not implemented yet; set "
-             "model_parallel_size: 1 (data_parallel_size may be > 1)",
-             p.model_parallel_size);
-  SAES_CHECK(p.data_parallel_size >= 1 && s.activation_factory.batch_size % p.data_parallel_size == 0,
-             ConfigError,
-             "activation_factory.batch_size {} is the global batch and must be divisible by "
-             "data_parallel_size {}",
-             s.activation_factory.batch_size, p.data_parallel_size);
+  SAES_CHECK(p.model_parallel_size >= 1 && s.sae.d_sae() % p.model_parallel_size == 0, ConfigError,
+             "model_parallel_size {} must divide d_sae {} (each model rank holds d_sae / {} "
+             "features)",
+             p.model_parallel_size, s.sae.d_sae(), p.model_parallel_size);
+  SAES_CHECK(
+      p.data_parallel_size >= 1 && s.activation_factory.batch_size % p.data_parallel_size == 0,
+      ConfigError,
+      "activation_factory.batch_size {} is the global batch and must be divisible by "
+      "data_parallel_size {}",
+      s.activation_factory.batch_size, p.data_parallel_size);
   return p;
 }
 
@@ -35,6 +36,14 @@ TrainDistribution::TrainDistribution(const config::TrainSettings& settings, RunC
                         settings.activation_factory.batch_size / mesh_.data_size(),
                         settings.activation_factory.batch_size);
   }
+  if (mesh_.model_size() > 1 && mesh_.is_primary()) {
+    context.logger.info("model parallel: {} ranks, {} of the {} features each", mesh_.model_size(),
+                        settings.sae.d_sae() / mesh_.model_size(), settings.sae.d_sae());
+  }
+}
+
+dictionaries::FeatureShard TrainDistribution::feature_shard() const {
+  return dictionaries::FeatureShard{&mesh_.model()};
 }
 
 std::unique_ptr<data::ActivationStream> TrainDistribution::rank_stream(

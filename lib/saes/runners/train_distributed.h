@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "saes/config/settings.h"
+#include "saes/dictionaries/feature_parallel.h"
 #include "saes/distributed/mesh.h"
 #include "saes/runners/run_context.h"
 
@@ -22,12 +23,14 @@ namespace saes::runners {
 class TrainDistribution {
  public:
   /// Throws ConfigError when data_parallel_size × model_parallel_size differs from the launched
-  /// ranks or batch_size (the GLOBAL batch) is not divisible by data_parallel_size, and
-  /// UnsupportedError for model_parallel_size > 1 (feature-parallel training is not built yet).
+  /// ranks, batch_size (the GLOBAL batch) is not divisible by data_parallel_size or d_sae not by
+  /// model_parallel_size.
   TrainDistribution(const config::TrainSettings& settings, RunContext& context);
 
   const distributed::Mesh& mesh() const { return mesh_; }
   bool is_primary() const { return mesh_.is_primary(); }
+  /// This rank's features: its model group (unsharded with model_parallel_size 1).
+  dictionaries::FeatureShard feature_shard() const;
 
   /// This rank's stream: its contiguous slice of every batch of `global` (the full, identical
   /// stream every rank builds); `global` itself with one data rank.

@@ -7,6 +7,7 @@
 #include "saes/core/error.h"
 #include "saes/data/activation_stream.h"
 #include "saes/dictionaries/sparse_dictionary.h"
+#include "saes/distributed/communicator.h"
 
 namespace saes::training {
 namespace {
@@ -39,14 +40,17 @@ const at::Tensor& hook_acts(const TrainBatch& batch, const std::string& hook) {
 }  // namespace
 
 DictionaryModule::DictionaryModule(dictionaries::SparseDictionary& dict, TrainerConfig config)
-    : dict_(dict), config_(std::move(config)) {}
+    : dict_(dict), config_(std::move(config)) {
+  for (const auto& ref : dict_.parameters()) feature_dims_[ref.name] = ref.feature_dim;
+}
 
 std::vector<Parameter> DictionaryModule::parameters() {
   std::vector<Parameter> out;
   for (auto& ref : dict_.parameters()) {
     const bool jumprelu = ref.group == dictionaries::ParamGroup::kJumpRelu;
     out.push_back(Parameter{ref.name, ref.value, ref.grad,
-                            jumprelu ? config_.jumprelu_lr_factor : 1.0, ref.clipped});
+                            jumprelu ? config_.jumprelu_lr_factor : 1.0, ref.clipped,
+                            dict_.feature_shard().sharded() && ref.feature_dim >= 0});
   }
   return out;
 }
@@ -64,7 +68,7 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
   in.x = token_rows(hook_acts(batch, dict_.input_hook_point()));
   in.label = token_rows(hook_acts(batch, dict_.label_hook_point()));
   if (batch.mask.defined()) in.mask = batch.mask.flatten();
-  in.dead = context.dead;
+  if (context.dead.defined()) in.dead = dict_.local_features(context.dead, 0);
 
   dictionaries::LossSettings s;
   s.sparsity = penalty(config_.sparsity_loss_type);
@@ -96,15 +100,39 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
                                .unsqueeze(1);
   out.mask = in.mask;
   out.fired = r.fired;
+  const dictionaries::FeatureShard& shard = dict_.feature_shard();
+  if (shard.sharded()) {  // per-token sums and firing counts of the whole dictionary
+    at::Tensor token_sums = out.feature_acts.sum(1, true);
+    shard.group->all_reduce(token_sums, distributed::ReduceOp::kSum);
+    out.feature_acts = token_sums;
+    out.fired = dict_.gather_features(r.fired, 0);
+  }
   return out;
 }
 
 std::map<std::string, double> DictionaryModule::statistics() const {
-  return {{"metrics/decoder_norm", dict_.decoder_norm().mean().item<double>()}};
+  return {{"metrics/decoder_norm",
+           dict_.gather_features(dict_.decoder_norm(), 0).mean().item<double>()}};
 }
 
-void DictionaryModule::save(const std::filesystem::path& dir) const {
-  dict_.save(dir / kWeightsFileName);
+void DictionaryModule::save(const std::filesystem::path& dir, bool write) const {
+  dict_.save(dir / kWeightsFileName, write);
+}
+
+int DictionaryModule::sharded_dim(const std::string& param, const at::Tensor& t) const {
+  if (!dict_.feature_shard().sharded()) return -1;
+  const auto it = feature_dims_.find(param);
+  return it != feature_dims_.end() && it->second < t.dim() ? it->second : -1;
+}
+
+at::Tensor DictionaryModule::gather_state(const std::string& param, const at::Tensor& t) const {
+  const int dim = sharded_dim(param, t);
+  return dim >= 0 ? dict_.gather_features(t, dim) : t;
+}
+
+at::Tensor DictionaryModule::local_state(const std::string& param, const at::Tensor& t) const {
+  const int dim = sharded_dim(param, t);
+  return dim >= 0 ? dict_.local_features(t, dim) : t;
 }
 
 void DictionaryModule::load(const std::filesystem::path& dir) {

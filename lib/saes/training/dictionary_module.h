@@ -27,6 +27,9 @@ inline constexpr const char* kWeightsFileName = "sae_weights.safetensors";
 
 /// A dictionary as the trainer sees it. Losses are named overall_loss, mse_loss, sparsity_loss,
 /// lp_loss, aux_loss; the loss settings come from `config` plus the step's k and λ(t).
+/// A feature-sharded dictionary looks whole to the trainer: n_features() is d_sae, `fired` and
+/// the dead mask cover every feature (gathered over the model group each step), per-token
+/// feature sums are summed over the group, and checkpoints hold the whole dictionary.
 class DictionaryModule final : public TrainableModule {
  public:
   /// `dict` is non-owning and must outlive this module.
@@ -37,13 +40,19 @@ class DictionaryModule final : public TrainableModule {
   std::optional<std::int64_t> top_k() const override;
   StepOutput forward_backward(const TrainBatch& batch, const StepContext& context) override;
   std::map<std::string, double> statistics() const override;
-  /// dir/sae_weights.safetensors via the dictionary's own save/load.
-  void save(const std::filesystem::path& dir) const override;
+  /// dir/sae_weights.safetensors via the dictionary's own save/load (the whole dictionary).
+  void save(const std::filesystem::path& dir, bool write) const override;
   void load(const std::filesystem::path& dir) override;
+  at::Tensor gather_state(const std::string& param, const at::Tensor& t) const override;
+  at::Tensor local_state(const std::string& param, const at::Tensor& t) const override;
 
  private:
+  /// The feature dim of `param`'s tensors when the dictionary is sharded, else -1.
+  int sharded_dim(const std::string& param, const at::Tensor& t) const;
+
   dictionaries::SparseDictionary& dict_;
   TrainerConfig config_;
+  std::map<std::string, int> feature_dims_;  ///< parameter name → ParameterRef::feature_dim
 };
 
 /// An activation stream as the trainer's batch source (non-owning).

@@ -15,10 +15,11 @@
 namespace saes::training {
 namespace {
 
-double local_squared_norm(std::span<const Parameter> params) {
+/// Σ‖g‖² over the clip-flagged gradients of the feature-sharded (`sharded`) or whole parameters.
+double local_squared_norm(std::span<const Parameter> params, bool sharded) {
   double sum = 0.0;
   for (const Parameter& p : params) {
-    if (!p.clip || !p.grad.defined()) continue;
+    if (!p.clip || !p.grad.defined() || p.sharded != sharded) continue;
     const double n = p.grad.norm().item<double>();
     sum += n * n;
   }
@@ -65,9 +66,9 @@ std::string shape_text(at::IntArrayRef shape) {
 }  // namespace
 
 double grad_norm(std::span<const Parameter> params, const SquaredNormReduce& reduce) {
-  double squared = local_squared_norm(params);
-  if (reduce) squared = reduce(squared);
-  return std::sqrt(squared);
+  double sharded = local_squared_norm(params, true);
+  if (reduce) sharded = reduce(sharded);
+  return std::sqrt(sharded + local_squared_norm(params, false));
 }
 
 double clip_grad_norm(std::span<const Parameter> params, double max_norm,

@@ -25,16 +25,20 @@ struct Parameter {
   at::Tensor grad;         ///< may be undefined: the parameter is skipped this step
   double lr_factor = 1.0;  ///< jumprelu_lr_factor for the log-threshold group, else 1
   bool clip = true;        ///< included in gradient-norm clipping (false for log θ, as upstream)
+  /// This rank holds only some features of it (feature parallelism); the other ranks of the
+  /// model group hold the rest. False for tensors every rank holds whole.
+  bool sharded = false;
 };
 
-/// Maps this rank's sum of squared gradient entries to the global sum (model parallel:
-/// all-reduce over the `model` group). Identity in a single process.
+/// Maps this rank's sum of squared gradient entries of the sharded parameters to the sum over
+/// the model group (all-reduce over the `model` group). Identity in a single process.
 using SquaredNormReduce = std::function<double(double)>;
 
-/// Global L2 norm sqrt(Σ‖g‖²) over the clip-flagged parameters' gradients (squared sum passed
-/// through `reduce`). If max_norm > 0 and the norm exceeds it, every such gradient is multiplied
-/// by max_norm / (norm + 1e-6). Returns the norm before clipping. Upstream uses the RMS of the
-/// non-zero entries instead (‖g‖/√nnz); we use the conventional global norm (spec §15 item 3).
+/// Global L2 norm sqrt(Σ‖g‖²) over the clip-flagged parameters' gradients (the sharded ones'
+/// squared sum passed through `reduce`, the whole ones counted once). If max_norm > 0 and the norm
+/// exceeds it, every such gradient is multiplied by max_norm / (norm + 1e-6). Returns the norm
+/// before clipping. Upstream uses the RMS of the non-zero entries instead (‖g‖/√nnz); we use the
+/// conventional global norm (spec §15 item 3).
 double clip_grad_norm(std::span<const Parameter> params, double max_norm,
                       const SquaredNormReduce& reduce = {});
 /// The same norm without clipping.

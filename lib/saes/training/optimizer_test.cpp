@@ -115,7 +115,8 @@ TEST_CASE("SparseAdam skips zero gradients and counts steps per parameter", "[tr
 }
 
 TEST_CASE("clip_grad_norm scales clip-flagged grads to the global L2 norm", "[training]") {
-  Parameter a{"a", at::zeros({2}), at::tensor(std::vector<float>{3.0f, 0.0f}), 1.0, true};
+  // a: feature-sharded (the other ranks hold the rest of it), b: held whole by every rank
+  Parameter a{"a", at::zeros({2}), at::tensor(std::vector<float>{3.0f, 0.0f}), 1.0, true, true};
   Parameter b{"b", at::zeros({1}), at::tensor(std::vector<float>{4.0f}), 1.0, true};
   Parameter theta{"theta", at::zeros({1}), at::tensor(std::vector<float>{100.0f}), 1.0, false};
   std::vector<Parameter> params = {a, b, theta};
@@ -123,14 +124,17 @@ TEST_CASE("clip_grad_norm scales clip-flagged grads to the global L2 norm", "[tr
   double reduced_input = 0.0;
   const double norm = saes::training::clip_grad_norm(params, 1.0, [&](double s) {
     reduced_input = s;
-    return 4.0 * s;  // as if four ranks held equal shards
+    return 4.0 * s;  // as if four ranks held equal shards of a
   });
-  CHECK(reduced_input == Approx(25.0));
-  CHECK(norm == Approx(10.0));
-  CHECK(a.grad[0].item<float>() == Approx(0.3).margin(1e-6));
+  CHECK(reduced_input == Approx(9.0));  // only the sharded part goes through the reduction
+  const double expected = std::sqrt(4.0 * 9.0 + 16.0);  // b counted once
+  CHECK(norm == Approx(expected));
+  CHECK(a.grad[0].item<float>() == Approx(3.0 / expected).margin(1e-6));
+  CHECK(b.grad[0].item<float>() == Approx(4.0 / expected).margin(1e-6));
   CHECK(theta.grad[0].item<float>() == 100.0f);
-  CHECK(saes::training::clip_grad_norm(params, 0.0) == Approx(0.5).margin(1e-6));
-  CHECK(a.grad[0].item<float>() == Approx(0.3).margin(1e-6));
+  const double local = std::sqrt(25.0) / expected;
+  CHECK(saes::training::clip_grad_norm(params, 0.0) == Approx(local).margin(1e-6));
+  CHECK(a.grad[0].item<float>() == Approx(3.0 / expected).margin(1e-6));
 }
 
 TEST_CASE("optimizer state round-trips through tensors", "[training]") {

@@ -40,6 +40,11 @@ void check_member_name(const std::string& name, std::size_t n_members) {
       ConfigError, "trainer: dictionary name '{}' is not a plain folder name", name);
 }
 
+/// The parameter an optimizer state tensor belongs to: "W_E.exp_avg" → "W_E".
+std::string parameter_of(const std::string& state_name) {
+  return state_name.substr(0, state_name.rfind('.'));
+}
+
 std::int64_t valid_tokens(const TrainBatch& batch) {
   return batch.mask.defined() ? batch.mask.sum().item<std::int64_t>() : batch.n_tokens;
 }
@@ -251,21 +256,33 @@ struct Trainer::Impl {
     return text;
   }
 
+  // Every rank takes part (a feature-sharded member gathers its weights and optimizer state for
+  // the writer); only ranks with write_files write.
   fs::path save_checkpoint() {
     state.stream_state = source.state();
     if (sync) sync->agree(state.stream_state, "the stream position of the checkpoint");
     const fs::path final_dir = checkpoint_path(run_dir(), state.cur_step);
-    if (!options.write_files) return final_dir;
-    CheckpointStaging staging(run_dir(), state.cur_step);
+    const bool write = options.write_files;
+    std::optional<CheckpointStaging> staging;
+    if (write) staging.emplace(run_dir(), state.cur_step);
     for (const MemberRun& r : members) {
-      const fs::path dir = r.member.name.empty() ? staging.dir() : staging.dir() / r.member.name;
-      fs::create_directories(dir);
-      r.member.module->save(dir);
-      io::save_safetensors(dir / kOptimizerFile, r.optimizer.state_tensors());
+      fs::path dir;
+      if (write) {
+        dir = r.member.name.empty() ? staging->dir() : staging->dir() / r.member.name;
+        fs::create_directories(dir);
+      }
+      r.member.module->save(dir, write);
+      std::vector<std::pair<std::string, at::Tensor>> optimizer_state;
+      for (auto& [name, t] : r.optimizer.state_tensors()) {
+        optimizer_state.emplace_back(name, r.member.module->gather_state(parameter_of(name), t));
+      }
+      if (!write) continue;
+      io::save_safetensors(dir / kOptimizerFile, optimizer_state);
       io::save_safetensors(dir / kMetricsStateFile, r.metrics.state_tensors());
     }
-    save_trainer_state(staging.dir(), state);
-    const fs::path committed = staging.commit();
+    if (!write) return final_dir;
+    save_trainer_state(staging->dir(), state);
+    const fs::path committed = staging->commit();
     prune_checkpoints(run_dir(), config.keep_last_checkpoints);
     logger.info("checkpoint written: {}", committed.string());
     return committed;
@@ -284,6 +301,14 @@ struct Trainer::Impl {
     return false;
   }
 };
+
+at::Tensor TrainableModule::gather_state(const std::string& /*param*/, const at::Tensor& t) const {
+  return t;
+}
+
+at::Tensor TrainableModule::local_state(const std::string& /*param*/, const at::Tensor& t) const {
+  return t;
+}
 
 Trainer::Trainer(const TrainerConfig& config, std::vector<TrainerMember> members,
                  BatchSource& source, Logger& logger, TrainerOptions options)
@@ -318,7 +343,11 @@ void Trainer::resume(const fs::path& checkpoint_dir) {
   for (MemberRun& r : d.members) {
     const fs::path dir = r.member.name.empty() ? checkpoint_dir : checkpoint_dir / r.member.name;
     r.member.module->load(dir);
-    r.optimizer.load_state(read_tensors(dir / kOptimizerFile));
+    std::map<std::string, at::Tensor> optimizer_state = read_tensors(dir / kOptimizerFile);
+    for (auto& [name, t] : optimizer_state) {
+      t = r.member.module->local_state(parameter_of(name), t);
+    }
+    r.optimizer.load_state(optimizer_state);
     r.metrics.load_state(read_tensors(dir / kMetricsStateFile));
   }
   d.resumed = true;
@@ -369,9 +398,7 @@ FitResult Trainer::fit() {
   }
   if (d.state.cur_step >= total) {
     result.outcome = FitOutcome::kCompleted;
-    if (d.options.write_files) {
-      for (const MemberRun& r : d.members) r.member.module->save(r.dir);
-    }
+    for (const MemberRun& r : d.members) r.member.module->save(r.dir, d.options.write_files);
   }
   progress.finish(d.progress_text());
   result.steps = d.state.cur_step;

@@ -88,9 +88,16 @@ class TrainableModule {
   virtual StepOutput forward_backward(const TrainBatch& batch, const StepContext& context) = 0;
   /// Model statistics logged with each metrics line (metrics/decoder_norm, ...).
   virtual std::map<std::string, double> statistics() const = 0;
-  /// Writes the weights into folder `dir` (the dictionary's own format) / reads them back.
-  virtual void save(const std::filesystem::path& dir) const = 0;
+  /// Writes the weights into folder `dir` (the dictionary's own format) when `write`; every rank
+  /// calls it (collective over a feature-sharded module's model group, whose ranks gather the
+  /// whole weights for the writer). load reads them back (a sharded module: only its part).
+  virtual void save(const std::filesystem::path& dir, bool write) const = 0;
   virtual void load(const std::filesystem::path& dir) = 0;
+  /// Feature parallelism: the whole-module tensor of parameter `param`'s state `t` (optimizer
+  /// moments, shaped like the parameter) gathered from the model group (collective), and this
+  /// rank's part of a whole one. Identity for modules that are not sharded (the default).
+  virtual at::Tensor gather_state(const std::string& param, const at::Tensor& t) const;
+  virtual at::Tensor local_state(const std::string& param, const at::Tensor& t) const;
 };
 
 /// One dictionary of the run.

@@ -83,7 +83,8 @@ class FakeAffine : public TrainableModule {
   std::map<std::string, double> statistics() const override {
     return {{"metrics/decoder_norm", w_.norm().item<double>()}};
   }
-  void save(const fs::path& dir) const override {
+  void save(const fs::path& dir, bool write) const override {
+    if (!write) return;
     saes::io::save_safetensors(dir / "sae_weights.safetensors",
                                std::map<std::string, at::Tensor>{{"W_E", w_}, {"b_E", b_}});
   }

@@ -1,10 +1,11 @@
 # Distributed saes-train under mpirun (sourced by run_cli_tests.sh): mesh errors on every rank,
-# 2 data-parallel ranks reproducing the single-process run t1/ (weights within fp32 tolerance),
-# a resumed 2-rank run, and a rank that fails mid-training ending the whole job with its message.
+# 2 data-parallel ranks and 2 feature-parallel ranks reproducing the single-process run t1/
+# (weights within fp32 tolerance), a resumed 2-rank run, a feature-parallel checkpoint resumed in
+# one process, and a rank that fails mid-training ending the whole job with its message.
 if command -v mpirun >/dev/null; then
   mpi2=(timeout 120 mpirun --oversubscribe --bind-to none -np 2)
-  expect "mpirun model parallel refused on every rank" 5 '\[rank [01]/2\] saes-train: error: model_parallel_size 2: feature-parallel training is not implemented yet' -- \
-    "${mpi2[@]}" "$bin/saes-train" "$train_cfg" --set model_parallel_size=2
+  expect "mpirun model parallel needs d_sae divisible" 2 'model_parallel_size 2 must divide d_sae|must divide d_sae' -- \
+    "${mpi2[@]}" "$bin/saes-train" "$train_cfg" --set model_parallel_size=2 --set sae.expansion_factor=1.015625
   expect "mpirun mesh mismatch" 2 'data_parallel_size \(1\) × model_parallel_size \(1\) = 1 does not match the 2 ranks' -- \
     "${mpi2[@]}" "$bin/saes-train" "$train_cfg"
 
@@ -46,6 +47,24 @@ PY
       --set trainer.from_pretrained_path=tres
     diff_res="$(max_diff tdp/sae_weights.safetensors tres/sae_weights.safetensors 2>&1)"
     if awk -v d="$diff_res" 'BEGIN { exit !(d + 0 < 1e-6) }'; then ok; else bad "resumed 2-rank run differs: $diff_res"; fi
+
+    # Feature parallel: 2 model ranks reproduce t1; a 2-rank checkpoint resumes in one process.
+    run_set=(--set 'activation_factory.sources=[{type: activations, name: g1, path: g1}]'
+      --set activation_factory.batch_size=500 --set trainer.total_training_tokens=5000 --set trainer.log_frequency=5
+      --set logging.progress=off --threads 1)
+    expect "mpirun train 2 model ranks" 0 '' -- "${mpi2[@]}" "$bin/saes-train" "$train_cfg" "${run_set[@]}" \
+      --set model_parallel_size=2 --set trainer.exp_result_path=tmp2
+    diff_mp="$(max_diff t1/sae_weights.safetensors tmp2/sae_weights.safetensors 2>&1)"
+    if awk -v d="$diff_mp" 'BEGIN { exit !(d + 0 < 1e-4) }' && [ "$(wc -l <tmp2/metrics.jsonl)" = 2 ]; then ok; else bad "2 model ranks vs one process: relative max diff $diff_mp, metrics $(cat tmp2/metrics.jsonl)"; fi
+    expect "mpirun model parallel with checkpoints" 0 '' -- "${mpi2[@]}" "$bin/saes-train" "$train_cfg" "${run_set[@]}" \
+      --set model_parallel_size=2 --set trainer.exp_result_path=tmpres --set trainer.n_checkpoints=2 \
+      --set trainer.check_point_save_mode=linear
+    rm -rf tmpres/checkpoints/step_10 tmpres/sae_weights.safetensors
+    expect "model-parallel checkpoint resumed in one process" 0 '' -- "$bin/saes-train" "$train_cfg" "${run_set[@]}" \
+      --set trainer.exp_result_path=tmpres --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear \
+      --set trainer.from_pretrained_path=tmpres
+    diff_mpres="$(max_diff tmp2/sae_weights.safetensors tmpres/sae_weights.safetensors 2>&1)"
+    if awk -v d="$diff_mpres" 'BEGIN { exit !(d + 0 < 1e-5) }'; then ok; else bad "model-parallel run resumed in one process differs: $diff_mpres"; fi
 
     # Rank 0 cannot create its checkpoint (a file where the folder goes) while rank 1 waits in the
     # next step's all-reduce: both must end within seconds with rank 0's message and code 3.
