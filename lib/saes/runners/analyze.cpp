@@ -1,6 +1,7 @@
 // run_analyze (spec Appendix D "analyze", docs/analysis.md): load the dictionary of a saes-train
 // run, stream 2-D activations (shards or the model on the fly), feed the FeatureAnalyzer, add
 // decoder geometry, logit lens and (optionally) evaluation, and write the analysis database.
+// Under mpirun the features are split over the ranks (model_parallel_size) and rank 0 writes.
 #include <algorithm>
 #include <optional>
 
@@ -9,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "saes/analysis/feature_analyzer.h"
+#include "saes/analysis/feature_exchange.h"
 #include "saes/analysis/geometry.h"
 #include "saes/analysis/store.h"
 #include "saes/config/config_loader.h"
@@ -17,6 +19,7 @@
 #include "saes/dictionaries/registry.h"
 #include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/distributed/communicator.h"
+#include "saes/distributed/mesh.h"
 #include "saes/io/atomic_file.h"
 #include "saes/lm/hf_folder.h"
 #include "saes/lm/tokenizer.h"
@@ -34,18 +37,19 @@ using config::AnalyzeSettings;
 
 constexpr std::int64_t kLogitLensTokens = 10;
 
-void check_supported(const AnalyzeSettings& s, const RunContext& context) {
-  const auto& p = s.parallelism;
-  SAES_CHECK(context.world.size() == 1 && p.data_parallel_size == 1 && p.model_parallel_size == 1,
-             UnsupportedError,
-             "multi-process analysis lands with issue #5; got {} processes, data_parallel_size "
-             "{}, model_parallel_size {}; run one process with both set to 1",
-             context.world.size(), p.data_parallel_size, p.model_parallel_size);
+/// Several processes split the features (model_parallel_size); splitting the tokens over data
+/// ranks would need the sampled contexts merged across ranks and is not offered.
+void check_supported(const AnalyzeSettings& s) {
+  SAES_CHECK(s.parallelism.data_parallel_size == 1, UnsupportedError,
+             "data_parallel_size {}: saes-analyze splits the features over processes, not the "
+             "tokens; set data_parallel_size: 1 and model_parallel_size to the number of processes",
+             s.parallelism.data_parallel_size);
 }
 
 /// The dictionary of a saes-train run folder (or its weights file): config from
 /// config.resolved.yaml, weights from sae_weights.safetensors.
-std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(const AnalyzeSettings& s) {
+std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(
+    const AnalyzeSettings& s, const dictionaries::FeatureShard& shard) {
   fs::path weights = s.sae.pretrained_name_or_path;
   SAES_CHECK(fs::exists(weights), IoError, "sae.pretrained_name_or_path: {} does not exist",
              weights.string());
@@ -62,7 +66,7 @@ std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(const AnalyzeSet
   cfg.device = s.sae.device;
   cfg.dtype = s.sae.dtype;
   cfg.strict_loading = s.sae.strict_loading;
-  auto dict = dictionaries::make_dictionary(cfg);
+  auto dict = dictionaries::make_dictionary(cfg, shard);
   dict->load(weights);
   if (s.sae.fold_activation_scale &&
       dict->config().norm_activation == dictionaries::NormActivation::kDatasetWise) {
@@ -146,18 +150,26 @@ void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictiona
 }  // namespace
 
 int run_analyze(const AnalyzeSettings& s, RunContext& context) {
-  check_supported(s, context);
+  check_supported(s);
+  const distributed::Mesh mesh(context.world, s.parallelism);
+  const bool primary = mesh.is_primary();
   Logger& logger = context.logger;
-  auto dict = load_dictionary(s);
+  auto dict = load_dictionary(s, dictionaries::FeatureShard{&mesh.model()});
+  if (mesh.model_size() > 1 && primary) {
+    logger.info("model parallel: {} ranks, {} of the {} features each", mesh.model_size(),
+                dict->local_d_sae(), dict->d_sae());
+  }
   std::optional<lm::LanguageModel> lm;
   if (s.model) lm.emplace(lm::load_language_model(*s.model));
-  fs::create_directories(s.output_dir);
-  config::save_resolved_config(s, s.output_dir);
+  if (primary) {
+    fs::create_directories(s.output_dir);
+    config::save_resolved_config(s, s.output_dir);
+  }
 
   analysis::AnalyzerOptions options;
   options.bands = analysis::bands_of(s.analyzer);
   options.ignore_token_ids = s.analyzer.ignore_token_ids.value_or(std::vector<std::int64_t>{});
-  analysis::FeatureAnalyzer analyzer(dict->d_sae(), options);
+  analysis::FeatureAnalyzer analyzer(dict->local_d_sae(), options);
   analyze_stream(s, *dict, lm ? &*lm : nullptr, analyzer, context);
 
   analysis::AnalysisRecord record;
@@ -173,8 +185,15 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   record.n_contexts = analyzer.n_contexts();
   record.histogram = options.histogram;
   record.bands = options.bands;
-  record.features = analyzer.finish();
-  const at::Tensor W_D = decoder_weight(*dict);
+  record.features = analysis::gather_feature_stats(analyzer.finish(), mesh.model());
+  // The evaluation is data-parallel over all ranks with a whole dictionary each.
+  if (s.eval) {
+    record.eval = mesh.model_size() > 1
+                      ? run_analyze_eval(s, *load_dictionary(s, {}), context)
+                      : run_analyze_eval(s, *dict, context);
+  }
+  const at::Tensor W_D = dict->gather_features(decoder_weight(*dict), 0);
+  if (!primary) return 0;
   record.decoder_cosine = analysis::max_decoder_cosine(W_D);
   if (lm) {
     const auto& model = lm->model;
@@ -183,7 +202,6 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
                                              kLogitLensTokens);
     record.vocab = vocabulary(*lm->tokenizer);
   }
-  if (s.eval) record.eval = run_analyze_eval(s, *dict, context);
 
   const fs::path db = s.output_dir / (s.feature_analysis_name + ".sqlite");
   analysis::write_analysis_db(db, record);

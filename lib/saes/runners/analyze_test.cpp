@@ -216,8 +216,11 @@ TEST_CASE("analysis rejects bad inputs with one-line errors", "[runners][analysi
   width.sae.pretrained_name_or_path = wide.string();
   expect_one_line(width, "64");
   auto parallel = base;
-  parallel.parallelism.model_parallel_size = 2;
-  CHECK_THROWS_AS(run(parallel, &run_analyze), saes::UnsupportedError);
+  parallel.parallelism.model_parallel_size = 2;  // one process launched
+  CHECK_THROWS_AS(run(parallel, &run_analyze), saes::ConfigError);
+  auto data_parallel = base;
+  data_parallel.parallelism.data_parallel_size = 2;
+  CHECK_THROWS_AS(run(data_parallel, &run_analyze), saes::UnsupportedError);
 }
 
 }  // namespace saes::runners

@@ -19,7 +19,7 @@ one_line "analyze missing run folder"
 expect "analyze 1-d target" 2 'activations-2d' -- "$bin/saes-analyze" analyze.yaml --set activation_factory.target=activations-1d
 expect "analyze export missing db" 3 'nothere.sqlite: no such database file' -- "$bin/saes-analyze" export nothere.sqlite json
 one_line "analyze export missing db"
-expect "analyze two ranks" 5 'issue #5' -- "$bin/saes-analyze" analyze.yaml --set model_parallel_size=2
+expect "analyze model ranks without mpirun" 2 'model_parallel_size \(2\) = 2 needs 2 ranks' -- "$bin/saes-analyze" analyze.yaml --set model_parallel_size=2
 
 if [ -n "$assets" ] && [ -d t1 ]; then
   an_set=(--set sae.pretrained_name_or_path=t1

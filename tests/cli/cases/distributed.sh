@@ -1,7 +1,8 @@
 # Distributed saes-train under mpirun (sourced by run_cli_tests.sh): mesh errors on every rank,
 # 2 data-parallel ranks and 2 feature-parallel ranks reproducing the single-process run t1/
 # (weights within fp32 tolerance), a resumed 2-rank run, a feature-parallel checkpoint resumed in
-# one process, and a rank that fails mid-training ending the whole job with its message.
+# one process, saes-analyze with the features split over 2 ranks writing the one-process
+# database, and a rank that fails mid-training ending the whole job with its message.
 if command -v mpirun >/dev/null; then
   mpi2=(timeout 120 mpirun --oversubscribe --bind-to none -np 2)
   expect "mpirun model parallel needs d_sae divisible" 2 'model_parallel_size 2 must divide d_sae|must divide d_sae' -- \
@@ -65,6 +66,35 @@ PY
       --set trainer.from_pretrained_path=tmpres
     diff_mpres="$(max_diff tmp2/sae_weights.safetensors tmpres/sae_weights.safetensors 2>&1)"
     if awk -v d="$diff_mpres" 'BEGIN { exit !(d + 0 < 1e-5) }'; then ok; else bad "model-parallel run resumed in one process differs: $diff_mpres"; fi
+
+    # saes-analyze with the features split over 2 ranks writes the database one process writes.
+    if [ -n "${an_cfg:-}" ] && [ -s a1/default.sqlite ]; then
+      expect "mpirun analyze 2 model ranks" 0 '' -- "${mpi2[@]}" "$bin/saes-analyze" "$an_cfg" "${an_set[@]}" \
+        --set output_dir=a2 --set model_parallel_size=2
+      same_db="$(/usr/bin/python3 - a1/default.sqlite a2/default.sqlite <<'PY' 2>&1
+import sqlite3, sys
+def rows(path):
+    db = sqlite3.connect(path)
+    tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'") if t != "meta"]
+    return {t: sorted(db.execute(f"select * from {t}").fetchall(), key=repr) for t in tables}
+from array import array
+def close(a, b):
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= 1e-5 * max(abs(a), abs(b), 1e-6)
+    if isinstance(a, bytes) and a != b and len(a) == len(b) and len(a) % 4 == 0:
+        return all(close(x, y) for x, y in zip(array("f", a), array("f", b)))  # float32 acts
+    return a == b
+x, y = rows(sys.argv[1]), rows(sys.argv[2])
+assert x.keys() == y.keys(), (sorted(x), sorted(y))
+for t in x:
+    assert len(x[t]) == len(y[t]), (t, len(x[t]), len(y[t]))
+    for r, s in zip(x[t], y[t]):
+        assert len(r) == len(s) and all(close(a, b) for a, b in zip(r, s)), (t, r[:4], s[:4])
+print("same")
+PY
+)"
+      if [ "$same_db" = same ]; then ok; else bad "2-rank analysis differs from one process: $same_db"; fi
+    fi
 
     # Rank 0 cannot create its checkpoint (a file where the folder goes) while rank 1 waits in the
     # next step's all-reduce: both must end within seconds with rank 0's message and code 3.
