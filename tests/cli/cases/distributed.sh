@@ -76,7 +76,11 @@ import sqlite3, sys
 def rows(path):
     db = sqlite3.connect(path)
     tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'") if t != "meta"]
-    return {t: sorted(db.execute(f"select * from {t}").fetchall(), key=repr) for t in tables}
+    # Contexts: (feature, band, rank, score) only — contexts whose peaks tie (the same story
+    # opening twice) may swap when the encoder GEMM of a feature slice rounds the last bit
+    # differently; their scores still agree.
+    cols = {t: "feature, band, rank, score" if t == "contexts" else "*" for t in tables}
+    return {t: sorted(db.execute(f"select {cols[t]} from {t}").fetchall(), key=repr) for t in tables}
 from array import array
 def close(a, b):
     if isinstance(a, float) or isinstance(b, float):
