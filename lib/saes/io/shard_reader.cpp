@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <random>
 
-#include <ATen/ops/empty.h>
 #include <fmt/ranges.h>
 
 #include "saes/core/error.h"
 #include "saes/io/checksum.h"
+#include "saes/io/shard_buffers.h"
 #include "saes/io/shard_file.h"
 
 namespace saes::io {
@@ -31,9 +31,9 @@ const SectionInfo& require_section(const ShardFile& file, std::string_view name,
   return *s;
 }
 
-at::Tensor empty_for(const SectionInfo& s) {
-  return at::empty(s.shape, at::TensorOptions().dtype(to_torch(s.dtype)));
-}
+// Shards whose buffers a reader's pool keeps: a default stream's queue_depth waiting, one
+// decoding and the one the caller holds.
+constexpr std::size_t kPooledShards = 4;
 
 std::vector<std::string> requested_hooks(const ShardManifest& m, const ShardReadOptions& o) {
   return o.hooks.empty() ? m.hook_points : o.hooks;
@@ -80,7 +80,7 @@ OpenShard open_shard(const ShardReader& reader, std::int64_t index, const ShardR
     sections.push_back(&require_section(file, activation_section_name(hook), {m.dtype}, act_shape));
   }
   for (const auto* s : sections) {
-    shard.tensors.push_back(empty_for(*s));
+    shard.tensors.push_back(reader.buffers().empty(s->shape, s->dtype));
     shard.targets.push_back({s, shard.tensors.back().data_ptr()});
   }
   return shard;
@@ -109,6 +109,9 @@ ShardReader ShardReader::open(const fs::path& dir) {
   ShardReader reader;
   reader.dir_ = dir;
   reader.manifest_ = load_manifest(dir / kManifestFileName);
+  // Enough for every section of the shards a default stream holds (in flight, waiting, caller's).
+  const std::size_t sections = 4 + reader.manifest_.hook_points.size();
+  reader.buffers_ = ShardBufferPool::create(kPooledShards * sections);
   return reader;
 }
 

@@ -22,6 +22,7 @@
 namespace saes::io {
 
 class FrameDecoder;
+class ShardBufferPool;
 
 /// What to do with a shard that is missing, truncated or fails a checksum.
 enum class OnCorrupt { kError, kSkip };
@@ -63,10 +64,14 @@ class ShardReader {
   /// checksum against the manifest and every frame's checksums. Throws IoError (missing file) or
   /// DataError naming the shard (and section).
   ShardBatch read_shard(std::int64_t index, const ShardReadOptions& options) const;
+  /// Where decoded tensors get their memory: buffers of dropped batches are reused (shared by the
+  /// copies of this reader and their streams).
+  ShardBufferPool& buffers() const { return *buffers_; }
 
  private:
   std::filesystem::path dir_;
   ShardManifest manifest_;
+  std::shared_ptr<ShardBufferPool> buffers_;
 };
 
 /// Streams decoded shards in order. decode_threads workers decode the frames of up to

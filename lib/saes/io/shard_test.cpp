@@ -18,6 +18,7 @@
 #include "saes/io/atomic_file.h"
 #include "saes/io/byte_shuffle.h"
 #include "saes/io/checksum.h"
+#include "saes/io/shard_buffers.h"
 #include "saes/io/shard_file.h"
 #include "saes/io/shard_reader.h"
 #include "saes/io/shard_writer.h"
@@ -463,6 +464,26 @@ TEST_CASE("the stream returns shards in its order for any number of workers and 
   for (const auto& b : batches) got.push_back(b.shard);
   REQUIRE(got == expected);
   require_batches_match(batches, DType::kBFloat16, true, 200);
+}
+
+TEST_CASE("the buffer pool hands out the memory of dropped tensors again", "[shards]") {
+  auto pool = ShardBufferPool::create(1);
+  at::Tensor a = pool->empty({1000}, DType::kFloat32);
+  void* first = a.data_ptr();
+  CHECK(reinterpret_cast<std::uintptr_t>(first) % 64 == 0);
+  a = at::Tensor();
+  REQUIRE(pool->free_buffers() == 1);
+  at::Tensor small = pool->empty({100}, DType::kFloat32);  // under half the size: not reused
+  CHECK(small.data_ptr() != first);
+  at::Tensor b = pool->empty({900}, DType::kFloat32);
+  CHECK(b.data_ptr() == first);
+  CHECK(pool->free_buffers() == 0);
+  small = at::Tensor();
+  b = at::Tensor();
+  CHECK(pool->free_buffers() == 1);  // full: the second buffer is freed
+  at::Tensor kept = pool->empty({3, 4}, DType::kFloat16);
+  pool.reset();
+  CHECK(kept.sizes() == at::IntArrayRef({3, 4}));  // outlives the pool; freed when dropped
 }
 
 TEST_CASE("a stream destroyed before its end stops its workers", "[shards]") {
