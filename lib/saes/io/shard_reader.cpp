@@ -86,19 +86,27 @@ OpenShard open_shard(const ShardReader& reader, std::int64_t index, const ShardR
   return shard;
 }
 
+// `t` in `dtype`, converted into a buffer of the reader's pool when it is not already.
+at::Tensor pooled_as(const ShardReader& reader, const at::Tensor& t, at::ScalarType dtype) {
+  if (t.scalar_type() == dtype) return t;
+  at::Tensor out = reader.buffers().empty(t.sizes().vec(), from_torch(dtype));
+  out.copy_(t);
+  return out;
+}
+
 // The rows of a decoded shard, in the reader's output dtypes.
 ShardBatch finish_shard(OpenShard& shard, const ShardReader& reader, const ShardReadOptions& o) {
   const ShardManifest& m = reader.manifest();
   ShardBatch batch;
   batch.shard = shard.name;
-  batch.tokens = shard.tensors[0].to(at::kLong);
+  batch.tokens = pooled_as(reader, shard.tensors[0], at::kLong);
   batch.doc_index = shard.tensors[1];
-  batch.position = shard.tensors[2].to(at::kLong);
+  batch.position = pooled_as(reader, shard.tensors[2], at::kLong);
   std::size_t next = 3;
   if (m.target == ShardTarget::kActivations2d) batch.mask = shard.tensors[next++].to(at::kBool);
   for (const auto& hook : requested_hooks(m, o)) {
-    at::Tensor act = shard.tensors[next++];
-    batch.activations[hook] = o.dtype ? act.to(to_torch(*o.dtype)) : act;
+    const at::Tensor& act = shard.tensors[next++];
+    batch.activations[hook] = o.dtype ? pooled_as(reader, act, to_torch(*o.dtype)) : act;
   }
   return batch;
 }
