@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
   });
   measure("read_shard, one shard at a time", passes, [&] {
     std::uint64_t decoded = 0;
-    for (std::int64_t i = 0; i < n_shards; ++i) decoded += batch_bytes(reader.read_shard(i, options));
+    for (std::int64_t i = 0; i < n_shards; ++i)
+      decoded += batch_bytes(reader.read_shard(i, options));
     return decoded;
   });
   const double fp16_bytes = static_cast<double>(m.n_tokens()) *

@@ -1,5 +1,6 @@
 // Shard file encode/decode: frames compressed/decompressed on a few threads, each with its own zstd
-// context and shuffle scratch buffer; every frame is checksummed before and after the codec.
+// context and shuffle scratch buffer; the writer records each frame's XXH64 before and after the
+// codec, the reader checks the stored one always and the decoded one on request.
 #include "saes/io/shard_file.h"
 
 #include <algorithm>

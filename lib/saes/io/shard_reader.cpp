@@ -1,5 +1,5 @@
-// ShardReader (checks + decode of one shard) and ShardStream (background decode thread feeding a
-// bounded queue; errors travel to the consumer as exception_ptr).
+// ShardReader (checks + decode of one shard) and ShardStream (workers decoding the frames of a
+// window of shards, returned in order; errors travel to the consumer as exception_ptr).
 #include "saes/io/shard_reader.h"
 
 #include <algorithm>

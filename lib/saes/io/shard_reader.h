@@ -1,14 +1,14 @@
 // Reading activation shard runs: ShardReader (manifest + one-shard decode, all checks) and
-// ShardStream (shards in manifest or seeded random order, decoded on a background thread into a
-// bounded queue, corrupt shards raised or skipped). Legacy safetensors caches: legacy_chunks.h.
+// ShardStream (shards in manifest or seeded random order, decoded ahead by a pipeline of worker
+// threads, corrupt shards raised or skipped). Legacy safetensors caches: legacy_chunks.h.
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
-#include <map>
-#include <memory>
 #include <exception>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -43,7 +43,7 @@ struct ShardReadOptions {
   /// memory faults: the stored XXH64 of every frame, always checked, already pins every byte of
   /// the file. Costs about 20% of the read CPU time (docs/shard-format.md §5).
   bool verify_decoded_checksums = false;
-  int queue_depth = 2;  ///< decoded shards kept ahead of the consumer (decoding or waiting)
+  int queue_depth = 2;  ///< decoded shards waiting for the consumer (plus one being decoded)
 };
 
 class ShardReader {

@@ -439,7 +439,8 @@ TEST_CASE("a wrong raw checksum fails the decode of a frame only with the decode
   // Through the stream: the manifest pins header + directory, so update its checksum too.
   write_file_atomic(path, bytes);
   auto manifest = nlohmann::json::parse(read_file(dir / "manifest.json"));
-  manifest["shards"][0]["checksum"] = checksum_hex(xxh64(bytes.data(), kShardHeaderBytes + dir_bytes));
+  manifest["shards"][0]["checksum"] =
+      checksum_hex(xxh64(bytes.data(), kShardHeaderBytes + dir_bytes));
   write_file_atomic(dir / "manifest.json", manifest.dump());
   CHECK_NOTHROW(read_all(dir.path()));
   CHECK_THAT(error_of([&] { read_all(dir.path(), {.verify_decoded_checksums = true}); }),
@@ -454,8 +455,8 @@ TEST_CASE("the stream returns shards in its order for any number of workers and 
   write_run(o, 200);
   const auto threads = GENERATE(1, 2, 3, 5);
   const auto depth = GENERATE(1, 2, 4);
-  ShardReadOptions options{.shuffle = true, .seed = 7, .decode_threads = threads,
-                           .queue_depth = depth};
+  ShardReadOptions options{
+      .shuffle = true, .seed = 7, .decode_threads = threads, .queue_depth = depth};
   const auto reader = ShardReader::open(dir.path());
   std::vector<std::string> expected;
   for (auto i : reader.shard_order(options)) expected.push_back(reader.manifest().shards[i].file);
