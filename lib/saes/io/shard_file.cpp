@@ -1,5 +1,6 @@
 // Shard file encode/decode: frames compressed/decompressed on a few threads, each with its own zstd
-// context and shuffle scratch buffer; every frame is checksummed before and after the codec.
+// context and shuffle scratch buffer; the writer records each frame's XXH64 before and after the
+// codec, the reader checks the stored one always and the decoded one on request.
 #include "saes/io/shard_file.h"
 
 #include <algorithm>
@@ -190,9 +191,11 @@ SectionInfo parse_section(const json& s) {
   info.stored_bytes = s.at("stored_bytes").get<std::uint64_t>();
   info.raw_bytes = s.at("raw_bytes").get<std::uint64_t>();
   info.frame_bytes = s.at("frame_bytes").get<std::uint64_t>();
+  std::uint64_t stored_offset = 0;
   for (const auto& f : s.at("frames")) {
     info.frames.push_back({f.at(0).get<std::uint64_t>(), hex_field(f.at(1), info.name),
-                           hex_field(f.at(2), info.name)});
+                           hex_field(f.at(2), info.name), stored_offset});
+    stored_offset += info.frames.back().stored_bytes;
   }
   return info;
 }
@@ -378,59 +381,67 @@ const SectionInfo* ShardFile::find(std::string_view section) const {
   return nullptr;
 }
 
+struct FrameDecoder::State {
+  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx;
+  std::vector<std::uint8_t> scratch;
+};
+
+FrameDecoder::FrameDecoder() : state_(std::make_unique<State>()) {}
+FrameDecoder::~FrameDecoder() = default;
+
+std::vector<ShardFile::FrameTask> ShardFile::prepare_decode(
+    const std::vector<DecodeTarget>& targets) const {
+  std::vector<FrameTask> tasks;
+  for (std::size_t t = 0; t < targets.size(); ++t) {
+    advise_huge_pages(targets[t].out, targets[t].section->raw_bytes);
+    for (std::size_t f = 0; f < targets[t].section->frames.size(); ++f) tasks.push_back({t, f});
+  }
+  return tasks;
+}
+
+void ShardFile::decode_frame(const DecodeTarget& target, std::size_t index, FrameDecoder& decoder,
+                             bool verify_decoded) const {
+  const SectionInfo& s = *target.section;
+  const FrameInfo& frame = s.frames.at(index);
+  const std::uint64_t raw_offset = index * s.frame_bytes;
+  const std::uint64_t raw_bytes = std::min(s.frame_bytes, s.raw_bytes - raw_offset);
+  const char* src = data_ + data_offset_ + s.offset + frame.stored_offset;
+  auto* out = static_cast<std::uint8_t*>(target.out) + raw_offset;
+  SAES_CHECK(xxh64(src, frame.stored_bytes) == frame.stored_checksum, DataError,
+             "shard {}: section \"{}\": frame {} stored checksum mismatch (corrupt file)", name_,
+             s.name, index);
+  if (s.codec == ShardCodec::kRaw) {
+    SAES_CHECK(frame.stored_bytes == raw_bytes, DataError,
+               "shard {}: section \"{}\": raw frame {} has {} bytes, expected {}", name_, s.name,
+               index, frame.stored_bytes, raw_bytes);
+    std::memcpy(out, src, raw_bytes);  // the stored checksum already covered these bytes
+    return;
+  }
+  FrameDecoder::State& state = *decoder.state_;
+  if (!state.dctx) state.dctx.reset(ZSTD_createDCtx());
+  const bool shuffled = s.codec == ShardCodec::kZstdShuffle;
+  if (shuffled && state.scratch.size() < raw_bytes) state.scratch.resize(raw_bytes);
+  std::uint8_t* dst = shuffled ? state.scratch.data() : out;
+  std::size_t n = ZSTD_decompressDCtx(state.dctx.get(), dst, raw_bytes, src, frame.stored_bytes);
+  SAES_CHECK(!ZSTD_isError(n) && n == raw_bytes, DataError,
+             "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_,
+             s.name, index, raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
+  const std::uint64_t decoded_checksum =
+      shuffled ? unshuffle_and_hash(dst, out, raw_bytes, dtype_size(s.dtype), verify_decoded)
+               : (verify_decoded ? xxh64(out, raw_bytes) : 0);
+  SAES_CHECK(!verify_decoded || decoded_checksum == frame.raw_checksum, DataError,
+             "shard {}: section \"{}\": frame {} raw checksum mismatch after decoding", name_,
+             s.name, index);
+}
+
 void ShardFile::decode(const std::vector<DecodeTarget>& targets, int threads,
-                       bool verify_raw) const {
-  std::vector<std::uint64_t> raw_bytes, frame_bytes;
-  for (const auto& t : targets) {
-    advise_huge_pages(t.out, t.section->raw_bytes);
-    raw_bytes.push_back(t.section->raw_bytes);
-    frame_bytes.push_back(t.section->frame_bytes);
-  }
-  auto jobs = frame_jobs(raw_bytes, frame_bytes);
-  // Stored offset of each job's frame within its section.
-  std::vector<std::uint64_t> stored_offset(jobs.size());
-  for (std::size_t j = 0; j < jobs.size(); ++j) {
-    bool first = j == 0 || jobs[j - 1].section != jobs[j].section;
-    std::size_t prev_frame = first ? 0 : jobs[j - 1].raw_offset / frame_bytes[jobs[j].section];
-    stored_offset[j] = first
-                           ? 0
-                           : stored_offset[j - 1] +
-                                 targets[jobs[j].section].section->frames[prev_frame].stored_bytes;
-  }
+                       bool verify_decoded) const {
+  const auto tasks = prepare_decode(targets);
   threads = std::max(threads, 1);
-  std::vector<std::unique_ptr<ZSTD_DCtx, DCtxDeleter>> dctx(threads);
-  std::vector<std::vector<std::uint8_t>> scratch(threads);
-  parallel_for(jobs.size(), threads, [&](int w, std::size_t j) {
-    const auto& job = jobs[j];
-    const SectionInfo& s = *targets[job.section].section;
-    const std::size_t index = job.raw_offset / s.frame_bytes;
-    const FrameInfo& frame = s.frames[index];
-    const char* src = data_ + data_offset_ + s.offset + stored_offset[j];
-    auto* out = static_cast<std::uint8_t*>(targets[job.section].out) + job.raw_offset;
-    SAES_CHECK(xxh64(src, frame.stored_bytes) == frame.stored_checksum, DataError,
-               "shard {}: section \"{}\": frame {} stored checksum mismatch (corrupt file)", name_,
-               s.name, index);
-    if (s.codec == ShardCodec::kRaw) {
-      SAES_CHECK(frame.stored_bytes == job.raw_bytes, DataError,
-                 "shard {}: section \"{}\": raw frame {} has {} bytes, expected {}", name_, s.name,
-                 index, frame.stored_bytes, job.raw_bytes);
-      std::memcpy(out, src, job.raw_bytes);  // the stored checksum already covered these bytes
-      return;
-    }
-    if (!dctx[w]) dctx[w].reset(ZSTD_createDCtx());
-    const bool shuffled = s.codec == ShardCodec::kZstdShuffle;
-    if (shuffled && scratch[w].size() < job.raw_bytes) scratch[w].resize(job.raw_bytes);
-    std::uint8_t* dst = shuffled ? scratch[w].data() : out;
-    std::size_t n = ZSTD_decompressDCtx(dctx[w].get(), dst, job.raw_bytes, src, frame.stored_bytes);
-    SAES_CHECK(!ZSTD_isError(n) && n == job.raw_bytes, DataError,
-               "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_,
-               s.name, index, job.raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
-    const std::uint64_t raw_checksum =
-        shuffled ? unshuffle_and_hash(dst, out, job.raw_bytes, dtype_size(s.dtype), verify_raw)
-                 : (verify_raw ? xxh64(out, job.raw_bytes) : frame.raw_checksum);
-    SAES_CHECK(!verify_raw || raw_checksum == frame.raw_checksum, DataError,
-               "shard {}: section \"{}\": frame {} raw checksum mismatch after decoding", name_,
-               s.name, index);
+  std::vector<FrameDecoder> decoders(static_cast<std::size_t>(threads));
+  parallel_for(tasks.size(), threads, [&](int w, std::size_t j) {
+    decode_frame(targets[tasks[j].target], tasks[j].frame, decoders[static_cast<std::size_t>(w)],
+                 verify_decoded);
   });
 }
 

@@ -44,6 +44,7 @@ struct FrameInfo {
   std::uint64_t stored_bytes = 0;
   std::uint64_t stored_checksum = 0;  ///< XXH64 of the stored (compressed) bytes
   std::uint64_t raw_checksum = 0;     ///< XXH64 of the raw (decoded, unshuffled) bytes
+  std::uint64_t stored_offset = 0;    ///< from the section's offset (filled in when parsing)
 };
 
 struct SectionInfo {
@@ -68,6 +69,21 @@ struct ShardFileSummary {
 ShardFileSummary write_shard_file(const std::filesystem::path& path, std::int64_t n_rows,
                                   const std::vector<SectionData>& sections,
                                   const ShardEncodeOptions& options);
+
+/// Per-thread decoding state (a zstd context and an unshuffle buffer), reused across frames and
+/// files. Not shared between threads.
+class FrameDecoder {
+ public:
+  FrameDecoder();
+  ~FrameDecoder();
+  FrameDecoder(const FrameDecoder&) = delete;
+  FrameDecoder& operator=(const FrameDecoder&) = delete;
+
+ private:
+  friend class ShardFile;
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 /// A shard file read into memory with its directory parsed and checked.
 class ShardFile {
@@ -95,10 +111,21 @@ class ShardFile {
     const SectionInfo* section;
     void* out;
   };
-  /// Decodes the targets' frames on `threads` threads, verifying each frame's stored checksum
-  /// before decompressing and, with `verify_raw`, its raw checksum after. Throws DataError naming
-  /// file and section.
-  void decode(const std::vector<DecodeTarget>& targets, int threads, bool verify_raw = true) const;
+  /// One frame of a decode job: frame `frame` of targets[target]. Frames are independent.
+  struct FrameTask {
+    std::size_t target;
+    std::size_t frame;
+  };
+  /// Lists the frames of `targets` (file order) and asks for huge pages on large outputs.
+  std::vector<FrameTask> prepare_decode(const std::vector<DecodeTarget>& targets) const;
+  /// Decodes one frame into its target: checks the frame's stored XXH64 before decompressing, the
+  /// decoded size, and, with `verify_decoded`, the XXH64 of the decoded (unshuffled) bytes. Throws
+  /// DataError naming file, section and frame.
+  void decode_frame(const DecodeTarget& target, std::size_t frame, FrameDecoder& decoder,
+                    bool verify_decoded) const;
+  /// All frames of `targets` on `threads` threads (decode_frame each).
+  void decode(const std::vector<DecodeTarget>& targets, int threads,
+              bool verify_decoded = false) const;
 
  private:
   ShardFile() = default;

@@ -18,6 +18,7 @@
 #include "saes/io/atomic_file.h"
 #include "saes/io/byte_shuffle.h"
 #include "saes/io/checksum.h"
+#include "saes/io/shard_buffers.h"
 #include "saes/io/shard_file.h"
 #include "saes/io/shard_reader.h"
 #include "saes/io/shard_writer.h"
@@ -387,33 +388,37 @@ TEST_CASE("corrupt runs fail with errors naming the shard, section or key", "[sh
   }
 }
 
-TEST_CASE("reading without raw checksums returns the same rows and still checks stored bytes",
+TEST_CASE("the default read skips the decoded-bytes check and still catches stored corruption",
           "[shards]") {
   testing::TempDir dir;
   auto o = options_for(dir.path(), DType::kFloat16, ShardTarget::kActivations1d);
   write_run(o, 100);
-  require_batches_match(read_all(dir.path(), {.decode_threads = 2, .verify_raw_checksums = false}),
-                        DType::kFloat16, false, 100);
+  REQUIRE_FALSE(ShardReadOptions{}.verify_decoded_checksums);
+  require_batches_match(read_all(dir.path()), DType::kFloat16, false, 100);
+  require_batches_match(read_all(dir.path(), {.verify_decoded_checksums = true}), DType::kFloat16,
+                        false, 100);
   const fs::path shard1 = dir / "shard-r000-000001.saes";
   ShardFile file = ShardFile::load(shard1);
   const SectionInfo* s = file.find("act/blocks.0.hook_resid_post");
   flip_byte(shard1, file.data_offset() + s->offset + 1);
-  CHECK_THAT(error_of([&] { read_all(dir.path(), {.verify_raw_checksums = false}); }),
+  CHECK_THAT(error_of([&] { read_all(dir.path()); }),
              Catch::Contains("act/blocks.0.hook_resid_post") &&
                  Catch::Contains("stored checksum mismatch"));
 }
 
-TEST_CASE("a wrong raw checksum fails the decode of a frame whose stored bytes are intact",
+TEST_CASE("a wrong raw checksum fails the decode of a frame only with the decoded-bytes check on",
           "[shards]") {
   auto codec = GENERATE(ShardCodec::kZstdShuffle, ShardCodec::kZstd);
   testing::TempDir dir;
   auto o = options_for(dir.path(), DType::kFloat32, ShardTarget::kActivations1d);
   o.encode.codec = codec;
   write_run(o, 30);
-  std::string bytes = read_file(dir / "shard-r000-000000.saes");
+  const fs::path path = dir / "shard-r000-000000.saes";
+  std::string bytes = read_file(path);
   const ShardFile original = ShardFile::parse(bytes, "original");
   const SectionInfo& s = *original.find("act/blocks.1.hook_mlp_out");
-  // Change one hex digit of frame 1's raw digest (same length) and re-seal the directory.
+  // Change one hex digit of frame 1's raw digest (same length) and re-seal the directory: the
+  // stored bytes stay intact, so only the decoded-bytes check sees it (as a decoder fault).
   const std::string raw_hex = checksum_hex(s.frames.at(1).raw_checksum);
   const std::size_t at = bytes.find(raw_hex);
   REQUIRE(at != std::string::npos);
@@ -426,10 +431,70 @@ TEST_CASE("a wrong raw checksum fails the decode of a frame whose stored bytes a
   const SectionInfo& edited = *file.find("act/blocks.1.hook_mlp_out");
   std::vector<float> out(edited.raw_bytes / sizeof(float));
   CHECK_THAT(error_of([&] {
-               file.decode({{&edited, out.data()}}, 2);
+               file.decode({{&edited, out.data()}}, 2, true);
              }),
              Catch::Contains("edited.saes") && Catch::Contains("frame 1 raw checksum mismatch"));
-  CHECK_NOTHROW(file.decode({{&edited, out.data()}}, 2, false));
+  CHECK_NOTHROW(file.decode({{&edited, out.data()}}, 2));
+
+  // Through the stream: the manifest pins header + directory, so update its checksum too.
+  write_file_atomic(path, bytes);
+  auto manifest = nlohmann::json::parse(read_file(dir / "manifest.json"));
+  manifest["shards"][0]["checksum"] =
+      checksum_hex(xxh64(bytes.data(), kShardHeaderBytes + dir_bytes));
+  write_file_atomic(dir / "manifest.json", manifest.dump());
+  CHECK_NOTHROW(read_all(dir.path()));
+  CHECK_THAT(error_of([&] { read_all(dir.path(), {.verify_decoded_checksums = true}); }),
+             Catch::Contains("shard-r000-000000.saes") &&
+                 Catch::Contains("frame 1 raw checksum mismatch"));
+}
+
+TEST_CASE("the stream returns shards in its order for any number of workers and queue depth",
+          "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kBFloat16, ShardTarget::kActivations2d);
+  write_run(o, 200);
+  const auto threads = GENERATE(1, 2, 3, 5);
+  const auto depth = GENERATE(1, 2, 4);
+  ShardReadOptions options{
+      .shuffle = true, .seed = 7, .decode_threads = threads, .queue_depth = depth};
+  const auto reader = ShardReader::open(dir.path());
+  std::vector<std::string> expected;
+  for (auto i : reader.shard_order(options)) expected.push_back(reader.manifest().shards[i].file);
+  const auto batches = read_all(dir.path(), options);
+  std::vector<std::string> got;
+  for (const auto& b : batches) got.push_back(b.shard);
+  REQUIRE(got == expected);
+  require_batches_match(batches, DType::kBFloat16, true, 200);
+}
+
+TEST_CASE("the buffer pool hands out the memory of dropped tensors again", "[shards]") {
+  auto pool = ShardBufferPool::create(1);
+  at::Tensor a = pool->empty({1000}, DType::kFloat32);
+  void* first = a.data_ptr();
+  CHECK(reinterpret_cast<std::uintptr_t>(first) % 64 == 0);
+  a = at::Tensor();
+  REQUIRE(pool->free_buffers() == 1);
+  at::Tensor small = pool->empty({100}, DType::kFloat32);  // under half the size: not reused
+  CHECK(small.data_ptr() != first);
+  at::Tensor b = pool->empty({900}, DType::kFloat32);
+  CHECK(b.data_ptr() == first);
+  CHECK(pool->free_buffers() == 0);
+  small = at::Tensor();
+  b = at::Tensor();
+  CHECK(pool->free_buffers() == 1);  // full: the second buffer is freed
+  at::Tensor kept = pool->empty({3, 4}, DType::kFloat16);
+  pool.reset();
+  CHECK(kept.sizes() == at::IntArrayRef({3, 4}));  // outlives the pool; freed when dropped
+}
+
+TEST_CASE("a stream destroyed before its end stops its workers", "[shards]") {
+  testing::TempDir dir;
+  write_run(options_for(dir.path(), DType::kFloat32, ShardTarget::kActivations1d), 200);
+  Logger logger(LogLevel::kOff);
+  for (int taken = 0; taken < 3; ++taken) {
+    ShardStream stream(ShardReader::open(dir.path()), {.decode_threads = 3}, logger);
+    for (int i = 0; i < taken; ++i) REQUIRE(stream.next().has_value());
+  }
 }
 
 TEST_CASE("the skip policy logs a corrupt shard and streams the others", "[shards]") {
