@@ -200,7 +200,26 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
   return uses_sparse_step(st.pre, st.k) ? sparse_step(st, ls) : dense_step(st, ls);
 }
 
+SparseAutoEncoder::AuxK SparseAutoEncoder::dense_aux_k(const StepState& st, const at::Tensor& h,
+                                                        const at::Tensor& r,
+                                                        const LossSettings& ls) const {
+  AuxK aux;
+  if (ls.auxk_coefficient <= 0 || !is_topk_family(cfg_.act_fn) || !st.dead.defined()) return aux;
+  const at::Tensor dead = st.dead.to(h.device()).to(at::kBool).reshape({d_sae()});
+  const std::int64_t n_dead = at::sum(dead).item<std::int64_t>();
+  if (n_dead == 0) return aux;
+  const at::Tensor deadf = dead.to(h.scalar_type());
+  const at::Tensor s_aux = cfg_.sparsity_include_decoder_norm ? h * (deadf * st.n) : h * deadf;
+  aux.active = activation_mask(cfg_.act_fn, s_aux, {}, std::min(ls.k_aux, n_dead), dense_backend_);
+  aux.f = h * aux.active;
+  const at::Tensor q = at::mm(aux.f, W_D_).add_(r);  // ê − e, e = label − x̂
+  aux.loss = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * st.w).item<double>();
+  aux.Gq = q * (2.0 * ls.auxk_coefficient * st.w);  // ∂L_aux/∂ê
+  return aux;
+}
+
 StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings& ls) {
+  if (fused_dense_applies()) return fused_dense_step(st, ls);
   const at::Tensor &x = st.x, &y = st.y, &w = st.w, &n = st.n;
   at::Tensor pre = st.pre;
   const std::int64_t N = x.size(0);
@@ -223,7 +242,7 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
     f = W_E_glu_.defined() ? at::relu(h) : h.relu_();  // gating is a no-op for ReLU (§2.1)
   } else {
     s = gating ? h * ng : h;
-    active = activation_mask(cfg_.act_fn, s, log_threshold_, k);
+    active = activation_mask(cfg_.act_fn, s, log_threshold_, k, dense_backend_);
     f = h * active;
   }
   const at::Tensor xhat = dense_decode(f);
@@ -233,21 +252,10 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
   at::Tensor G = r * (2.0 * w);
 
   // ---- Aux-K (spec §3.5) ----
-  at::Tensor f_aux, active_aux, Gq;
-  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && st.dead.defined()) {
-    const at::Tensor dead = st.dead.to(x.device()).to(at::kBool).reshape({d_sae()});
-    const std::int64_t n_dead = at::sum(dead).item<std::int64_t>();
-    if (n_dead > 0) {
-      const at::Tensor deadf = dead.to(h.scalar_type());
-      const at::Tensor s_aux = gating ? h * (deadf * ng) : h * deadf;
-      active_aux = activation_mask(cfg_.act_fn, s_aux, {}, std::min(ls.k_aux, n_dead));
-      f_aux = h * active_aux;
-      const at::Tensor q = at::mm(f_aux, W_D_).add_(r);  // ê − e, e = label − x̂
-      out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * w).item<double>();
-      Gq = q * (2.0 * ls.auxk_coefficient * w);  // ∂L_aux/∂ê
-      if (!ls.auxk_detach_residual) G = G + Gq;  // ê − e = ê + x̂ − y ⇒ ∂/∂x̂ = ∂/∂ê
-    }
-  }
+  const AuxK aux = dense_aux_k(st, h, r, ls);
+  const at::Tensor &f_aux = aux.f, &active_aux = aux.active, &Gq = aux.Gq;
+  out.l_aux = aux.loss;
+  if (Gq.defined() && !ls.auxk_detach_residual) G = G + Gq;  // ∂/∂x̂ = ∂/∂ê (ê − e = ê + x̂ − y)
 
   // ---- backward into f ----
   at::Tensor df = at::mm(G, W_D_.t());
