@@ -41,25 +41,36 @@ T key(T v) {
   return v != v ? std::numeric_limits<T>::infinity() : v;
 }
 
+/// Per row: a heap of the k best (value, column) seen so far, scanned in column order; "better"
+/// is a larger value, or an equal value at a lower column, so ties go to the lower column.
 template <typename T>
 void row_top_k_kernel(const T* s, std::int64_t rows, std::int64_t m, std::int64_t k, T* vals,
                       std::int64_t* idx) {
+  struct Entry {
+    T v;
+    std::int64_t i;
+  };
+  // heap order: the worst kept entry on top
+  const auto better = [](const Entry& a, const Entry& b) {
+    return a.v > b.v || (a.v == b.v && a.i < b.i);
+  };
   at::parallel_for(0, rows, 16, [&](std::int64_t begin, std::int64_t end) {
-    std::vector<T> buf(static_cast<std::size_t>(m));
+    std::vector<Entry> heap(static_cast<std::size_t>(k));
     for (std::int64_t r = begin; r < end; ++r) {
       const T* row = s + r * m;
-      for (std::int64_t i = 0; i < m; ++i) buf[static_cast<std::size_t>(i)] = key(row[i]);
-      std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<T>());
-      const T kth = buf[static_cast<std::size_t>(k - 1)];
-      std::int64_t ties = k;  // entries equal to the k-th value that still fit
-      for (std::int64_t i = 0; i < m; ++i) ties -= key(row[i]) > kth ? 1 : 0;
-      std::int64_t n = 0;
-      for (std::int64_t i = 0; i < m && n < k; ++i) {
+      for (std::int64_t i = 0; i < k; ++i) heap[static_cast<std::size_t>(i)] = {key(row[i]), i};
+      std::make_heap(heap.begin(), heap.end(), better);
+      for (std::int64_t i = k; i < m; ++i) {
         const T v = key(row[i]);
-        if (v > kth || (v == kth && ties-- > 0)) {
-          vals[r * k + n] = row[i];
-          idx[r * k + n++] = i;
-        }
+        if (v <= heap.front().v) continue;  // not better than the worst kept (ties: later column)
+        std::pop_heap(heap.begin(), heap.end(), better);
+        heap.back() = {v, i};
+        std::push_heap(heap.begin(), heap.end(), better);
+      }
+      for (std::int64_t j = 0; j < k; ++j) {
+        const std::int64_t col = heap[static_cast<std::size_t>(j)].i;
+        vals[r * k + j] = row[col];
+        idx[r * k + j] = col;
       }
     }
   });

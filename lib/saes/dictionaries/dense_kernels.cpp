@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 
 #include "saes/core/error.h"
@@ -67,6 +69,11 @@ struct Partials {
   }
 };
 
+/// The gate, or ones when there is no gating (one code path for both).
+at::Tensor gate_or_ones(const DenseSweep& sw) {
+  return sw.gate.defined() ? sw.gate.contiguous() : at::ones({sw.h.size(1)}, sw.h.options());
+}
+
 template <typename T>
 const T* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
@@ -86,13 +93,14 @@ DenseForward forward_impl(const DenseSweep& sw) {
   const Blocks blocks(N, S);
   DenseForward out;
   out.f = at::empty({N, S}, sw.h.options());
-  const T *h = sw.h.data_ptr<T>(), *gate = ptr_or_null<T>(sw.gate), *th = ptr_or_null<T>(sw.theta);
+  const at::Tensor gate_t = gate_or_ones(sw);
+  const T *h = sw.h.data_ptr<T>(), *gate = gate_t.data_ptr<T>(), *th = ptr_or_null<T>(sw.theta);
   const T *w = sw.w.data_ptr<T>(), *cnt = ptr_or_null<T>(sw.counts);
   const bool* sel = ptr_or_null<bool>(sw.selected);
   T* f = out.f.data_ptr<T>();
   const ActFn act = sw.act_fn;
   const T c = static_cast<T>(ls.tanh_stretch_coefficient);
-  Partials fired(blocks, true), fw(blocks, pen == Penalty::kL1), colT(blocks, pen == Penalty::kTanhQuad);
+  Partials fired(blocks, true), fw(blocks, true), colT(blocks, pen == Penalty::kTanhQuad);
   std::vector<double> row(static_cast<std::size_t>(N), 0.0);
   blocks.run([&](std::int64_t b, std::int64_t r0, std::int64_t r1) {
     double *fired_b = fired.block(b), *fw_b = fw.block(b), *colT_b = colT.block(b);
@@ -102,27 +110,32 @@ DenseForward forward_impl(const DenseSweep& sw) {
         const T* ht = h + t * S;
         T* ft = f + t * S;
         const double wt = static_cast<double>(w[t]), ct = cnt ? static_cast<double>(cnt[t]) : 1.0;
+        // f, fire counts and Σ w·f in branch-free loops, one per activation function
+        const auto sweep = [&](auto active) {
+          for (std::int64_t i = c0; i < c1; ++i) {
+            const bool a = active(i);
+            const T fv = a ? ht[i] : T(0);
+            ft[i] = fv;
+            fired_b[i] += a ? ct : 0.0;
+            fw_b[i] += wt * static_cast<double>(fv);
+          }
+        };
+        if (act == ActFn::kRelu) {
+          sweep([&](std::int64_t i) { return ht[i] > 0; });
+        } else if (act == ActFn::kJumpRelu) {
+          sweep([&](std::int64_t i) { return ht[i] * gate[i] > th[i]; });
+        } else {
+          const bool* st = sel + t * S;
+          sweep([&](std::int64_t i) { return st[i]; });
+        }
+        if (pen != Penalty::kPow && pen != Penalty::kTanh && pen != Penalty::kTanhQuad) continue;
         double racc = 0.0;
         for (std::int64_t i = c0; i < c1; ++i) {
-          const T hv = ht[i];
-          const T g = gate ? gate[i] : T(1);
-          bool a;
-          if (act == ActFn::kRelu) {
-            a = hv > 0;
-          } else if (act == ActFn::kJumpRelu) {
-            a = hv * g > th[i];
-          } else {
-            a = sel[t * S + i];
-          }
-          const T fv = a ? hv : T(0);
-          ft[i] = fv;
-          fired_b[i] += a ? ct : 0.0;
-          if (pen == Penalty::kL1) fw_b[i] += wt * static_cast<double>(fv);
-          if (!a) continue;
-          const double u = static_cast<double>(fv * g);
+          if (!(ft[i] > 0)) continue;
+          const double u = static_cast<double>(ft[i] * gate[i]);
           if (pen == Penalty::kPow) racc += ipow(u, ls.p);
           if (pen == Penalty::kTanh || pen == Penalty::kTanhQuad) {
-            const double tv = std::tanh(static_cast<double>(c * fv * g));
+            const double tv = std::tanh(static_cast<double>(c * ft[i] * gate[i]));
             if (pen == Penalty::kTanh) racc += tv;
             if (pen == Penalty::kTanhQuad) colT_b[i] += tv;
           }
@@ -138,7 +151,7 @@ DenseForward forward_impl(const DenseSweep& sw) {
       break;
     case Penalty::kL1: {
       const at::Tensor fws = fw.total(sw.w);
-      out.l_sparsity = lam * (gate ? (fws * sw.gate).sum() : fws.sum()).template item<double>();
+      out.l_sparsity = lam * (fws * gate_t).sum().template item<double>();
       break;
     }
     case Penalty::kPow:
@@ -178,7 +191,8 @@ DenseBackward backward_impl(const DenseSweep& sw, const DenseForward& fwd, const
   const Blocks blocks(N, S);
   const bool jump = sw.act_fn == ActFn::kJumpRelu;
   const bool lp = jump && ls.lp_coefficient > 0;
-  const T *h = sw.h.data_ptr<T>(), *f = fwd.f.data_ptr<T>(), *gate = ptr_or_null<T>(sw.gate);
+  const at::Tensor gate_t = gate_or_ones(sw);
+  const T *h = sw.h.data_ptr<T>(), *f = fwd.f.data_ptr<T>(), *gate = gate_t.data_ptr<T>();
   const T *th = ptr_or_null<T>(sw.theta), *nrm = ptr_or_null<T>(sw.norms), *w = sw.w.data_ptr<T>();
   const T *rc = ptr_or_null<T>(fwd.row_coef), *cc = ptr_or_null<T>(fwd.col_coef);
   const T* aux_df = ptr_or_null<T>(aux_df_t);
@@ -187,7 +201,8 @@ DenseBackward backward_impl(const DenseSweep& sw, const DenseForward& fwd, const
   const T lam = static_cast<T>(ls.l1_coefficient), c = static_cast<T>(ls.tanh_stretch_coefficient);
   const T half_win = static_cast<T>(sw.window / 2.0), lpc = static_cast<T>(ls.lp_coefficient);
   const bool penalised = pen != Penalty::kNone;
-  Partials gb(blocks, true), gn(blocks, penalised && gate != nullptr), glog(blocks, jump),
+  const bool simple = (pen == Penalty::kNone || pen == Penalty::kL1) && !lp && aux_df == nullptr;
+  Partials gb(blocks, true), gn(blocks, penalised), glog(blocks, jump),
       relu_w(blocks, lp), ind_w(blocks, lp);
   blocks.run([&](std::int64_t b, std::int64_t r0, std::int64_t r1) {
     double *gb_b = gb.block(b), *gn_b = gn.block(b), *glog_b = glog.block(b);
@@ -197,8 +212,36 @@ DenseBackward backward_impl(const DenseSweep& sw, const DenseForward& fwd, const
       for (std::int64_t t = r0; t < r1; ++t) {
         const std::int64_t o = t * S;
         const T wt = w[t], lam_w = lam * wt, rct = rc ? rc[t] : T(0);
+        if (simple) {  // no penalty or L1, no L_p, no Aux-K: branch-free loops
+          const T l1 = pen == Penalty::kL1 ? lam_w : T(0);
+          double* gn_row = gn_b != nullptr ? gn_b : glog_b;  // written only when non-null
+          const auto sweep = [&](auto with_ste, auto with_gn) {
+            for (std::int64_t i = c0; i < c1; ++i) {
+              const T fv = f[o + i];
+              const bool a = fv > 0;
+              const T gv = df[o + i] + (a ? l1 * gate[i] : T(0));
+              if constexpr (decltype(with_gn)::value) gn_row[i] += static_cast<double>(l1 * fv);
+              if constexpr (decltype(with_ste)::value) {
+                const T sv = h[o + i] * gate[i];
+                const bool win = std::abs(sv - th[i]) < half_win && sv > 0;
+                glog_b[i] += win ? static_cast<double>(gv / gate[i]) : 0.0;
+              }
+              const T dh = a ? gv : T(0);
+              gb_b[i] += static_cast<double>(dh);
+              df[o + i] = dh;
+            }
+          };
+          using Yes = std::true_type;
+          using No = std::false_type;
+          if (jump) {
+            gn_b ? sweep(Yes{}, Yes{}) : sweep(Yes{}, No{});
+          } else {
+            gn_b ? sweep(No{}, Yes{}) : sweep(No{}, No{});
+          }
+          continue;
+        }
         for (std::int64_t i = c0; i < c1; ++i) {
-          const T fv = f[o + i], g = gate ? gate[i] : T(1);
+          const T fv = f[o + i], g = gate[i];
           const bool a = fv > 0;
           T gv = df[o + i];
           if (penalised) {
@@ -237,7 +280,7 @@ DenseBackward backward_impl(const DenseSweep& sw, const DenseForward& fwd, const
   });
   DenseBackward out;
   out.gb_E = gb.total(sw.w);
-  out.gn = penalised && gate ? gn.total(sw.w) : at::zeros({S}, sw.w.options());
+  out.gn = penalised && sw.gate.defined() ? gn.total(sw.w) : at::zeros({S}, sw.w.options());
   if (jump) {
     const at::Tensor theta = sw.theta;
     out.glog_threshold = glog.total(sw.w) * theta * theta * (-1.0 / sw.window);
