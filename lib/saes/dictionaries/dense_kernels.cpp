@@ -22,6 +22,14 @@ namespace {
 
 constexpr std::int64_t kTile = 256;
 
+// The row kernels select with masks after unconditional arithmetic; GCC vectorizes such selects
+// only without trapping-math (saes never reads floating-point exception flags).
+#if defined(__GNUC__) && !defined(__clang__)
+#define SAES_VECTORIZE_SELECTS __attribute__((optimize("no-trapping-math")))
+#else
+#define SAES_VECTORIZE_SELECTS
+#endif
+
 enum class Penalty { kNone, kL1, kPow, kTanh, kTanhQuad };
 
 Penalty penalty_of(const LossSettings& ls) {
@@ -85,6 +93,64 @@ double ipow(double x, std::int64_t p) {
   return r;
 }
 
+/// One row's tile of the forward sweep (branch-free, vectorizable): f, Σ counts·1[f>0], Σ w·f.
+/// kAct: 0 ReLU (h > 0), 1 JumpReLU (h·gate > θ), 2 a given selection.
+template <typename T, int kAct>
+SAES_VECTORIZE_SELECTS void forward_row(std::int64_t n, const T* __restrict h, const T* __restrict gate,
+                 const T* __restrict th, const bool* __restrict sel, T* __restrict f,
+                 T* __restrict fired, T* __restrict fw, T ct, T wt) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    bool a;
+    if constexpr (kAct == 0) {
+      a = h[i] > 0;
+    } else if constexpr (kAct == 1) {
+      a = h[i] * gate[i] > th[i];
+    } else {
+      a = sel[i];
+    }
+    const T fv = a ? h[i] : T(0);
+    f[i] = fv;
+    fired[i] += a ? ct : T(0);
+    fw[i] += wt * fv;
+  }
+}
+
+/// One row's tile of the backward sweep without L_p/Aux-K and with no penalty or L1 (l1 = λ·w_t):
+/// ∂f → ∂h in place, Σ ∂h, Σ ∂L/∂n (kGn) and the JumpReLU window sum (kSte).
+template <typename T, bool kSte, bool kGn>
+SAES_VECTORIZE_SELECTS void backward_row(std::int64_t n, const T* __restrict f, const T* __restrict h,
+                  const T* __restrict gate, const T* __restrict th, T* __restrict df,
+                  T* __restrict gb, T* __restrict gn, T* __restrict glog, T l1, T half_win) {
+  // masks as 0/1 factors (as the op path's multiplications by the masks): branch-free, vectorized
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T fv = f[i];
+    const T m = fv > T(0) ? T(1) : T(0);
+    const T gv = df[i] + m * (l1 * gate[i]);
+    if constexpr (kGn) gn[i] += l1 * fv;
+    if constexpr (kSte) {
+      const T sv = h[i] * gate[i];
+      const T in_window = std::abs(sv - th[i]) < half_win ? T(1) : T(0);
+      glog[i] += in_window * (sv > T(0) ? T(1) : T(0)) * (gv / gate[i]);
+    }
+    const T dh = m * gv;
+    gb[i] += dh;
+    df[i] = dh;
+  }
+}
+
+/// Tile accumulators (T) of `count` quantities, flushed into the block partials (double).
+template <typename T>
+struct TileAcc {
+  std::vector<T> data;
+  explicit TileAcc(int count) : data(static_cast<std::size_t>(count * kTile)) {}
+  T* operator[](int q) { return data.data() + q * kTile; }
+  void zero() { std::fill(data.begin(), data.end(), T(0)); }
+  void flush(int q, double* partial, std::int64_t c0, std::int64_t n) {
+    if (partial == nullptr) return;
+    for (std::int64_t i = 0; i < n; ++i) partial[c0 + i] += static_cast<double>((*this)[q][i]);
+  }
+};
+
 template <typename T>
 DenseForward forward_impl(const DenseSweep& sw) {
   const LossSettings& ls = *sw.loss;
@@ -104,29 +170,21 @@ DenseForward forward_impl(const DenseSweep& sw) {
   std::vector<double> row(static_cast<std::size_t>(N), 0.0);
   blocks.run([&](std::int64_t b, std::int64_t r0, std::int64_t r1) {
     double *fired_b = fired.block(b), *fw_b = fw.block(b), *colT_b = colT.block(b);
+    TileAcc<T> acc(2);
     for (std::int64_t c0 = 0; c0 < S; c0 += kTile) {
       const std::int64_t c1 = std::min(c0 + kTile, S);
+      acc.zero();
       for (std::int64_t t = r0; t < r1; ++t) {
-        const T* ht = h + t * S;
         T* ft = f + t * S;
         const double wt = static_cast<double>(w[t]), ct = cnt ? static_cast<double>(cnt[t]) : 1.0;
-        // f, fire counts and Σ w·f in branch-free loops, one per activation function
-        const auto sweep = [&](auto active) {
-          for (std::int64_t i = c0; i < c1; ++i) {
-            const bool a = active(i);
-            const T fv = a ? ht[i] : T(0);
-            ft[i] = fv;
-            fired_b[i] += a ? ct : 0.0;
-            fw_b[i] += wt * static_cast<double>(fv);
-          }
-        };
+        const std::int64_t o = t * S + c0, n = c1 - c0;
+        const T ctT = static_cast<T>(ct), wtT = static_cast<T>(wt);
         if (act == ActFn::kRelu) {
-          sweep([&](std::int64_t i) { return ht[i] > 0; });
+          forward_row<T, 0>(n, h + o, gate + c0, th, sel, f + o, acc[0], acc[1], ctT, wtT);
         } else if (act == ActFn::kJumpRelu) {
-          sweep([&](std::int64_t i) { return ht[i] * gate[i] > th[i]; });
+          forward_row<T, 1>(n, h + o, gate + c0, th + c0, sel, f + o, acc[0], acc[1], ctT, wtT);
         } else {
-          const bool* st = sel + t * S;
-          sweep([&](std::int64_t i) { return st[i]; });
+          forward_row<T, 2>(n, h + o, gate + c0, th, sel + o, f + o, acc[0], acc[1], ctT, wtT);
         }
         if (pen != Penalty::kPow && pen != Penalty::kTanh && pen != Penalty::kTanhQuad) continue;
         double racc = 0.0;
@@ -142,6 +200,8 @@ DenseForward forward_impl(const DenseSweep& sw) {
         }
         row[static_cast<std::size_t>(t)] += racc;
       }
+      acc.flush(0, fired_b, c0, c1 - c0);
+      acc.flush(1, fw_b, c0, c1 - c0);
     }
   });
   out.fired = fired.total(sw.w).round().to(at::kLong);
@@ -207,36 +267,30 @@ DenseBackward backward_impl(const DenseSweep& sw, const DenseForward& fwd, const
   blocks.run([&](std::int64_t b, std::int64_t r0, std::int64_t r1) {
     double *gb_b = gb.block(b), *gn_b = gn.block(b), *glog_b = glog.block(b);
     double *rw_b = relu_w.block(b), *iw_b = ind_w.block(b);
+    TileAcc<T> acc(3);
     for (std::int64_t c0 = 0; c0 < S; c0 += kTile) {
       const std::int64_t c1 = std::min(c0 + kTile, S);
+      acc.zero();
       for (std::int64_t t = r0; t < r1; ++t) {
         const std::int64_t o = t * S;
         const T wt = w[t], lam_w = lam * wt, rct = rc ? rc[t] : T(0);
-        if (simple) {  // no penalty or L1, no L_p, no Aux-K: branch-free loops
+        if (simple) {  // no penalty or L1, no L_p, no Aux-K: branch-free row kernels
           const T l1 = pen == Penalty::kL1 ? lam_w : T(0);
-          double* gn_row = gn_b != nullptr ? gn_b : glog_b;  // written only when non-null
-          const auto sweep = [&](auto with_ste, auto with_gn) {
-            for (std::int64_t i = c0; i < c1; ++i) {
-              const T fv = f[o + i];
-              const bool a = fv > 0;
-              const T gv = df[o + i] + (a ? l1 * gate[i] : T(0));
-              if constexpr (decltype(with_gn)::value) gn_row[i] += static_cast<double>(l1 * fv);
-              if constexpr (decltype(with_ste)::value) {
-                const T sv = h[o + i] * gate[i];
-                const bool win = std::abs(sv - th[i]) < half_win && sv > 0;
-                glog_b[i] += win ? static_cast<double>(gv / gate[i]) : 0.0;
-              }
-              const T dh = a ? gv : T(0);
-              gb_b[i] += static_cast<double>(dh);
-              df[o + i] = dh;
-            }
-          };
-          using Yes = std::true_type;
-          using No = std::false_type;
-          if (jump) {
-            gn_b ? sweep(Yes{}, Yes{}) : sweep(Yes{}, No{});
+          const std::int64_t n = c1 - c0, oc = o + c0;
+          T *gb_t = acc[0], *gn_t = acc[1], *glog_t = acc[2];
+          const T* th_c = jump ? th + c0 : nullptr;
+          if (jump && penalised) {
+            backward_row<T, true, true>(n, f + oc, h + oc, gate + c0, th_c, df + oc, gb_t, gn_t,
+                                        glog_t, l1, half_win);
+          } else if (jump) {
+            backward_row<T, true, false>(n, f + oc, h + oc, gate + c0, th_c, df + oc, gb_t, gn_t,
+                                         glog_t, l1, half_win);
+          } else if (penalised) {
+            backward_row<T, false, true>(n, f + oc, h + oc, gate + c0, th_c, df + oc, gb_t, gn_t,
+                                         glog_t, l1, half_win);
           } else {
-            gn_b ? sweep(No{}, Yes{}) : sweep(No{}, No{});
+            backward_row<T, false, false>(n, f + oc, h + oc, gate + c0, th_c, df + oc, gb_t,
+                                          gn_t, glog_t, l1, half_win);
           }
           continue;
         }
@@ -276,6 +330,9 @@ DenseBackward backward_impl(const DenseSweep& sw, const DenseForward& fwd, const
           df[o + i] = dh;
         }
       }
+      acc.flush(0, gb_b, c0, c1 - c0);
+      acc.flush(1, gn_b, c0, c1 - c0);
+      acc.flush(2, glog_b, c0, c1 - c0);
     }
   });
   DenseBackward out;
