@@ -7,9 +7,10 @@
 // Usage: bench_train_step [threads [reps [workloads [only [device [dtype]]]]]], workloads
 // "act:d:d_sae:batch,..."; only = "sparse" / "dense" / "ops" runs just the sparse (auto) step /
 // the dense step / the dense step on LibTorch ops instead of the fused CPU sweeps (for profiling:
-// perf record -- bench_train_step ...), "all" everything; device cpu|cuda; dtype fp32|bf16 (saes trains in the
-// dictionary dtype; the PyTorch column then runs fp32 parameters under bf16 autocast). The
-// reference interpreter is $SAES_BENCH_PYTHON (default /usr/bin/python3, Debian's python3-torch).
+// perf record -- bench_train_step ...), "all" everything; device cpu|cuda; dtype fp32|bf16 (saes
+// trains in the dictionary dtype; the PyTorch column then runs fp32 parameters under bf16
+// autocast). The reference interpreter is $SAES_BENCH_PYTHON (default /usr/bin/python3, Debian's
+// python3-torch).
 #include <algorithm>
 #include <chrono>
 #include <cmath>

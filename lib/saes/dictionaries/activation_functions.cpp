@@ -11,7 +11,6 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
-
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/abs.h>
@@ -91,13 +90,15 @@ std::size_t radix_bin(T v) {
 struct Chunks {
   std::int64_t n, count, size;
   explicit Chunks(std::int64_t total)
-      : n(total), count(std::max<std::int64_t>(1, std::min<std::int64_t>(
-                                                      total / 4096 + 1, 4 * at::get_num_threads()))),
+      : n(total),
+        count(std::max<std::int64_t>(
+            1, std::min<std::int64_t>(total / 4096 + 1, 4 * at::get_num_threads()))),
         size((total + count - 1) / count) {}
   template <typename Fn>
   void run(const Fn& fn) const {
     at::parallel_for(0, count, 1, [&](std::int64_t c0, std::int64_t c1) {
-      for (std::int64_t c = c0; c < c1; ++c) fn(c, std::min(c * size, n), std::min((c + 1) * size, n));
+      for (std::int64_t c = c0; c < c1; ++c)
+        fn(c, std::min(c * size, n), std::min((c + 1) * size, n));
     });
   }
 };

@@ -45,8 +45,9 @@ Penalty penalty_of(const LossSettings& ls) {
 struct Blocks {
   std::int64_t n_rows, n_cols, n_blocks, rows_per_block;
   Blocks(std::int64_t n, std::int64_t s)
-      : n_rows(n), n_cols(s), n_blocks(std::max<std::int64_t>(
-                                  1, std::min<std::int64_t>(n, 4 * at::get_num_threads()))),
+      : n_rows(n),
+        n_cols(s),
+        n_blocks(std::max<std::int64_t>(1, std::min<std::int64_t>(n, 4 * at::get_num_threads()))),
         rows_per_block((n + n_blocks - 1) / n_blocks) {}
   /// fn(block, row begin, row end) for every block, in parallel.
   template <typename Fn>
@@ -96,9 +97,10 @@ double ipow(double x, std::int64_t p) {
 /// One row's tile of the forward sweep (branch-free, vectorizable): f, Σ counts·1[f>0], Σ w·f.
 /// kAct: 0 ReLU (h > 0), 1 JumpReLU (h·gate > θ), 2 a given selection.
 template <typename T, int kAct>
-SAES_VECTORIZE_SELECTS void forward_row(std::int64_t n, const T* __restrict h, const T* __restrict gate,
-                 const T* __restrict th, const bool* __restrict sel, T* __restrict f,
-                 T* __restrict fired, T* __restrict fw, T ct, T wt) {
+SAES_VECTORIZE_SELECTS void forward_row(std::int64_t n, const T* __restrict h,
+                                        const T* __restrict gate, const T* __restrict th,
+                                        const bool* __restrict sel, T* __restrict f,
+                                        T* __restrict fired, T* __restrict fw, T ct, T wt) {
   for (std::int64_t i = 0; i < n; ++i) {
     bool a;
     if constexpr (kAct == 0) {
@@ -118,9 +120,10 @@ SAES_VECTORIZE_SELECTS void forward_row(std::int64_t n, const T* __restrict h, c
 /// One row's tile of the backward sweep without L_p/Aux-K and with no penalty or L1 (l1 = λ·w_t):
 /// ∂f → ∂h in place, Σ ∂h, Σ ∂L/∂n (kGn) and the JumpReLU window sum (kSte).
 template <typename T, bool kSte, bool kGn>
-SAES_VECTORIZE_SELECTS void backward_row(std::int64_t n, const T* __restrict f, const T* __restrict h,
-                  const T* __restrict gate, const T* __restrict th, T* __restrict df,
-                  T* __restrict gb, T* __restrict gn, T* __restrict glog, T l1, T half_win) {
+SAES_VECTORIZE_SELECTS void backward_row(std::int64_t n, const T* __restrict f,
+                                         const T* __restrict h, const T* __restrict gate,
+                                         const T* __restrict th, T* __restrict df, T* __restrict gb,
+                                         T* __restrict gn, T* __restrict glog, T l1, T half_win) {
   // masks as 0/1 factors (as the op path's multiplications by the masks): branch-free, vectorized
   for (std::int64_t i = 0; i < n; ++i) {
     const T fv = f[i];
@@ -262,8 +265,8 @@ DenseBackward backward_impl(const DenseSweep& sw, const DenseForward& fwd, const
   const T half_win = static_cast<T>(sw.window / 2.0), lpc = static_cast<T>(ls.lp_coefficient);
   const bool penalised = pen != Penalty::kNone;
   const bool simple = (pen == Penalty::kNone || pen == Penalty::kL1) && !lp && aux_df == nullptr;
-  Partials gb(blocks, true), gn(blocks, penalised), glog(blocks, jump),
-      relu_w(blocks, lp), ind_w(blocks, lp);
+  Partials gb(blocks, true), gn(blocks, penalised), glog(blocks, jump), relu_w(blocks, lp),
+      ind_w(blocks, lp);
   blocks.run([&](std::int64_t b, std::int64_t r0, std::int64_t r1) {
     double *gb_b = gb.block(b), *gn_b = gn.block(b), *glog_b = glog.block(b);
     double *rw_b = relu_w.block(b), *iw_b = ind_w.block(b);
@@ -289,8 +292,8 @@ DenseBackward backward_impl(const DenseSweep& sw, const DenseForward& fwd, const
             backward_row<T, false, true>(n, f + oc, h + oc, gate + c0, th_c, df + oc, gb_t, gn_t,
                                          glog_t, l1, half_win);
           } else {
-            backward_row<T, false, false>(n, f + oc, h + oc, gate + c0, th_c, df + oc, gb_t,
-                                          gn_t, glog_t, l1, half_win);
+            backward_row<T, false, false>(n, f + oc, h + oc, gate + c0, th_c, df + oc, gb_t, gn_t,
+                                          glog_t, l1, half_win);
           }
           continue;
         }

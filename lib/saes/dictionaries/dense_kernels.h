@@ -12,7 +12,7 @@
 
 namespace saes::dictionaries {
 
-/// Inputs shared by both sweeps (all on the CPU, contiguous, one float dtype; N tokens, S features).
+/// Inputs shared by both sweeps (CPU, contiguous, one float dtype; N tokens, S features).
 struct DenseSweep {
   ActFn act_fn = ActFn::kRelu;
   at::Tensor h;         ///< [N, S] pre-activations
@@ -37,10 +37,10 @@ struct DenseForward {
 
 /// Parameter gradients the backward sweep reduces over tokens.
 struct DenseBackward {
-  at::Tensor gb_E;             ///< [S] Σ_t ∂h
-  at::Tensor gn;               ///< [S] ∂L/∂n of the penalty (with gating) and of L_p
-  at::Tensor glog_threshold;   ///< [S] JumpReLU: straight-through + L_p gradient to log θ
-  double l_p = 0;              ///< λ_p·L_p (JumpReLU with lp > 0)
+  at::Tensor gb_E;            ///< [S] Σ_t ∂h
+  at::Tensor gn;              ///< [S] ∂L/∂n of the penalty (with gating) and of L_p
+  at::Tensor glog_threshold;  ///< [S] JumpReLU: straight-through + L_p gradient to log θ
+  double l_p = 0;             ///< λ_p·L_p (JumpReLU with lp > 0)
 };
 
 /// Whether the fused sweeps run for parameters like `t` (CPU, float or double).

@@ -84,21 +84,20 @@ TEST_CASE("the fused CPU dense step equals the op path for every activation and 
   using A = sd::ActFn;
   using P = sd::SparsityPenalty;
   const auto f32 = saes::DType::kFloat32, f64 = saes::DType::kFloat64;
-  const FusedCase c = GENERATE_COPY(
-      FusedCase{A::kRelu, P::kPower, 1, true, false, false, f32},
-      FusedCase{A::kRelu, P::kPower, 2, false, true, false, f64},
-      FusedCase{A::kRelu, P::kTanh, 1, true, true, false, f32},
-      FusedCase{A::kJumpRelu, P::kPower, 1, true, false, false, f32},
-      FusedCase{A::kJumpRelu, P::kPower, 1, true, true, true, f64},
-      FusedCase{A::kJumpRelu, P::kPower, 2, true, false, true, f32},
-      FusedCase{A::kJumpRelu, P::kTanh, 1, false, true, true, f64},
-      FusedCase{A::kJumpRelu, P::kTanhQuad, 1, true, true, true, f32},
-      FusedCase{A::kJumpRelu, P::kNone, 1, false, false, true, f32},
-      FusedCase{A::kTopK, P::kNone, 1, true, false, false, f32},
-      FusedCase{A::kTopK, P::kPower, 1, true, true, true, f64},
-      FusedCase{A::kTopK, P::kTanhQuad, 1, false, false, true, f32},
-      FusedCase{A::kBatchTopK, P::kPower, 2, true, true, true, f32},
-      FusedCase{A::kBatchTopK, P::kTanh, 1, true, false, false, f64});
+  const FusedCase c = GENERATE_COPY(FusedCase{A::kRelu, P::kPower, 1, true, false, false, f32},
+                                    FusedCase{A::kRelu, P::kPower, 2, false, true, false, f64},
+                                    FusedCase{A::kRelu, P::kTanh, 1, true, true, false, f32},
+                                    FusedCase{A::kJumpRelu, P::kPower, 1, true, false, false, f32},
+                                    FusedCase{A::kJumpRelu, P::kPower, 1, true, true, true, f64},
+                                    FusedCase{A::kJumpRelu, P::kPower, 2, true, false, true, f32},
+                                    FusedCase{A::kJumpRelu, P::kTanh, 1, false, true, true, f64},
+                                    FusedCase{A::kJumpRelu, P::kTanhQuad, 1, true, true, true, f32},
+                                    FusedCase{A::kJumpRelu, P::kNone, 1, false, false, true, f32},
+                                    FusedCase{A::kTopK, P::kNone, 1, true, false, false, f32},
+                                    FusedCase{A::kTopK, P::kPower, 1, true, true, true, f64},
+                                    FusedCase{A::kTopK, P::kTanhQuad, 1, false, false, true, f32},
+                                    FusedCase{A::kBatchTopK, P::kPower, 2, true, true, true, f32},
+                                    FusedCase{A::kBatchTopK, P::kTanh, 1, true, false, false, f64});
   INFO("act " << static_cast<int>(c.act) << " penalty " << static_cast<int>(c.penalty) << " p "
               << c.p << " gating " << c.gating << " masked " << c.masked << " extra " << c.extra
               << " fp64 " << (c.dtype == f64));
@@ -147,8 +146,8 @@ TEST_CASE("CPU TopK and BatchTopK selections equal at::topk on distinct scores",
 
 TEST_CASE("CPU selections give ties at the threshold to the lower index", "[dictionaries][dense]") {
   // row 0: 3, 2, 2, 2, -1 → top 2 = {0, 1}; row 1: all 1 → top 2 = {0, 1}
-  const at::Tensor s = at::tensor({3.0f, 2.0f, 2.0f, 2.0f, -1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f})
-                           .view({2, 5});
+  const at::Tensor s =
+      at::tensor({3.0f, 2.0f, 2.0f, 2.0f, -1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f}).view({2, 5});
   const at::Tensor top2 = sd::activation_mask(sd::ActFn::kTopK, s, {}, 2);
   CHECK(at::equal(top2, at::tensor({1, 1, 0, 0, 0, 1, 1, 0, 0, 0}).view({2, 5}).to(at::kBool)));
   // BatchTopK over both rows with k·rows = 4: 3, then the 2s at flat 1, 2, 3

@@ -201,8 +201,8 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
 }
 
 SparseAutoEncoder::AuxK SparseAutoEncoder::dense_aux_k(const StepState& st, const at::Tensor& h,
-                                                        const at::Tensor& r,
-                                                        const LossSettings& ls) const {
+                                                       const at::Tensor& r,
+                                                       const LossSettings& ls) const {
   AuxK aux;
   if (ls.auxk_coefficient <= 0 || !is_topk_family(cfg_.act_fn) || !st.dead.defined()) return aux;
   const at::Tensor dead = st.dead.to(h.device()).to(at::kBool).reshape({d_sae()});
