@@ -1,12 +1,11 @@
 // ReLU, JumpReLU, TopK and BatchTopK as activation masks, and the JumpReLU straight-through
-// threshold gradient (spec §3.1–3.3). TopK/BatchTopK selections: CPU kernels (per-row quickselect,
-// parallel radix select) for float/double, at::topk elsewhere.
+// threshold gradient (spec §3.1–3.3). TopK: at::topk; BatchTopK: a parallel radix select on the CPU
+// (float/double), at::topk elsewhere.
 #include "saes/dictionaries/activation_functions.h"
 
 #include <algorithm>
 #include <cstring>
 #include <functional>
-#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -32,47 +31,6 @@ namespace {
 bool use_kernels(SparseBackend backend, const at::Tensor& s) {
   return backend == SparseBackend::kAuto && s.device().is_cpu() &&
          (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble);
-}
-
-/// NaN sorts as +inf (as in at::topk), so the selections below always see a total order.
-template <typename T>
-T key(T v) {
-  return v != v ? std::numeric_limits<T>::infinity() : v;
-}
-
-/// Per row: a heap of the k best (value, column) seen so far, scanned in column order; "better"
-/// is a larger value, or an equal value at a lower column, so ties go to the lower column.
-template <typename T>
-void row_top_k_kernel(const T* s, std::int64_t rows, std::int64_t m, std::int64_t k, T* vals,
-                      std::int64_t* idx) {
-  struct Entry {
-    T v;
-    std::int64_t i;
-  };
-  // heap order: the worst kept entry on top
-  const auto better = [](const Entry& a, const Entry& b) {
-    return a.v > b.v || (a.v == b.v && a.i < b.i);
-  };
-  at::parallel_for(0, rows, 16, [&](std::int64_t begin, std::int64_t end) {
-    std::vector<Entry> heap(static_cast<std::size_t>(k));
-    for (std::int64_t r = begin; r < end; ++r) {
-      const T* row = s + r * m;
-      for (std::int64_t i = 0; i < k; ++i) heap[static_cast<std::size_t>(i)] = {key(row[i]), i};
-      std::make_heap(heap.begin(), heap.end(), better);
-      for (std::int64_t i = k; i < m; ++i) {
-        const T v = key(row[i]);
-        if (v <= heap.front().v) continue;  // not better than the worst kept (ties: later column)
-        std::pop_heap(heap.begin(), heap.end(), better);
-        heap.back() = {v, i};
-        std::push_heap(heap.begin(), heap.end(), better);
-      }
-      for (std::int64_t j = 0; j < k; ++j) {
-        const std::int64_t col = heap[static_cast<std::size_t>(j)].i;
-        vals[r * k + j] = row[col];
-        idx[r * k + j] = col;
-      }
-    }
-  });
 }
 
 template <typename T>
@@ -157,8 +115,22 @@ void batch_top_k_kernel(const T* s, std::int64_t total, std::int64_t kk, bool* m
 at::Tensor top_entries(const at::Tensor& s2, std::int64_t k, SparseBackend backend) {
   const std::int64_t n = s2.size(-1);
   SAES_CHECK(k >= 1 && k <= n, ConfigError, "top-k: k must be in 1..{}, got {}", n, k);
-  const at::Tensor scores = use_kernels(backend, s2) ? s2 : at::relu(s2);
-  const at::Tensor idx = std::get<1>(row_top_k(scores, k, backend));
+  if (use_kernels(backend, s2) && s2.dim() == 2) {  // one pass: the picks with a positive score
+    const auto [vals, idx] = row_top_k(s2, k);
+    const at::Tensor v = vals.to(at::kDouble);
+    at::Tensor mask = at::empty(s2.sizes(), s2.options().dtype(at::kBool));
+    bool* m = mask.data_ptr<bool>();
+    const double* pv = v.data_ptr<double>();
+    const std::int64_t* pi = idx.data_ptr<std::int64_t>();
+    at::parallel_for(0, s2.size(0), 64, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t r = begin; r < end; ++r) {
+        std::fill(m + r * n, m + (r + 1) * n, false);
+        for (std::int64_t j = r * k; j < (r + 1) * k; ++j) m[r * n + pi[j]] = pv[j] > 0;
+      }
+    });
+    return mask;
+  }
+  const at::Tensor idx = std::get<1>(row_top_k(at::relu(s2), k));
   at::Tensor mask = at::zeros(s2.sizes(), s2.options().dtype(at::kBool));
   mask.scatter_(-1, idx, true);
   return at::logical_and(mask, at::gt(s2, 0));
@@ -166,24 +138,11 @@ at::Tensor top_entries(const at::Tensor& s2, std::int64_t k, SparseBackend backe
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> row_top_k(const at::Tensor& scores, std::int64_t k,
-                                             SparseBackend backend) {
+std::tuple<at::Tensor, at::Tensor> row_top_k(const at::Tensor& scores, std::int64_t k) {
   SAES_CHECK(scores.dim() == 2 && k >= 1 && k <= scores.size(1), ConfigError,
              "top-k: expected [rows, m] scores and k in 1..m, got {} dims and k {}", scores.dim(),
              k);
-  if (!use_kernels(backend, scores)) return at::topk(scores, k, -1, true, false);
-  const at::Tensor s = scores.contiguous();
-  const std::int64_t rows = s.size(0), m = s.size(1);
-  at::Tensor vals = at::empty({rows, k}, s.options());
-  at::Tensor idx = at::empty({rows, k}, s.options().dtype(at::kLong));
-  if (s.scalar_type() == at::kFloat) {
-    row_top_k_kernel(s.data_ptr<float>(), rows, m, k, vals.data_ptr<float>(),
-                     idx.data_ptr<std::int64_t>());
-  } else {
-    row_top_k_kernel(s.data_ptr<double>(), rows, m, k, vals.data_ptr<double>(),
-                     idx.data_ptr<std::int64_t>());
-  }
-  return {vals, idx};
+  return at::topk(scores, k, -1, true, false);
 }
 
 at::Tensor batch_top_k_mask(const at::Tensor& scores, std::int64_t kk, SparseBackend backend) {

@@ -25,11 +25,10 @@ at::Tensor activation_mask(ActFn act_fn, const at::Tensor& s, const at::Tensor& 
                            std::int64_t k, SparseBackend backend = SparseBackend::kAuto);
 
 /// The k largest entries of each row of `scores` [rows, m]: (values, int64 column indices), both
-/// [rows, k], in no particular order within a row. The TopK selection: one call, so that a
-/// distributed selection can replace it. CPU float/double (kAuto): a per-row nth_element in
-/// parallel, ties at the k-th value go to the lower column index; else at::topk (its tie order).
-std::tuple<at::Tensor, at::Tensor> row_top_k(const at::Tensor& scores, std::int64_t k,
-                                             SparseBackend backend = SparseBackend::kAuto);
+/// [rows, k] (at::topk, its tie order). The TopK selection: one call, so that a distributed
+/// selection can replace it. (A per-row heap / quickselect on the CPU was slower than at::topk at
+/// d_sae 512, k 32.)
+std::tuple<at::Tensor, at::Tensor> row_top_k(const at::Tensor& scores, std::int64_t k);
 
 /// Bool mask of the kk largest positive entries of `scores` (any shape) over all entries jointly:
 /// the BatchTopK selection. CPU float/double (kAuto): a parallel radix select of the threshold,
