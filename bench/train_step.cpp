@@ -5,10 +5,12 @@
 // train_step.py, /usr/bin/python3, same threads, fp32); plus the measured sgemm peak and the
 // encoder GEMM's share of it, and Adam vs SparseAdam on the sparse step's gradients.
 // Usage: bench_train_step [threads [reps [workloads [only [device [dtype]]]]]], workloads
-// "act:d:d_sae:batch,..."; only = "sparse" runs just the sparse step (for profiling: perf record --
-// bench_train_step ...), "all" everything; device cpu|cuda; dtype fp32|bf16 (saes trains in the
-// dictionary dtype; the PyTorch column then runs fp32 parameters under bf16 autocast). The
-// reference interpreter is $SAES_BENCH_PYTHON (default /usr/bin/python3, Debian's python3-torch).
+// "act:d:d_sae:batch,..."; only = "sparse" / "dense" / "ops" runs just the sparse (auto) step /
+// the dense step / the dense step on LibTorch ops instead of the fused CPU sweeps (for profiling:
+// perf record -- bench_train_step ...), "all" everything; device cpu|cuda; dtype fp32|bf16 (saes
+// trains in the dictionary dtype; the PyTorch column then runs fp32 parameters under bf16
+// autocast). The reference interpreter is $SAES_BENCH_PYTHON (default /usr/bin/python3, Debian's
+// python3-torch).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -105,7 +107,8 @@ struct Target {
   }
 };
 
-Ours run(const Workload& w, sd::SparseKernels kernels, int reps, const Target& target) {
+Ours run(const Workload& w, sd::SparseKernels kernels, int reps, const Target& target,
+         sd::SparseBackend backend = sd::SparseBackend::kAuto) {
   sd::SparseDictionaryConfig cfg;
   cfg.d_model = w.d;
   cfg.expansion_factor = static_cast<double>(w.d_sae) / static_cast<double>(w.d);
@@ -121,6 +124,7 @@ Ours run(const Workload& w, sd::SparseKernels kernels, int reps, const Target& t
   cfg.device = target.device;
   cfg.dtype = target.dtype;
   sd::SparseAutoEncoder sae(cfg);
+  sae.set_dense_backend(backend);
   {
     auto src = host.parameters();
     auto dst = sae.parameters();
@@ -206,10 +210,13 @@ int main(int argc, char** argv) {
   if (argc > 5) target.device = argv[5];
   if (argc > 6 && std::string(argv[6]) == "bf16") target.dtype = saes::DType::kBFloat16;
   const char* dtype_name = target.dtype == saes::DType::kBFloat16 ? "bf16" : "fp32";
-  if (argc > 4 && std::string(argv[4]) == "sparse") {
+  const std::string only = argc > 4 ? argv[4] : "all";
+  if (only == "sparse" || only == "dense" || only == "ops") {
+    const auto kernels = only == "sparse" ? sd::SparseKernels::kAuto : sd::SparseKernels::kOff;
+    const auto backend = only == "ops" ? sd::SparseBackend::kOps : sd::SparseBackend::kAuto;
     for (const auto& w : workloads) {
-      fmt::print("{} sparse step {:.3f} s\n", w.key(),
-                 run(w, sd::SparseKernels::kAuto, reps, target).step_s);
+      fmt::print("{} {} step {:.4f} s\n", w.key(), only,
+                 run(w, kernels, reps, target, backend).step_s);
     }
     return 0;
   }

@@ -4,26 +4,38 @@
 #pragma once
 
 #include <cstdint>
+#include <tuple>
 
 #include "saes/dictionaries/config.h"
-
-namespace at {
-class Tensor;
-}  // namespace at
+#include "saes/dictionaries/sparse_kernels.h"
 
 namespace saes::dictionaries {
 
 /// Which entries of the gating scores `s` are active, as a bool tensor of s's shape:
 ///  - relu:      s > 0
 ///  - jumprelu:  s > θ, θ = exp(log_threshold) broadcast over the last dim
-///  - topk:      the k largest entries of ReLU(s) per row (last dim), and only where s > 0;
-///               ties at the k-th value are broken by index order of at::topk (exactly k per row
-///               when the row has at least k positive entries)
+///  - topk:      the k largest entries of ReLU(s) per row (last dim), and only where s > 0
+///               (row_top_k; exactly k per row when the row has at least k positive entries)
 ///  - batchtopk: the k·rows largest entries of ReLU(s) over all rows jointly, only where s > 0
+///               (batch_top_k_mask)
 /// s: [rows, d_sae] float (any float dtype); log_threshold: [d_sae] (jumprelu only, else ignored);
 /// k: 1..d_sae (TopK family only). The layer variants of the CLT are rejected (UnsupportedError).
+/// backend kOps forces the LibTorch ops (at::topk) where the CPU kernels would run (tests).
 at::Tensor activation_mask(ActFn act_fn, const at::Tensor& s, const at::Tensor& log_threshold,
-                           std::int64_t k);
+                           std::int64_t k, SparseBackend backend = SparseBackend::kAuto);
+
+/// The k largest entries of each row of `scores` [rows, m]: (values, int64 column indices), both
+/// [rows, k] (at::topk, its tie order). The TopK selection: one call, so that a distributed
+/// selection can replace it. (A per-row heap / quickselect on the CPU was slower than at::topk at
+/// d_sae 512, k 32.)
+std::tuple<at::Tensor, at::Tensor> row_top_k(const at::Tensor& scores, std::int64_t k);
+
+/// Bool mask of the kk largest positive entries of `scores` (any shape) over all entries jointly:
+/// the BatchTopK selection. CPU float/double (kAuto): a parallel radix select of the threshold,
+/// ties at the threshold go to the lower flat (row-major) index; else at::topk over the flattened
+/// scores. kk ≥ 1; fewer than kk positive entries ⇒ all of them.
+at::Tensor batch_top_k_mask(const at::Tensor& scores, std::int64_t kk,
+                            SparseBackend backend = SparseBackend::kAuto);
 
 /// f = s · activation_mask(s) (spec §3.1–3.3).
 at::Tensor apply_activation(ActFn act_fn, const at::Tensor& s, const at::Tensor& log_threshold,

@@ -150,7 +150,7 @@ at::Tensor SparseAutoEncoder::select_mask(ActFn act_fn, const at::Tensor& s, std
   if (shard_.sharded() && is_topk_family(act_fn)) {
     return sharded_activation_mask(act_fn, s, k, *shard_.group);
   }
-  return activation_mask(act_fn, s, log_threshold_, k);
+  return activation_mask(act_fn, s, log_threshold_, k, dense_backend_);
 }
 
 at::Tensor SparseAutoEncoder::decode(const at::Tensor& f) const {
@@ -224,7 +224,33 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
   return uses_sparse_step(st.pre, st.k) ? sparse_step(st, ls) : dense_step(st, ls);
 }
 
+SparseAutoEncoder::AuxK SparseAutoEncoder::dense_aux_k(const StepState& st, const at::Tensor& h,
+                                                       const at::Tensor& r,
+                                                       const LossSettings& ls) const {
+  AuxK aux;
+  if (ls.auxk_coefficient <= 0 || !is_topk_family(cfg_.act_fn) || !st.dead.defined()) return aux;
+  const at::Tensor dead = st.dead.to(h.device()).to(at::kBool).reshape({local_d_sae()});
+  const auto n_dead = static_cast<std::int64_t>(  // over the whole dictionary
+      sum_over_features({static_cast<double>(at::sum(dead).item<std::int64_t>())})[0]);
+  if (n_dead == 0) return aux;
+  const at::Tensor deadf = dead.to(h.scalar_type());
+  const at::Tensor s_aux = cfg_.sparsity_include_decoder_norm ? h * (deadf * st.n) : h * deadf;
+  aux.active = select_mask(cfg_.act_fn, s_aux, std::min(ls.k_aux, n_dead));
+  aux.f = h * aux.active;
+  at::Tensor q = at::mm(aux.f, W_D_);
+  sum_over_features(q);
+  q.add_(r);  // ê − e, e = label − x̂
+  aux.loss = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * st.w).item<double>();
+  aux.Gq = q * (2.0 * ls.auxk_coefficient * st.w);  // ∂L_aux/∂ê
+  return aux;
+}
+
 StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings& ls) {
+  // The fused sweep sums u^p per token inside: a sharded power-p > 1 penalty takes the op path,
+  // which sums those over the model group.
+  const bool row_norm =
+      ls.sparsity == SparsityPenalty::kPower && ls.p != 1 && ls.l1_coefficient != 0;
+  if (fused_dense_applies() && !(shard_.sharded() && row_norm)) return fused_dense_step(st, ls);
   const at::Tensor &x = st.x, &y = st.y, &w = st.w, &n = st.n;
   at::Tensor pre = st.pre;
   const std::int64_t N = x.size(0);
@@ -257,24 +283,10 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
   at::Tensor G = r * (2.0 * w);
 
   // ---- Aux-K (spec §3.5) ----
-  at::Tensor f_aux, active_aux, Gq;
-  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && st.dead.defined()) {
-    const at::Tensor dead = st.dead.to(x.device()).to(at::kBool).reshape({local_d_sae()});
-    const auto n_dead = static_cast<std::int64_t>(
-        sum_over_features({static_cast<double>(at::sum(dead).item<std::int64_t>())})[0]);
-    if (n_dead > 0) {
-      const at::Tensor deadf = dead.to(h.scalar_type());
-      const at::Tensor s_aux = gating ? h * (deadf * ng) : h * deadf;
-      active_aux = select_mask(cfg_.act_fn, s_aux, std::min(ls.k_aux, n_dead));
-      f_aux = h * active_aux;
-      at::Tensor q = at::mm(f_aux, W_D_);
-      sum_over_features(q);
-      q.add_(r);  // ê − e, e = label − x̂
-      out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * w).item<double>();
-      Gq = q * (2.0 * ls.auxk_coefficient * w);  // ∂L_aux/∂ê
-      if (!ls.auxk_detach_residual) G = G + Gq;  // ê − e = ê + x̂ − y ⇒ ∂/∂x̂ = ∂/∂ê
-    }
-  }
+  const AuxK aux = dense_aux_k(st, h, r, ls);
+  const at::Tensor &f_aux = aux.f, &active_aux = aux.active, &Gq = aux.Gq;
+  out.l_aux = aux.loss;
+  if (Gq.defined() && !ls.auxk_detach_residual) G = G + Gq;  // ∂/∂x̂ = ∂/∂ê (ê − e = ê + x̂ − y)
 
   // ---- backward into f ----
   at::Tensor df = at::mm(G, W_D_.t());

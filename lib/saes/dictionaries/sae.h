@@ -62,6 +62,10 @@ class SparseAutoEncoder final : public SparseDictionary {
   bool uses_sparse_step(const at::Tensor& pre, std::int64_t k) const;
   /// `sparse_kernels: auto` keeps the dense path (16-bit parameters on CUDA).
   bool auto_prefers_dense() const;
+  /// kAuto (default): the dense step runs its fused CPU sweeps (dense_kernels.h) and the CPU
+  /// TopK/BatchTopK selections for float/double parameters on the CPU without a GLU encoder;
+  /// kOps: always the LibTorch op path (the CUDA path; tests compare the two on the CPU).
+  void set_dense_backend(SparseBackend backend) { dense_backend_ = backend; }
 
   void init_parameters(const RandomInit& init, at::Generator& gen) override;
   void init_encoder_with_decoder_transpose(double factor) override;
@@ -79,7 +83,17 @@ class SparseAutoEncoder final : public SparseDictionary {
     double n_valid = 0.0;
     std::int64_t k = 0;
   };
+  /// Aux-K (spec §3.5) of the dense steps: the dead features' TopK on the gated scores.
+  struct AuxK {
+    at::Tensor f, active, Gq;  ///< f_aux, its bool selection, ∂L_aux/∂ê (undefined: no Aux-K)
+    double loss = 0.0;
+  };
+  AuxK dense_aux_k(const StepState& st, const at::Tensor& h, const at::Tensor& r,
+                   const LossSettings& ls) const;
   StepResult dense_step(const StepState& st, const LossSettings& ls);
+  /// The dense step with the fused CPU sweeps (sae_fused_step.cpp); same maths as dense_step.
+  StepResult fused_dense_step(const StepState& st, const LossSettings& ls);
+  bool fused_dense_applies() const;
   StepResult sparse_step(const StepState& st, const LossSettings& ls);
   /// f·W_D + b_D summed over the model group: x̂ of the whole dictionary. f: [N, local_d_sae].
   at::Tensor dense_decode(const at::Tensor& f) const;
@@ -99,6 +113,7 @@ class SparseAutoEncoder final : public SparseDictionary {
 
   at::Tensor W_E_, b_E_, W_D_, b_D_, W_E_glu_, b_E_glu_, log_threshold_;
   at::Tensor gW_E_, gb_E_, gW_D_, gb_D_, gW_E_glu_, gb_E_glu_, glog_threshold_;
+  SparseBackend dense_backend_ = SparseBackend::kAuto;
 };
 
 }  // namespace saes::dictionaries

@@ -21,6 +21,8 @@
 #include <ATen/ops/zeros_like.h>
 
 #include "saes/core/error.h"
+#include "saes/dictionaries/activation_functions.h"
+#include "saes/dictionaries/dense_kernels.h"
 #include "saes/dictionaries/feature_parallel.h"
 #include "saes/dictionaries/sae.h"
 #include "saes/dictionaries/sparse_kernels.h"
@@ -66,7 +68,7 @@ SparseActs candidates(ActFn act_fn, const at::Tensor& score, std::int64_t k,
     return sparse_from_flat(flat, score.reshape({-1}).index_select(0, flat), n, m);
   }
   if (act_fn == ActFn::kTopK) {
-    const auto [vals, idx] = at::topk(score, k, -1, true, false);
+    const auto [vals, idx] = row_top_k(score, k);
     return sparse_from_topk(idx, vals, m);
   }
   const at::Tensor flat_scores = score.reshape({-1});
@@ -75,7 +77,10 @@ SparseActs candidates(ActFn act_fn, const at::Tensor& score, std::int64_t k,
     flat = at::nonzero(at::gt(flat_scores, 0)).squeeze(1);
   } else {
     SAES_ASSERT(act_fn == ActFn::kBatchTopK, "no sparse step for this activation function");
-    flat = batch_top_positions(score, k, std::min(k * n, score.numel()));
+    const std::int64_t kk = std::min(k * n, score.numel());
+    flat = dense_kernels_apply(score)  // CPU: the parallel radix select (exact, flat-order ties)
+               ? at::nonzero(batch_top_k_mask(score, kk).reshape({-1})).squeeze(1)
+               : batch_top_positions(score, k, kk);
   }
   return sparse_from_flat(flat, flat_scores.index_select(0, flat), n, m);
 }
