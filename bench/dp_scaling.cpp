@@ -6,21 +6,19 @@
 // Usage: [mpirun -np N] bench_dp_scaling [d [d_sae [global_batch [steps [threads [act]]]]]]
 #include <chrono>
 #include <cstdio>
-#include <optional>
 #include <string>
-#include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/randn.h>
 #include <fmt/format.h>
 
 #include "saes/core/logging.h"
-#include "saes/data/rank_slice.h"
 #include "saes/dictionaries/sae.h"
 #include "saes/distributed/world.h"
 #include "saes/training/dictionary_module.h"
 #include "saes/training/trainer.h"
+
+#include "cycling_source.h"
 
 namespace sd = saes::dictionaries;
 namespace st = saes::training;
@@ -29,39 +27,10 @@ namespace {
 
 constexpr const char* kHook = "blocks.0.hook_resid_post";
 
-// Cycles through a few pre-drawn global batches (drawing them each step would dominate small
-// workloads); yields this rank's slice.
-class CyclingSource : public st::BatchSource {
- public:
-  CyclingSource(std::int64_t d, std::int64_t batch, int rank, int world) {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
-    for (int i = 0; i < 4; ++i) {
-      saes::data::ActivationBatch global;
-      global.acts[kHook] = at::randn({batch, d}, gen, at::kFloat);
-      global.n_tokens = batch;
-      batches_.push_back(saes::data::slice_for_rank(global, rank, world));
-    }
-  }
-  std::optional<st::TrainBatch> next() override {
-    const saes::data::ActivationBatch& b = batches_[index_++ % batches_.size()];
-    st::TrainBatch out;
-    out.acts = b.acts;
-    out.n_tokens = b.n_tokens;
-    return out;
-  }
-  std::string state() const override { return std::to_string(index_); }
-  void restore(const std::string&) override {}
-
- private:
-  std::vector<saes::data::ActivationBatch> batches_;
-  std::size_t index_ = 0;
-};
-
-double run_steps(sd::SparseAutoEncoder& sae, const st::TrainerConfig& config,
-                 std::int64_t batch, saes::distributed::Communicator& world,
-                 saes::Logger& logger) {
+double run_steps(sd::SparseAutoEncoder& sae, const st::TrainerConfig& config, std::int64_t batch,
+                 saes::distributed::Communicator& world, saes::Logger& logger) {
   st::DictionaryModule module(sae, config);
-  CyclingSource source(sae.config().d_model, batch, world.rank(), world.size());
+  saes::bench::CyclingSource source(kHook, sae.config().d_model, batch, world.rank(), world.size());
   st::TrainerOptions options;
   options.progress = saes::ProgressMode::kOff;
   options.write_files = false;
@@ -84,7 +53,8 @@ int main(int argc, char** argv) {
   const int threads = argc > 5 ? std::stoi(argv[5]) : 1;
   const std::string act = argc > 6 ? argv[6] : "relu";
   at::set_num_threads(threads);
-  auto world = saes::distributed::make_world_communicator({}, saes::distributed::process_environment());
+  auto world =
+      saes::distributed::make_world_communicator({}, saes::distributed::process_environment());
   saes::Logger logger(saes::LogLevel::kError);
 
   sd::SparseDictionaryConfig cfg;

@@ -5,18 +5,14 @@
 // peak RSS of any rank, s/step and the bytes each rank sends to the collectives per step.
 // bench/model_parallel.sh runs it on 1, 2 and 4 ranks.
 // Usage: [mpirun -np M] bench_model_parallel [d [d_sae [batch [steps [threads [act [k]]]]]]]
-#include <sys/resource.h>
-
 #include <chrono>
 #include <cstdio>
-#include <optional>
 #include <string>
-#include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/full.h>
-#include <ATen/ops/randn.h>
+#include <sys/resource.h>
 
 #include "saes/core/logging.h"
 #include "saes/dictionaries/sae.h"
@@ -24,32 +20,14 @@
 #include "saes/training/dictionary_module.h"
 #include "saes/training/trainer.h"
 
+#include "cycling_source.h"
+
 namespace sd = saes::dictionaries;
 namespace st = saes::training;
 
 namespace {
 
 constexpr const char* kHook = "blocks.0.hook_resid_post";
-
-class CyclingSource : public st::BatchSource {
- public:
-  CyclingSource(std::int64_t d, std::int64_t batch) {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
-    for (int i = 0; i < 4; ++i) batches_.push_back(at::randn({batch, d}, gen, at::kFloat));
-  }
-  std::optional<st::TrainBatch> next() override {
-    st::TrainBatch out;
-    out.acts[kHook] = batches_[index_++ % batches_.size()];
-    out.n_tokens = out.acts[kHook].size(0);
-    return out;
-  }
-  std::string state() const override { return std::to_string(index_); }
-  void restore(const std::string&) override {}
-
- private:
-  std::vector<at::Tensor> batches_;
-  std::size_t index_ = 0;
-};
 
 double peak_rss_mib() {
   rusage usage{};
@@ -92,16 +70,11 @@ int main(int argc, char** argv) {
   config.total_training_tokens = (steps + 1) * batch;
   if (cfg.act_fn == sd::ActFn::kRelu) config.sparsity_loss_type = st::SparsityLossType::kPower;
   st::DictionaryModule module(sae, config);
-  CyclingSource source(d, batch);
+  saes::bench::CyclingSource source(kHook, d, batch);
   st::TrainerOptions options;
   options.progress = saes::ProgressMode::kOff;
   options.write_files = false;
-  saes::distributed::Communicator* group = world.get();
-  options.grad_norm_reduce = [group](double squared) {
-    at::Tensor t = at::full({1}, squared, at::kDouble);
-    group->all_reduce(t, saes::distributed::ReduceOp::kSum);
-    return t.item<double>();
-  };
+  options.model_parallel = world.get();
   st::Trainer trainer(config, {st::TrainerMember{"", &module, config}}, source, logger, options);
   world->barrier();
   const auto start = std::chrono::steady_clock::now();
@@ -114,7 +87,8 @@ int main(int argc, char** argv) {
   // Training state: value + gradient + two Adam moments of every parameter.
   std::int64_t local = 0, whole = 0;
   for (const auto& p : sae.parameters()) {
-    const std::int64_t bytes = 4 * p.value.numel() * static_cast<std::int64_t>(p.value.element_size());
+    const std::int64_t bytes =
+        4 * p.value.numel() * static_cast<std::int64_t>(p.value.element_size());
     local += bytes;
     whole += p.feature_dim >= 0 ? bytes * M : bytes;
   }
@@ -123,10 +97,10 @@ int main(int argc, char** argv) {
   // Sent per rank per step (payload): x̂ partial sums [batch, d] fp32, TopK candidates [batch, k]
   // fp32 (plus the Aux-K selection when dead features exist), per-token feature sums [batch] fp32,
   // firing counts [d_sae / M] int64 gathered, a few float64 scalars.
-  const std::int64_t comm =
-      M == 1 ? 0
-             : 4 * batch * d + (cfg.act_fn == sd::ActFn::kTopK ? 4 * batch * k : 0) + 4 * batch +
-                   8 * (d_sae / M) + 8 * 8;
+  const std::int64_t comm = M == 1 ? 0
+                                   : 4 * batch * d +
+                                         (cfg.act_fn == sd::ActFn::kTopK ? 4 * batch * k : 0) +
+                                         4 * batch + 8 * (d_sae / M) + 8 * 8;
   if (world->rank() == 0) {
     std::printf("| %s:%lld:%lld:%lld | %d | %.1f | %.1f | %.3f | %.0f | %.3f | %lld |\n",
                 act.c_str(), static_cast<long long>(d), static_cast<long long>(d_sae),

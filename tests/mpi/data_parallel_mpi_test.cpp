@@ -13,13 +13,13 @@
 #include <catch2/catch.hpp>
 
 #include "saes/core/logging.h"
-#include "saes/data/rank_slice.h"
 #include "saes/dictionaries/sae.h"
 #include "saes/training/checkpoint.h"
 #include "saes/training/dictionary_module.h"
 #include "saes/training/trainer.h"
 
 #include "mpi/mpi_world.h"
+#include "mpi/sliced_source.h"
 #include "support/temp_dir.h"
 
 namespace {
@@ -29,41 +29,9 @@ namespace sd = saes::dictionaries;
 using namespace saes::training;
 
 constexpr std::int64_t kDim = 8;
-constexpr std::int64_t kSequences = 8;  // global batch: 8 sequences × 6 tokens
-constexpr std::int64_t kContext = 6;
+constexpr std::int64_t kSequences = saes::testing::kSlicedSequences;  // global batch: 8 × 6 tokens
+constexpr std::int64_t kContext = saes::testing::kSlicedContext;
 constexpr const char* kHook = "blocks.0.hook_resid_post";
-
-// Global batch i: [kSequences, kContext, kDim] activations, a mask with a different number of
-// valid tokens per sequence; every rank builds the same batches. Rank r gets its slice when
-// world > 1, the whole batch otherwise.
-class SlicedSource : public BatchSource {
- public:
-  SlicedSource(int rank, int world) : rank_(rank), world_(world) {}
-  std::optional<TrainBatch> next() override {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 + static_cast<std::uint64_t>(index_));
-    saes::data::ActivationBatch global;
-    global.acts[kHook] = at::randn({kSequences, kContext, kDim}, gen, at::kFloat);
-    const at::Tensor lengths = at::arange(kSequences, at::kLong).add(index_).remainder(kContext).add(1);
-    global.mask = at::arange(kContext, at::kLong).unsqueeze(0).lt(lengths.unsqueeze(1));
-    global.tokens = at::zeros({kSequences, kContext}, at::kLong);
-    global.n_tokens = kSequences * kContext;
-    ++index_;
-    const saes::data::ActivationBatch local = saes::data::slice_for_rank(global, rank_, world_);
-    TrainBatch b;
-    b.acts = local.acts;
-    b.mask = local.mask;
-    b.tokens = local.tokens;
-    b.n_tokens = local.n_tokens;
-    return b;
-  }
-  std::string state() const override { return std::to_string(index_); }
-  void restore(const std::string& state) override { index_ = std::stoll(state); }
-
- private:
-  int rank_;
-  int world_;
-  std::int64_t index_ = 0;
-};
 
 sd::SparseDictionaryConfig sae_config(sd::ActFn act) {
   sd::SparseDictionaryConfig cfg;
@@ -99,12 +67,12 @@ TrainerConfig trainer_config(sd::ActFn act, const fs::path& dir) {
 struct Run {
   sd::SparseAutoEncoder sae;
   DictionaryModule module;
-  SlicedSource source;
+  saes::testing::SlicedSource source;
   std::optional<Trainer> trainer;
 
   Run(sd::ActFn act, const TrainerConfig& config, int rank, int world,
       saes::distributed::Communicator* data, saes::Logger& logger)
-      : sae(sae_config(act)), module(sae, config), source(rank, world) {
+      : sae(sae_config(act)), module(sae, config), source(kHook, kDim, 1000, rank, world) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
     sae.init_parameters({0.5, 0.5, std::nullopt}, gen);
     sae.set_dataset_norm(kHook, 2.5);  // as the runner computes it from the global batches
@@ -140,8 +108,8 @@ TEST_CASE("data parallel training reproduces the single-process weights", "[mpi]
   saes::distributed::Communicator& world = saes::testing::mpi_world();
   saes::Logger logger(saes::LogLevel::kError);
   for (const sd::ActFn act : {sd::ActFn::kRelu, sd::ActFn::kTopK}) {
-    INFO((act == sd::ActFn::kRelu ? "relu + L1" : "topk + auxk") << " on " << world.size()
-                                                                 << " ranks");
+    INFO((act == sd::ActFn::kRelu ? "relu + L1" : "topk + auxk")
+         << " on " << world.size() << " ranks");
     const saes::testing::TempDir tmp;
     const TrainerConfig config = trainer_config(act, shared_dir(tmp) / "dp");
     TrainerConfig reference_config = config;

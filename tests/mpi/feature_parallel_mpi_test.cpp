@@ -15,7 +15,6 @@
 #include <catch2/catch.hpp>
 
 #include "saes/core/logging.h"
-#include "saes/data/rank_slice.h"
 #include "saes/dictionaries/activation_functions.h"
 #include "saes/dictionaries/feature_parallel.h"
 #include "saes/dictionaries/sae.h"
@@ -25,6 +24,7 @@
 #include "saes/training/trainer.h"
 
 #include "mpi/mpi_world.h"
+#include "mpi/sliced_source.h"
 #include "support/temp_dir.h"
 
 namespace {
@@ -92,11 +92,15 @@ struct Pair {
   }
 };
 
+/// One step of both dictionaries on `batch` (its dead mask, if any, covers every feature; the
+/// sharded dictionary gets its slice, as DictionaryModule hands it over).
 void check_step(Pair& pair, const sd::TrainBatch& batch, const sd::LossSettings& ls,
                 const std::string& what) {
   INFO(what);
+  sd::TrainBatch part_batch = batch;
+  if (batch.dead.defined()) part_batch.dead = pair.part.local_features(batch.dead, 0);
   const sd::StepResult a = pair.whole.forward_backward(batch, ls);
-  const sd::StepResult b = pair.part.forward_backward(batch, ls);
+  const sd::StepResult b = pair.part.forward_backward(part_batch, ls);
   check_close(b.loss, a.loss, "loss");
   check_close(b.l_rec, a.l_rec, "l_rec");
   check_close(b.l_sparsity, a.l_sparsity, "l_sparsity");
@@ -175,26 +179,11 @@ TEST_CASE("a feature-sharded SAE step equals the whole SAE's step", "[mpi][featu
       ls.l1_coefficient = 0.01;
       ls.auxk_coefficient = 1.0 / 32;
       ls.k_aux = 4;
-      sd::TrainBatch b = batch;
-      b.dead = at::arange(d_sae).remainder(3).eq(0);  // every third feature, on every rank
-      b.dead = pair.part.local_features(b.dead, 0);
-      sd::TrainBatch whole_batch = batch;
-      whole_batch.dead = at::arange(d_sae).remainder(3).eq(0);
-      INFO((act == sd::ActFn::kTopK ? "topk" : "batchtopk") << " + aux-k + tanh" << k_name);
-      const sd::StepResult a = pair.whole.forward_backward(whole_batch, ls);
-      const sd::StepResult r = pair.part.forward_backward(b, ls);
-      check_close(r.loss, a.loss, "loss");
-      check_close(r.l_aux, a.l_aux, "l_aux");
-      CHECK(r.l0 == Approx(a.l0).epsilon(1e-9));
-      check_close(r.reconstructed, a.reconstructed, "x_hat");
-      auto wp = pair.whole.parameters();
-      auto pp = pair.part.parameters();
-      for (std::size_t i = 0; i < wp.size(); ++i) {
-        const at::Tensor want = pp[i].feature_dim >= 0
-                                    ? pair.part.local_features(wp[i].grad, pp[i].feature_dim)
-                                    : wp[i].grad;
-        check_close(pp[i].grad, want, "grad " + pp[i].name);
-      }
+      sd::TrainBatch with_dead = batch;
+      with_dead.dead = at::arange(d_sae).remainder(3).eq(0);  // every third feature
+      check_step(pair, with_dead, ls,
+                 (act == sd::ActFn::kTopK ? "topk" : "batchtopk") + std::string(" + aux-k + tanh") +
+                     k_name);
     }
   }
   auto cfg = sae_config(sd::ActFn::kJumpRelu, d_sae);
@@ -241,38 +230,8 @@ TEST_CASE("a sharded save writes the whole dictionary; a sharded load reads its 
 
 namespace {
 
-constexpr std::int64_t kSequences = 8;
-constexpr std::int64_t kContext = 6;
-
-/// Deterministic global batches (a mask with different valid counts), this data rank's slice.
-class SlicedSource : public BatchSource {
- public:
-  SlicedSource(int rank, int size) : rank_(rank), size_(size) {}
-  std::optional<TrainBatch> next() override {
-    saes::data::ActivationBatch global;
-    global.acts[kHook] = randn({kSequences, kContext, kDim}, 2000 + index_);
-    const at::Tensor lengths =
-        at::arange(kSequences, at::kLong).add(index_).remainder(kContext).add(1);
-    global.mask = at::arange(kContext, at::kLong).unsqueeze(0).lt(lengths.unsqueeze(1));
-    global.tokens = at::zeros({kSequences, kContext}, at::kLong);
-    global.n_tokens = kSequences * kContext;
-    ++index_;
-    const auto local = saes::data::slice_for_rank(global, rank_, size_);
-    TrainBatch b;
-    b.acts = local.acts;
-    b.mask = local.mask;
-    b.tokens = local.tokens;
-    b.n_tokens = local.n_tokens;
-    return b;
-  }
-  std::string state() const override { return std::to_string(index_); }
-  void restore(const std::string& state) override { index_ = std::stoll(state); }
-
- private:
-  int rank_;
-  int size_;
-  std::int64_t index_ = 0;
-};
+constexpr std::int64_t kSequences = saes::testing::kSlicedSequences;
+constexpr std::int64_t kContext = saes::testing::kSlicedContext;
 
 TrainerConfig trainer_config(const fs::path& dir) {
   TrainerConfig c;
@@ -292,14 +251,14 @@ TrainerConfig trainer_config(const fs::path& dir) {
 struct Run {
   sd::SparseAutoEncoder sae;
   DictionaryModule module;
-  SlicedSource source;
+  saes::testing::SlicedSource source;
   std::optional<Trainer> trainer;
 
   Run(const TrainerConfig& config, const Mesh* mesh, saes::Logger& logger)
       : sae(sae_config(sd::ActFn::kTopK, 32),
             mesh ? sd::FeatureShard{&mesh->model()} : sd::FeatureShard{}),
         module(sae, config),
-        source(mesh ? mesh->data_rank() : 0, mesh ? mesh->data_size() : 1) {
+        source(kHook, kDim, 2000, mesh ? mesh->data_rank() : 0, mesh ? mesh->data_size() : 1) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
     sae.init_parameters({0.5, 0.5, std::nullopt}, gen);
     sae.set_dataset_norm(kHook, 2.5);
@@ -307,14 +266,7 @@ struct Run {
     options.progress = saes::ProgressMode::kOff;
     options.write_files = mesh == nullptr || mesh->is_primary();
     if (mesh && mesh->data_size() > 1) options.data_parallel = &mesh->data();
-    if (mesh && mesh->model_size() > 1) {
-      Communicator* model = &mesh->model();
-      options.grad_norm_reduce = [model](double squared) {
-        at::Tensor t = at::full({1}, squared, at::kDouble);
-        model->all_reduce(t, saes::distributed::ReduceOp::kSum);
-        return t.item<double>();
-      };
-    }
+    if (mesh && mesh->model_size() > 1) options.model_parallel = &mesh->model();
     trainer.emplace(config, std::vector<TrainerMember>{{"", &module, config}}, source, logger,
                     options);
   }

@@ -1,9 +1,6 @@
 // TrainDistribution: mesh validation, rank slicing of the stream and trainer hooks for run_train.
 #include "saes/runners/train_distributed.h"
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/scalar_tensor.h>
-
 #include "saes/core/error.h"
 #include "saes/data/rank_slice.h"
 #include "saes/training/trainer.h"
@@ -56,14 +53,7 @@ std::unique_ptr<data::ActivationStream> TrainDistribution::rank_stream(
 void TrainDistribution::configure(training::TrainerOptions& options) const {
   options.write_files = mesh_.is_primary();
   if (mesh_.data_size() > 1) options.data_parallel = &mesh_.data();
-  if (mesh_.model_size() > 1) {
-    distributed::Communicator* model = &mesh_.model();
-    options.grad_norm_reduce = [model](double squared) {
-      at::Tensor t = at::scalar_tensor(squared, at::kDouble);
-      model->all_reduce(t, distributed::ReduceOp::kSum);
-      return t.item<double>();
-    };
-  }
+  if (mesh_.model_size() > 1) options.model_parallel = &mesh_.model();
 }
 
 }  // namespace saes::runners

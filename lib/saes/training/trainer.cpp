@@ -6,6 +6,7 @@
 #include <set>
 #include <utility>
 
+#include <ATen/ops/scalar_tensor.h>
 #include <fmt/format.h>
 
 #include "saes/core/error.h"
@@ -92,12 +93,20 @@ struct Trainer::Impl {
   bool scheduled = false;
   bool resumed = false;
   std::optional<TrainBatch> first_batch;
-  std::optional<GradientSync> sync;  ///< set with more than one data-parallel rank
+  std::optional<GradientSync> sync;    ///< set with more than one data-parallel rank
+  SquaredNormReduce grad_norm_reduce;  ///< sum over the model group (feature parallelism)
 
   Impl(const TrainerConfig& c, BatchSource& s, Logger& l, TrainerOptions o)
       : config(c), source(s), logger(l), options(std::move(o)) {
     if (options.data_parallel && options.data_parallel->size() > 1) {
       sync.emplace(*options.data_parallel, options.gradient_bucket_bytes);
+    }
+    if (distributed::Communicator* model = options.model_parallel; model && model->size() > 1) {
+      grad_norm_reduce = [model](double squared) {
+        at::Tensor t = at::scalar_tensor(squared, at::kDouble);
+        model->all_reduce(t, distributed::ReduceOp::kSum);
+        return t.item<double>();
+      };
     }
   }
 
@@ -213,7 +222,7 @@ struct Trainer::Impl {
     const std::int64_t step = state.cur_step;
     const std::vector<Parameter> params = r.member.module->parameters();
     if (sync) sync->reduce_gradients(params, ms.local_valid, ms.global_valid);
-    const double before = clip_grad_norm(params, c.clip_grad_norm, options.grad_norm_reduce);
+    const double before = clip_grad_norm(params, c.clip_grad_norm, grad_norm_reduce);
     const bool clipped = c.clip_grad_norm > 0 && before > c.clip_grad_norm;
     const double after = clipped ? before * c.clip_grad_norm / (before + 1e-6) : before;
     const double lr = c.lr * r.lr->factor(step);

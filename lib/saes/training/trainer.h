@@ -127,7 +127,9 @@ struct FitResult {
 
 struct TrainerOptions {
   const SignalGuard* signals = nullptr;  ///< checked once per step when set
-  SquaredNormReduce grad_norm_reduce;    ///< model-parallel reduction of the squared grad norm
+  /// Model group of feature-parallel ranks (non-owning; nullptr: features not split): the
+  /// squared gradient norm of the feature-sharded parameters is summed over it before clipping.
+  distributed::Communicator* model_parallel = nullptr;
   ProgressMode progress = ProgressMode::kAuto;
   double progress_interval_s = 30.0;
   bool write_files = true;  ///< false on non-primary ranks: no metrics.jsonl, weights, checkpoints
