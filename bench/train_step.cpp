@@ -9,7 +9,9 @@
 // the dense step / the dense step on LibTorch ops instead of the fused CPU sweeps (for profiling:
 // perf record -- bench_train_step ...), "all" everything; device cpu|cuda; dtype fp32|bf16 (saes
 // trains in the dictionary dtype; the PyTorch column then runs fp32 parameters under bf16
-// autocast). The reference interpreter is $SAES_BENCH_PYTHON (default /usr/bin/python3, Debian's
+// autocast). SAES_BENCH_ROUNDS=R alternates PyTorch and saes R times per workload and reports the
+// median ratio. The process keeps freed memory as the saes apps do (core/threads.h). The reference
+// interpreter is $SAES_BENCH_PYTHON (default /usr/bin/python3, Debian's
 // python3-torch).
 #include <algorithm>
 #include <chrono>
@@ -32,7 +34,10 @@
 #include <ATen/ops/std.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include "saes/core/threads.h"
+#include "saes/core/threads.h"
 #include "saes/dictionaries/sae.h"
 #include "saes/training/optimizer.h"
 
@@ -204,6 +209,8 @@ int main(int argc, char** argv) {
   const std::string spec = argc > 3 ? argv[3]
                                     : "relu:768:24576:4096,jumprelu:768:24576:4096,"
                                       "topk:768:24576:4096,batchtopk:768:24576:4096";
+  saes::keep_freed_memory();  // as the saes apps do (SAES_KEEP_FREED_MEMORY=0: glibc defaults)
+  saes::keep_freed_memory();  // as the saes apps do (SAES_KEEP_FREED_MEMORY=0: glibc defaults)
   at::set_num_threads(threads);
   const std::vector<Workload> workloads = parse(spec);
   Target target;
@@ -240,36 +247,69 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
 
-  const std::map<std::string, double> torch_s = torch_reference(threads, reps, spec, target);
+  // Rounds: each round times PyTorch, then saes, on one workload, so that both see the machine in
+  // the same state (a shared VM's speed drifts by ±20% over minutes); the ratios are the median of
+  // the rounds' ratios, the seconds the best over all rounds.
+  const char* rounds_env = std::getenv("SAES_BENCH_ROUNDS");
+  const int rounds = std::max(1, rounds_env != nullptr ? std::atoi(rounds_env) : 1);
   const char* unit = target.cuda() ? "ms" : "s";
   fmt::print(
-      "\n## training step, {}, {} threads, {}{}, best of {}\n\n", target.device, threads,
+      "\n## training step, {}, {} threads, {}{}, best of {}{}\n\n", target.device, threads,
       dtype_name,
       target.dtype == saes::DType::kBFloat16 ? " (torch: fp32 parameters, bf16 autocast)" : "",
-      reps);
+      reps,
+      rounds > 1 ? fmt::format(", {} interleaved rounds (ratios: median of the rounds)", rounds)
+                 : std::string());
   fmt::print(
       "| workload | torch {0} | saes dense {0} | saes sparse {0} | path | dense vs torch | "
       "sparse vs torch | sparse tokens/s | Adam {0} | SparseAdam {0} |\n"
       "|---|---|---|---|---|---|---|---|---|---|\n",
       unit);
   std::fflush(stdout);
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t m = v.size() / 2;
+    return v.size() % 2 == 1 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+  };
+  std::vector<std::string> round_lines;
   for (const auto& w : workloads) {
-    const Ours dense = run(w, sd::SparseKernels::kOff, reps, target);
     // The sparse column forces the sparse step where it applies (TopK family, relu1pct): `auto`
     // keeps the dense step for 16-bit parameters on CUDA (docs/benchmarks.md).
     const bool eligible = sd::is_topk_family(act_of(w.act)) || w.act == "relu1pct";
-    const Ours sparse =
-        run(w, eligible ? sd::SparseKernels::kOn : sd::SparseKernels::kAuto, reps, target);
-    const auto it = torch_s.find(w.key());
-    const double theirs = it == torch_s.end() ? NAN : it->second;
+    double theirs = INFINITY;
+    Ours dense, sparse;
+    dense.step_s = sparse.step_s = INFINITY;
+    std::vector<double> dense_ratio, sparse_ratio;
+    for (int r = 0; r < rounds; ++r) {
+      const auto torch_s = torch_reference(threads, reps, w.key(), target);
+      const auto it = torch_s.find(w.key());
+      const double t = it == torch_s.end() ? NAN : it->second;
+      const Ours d = run(w, sd::SparseKernels::kOff, reps, target);
+      const Ours sp =
+          run(w, eligible ? sd::SparseKernels::kOn : sd::SparseKernels::kAuto, reps, target);
+      theirs = std::min(theirs, t);
+      if (d.step_s < dense.step_s) dense = d;
+      if (sp.step_s < sparse.step_s) sparse = sp;
+      dense_ratio.push_back(t / d.step_s);
+      sparse_ratio.push_back(t / sp.step_s);
+    }
+    if (rounds > 1) {
+      round_lines.push_back(fmt::format("{}: dense {:.2f}x, sparse {:.2f}x", w.key(),
+                                        fmt::join(dense_ratio, "x / "),
+                                        fmt::join(sparse_ratio, "x / ")));
+    }
     // Seconds on the CPU; milliseconds on a GPU, where a step takes a few of them.
     const double u = target.cuda() ? 1e3 : 1.0;
     fmt::print(
         "| {} | {:.3f} | {:.3f} | {:.3f} | {} | {:.2f}x | {:.2f}x | {:.0f} | {:.3f} | {:.3f} |\n",
         w.key(), theirs * u, dense.step_s * u, sparse.step_s * u,
-        sparse.sparse ? "sparse" : "dense", theirs / dense.step_s, theirs / sparse.step_s,
+        sparse.sparse ? "sparse" : "dense", median(dense_ratio), median(sparse_ratio),
         static_cast<double>(w.batch) / sparse.step_s, sparse.adam_s * u, sparse.sparse_adam_s * u);
     std::fflush(stdout);
+  }
+  if (!round_lines.empty()) {
+    fmt::print("\nper round (PyTorch ÷ saes):\n");
+    for (const auto& line : round_lines) fmt::print("- {}\n", line);
   }
   return 0;
 }

@@ -8,6 +8,10 @@ find_package(zstd REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(Threads REQUIRED)
+# OpenMP: LibTorch's at::parallel_for is a header template whose `#pragma omp parallel` compiles
+# into our own kernels (the fused dense step, the selections, the sparse kernels); without -fopenmp
+# it silently runs them on one thread. GCC's libgomp is the runtime Debian's LibTorch uses.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
 # Embedded results database of saes-analyze (lib/saes/io/sqlite.h). Debian: libsqlite3-dev.
 find_package(SQLite3 REQUIRED)
 

@@ -92,6 +92,7 @@ runners::RunContext Session::configure(const LoggingConfig& logging, std::int64_
   if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local_ranks = std::atoi(env);
   int requested = static_cast<int>(options.threads.value_or(config_threads));
   SAES_CHECK(requested >= 0, ConfigError, "threads: expected >= 0 (0 = all cores), got {}", requested);
+  keep_freed_memory();
   int threads = set_torch_threads(requested, local_ranks);
   logger_.debug("{}: {} torch threads", tool_.name, threads);
   warn_if_reference_blas(logger_);

@@ -7,9 +7,14 @@
 #include <ATen/ops/rand.h>
 #include <c10/core/InferenceMode.h>
 #include <sched.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "saes/core/logging.h"
@@ -22,6 +27,15 @@ int available_cores(int local_ranks) {
   int cores = 1;
   if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
   return std::max(1, cores / std::max(1, local_ranks));
+}
+
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  const char* off = std::getenv("SAES_KEEP_FREED_MEMORY");
+  if (off != nullptr && std::strcmp(off, "0") == 0) return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest allowed value on 64-bit
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
 }
 
 int set_torch_threads(int requested, int local_ranks) {

@@ -1,9 +1,10 @@
 // ReLU, JumpReLU, TopK and BatchTopK as activation masks, and the JumpReLU straight-through
-// threshold gradient (spec §3.1–3.3). TopK: at::topk; BatchTopK: a parallel radix select on the CPU
-// (float/double), at::topk elsewhere.
+// threshold gradient (spec §3.1–3.3). On the CPU (float/double) TopK selects with a per-row radix
+// select and BatchTopK with a parallel radix select of the global threshold; elsewhere at::topk.
 #include "saes/dictionaries/activation_functions.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <functional>
 #include <type_traits>
@@ -111,26 +112,208 @@ void batch_top_k_kernel(const T* s, std::int64_t total, std::int64_t kk, bool* m
   });
 }
 
+/// Per-row selection of the k largest positive entries by a radix select on the float bits (a
+/// positive float's bits, read as a signed integer, order like its value; entries <= 0 read as
+/// integers <= 0). Level 1 bins the row's positive entries by their distance below the row's
+/// maximum in eighths of an octave (64 bins, four sub-histograms so that equal bins do not stall
+/// on each other); the bin holding the k-th largest is refined by 11-bit levels until at most 64
+/// candidates are left, which std::nth_element settles. Three branch-free passes over the row,
+/// where at::topk sorts.
+template <typename T>
+class PositiveTopK {
+ public:
+  using Bits = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+
+  /// The selection of one row: entries with bits > thr, then `ties` of those with bits == thr in
+  /// column order (all of them when `exact`). `all_positive`: the row has at most k positive
+  /// entries, which are the selection.
+  struct Cut {
+    Bits thr = 0;
+    std::int64_t ties = 0;
+    bool exact = true;
+    bool all_positive = true;
+  };
+
+  Cut select(const Bits* row, std::int64_t n, std::int64_t k) {
+    cand_.resize(static_cast<std::size_t>(n));
+    Bits* c = cand_.data();
+    std::int64_t cn = 0;
+    for (std::int64_t j = 0; j < n; ++j) {  // the positive entries, branch-free
+      c[cn] = row[j];
+      cn += row[j] > 0;
+    }
+    if (cn <= k) return {};
+    Bits mx = 0;
+    for (std::int64_t j = 0; j < cn; ++j) mx = std::max(mx, c[j]);
+    const Bits top = mx >> kShift0;
+    const auto bin_of = [top](Bits b) { return std::min<Bits>(top - (b >> kShift0), kNear); };
+    std::array<std::array<std::uint32_t, kNear + 1>, 4> hs{};
+    std::int64_t j = 0;
+    for (; j + 4 <= cn; j += 4) {
+      ++hs[0][static_cast<std::size_t>(bin_of(c[j]))];
+      ++hs[1][static_cast<std::size_t>(bin_of(c[j + 1]))];
+      ++hs[2][static_cast<std::size_t>(bin_of(c[j + 2]))];
+      ++hs[3][static_cast<std::size_t>(bin_of(c[j + 3]))];
+    }
+    for (; j < cn; ++j) ++hs[0][static_cast<std::size_t>(bin_of(c[j]))];
+    Bits d = 0;  // the bin of the k-th largest (kNear: that far below the top or further)
+    std::int64_t above = 0;
+    for (;; ++d) {
+      const auto i = static_cast<std::size_t>(d);
+      const std::int64_t hd = hs[0][i] + hs[1][i] + hs[2][i] + hs[3][i];
+      if (above + hd >= k || d == kNear) break;
+      above += hd;
+    }
+    std::int64_t m = 0;
+    for (j = 0; j < cn; ++j) {
+      const Bits b = c[j];
+      c[m] = b;
+      m += bin_of(b) == d;
+    }
+    return refine(m, k - above, d < kNear ? kShift0 : kWidth - 1);
+  }
+
+ private:
+  static constexpr int kWidth = 8 * sizeof(T);
+  static constexpr int kLevelBits = 11;
+  static constexpr int kShift0 = kWidth - 1 - kLevelBits;  // float: exponent + 3 mantissa bits
+  static constexpr Bits kNear = 63;
+
+  /// The need-th largest of the cn candidates, whose bits above `shift` agree.
+  Cut refine(std::int64_t cn, std::int64_t need, int shift) {
+    constexpr Bits kMask = (Bits{1} << kLevelBits) - 1;
+    Bits* c = cand_.data();
+    while (cn > 64 && shift > 0) {
+      shift = std::max(0, shift - kLevelBits);
+      hist_.assign(static_cast<std::size_t>(kMask) + 1, 0);
+      Bits mx = 0;
+      for (std::int64_t j = 0; j < cn; ++j) {
+        ++hist_[static_cast<std::size_t>((c[j] >> shift) & kMask)];
+        mx = std::max(mx, c[j]);
+      }
+      auto bin = static_cast<std::size_t>((mx >> shift) & kMask);
+      while (static_cast<std::int64_t>(hist_[bin]) < need) {
+        need -= static_cast<std::int64_t>(hist_[bin--]);
+      }
+      std::int64_t m = 0;
+      for (std::int64_t j = 0; j < cn; ++j) {
+        const Bits b = c[j];
+        c[m] = b;
+        m += static_cast<std::size_t>((b >> shift) & kMask) == bin;
+      }
+      cn = m;
+    }
+    std::nth_element(c, c + (need - 1), c + cn, std::greater<Bits>());
+    const Bits thr = c[need - 1];
+    std::int64_t gt = 0, eq = 0;
+    for (std::int64_t j = 0; j < cn; ++j) {
+      gt += c[j] > thr;
+      eq += c[j] == thr;
+    }
+    return {thr, need - gt, need - gt == eq, false};
+  }
+
+  std::vector<std::uint64_t> hist_;
+  std::vector<Bits> cand_;
+};
+
+/// Runs fn(row index, the row's bits, the row's Cut) over the rows of s2 [rows, n] in parallel;
+/// with `scale` ([n], defined) over the rows of s2·scale, formed one row at a time.
+template <typename T, typename Fn>
+void for_each_row_cut(const at::Tensor& s2, const at::Tensor& scale, std::int64_t k,
+                      const Fn& fn) {
+  using Bits = typename PositiveTopK<T>::Bits;
+  const std::int64_t n = s2.size(1);
+  const T* s = s2.data_ptr<T>();
+  const T* sc = scale.defined() ? scale.data_ptr<T>() : nullptr;
+  at::parallel_for(0, s2.size(0), std::max<std::int64_t>(1, 8192 / n),
+                   [&](std::int64_t begin, std::int64_t end) {
+                     PositiveTopK<T> sel;
+                     std::vector<T> scaled(sc != nullptr ? static_cast<std::size_t>(n) : 0);
+                     for (std::int64_t r = begin; r < end; ++r) {
+                       const T* row = s + r * n;
+                       if (sc != nullptr) {
+                         for (std::int64_t j = 0; j < n; ++j) scaled[j] = row[j] * sc[j];
+                         row = scaled.data();
+                       }
+                       const auto* bits = reinterpret_cast<const Bits*>(row);
+                       fn(r, bits, sel.select(bits, n, k));
+                     }
+                   });
+}
+
+/// Writes row r's selection (the Cut) into `out` [n] as 0/1.
+template <typename Bits, typename Cut>
+void write_row_mask(const Bits* row, std::int64_t n, const Cut& cut, bool* out) {
+  if (cut.all_positive) {
+    for (std::int64_t j = 0; j < n; ++j) out[j] = row[j] > 0;
+  } else if (cut.exact) {
+    for (std::int64_t j = 0; j < n; ++j) out[j] = row[j] >= cut.thr;
+  } else {
+    std::int64_t ties = cut.ties;
+    for (std::int64_t j = 0; j < n; ++j) out[j] = row[j] > cut.thr;
+    for (std::int64_t j = 0; j < n && ties > 0; ++j) {
+      if (row[j] == cut.thr) {
+        out[j] = true;
+        --ties;
+      }
+    }
+  }
+}
+
+template <typename T>
+at::Tensor row_top_k_mask(const at::Tensor& s2, const at::Tensor& scale, std::int64_t k) {
+  const std::int64_t n = s2.size(1);
+  at::Tensor mask = at::empty(s2.sizes(), s2.options().dtype(at::kBool));
+  bool* m = mask.data_ptr<bool>();
+  for_each_row_cut<T>(s2, scale, k, [&](std::int64_t r, const auto* row, const auto& cut) {
+    write_row_mask(row, n, cut, m + r * n);
+  });
+  return mask;
+}
+
+/// row_top_k on the CPU kernels: the selected columns in column order, padded with the first
+/// unselected columns (entries <= 0) to k.
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> row_top_k_kernel(const at::Tensor& s2, std::int64_t k) {
+  const std::int64_t n = s2.size(1);
+  at::Tensor vals = at::empty({s2.size(0), k}, s2.options());
+  at::Tensor idx = at::empty({s2.size(0), k}, s2.options().dtype(at::kLong));
+  T* pv = vals.data_ptr<T>();
+  std::int64_t* pi = idx.data_ptr<std::int64_t>();
+  const T* ps = s2.data_ptr<T>();
+  for_each_row_cut<T>(s2, at::Tensor(), k, [&](std::int64_t r, const auto* row, const auto& cut) {
+    std::int64_t* out = pi + r * k;
+    std::int64_t c = 0;
+    std::int64_t ties = cut.ties;
+    for (std::int64_t j = 0; j < n; ++j) {  // few taken: the branch predicts well
+      const bool take = cut.all_positive ? row[j] > 0
+                                          : row[j] > cut.thr || (row[j] == cut.thr && ties-- > 0);
+      if (take) out[c++] = j;
+    }
+    const std::int64_t picked = c;
+    for (std::int64_t j = 0, p = 0; j < n && c < k; ++j) {  // pad with the unselected columns
+      if (p < picked && out[p] == j) {
+        ++p;
+      } else {
+        out[c++] = j;
+      }
+    }
+    for (std::int64_t i = 0; i < k; ++i) pv[r * k + i] = ps[r * n + out[i]];
+  });
+  return {vals, idx};
+}
+
 /// Mask of the k largest entries of ReLU(s) along the last dim of `s2` ([rows, n]), and s > 0.
 at::Tensor top_entries(const at::Tensor& s2, std::int64_t k, SparseBackend backend) {
   const std::int64_t n = s2.size(-1);
   SAES_CHECK(k >= 1 && k <= n, ConfigError, "top-k: k must be in 1..{}, got {}", n, k);
-  if (use_kernels(backend, s2) && s2.dim() == 2) {  // one pass: the picks with a positive score
-    const auto [vals, idx] = row_top_k(s2, k);
-    const at::Tensor v = vals.to(at::kDouble);
-    at::Tensor mask = at::empty(s2.sizes(), s2.options().dtype(at::kBool));
-    bool* m = mask.data_ptr<bool>();
-    const double* pv = v.data_ptr<double>();
-    const std::int64_t* pi = idx.data_ptr<std::int64_t>();
-    at::parallel_for(0, s2.size(0), 64, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t r = begin; r < end; ++r) {
-        std::fill(m + r * n, m + (r + 1) * n, false);
-        for (std::int64_t j = r * k; j < (r + 1) * k; ++j) m[r * n + pi[j]] = pv[j] > 0;
-      }
-    });
-    return mask;
+  if (use_kernels(backend, s2) && s2.dim() == 2) {
+    const at::Tensor s = s2.contiguous();
+    return s.scalar_type() == at::kFloat ? row_top_k_mask<float>(s, {}, k)
+                                         : row_top_k_mask<double>(s, {}, k);
   }
-  const at::Tensor idx = std::get<1>(row_top_k(at::relu(s2), k));
+  const at::Tensor idx = std::get<1>(at::topk(at::relu(s2), k, -1, true, false));
   at::Tensor mask = at::zeros(s2.sizes(), s2.options().dtype(at::kBool));
   mask.scatter_(-1, idx, true);
   return at::logical_and(mask, at::gt(s2, 0));
@@ -142,7 +325,24 @@ std::tuple<at::Tensor, at::Tensor> row_top_k(const at::Tensor& scores, std::int6
   SAES_CHECK(scores.dim() == 2 && k >= 1 && k <= scores.size(1), ConfigError,
              "top-k: expected [rows, m] scores and k in 1..m, got {} dims and k {}", scores.dim(),
              k);
+  if (use_kernels(SparseBackend::kAuto, scores)) {
+    const at::Tensor s = scores.contiguous();
+    return s.scalar_type() == at::kFloat ? row_top_k_kernel<float>(s, k)
+                                         : row_top_k_kernel<double>(s, k);
+  }
   return at::topk(scores, k, -1, true, false);
+}
+
+at::Tensor scaled_top_k_mask(const at::Tensor& h, const at::Tensor& scale, std::int64_t k) {
+  SAES_CHECK(h.dim() == 2 && k >= 1 && k <= h.size(1), ConfigError,
+             "top-k: expected [rows, m] scores and k in 1..m, got {} dims and k {}", h.dim(), k);
+  if (!use_kernels(SparseBackend::kAuto, h)) {
+    return top_entries(scale.defined() ? h * scale : h, k, SparseBackend::kAuto);
+  }
+  const at::Tensor s = h.contiguous();
+  const at::Tensor sc = scale.defined() ? scale.to(s.scalar_type()).contiguous() : at::Tensor();
+  return s.scalar_type() == at::kFloat ? row_top_k_mask<float>(s, sc, k)
+                                       : row_top_k_mask<double>(s, sc, k);
 }
 
 at::Tensor batch_top_k_mask(const at::Tensor& scores, std::int64_t kk, SparseBackend backend) {

@@ -15,7 +15,8 @@ namespace saes::dictionaries {
 ///  - relu:      s > 0
 ///  - jumprelu:  s > θ, θ = exp(log_threshold) broadcast over the last dim
 ///  - topk:      the k largest entries of ReLU(s) per row (last dim), and only where s > 0
-///               (row_top_k; exactly k per row when the row has at least k positive entries)
+///               (exactly k per row when the row has at least k positive entries; CPU
+///               float/double: a per-row radix select, ties at the threshold to the lower column)
 ///  - batchtopk: the k·rows largest entries of ReLU(s) over all rows jointly, only where s > 0
 ///               (batch_top_k_mask)
 /// s: [rows, d_sae] float (any float dtype); log_threshold: [d_sae] (jumprelu only, else ignored);
@@ -24,11 +25,17 @@ namespace saes::dictionaries {
 at::Tensor activation_mask(ActFn act_fn, const at::Tensor& s, const at::Tensor& log_threshold,
                            std::int64_t k, SparseBackend backend = SparseBackend::kAuto);
 
-/// The k largest entries of each row of `scores` [rows, m]: (values, int64 column indices), both
-/// [rows, k] (at::topk, its tie order). The TopK selection: one call, so that a distributed
-/// selection can replace it. (A per-row heap / quickselect on the CPU was slower than at::topk at
-/// d_sae 512, k 32.)
+/// The TopK selection of each row of `scores` [rows, m]: (values, int64 column indices), both
+/// [rows, k]. Every entry among a row's k largest positive entries is picked; the rest of the k
+/// picks are entries <= 0 (rows with fewer than k positive entries), which TopK leaves inactive.
+/// CPU float/double: a per-row radix select (ties at the threshold go to the lower column; picks
+/// in column order, then the padding); else at::topk (its order and ties).
 std::tuple<at::Tensor, at::Tensor> row_top_k(const at::Tensor& scores, std::int64_t k);
+
+/// activation_mask(kTopK, h·scale, ..., k) without forming h·scale ([rows, m]) on the CPU kernels:
+/// each row is scaled into a row buffer and selected there (the gated TopK of the fused dense step).
+/// h: [rows, m]; scale: [m] or undefined (no scaling).
+at::Tensor scaled_top_k_mask(const at::Tensor& h, const at::Tensor& scale, std::int64_t k);
 
 /// Bool mask of the kk largest positive entries of `scores` (any shape) over all entries jointly:
 /// the BatchTopK selection. CPU float/double (kAuto): a parallel radix select of the threshold,

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -101,14 +102,23 @@ SAES_VECTORIZE_SELECTS void forward_row(std::int64_t n, const T* __restrict h,
                                         const T* __restrict gate, const T* __restrict th,
                                         const bool* __restrict sel, T* __restrict f,
                                         T* __restrict fired, T* __restrict fw, T ct, T wt) {
+  if constexpr (kAct == 2) {  // the selection as 0/1 factors: GCC vectorizes no select on bool
+    const auto* __restrict sel8 = reinterpret_cast<const std::uint8_t*>(sel);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const T m = static_cast<T>(sel8[i]);
+      const T fv = h[i] * m + T(0);  // + 0: no −0 where h < 0
+      f[i] = fv;
+      fired[i] += m * ct;
+      fw[i] += wt * fv;
+    }
+    return;
+  }
   for (std::int64_t i = 0; i < n; ++i) {
     bool a;
     if constexpr (kAct == 0) {
       a = h[i] > 0;
-    } else if constexpr (kAct == 1) {
-      a = h[i] * gate[i] > th[i];
     } else {
-      a = sel[i];
+      a = h[i] * gate[i] > th[i];
     }
     const T fv = a ? h[i] : T(0);
     f[i] = fv;

@@ -1,7 +1,9 @@
 // The fused CPU dense step (dense_kernels.h) equals the LibTorch op path of the same step for
 // every activation function × penalty × gating × mask, with L_p and Aux-K, in fp32 and fp64; the
-// TopK mask (one-pass writer) and the CPU BatchTopK selection equal the op path on distinct scores;
-// BatchTopK ties follow the documented rule.
+// TopK mask (per-row radix select) and the CPU BatchTopK selection equal the op path on distinct
+// scores, including rows wide enough for every refinement level, rows with few positive entries and
+// scores spread over many octaves; TopK and BatchTopK ties follow the documented rule; row_top_k's
+// picks and padding.
 #include "saes/dictionaries/dense_kernels.h"
 
 #include <map>
@@ -139,6 +141,63 @@ TEST_CASE("TopK and CPU BatchTopK masks equal the op path on distinct scores",
       CHECK(at::equal(bk, bops));
     }
   }
+}
+
+TEST_CASE("TopK radix select equals the op path on wide, sparse and spread rows",
+          "[dictionaries][dense]") {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  for (const auto type : {at::kFloat, at::kDouble}) {
+    INFO("dtype " << type);
+    // wide rows (the threshold bin holds > 64 candidates: refinement levels), rows of which only a
+    // few entries are positive, scores spread over ±40 octaves (level 1's far bin), tiny values
+    const at::Tensor wide = at::randn({6, 20000}, gen).to(type) * 1e-3;
+    const at::Tensor few = at::randn({40, 300}, gen).to(type) - 2.5;
+    const at::Tensor spread =
+        at::randn({40, 300}, gen).to(type) * at::exp2(at::randint(-40, 40, {40, 300}, gen)).to(type);
+    const at::Tensor tiny = at::randn({8, 300}, gen).to(type) * 1e-30;
+    for (const auto& [name, s] : std::map<std::string, at::Tensor>{
+             {"wide", wide}, {"few", few}, {"spread", spread}, {"tiny", tiny}}) {
+      for (const std::int64_t k : {1, 7, 64, 150, 300}) {
+        if (k > s.size(1)) continue;
+        INFO(name << " k " << k);
+        const auto kernel = sd::activation_mask(sd::ActFn::kTopK, s, {}, k);
+        CHECK(at::equal(kernel, sd::activation_mask(sd::ActFn::kTopK, s, {}, k,
+                                                    sd::SparseBackend::kOps)));
+        // row_top_k: the same picks, k distinct columns per row, values = the scores there
+        const auto [vals, idx] = sd::row_top_k(s, k);
+        CHECK(at::equal(at::gather(s, 1, idx), vals));
+        CHECK(std::get<0>(at::sort(idx, 1)).diff(1, 1).gt(0).all().item<bool>());
+        at::Tensor picked = at::zeros_like(kernel);
+        picked.scatter_(1, idx, vals.gt(0));
+        CHECK(at::equal(picked, kernel));
+        // the gated selection without forming h·scale
+        const at::Tensor scale = at::rand({s.size(1)}, gen).to(type) * 3;
+        CHECK(at::equal(sd::scaled_top_k_mask(s, scale, k),
+                        sd::activation_mask(sd::ActFn::kTopK, s * scale, {}, k,
+                                            sd::SparseBackend::kOps)));
+      }
+    }
+  }
+  // no positive entry at all, and negative zero
+  const at::Tensor neg = -at::rand({3, 50}).abs_();
+  CHECK_FALSE(sd::activation_mask(sd::ActFn::kTopK, neg, {}, 5).any().item<bool>());
+  CHECK_FALSE(sd::activation_mask(sd::ActFn::kTopK, at::full({2, 9}, -0.0f), {}, 3)
+                  .any()
+                  .item<bool>());
+}
+
+TEST_CASE("CPU TopK gives ties at the threshold to the lower column", "[dictionaries][dense]") {
+  const at::Tensor s = at::tensor({1.0f, 2.0f, 2.0f, 0.5f, 2.0f, 2.0f, -1.0f, 3.0f}).view({1, 8});
+  // k 3: the 3, then the first two 2s (columns 1, 2)
+  CHECK(at::equal(sd::activation_mask(sd::ActFn::kTopK, s, {}, 3),
+                  at::tensor({0, 1, 1, 0, 0, 0, 0, 1}).view({1, 8}).to(at::kBool)));
+  const auto [vals, idx] = sd::row_top_k(s, 3);
+  CHECK(at::equal(idx, at::tensor({1, 2, 7}, at::kLong).view({1, 3})));
+  CHECK(at::equal(vals, at::tensor({2.0f, 2.0f, 3.0f}).view({1, 3})));
+  // k 7 > the 6 positive entries: all of them, padded with the first unselected column (6)
+  const auto [v7, i7] = sd::row_top_k(s, 7);
+  CHECK(at::equal(i7, at::tensor({0, 1, 2, 3, 4, 5, 7, 6}, at::kLong).narrow(0, 0, 7).view({1, 7})));
+  CHECK(at::equal(sd::activation_mask(sd::ActFn::kTopK, s, {}, 7), s > 0));
 }
 
 TEST_CASE("CPU BatchTopK gives ties at the threshold to the lower flat index",

@@ -37,7 +37,9 @@ StepResult SparseAutoEncoder::fused_dense_step(const StepState& st, const LossSe
     sw.theta = at::exp(log_threshold_).to(h.scalar_type());
     if (ls.lp_coefficient > 0) sw.norms = n;
   }
-  if (is_topk_family(cfg_.act_fn)) {
+  if (cfg_.act_fn == ActFn::kTopK && !shard_.sharded()) {
+    sw.selected = scaled_top_k_mask(h, gating ? n : at::Tensor(), st.k);
+  } else if (is_topk_family(cfg_.act_fn)) {
     sw.selected = select_mask(cfg_.act_fn, gating ? h * n : h, st.k);
   }
   sw.w = st.w.reshape({N}).contiguous();
