@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "saes/core/error.h"
+#include "saes/core/threads.h"
 #include "saes/distributed/single_process_communicator.h"
 #include "saes/io/atomic_file.h"
 #include "saes/runners/runners.h"
@@ -124,6 +125,7 @@ ChildResult measure(const fs::path& acts, const fs::path& out, std::int64_t toke
 int main(int argc, char** argv) {
   try {
     if (argc == 5 && std::string(argv[1]) == "--train") {
+      keep_freed_memory();  // as saes-train does (core/threads.h)
       return train(argv[2], argv[3], std::stoll(argv[4]));
     }
     const char* env = std::getenv("SAES_TEST_ASSETS");
