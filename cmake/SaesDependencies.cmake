@@ -11,7 +11,12 @@ find_package(Threads REQUIRED)
 # OpenMP: LibTorch's at::parallel_for is a header template whose `#pragma omp parallel` compiles
 # into our own kernels (the fused dense step, the selections, the sparse kernels); without -fopenmp
 # it silently runs them on one thread. GCC's libgomp is the runtime Debian's LibTorch uses.
-find_package(OpenMP REQUIRED COMPONENTS CXX)
+# -DSAES_WITH_OPENMP=OFF builds without (single-threaded kernels), e.g. should a LibTorch that
+# bundles its own OpenMP runtime clash with the system's (docs/gpu.md).
+option(SAES_WITH_OPENMP "compile our kernels with OpenMP (at::parallel_for runs them in parallel)" ON)
+if(SAES_WITH_OPENMP)
+  find_package(OpenMP REQUIRED COMPONENTS CXX)
+endif()
 # Embedded results database of saes-analyze (lib/saes/io/sqlite.h). Debian: libsqlite3-dev.
 find_package(SQLite3 REQUIRED)
 
