@@ -150,6 +150,7 @@ struct ActivationFactoryConfig {
   std::optional<BufferShuffleConfig> buffer_shuffle;
   std::optional<std::vector<std::int64_t>> ignore_token_ids;
   std::int64_t prefetch_batches = 4;
+  bool packing = false;
 
   template <class V>
   void visit_fields(V& v) {
@@ -171,6 +172,9 @@ struct ActivationFactoryConfig {
       "drop these token ids in activations-1d (null: drop pad and BOS via the mask)");
     v("prefetch_batches", prefetch_batches,
       "batches prepared ahead on a background thread (reading, decoding, model forward)");
+    v("packing", packing,
+      "dataset sources: concatenate documents (each followed by EOS) into full contexts instead "
+      "of one padded, truncated document per context; saes addition");
   }
   bool operator==(const ActivationFactoryConfig&) const = default;
 };

@@ -32,6 +32,7 @@ data::TokenBatcherOptions factory_batcher_options(const data::ActivationFactoryC
   data::TokenBatcherOptions options;
   options.context_size = factory.context_size.value_or(128);
   options.prepend_bos = model.prepend_bos;
+  options.packing = factory.packing;
   options.ignore_token_ids = factory.ignore_token_ids.value_or(std::vector<int64_t>{});
   return options;
 }

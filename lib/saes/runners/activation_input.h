@@ -36,7 +36,7 @@ const data::DatasetConfig& dataset_for(const std::map<std::string, data::Dataset
                                        const data::ActivationSourceConfig& source);
 
 /// Batcher options of an activation factory: context_size (128 when unset), the model's
-/// prepend_bos, ignore_token_ids.
+/// prepend_bos, packing, ignore_token_ids.
 data::TokenBatcherOptions factory_batcher_options(const data::ActivationFactoryConfig& factory,
                                                   const lm::LanguageModelConfig& model);
 

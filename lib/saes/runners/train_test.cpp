@@ -14,6 +14,8 @@
 #include "saes/distributed/single_process_communicator.h"
 #include "saes/io/atomic_file.h"
 #include "saes/io/safetensors.h"
+#include "saes/lm/hf_folder.h"
+#include "saes/runners/activation_input.h"
 #include "saes/runners/runners.h"
 #include "saes/training/checkpoint.h"
 
@@ -369,6 +371,40 @@ TEST_CASE("a missing shard folder is rejected naming it", "[runners][train]") {
   config::TrainSettings s = topk_settings(tmp.path() / "no-shards", tmp.path() / "run");
   CHECK_THROWS_AS(run(s, &run_train), IoError);
   CHECK(error_of(s).find("no-shards") != std::string::npos);
+}
+
+TEST_CASE("activation_factory.packing fills contexts from text that marks no document boundary",
+          "[runners][train]") {
+  // The offline TinyStories text separates stories by blank lines only: one document. Without
+  // packing it gives one truncated context; packed, every token lands in a full context.
+  lm::LanguageModelConfig model;
+  model.model_name = "stories260K";
+  model.model_from_pretrained_path = asset("llama2c-stories260K/stories260K.bin");
+  const lm::LanguageModel lm = lm::load_language_model(model);
+  data::DatasetConfig text;
+  text.paths = {asset("corpora/tinystories/tinystories_validation_head.txt").string()};
+  text.separator = "<|endoftext|>";
+  data::ActivationFactoryConfig factory;
+  factory.context_size = 128;
+  for (const bool packing : {false, true}) {
+    INFO("packing " << packing);
+    factory.packing = packing;
+    data::TokenBatcher batcher =
+        make_token_batcher(text, lm, factory_batcher_options(factory, model));
+    std::int64_t rows = 0, full = 0;
+    while (rows < 64) {
+      auto batch = batcher.next_batch(16);
+      if (!batch) break;
+      rows += batch->tokens.size(0);
+      full += batch->attention_mask.sum(1).eq(128).sum().item<std::int64_t>();
+    }
+    if (packing) {
+      CHECK(rows == 64);
+      CHECK(full == 64);
+    } else {
+      CHECK(rows == 1);
+    }
+  }
 }
 
 }  // namespace
