@@ -283,21 +283,16 @@ std::tuple<at::Tensor, at::Tensor> row_top_k_kernel(const at::Tensor& s2, std::i
   std::int64_t* pi = idx.data_ptr<std::int64_t>();
   const T* ps = s2.data_ptr<T>();
   for_each_row_cut<T>(s2, at::Tensor(), k, [&](std::int64_t r, const auto* row, const auto& cut) {
+    thread_local std::vector<std::uint8_t> chosen;  // the row's mask, as write_row_mask selects
+    chosen.resize(static_cast<std::size_t>(n));
+    write_row_mask(row, n, cut, reinterpret_cast<bool*>(chosen.data()));
     std::int64_t* out = pi + r * k;
     std::int64_t c = 0;
-    std::int64_t ties = cut.ties;
-    for (std::int64_t j = 0; j < n; ++j) {  // few taken: the branch predicts well
-      const bool take = cut.all_positive ? row[j] > 0
-                                          : row[j] > cut.thr || (row[j] == cut.thr && ties-- > 0);
-      if (take) out[c++] = j;
+    for (std::int64_t j = 0; j < n && c < k; ++j) {  // few taken: the branch predicts well
+      if (chosen[static_cast<std::size_t>(j)] != 0) out[c++] = j;
     }
-    const std::int64_t picked = c;
-    for (std::int64_t j = 0, p = 0; j < n && c < k; ++j) {  // pad with the unselected columns
-      if (p < picked && out[p] == j) {
-        ++p;
-      } else {
-        out[c++] = j;
-      }
+    for (std::int64_t j = 0; j < n && c < k; ++j) {  // pad with the unselected columns
+      if (chosen[static_cast<std::size_t>(j)] == 0) out[c++] = j;
     }
     for (std::int64_t i = 0; i < k; ++i) pv[r * k + i] = ps[r * n + out[i]];
   });
