@@ -37,7 +37,6 @@
 #include <fmt/ranges.h>
 
 #include "saes/core/threads.h"
-#include "saes/core/threads.h"
 #include "saes/dictionaries/sae.h"
 #include "saes/training/optimizer.h"
 

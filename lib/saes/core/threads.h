@@ -26,8 +26,8 @@ void keep_freed_memory();
 int set_torch_threads(int requested, int local_ranks = 1);
 
 struct BlasReport {
-  std::string library;  ///< path of the loaded BLAS shared object, or "" if none was seen
-  double gflops = 0;    ///< measured float32 GEMM throughput (256³, all torch threads)
+  std::string library;     ///< path of the loaded BLAS shared object, or "" if none was seen
+  double gflops = 0;       ///< measured float32 GEMM throughput (256³, all torch threads)
   bool reference = false;  ///< the netlib reference BLAS is loaded (or, with no BLAS library
                            ///< visible, the GEMM ran below 2 GFLOP/s)
 };

@@ -220,8 +220,7 @@ class PositiveTopK {
 /// Runs fn(row index, the row's bits, the row's Cut) over the rows of s2 [rows, n] in parallel;
 /// with `scale` ([n], defined) over the rows of s2·scale, formed one row at a time.
 template <typename T, typename Fn>
-void for_each_row_cut(const at::Tensor& s2, const at::Tensor& scale, std::int64_t k,
-                      const Fn& fn) {
+void for_each_row_cut(const at::Tensor& s2, const at::Tensor& scale, std::int64_t k, const Fn& fn) {
   using Bits = typename PositiveTopK<T>::Bits;
   const std::int64_t n = s2.size(1);
   const T* s = s2.data_ptr<T>();

@@ -152,8 +152,8 @@ TEST_CASE("TopK radix select equals the op path on wide, sparse and spread rows"
     // few entries are positive, scores spread over ±40 octaves (level 1's far bin), tiny values
     const at::Tensor wide = at::randn({6, 20000}, gen).to(type) * 1e-3;
     const at::Tensor few = at::randn({40, 300}, gen).to(type) - 2.5;
-    const at::Tensor spread =
-        at::randn({40, 300}, gen).to(type) * at::exp2(at::randint(-40, 40, {40, 300}, gen)).to(type);
+    const at::Tensor spread = at::randn({40, 300}, gen).to(type) *
+                              at::exp2(at::randint(-40, 40, {40, 300}, gen)).to(type);
     const at::Tensor tiny = at::randn({8, 300}, gen).to(type) * 1e-30;
     for (const auto& [name, s] : std::map<std::string, at::Tensor>{
              {"wide", wide}, {"few", few}, {"spread", spread}, {"tiny", tiny}}) {
@@ -161,8 +161,8 @@ TEST_CASE("TopK radix select equals the op path on wide, sparse and spread rows"
         if (k > s.size(1)) continue;
         INFO(name << " k " << k);
         const auto kernel = sd::activation_mask(sd::ActFn::kTopK, s, {}, k);
-        CHECK(at::equal(kernel, sd::activation_mask(sd::ActFn::kTopK, s, {}, k,
-                                                    sd::SparseBackend::kOps)));
+        CHECK(at::equal(kernel,
+                        sd::activation_mask(sd::ActFn::kTopK, s, {}, k, sd::SparseBackend::kOps)));
         // row_top_k: the same picks, k distinct columns per row, values = the scores there
         const auto [vals, idx] = sd::row_top_k(s, k);
         CHECK(at::equal(at::gather(s, 1, idx), vals));
@@ -172,18 +172,17 @@ TEST_CASE("TopK radix select equals the op path on wide, sparse and spread rows"
         CHECK(at::equal(picked, kernel));
         // the gated selection without forming h·scale
         const at::Tensor scale = at::rand({s.size(1)}, gen).to(type) * 3;
-        CHECK(at::equal(sd::scaled_top_k_mask(s, scale, k),
-                        sd::activation_mask(sd::ActFn::kTopK, s * scale, {}, k,
-                                            sd::SparseBackend::kOps)));
+        CHECK(at::equal(
+            sd::scaled_top_k_mask(s, scale, k),
+            sd::activation_mask(sd::ActFn::kTopK, s * scale, {}, k, sd::SparseBackend::kOps)));
       }
     }
   }
   // no positive entry at all, and negative zero
   const at::Tensor neg = -at::rand({3, 50}).abs_();
   CHECK_FALSE(sd::activation_mask(sd::ActFn::kTopK, neg, {}, 5).any().item<bool>());
-  CHECK_FALSE(sd::activation_mask(sd::ActFn::kTopK, at::full({2, 9}, -0.0f), {}, 3)
-                  .any()
-                  .item<bool>());
+  CHECK_FALSE(
+      sd::activation_mask(sd::ActFn::kTopK, at::full({2, 9}, -0.0f), {}, 3).any().item<bool>());
 }
 
 TEST_CASE("CPU TopK gives ties at the threshold to the lower column", "[dictionaries][dense]") {
@@ -196,7 +195,8 @@ TEST_CASE("CPU TopK gives ties at the threshold to the lower column", "[dictiona
   CHECK(at::equal(vals, at::tensor({2.0f, 2.0f, 3.0f}).view({1, 3})));
   // k 7 > the 6 positive entries: all of them, padded with the first unselected column (6)
   const auto [v7, i7] = sd::row_top_k(s, 7);
-  CHECK(at::equal(i7, at::tensor({0, 1, 2, 3, 4, 5, 7, 6}, at::kLong).narrow(0, 0, 7).view({1, 7})));
+  CHECK(
+      at::equal(i7, at::tensor({0, 1, 2, 3, 4, 5, 7, 6}, at::kLong).narrow(0, 0, 7).view({1, 7})));
   CHECK(at::equal(sd::activation_mask(sd::ActFn::kTopK, s, {}, 7), s > 0));
 }
 
