@@ -273,14 +273,18 @@ void ShardStream::open_next(std::unique_lock<std::mutex>& lock) {
 }
 
 void ShardStream::finish(std::unique_lock<std::mutex>& lock, Slot& slot) {
+  // Every frame is decoded, so no other worker needs the shard: take it out of the slot and
+  // release it (munmap, ~0.5 ms for 7 MB) without holding the lock the other workers wait on.
+  std::unique_ptr<OpenShard> shard = std::move(slot.shard);
   lock.unlock();
   std::optional<ShardBatch> batch;
   std::exception_ptr error;
   try {
-    batch = finish_shard(*slot.shard, reader_, options_);
+    batch = finish_shard(*shard, reader_, options_);
   } catch (...) {
     error = std::current_exception();
   }
+  shard.reset();
   lock.lock();
   if (error) {
     slot.failure = error;
@@ -288,7 +292,6 @@ void ShardStream::finish(std::unique_lock<std::mutex>& lock, Slot& slot) {
     return;
   }
   slot.batch = std::move(batch);
-  slot.shard.reset();
   slot.settled = true;
   changed_.notify_all();
 }
