@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace saes::io {
 namespace {
@@ -24,13 +25,15 @@ void shuffle_fixed(const std::uint8_t* __restrict in, std::uint8_t* __restrict o
 }
 
 template <std::size_t S>
-void unshuffle_fixed(const std::uint8_t* __restrict in, std::uint8_t* __restrict out, std::size_t n,
+void unshuffle_fixed(const std::uint8_t* const* planes, std::uint8_t* __restrict out,
                      std::size_t first, std::size_t end) {
+  const std::uint8_t* __restrict in[S];
+  for (std::size_t j = 0; j < S; ++j) in[j] = planes[j];
   for (std::size_t start = first; start < end; start += kBlockElements) {
     const std::size_t count = std::min(kBlockElements, end - start);
     std::uint8_t* dst = out + start * S;
     for (std::size_t i = 0; i < count; ++i) {
-      for (std::size_t j = 0; j < S; ++j) dst[i * S + j] = in[j * n + start + i];
+      for (std::size_t j = 0; j < S; ++j) dst[i * S + j] = in[j][start + i];
     }
   }
 }
@@ -41,10 +44,10 @@ void shuffle_any(const std::uint8_t* in, std::uint8_t* out, std::size_t n, std::
   }
 }
 
-void unshuffle_any(const std::uint8_t* in, std::uint8_t* out, std::size_t n, std::size_t s,
+void unshuffle_any(const std::uint8_t* const* planes, std::uint8_t* out, std::size_t s,
                    std::size_t first, std::size_t end) {
   for (std::size_t i = first; i < end; ++i) {
-    for (std::size_t j = 0; j < s; ++j) out[i * s + j] = in[j * n + i];
+    for (std::size_t j = 0; j < s; ++j) out[i * s + j] = planes[j][i];
   }
 }
 
@@ -66,23 +69,25 @@ void byte_shuffle(const void* in, void* out, std::size_t n_elements, std::size_t
 }
 
 void byte_unshuffle(const void* in, void* out, std::size_t n_elements, std::size_t element_size) {
-  byte_unshuffle_range(in, out, n_elements, element_size, 0, n_elements);
+  const auto* src = static_cast<const std::uint8_t*>(in);
+  std::vector<const std::uint8_t*> planes(element_size);
+  for (std::size_t j = 0; j < element_size; ++j) planes[j] = src + j * n_elements;
+  byte_unshuffle_planes(planes.data(), out, element_size, 0, n_elements);
 }
 
-void byte_unshuffle_range(const void* in, void* out, std::size_t n_elements,
-                          std::size_t element_size, std::size_t first, std::size_t count) {
-  const auto* src = static_cast<const std::uint8_t*>(in);
+void byte_unshuffle_planes(const unsigned char* const* planes, void* out, std::size_t element_size,
+                           std::size_t first, std::size_t count) {
   auto* dst = static_cast<std::uint8_t*>(out);
   const std::size_t end = first + count;
   switch (element_size) {
     case 2:
-      return unshuffle_fixed<2>(src, dst, n_elements, first, end);
+      return unshuffle_fixed<2>(planes, dst, first, end);
     case 4:
-      return unshuffle_fixed<4>(src, dst, n_elements, first, end);
+      return unshuffle_fixed<4>(planes, dst, first, end);
     case 8:
-      return unshuffle_fixed<8>(src, dst, n_elements, first, end);
+      return unshuffle_fixed<8>(planes, dst, first, end);
     default:
-      return unshuffle_any(src, dst, n_elements, element_size, first, end);
+      return unshuffle_any(planes, dst, element_size, first, end);
   }
 }
 

@@ -15,9 +15,11 @@ void byte_shuffle(const void* in, void* out, std::size_t n_elements, std::size_t
 /// Inverse of byte_shuffle: out[i * s + j] = in[j * n + i].
 void byte_unshuffle(const void* in, void* out, std::size_t n_elements, std::size_t element_size);
 
-/// Part of byte_unshuffle: only elements first <= i < first + count are written (`in` and `out`
-/// point at the whole arrays). Lets a caller unshuffle a cache-sized block and use it at once.
-void byte_unshuffle_range(const void* in, void* out, std::size_t n_elements,
-                          std::size_t element_size, std::size_t first, std::size_t count);
+/// byte_unshuffle from planes stored apart: out[i * s + j] = planes[j][i], for the elements
+/// first <= i < first + count only (`planes` and `out` point at the whole arrays). Lets a caller
+/// take some planes straight from a file mapping and others from a decoder's buffer, and
+/// unshuffle a cache-sized block and use it at once.
+void byte_unshuffle_planes(const unsigned char* const* planes, void* out, std::size_t element_size,
+                           std::size_t first, std::size_t count);
 
 }  // namespace saes::io

@@ -1,6 +1,7 @@
 // Shard file encode/decode: frames compressed/decompressed on a few threads, each with its own zstd
-// context and shuffle scratch buffer; the writer records each frame's XXH64 before and after the
-// codec, the reader checks the stored one always and the decoded one on request.
+// context and shuffle scratch buffer; the writer records each frame's CRC-32C before and after the
+// codec, the reader checks the stored one always and the decoded one on request. Version 1 files
+// (XXH64, zstd-shuffle frames as one zstd frame) are read too.
 #include "saes/io/shard_file.h"
 
 #include <algorithm>
@@ -72,18 +73,46 @@ void advise_huge_pages(void* data, std::uint64_t bytes) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
-// Unshuffles `bytes` bytes of `element`-byte values from `shuffled` into `out` in blocks that fit
-// in L1 and, when `hash` is set, hashes each block right after writing it (one pass over `out`
-// instead of two). Returns the XXH64 of `out`, or 0 without `hash`.
-std::uint64_t unshuffle_and_hash(const std::uint8_t* shuffled, std::uint8_t* out,
-                                 std::uint64_t bytes, std::size_t element, bool hash) {
+// The frame checksum of a file version: XXH64 in version 1, CRC-32C from version 2.
+std::uint64_t frame_checksum(std::uint32_t version, const void* data, std::size_t size) {
+  return version == 1 ? xxh64(data, size) : crc32c(data, size);
+}
+
+// Hex digits of a frame checksum in the directory.
+int frame_checksum_digits(std::uint32_t version) { return version == 1 ? 16 : 8; }
+
+// frame_checksum over pieces passed in order.
+class FrameHasher {
+ public:
+  explicit FrameHasher(std::uint32_t version) : version_(version) {}
+  void update(const void* data, std::size_t size) {
+    if (version_ == 1) {
+      xxh_.update(data, size);
+    } else {
+      crc_ = crc32c(data, size, crc_);
+    }
+  }
+  std::uint64_t digest() const { return version_ == 1 ? xxh_.digest() : crc_; }
+
+ private:
+  std::uint32_t version_;
+  Xxh64 xxh_;
+  std::uint32_t crc_ = 0;
+};
+
+// Unshuffles `bytes` bytes of `element`-byte values from their byte planes into `out` in blocks
+// that fit in L1 and, when `hash` is set, hashes each block right after writing it (one pass over
+// `out` instead of two). Returns the frame checksum of `out` for `version`, or 0 without `hash`.
+std::uint64_t unshuffle_and_hash(const std::uint8_t* const* planes, std::uint8_t* out,
+                                 std::uint64_t bytes, std::size_t element, std::uint32_t version,
+                                 bool hash) {
   constexpr std::size_t kBlockBytes = std::size_t{16} << 10;
   const std::size_t n = bytes / element;
   const std::size_t block = std::max<std::size_t>(1, kBlockBytes / element);
-  Xxh64 digest;
+  FrameHasher digest(version);
   for (std::size_t first = 0; first < n; first += block) {
     const std::size_t count = std::min(block, n - first);
-    byte_unshuffle_range(shuffled, out, n, element, first, count);
+    byte_unshuffle_planes(planes, out, element, first, count);
     if (hash) digest.update(out + first * element, count * element);
   }
   return hash ? digest.digest() : 0;
@@ -121,31 +150,61 @@ std::vector<FrameJob> frame_jobs(const std::vector<std::uint64_t>& raw_bytes,
   return jobs;
 }
 
-std::string encode_frame(const std::uint8_t* raw, std::uint64_t n, std::size_t element,
-                         ShardCodec codec, int level, ZSTD_CCtx* cctx,
-                         std::vector<std::uint8_t>& scratch) {
-  if (codec == ShardCodec::kRaw) return std::string(reinterpret_cast<const char*>(raw), n);
-  const std::uint8_t* src = raw;
-  if (codec == ShardCodec::kZstdShuffle) {
-    scratch.resize(n);
-    byte_shuffle(raw, scratch.data(), n / element, element);
-    src = scratch.data();
-  }
-  std::string out(ZSTD_compressBound(n), '\0');
-  std::size_t size = ZSTD_compressCCtx(cctx, out.data(), out.size(), src, n, level);
+// Appends the zstd frame of `n` bytes at `src` to `out`; returns its size.
+std::size_t append_zstd(std::string& out, const std::uint8_t* src, std::uint64_t n, int level,
+                        ZSTD_CCtx* cctx) {
+  const std::size_t at = out.size();
+  out.resize(at + ZSTD_compressBound(n));
+  std::size_t size = ZSTD_compressCCtx(cctx, out.data() + at, out.size() - at, src, n, level);
   SAES_CHECK(!ZSTD_isError(size), IoError, "zstd compression failed: {}", ZSTD_getErrorName(size));
-  out.resize(size);
-  return out;
+  out.resize(at + size);
+  return size;
+}
+
+struct EncodedFrame {
+  std::string bytes;
+  std::vector<std::uint64_t> plane_bytes;  // zstd-shuffle only
+};
+
+// One frame in the current file version. zstd-shuffle stores each byte plane as its own zstd
+// frame, or raw when zstd does not shrink it (the low bytes of floats): the reader then
+// unshuffles that plane straight from the file instead of copying it out of zstd first.
+EncodedFrame encode_frame(const std::uint8_t* raw, std::uint64_t n, std::size_t element,
+                          ShardCodec codec, int level, ZSTD_CCtx* cctx,
+                          std::vector<std::uint8_t>& scratch) {
+  EncodedFrame frame;
+  if (codec == ShardCodec::kRaw) {
+    frame.bytes.assign(reinterpret_cast<const char*>(raw), n);
+  } else if (codec == ShardCodec::kZstd) {
+    append_zstd(frame.bytes, raw, n, level, cctx);
+  } else {
+    const std::uint64_t count = n / element;
+    scratch.resize(n);
+    byte_shuffle(raw, scratch.data(), count, element);
+    for (std::size_t j = 0; j < element; ++j) {
+      const std::uint8_t* plane = scratch.data() + j * count;
+      const std::size_t at = frame.bytes.size();
+      if (append_zstd(frame.bytes, plane, count, level, cctx) >= count) {
+        frame.bytes.resize(at);
+        frame.bytes.append(reinterpret_cast<const char*>(plane), count);
+      }
+      frame.plane_bytes.push_back(frame.bytes.size() - at);
+    }
+  }
+  return frame;
 }
 
 json section_to_json(const SectionData& data, ShardCodec codec, std::uint64_t offset,
                      std::uint64_t raw_bytes, std::uint64_t frame_bytes,
                      const std::vector<FrameInfo>& frames) {
+  const int digits = frame_checksum_digits(kShardFileVersion);
   json frame_list = json::array();
   std::uint64_t stored = 0;
   for (const auto& f : frames) {
-    frame_list.push_back(
-        {f.stored_bytes, checksum_hex(f.stored_checksum), checksum_hex(f.raw_checksum)});
+    json entry = {f.stored_bytes, checksum_hex(f.stored_checksum, digits),
+                  checksum_hex(f.raw_checksum, digits)};
+    if (!f.plane_bytes.empty()) entry.push_back(f.plane_bytes);
+    frame_list.push_back(std::move(entry));
     stored += f.stored_bytes;
   }
   return json{{"name", data.name},
@@ -171,13 +230,19 @@ std::string make_header(std::uint64_t directory_bytes, std::uint64_t directory_c
   return header;
 }
 
-std::uint64_t hex_field(const json& value, const std::string& what) {
-  auto parsed = value.is_string() ? try_parse_checksum_hex(value.get<std::string>()) : std::nullopt;
-  if (!parsed) throw std::invalid_argument(what + ": expected 16 hex digits");
+std::uint64_t hex_field(const json& value, int digits, const std::string& what) {
+  auto parsed =
+      value.is_string() ? try_parse_checksum_hex(value.get<std::string>(), digits) : std::nullopt;
+  if (!parsed) throw std::invalid_argument(fmt::format("{}: expected {} hex digits", what, digits));
   return *parsed;
 }
 
-SectionInfo parse_section(const json& s) {
+// Whether frames of `codec` in file `version` list their byte planes' sizes.
+bool has_planes(std::uint32_t version, ShardCodec codec) {
+  return version >= 2 && codec == ShardCodec::kZstdShuffle;
+}
+
+SectionInfo parse_section(const json& s, std::uint32_t version) {
   SectionInfo info;
   info.name = s.at("name").get<std::string>();
   auto dtype = try_parse_dtype(s.at("dtype").get<std::string>());
@@ -192,9 +257,21 @@ SectionInfo parse_section(const json& s) {
   info.raw_bytes = s.at("raw_bytes").get<std::uint64_t>();
   info.frame_bytes = s.at("frame_bytes").get<std::uint64_t>();
   std::uint64_t stored_offset = 0;
+  const int digits = frame_checksum_digits(version);
+  const bool planes = has_planes(version, info.codec);
   for (const auto& f : s.at("frames")) {
-    info.frames.push_back({f.at(0).get<std::uint64_t>(), hex_field(f.at(1), info.name),
-                           hex_field(f.at(2), info.name), stored_offset});
+    if (f.size() != (planes ? 4u : 3u)) {
+      throw std::invalid_argument(
+          fmt::format("section {}: a frame entry has {} fields, expected {}", info.name, f.size(),
+                      planes ? 4 : 3));
+    }
+    FrameInfo frame{f.at(0).get<std::uint64_t>(),
+                    hex_field(f.at(1), digits, info.name),
+                    hex_field(f.at(2), digits, info.name),
+                    {},
+                    stored_offset};
+    if (planes) frame.plane_bytes = f.at(3).get<std::vector<std::uint64_t>>();
+    info.frames.push_back(std::move(frame));
     stored_offset += info.frames.back().stored_bytes;
   }
   return info;
@@ -217,6 +294,21 @@ void check_section(const SectionInfo& s, std::uint64_t data_bytes, const std::st
   SAES_CHECK(s.frames.size() == expected_frames && stored == s.stored_bytes, DataError,
              "shard {}: section \"{}\": frame list does not add up ({} frames, {} stored bytes)",
              file, s.name, s.frames.size(), stored);
+  for (std::size_t i = 0; i < s.frames.size(); ++i) {
+    const FrameInfo& f = s.frames[i];
+    if (f.plane_bytes.empty()) continue;
+    const std::uint64_t elements =
+        std::min(s.frame_bytes, s.raw_bytes - i * s.frame_bytes) / element;
+    std::uint64_t sum = 0;
+    bool fits = f.plane_bytes.size() == element;
+    for (auto b : f.plane_bytes) {
+      sum += b;
+      fits = fits && b <= elements;
+    }
+    SAES_CHECK(fits && sum == f.stored_bytes, DataError,
+               "shard {}: section \"{}\": frame {}: byte plane sizes do not add up", file, s.name,
+               i);
+  }
   SAES_CHECK(s.offset <= data_bytes && s.stored_bytes <= data_bytes - s.offset, DataError,
              "shard {}: section \"{}\": bytes [{}, {}) lie past the end of the file (truncated?)",
              file, s.name, s.offset, s.offset + s.stored_bytes);
@@ -262,10 +354,12 @@ ShardFileSummary write_shard_file(const std::filesystem::path& path, std::int64_
     const auto& job = jobs[j];
     const auto& s = sections[job.section];
     const auto* raw = static_cast<const std::uint8_t*>(s.data) + job.raw_offset;
-    stored[j] = encode_frame(raw, job.raw_bytes, dtype_size(s.dtype), options.codec,
-                             options.zstd_level, cctx[w].get(), scratch[w]);
-    infos[j] = {stored[j].size(), xxh64(stored[j].data(), stored[j].size()),
-                xxh64(raw, job.raw_bytes)};
+    EncodedFrame frame = encode_frame(raw, job.raw_bytes, dtype_size(s.dtype), options.codec,
+                                      options.zstd_level, cctx[w].get(), scratch[w]);
+    stored[j] = std::move(frame.bytes);
+    infos[j] = {
+        stored[j].size(), frame_checksum(kShardFileVersion, stored[j].data(), stored[j].size()),
+        frame_checksum(kShardFileVersion, raw, job.raw_bytes), std::move(frame.plane_bytes)};
   });
 
   json section_list = json::array();
@@ -350,8 +444,10 @@ void ShardFile::parse_layout() {
   std::memcpy(&version, b + 8, 4);
   std::memcpy(&dir_bytes, b + 16, 8);
   std::memcpy(&dir_checksum, b + 24, 8);
-  SAES_CHECK(version == kShardFileVersion, UnsupportedError,
-             "shard {}: file version {}, expected {}", name_, version, kShardFileVersion);
+  SAES_CHECK(version >= 1 && version <= kShardFileVersion, UnsupportedError,
+             "shard {}: file version {}, this saes reads versions 1 to {}", name_, version,
+             kShardFileVersion);
+  version_ = version;
   SAES_CHECK(dir_bytes <= size_ - kShardHeaderBytes, DataError,
              "shard {}: truncated: directory of {} bytes does not fit in {} bytes", name_,
              dir_bytes, size_);
@@ -363,7 +459,7 @@ void ShardFile::parse_layout() {
   try {
     json root = json::parse(dir, dir + dir_bytes);
     n_rows_ = root.at("n_rows").get<std::int64_t>();
-    for (const auto& s : root.at("sections")) sections_.push_back(parse_section(s));
+    for (const auto& s : root.at("sections")) sections_.push_back(parse_section(s, version_));
   } catch (const std::exception& e) {
     SAES_THROW(DataError, "shard {}: malformed directory: {}", name_, e.what());
   }
@@ -384,6 +480,7 @@ const SectionInfo* ShardFile::find(std::string_view section) const {
 struct FrameDecoder::State {
   std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx;
   std::vector<std::uint8_t> scratch;
+  std::vector<const std::uint8_t*> planes;
 };
 
 FrameDecoder::FrameDecoder() : state_(std::make_unique<State>()) {}
@@ -407,7 +504,7 @@ void ShardFile::decode_frame(const DecodeTarget& target, std::size_t index, Fram
   const std::uint64_t raw_bytes = std::min(s.frame_bytes, s.raw_bytes - raw_offset);
   const char* src = data_ + data_offset_ + s.offset + frame.stored_offset;
   auto* out = static_cast<std::uint8_t*>(target.out) + raw_offset;
-  SAES_CHECK(xxh64(src, frame.stored_bytes) == frame.stored_checksum, DataError,
+  SAES_CHECK(frame_checksum(version_, src, frame.stored_bytes) == frame.stored_checksum, DataError,
              "shard {}: section \"{}\": frame {} stored checksum mismatch (corrupt file)", name_,
              s.name, index);
   if (s.codec == ShardCodec::kRaw) {
@@ -419,16 +516,44 @@ void ShardFile::decode_frame(const DecodeTarget& target, std::size_t index, Fram
   }
   FrameDecoder::State& state = *decoder.state_;
   if (!state.dctx) state.dctx.reset(ZSTD_createDCtx());
-  const bool shuffled = s.codec == ShardCodec::kZstdShuffle;
-  if (shuffled && state.scratch.size() < raw_bytes) state.scratch.resize(raw_bytes);
-  std::uint8_t* dst = shuffled ? state.scratch.data() : out;
-  std::size_t n = ZSTD_decompressDCtx(state.dctx.get(), dst, raw_bytes, src, frame.stored_bytes);
-  SAES_CHECK(!ZSTD_isError(n) && n == raw_bytes, DataError,
-             "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_,
-             s.name, index, raw_bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
-  const std::uint64_t decoded_checksum =
-      shuffled ? unshuffle_and_hash(dst, out, raw_bytes, dtype_size(s.dtype), verify_decoded)
-               : (verify_decoded ? xxh64(out, raw_bytes) : 0);
+  // Decompresses `stored` bytes at `from` into `to`, which must come to exactly `bytes`.
+  auto decompress = [&](std::uint8_t* to, std::uint64_t bytes, const char* from,
+                        std::uint64_t stored) {
+    std::size_t n = ZSTD_decompressDCtx(state.dctx.get(), to, bytes, from, stored);
+    SAES_CHECK(!ZSTD_isError(n) && n == bytes, DataError,
+               "shard {}: section \"{}\": frame {} does not decompress to {} bytes: {}", name_,
+               s.name, index, bytes, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
+  };
+  const std::size_t element = dtype_size(s.dtype);
+  std::uint64_t decoded_checksum = 0;
+  if (s.codec == ShardCodec::kZstd) {
+    decompress(out, raw_bytes, src, frame.stored_bytes);
+    if (verify_decoded) decoded_checksum = frame_checksum(version_, out, raw_bytes);
+  } else {
+    // zstd-shuffle: byte planes from the scratch buffer or, stored raw, from the file itself.
+    const std::uint64_t count = raw_bytes / element;
+    if (state.scratch.size() < raw_bytes) state.scratch.resize(raw_bytes);
+    std::vector<const std::uint8_t*>& planes = state.planes;
+    planes.resize(element);
+    if (frame.plane_bytes.empty()) {  // version 1: one zstd frame of the shuffled bytes
+      decompress(state.scratch.data(), raw_bytes, src, frame.stored_bytes);
+      for (std::size_t j = 0; j < element; ++j) planes[j] = state.scratch.data() + j * count;
+    } else {
+      const char* plane = src;
+      for (std::size_t j = 0; j < element; ++j) {
+        const std::uint64_t stored = frame.plane_bytes[j];
+        if (stored == count) {
+          planes[j] = reinterpret_cast<const std::uint8_t*>(plane);
+        } else {
+          decompress(state.scratch.data() + j * count, count, plane, stored);
+          planes[j] = state.scratch.data() + j * count;
+        }
+        plane += stored;
+      }
+    }
+    decoded_checksum =
+        unshuffle_and_hash(planes.data(), out, raw_bytes, element, version_, verify_decoded);
+  }
   SAES_CHECK(!verify_decoded || decoded_checksum == frame.raw_checksum, DataError,
              "shard {}: section \"{}\": frame {} raw checksum mismatch after decoding", name_,
              s.name, index);

@@ -1,6 +1,7 @@
 // One shard file (docs/shard-format.md §2): a 32-byte header, a JSON directory of sections, and the
 // section payloads, each split into independent frames (optionally byte-shuffled + zstd) carrying
-// XXH64s of their stored and raw bytes. Knows nothing about hooks or manifests (shard_format.h).
+// checksums of their stored and raw bytes (CRC-32C; XXH64 in file version 1). Knows nothing about
+// hooks or manifests (shard_format.h).
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,9 @@
 namespace saes::io {
 
 inline constexpr std::string_view kShardMagic = "SAESHARD";
-inline constexpr std::uint32_t kShardFileVersion = 1;
+/// The version written. Version 1 files (XXH64 frame checksums, zstd-shuffle frames as one zstd
+/// frame) are still read.
+inline constexpr std::uint32_t kShardFileVersion = 2;
 inline constexpr std::size_t kShardHeaderBytes = 32;
 inline constexpr std::size_t kShardAlignment = 64;
 
@@ -40,11 +43,15 @@ struct SectionData {
   const void* data = nullptr;
 };
 
+/// One frame of a section. Checksums are CRC-32C from file version 2, XXH64 in version 1.
 struct FrameInfo {
   std::uint64_t stored_bytes = 0;
-  std::uint64_t stored_checksum = 0;  ///< XXH64 of the stored (compressed) bytes
-  std::uint64_t raw_checksum = 0;     ///< XXH64 of the raw (decoded, unshuffled) bytes
-  std::uint64_t stored_offset = 0;    ///< from the section's offset (filled in when parsing)
+  std::uint64_t stored_checksum = 0;  ///< of the stored (compressed) bytes
+  std::uint64_t raw_checksum = 0;     ///< of the raw (decoded, unshuffled) bytes
+  /// zstd-shuffle from version 2: the stored size of each byte plane, least significant first; a
+  /// plane is a zstd frame, or stored raw when its size equals the frame's element count.
+  std::vector<std::uint64_t> plane_bytes;
+  std::uint64_t stored_offset = 0;  ///< from the section's offset (filled in when parsing)
 };
 
 struct SectionInfo {
@@ -96,6 +103,8 @@ class ShardFile {
   static ShardFile parse(std::string_view bytes, std::string name);
 
   const std::string& name() const { return name_; }
+  /// File version from the header (1 or 2).
+  std::uint32_t version() const { return version_; }
   std::int64_t n_rows() const { return n_rows_; }
   std::uint64_t size_bytes() const { return size_; }
   /// File offset of the data area (section offsets are relative to it).
@@ -118,8 +127,8 @@ class ShardFile {
   };
   /// Lists the frames of `targets` (file order) and asks for huge pages on large outputs.
   std::vector<FrameTask> prepare_decode(const std::vector<DecodeTarget>& targets) const;
-  /// Decodes one frame into its target: checks the frame's stored XXH64 before decompressing, the
-  /// decoded size, and, with `verify_decoded`, the XXH64 of the decoded (unshuffled) bytes. Throws
+  /// Decodes one frame into its target: checks the frame's stored checksum before decompressing,
+  /// the decoded size, and, with `verify_decoded`, the checksum of the decoded bytes. Throws
   /// DataError naming file, section and frame.
   void decode_frame(const DecodeTarget& target, std::size_t frame, FrameDecoder& decoder,
                     bool verify_decoded) const;
@@ -133,6 +142,7 @@ class ShardFile {
   void parse_layout();
 
   std::string name_;
+  std::uint32_t version_ = kShardFileVersion;
   std::shared_ptr<const void> owner_;  // the mapping or heap copy behind data_
   const char* data_ = nullptr;
   std::uint64_t size_ = 0;

@@ -12,6 +12,7 @@
 #include <ATen/ops/equal.h>
 #include <ATen/ops/randn.h>
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
@@ -181,15 +182,65 @@ TEST_CASE("streaming xxh64 gives the one-shot digest however the input is split"
   CHECK(abc.digest() == 0x44bc2cf5ad770999ULL);
 }
 
-TEST_CASE("unshuffling element ranges piece by piece equals unshuffling at once", "[shards]") {
+TEST_CASE("crc32c matches the published CRC-32C check values", "[shards]") {
+  // The CRC catalogue's check value, and RFC 3720 (iSCSI) appendix B.4's 32-byte vectors.
+  for (auto* fn : {&crc32c, &crc32c_portable}) {
+    CHECK(fn("", 0, 0) == 0u);
+    CHECK(fn("123456789", 9, 0) == 0xE3069283u);
+    std::vector<unsigned char> v(32, 0x00);
+    CHECK(fn(v.data(), 32, 0) == 0x8A9136AAu);
+    std::fill(v.begin(), v.end(), 0xFF);
+    CHECK(fn(v.data(), 32, 0) == 0x62A8AB43u);
+    std::iota(v.begin(), v.end(), 0);
+    CHECK(fn(v.data(), 32, 0) == 0x46DD794Eu);
+    for (int i = 0; i < 32; ++i) v[i] = static_cast<unsigned char>(31 - i);
+    CHECK(fn(v.data(), 32, 0) == 0x113FDB5Cu);
+  }
+  CHECK(checksum_hex(0xE3069283u, 8) == "e3069283");
+  CHECK(try_parse_checksum_hex("e3069283", 8) == 0xE3069283u);
+  CHECK_FALSE(try_parse_checksum_hex("e3069283", 16).has_value());
+}
+
+TEST_CASE("crc32c agrees with its portable form at every length, offset and split", "[shards]") {
+  INFO("SSE4.2 path in use: " << crc32c_accelerated());
+  std::vector<unsigned char> bytes(3 * 4096 * 2 + 3 * 128 * 3 + 29);
+  std::uint64_t x = 0x9E3779B97F4A7C15ULL;
+  for (auto& b : bytes) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    b = static_cast<unsigned char>(x >> 56);
+  }
+  // Lengths around the 3 x 4096 and 3 x 128 rounds and the 8-byte tail, from odd offsets.
+  for (std::size_t size : {0, 1, 7, 8, 9, 383, 384, 385, 1000, 12287, 12288, 12289, 25000}) {
+    for (std::size_t offset : {0, 1, 5}) {
+      if (offset + size > bytes.size()) continue;
+      const std::uint32_t expected = crc32c_portable(bytes.data() + offset, size);
+      REQUIRE(crc32c(bytes.data() + offset, size) == expected);
+      for (std::size_t cut : {std::size_t{0}, size / 3, size}) {
+        const std::uint32_t first = crc32c(bytes.data() + offset, cut);
+        REQUIRE(crc32c(bytes.data() + offset + cut, size - cut, first) == expected);
+        REQUIRE(crc32c_portable(bytes.data() + offset + cut, size - cut,
+                                crc32c_portable(bytes.data() + offset, cut)) == expected);
+      }
+    }
+  }
+}
+
+TEST_CASE("unshuffling planes held apart piece by piece equals unshuffling at once", "[shards]") {
   for (std::size_t s : {1, 2, 3, 4, 8}) {
     const std::size_t n = 5003;
     std::vector<unsigned char> in(n * s), whole(n * s), pieces(n * s);
     for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<unsigned char>(i * 131 + i / 7);
     byte_unshuffle(in.data(), whole.data(), n, s);
+    // The same planes held apart, in reverse order in memory.
+    std::vector<unsigned char> apart(n * s);
+    std::vector<const unsigned char*> planes(s);
+    for (std::size_t j = 0; j < s; ++j) {
+      std::copy_n(in.data() + j * n, n, apart.data() + (s - 1 - j) * n);
+      planes[j] = apart.data() + (s - 1 - j) * n;
+    }
     for (std::size_t first = 0; first < n; first += 777)
-      byte_unshuffle_range(in.data(), pieces.data(), n, s, first,
-                           std::min<std::size_t>(777, n - first));
+      byte_unshuffle_planes(planes.data(), pieces.data(), s, first,
+                            std::min<std::size_t>(777, n - first));
     REQUIRE(pieces == whole);
   }
 }
@@ -240,6 +291,71 @@ TEST_CASE("gaussian activations round-trip bit-exact through the zstd-shuffle co
   for (const auto& hook : kHooks)
     REQUIRE(at::equal(batches[0].activations.at(hook),
                       b.activations.at(hook).to(at::kBFloat16).to(at::kFloat)));
+}
+
+TEST_CASE("runs written in shard file version 1 still read bit-exact", "[shards]") {
+  // tests/data/shards-v1: written by saes 070ae18 (the last version 1 writer) with this file's
+  // options_for(float16, 1-D) and write_run(40 rows): XXH64 frame checksums, zstd-shuffle frames
+  // as one zstd frame.
+  const fs::path dir = fs::path(SAES_SOURCE_DIR) / "tests/data/shards-v1";
+  REQUIRE(ShardFile::load(dir / "shard-r000-000000.saes").version() == 1);
+  require_batches_match(read_all(dir, {.verify_decoded_checksums = true}), DType::kFloat16, false,
+                        40);
+}
+
+TEST_CASE("zstd-shuffle frames store incompressible byte planes raw", "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kFloat16, ShardTarget::kActivations1d);
+  o.rows_per_shard = 1000;
+  o.encode.frame_bytes = 4096;
+  ShardWriter writer = ShardWriter::create(o);
+  ShardBatch b = make_batch(0, 200, false);
+  for (auto& [hook, t] : b.activations) t = at::randn({200, kDModel});
+  writer.append(b);
+  writer.finish();
+  const ShardFile file = ShardFile::load(dir / "shard-r000-000000.saes");
+  REQUIRE(file.version() == kShardFileVersion);
+  const SectionInfo& s = *file.find("act/blocks.0.hook_resid_post");
+  REQUIRE(s.frames.size() == 3);  // 200 x 24 fp16 = 9600 bytes in frames of 4096
+  for (std::size_t i = 0; i < s.frames.size(); ++i) {
+    const std::uint64_t elements = std::min<std::uint64_t>(4096, s.raw_bytes - i * 4096) / 2;
+    const auto& planes = s.frames[i].plane_bytes;
+    REQUIRE(planes.size() == 2);
+    CHECK(planes[0] == elements);  // random low mantissa bytes: stored as they are
+    CHECK(planes[1] < elements);   // sign, exponent, top mantissa bits: zstd
+  }
+  auto batches = read_all(dir.path(), {.dtype = DType::kFloat32, .verify_decoded_checksums = true});
+  REQUIRE(batches.size() == 1);
+  for (const auto& hook : kHooks)
+    REQUIRE(at::equal(batches[0].activations.at(hook),
+                      b.activations.at(hook).to(at::kHalf).to(at::kFloat)));
+}
+
+TEST_CASE("byte plane sizes that do not add up and unknown file versions are rejected",
+          "[shards]") {
+  testing::TempDir dir;
+  auto o = options_for(dir.path(), DType::kFloat16, ShardTarget::kActivations1d);
+  write_run(o, 30);
+  std::string bytes = read_file(dir / "shard-r000-000000.saes");
+  const ShardFile original = ShardFile::parse(bytes, "original");
+  const FrameInfo& frame = original.find("act/blocks.0.hook_resid_post")->frames.at(0);
+  // Change the last digit of the first plane's size, keeping the directory's length, and re-seal.
+  const std::string first = std::to_string(frame.plane_bytes[0]);
+  const std::size_t at = bytes.find(fmt::format("[{},{}]", first, frame.plane_bytes[1]));
+  REQUIRE(at != std::string::npos);
+  std::string edited = bytes;
+  char& digit = edited[at + first.size()];
+  digit = digit == '0' ? '1' : static_cast<char>(digit - 1);
+  std::uint64_t dir_bytes = 0;
+  std::memcpy(&dir_bytes, edited.data() + 16, 8);
+  const std::uint64_t dir_checksum = xxh64(edited.data() + kShardHeaderBytes, dir_bytes);
+  std::memcpy(edited.data() + 24, &dir_checksum, 8);
+  CHECK_THAT(error_of([&] { ShardFile::parse(edited, "edited.saes"); }),
+             Catch::Contains("edited.saes") && Catch::Contains("hook_resid_post") &&
+                 Catch::Contains("frame 0: byte plane sizes do not add up"));
+  bytes[8] = 3;
+  CHECK_THAT(error_of([&] { ShardFile::parse(bytes, "future.saes"); }),
+             Catch::Contains("future.saes: file version 3, this saes reads versions 1 to 2"));
 }
 
 TEST_CASE("seeded shuffled shard order is a reproducible permutation", "[shards]") {
@@ -419,7 +535,7 @@ TEST_CASE("a wrong raw checksum fails the decode of a frame only with the decode
   const SectionInfo& s = *original.find("act/blocks.1.hook_mlp_out");
   // Change one hex digit of frame 1's raw digest (same length) and re-seal the directory: the
   // stored bytes stay intact, so only the decoded-bytes check sees it (as a decoder fault).
-  const std::string raw_hex = checksum_hex(s.frames.at(1).raw_checksum);
+  const std::string raw_hex = checksum_hex(s.frames.at(1).raw_checksum, 8);  // CRC-32C
   const std::size_t at = bytes.find(raw_hex);
   REQUIRE(at != std::string::npos);
   bytes[at] = bytes[at] == '0' ? '1' : '0';
