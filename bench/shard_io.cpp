@@ -144,7 +144,7 @@ void print_primitive_rates() {
   std::printf(
       "primitives (1 MiB, cache-resident): xxh64 %.1f GB/s, crc32c %.1f GB/s (%s; portable %.1f "
       "GB/s), byte_unshuffle(2) %.1f GB/s [%llx]\n",
-      xxh, crc, crc32c_accelerated() ? "SSE4.2" : "portable", crc_portable, unshuffle,
+      xxh, crc, crc32c_accelerated() ? "CPU instruction" : "portable", crc_portable, unshuffle,
       static_cast<unsigned long long>(sink & 0xf));
 }
 

@@ -34,14 +34,14 @@ class Xxh64 {
 
 /// CRC-32C (Castagnoli polynomial 0x1EDC6F41, bit-reflected, initial value and final xor
 /// 0xFFFFFFFF: the CRC of iSCSI, ext4 and SCTP) of `size` bytes. Pass a previous result as `crc` to
-/// continue it: crc32c(b, m, crc32c(a, n)) == crc32c of the n + m bytes. Uses the SSE4.2 `crc32`
-/// instruction on three interleaved streams where the CPU has it (~3x XXH64), else the portable
-/// form below.
+/// continue it: crc32c(b, m, crc32c(a, n)) == crc32c of the n + m bytes. Runs the CPU's CRC-32C
+/// instruction (SSE4.2 on x86-64, the CRC extension on aarch64) on three interleaved streams where
+/// it has one (~2.4x XXH64), else the portable form below.
 std::uint32_t crc32c(const void* data, std::size_t size, std::uint32_t crc = 0);
 /// The same CRC-32C with 8-byte table lookups and no CPU extension (the fallback; also what tests
 /// check the accelerated form against).
 std::uint32_t crc32c_portable(const void* data, std::size_t size, std::uint32_t crc = 0);
-/// Whether crc32c() runs on the SSE4.2 instruction on this CPU.
+/// Whether crc32c() runs on the CPU's CRC-32C instruction here.
 bool crc32c_accelerated();
 
 /// `digits` (16 or 8) lower-case hex digits, most significant first (as xxhsum prints).

@@ -202,7 +202,7 @@ TEST_CASE("crc32c matches the published CRC-32C check values", "[shards]") {
 }
 
 TEST_CASE("crc32c agrees with its portable form at every length, offset and split", "[shards]") {
-  INFO("SSE4.2 path in use: " << crc32c_accelerated());
+  INFO("CPU instruction in use: " << crc32c_accelerated());
   std::vector<unsigned char> bytes(3 * 4096 * 2 + 3 * 128 * 3 + 29);
   std::uint64_t x = 0x9E3779B97F4A7C15ULL;
   for (auto& b : bytes) {
