@@ -4,6 +4,11 @@
 // work.
 #include "saes/lm/transformer.h"
 
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <utility>
+
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/arange.h>
@@ -21,19 +26,14 @@
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/silu.h>
 #include <ATen/ops/sin.h>
-#include <ATen/ops/softmax.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/triu.h>
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <cmath>
-#include <limits>
-#include <optional>
-#include <utility>
-
 #include "saes/core/error.h"
+#include "saes/lm/transformer_attention.h"
 #include "saes/lm/transformer_rotary.h"
 
 namespace saes::lm {
@@ -308,15 +308,10 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
     v = v.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(d_head));
-  // Contiguous [batch, heads, seq, d_head] operands keep bmm on its BLAS path (strided batches fall
-  // back to a slow loop for small d_head).
-  at::Tensor scores =
-      at::matmul((q * scale).contiguous(), k.contiguous().transpose(-1, -2)).to(at::kFloat);
-  // A finite fill keeps rows that see no real key (padding queries) finite, so 0-weight products
-  // with their values never make NaNs leak into real tokens.
-  scores = scores.masked_fill(run.blocked, std::numeric_limits<float>::lowest());
-  const at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
-  at::Tensor z = at::matmul(probs, v.contiguous()).transpose(1, 2).contiguous();  // [batch, seq, heads, d_head]
+  // [batch, seq, heads, d_head]
+  at::Tensor z = attend((q * scale).contiguous(), k.contiguous(), v.contiguous(), run.blocked)
+                     .transpose(1, 2)
+                     .contiguous();
   z = run.point(p + "hook_z", z);
   return at::linear(z.view({batch, seq, h * d_head}), weights_.at(p + "W_O"),
                     optional_weight(p + "b_O"));

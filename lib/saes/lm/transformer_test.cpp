@@ -2,24 +2,28 @@
 // greedy generation, padding invariance, early stop, hook replacement and loader errors.
 #include "saes/lm/transformer.h"
 
+#include <cmath>
+#include <cstring>
+
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/allclose.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
-
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-
-#include <cstring>
 
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
 #include "saes/lm/generate.h"
 #include "saes/lm/llama2c_loader.h"
+#include "saes/lm/transformer_attention.h"
+
 #include "support/temp_dir.h"
 
 namespace saes::lm {
@@ -262,6 +266,79 @@ TEST_CASE("with gradients enabled a replacement's input receives gradients", "[l
   CHECK(delta.grad().select(1, 2).abs().sum().item<double>() > 0.0);
   CHECK(delta.grad().select(1, 0).abs().sum().item<double>() >
         0.0);  // earlier positions via attention
+}
+
+}  // namespace saes::lm
+
+namespace saes::lm {
+namespace {
+
+// softmax(q·k over visible keys) v for one query row, in double; uniform over all keys when no key
+// is visible (what the lowest-float fill gives).
+std::vector<double> attention_row(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& blocked_row) {
+  const int64_t seq = k.size(0), d = k.size(1);
+  std::vector<double> logits(static_cast<std::size_t>(seq));
+  double top = -1e300;
+  bool any = false;
+  for (int64_t j = 0; j < seq; ++j) {
+    if (blocked_row[j].item<bool>()) continue;
+    double dot = 0;
+    for (int64_t c = 0; c < d; ++c) dot += q[c].item<double>() * k[j][c].item<double>();
+    logits[static_cast<std::size_t>(j)] = dot;
+    top = std::max(top, dot);
+    any = true;
+  }
+  std::vector<double> out(static_cast<std::size_t>(d), 0.0);
+  double total = 0;
+  for (int64_t j = 0; j < seq; ++j) {
+    const bool visible = !blocked_row[j].item<bool>();
+    if (any && !visible) continue;
+    const double w = any ? std::exp(logits[static_cast<std::size_t>(j)] - top) : 1.0;
+    total += w;
+    for (int64_t c = 0; c < d; ++c) out[static_cast<std::size_t>(c)] += w * v[j][c].item<double>();
+  }
+  for (auto& o : out) o /= total;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("sliced attention equals the attention formula for every slice size", "[lm]") {
+  const int64_t batch = 3, heads = 4, seq = 7, d_head = 5;
+  at::manual_seed(11);
+  const at::Tensor q = at::randn({batch, heads, seq, d_head});
+  const at::Tensor k = at::randn({batch, heads, seq, d_head});
+  const at::Tensor v = at::randn({batch, heads, seq, d_head});
+  // Causal, plus per-item left padding of 0, 2 and 3 keys: the first rows of items 1 and 2 see no
+  // key at all.
+  at::Tensor blocked = at::ones({seq, seq}, at::kBool).triu(1).repeat({batch, 1, 1, 1});
+  for (int64_t b = 1; b < batch; ++b) blocked[b].narrow(-1, 0, b + 1).fill_(true);
+  const bool shared = GENERATE(false, true);  // one [1, 1, seq, seq] mask for every item
+  if (shared) blocked = blocked.narrow(0, 0, 1);
+  const int64_t head_bytes = seq * seq * 4;
+  // One head at a time, two heads, one whole item, two items (slices of 2 and 1), everything.
+  const int64_t slice_bytes = GENERATE_COPY(int64_t{1}, 2 * head_bytes, heads * head_bytes,
+                                            2 * heads * head_bytes, kAttentionSliceBytes);
+  INFO("slice_bytes " << slice_bytes << ", shared mask " << shared);
+  const at::Tensor z = attend(q, k, v, blocked, slice_bytes);
+  REQUIRE(z.sizes() == q.sizes());
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < seq; ++i) {
+        const auto expected =
+            attention_row(q[b][h][i], k[b][h], v[b][h], blocked[shared ? 0 : b][0][i]);
+        for (int64_t c = 0; c < d_head; ++c)
+          REQUIRE(z[b][h][i][c].item<double>() ==
+                  Approx(expected[static_cast<std::size_t>(c)]).margin(1e-5));
+      }
+    }
+  }
+  // bf16 operands: fp32 scores and softmax, the result in bf16 (within bf16 rounding).
+  const at::Tensor z16 =
+      attend(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), blocked, slice_bytes);
+  REQUIRE(z16.scalar_type() == at::kBFloat16);
+  REQUIRE(at::allclose(z16.to(at::kFloat), z, 0.05, 0.05));
 }
 
 }  // namespace saes::lm
