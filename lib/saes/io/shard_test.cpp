@@ -293,7 +293,8 @@ TEST_CASE("gaussian activations round-trip bit-exact through the zstd-shuffle co
                       b.activations.at(hook).to(at::kBFloat16).to(at::kFloat)));
 }
 
-TEST_CASE("runs written in shard file version 1 still read bit-exact", "[shards]") {
+TEST_CASE("runs written in shard file version 1 read bit-exact and resume in version 2",
+          "[shards]") {
   // tests/data/shards-v1: written by saes 070ae18 (the last version 1 writer) with this file's
   // options_for(float16, 1-D) and write_run(40 rows): XXH64 frame checksums, zstd-shuffle frames
   // as one zstd frame.
@@ -301,6 +302,23 @@ TEST_CASE("runs written in shard file version 1 still read bit-exact", "[shards]
   REQUIRE(ShardFile::load(dir / "shard-r000-000000.saes").version() == 1);
   require_batches_match(read_all(dir, {.verify_decoded_checksums = true}), DType::kFloat16, false,
                         40);
+
+  // Continued by this writer: the new shards are version 2, and the run reads as one.
+  testing::TempDir copy;
+  for (const auto& entry : fs::directory_iterator(dir))
+    fs::copy_file(entry.path(), copy / entry.path().filename());
+  Logger quiet(LogLevel::kOff);
+  ShardWriter writer = ShardWriter::open_for_resume(
+      options_for(copy.path(), DType::kFloat16, ShardTarget::kActivations1d), quiet);
+  REQUIRE(writer.rows_done() == 40);
+  writer.append(make_batch(40, 30, false));
+  writer.finish();
+  const auto& shards = writer.manifest().shards;
+  REQUIRE(shards.size() == 3);
+  CHECK(ShardFile::load(copy / shards[1].file).version() == 1);
+  CHECK(ShardFile::load(copy / shards[2].file).version() == kShardFileVersion);
+  require_batches_match(read_all(copy.path(), {.verify_decoded_checksums = true}), DType::kFloat16,
+                        false, 70);
 }
 
 TEST_CASE("zstd-shuffle frames store incompressible byte planes raw", "[shards]") {
