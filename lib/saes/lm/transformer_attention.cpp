@@ -17,6 +17,9 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   const std::int64_t batch = q.size(0);
   const std::int64_t heads = q.size(1);
   const std::int64_t seq = q.size(2);
+  if (slice_bytes <= 0) {
+    slice_bytes = q.is_cpu() ? kAttentionSliceBytesCpu : kAttentionSliceBytesAccelerator;
+  }
   const std::int64_t head_bytes = std::max<std::int64_t>(1, seq * seq * 4);
   const std::int64_t heads_per_slice = std::clamp<std::int64_t>(slice_bytes / head_bytes, 1, heads);
   const std::int64_t items_per_slice =
