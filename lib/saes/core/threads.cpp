@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "saes/core/cpu_block_cache.h"
 #include "saes/core/logging.h"
 
 namespace saes {
@@ -30,12 +31,14 @@ int available_cores(int local_ranks) {
 }
 
 void keep_freed_memory() {
-#if defined(__GLIBC__)
   const char* off = std::getenv("SAES_KEEP_FREED_MEMORY");
   if (off != nullptr && std::strcmp(off, "0") == 0) return;
+#if defined(__GLIBC__)
   mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest allowed value on 64-bit
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
+  const char* cache_off = std::getenv("SAES_CPU_BLOCK_CACHE");
+  if (cache_off == nullptr || std::strcmp(cache_off, "0") != 0) install_cpu_block_cache();
 }
 
 int set_torch_threads(int requested, int local_ranks) {

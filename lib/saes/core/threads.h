@@ -16,9 +16,10 @@ int available_cores(int local_ranks = 1);
 /// (glibc: heap allocations up to 32 MiB instead of mmap from 128 KiB, no heap trimming below
 /// 1 GiB). CPU LibTorch allocates every intermediate tensor fresh, so without this each training
 /// step re-faults and re-zeroes its [tokens × d_sae] buffers (~10% of a small dictionary's step,
-/// docs/benchmarks.md); PyTorch's CPU tuning guide gets the same from jemalloc/tcmalloc. Peak
-/// memory is unchanged; RSS stays at its peak. Once per process, before the work; a no-op
-/// without glibc. SAES_KEEP_FREED_MEMORY=0 turns it off.
+/// docs/benchmarks.md); PyTorch's CPU tuning guide gets the same from jemalloc/tcmalloc. Blocks
+/// above glibc's largest threshold go to the CPU block cache (cpu_block_cache.h). Peak memory is
+/// unchanged; RSS stays at its peak. Once per process, before the work.
+/// SAES_KEEP_FREED_MEMORY=0 turns both off, SAES_CPU_BLOCK_CACHE=0 the cache only.
 void keep_freed_memory();
 
 /// Sets torch's intra-op thread count: `requested` > 0 is used as is; 0 means available_cores().
