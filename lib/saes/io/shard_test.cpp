@@ -142,6 +142,40 @@ void flip_byte(const fs::path& path, std::uint64_t offset) {
   f.write(&c, 1);
 }
 
+// Writes one shard of 200 rows of N(0, 1) activations in `dtype` (frames of `frame_bytes`) and
+// returns the batch written.
+ShardBatch write_gaussian_run(const fs::path& dir, DType dtype, std::size_t frame_bytes) {
+  auto o = options_for(dir, dtype, ShardTarget::kActivations1d);
+  o.rows_per_shard = 1000;
+  o.encode.frame_bytes = frame_bytes;
+  ShardWriter writer = ShardWriter::create(o);
+  ShardBatch b = make_batch(0, 200, false);
+  for (auto& [hook, t] : b.activations) t = at::randn({200, kDModel});
+  writer.append(b);
+  writer.finish();
+  return b;
+}
+
+// Reads the run back as float32 (both checksums) and requires the written values after the
+// storage cast.
+void require_gaussian_read(const fs::path& dir, const ShardBatch& written, DType dtype) {
+  auto batches = read_all(dir, {.dtype = DType::kFloat32, .verify_decoded_checksums = true});
+  REQUIRE(batches.size() == 1);
+  for (const auto& hook : kHooks)
+    REQUIRE(at::equal(batches[0].activations.at(hook),
+                      written.activations.at(hook).to(to_torch(dtype)).to(at::kFloat)));
+}
+
+// Recomputes the directory checksum in a shard file's header after an edit of its directory
+// that kept its length; returns the directory's size.
+std::uint64_t reseal_directory(std::string& bytes) {
+  std::uint64_t dir_bytes = 0;
+  std::memcpy(&dir_bytes, bytes.data() + 16, 8);
+  const std::uint64_t dir_checksum = xxh64(bytes.data() + kShardHeaderBytes, dir_bytes);
+  std::memcpy(bytes.data() + 24, &dir_checksum, 8);
+  return dir_bytes;
+}
+
 std::string error_of(const std::function<void()>& fn) {
   try {
     fn();
@@ -279,18 +313,8 @@ TEST_CASE("shard runs round-trip bit-exact for every storage dtype, target and c
 
 TEST_CASE("gaussian activations round-trip bit-exact through the zstd-shuffle codec", "[shards]") {
   testing::TempDir dir;
-  auto o = options_for(dir.path(), DType::kBFloat16, ShardTarget::kActivations1d);
-  o.rows_per_shard = 1000;
-  ShardWriter writer = ShardWriter::create(o);
-  ShardBatch b = make_batch(0, 200, false);
-  for (auto& [hook, t] : b.activations) t = at::randn({200, kDModel});
-  writer.append(b);
-  writer.finish();
-  auto batches = read_all(dir.path(), {.dtype = DType::kFloat32});
-  REQUIRE(batches.size() == 1);
-  for (const auto& hook : kHooks)
-    REQUIRE(at::equal(batches[0].activations.at(hook),
-                      b.activations.at(hook).to(at::kBFloat16).to(at::kFloat)));
+  const ShardBatch b = write_gaussian_run(dir.path(), DType::kBFloat16, std::size_t{1} << 20);
+  require_gaussian_read(dir.path(), b, DType::kBFloat16);
 }
 
 TEST_CASE("runs written in shard file version 1 read bit-exact and resume in version 2",
@@ -323,14 +347,7 @@ TEST_CASE("runs written in shard file version 1 read bit-exact and resume in ver
 
 TEST_CASE("zstd-shuffle frames store incompressible byte planes raw", "[shards]") {
   testing::TempDir dir;
-  auto o = options_for(dir.path(), DType::kFloat16, ShardTarget::kActivations1d);
-  o.rows_per_shard = 1000;
-  o.encode.frame_bytes = 4096;
-  ShardWriter writer = ShardWriter::create(o);
-  ShardBatch b = make_batch(0, 200, false);
-  for (auto& [hook, t] : b.activations) t = at::randn({200, kDModel});
-  writer.append(b);
-  writer.finish();
+  const ShardBatch b = write_gaussian_run(dir.path(), DType::kFloat16, 4096);
   const ShardFile file = ShardFile::load(dir / "shard-r000-000000.saes");
   REQUIRE(file.version() == kShardFileVersion);
   const SectionInfo& s = *file.find("act/blocks.0.hook_resid_post");
@@ -342,11 +359,7 @@ TEST_CASE("zstd-shuffle frames store incompressible byte planes raw", "[shards]"
     CHECK(planes[0] == elements);  // random low mantissa bytes: stored as they are
     CHECK(planes[1] < elements);   // sign, exponent, top mantissa bits: zstd
   }
-  auto batches = read_all(dir.path(), {.dtype = DType::kFloat32, .verify_decoded_checksums = true});
-  REQUIRE(batches.size() == 1);
-  for (const auto& hook : kHooks)
-    REQUIRE(at::equal(batches[0].activations.at(hook),
-                      b.activations.at(hook).to(at::kHalf).to(at::kFloat)));
+  require_gaussian_read(dir.path(), b, DType::kFloat16);
 }
 
 TEST_CASE("byte plane sizes that do not add up and unknown file versions are rejected",
@@ -364,10 +377,7 @@ TEST_CASE("byte plane sizes that do not add up and unknown file versions are rej
   std::string edited = bytes;
   char& digit = edited[at + first.size()];
   digit = digit == '0' ? '1' : static_cast<char>(digit - 1);
-  std::uint64_t dir_bytes = 0;
-  std::memcpy(&dir_bytes, edited.data() + 16, 8);
-  const std::uint64_t dir_checksum = xxh64(edited.data() + kShardHeaderBytes, dir_bytes);
-  std::memcpy(edited.data() + 24, &dir_checksum, 8);
+  reseal_directory(edited);
   CHECK_THAT(error_of([&] { ShardFile::parse(edited, "edited.saes"); }),
              Catch::Contains("edited.saes") && Catch::Contains("hook_resid_post") &&
                  Catch::Contains("frame 0: byte plane sizes do not add up"));
@@ -557,10 +567,7 @@ TEST_CASE("a wrong raw checksum fails the decode of a frame only with the decode
   const std::size_t at = bytes.find(raw_hex);
   REQUIRE(at != std::string::npos);
   bytes[at] = bytes[at] == '0' ? '1' : '0';
-  std::uint64_t dir_bytes = 0;
-  std::memcpy(&dir_bytes, bytes.data() + 16, 8);
-  const std::uint64_t dir_checksum = xxh64(bytes.data() + kShardHeaderBytes, dir_bytes);
-  std::memcpy(bytes.data() + 24, &dir_checksum, 8);
+  const std::uint64_t dir_bytes = reseal_directory(bytes);
   const ShardFile file = ShardFile::parse(bytes, "edited.saes");
   const SectionInfo& edited = *file.find("act/blocks.1.hook_mlp_out");
   std::vector<float> out(edited.raw_bytes / sizeof(float));
