@@ -1,6 +1,7 @@
 // The block cache as a c10::Allocator. Large blocks are anonymous mappings of a multiple of 2 MiB
-// with MADV_HUGEPAGE; freed ones wait in a size-keyed free list. Small requests are passed to the
-// replaced allocator through its raw interface, so that one deleter (release) frees both kinds.
+// with MADV_HUGEPAGE; freed ones wait in a size-keyed free list. Small requests go to the replaced
+// allocator untouched (its DataPtr, its deleter: no lock on the hot path). The raw interface needs
+// one deleter for both kinds; it looks the pointer up among the live large blocks.
 //
 // LibTorch 1.13 declares `allocate` const; 2.3 and later declare it non-const and add a pure
 // `copy_data`. The class defines both `allocate` overloads and `copy_data` without `override`, so
@@ -32,7 +33,7 @@ class CpuBlockCache final : public c10::Allocator {
 
   c10::DataPtr allocate(std::size_t n) const { return allocate_block(n); }
   c10::DataPtr allocate(std::size_t n) { return allocate_block(n); }
-  c10::DeleterFnPtr raw_deleter() const { return &release; }
+  c10::DeleterFnPtr raw_deleter() const { return &release_any; }
   void copy_data(void* dest, const void* src, std::size_t count) const {
     if (count > 0) std::memcpy(dest, src, count);
   }
@@ -46,9 +47,9 @@ class CpuBlockCache final : public c10::Allocator {
 
  private:
   c10::DataPtr allocate_block(std::size_t n) const {
-    void* p = n >= kLargeBytes ? take_large((n + kHugePage - 1) / kHugePage * kHugePage)
-                               : base_->raw_allocate(n);
-    return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
+    if (n < kLargeBytes) return base_->allocate(n);
+    void* p = take_large((n + kHugePage - 1) / kHugePage * kHugePage);
+    return {p, p, &release_large, c10::Device(c10::DeviceType::CPU)};
   }
 
   void* take_large(std::size_t bytes) const {
@@ -87,24 +88,25 @@ class CpuBlockCache final : public c10::Allocator {
     stats_.peak_live_bytes = std::max(stats_.peak_live_bytes, stats_.live_bytes);
   }
 
-  static void release(void* p) {
-    if (p != nullptr) instance->give_back(p);
+  static void release_large(void* p) { instance->give_back(p); }
+
+  // raw_deallocate: a live large block goes back to the cache, anything else to the replaced
+  // allocator.
+  static void release_any(void* p) {
+    if (p != nullptr && !instance->give_back(p)) instance->base_deleter_(p);
   }
 
-  void give_back(void* p) const {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = live_.find(p);
-      if (it != live_.end()) {
-        const std::size_t bytes = it->second;
-        live_.erase(it);
-        stats_.live_bytes -= bytes;
-        stats_.cached_bytes += bytes;
-        free_.emplace(bytes, p);
-        return;
-      }
-    }
-    base_deleter_(p);
+  // Moves the live large block at `p` to the free list; false if `p` is not one.
+  bool give_back(void* p) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = live_.find(p);
+    if (it == live_.end()) return false;
+    const std::size_t bytes = it->second;
+    live_.erase(it);
+    stats_.live_bytes -= bytes;
+    stats_.cached_bytes += bytes;
+    free_.emplace(bytes, p);
+    return true;
   }
 
   c10::Allocator* base_;

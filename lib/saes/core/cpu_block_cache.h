@@ -12,9 +12,10 @@
 namespace saes {
 
 /// Installs the cache as LibTorch's CPU allocator; smaller requests go to the allocator it
-/// replaces. Once per process (later calls do nothing), before the work; tensors allocated before
-/// keep their own deleters. Returns false, installing nothing, when the current CPU allocator has
-/// no raw deleter to hand small blocks back to. keep_freed_memory() (threads.h) calls it.
+/// replaces, unchanged. Once per process (later calls do nothing), before the work; tensors
+/// allocated before keep their own deleters. Returns false, installing nothing, when the current
+/// CPU allocator has no raw deleter to hand small blocks back to. keep_freed_memory() (threads.h)
+/// calls it.
 bool install_cpu_block_cache();
 
 struct CpuBlockCacheStats {
