@@ -82,7 +82,7 @@ Step run_step(sd::ActFn act, sd::SparseKernels kernels, const std::string& devic
     ls.auxk_coefficient = 0.1;
     ls.k_aux = 32;
   }
-  sd::TrainBatch batch{x, x, mask, {}};
+  sd::TrainBatch batch = sd::single_hook_batch(sae.config(), x, x, mask);
   if (sd::is_topk_family(act)) batch.dead = at::arange(1024) % 3 == 0;
   Step out;
   out.result = sae.forward_backward(batch, ls);

@@ -150,8 +150,7 @@ TEST_CASE("a feature-sharded SAE step equals the whole SAE's step", "[mpi][featu
   Communicator& world = saes::testing::mpi_world();
   const std::int64_t d_sae = 8 * world.size();
   sd::TrainBatch batch;
-  batch.x = randn({24, kDim}, 5);
-  batch.label = batch.x;
+  batch.acts[kHook] = randn({24, kDim}, 5);
   batch.mask = at::arange(24).remainder(5).ne(0);
 
   for (const sd::SparseKernels kernels : {sd::SparseKernels::kOff, sd::SparseKernels::kOn}) {
@@ -194,10 +193,10 @@ TEST_CASE("a feature-sharded SAE step equals the whole SAE's step", "[mpi][featu
   ls.l1_coefficient = 0.02;
   ls.lp_coefficient = 0.1;
   check_step(pair, batch, ls, "jumprelu + tanh + L_p");
-  const at::Tensor f = pair.part.encode(batch.x);
-  check_close(pair.part.decode(f), pair.whole.decode(pair.whole.encode(batch.x)), "decode(encode)");
-  check_close(pair.part.reconstruction_loss(batch.x, batch.x, 0),
-              pair.whole.reconstruction_loss(batch.x, batch.x, 0), "reconstruction_loss");
+  const at::Tensor f = pair.part.encode(batch.acts.at(kHook));
+  check_close(pair.part.decode(f), pair.whole.decode(pair.whole.encode(batch.acts.at(kHook))), "decode(encode)");
+  check_close(pair.part.reconstruction_loss(batch.acts.at(kHook), batch.acts.at(kHook), 0),
+              pair.whole.reconstruction_loss(batch.acts.at(kHook), batch.acts.at(kHook), 0), "reconstruction_loss");
 }
 
 TEST_CASE("a sharded save writes the whole dictionary; a sharded load reads its slice",

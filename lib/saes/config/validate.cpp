@@ -161,24 +161,70 @@ void check_parallelism(Problems& p, const distributed::ParallelismConfig& parall
   check_positive(p, "model_parallel_size", static_cast<double>(parallelism.model_parallel_size));
 }
 
+/// The hooks of a clt: both lists set, of one length, no empty or repeated entry; no single-hook
+/// keys. An sae: hook_point_in/out set, no clt lists.
+void check_sae_hooks(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
+  if (sae.sae_type != dictionaries::SaeType::kClt) {
+    check_not_empty(p, "sae.hook_point_in", sae.hook_point_in);
+    check_not_empty(p, "sae.hook_point_out", sae.hook_point_out);
+    p.check(sae.hook_points_in.empty() && sae.hook_points_out.empty(), "sae.hook_points_in",
+            "hook_points_in/hook_points_out are for sae_type clt; an sae reads hook_point_in and "
+            "hook_point_out");
+    return;
+  }
+  p.check(sae.hook_point_in.empty() && sae.hook_point_out.empty(), "sae.hook_point_in",
+          "a clt reads hook_points_in and hook_points_out (one hook per layer); remove "
+          "hook_point_in/hook_point_out");
+  p.check(!sae.hook_points_in.empty(), "sae.hook_points_in", "a clt needs at least one layer");
+  p.check(sae.hook_points_out.size() == sae.hook_points_in.size(), "sae.hook_points_out",
+          fmt::format("expected {} hooks (one per hook_points_in entry), got {}",
+                      sae.hook_points_in.size(), sae.hook_points_out.size()));
+  for (const auto* list : {&sae.hook_points_in, &sae.hook_points_out}) {
+    const std::string name = list == &sae.hook_points_in ? "sae.hook_points_in" : "sae.hook_points_out";
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      check_not_empty(p, fmt::format("{}[{}]", name, i), (*list)[i]);
+    }
+    p.check(std::set<std::string>(list->begin(), list->end()).size() == list->size(), name,
+            "lists a hook point twice");
+  }
+}
+
 void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
-  p.check(sae.sae_type == dictionaries::SaeType::kSae, "sae.sae_type",
-          fmt::format("only \"sae\" is implemented, got \"{}\"", enum_name(sae.sae_type)));
+  p.check(sae.sae_type == dictionaries::SaeType::kSae || sae.sae_type == dictionaries::SaeType::kClt,
+          "sae.sae_type",
+          fmt::format("only \"sae\" and \"clt\" are implemented, got \"{}\"",
+                      enum_name(sae.sae_type)));
+  const bool clt = sae.sae_type == dictionaries::SaeType::kClt;
   check_positive(p, "sae.d_model", static_cast<double>(sae.d_model));
   check_positive(p, "sae.expansion_factor", sae.expansion_factor);
   if (sae.d_model > 0 && sae.expansion_factor > 0) {
     p.check(sae.d_sae() >= 1, "sae.expansion_factor",
             fmt::format("d_sae = int(d_model * expansion_factor) is {}", sae.d_sae()));
   }
-  p.check(sae.act_fn != ActFn::kBatchLayerTopK && sae.act_fn != ActFn::kLayerTopK, "sae.act_fn",
-          fmt::format("{} is for cross-layer transcoders only", enum_name(sae.act_fn)));
+  const bool layer_act = sae.act_fn == ActFn::kBatchLayerTopK || sae.act_fn == ActFn::kLayerTopK;
+  p.check(clt || !layer_act, "sae.act_fn",
+          fmt::format("{} is for cross-layer transcoders (sae_type clt) only",
+                      enum_name(sae.act_fn)));
   if (dictionaries::is_topk_family(sae.act_fn) && sae.d_sae() >= 1) {
-    p.check(sae.top_k >= 1 && sae.top_k <= sae.d_sae(), "sae.top_k",
-            fmt::format("expected 1 <= top_k <= d_sae ({}), got {}", sae.d_sae(), sae.top_k));
+    const std::int64_t max_k =
+        sae.d_sae() * (layer_act ? static_cast<std::int64_t>(sae.hook_points_in.size()) : 1);
+    p.check(sae.top_k >= 1 && sae.top_k <= max_k, "sae.top_k",
+            fmt::format("expected 1 <= top_k <= {} ({}), got {}",
+                        layer_act ? "d_sae * layers" : "d_sae", max_k, sae.top_k));
   }
   check_positive(p, "sae.jumprelu_threshold_window", sae.jumprelu_threshold_window);
-  check_not_empty(p, "sae.hook_point_in", sae.hook_point_in);
-  check_not_empty(p, "sae.hook_point_out", sae.hook_point_out);
+  check_sae_hooks(p, sae);
+  if (!clt) {
+    p.check(!sae.init_cross_layer_decoder_all_zero, "sae.init_cross_layer_decoder_all_zero",
+            "is for sae_type clt only");
+    p.check(!sae.decode_with_csr, "sae.decode_with_csr",
+            "is for sae_type clt only (an sae uses sae.sparse_kernels)");
+  } else {
+    p.check(!sae.use_glu_encoder, "sae.use_glu_encoder", "is not defined for a clt");
+    p.check(sae.sparsity_threshold_for_csr > 0 && sae.sparsity_threshold_for_csr <= 1,
+            "sae.sparsity_threshold_for_csr",
+            fmt::format("expected in (0, 1], got {}", sae.sparsity_threshold_for_csr));
+  }
   check_device(p, "sae.device", sae.device);
   check_floating(p, "sae.dtype", sae.dtype);
 }
@@ -202,6 +248,14 @@ void check_initializer(Problems& p, const training::InitializerConfig& init,
             fmt::format("expected 1 <= d_active_subspace <= d_model ({}), got {}", sae.d_model,
                         *init.d_active_subspace));
   }
+  if (sae.sae_type == dictionaries::SaeType::kClt) {
+    p.check(!init.init_encoder_with_decoder_transpose,
+            "initializer.init_encoder_with_decoder_transpose",
+            "W_E = W_D^T is not defined for a clt (W_D has a block per target layer): set it to "
+            "false");
+    p.check(!init.grid_search_init_norm, "initializer.grid_search_init_norm",
+            "the decoder-norm grid search is not defined for a clt (as upstream): set it to false");
+  }
   if (init.initialize_lorsa_with_mhsa.value_or(false) ||
       init.initialize_tc_with_mlp.value_or(false)) {
     p.check(init.model_layer.has_value(), "initializer.model_layer",
@@ -220,6 +274,12 @@ void check_trainer(Problems& p, const training::TrainerConfig& t,
   if (t.l1_coefficient) check_non_negative(p, at(path, "l1_coefficient"), *t.l1_coefficient);
   if (t.lp_coefficient) check_non_negative(p, at(path, "lp_coefficient"), *t.lp_coefficient);
   if (t.auxk_coefficient) check_non_negative(p, at(path, "auxk_coefficient"), *t.auxk_coefficient);
+  if (sae.sae_type == dictionaries::SaeType::kClt) {
+    p.check(t.lp_coefficient.value_or(0.0) == 0.0, at(path, "lp_coefficient"),
+            "the JumpReLU L_p loss is not defined for a clt (as upstream): set it to null");
+    p.check(t.auxk_coefficient.value_or(0.0) == 0.0, at(path, "auxk_coefficient"),
+            "Aux-K is not defined for a clt (as upstream): set it to null");
+  }
   if (t.amp_dtype) check_floating(p, at(path, "amp_dtype"), *t.amp_dtype);
   check_positive(p, at(path, "tanh_stretch_coefficient"), t.tanh_stretch_coefficient);
   check_positive(p, at(path, "frequency_scale"), t.frequency_scale);
@@ -310,7 +370,11 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
   check_trainer(p, s.trainer, s.sae);
   check_factory(p, "activation_factory", s.activation_factory, s.model.has_value(), s.datasets);
   const auto& hooks = s.activation_factory.hook_points;
-  for (const std::string* hook : {&s.sae.hook_point_in, &s.sae.hook_point_out}) {
+  std::vector<const std::string*> needed = {&s.sae.hook_point_in, &s.sae.hook_point_out};
+  for (const auto* list : {&s.sae.hook_points_in, &s.sae.hook_points_out}) {
+    for (const std::string& hook : *list) needed.push_back(&hook);
+  }
+  for (const std::string* hook : needed) {
     p.check(hook->empty() || std::find(hooks.begin(), hooks.end(), *hook) != hooks.end(),
             "activation_factory.hook_points",
             fmt::format("must include the sae's hook point \"{}\"", *hook));

@@ -8,12 +8,13 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "saes/core/dtype.h"
 
 namespace saes::dictionaries {
 
-/// Dictionary variant; the registry dispatches on it explicitly (only `sae` is implemented).
+/// Dictionary variant; the registry dispatches on it explicitly (sae and clt are implemented).
 enum class SaeType { kSae, kCrosscoder, kClt, kLorsa, kMolt };
 inline constexpr std::array<std::string_view, 5> kSaeTypeNames = {"sae", "crosscoder", "clt",
                                                                   "lorsa", "molt"};
@@ -50,7 +51,8 @@ constexpr std::span<const std::string_view> enum_names(SparseKernels) {
 /// `sparse_kernels: auto` switches to the sparse path at or below this fraction of active entries.
 inline constexpr double kSparseMaxDensity = 0.05;
 
-/// Common dictionary fields plus the SAE/transcoder ones (`hook_point_in/out`, `use_glu_encoder`).
+/// Common dictionary fields plus the SAE/transcoder ones (`hook_point_in/out`, `use_glu_encoder`)
+/// and the cross-layer transcoder's (`hook_points_in/out`, spec §2.4).
 struct SparseDictionaryConfig {
   SaeType sae_type = SaeType::kSae;
   std::int64_t d_model = 0;
@@ -66,6 +68,11 @@ struct SparseDictionaryConfig {
   std::string hook_point_in;
   std::string hook_point_out;
   bool use_glu_encoder = false;
+  std::vector<std::string> hook_points_in;   ///< clt: one input hook per layer
+  std::vector<std::string> hook_points_out;  ///< clt: one output hook per layer (same length)
+  bool init_cross_layer_decoder_all_zero = false;
+  bool decode_with_csr = false;
+  double sparsity_threshold_for_csr = 0.05;
   SparseKernels sparse_kernels = SparseKernels::kAuto;
   std::string device = "cpu";
   DType dtype = DType::kFloat32;
@@ -77,7 +84,7 @@ struct SparseDictionaryConfig {
 
   template <class V>
   void visit_fields(V& v) {
-    v.required("sae_type", sae_type, "dictionary variant (only sae is implemented)");
+    v.required("sae_type", sae_type, "dictionary variant (sae or clt are implemented)");
     v.required("d_model", d_model, "activation width");
     v.required("expansion_factor", expansion_factor, "d_sae = int(d_model * expansion_factor)");
     v("use_decoder_bias", use_decoder_bias, "add the decoder bias b_D");
@@ -91,11 +98,22 @@ struct SparseDictionaryConfig {
     v("strict_loading", strict_loading, "require an exact tensor-name match when loading");
     v("jumprelu_threshold_window", jumprelu_threshold_window,
       "JumpReLU straight-through rectangle width epsilon");
-    v.required("hook_point_in", hook_point_in, "hook point the dictionary encodes");
-    v.required("hook_point_out", hook_point_out,
-               "hook point it reconstructs (equal to hook_point_in for an SAE, different for a "
-               "transcoder)");
+    v("hook_point_in", hook_point_in, "sae: hook point the dictionary encodes (required)");
+    v("hook_point_out", hook_point_out,
+      "sae: hook point it reconstructs (required; equal to hook_point_in for an SAE, different "
+      "for a transcoder)");
     v("use_glu_encoder", use_glu_encoder, "gate the encoder with a second (GLU) projection");
+    v("hook_points_in", hook_points_in,
+      "clt: the input hook of each layer, e.g. blocks.L.ln2.hook_normalized (required)");
+    v("hook_points_out", hook_points_out,
+      "clt: the output hook of each layer, e.g. blocks.L.hook_mlp_out (required, same length)");
+    v("init_cross_layer_decoder_all_zero", init_cross_layer_decoder_all_zero,
+      "clt: initialize the decoders from layer l into later layers t > l to zero");
+    v("decode_with_csr", decode_with_csr,
+      "clt: decode by gathering the decoder rows of active features whenever their density is "
+      "below sparsity_threshold_for_csr (sparse_kernels auto decides otherwise)");
+    v("sparsity_threshold_for_csr", sparsity_threshold_for_csr,
+      "clt: the density below which decode_with_csr takes the sparse decode");
     v("sparse_kernels", sparse_kernels,
       "sparse decode/backward for TopK, BatchTopK and sparse ReLU (auto: by measured density, "
       "and dense for 16-bit dtypes on CUDA, where tensor-core GEMMs win; on; off)");

@@ -61,7 +61,8 @@ Outcome run(const FusedCase& c, sd::SparseBackend backend) {
     if (p.name == "b_D") p.value.normal_(0, 0.1, gen);
   }
   const std::int64_t N = 37;
-  sd::TrainBatch batch{at::randn({N, 12}, gen), at::randn({N, 12}, gen), {}, {}};
+  const at::Tensor x = at::randn({N, 12}, gen), label = at::randn({N, 12}, gen);
+  sd::TrainBatch batch = sd::single_hook_batch(cfg, x, label);
   if (c.masked) batch.mask = at::rand({N}, gen) > 0.3;
   sd::LossSettings ls;
   ls.sparsity = c.penalty;

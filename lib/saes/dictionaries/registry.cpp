@@ -2,6 +2,7 @@
 #include "saes/dictionaries/registry.h"
 
 #include "saes/core/error.h"
+#include "saes/dictionaries/clt.h"
 #include "saes/dictionaries/sae.h"
 
 namespace saes::dictionaries {
@@ -11,13 +12,14 @@ std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& 
   switch (cfg.sae_type) {
     case SaeType::kSae:
       return std::make_unique<SparseAutoEncoder>(cfg, shard);
-    case SaeType::kCrosscoder:
     case SaeType::kClt:
+      return std::make_unique<CrossLayerTranscoder>(cfg, shard);
+    case SaeType::kCrosscoder:
     case SaeType::kLorsa:
     case SaeType::kMolt:
       break;
   }
-  SAES_THROW(UnsupportedError, "sae_type {} is not implemented yet (only sae)",
+  SAES_THROW(UnsupportedError, "sae_type {} is not implemented yet (sae and clt are)",
              kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
 }
 

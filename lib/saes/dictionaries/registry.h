@@ -12,7 +12,7 @@ class SparseDictionary;
 
 /// Constructs the variant named by cfg.sae_type with zero parameters (validated config), holding
 /// the features of `shard` (all of them by default). Throws UnsupportedError for variants not
-/// implemented yet (crosscoder, clt, lorsa, molt).
+/// implemented yet (crosscoder, lorsa, molt).
 std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& cfg,
                                                   FeatureShard shard = {});
 

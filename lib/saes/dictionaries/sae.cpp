@@ -110,11 +110,6 @@ std::vector<ParameterRef> SparseAutoEncoder::parameters() {
   return out;
 }
 
-std::vector<std::string> SparseAutoEncoder::hook_points() const {
-  if (!is_transcoder()) return {cfg_.hook_point_in};
-  return {cfg_.hook_point_in, cfg_.hook_point_out};
-}
-
 std::int64_t SparseAutoEncoder::resolve_k(std::int64_t k) const {
   const std::int64_t out = k > 0 ? k : cfg_.top_k;
   SAES_CHECK(out <= d_sae(), ConfigError, "current k {} exceeds d_sae {}", out, d_sae());
@@ -208,15 +203,18 @@ bool SparseAutoEncoder::uses_sparse_step(const at::Tensor& pre, std::int64_t k) 
 }
 
 StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const LossSettings& ls) {
-  check_activations(batch.x, "x");
-  check_activations(batch.label, "label");
-  SAES_CHECK(batch.x.size(0) == batch.label.size(0), DataError, "x has {} tokens but label has {}",
-             batch.x.size(0), batch.label.size(0));
+  const at::Tensor x = hook_rows(batch.acts, cfg_.hook_point_in);
+  const at::Tensor label = hook_rows(batch.acts, cfg_.hook_point_out);
+  check_activations(x, "x");
+  check_activations(label, "label");
+  SAES_CHECK(x.size(0) == label.size(0), DataError, "x has {} tokens but label has {}", x.size(0),
+             label.size(0));
   StepState st;
-  st.x = normalize(batch.x, cfg_.hook_point_in);
-  st.y = normalize(batch.label, cfg_.hook_point_out);
-  std::tie(st.w, st.n_valid) = token_weights(batch.mask, st.x.size(0), st.x.options());
-  st.mask = batch.mask;
+  st.x = normalize(x, cfg_.hook_point_in);
+  st.y = normalize(label, cfg_.hook_point_out);
+  const at::Tensor mask = batch.mask.defined() ? batch.mask.flatten() : batch.mask;
+  std::tie(st.w, st.n_valid) = token_weights(mask, st.x.size(0), st.x.options());
+  st.mask = mask;
   st.dead = batch.dead;
   st.n = decoder_norm();
   st.k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
@@ -450,7 +448,9 @@ void SparseAutoEncoder::init_encoder_bias_with_mean_hidden_pre(const at::Tensor&
   b_E_.sub_(at::mean(hidden_pre(x_normalized.to(W_E_.options())), {0}));
 }
 
-void SparseAutoEncoder::rescale_for_fold(double f_in, double f_out, bool fold) {
+void SparseAutoEncoder::rescale_for_fold(bool fold) {
+  const double f_in = dataset_scale(cfg_.hook_point_in);
+  const double f_out = dataset_scale(cfg_.hook_point_out);
   // spec §2.1: b_E ← b_E/f_in, W_D ← W_D·f_in/f_out, b_D ← b_D/f_out; GLU gate input W_E_glu·f_in
   // keeps the gate exact; JumpReLU θ/f_out with gating, θ/f_in without (the upstream fix).
   const double a = fold ? 1.0 : -1.0;

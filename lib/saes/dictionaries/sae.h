@@ -40,9 +40,8 @@ class SparseAutoEncoder final : public SparseDictionary {
   bool is_transcoder() const { return cfg_.hook_point_in != cfg_.hook_point_out; }
 
   std::vector<ParameterRef> parameters() override;
-  std::vector<std::string> hook_points() const override;
-  std::string input_hook_point() const override { return cfg_.hook_point_in; }
-  std::string label_hook_point() const override { return cfg_.hook_point_out; }
+  std::vector<std::string> input_hooks() const override { return {cfg_.hook_point_in}; }
+  std::vector<std::string> label_hooks() const override { return {cfg_.hook_point_out}; }
 
   at::Tensor encode(const at::Tensor& x, std::int64_t k = 0) const override;
   at::Tensor hidden_pre(const at::Tensor& x) const override;
@@ -74,7 +73,7 @@ class SparseAutoEncoder final : public SparseDictionary {
   void init_encoder_bias_with_mean_hidden_pre(const at::Tensor& x_normalized) override;
 
  protected:
-  void rescale_for_fold(double f_in, double f_out, bool fold) override;
+  void rescale_for_fold(bool fold) override;
 
  private:
   /// Normalized inputs and the shared first piece (the encoder GEMM) of one training step.

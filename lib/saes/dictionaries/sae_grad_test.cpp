@@ -122,7 +122,7 @@ void check_case(const Case& c, const sd::LossSettings& ls_in, std::uint64_t seed
   const auto opts = at::TensorOptions().dtype(at::kDouble);
   const at::Tensor x = at::randn({N, 4}, gen, opts);
   const at::Tensor label = c.transcoder ? at::randn({N, 4}, gen, opts) : x;
-  sd::TrainBatch batch{x, label, {}, {}};
+  sd::TrainBatch batch = sd::single_hook_batch(sae.config(), x, label);
   if (c.masked) batch.mask = at::tensor({1, 1, 0, 1, 1, 1, 0}).to(at::kBool);
   sd::LossSettings ls = ls_in;
   ls.sparsity = c.penalty;

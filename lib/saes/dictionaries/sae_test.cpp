@@ -99,26 +99,26 @@ TEST_CASE("loss terms match a hand computation", "[dictionaries]") {
   ls.frequency_scale = 0.1;
   SECTION("reconstruction and power (p=1, decoder-norm weighted)") {
     ls.sparsity = sd::SparsityPenalty::kPower;
-    const auto r = sae.forward_backward({x, x, {}, {}}, ls);
+    const auto r = sae.forward_backward(sd::single_hook_batch(sae.config(), x, x), ls);
     CHECK(r.l_rec == Approx(3.125));
     CHECK(r.l_sparsity == Approx(0.5 * (2.0 + 5.0) / 2));  // u = f·n = [[2,0],[1,4]]
     CHECK(r.l0 == Approx(1.5));
     CHECK(r.loss == Approx(r.l_rec + r.l_sparsity));
   }
   SECTION("masked tokens drop out of the mean") {
-    const auto r = sae.forward_backward({x, x, at::tensor({0, 1}).to(at::kBool), {}}, ls);
+    const auto r = sae.forward_backward(sd::single_hook_batch(sae.config(), x, x, at::tensor({0, 1}).to(at::kBool)), ls);
     CHECK(r.l_rec == Approx(4.25));
     CHECK(r.n_tokens == 1.0);
   }
   SECTION("tanh") {
     ls.sparsity = sd::SparsityPenalty::kTanh;
-    const auto r = sae.forward_backward({x, x, {}, {}}, ls);
+    const auto r = sae.forward_backward(sd::single_hook_batch(sae.config(), x, x), ls);
     CHECK(r.l_sparsity ==
           Approx(0.5 * (std::tanh(2.0) + std::tanh(1.0) + std::tanh(4.0)) / 2).epsilon(1e-6));
   }
   SECTION("tanh-quad is a batch-level scalar") {
     ls.sparsity = sd::SparsityPenalty::kTanhQuad;
-    const auto r = sae.forward_backward({x, x, {}, {}}, ls);
+    const auto r = sae.forward_backward(sd::single_hook_batch(sae.config(), x, x), ls);
     const double p0 = (std::tanh(2.0) + std::tanh(1.0)) / 2, p1 = std::tanh(4.0) / 2;
     CHECK(r.l_sparsity == Approx(0.5 * (p0 * (1 + p0 / 0.1) + p1 * (1 + p1 / 0.1))).epsilon(1e-6));
   }
@@ -205,15 +205,15 @@ TEST_CASE("bad configs and inputs are rejected with messages naming the field or
   cfg = small_cfg(sd::ActFn::kLayerTopK);
   CHECK_THROWS_AS(sd::SparseAutoEncoder(cfg), saes::ConfigError);
   cfg = small_cfg();
-  cfg.sae_type = sd::SaeType::kClt;
+  cfg.sae_type = sd::SaeType::kLorsa;
   CHECK_THROWS_AS(sd::make_dictionary(cfg), saes::UnsupportedError);
   auto sae = random_sae(small_cfg(), 1);
   sae.set_dataset_norm("blocks.1.hook_resid_post", 2.0);
   const at::Tensor x = at::randn({3, 7});
-  CHECK_THROWS_WITH(sae.forward_backward({x, x, {}, {}}, {}),
+  CHECK_THROWS_WITH(sae.forward_backward(sd::single_hook_batch(sae.config(), x, x), {}),
                     Catch::Contains("[3, 7]") && Catch::Contains("d_model=8"));
   auto no_norm = random_sae(small_cfg(), 1);
-  CHECK_THROWS_AS(no_norm.forward_backward({at::randn({3, 8}), at::randn({3, 8}), {}, {}}, {}),
+  CHECK_THROWS_AS(no_norm.forward_backward(sd::single_hook_batch(no_norm.config(), at::randn({3, 8}), at::randn({3, 8})), {}),
                   saes::ConfigError);
 }
 

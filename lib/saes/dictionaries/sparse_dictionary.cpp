@@ -51,6 +51,10 @@ std::string json_value(const T& value) {
     return json_escape(value);
   } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
     return value ? json_escape(*value) : "null";
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    std::string out = "[";
+    for (const auto& item : value) out += (out.size() > 1 ? "," : "") + json_escape(item);
+    return out + "]";
   } else if constexpr (std::is_same_v<T, DType>) {
     return json_escape(std::string(dtype_name(value)));
   } else {
@@ -132,7 +136,67 @@ void SparseDictionary::init_encoder_bias_with_mean_hidden_pre(const at::Tensor& 
 double SparseDictionary::reconstruction_loss(const at::Tensor& x, const at::Tensor& label,
                                              std::int64_t k) const {
   const at::Tensor r = decode(encode(x, k)) - label;
-  return at::sum(r * r).item<double>() / static_cast<double>(r.size(0));
+  // rows: tokens (× label hooks for a multi-hook dictionary)
+  return at::sum(r * r).item<double>() / static_cast<double>(r.numel() / r.size(-1));
+}
+
+at::Tensor hook_rows(const HookActs& acts, const std::string& hook) {
+  const auto it = acts.find(hook);
+  if (it == acts.end()) {
+    std::vector<std::string> present;
+    for (const auto& [name, t] : acts) present.push_back(name);
+    SAES_THROW(DataError, "the activation batch has no hook \"{}\" (it has: {})", hook,
+               present.empty() ? std::string("none") : fmt::format("{}", fmt::join(present, ", ")));
+  }
+  return it->second.dim() > 2 ? it->second.flatten(0, -2) : it->second;
+}
+
+TrainBatch single_hook_batch(const SparseDictionaryConfig& cfg, const at::Tensor& x,
+                             const at::Tensor& label, const at::Tensor& mask) {
+  TrainBatch batch;
+  batch.acts.emplace(cfg.hook_point_in, x);
+  batch.acts.emplace(cfg.hook_point_out, label);
+  batch.mask = mask;
+  return batch;
+}
+
+std::vector<std::string> SparseDictionary::hook_points() const {
+  std::vector<std::string> out;
+  for (const auto& list : {input_hooks(), label_hooks()}) {
+    for (const auto& h : list) {
+      if (std::find(out.begin(), out.end(), h) == out.end()) out.push_back(h);
+    }
+  }
+  return out;
+}
+
+namespace {
+std::string single_hook(const std::vector<std::string>& hooks, SaeType type, const char* side,
+                        std::string_view what) {
+  SAES_CHECK(hooks.size() == 1, UnsupportedError,
+             "{}: sae_type {} has {} {} hooks; only single-hook dictionaries (sae) are supported "
+             "there yet",
+             what, kSaeTypeNames[static_cast<std::size_t>(type)], hooks.size(), side);
+  return hooks.front();
+}
+}  // namespace
+
+std::string SparseDictionary::input_hook_point(std::string_view what) const {
+  return single_hook(input_hooks(), cfg_.sae_type, "input", what);
+}
+
+std::string SparseDictionary::label_hook_point(std::string_view what) const {
+  return single_hook(label_hooks(), cfg_.sae_type, "label", what);
+}
+
+at::Tensor SparseDictionary::prepare_input(const HookActs& raw) const {
+  const std::string hook = input_hook_point("prepare_input");
+  return normalize(hook_rows(raw, hook), hook);
+}
+
+at::Tensor SparseDictionary::prepare_label(const HookActs& raw) const {
+  const std::string hook = label_hook_point("prepare_label");
+  return normalize(hook_rows(raw, hook), hook);
 }
 
 void SparseDictionary::set_dataset_norm(const std::string& hook_point, double norm) {
@@ -182,7 +246,7 @@ void SparseDictionary::fold_activation_scale() {
   SAES_CHECK(cfg_.norm_activation == NormActivation::kDatasetWise, UnsupportedError,
              "fold_activation_scale: only dataset-wise normalization can be folded, got {}",
              kNormActivationNames[static_cast<std::size_t>(cfg_.norm_activation)]);
-  rescale_for_fold(dataset_scale(input_hook_point()), dataset_scale(label_hook_point()), true);
+  rescale_for_fold(true);
   cfg_.norm_activation = NormActivation::kInference;
   folded_ = true;
 }
@@ -190,7 +254,7 @@ void SparseDictionary::fold_activation_scale() {
 void SparseDictionary::unfold_activation_scale() {
   if (!folded_) return;
   cfg_.norm_activation = NormActivation::kDatasetWise;
-  rescale_for_fold(dataset_scale(input_hook_point()), dataset_scale(label_hook_point()), false);
+  rescale_for_fold(false);
   folded_ = false;
 }
 

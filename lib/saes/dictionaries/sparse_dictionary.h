@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -61,14 +62,32 @@ struct LossSettings {
   std::int64_t current_k = 0;  ///< TopK family: k for this step; 0 ⇒ cfg.top_k
 };
 
+/// Hook point → activations: what a dictionary reads (input_hooks) and reconstructs
+/// (label_hooks), aligned token for token.
+using HookActs = std::map<std::string, at::Tensor>;
+
+/// The [n_tokens, d] rows of hook `hook` in `acts` ([batch, context, d] is flattened); DataError
+/// naming the hook and the hooks present when it is missing.
+at::Tensor hook_rows(const HookActs& acts, const std::string& hook);
+
 /// Inputs of one training step. Activations are RAW (the step normalizes them, spec §2.1).
 struct TrainBatch {
-  at::Tensor x;      ///< [n_tokens, d_model] input-hook activations, any float dtype, any device
-  at::Tensor label;  ///< [n_tokens, d_model] output-hook activations (== x for an SAE)
-  at::Tensor mask;   ///< optional [n_tokens] bool/float token mask (undefined ⇒ all valid)
-  /// Aux-K only: optional [d_sae] bool, features currently dead (trainer's tracking, spec §3.5).
+  /// Every hook of input_hooks() and label_hooks(): [n_tokens, d_model], or [batch, context,
+  /// d_model] for 2-D batches (then `mask` is [batch, context] or [n_tokens]); any float dtype,
+  /// any device. An SAE's input and label are one entry when the hooks are equal.
+  HookActs acts;
+  at::Tensor mask;  ///< optional token mask (bool/float, nonzero = valid; undefined ⇒ all valid)
+  /// Aux-K only: optional [n_features()] bool, features currently dead (trainer's tracking,
+  /// spec §3.5).
   at::Tensor dead;
+  /// Tokens per sequence of a 2-D batch (rows are then batch × context), 0 for 1-D batches.
+  std::int64_t context = 0;
 };
+
+/// The batch of a one-hook dictionary (SAE, transcoder): {hook_point_in: x, hook_point_out:
+/// label} (one entry, x, when the hooks are equal).
+TrainBatch single_hook_batch(const SparseDictionaryConfig& cfg, const at::Tensor& x,
+                             const at::Tensor& label, const at::Tensor& mask = {});
 
 /// What one forward_backward returns. Tensors live on the dictionary's device/dtype and are
 /// detached. Loss values are the terms as added into `loss` (coefficients applied).
@@ -80,13 +99,16 @@ struct StepResult {
   double l_aux = 0.0;
   double n_tokens = 0.0;  ///< valid tokens (mask sum, or rows)
   double l0 = 0.0;        ///< mean #(f > 0) over valid tokens
-  /// [n_tokens, d_sae] f in normalized space (masked rows included); undefined when the step
-  /// ran the sparse kernels, which return f as `sparse_feature_acts` instead.
+  /// [n_tokens, n_features()] f in normalized space (masked rows included; a CLT's features
+  /// layer-major: feature l·d_sae + i is feature i of layer l); undefined when the step ran the
+  /// sparse kernels, which return f as `sparse_feature_acts` instead.
   at::Tensor feature_acts;
   SparseActs sparse_feature_acts;  ///< sparse step: f's active entries (see feature_acts)
-  at::Tensor reconstructed;        ///< [n_tokens, d_model] x̂ in normalized space
-  at::Tensor label;                ///< [n_tokens, d_model] normalized label
-  at::Tensor fired;                ///< [d_sae] int64: valid tokens with f > 0, per feature
+  /// x̂ and label in normalized space: [n_tokens, d_model] for one label hook, or layer-first
+  /// [n_label_hooks, n_tokens, d_model] (the original's CLT layout) for several.
+  at::Tensor reconstructed;
+  at::Tensor label;
+  at::Tensor fired;  ///< [n_features()] int64: valid tokens with f > 0, per feature
 };
 
 /// Random initialization parameters (spec §4 step 2); the initializer maps InitializerConfig.
@@ -131,21 +153,40 @@ class SparseDictionary {
 
   /// Every trainable parameter in checkpoint order, with its gradient buffer.
   virtual std::vector<ParameterRef> parameters() = 0;
-  /// Hook points whose activations this dictionary reads or reconstructs (in ∪ out, no repeats).
-  virtual std::vector<std::string> hook_points() const = 0;
-  /// Hook points feeding the input / providing the label.
-  virtual std::string input_hook_point() const = 0;
-  virtual std::string label_hook_point() const = 0;
+  /// Hook points whose activations this dictionary reads or reconstructs (in ∪ out, no repeats,
+  /// inputs first).
+  std::vector<std::string> hook_points() const;
+  /// Hook points feeding the input / providing the labels, in the variant's order (a CLT: layer
+  /// 0..L-1). Everything generic (trainer, norms, init, metrics) iterates over these.
+  virtual std::vector<std::string> input_hooks() const = 0;
+  virtual std::vector<std::string> label_hooks() const = 0;
+  /// The single input / label hook of a one-hook dictionary (SAE, transcoder). Tools that only
+  /// handle those call these: UnsupportedError naming the variant and `what` for a multi-hook one.
+  std::string input_hook_point(std::string_view what = "this tool") const;
+  std::string label_hook_point(std::string_view what = "this tool") const;
+  /// Feature groups: 1, or L for a CLT (d_sae features per layer). The trainer, metrics and
+  /// dead-feature tracking see n_features() = d_sae() · feature_layers() features.
+  virtual std::int64_t feature_layers() const { return 1; }
+  std::int64_t n_features() const { return d_sae() * feature_layers(); }
+
+  /// The normalized input / label of RAW per-hook rows in the variant's own layout (the
+  /// original's prepare_input / prepare_label): an SAE [n_tokens, d_model]; a CLT input
+  /// [n_tokens, L, d_model] and label [L, n_tokens, d_model]. encode/hidden_pre take the input
+  /// layout, decode returns the label layout.
+  virtual at::Tensor prepare_input(const HookActs& raw) const;
+  virtual at::Tensor prepare_label(const HookActs& raw) const;
 
   // ---- inference (activations already normalized, see normalize()) --------------------------
-  /// x: [n_tokens, d_model] → f [n_tokens, d_sae] (decoder-norm gating per spec §2.1).
-  /// k: TopK-family k (0 ⇒ cfg.top_k). No autograd graph is recorded.
+  /// x: [n_tokens, d_model] → f [n_tokens, d_sae] (decoder-norm gating per spec §2.1); a CLT:
+  /// [n_tokens, L, d_model] → [n_tokens, L, d_sae]. k: TopK-family k (0 ⇒ cfg.top_k). No
+  /// autograd graph is recorded.
   virtual at::Tensor encode(const at::Tensor& x, std::int64_t k = 0) const = 0;
-  /// Pre-activation h [n_tokens, d_sae] (unscaled by decoder norms, GLU applied).
+  /// Pre-activation h [n_tokens, d_sae] (unscaled by decoder norms, GLU applied); a CLT
+  /// [n_tokens, L, d_sae].
   virtual at::Tensor hidden_pre(const at::Tensor& x) const = 0;
-  /// f: [n_tokens, d_sae] → x̂ [n_tokens, d_model].
+  /// f (encode's layout) → x̂ (prepare_label's layout).
   virtual at::Tensor decode(const at::Tensor& f) const = 0;
-  /// Row norms of the decoder, [d_sae] (spec Appendix E: n_i).
+  /// Decoder norms n_i (spec Appendix E), [d_sae]; a CLT [L, d_sae] (norm over all targets).
   virtual at::Tensor decoder_norm() const = 0;
 
   // ---- training ---------------------------------------------------------------------------
@@ -161,11 +202,13 @@ class SparseDictionary {
   virtual void init_encoder_with_decoder_transpose(double factor);
   /// exact: every decoder row norm = v; else rows with norm > v are scaled down to v.
   virtual void set_decoder_to_fixed_norm(double value, bool exact);
-  /// b_D ← mean over tokens of the normalized label (spec §4 "geometric_median").
+  /// b_D ← mean over tokens of the normalized label (spec §4 "geometric_median"); label in
+  /// prepare_label's layout (a CLT: per layer).
   virtual void init_decoder_bias_with_mean(const at::Tensor& label_normalized);
-  /// b_E ← b_E − mean_tokens(hidden_pre(x_normalized)).
+  /// b_E ← b_E − mean_tokens(hidden_pre(x_normalized)); x in prepare_input's layout.
   virtual void init_encoder_bias_with_mean_hidden_pre(const at::Tensor& x_normalized);
-  /// Mean over tokens of Σ_d (decode(encode(x, k)) − label)² on normalized activations.
+  /// Mean over tokens (and label hooks) of Σ_d (decode(encode(x, k)) − label)² on normalized
+  /// activations in the prepare_input / prepare_label layouts.
   virtual double reconstruction_loss(const at::Tensor& x_normalized,
                                      const at::Tensor& label_normalized, std::int64_t k) const;
 
@@ -204,8 +247,9 @@ class SparseDictionary {
   void load(const std::filesystem::path& path);
 
  protected:
-  /// Variant-specific scaling of the fold (spec §2.1): multiply by f_in/f_out (fold) or invert.
-  virtual void rescale_for_fold(double f_in, double f_out, bool fold) = 0;
+  /// Variant-specific rewrite of the fold (spec §2.1) with the dataset scales of its hooks
+  /// (dataset_scale(hook), still dataset-wise when called): fold, or its inverse.
+  virtual void rescale_for_fold(bool fold) = 0;
   /// Extra variant tensors (beyond parameters()) to save; default none.
   virtual std::vector<std::pair<std::string, at::Tensor>> buffers() const { return {}; }
   /// In place: the sum of `t` over the model group (partial decodes, per-token sums over

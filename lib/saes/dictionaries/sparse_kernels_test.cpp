@@ -90,9 +90,9 @@ std::pair<sd::StepResult, std::map<std::string, at::Tensor>> run_step(const Step
     if (p.name == "b_D") p.value.normal_(0, 0.1, gen);
   }
   const std::int64_t N = 50;
-  sd::TrainBatch batch{at::randn({N, 24}, gen), {}, {}, {}};
-  if (c.dominant_token) batch.x[0].mul_(100.0);
-  batch.label = batch.x;
+  const at::Tensor x = at::randn({N, 24}, gen);
+  if (c.dominant_token) x[0].mul_(100.0);
+  sd::TrainBatch batch = sd::single_hook_batch(cfg, x, x);
   if (c.masked) batch.mask = at::rand({N}, gen) > 0.3;
   sd::LossSettings ls;
   ls.sparsity = c.penalty;

@@ -93,9 +93,9 @@ void prepare_dictionary(const TrainSettings& s, const std::vector<data::Activati
   if (s.initializer) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(s.seed));
     training::initialize_parameters(dict, *s.initializer, gen);
-    training::initialization_search(dict, *s.initializer,
-                                    batch_rows(batches.front(), dict.input_hook_point()),
-                                    batch_rows(batches.front(), dict.label_hook_point()), logger);
+    std::map<std::string, at::Tensor> raw;
+    for (const auto& hook : dict.hook_points()) raw[hook] = batch_rows(batches.front(), hook);
+    training::initialization_search(dict, *s.initializer, raw, logger);
   }
 }
 

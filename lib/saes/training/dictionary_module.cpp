@@ -26,9 +26,6 @@ dictionaries::SparsityPenalty penalty(const std::optional<SparsityLossType>& typ
   return dictionaries::SparsityPenalty::kNone;
 }
 
-/// [..., d] → [n_tokens, d] (2-D batches arrive as [batch, context, d]).
-at::Tensor token_rows(const at::Tensor& t) { return t.dim() > 2 ? t.flatten(0, -2) : t; }
-
 const at::Tensor& hook_acts(const TrainBatch& batch, const std::string& hook) {
   const auto it = batch.acts.find(hook);
   SAES_CHECK(it != batch.acts.end(), ConfigError,
@@ -55,7 +52,9 @@ std::vector<Parameter> DictionaryModule::parameters() {
   return out;
 }
 
-std::int64_t DictionaryModule::n_features() const { return dict_.d_sae(); }
+std::int64_t DictionaryModule::n_features() const { return dict_.n_features(); }
+
+std::int64_t DictionaryModule::feature_layers() const { return dict_.feature_layers(); }
 
 std::optional<std::int64_t> DictionaryModule::top_k() const {
   const auto& cfg = dict_.config();
@@ -65,8 +64,9 @@ std::optional<std::int64_t> DictionaryModule::top_k() const {
 
 StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const StepContext& context) {
   dictionaries::TrainBatch in;
-  in.x = token_rows(hook_acts(batch, dict_.input_hook_point()));
-  in.label = token_rows(hook_acts(batch, dict_.label_hook_point()));
+  for (const std::string& hook : dict_.hook_points()) in.acts[hook] = hook_acts(batch, hook);
+  const at::Tensor& first = in.acts.begin()->second;
+  if (first.dim() > 2) in.context = first.size(1);
   if (batch.mask.defined()) in.mask = batch.mask.flatten();
   if (context.dead.defined()) in.dead = dict_.local_features(context.dead, 0);
 
@@ -100,6 +100,7 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
                                .unsqueeze(1);
   out.mask = in.mask;
   out.fired = r.fired;
+  if (dict_.label_hooks().size() > 1) out.layers = r.label.size(0);
   const dictionaries::FeatureShard& shard = dict_.feature_shard();
   if (shard.sharded()) {  // per-token sums and firing counts of the whole dictionary
     at::Tensor token_sums = out.feature_acts.sum(1, true);

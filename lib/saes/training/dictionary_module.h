@@ -37,6 +37,7 @@ class DictionaryModule final : public TrainableModule {
 
   std::vector<Parameter> parameters() override;
   std::int64_t n_features() const override;
+  std::int64_t feature_layers() const override;
   std::optional<std::int64_t> top_k() const override;
   StepOutput forward_backward(const TrainBatch& batch, const StepContext& context) override;
   std::map<std::string, double> statistics() const override;

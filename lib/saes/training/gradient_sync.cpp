@@ -118,6 +118,7 @@ ReducedStep reduce_step(GradientSync& sync, const std::map<std::string, double>&
     v.insert(v.end(), {stats->explained_variance * n, stats->explained_variance_legacy * n,
                        stats->l2_norm_error * n, stats->l2_norm_error_ratio * n,
                        stats->mean_feature_act * stats->l0_sum, stats->l0_sum, n});
+    for (double ev : stats->layer_explained_variance) v.push_back(ev * n);
   }
   const std::size_t n_scalars = v.size();
   const bool with_fired = fired && fired->defined();
@@ -142,6 +143,9 @@ ReducedStep reduce_step(GradientSync& sync, const std::map<std::string, double>&
     stats->mean_feature_act = l0 > 0 ? s[i + 4] / l0 : 0.0;
     stats->l0_sum = l0;
     stats->n_tokens = n;
+    for (std::size_t l = 0; l < stats->layer_explained_variance.size(); ++l) {
+      stats->layer_explained_variance[l] = s[i + 7 + l] / n;
+    }
   }
   if (with_fired) {
     std::vector<double> summed(s.begin() + static_cast<std::ptrdiff_t>(n_scalars), s.end());

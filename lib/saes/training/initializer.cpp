@@ -52,9 +52,9 @@ void initialize_parameters(dictionaries::SparseDictionary& dict, const Initializ
 }
 
 double initialization_search(dictionaries::SparseDictionary& dict, const InitializerConfig& cfg,
-                             const at::Tensor& x_raw, const at::Tensor& label_raw, Logger& logger) {
-  const at::Tensor x = dict.normalize(x_raw, dict.input_hook_point());
-  const at::Tensor label = dict.normalize(label_raw, dict.label_hook_point());
+                             const std::map<std::string, at::Tensor>& raw, Logger& logger) {
+  const at::Tensor x = dict.prepare_input(raw);
+  const at::Tensor label = dict.prepare_label(raw);
   if (cfg.bias_init_method == BiasInitMethod::kGeometricMedian) {
     dict.init_decoder_bias_with_mean(label);  // upstream: the mean, not a geometric median
   }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include <ATen/ops/ones.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
@@ -27,32 +28,64 @@ double find_value(const MetricValues& values, const std::string& key, double fal
 
 }  // namespace
 
-BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor& label,
-                               const at::Tensor& feature_acts, const at::Tensor& mask,
-                               const at::Tensor& fired) {
-  SAES_ASSERT(reconstructed.sizes() == label.sizes(), "reconstructed and label shapes differ");
-  const auto acc = at::kFloat;
-  const at::Tensor y = rows(label).to(acc);
-  const at::Tensor x_hat = rows(reconstructed).to(acc);
-  const at::Tensor f = rows(feature_acts);
-  SAES_ASSERT(f.size(0) == y.size(0), "feature_acts rows {} != label rows {}", f.size(0),
-              y.size(0));
-  const at::Tensor w = mask.defined() ? mask.reshape({-1}).to(acc) : at::ones_like(y.select(1, 0));
-  BatchStats s;
-  s.n_tokens = w.sum().item<double>();
-  const double n = std::max(s.n_tokens, 1.0);
+namespace {
+
+/// Reconstruction statistics of one [N, d] output against its label (w: [N] token weights).
+struct Recon {
+  double ev = 0, ev_legacy = 0, l2_error = 0, y_norm = 0;
+};
+
+Recon reconstruction_stats(const at::Tensor& x_hat, const at::Tensor& y, const at::Tensor& w,
+                           double n) {
+  Recon r;
   const at::Tensor w_col = w.unsqueeze(1);
   const at::Tensor y_mean = y.mul(w_col).sum(0).div(n);
   const at::Tensor err = x_hat.sub(y).pow(2).sum(1);
   const at::Tensor var = y.sub(y_mean).pow(2).sum(1);
   const double err_total = err.mul(w).sum().item<double>();
   const double var_total = var.mul(w).sum().item<double>();
-  s.explained_variance = var_total > 0 ? 1.0 - err_total / var_total : 0.0;
-  s.explained_variance_legacy =
-      err.div(var.clamp_min(1e-12)).neg().add(1.0).mul(w).sum().item<double>() / n;
-  s.l2_norm_error = err.sqrt().mul(w).sum().item<double>() / n;
-  const double y_norm = y.norm(2, {1}).mul(w).sum().item<double>() / n;
-  s.l2_norm_error_ratio = y_norm > 0 ? s.l2_norm_error / y_norm : 0.0;
+  r.ev = var_total > 0 ? 1.0 - err_total / var_total : 0.0;
+  r.ev_legacy = err.div(var.clamp_min(1e-12)).neg().add(1.0).mul(w).sum().item<double>() / n;
+  r.l2_error = err.sqrt().mul(w).sum().item<double>() / n;
+  r.y_norm = y.norm(2, {1}).mul(w).sum().item<double>() / n;
+  return r;
+}
+
+}  // namespace
+
+BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor& label,
+                               const at::Tensor& feature_acts, const at::Tensor& mask,
+                               const at::Tensor& fired, std::int64_t layers) {
+  SAES_ASSERT(reconstructed.sizes() == label.sizes(), "reconstructed and label shapes differ");
+  SAES_ASSERT(layers == 0 || (label.dim() == 3 && label.size(0) == layers),
+              "layered statistics need [layers={}, n_tokens, d] outputs", layers);
+  const auto acc = at::kFloat;
+  const at::Tensor f = rows(feature_acts);
+  const std::int64_t n_rows = layers > 0 ? label.size(1) : rows(label).size(0);
+  SAES_ASSERT(f.size(0) == n_rows, "feature_acts rows {} != label rows {}", f.size(0), n_rows);
+  const at::Tensor w = mask.defined() ? mask.reshape({-1}).to(acc)
+                                      : at::ones({n_rows}, label.options().dtype(acc));
+  BatchStats s;
+  s.n_tokens = w.sum().item<double>();
+  const double n = std::max(s.n_tokens, 1.0);
+  if (layers == 0) {
+    const Recon r = reconstruction_stats(rows(reconstructed).to(acc), rows(label).to(acc), w, n);
+    s.explained_variance = r.ev;
+    s.explained_variance_legacy = r.ev_legacy;
+    s.l2_norm_error = r.l2_error;
+    s.l2_norm_error_ratio = r.y_norm > 0 ? r.l2_error / r.y_norm : 0.0;
+  } else {
+    double y_norm = 0.0;
+    for (std::int64_t l = 0; l < layers; ++l) {
+      const Recon r = reconstruction_stats(reconstructed[l].to(acc), label[l].to(acc), w, n);
+      s.layer_explained_variance.push_back(r.ev);
+      s.explained_variance += r.ev / static_cast<double>(layers);
+      s.explained_variance_legacy += r.ev_legacy / static_cast<double>(layers);
+      s.l2_norm_error += r.l2_error / static_cast<double>(layers);
+      y_norm += r.y_norm / static_cast<double>(layers);
+    }
+    s.l2_norm_error_ratio = y_norm > 0 ? s.l2_norm_error / y_norm : 0.0;
+  }
   // Per-feature sums as w · f (a matrix-vector product: no [tokens, features] temporaries).
   const at::Tensor f_acc = f.to(acc);
   s.fired = fired.defined() ? fired.to(at::kDouble).cpu()
@@ -64,14 +97,17 @@ BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor
 }
 
 MetricsTracker::MetricsTracker(std::int64_t n_features, std::int64_t log_frequency,
-                               std::int64_t dead_threshold)
+                               std::int64_t dead_threshold, std::int64_t feature_layers)
     : n_features_(n_features),
+      feature_layers_(feature_layers),
       log_frequency_(log_frequency),
       dead_threshold_(dead_threshold),
       window_fired_(at::zeros({n_features}, at::kDouble)),
       tokens_since_fired_(at::zeros({n_features}, at::kLong)) {
   SAES_CHECK(log_frequency > 0, ConfigError, "trainer.log_frequency: expected > 0, got {}",
              log_frequency);
+  SAES_ASSERT(feature_layers >= 1 && n_features % feature_layers == 0,
+              "{} features do not split into {} layers", n_features, feature_layers);
 }
 
 void MetricsTracker::add(const std::string& key, Reduce reduce, double value, double weight) {
@@ -99,6 +135,10 @@ void MetricsTracker::update(const StepRecord& r) {
     add("metrics/l2_norm_error_ratio", Reduce::kMean, s.l2_norm_error_ratio);
     add("metrics/mean_feature_act", Reduce::kMean, s.mean_feature_act);
     add("metrics/l0", Reduce::kMean, s.l0_sum, s.n_tokens);
+    for (std::size_t l = 0; l < s.layer_explained_variance.size(); ++l) {
+      add(fmt::format("metrics/explained_variance_L{}", l), Reduce::kMean,
+          s.layer_explained_variance[l]);
+    }
     SAES_ASSERT(s.fired.numel() == n_features_, "fired counts: {} features, expected {}",
                 s.fired.numel(), n_features_);
     window_fired_.add_(s.fired);
@@ -135,13 +175,25 @@ MetricValues MetricsTracker::flush(const std::map<std::string, double>& model_st
   if (window_tokens_ > 0) {
     const at::Tensor freq = window_fired_.div(window_tokens_);
     const auto count = [&](const at::Tensor& m) { return m.sum().item<double>(); };
-    out.emplace_back("sparsity/above_1e-1", count(freq.gt(1e-1)));
-    out.emplace_back("sparsity/above_1e-2", count(freq.gt(1e-2)));
-    out.emplace_back("sparsity/below_1e-5", count(freq.lt(1e-5)));
-    out.emplace_back("sparsity/below_1e-6", count(freq.lt(1e-6)));
-    out.emplace_back("sparsity/below_1e-7", count(freq.lt(1e-7)));
-    out.emplace_back("sparsity/dense_features", count(freq.gt(0.5)));
-    out.emplace_back("sparsity/dead_features", count(tokens_since_fired_.ge(dead_threshold_)));
+    const auto buckets = [&](const at::Tensor& q, const at::Tensor& since,
+                             const std::string& suffix) {
+      out.emplace_back("sparsity/above_1e-1" + suffix, count(q.gt(1e-1)));
+      out.emplace_back("sparsity/above_1e-2" + suffix, count(q.gt(1e-2)));
+      out.emplace_back("sparsity/below_1e-5" + suffix, count(q.lt(1e-5)));
+      out.emplace_back("sparsity/below_1e-6" + suffix, count(q.lt(1e-6)));
+      out.emplace_back("sparsity/below_1e-7" + suffix, count(q.lt(1e-7)));
+      out.emplace_back("sparsity/dense_features" + suffix, count(q.gt(0.5)));
+      out.emplace_back("sparsity/dead_features" + suffix, count(since.ge(dead_threshold_)));
+    };
+    buckets(freq, tokens_since_fired_, "");
+    if (feature_layers_ > 1) {
+      const std::int64_t per = n_features_ / feature_layers_;
+      for (std::int64_t l = 0; l < feature_layers_; ++l) {
+        const at::Tensor q = freq.narrow(0, l * per, per);
+        out.emplace_back(fmt::format("metrics/l0_layer{}", l), q.sum().item<double>());
+        buckets(q, tokens_since_fired_.narrow(0, l * per, per), fmt::format("_layer{}", l));
+      }
+    }
   }
   for (const auto& [key, value] : model_stats) out.emplace_back(key, value);
   window_.clear();

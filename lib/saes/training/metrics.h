@@ -27,6 +27,9 @@ struct BatchStats {
   double l0_sum = 0.0;                     ///< Σ_tokens #(f > 0)
   double n_tokens = 0.0;                   ///< valid tokens (mask sum, else rows)
   at::Tensor fired;                        ///< [n_features] float64 CPU: valid tokens with f > 0
+  /// Layered outputs (a CLT's L target layers): the explained variance of each layer; the
+  /// whole-dictionary figures above are then the means over layers (spec §5.6).
+  std::vector<double> layer_explained_variance;
 };
 
 /// Statistics of one batch. reconstructed, label: [..., d]; feature_acts: [..., n_features] with
@@ -35,10 +38,12 @@ struct BatchStats {
 /// valid) or undefined (all valid).
 /// Any float dtype (accumulated in float32 or wider), any device. `fired` ([n_features] counts of
 /// valid tokens with f > 0, e.g. from the dictionary's fused step) saves a pass; undefined:
-/// computed.
+/// computed. `layers` > 0: reconstructed and label are layer-first [layers, n_tokens, d] (a CLT)
+/// and feature_acts [n_tokens, n_features]; each layer's reconstruction statistics are computed
+/// and the whole-dictionary ones are their means (l2_norm_error_ratio: mean error / mean norm).
 BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor& label,
                                const at::Tensor& feature_acts, const at::Tensor& mask,
-                               const at::Tensor& fired = {});
+                               const at::Tensor& fired = {}, std::int64_t layers = 0);
 
 /// Everything recorded for one dictionary at one step.
 struct StepRecord {
@@ -65,10 +70,13 @@ using MetricValues = std::vector<std::pair<std::string, double>>;
 /// window), details/* (last value), plus our sparsity/dead_features (no firing for >=
 /// dead_threshold tokens) and sparsity/dense_features (firing on more than half of the window's
 /// tokens). Its state (window sums and per-feature counters) is checkpointed, so a resumed run logs
-/// the same numbers as an uninterrupted one.
+/// the same numbers as an uninterrupted one. With feature_layers L > 1 (a CLT: n_features = L ·
+/// d_sae, layer-major) it adds per layer metrics/explained_variance_L{l}, metrics/l0_layer{l} and
+/// sparsity/<bucket>_layer{l}.
 class MetricsTracker {
  public:
-  MetricsTracker(std::int64_t n_features, std::int64_t log_frequency, std::int64_t dead_threshold);
+  MetricsTracker(std::int64_t n_features, std::int64_t log_frequency, std::int64_t dead_threshold,
+                 std::int64_t feature_layers = 1);
   /// Adds a step to the window (the record's stats feed L0, EV and the frequency buckets).
   void update(const StepRecord& record);
   /// Dead-feature tracking (spec §3.5, every step, also with skip_metrics_calculation): a feature
@@ -95,6 +103,7 @@ class MetricsTracker {
   void add(const std::string& key, Reduce reduce, double value, double weight = 1.0);
 
   std::int64_t n_features_;
+  std::int64_t feature_layers_ = 1;
   std::int64_t log_frequency_;
   std::int64_t dead_threshold_;
   std::map<std::string, Accumulator> window_;

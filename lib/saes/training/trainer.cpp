@@ -80,7 +80,8 @@ struct MemberRun {
       : member(std::move(m)),
         dir(member.name.empty() ? run_dir : run_dir / member.name),
         optimizer(member.config.optimizer_class, member.config.lr, member.config.betas),
-        metrics(member.module->n_features(), log_frequency, member.config.dead_threshold) {}
+        metrics(member.module->n_features(), log_frequency, member.config.dead_threshold,
+                member.module->feature_layers()) {}
 };
 
 struct Trainer::Impl {
@@ -202,8 +203,8 @@ struct Trainer::Impl {
     ms.local_valid = valid_count(mask, batch.n_tokens);
     ms.global_valid = ms.local_valid;
     if (!r.member.config.skip_metrics_calculation) {
-      ms.stats =
-          compute_batch_stats(out.reconstructed, out.label, out.feature_acts, mask, out.fired);
+      ms.stats = compute_batch_stats(out.reconstructed, out.label, out.feature_acts, mask,
+                                     out.fired, out.layers);
       ms.fired = ms.stats->fired;
     } else {
       ms.fired = out.fired;

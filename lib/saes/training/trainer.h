@@ -72,6 +72,9 @@ struct StepOutput {
   /// Optional [n_features] count of valid tokens on which each feature fired (any numeric dtype,
   /// any device); computed from feature_acts when undefined. Also feeds dead-feature tracking.
   at::Tensor fired;
+  /// > 0: reconstructed and label are layer-first [layers, n_tokens, d] (a CLT's target layers),
+  /// and the metrics gain per-layer explained variance (compute_batch_stats).
+  std::int64_t layers = 0;
 };
 
 /// A dictionary as the trainer sees it (adapted from saes::dictionaries by the runner).
@@ -82,6 +85,9 @@ class TrainableModule {
   /// tensors must stay the ones forward_backward writes into.
   virtual std::vector<Parameter> parameters() = 0;
   virtual std::int64_t n_features() const = 0;
+  /// Features split into this many equal layer-major groups (a CLT's source layers): per-layer
+  /// L0 and frequency metrics. 1 for a single-layer dictionary.
+  virtual std::int64_t feature_layers() const { return 1; }
   /// top_k for the TopK family (k annealing applies), nullopt otherwise.
   virtual std::optional<std::int64_t> top_k() const = 0;
   /// Forward, loss and backward on one batch; overwrites every parameter's grad.
