@@ -150,7 +150,8 @@ Ours run(const Workload& w, sd::SparseKernels kernels, int reps, const Target& t
   }
   Ours out;
   out.step_s = best_of(reps, [&] {
-    out.sparse = sae.forward_backward(sd::single_hook_batch(sae.config(), x, x), ls).sparse_feature_acts.defined();
+    out.sparse = sae.forward_backward(sd::single_hook_batch(sae.config(), x, x), ls)
+                     .sparse_feature_acts.defined();
     adam.step(params);
     target.sync();
   });

@@ -194,9 +194,11 @@ TEST_CASE("a feature-sharded SAE step equals the whole SAE's step", "[mpi][featu
   ls.lp_coefficient = 0.1;
   check_step(pair, batch, ls, "jumprelu + tanh + L_p");
   const at::Tensor f = pair.part.encode(batch.acts.at(kHook));
-  check_close(pair.part.decode(f), pair.whole.decode(pair.whole.encode(batch.acts.at(kHook))), "decode(encode)");
+  check_close(pair.part.decode(f), pair.whole.decode(pair.whole.encode(batch.acts.at(kHook))),
+              "decode(encode)");
   check_close(pair.part.reconstruction_loss(batch.acts.at(kHook), batch.acts.at(kHook), 0),
-              pair.whole.reconstruction_loss(batch.acts.at(kHook), batch.acts.at(kHook), 0), "reconstruction_loss");
+              pair.whole.reconstruction_loss(batch.acts.at(kHook), batch.acts.at(kHook), 0),
+              "reconstruction_loss");
 }
 
 TEST_CASE("a sharded save writes the whole dictionary; a sharded load reads its slice",

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/logical_and.h>
@@ -24,8 +25,9 @@ using dictionaries::NormActivation;
 /// [batch, seq, ...] → [batch·seq, features].
 at::Tensor token_rows(const at::Tensor& t) { return t.reshape({t.size(0) * t.size(1), -1}); }
 
-/// The factor normalize() multiplies the label by: a scalar, or one per row.
-at::Tensor label_scale(const dictionaries::SparseDictionary& dict, const at::Tensor& label) {
+/// The factor normalize() multiplies hook `hook`'s label by: a scalar, or one per row.
+at::Tensor label_scale(const dictionaries::SparseDictionary& dict, const std::string& hook,
+                       const at::Tensor& label) {
   const double sqrt_d = std::sqrt(static_cast<double>(dict.config().d_model));
   const at::Tensor y = label.to(dict.device(), dict.dtype());
   switch (dict.config().norm_activation) {
@@ -39,7 +41,7 @@ at::Tensor label_scale(const dictionaries::SparseDictionary& dict, const at::Ten
           .mul(sqrt_d);
     case NormActivation::kDatasetWise:
     case NormActivation::kInference:
-      return at::scalar_tensor(dict.dataset_scale(dict.label_hook_point()), y.options());
+      return at::scalar_tensor(dict.dataset_scale(hook), y.options());
   }
   SAES_ASSERT(false, "unknown norm_activation");
 }
@@ -56,8 +58,8 @@ Reconstruction reconstruct(const dictionaries::SparseDictionary& dict, const at:
       dict.config().d_model, fmt::join(input.sizes(), ", "), fmt::join(label.sizes(), ", "));
   at::NoGradGuard no_grad;
   Reconstruction r;
-  r.feature_acts = dict.encode(dict.normalize(input, dict.input_hook_point()));
-  r.output = dict.decode(r.feature_acts).div(label_scale(dict, label));
+  r.feature_acts = dict.encode(dict.normalize(input, dict.input_hook_point("evaluation")));
+  r.output = dict.decode(r.feature_acts).div(label_scale(dict, dict.label_hook_point(), label));
   return r;
 }
 
@@ -66,12 +68,15 @@ Evaluator::Evaluator(const dictionaries::SparseDictionary& dict, const lm::Trans
     : dict_(dict),
       model_(model),
       options_(options),
-      reconstruction_(dict.config().d_model, dict.d_sae()) {}
+      reconstruction_(dict.config().d_model * static_cast<std::int64_t>(dict.label_hooks().size()),
+                      dict.n_features()) {}
 
 at::Tensor Evaluator::logits_with(const at::Tensor& tokens, const at::Tensor& attention_mask,
-                                  const at::Tensor& hook_value) const {
+                                  const std::map<std::string, at::Tensor>& hook_values) const {
   lm::HookSet hooks;
-  hooks.replace(dict_.label_hook_point(), [&hook_value](const at::Tensor&) { return hook_value; });
+  for (const auto& [hook, value] : hook_values) {
+    hooks.replace(hook, [&value = value](const at::Tensor&) { return value; });
+  }
   hooks.capture("logits");
   return model_.forward(tokens, &attention_mask, hooks, lm::GradMode::kNoGrad).at("logits");
 }
@@ -80,33 +85,63 @@ std::int64_t Evaluator::add(const data::TokenBatch& batch) {
   at::NoGradGuard no_grad;
   const at::Tensor tokens = batch.tokens.to(model_.device());
   const at::Tensor attention = batch.attention_mask.to(model_.device());
-  const std::string& in_hook = dict_.input_hook_point();
-  const std::string& out_hook = dict_.label_hook_point();
   lm::HookSet hooks;
-  hooks.capture(in_hook).capture(out_hook);
+  for (const std::string& hook : dict_.hook_points()) hooks.capture(hook);
   if (options_.downstream) hooks.capture("logits");
   auto acts = model_.forward(tokens, &attention, hooks, lm::GradMode::kNoGrad);
   const at::Tensor kept = batch.mask.reshape({-1}).ne(0).nonzero().squeeze(1).to(model_.device());
   if (kept.numel() == 0) return 0;
-  const at::Tensor label_full = acts.at(out_hook);
-  const at::Tensor label = token_rows(label_full).index_select(0, kept);
-  const Reconstruction r =
-      reconstruct(dict_, token_rows(acts.at(in_hook)).index_select(0, kept), label);
-  reconstruction_.add(label, r.output, r.feature_acts);
+  // Every hook's kept rows; a multi-hook dictionary (a CLT) encodes all its input hooks of the
+  // clean forward and its outputs replace all its label hooks at once.
+  dictionaries::HookActs raw;
+  for (const std::string& hook : dict_.hook_points()) {
+    raw[hook] = token_rows(acts.at(hook)).index_select(0, kept);
+  }
+  const std::vector<std::string> label_hooks = dict_.label_hooks();
+  const bool layered = label_hooks.size() > 1;
+  at::Tensor feature_acts, output;
+  {
+    at::NoGradGuard no_grad_inner;
+    feature_acts = dict_.encode(dict_.prepare_input(raw));
+    output = dict_.decode(feature_acts);
+  }
+  std::vector<at::Tensor> labels, outputs;
+  for (std::size_t i = 0; i < label_hooks.size(); ++i) {
+    const at::Tensor& label = raw.at(label_hooks[i]);
+    labels.push_back(label);
+    const at::Tensor out = layered ? output[static_cast<std::int64_t>(i)] : output;
+    outputs.push_back(out.div(label_scale(dict_, label_hooks[i], label)));
+  }
+  if (layered) {
+    reconstruction_.add(at::cat(labels, 1), at::cat(outputs, 1),
+                        feature_acts.reshape({kept.numel(), -1}));
+  } else {
+    reconstruction_.add(labels.front(), outputs.front(), feature_acts);
+  }
   if (options_.downstream) {
-    // The hook's clean value with the kept positions replaced by `rows` (BOS/pad keep theirs).
-    const auto spliced = [&](const at::Tensor& rows) {
-      return token_rows(label_full)
-          .index_copy(0, kept, rows.to(label_full.device(), label_full.scalar_type()))
-          .view(label_full.sizes());
+    // Each label hook's clean value with the kept positions replaced by `rows(i)` (BOS/pad keep
+    // theirs).
+    const auto spliced = [&](const auto& rows) {
+      std::map<std::string, at::Tensor> values;
+      for (std::size_t i = 0; i < label_hooks.size(); ++i) {
+        const at::Tensor& full = acts.at(label_hooks[i]);
+        values[label_hooks[i]] =
+            token_rows(full)
+                .index_copy(0, kept, rows(i).to(full.device(), full.scalar_type()))
+                .view(full.sizes());
+      }
+      return values;
     };
     VariantLogits logits;
     logits.clean = acts.at("logits");
-    logits.spliced = logits_with(tokens, attention, spliced(r.output));
-    logits.zero_ablated = logits_with(tokens, attention, spliced(at::zeros_like(label)));
+    logits.spliced =
+        logits_with(tokens, attention, spliced([&](std::size_t i) { return outputs[i]; }));
+    logits.zero_ablated = logits_with(
+        tokens, attention, spliced([&](std::size_t i) { return at::zeros_like(labels[i]); }));
     if (options_.mean_ablation) {
-      logits.mean_ablated =
-          logits_with(tokens, attention, spliced(label.mean(0, true).expand_as(label)));
+      logits.mean_ablated = logits_with(tokens, attention, spliced([&](std::size_t i) {
+                                          return labels[i].mean(0, true).expand_as(labels[i]);
+                                        }));
     }
     downstream_.add(logits, tokens, scored_positions(batch.mask, batch.attention_mask));
   }

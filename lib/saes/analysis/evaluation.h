@@ -45,7 +45,10 @@ struct Reconstruction {
 Reconstruction reconstruct(const dictionaries::SparseDictionary& dict, const at::Tensor& input,
                            const at::Tensor& label);
 
-/// Accumulates reconstruction and downstream metrics over token batches.
+/// Accumulates reconstruction and downstream metrics over token batches. A multi-hook dictionary
+/// (a CLT) is encoded from all its input hooks of the clean forward; the reconstruction metrics
+/// pool its label hooks (the label is their concatenation, L0 counts every layer's features) and
+/// the spliced forward replaces all its label hooks at once.
 class Evaluator {
  public:
   /// dict and model must outlive the evaluator; the dictionary's hooks must be hooks of the model
@@ -67,8 +70,9 @@ class Evaluator {
   std::int64_t n_tokens() const { return reconstruction_.n_tokens(); }
 
  private:
+  /// Logits with each hook of `hook_values` replaced by its value.
   at::Tensor logits_with(const at::Tensor& tokens, const at::Tensor& attention_mask,
-                         const at::Tensor& hook_value) const;
+                         const std::map<std::string, at::Tensor>& hook_values) const;
 
   const dictionaries::SparseDictionary& dict_;
   const lm::Transformer& model_;

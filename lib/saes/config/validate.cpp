@@ -1,11 +1,11 @@
 // Semantic validation of the four settings structs: every problem is collected, none thrown here.
 #include "saes/config/validate.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cmath>
 #include <set>
+
+#include <fmt/format.h>
 
 #include "saes/config/field_traits.h"
 #include "saes/core/error.h"
@@ -180,7 +180,8 @@ void check_sae_hooks(Problems& p, const dictionaries::SparseDictionaryConfig& sa
           fmt::format("expected {} hooks (one per hook_points_in entry), got {}",
                       sae.hook_points_in.size(), sae.hook_points_out.size()));
   for (const auto* list : {&sae.hook_points_in, &sae.hook_points_out}) {
-    const std::string name = list == &sae.hook_points_in ? "sae.hook_points_in" : "sae.hook_points_out";
+    const std::string name =
+        list == &sae.hook_points_in ? "sae.hook_points_in" : "sae.hook_points_out";
     for (std::size_t i = 0; i < list->size(); ++i) {
       check_not_empty(p, fmt::format("{}[{}]", name, i), (*list)[i]);
     }
@@ -190,10 +191,10 @@ void check_sae_hooks(Problems& p, const dictionaries::SparseDictionaryConfig& sa
 }
 
 void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
-  p.check(sae.sae_type == dictionaries::SaeType::kSae || sae.sae_type == dictionaries::SaeType::kClt,
-          "sae.sae_type",
-          fmt::format("only \"sae\" and \"clt\" are implemented, got \"{}\"",
-                      enum_name(sae.sae_type)));
+  p.check(
+      sae.sae_type == dictionaries::SaeType::kSae || sae.sae_type == dictionaries::SaeType::kClt,
+      "sae.sae_type",
+      fmt::format("only \"sae\" and \"clt\" are implemented, got \"{}\"", enum_name(sae.sae_type)));
   const bool clt = sae.sae_type == dictionaries::SaeType::kClt;
   check_positive(p, "sae.d_model", static_cast<double>(sae.d_model));
   check_positive(p, "sae.expansion_factor", sae.expansion_factor);
@@ -202,9 +203,9 @@ void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
             fmt::format("d_sae = int(d_model * expansion_factor) is {}", sae.d_sae()));
   }
   const bool layer_act = sae.act_fn == ActFn::kBatchLayerTopK || sae.act_fn == ActFn::kLayerTopK;
-  p.check(clt || !layer_act, "sae.act_fn",
-          fmt::format("{} is for cross-layer transcoders (sae_type clt) only",
-                      enum_name(sae.act_fn)));
+  p.check(
+      clt || !layer_act, "sae.act_fn",
+      fmt::format("{} is for cross-layer transcoders (sae_type clt) only", enum_name(sae.act_fn)));
   if (dictionaries::is_topk_family(sae.act_fn) && sae.d_sae() >= 1) {
     const std::int64_t max_k =
         sae.d_sae() * (layer_act ? static_cast<std::int64_t>(sae.hook_points_in.size()) : 1);

@@ -55,18 +55,17 @@ void validate(const SparseDictionaryConfig& cfg) {
                list == &cfg.hook_points_in ? "hook_points_in" : "hook_points_out",
                fmt::join(*list, ", "));
   }
-  const std::int64_t max_k =
-      cfg.act_fn == ActFn::kLayerTopK || cfg.act_fn == ActFn::kBatchLayerTopK
-          ? cfg.d_sae() * static_cast<std::int64_t>(L)
-          : cfg.d_sae();
+  const std::int64_t max_k = cfg.act_fn == ActFn::kLayerTopK || cfg.act_fn == ActFn::kBatchLayerTopK
+                                 ? cfg.d_sae() * static_cast<std::int64_t>(L)
+                                 : cfg.d_sae();
   SAES_CHECK(!is_topk_family(cfg.act_fn) || (cfg.top_k >= 1 && cfg.top_k <= max_k), ConfigError,
              "sae.top_k: expected 1..{} for {}, got {}", max_k,
              kActFnNames[static_cast<std::size_t>(cfg.act_fn)], cfg.top_k);
   SAES_CHECK(cfg.jumprelu_threshold_window > 0, ConfigError,
              "sae.jumprelu_threshold_window: expected > 0, got {}", cfg.jumprelu_threshold_window);
   SAES_CHECK(!cfg.use_glu_encoder, ConfigError, "sae.use_glu_encoder: not defined for a clt");
-  SAES_CHECK(cfg.sparsity_threshold_for_csr > 0 && cfg.sparsity_threshold_for_csr <= 1,
-             ConfigError, "sae.sparsity_threshold_for_csr: expected in (0, 1], got {}",
+  SAES_CHECK(cfg.sparsity_threshold_for_csr > 0 && cfg.sparsity_threshold_for_csr <= 1, ConfigError,
+             "sae.sparsity_threshold_for_csr: expected in (0, 1], got {}",
              cfg.sparsity_threshold_for_csr);
 }
 
@@ -116,7 +115,8 @@ std::vector<ParameterRef> CrossLayerTranscoder::parameters() {
 
 at::Tensor CrossLayerTranscoder::prepare_input(const HookActs& raw) const {
   std::vector<at::Tensor> layers;
-  for (const auto& hook : cfg_.hook_points_in) layers.push_back(normalize(hook_rows(raw, hook), hook));
+  for (const auto& hook : cfg_.hook_points_in)
+    layers.push_back(normalize(hook_rows(raw, hook), hook));
   return at::stack(layers, 1);
 }
 
@@ -135,7 +135,9 @@ void CrossLayerTranscoder::check_input(const at::Tensor& x, const char* what) co
              cfg_.d_model);
 }
 
-std::int64_t CrossLayerTranscoder::resolve_k(std::int64_t k) const { return k > 0 ? k : cfg_.top_k; }
+std::int64_t CrossLayerTranscoder::resolve_k(std::int64_t k) const {
+  return k > 0 ? k : cfg_.top_k;
+}
 
 at::Tensor CrossLayerTranscoder::hidden_pre_layers(const at::Tensor& x) const {
   check_input(x, "x");
@@ -153,6 +155,12 @@ at::Tensor CrossLayerTranscoder::decoder_norm() const {
     sq.narrow(0, 0, t + 1).add_(at::sum(W_D_[t] * W_D_[t], {2}));
   }
   return at::sqrt(sq);
+}
+
+at::Tensor CrossLayerTranscoder::feature_directions() const {
+  at::Tensor sum = at::zeros({n_layers(), local_d_sae(), cfg_.d_model}, W_E_.options());
+  for (std::int64_t t = 0; t < n_layers(); ++t) sum.narrow(0, 0, t + 1).add_(W_D_[t]);
+  return sum.view({n_layers() * local_d_sae(), cfg_.d_model});
 }
 
 at::Tensor CrossLayerTranscoder::activation_mask(const at::Tensor& s, std::int64_t k) const {

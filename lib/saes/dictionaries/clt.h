@@ -56,6 +56,8 @@ class CrossLayerTranscoder final : public SparseDictionary {
   at::Tensor decode(const at::Tensor& f) const override;
   /// N[l, i] = sqrt(Σ_{t>=l} ‖W_D[t][l, i]‖²): [L, d_sae] (spec §2.4; no gradient in training).
   at::Tensor decoder_norm() const override;
+  /// Σ_{t>=l} W_D[t][l, i]: [L·d_sae, d_model], layer-major.
+  at::Tensor feature_directions() const override;
   /// The active-entry mask of the gating scores `s` [n_tokens, L, d_sae] for act_fn (k: TopK k).
   at::Tensor activation_mask(const at::Tensor& s, std::int64_t k) const;
 

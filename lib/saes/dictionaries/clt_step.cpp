@@ -34,8 +34,8 @@ StepResult CrossLayerTranscoder::forward_backward(const TrainBatch& batch, const
   SAES_CHECK(ls.auxk_coefficient <= 0, UnsupportedError,
              "trainer.auxk_coefficient: Aux-K is not defined for a clt (as upstream); set it to 0 "
              "or null");
-  const at::Tensor x = prepare_input(batch.acts);   // [N, L, d]
-  const at::Tensor y = prepare_label(batch.acts);   // [L, N, d]
+  const at::Tensor x = prepare_input(batch.acts);  // [N, L, d]
+  const at::Tensor y = prepare_label(batch.acts);  // [L, N, d]
   check_input(x, "x");
   const std::int64_t N = x.size(0), L = n_layers(), S = local_d_sae(), d = cfg_.d_model;
   SAES_CHECK(y.size(1) == N, DataError, "the input hooks have {} tokens but the labels {}", N,
@@ -61,7 +61,7 @@ StepResult CrossLayerTranscoder::forward_backward(const TrainBatch& batch, const
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool jump = cfg_.act_fn == ActFn::kJumpRelu;
   const at::Tensor n = decoder_norm();  // [L, S], a constant of the step
-  const at::Tensor h = hidden_pre(x);  // [N, L, S]
+  const at::Tensor h = hidden_pre(x);   // [N, L, S]
   const at::Tensor s = gating ? h * n : h;
   const std::int64_t k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
   const at::Tensor active = activation_mask(s, k);
@@ -77,7 +77,8 @@ StepResult CrossLayerTranscoder::forward_backward(const TrainBatch& batch, const
   // ---- backward into f: ∂f[:, l] = Σ_{t>=l} G[t]·W_D[t][l]ᵀ ----
   at::Tensor df = at::zeros({N, L, S}, opts);
   for (std::int64_t t = 0; t < L; ++t) {
-    df.narrow(1, 0, t + 1).add_(at::mm(G[t], W_D_[t].view({(t + 1) * S, d}).t()).view({N, t + 1, S}));
+    df.narrow(1, 0, t + 1)
+        .add_(at::mm(G[t], W_D_[t].view({(t + 1) * S, d}).t()).view({N, t + 1, S}));
   }
   // ---- sparsity penalty on u = f·N (N constant), mean over tokens and layers ----
   if (ls.sparsity != SparsityPenalty::kNone && ls.l1_coefficient != 0) {
@@ -97,8 +98,8 @@ StepResult CrossLayerTranscoder::forward_backward(const TrainBatch& batch, const
       const at::Tensor T = at::tanh(u * c);
       const at::Tensor dT = (1 - T * T) * c;
       if (ls.sparsity == SparsityPenalty::kTanh) {
-        out.l_sparsity = lam * at::sum(at::sum(T, {2}, true) * w3).item<double>() /
-                         static_cast<double>(L);
+        out.l_sparsity =
+            lam * at::sum(at::sum(T, {2}, true) * w3).item<double>() / static_cast<double>(L);
         du = dT * (w3 * (lam / static_cast<double>(L)));
       } else {  // tanh-quad: p̂_i over all tokens and layers jointly, a batch-level scalar
         const double sc = ls.frequency_scale;
@@ -115,15 +116,14 @@ StepResult CrossLayerTranscoder::forward_backward(const TrainBatch& batch, const
   if (jump) {
     const at::Tensor g_sig = gating ? df / n : df;  // ∂L/∂σ(s), σ the JumpReLU of s = h·N
     for (std::int64_t l = 0; l < L; ++l) {
-      glog_threshold_[l].copy_(jumprelu_log_threshold_grad(g_sig.select(1, l), s.select(1, l),
-                                                           log_threshold_[l],
-                                                           cfg_.jumprelu_threshold_window));
+      glog_threshold_[l].copy_(jumprelu_log_threshold_grad(
+          g_sig.select(1, l), s.select(1, l), log_threshold_[l], cfg_.jumprelu_threshold_window));
     }
   }
   const at::Tensor dh = df * active;  // [N, L, S]
 
   // ---- into the parameters ----
-  const at::Tensor dh_l = dh.transpose(0, 1);  // [L, N, S]
+  const at::Tensor dh_l = dh.transpose(0, 1);               // [L, N, S]
   at::bmm_out(gW_E_, x.to(opts).permute({1, 2, 0}), dh_l);  // [L, d, N] × [L, N, S]
   at::sum_out(gb_E_, dh, {0});
   const at::Tensor fc = f.contiguous();

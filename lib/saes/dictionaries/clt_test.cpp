@@ -1,7 +1,10 @@
 // CrossLayerTranscoder against plain formula implementations (float64): the forward of every
 // act_fn with selections done by sorting (independent of the library's radix selects), the
 // selection counts of the layer variants, the manual backward against autograd for every
-// act_fn × penalty × gating × mask, the checkpoint names/shapes of the original, and the exact fold.
+// act_fn × penalty × gating × mask, the checkpoint names/shapes of the original, and the exact
+// fold.
+#include "saes/dictionaries/clt.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -13,7 +16,6 @@
 #include <catch2/catch.hpp>
 
 #include "saes/core/error.h"
-#include "saes/dictionaries/clt.h"
 #include "saes/dictionaries/registry.h"
 #include "saes/io/safetensors.h"
 
@@ -50,7 +52,8 @@ sd::CrossLayerTranscoder random_clt(const sd::SparseDictionaryConfig& cfg, std::
     if (p.name == "b_E") p.value.normal_(0.1, 0.3, gen);
     if (p.name.rfind("b_D", 0) == 0) p.value.normal_(0.0, 0.2, gen);
     if (p.name.rfind("W_D", 0) == 0) p.value.mul_(3.0);
-    if (p.name == "activation_function.log_jumprelu_threshold") p.value.normal_(std::log(0.3), 0.4, gen);
+    if (p.name == "activation_function.log_jumprelu_threshold")
+      p.value.normal_(std::log(0.3), 0.4, gen);
   }
   for (std::int64_t l = 0; l < kL; ++l) {
     clt.set_dataset_norm(cfg.hook_points_in[l], 1.5 + 0.3 * l);
@@ -85,7 +88,9 @@ at::Tensor reference_mask(sd::ActFn act, const at::Tensor& s_t, const at::Tensor
                           std::int64_t k) {
   const auto s = s_t.contiguous();
   const double* p = s.data_ptr<double>();
-  auto at3 = [&](std::int64_t n, std::int64_t l, std::int64_t i) { return p[(n * kL + l) * kS + i]; };
+  auto at3 = [&](std::int64_t n, std::int64_t l, std::int64_t i) {
+    return p[(n * kL + l) * kS + i];
+  };
   at::Tensor m = at::zeros({kN, kL, kS}, at::kDouble);
   auto set = [&](std::int64_t n, std::int64_t l, std::int64_t i) { m[n][l][i] = 1.0; };
   switch (act) {
@@ -186,8 +191,10 @@ at::Tensor reference_loss(const Params& P, const sd::SparseDictionaryConfig& cfg
     case sd::SparsityPenalty::kNone:
       break;
     case sd::SparsityPenalty::kPower:
-      loss = loss + lam * (at::linalg_vector_norm(u, static_cast<double>(ls.p), {2}) *
-                           w.unsqueeze(1)).sum() / kL;
+      loss =
+          loss +
+          lam * (at::linalg_vector_norm(u, static_cast<double>(ls.p), {2}) * w.unsqueeze(1)).sum() /
+              kL;
       break;
     case sd::SparsityPenalty::kTanh:
       loss = loss + lam * (at::tanh(c * u).sum(2) * w.unsqueeze(1)).sum() / kL;
@@ -228,7 +235,8 @@ TEST_CASE("clt forward equals the plain formulas for every act_fn", "[dictionari
         for (std::int64_t i = 0; i < kS; ++i) {
           double q = 0;
           for (std::int64_t t = l; t < kL; ++t) {
-            for (std::int64_t j = 0; j < kD; ++j) q += std::pow(clt.W_D(t)[l][i][j].item<double>(), 2);
+            for (std::int64_t j = 0; j < kD; ++j)
+              q += std::pow(clt.W_D(t)[l][i][j].item<double>(), 2);
           }
           n[l][i] = std::sqrt(q);
           for (std::int64_t r = 0; r < kN; ++r) {
@@ -304,8 +312,8 @@ TEST_CASE("clt manual backward equals autograd for every act_fn x penalty x gati
   const std::int64_t p = GENERATE(1, 2);
   if (p == 2 && penalty != sd::SparsityPenalty::kPower) return;
   for (const sd::ActFn act : kActs) {
-    INFO("act " << static_cast<int>(act) << " penalty " << static_cast<int>(penalty)
-                << " gating " << gating << " masked " << masked << " p " << p);
+    INFO("act " << static_cast<int>(act) << " penalty " << static_cast<int>(penalty) << " gating "
+                << gating << " masked " << masked << " p " << p);
     const auto cfg = clt_cfg(act, gating);
     auto clt = random_clt(cfg, 21);
     sd::TrainBatch batch;
@@ -397,7 +405,8 @@ TEST_CASE("clt fold is exact for every act_fn, with and without gating", "[dicti
       // reference: dataset-wise model on raw activations, output back in raw units
       const at::Tensor f_before = clt.encode(clt.prepare_input(acts));
       at::Tensor y_raw = clt.decode(f_before).clone();
-      for (std::int64_t t = 0; t < kL; ++t) y_raw[t].div_(clt.dataset_scale(cfg.hook_points_out[t]));
+      for (std::int64_t t = 0; t < kL; ++t)
+        y_raw[t].div_(clt.dataset_scale(cfg.hook_points_out[t]));
       clt.fold_activation_scale();
       CHECK(clt.folded());
       CHECK_FALSE(clt.config().sparsity_include_decoder_norm);
@@ -405,6 +414,15 @@ TEST_CASE("clt fold is exact for every act_fn, with and without gating", "[dicti
       CHECK(at::equal(f_after.ne(0), f_before.ne(0)));  // the same active entries
       const at::Tensor y_folded = clt.decode(f_after);
       CHECK(at::allclose(y_folded, y_raw, 1e-10, 1e-10));
+      // saved folded and loaded under the training config (gating on): the same function
+      const fs::path file = fs::temp_directory_path() / "saes_clt_fold_test.safetensors";
+      clt.save(file);
+      auto loaded = sd::make_dictionary(cfg);
+      loaded->load(file);
+      fs::remove(file);
+      CHECK(loaded->folded());
+      CHECK(at::allclose(loaded->decode(loaded->encode(loaded->prepare_input(acts))), y_raw, 1e-10,
+                         1e-10));
       clt.unfold_activation_scale();
       const at::Tensor y_unfolded = clt.decode(clt.encode(clt.prepare_input(acts)));
       for (std::int64_t t = 0; t < kL; ++t) {

@@ -49,6 +49,7 @@ class SparseAutoEncoder final : public SparseDictionary {
   /// density is at most kSparseMaxDensity (cfg.sparse_kernels auto; always with on, never off).
   at::Tensor decode(const at::Tensor& f) const override;
   at::Tensor decoder_norm() const override;
+  at::Tensor feature_directions() const override { return W_D_; }
 
   /// Runs the sparse step (sparse decode, ∂L/∂f at the active entries only, scatter-add weight
   /// gradients; no dense [tokens × d_sae] gradient) for TopK/BatchTopK/ReLU when

@@ -106,7 +106,8 @@ TEST_CASE("loss terms match a hand computation", "[dictionaries]") {
     CHECK(r.loss == Approx(r.l_rec + r.l_sparsity));
   }
   SECTION("masked tokens drop out of the mean") {
-    const auto r = sae.forward_backward(sd::single_hook_batch(sae.config(), x, x, at::tensor({0, 1}).to(at::kBool)), ls);
+    const auto r = sae.forward_backward(
+        sd::single_hook_batch(sae.config(), x, x, at::tensor({0, 1}).to(at::kBool)), ls);
     CHECK(r.l_rec == Approx(4.25));
     CHECK(r.n_tokens == 1.0);
   }
@@ -213,8 +214,10 @@ TEST_CASE("bad configs and inputs are rejected with messages naming the field or
   CHECK_THROWS_WITH(sae.forward_backward(sd::single_hook_batch(sae.config(), x, x), {}),
                     Catch::Contains("[3, 7]") && Catch::Contains("d_model=8"));
   auto no_norm = random_sae(small_cfg(), 1);
-  CHECK_THROWS_AS(no_norm.forward_backward(sd::single_hook_batch(no_norm.config(), at::randn({3, 8}), at::randn({3, 8})), {}),
-                  saes::ConfigError);
+  CHECK_THROWS_AS(
+      no_norm.forward_backward(
+          sd::single_hook_batch(no_norm.config(), at::randn({3, 8}), at::randn({3, 8})), {}),
+      saes::ConfigError);
 }
 
 TEST_CASE("dataset norm is the mean token norm over batches", "[dictionaries]") {

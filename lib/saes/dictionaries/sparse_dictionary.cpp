@@ -16,6 +16,7 @@
 #include <ATen/ops/sum.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
 #include "saes/distributed/communicator.h"
@@ -307,6 +308,15 @@ void SparseDictionary::load(const std::filesystem::path& path) {
     SAES_CHECK(expected.count(name) != 0 || !cfg_.strict_loading, DataError,
                "{}: unexpected tensor '{}' for this {} configuration", path.string(), name,
                kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+  }
+  // The file's gating flag wins: a folded CLT is stored ungated (rescale_for_fold).
+  const auto cfg_it = file.metadata().find("saes_config");
+  if (cfg_it != file.metadata().end()) {
+    const auto json = nlohmann::json::parse(cfg_it->second, nullptr, false);
+    if (json.is_object() && json.contains("sparsity_include_decoder_norm") &&
+        json["sparsity_include_decoder_norm"].is_boolean()) {
+      cfg_.sparsity_include_decoder_norm = json["sparsity_include_decoder_norm"].get<bool>();
+    }
   }
   const auto it = file.metadata().find("saes_folded");
   if (it != file.metadata().end()) {

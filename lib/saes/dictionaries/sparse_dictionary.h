@@ -188,6 +188,10 @@ class SparseDictionary {
   virtual at::Tensor decode(const at::Tensor& f) const = 0;
   /// Decoder norms n_i (spec Appendix E), [d_sae]; a CLT [L, d_sae] (norm over all targets).
   virtual at::Tensor decoder_norm() const = 0;
+  /// What each of this rank's features writes, as one d_model vector (the DLA vector of spec
+  /// §2.7): [local features, d_model]. An SAE: W_D; a CLT: Σ_{t>=l} W_D[t][l, i] per feature
+  /// (layer-major). Analysis reads decoder geometry and the logit lens from it.
+  virtual at::Tensor feature_directions() const = 0;
 
   // ---- training ---------------------------------------------------------------------------
   /// One fused forward + manual backward on RAW activations: normalizes x and label (spec

@@ -44,6 +44,9 @@ void check_supported(const AnalyzeSettings& s) {
              "data_parallel_size {}: saes-analyze splits the features over processes, not the "
              "tokens; set data_parallel_size: 1 and model_parallel_size to the number of processes",
              s.parallelism.data_parallel_size);
+  SAES_CHECK(!s.analyzer.clt_layer.has_value(), UnsupportedError,
+             "analyzer.clt_layer: analysing one layer of a clt is not implemented yet; remove it "
+             "(saes-analyze covers every layer: feature l * d_sae + i is feature i of layer l)");
 }
 
 /// The dictionary of a saes-train run folder (or its weights file): config from
@@ -73,13 +76,6 @@ std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(
     dict->fold_activation_scale();
   }
   return dict;
-}
-
-at::Tensor decoder_weight(dictionaries::SparseDictionary& dict) {
-  for (const auto& p : dict.parameters()) {
-    if (p.name == "W_D") return p.value;
-  }
-  SAES_THROW(UnsupportedError, "analysis needs a dictionary with a decoder W_D");
 }
 
 /// A SentencePiece piece with every "▁" (U+2581) read as a space.
@@ -115,11 +111,13 @@ std::vector<std::string> vocabulary(const lm::Tokenizer& tokenizer) {
 void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictionary& dict,
                     const lm::LanguageModel* lm, analysis::FeatureAnalyzer& analyzer,
                     RunContext& context) {
-  const std::string hook = dict.input_hook_point();
+  const std::vector<std::string> inputs = dict.input_hooks();
   const auto& hooks = s.activation_factory.hook_points;
-  SAES_CHECK(std::find(hooks.begin(), hooks.end(), hook) != hooks.end(), ConfigError,
-             "activation_factory.hook_points lacks \"{}\", which the dictionary reads (got [{}])",
-             hook, fmt::join(hooks, ", "));
+  for (const std::string& hook : inputs) {
+    SAES_CHECK(std::find(hooks.begin(), hooks.end(), hook) != hooks.end(), ConfigError,
+               "activation_factory.hook_points lacks \"{}\", which the dictionary reads (got [{}])",
+               hook, fmt::join(hooks, ", "));
+  }
   ActivationInputs in{s.activation_factory,
                       s.model,
                       s.datasets,
@@ -137,9 +135,11 @@ void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictiona
       context.logger.warn("the activation stream ended after {} of {} tokens", seen, total);
       break;
     }
-    const at::Tensor& x = batch->acts.at(hook);
-    const at::Tensor rows = dict.normalize(x.flatten(0, 1), hook);
-    const at::Tensor f = dict.encode(rows).view({x.size(0), x.size(1), -1});
+    // Features of every input hook (a CLT: layer-major, feature l·d_sae + i).
+    dictionaries::HookActs raw;
+    for (const std::string& hook : inputs) raw[hook] = batch->acts.at(hook).flatten(0, 1);
+    const at::Tensor& x = batch->acts.at(inputs.front());
+    const at::Tensor f = dict.encode(dict.prepare_input(raw)).view({x.size(0), x.size(1), -1});
     analyzer.add_batch(f, batch->tokens, batch->mask);
     seen += batch->n_tokens;
     progress.advance(batch->n_tokens);
@@ -169,7 +169,7 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   analysis::AnalyzerOptions options;
   options.bands = analysis::bands_of(s.analyzer);
   options.ignore_token_ids = s.analyzer.ignore_token_ids.value_or(std::vector<std::int64_t>{});
-  analysis::FeatureAnalyzer analyzer(dict->local_d_sae(), options);
+  analysis::FeatureAnalyzer analyzer(dict->local_d_sae() * dict->feature_layers(), options);
   analyze_stream(s, *dict, lm ? &*lm : nullptr, analyzer, context);
 
   analysis::AnalysisRecord record;
@@ -177,7 +177,7 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
                  {"sae_series", s.sae_series},
                  {"analysis_name", s.feature_analysis_name},
                  {"sae_path", s.sae.pretrained_name_or_path},
-                 {"hook_point", dict->input_hook_point()},
+                 {"hook_point", fmt::format("{}", fmt::join(dict->input_hooks(), ","))},
                  {"d_model", std::to_string(dict->config().d_model)},
                  {"model_name", s.model_name.value_or("")},
                  {"config_yaml", config::dump_yaml(s)}};
@@ -188,11 +188,10 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   record.features = analysis::gather_feature_stats(analyzer.finish(), mesh.model());
   // The evaluation is data-parallel over all ranks with a whole dictionary each.
   if (s.eval) {
-    record.eval = mesh.model_size() > 1
-                      ? run_analyze_eval(s, *load_dictionary(s, {}), context)
-                      : run_analyze_eval(s, *dict, context);
+    record.eval = mesh.model_size() > 1 ? run_analyze_eval(s, *load_dictionary(s, {}), context)
+                                        : run_analyze_eval(s, *dict, context);
   }
-  const at::Tensor W_D = dict->gather_features(decoder_weight(*dict), 0);
+  const at::Tensor W_D = dict->gather_features(dict->feature_directions(), 0);
   if (!primary) return 0;
   record.decoder_cosine = analysis::max_decoder_cosine(W_D);
   if (lm) {

@@ -42,10 +42,10 @@ std::vector<Bucket> make_buckets(std::span<const Parameter> params, std::int64_t
   for (const Parameter& p : params) {
     if (!p.grad.defined()) continue;
     const std::int64_t bytes = p.grad.numel() * static_cast<std::int64_t>(p.grad.element_size());
-    const bool fits = !out.empty() && out.back().grads.front().dtype() == p.grad.dtype() &&
-                      out.back().grads.front().device() == p.grad.device() &&
-                      (out.back().numel * static_cast<std::int64_t>(p.grad.element_size()) +
-                       bytes) <= max_bytes;
+    const bool fits =
+        !out.empty() && out.back().grads.front().dtype() == p.grad.dtype() &&
+        out.back().grads.front().device() == p.grad.device() &&
+        (out.back().numel * static_cast<std::int64_t>(p.grad.element_size()) + bytes) <= max_bytes;
     if (!fits) out.emplace_back();
     out.back().grads.push_back(p.grad);
     out.back().numel += p.grad.numel();
@@ -67,8 +67,8 @@ void GradientSync::reduce_gradients(std::span<const Parameter> params, double lo
     const Bucket& bucket = buckets[b];
     const at::Tensor& first = bucket.grads.front();
     at::Tensor& buffer = buffers_[b];
-    if (!buffer.defined() || buffer.numel() != bucket.numel ||
-        buffer.dtype() != first.dtype() || buffer.device() != first.device()) {
+    if (!buffer.defined() || buffer.numel() != bucket.numel || buffer.dtype() != first.dtype() ||
+        buffer.device() != first.device()) {
       buffer = at::empty({bucket.numel}, first.options());
     }
     std::int64_t offset = 0;

@@ -30,11 +30,12 @@ void initialize_parameters(dictionaries::SparseDictionary& dict, const Initializ
                            at::Generator& gen);
 
 /// Spec §4 step 9 on one RAW batch (hook point → [n_tokens, d_model] rows of every hook the
-/// dictionary reads), normalized and laid out here by dict.prepare_input / prepare_label: b_D ← mean(label) for geometric_median; decoder-norm grid search when
-/// grid_search_init_norm (coarse linspace(0.1, 5.0, 50), then fine linspace(v−0.09, v+0.1, 20),
-/// scored by mean l_rec with k = top_k); then W_E ← factor·W_Dᵀ (if enabled) and
-/// b_E ← b_E − mean(hidden_pre) (if init_encoder_bias_with_mean_hidden_pre). Returns the chosen
-/// decoder norm (0 when no search ran). Logs the best coarse and fine norms.
+/// dictionary reads), normalized and laid out here by dict.prepare_input / prepare_label: b_D ←
+/// mean(label) for geometric_median; decoder-norm grid search when grid_search_init_norm (coarse
+/// linspace(0.1, 5.0, 50), then fine linspace(v−0.09, v+0.1, 20), scored by mean l_rec with k =
+/// top_k); then W_E ← factor·W_Dᵀ (if enabled) and b_E ← b_E − mean(hidden_pre) (if
+/// init_encoder_bias_with_mean_hidden_pre). Returns the chosen decoder norm (0 when no search ran).
+/// Logs the best coarse and fine norms.
 double initialization_search(dictionaries::SparseDictionary& dict, const InitializerConfig& cfg,
                              const std::map<std::string, at::Tensor>& raw, Logger& logger);
 

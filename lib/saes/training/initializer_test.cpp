@@ -71,7 +71,8 @@ TEST_CASE("grid search picks a decoder norm no worse than the coarse grid and se
   const at::Tensor x = at::randn({64, 16}, gen) * 3 + 1;
   sae.set_dataset_norm("blocks.0.hook_resid_post", sd::average_activation_norm({x}));
   saes::Logger logger(saes::LogLevel::kWarn, stderr);
-  const double best = st::initialization_search(sae, icfg, {{"blocks.0.hook_resid_post", x}}, logger);
+  const double best =
+      st::initialization_search(sae, icfg, {{"blocks.0.hook_resid_post", x}}, logger);
   CHECK(best > 0.0);
   CHECK(at::allclose(sae.decoder_norm(), at::full({64}, best), 1e-4, 1e-5));
   const at::Tensor xn = sae.normalize(x, "blocks.0.hook_resid_post");

@@ -63,8 +63,8 @@ BatchStats compute_batch_stats(const at::Tensor& reconstructed, const at::Tensor
   const at::Tensor f = rows(feature_acts);
   const std::int64_t n_rows = layers > 0 ? label.size(1) : rows(label).size(0);
   SAES_ASSERT(f.size(0) == n_rows, "feature_acts rows {} != label rows {}", f.size(0), n_rows);
-  const at::Tensor w = mask.defined() ? mask.reshape({-1}).to(acc)
-                                      : at::ones({n_rows}, label.options().dtype(acc));
+  const at::Tensor w =
+      mask.defined() ? mask.reshape({-1}).to(acc) : at::ones({n_rows}, label.options().dtype(acc));
   BatchStats s;
   s.n_tokens = w.sum().item<double>();
   const double n = std::max(s.n_tokens, 1.0);

@@ -1,0 +1,58 @@
+# Cross-layer transcoder cases (sourced by run_cli_tests.sh): one-line rejections of CLT configs
+# that cannot work; with the assets: the 10 hooks of a 5-layer CLT generated in one pass, the
+# example config trained from those shards (per-layer metrics, the original's tensor names) and on
+# the fly, 2 data-parallel ranks equal to one process, and saes-analyze with the spliced
+# evaluation (every hook_mlp_out replaced at once).
+clt_cfg="$root/configs/train-stories260k-clt.yaml"
+expect "clt transpose init" 2 'initializer.init_encoder_with_decoder_transpose: W_E = W_D\^T is not defined for a clt' -- \
+  "$bin/saes-train" "$clt_cfg" --set initializer.init_encoder_with_decoder_transpose=true
+one_line "clt transpose init"
+expect "clt layertopk for an sae" 2 'sae.act_fn: layertopk is for cross-layer transcoders' -- \
+  "$bin/saes-train" "$train_cfg" --set sae.act_fn=layertopk
+expect "clt hook lists of different lengths" 2 'sae.hook_points_out: expected 5 hooks' -- \
+  "$bin/saes-train" "$clt_cfg" --set 'sae.hook_points_out=[blocks.0.hook_mlp_out]'
+one_line "clt hook lists of different lengths"
+expect "clt hook missing from the stream" 2 'must include the sae.s hook point "blocks.4.hook_mlp_out"' -- \
+  "$bin/saes-train" "$clt_cfg" --set 'activation_factory.hook_points=[blocks.0.ln2.hook_normalized, blocks.1.ln2.hook_normalized, blocks.2.ln2.hook_normalized, blocks.3.ln2.hook_normalized, blocks.4.ln2.hook_normalized, blocks.0.hook_mlp_out, blocks.1.hook_mlp_out, blocks.2.hook_mlp_out, blocks.3.hook_mlp_out]'
+expect "clt aux-k" 2 'trainer.auxk_coefficient: Aux-K is not defined for a clt' -- \
+  "$bin/saes-train" "$clt_cfg" --set trainer.auxk_coefficient=0.1
+expect "clt layertopk k too large" 2 'sae.top_k: expected 1 <= top_k <= d_sae \* layers \(1280\), got 2000' -- \
+  "$bin/saes-train" "$clt_cfg" --set sae.top_k=2000 --set trainer.initial_k=null
+
+if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
+  clt_hooks='[blocks.0.ln2.hook_normalized, blocks.1.ln2.hook_normalized, blocks.2.ln2.hook_normalized, blocks.3.ln2.hook_normalized, blocks.4.ln2.hook_normalized, blocks.0.hook_mlp_out, blocks.1.hook_mlp_out, blocks.2.hook_mlp_out, blocks.3.hook_mlp_out, blocks.4.hook_mlp_out]'
+  expect "clt generate 10 hooks in one pass" 0 '' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" \
+    --set "hook_points=$clt_hooks" --set total_tokens=8000 --set output_dir=gclt
+  clt_shards=(--set 'activation_factory.sources=[{type: activations, name: gclt, path: gclt}]'
+    --set activation_factory.batch_size=500 --set trainer.total_training_tokens=8000
+    --set trainer.log_frequency=4 --set logging.progress=off --threads 1)
+  expect "clt train from shards" 0 '' -- "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" --set trainer.exp_result_path=tclt
+  if [ "$(wc -l <tclt/metrics.jsonl)" = 4 ] && tail -1 tclt/metrics.jsonl | grep -Eq '"metrics/l0": ?64(\.0*)?[,}]' &&
+    grep -q '"metrics/explained_variance_L4"' tclt/metrics.jsonl && grep -q '"metrics/l0_layer4"' tclt/metrics.jsonl &&
+    grep -q '"sparsity/dead_features_layer0"' tclt/metrics.jsonl &&
+    grep -q '"W_D.4"' tclt/sae_weights.safetensors && grep -q '"b_D.4"' tclt/sae_weights.safetensors; then ok
+  else bad "clt run folder: $(ls tclt) $(tail -1 tclt/metrics.jsonl)"; fi
+
+  expect "clt train on the fly" 0 '' -- "$bin/saes-train" "$clt_cfg" \
+    --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
+    --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
+    --set activation_factory.batch_size=512 --set trainer.total_training_tokens=4096 --set trainer.log_frequency=4 \
+    --set trainer.exp_result_path=tclt_fly --set logging.progress=off
+  if [ "$(wc -l <tclt_fly/metrics.jsonl)" = 2 ]; then ok; else bad "clt on the fly: $(cat tclt_fly/metrics.jsonl)"; fi
+
+  if command -v mpirun >/dev/null && declare -F max_diff >/dev/null; then  # max_diff: distributed.sh
+    expect "clt 2 data ranks" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$clt_cfg" \
+      "${clt_shards[@]}" --set data_parallel_size=2 --set trainer.exp_result_path=tclt_dp
+    diff_clt="$(max_diff tclt/sae_weights.safetensors tclt_dp/sae_weights.safetensors 2>&1)"
+    if awk -v d="$diff_clt" 'BEGIN { exit !(d + 0 < 1e-4) }'; then ok; else bad "clt 2 data ranks vs one process: $diff_clt"; fi
+  fi
+
+  expect "clt analyze with spliced eval" 0 'eval/loss_recovered = ' -- "$bin/saes-analyze" \
+    "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt \
+    --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
+    --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
+    --set analyzer.total_analyzing_tokens=2048 --set eval.total_eval_tokens=2048 --set output_dir=aclt --set logging.progress=off
+  if [ -s aclt/default.sqlite ] && grep -q '1280 features' err.txt; then ok; else bad "clt analysis: $(tail -3 err.txt)"; fi
+  expect "clt analyze clt_layer" 5 'analyzer.clt_layer: analysing one layer of a clt is not implemented yet' -- \
+    "$bin/saes-analyze" "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt --set analyzer.clt_layer=1
+fi
