@@ -74,6 +74,9 @@ void validate(const SparseDictionaryConfig& cfg) {
 CrossLayerTranscoder::CrossLayerTranscoder(SparseDictionaryConfig cfg, FeatureShard shard)
     : SparseDictionary(std::move(cfg), shard) {
   validate(cfg_);
+  SAES_CHECK(!cfg_.decode_with_csr, UnsupportedError,
+             "sae.decode_with_csr: the sparse CLT decode is not implemented yet; set it to false "
+             "(the dense decode gives the same result)");
   SAES_CHECK(!shard_.sharded(), UnsupportedError,
              "sae_type clt: feature parallelism (model_parallel_size > 1) is not implemented yet; "
              "use data_parallel_size");

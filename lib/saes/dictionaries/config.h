@@ -110,8 +110,8 @@ struct SparseDictionaryConfig {
     v("init_cross_layer_decoder_all_zero", init_cross_layer_decoder_all_zero,
       "clt: initialize the decoders from layer l into later layers t > l to zero");
     v("decode_with_csr", decode_with_csr,
-      "clt: decode by gathering the decoder rows of active features whenever their density is "
-      "below sparsity_threshold_for_csr (sparse_kernels auto decides otherwise)");
+      "clt: decode by gathering the decoder rows of active features below "
+      "sparsity_threshold_for_csr density (not implemented yet: must be false)");
     v("sparsity_threshold_for_csr", sparsity_threshold_for_csr,
       "clt: the density below which decode_with_csr takes the sparse decode");
     v("sparse_kernels", sparse_kernels,

@@ -26,6 +26,9 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   clt_shards=(--set 'activation_factory.sources=[{type: activations, name: gclt, path: gclt}]'
     --set activation_factory.batch_size=500 --set trainer.total_training_tokens=8000
     --set trainer.log_frequency=4 --set logging.progress=off --threads 1)
+  expect "clt decode_with_csr" 5 'sae.decode_with_csr: the sparse CLT decode is not implemented yet' -- \
+    "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" --set sae.decode_with_csr=true --set trainer.exp_result_path=tcsr
+  one_line "clt decode_with_csr"
   expect "clt train from shards" 0 '' -- "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" --set trainer.exp_result_path=tclt
   if [ "$(wc -l <tclt/metrics.jsonl)" = 4 ] && tail -1 tclt/metrics.jsonl | grep -Eq '"metrics/l0": ?64(\.0*)?[,}]' &&
     grep -q '"metrics/explained_variance_L4"' tclt/metrics.jsonl && grep -q '"metrics/l0_layer4"' tclt/metrics.jsonl &&
