@@ -19,6 +19,7 @@ struct ProbeArgs {
   std::string tokenizer_path;
   std::string ids;
   std::string hooks;
+  std::string dictionary;
   std::string device = "cpu";
   std::string dtype = "float32";
 };
@@ -42,6 +43,9 @@ void add_probe(CLI::App& app, ProbeArgs& a) {
   text->excludes(ids);
   sub->add_option("--hooks", a.hooks, "hook points, comma-separated");
   sub->add_flag("--logits", a.options.logits, "also save the logits");
+  sub->add_option("--dictionary", a.dictionary,
+                  "a trained dictionary (saes-train run folder or a saes-convert layout): also "
+                  "save its feature acts and reconstructions");
   sub->add_option("--output", a.options.output, "safetensors file to write")->required();
   sub->add_option("--device", a.device, "cpu | cuda | cuda:N");
   sub->add_option("--dtype", a.dtype, "float32 | float16 | bfloat16");
@@ -53,6 +57,7 @@ ProbeOptions resolve_probe(ProbeArgs& a) {
   if (!a.tokenizer_path.empty()) o.model.tokenizer_path = a.tokenizer_path;
   if (!a.ids.empty()) o.ids = saes::runners::parse_id_list(a.ids, "--ids");
   o.hooks = saes::runners::split_list(a.hooks);
+  if (!a.dictionary.empty()) o.dictionary = a.dictionary;
   o.model.device = a.device;
   auto dtype = saes::try_parse_dtype(a.dtype);
   SAES_CHECK(dtype.has_value(), saes::ConfigError,

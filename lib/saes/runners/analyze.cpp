@@ -26,6 +26,7 @@
 #include "saes/lm/unicode.h"
 #include "saes/runners/activation_input.h"
 #include "saes/runners/analyze_eval.h"
+#include "saes/runners/dictionary_loading.h"
 #include "saes/runners/runners.h"
 #include "saes/training/dictionary_module.h"
 
@@ -53,24 +54,18 @@ void check_supported(const AnalyzeSettings& s) {
 /// config.resolved.yaml, weights from sae_weights.safetensors.
 std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(
     const AnalyzeSettings& s, const dictionaries::FeatureShard& shard) {
-  fs::path weights = s.sae.pretrained_name_or_path;
+  const fs::path weights = s.sae.pretrained_name_or_path;
   SAES_CHECK(fs::exists(weights), IoError, "sae.pretrained_name_or_path: {} does not exist",
              weights.string());
-  if (fs::is_directory(weights)) weights /= training::kWeightsFileName;
-  const fs::path yaml = weights.parent_path() / config::kResolvedConfigName;
-  SAES_CHECK(fs::exists(weights) && fs::exists(yaml), IoError,
+  const fs::path file = fs::is_directory(weights) ? weights / training::kWeightsFileName : weights;
+  const fs::path yaml = file.parent_path() / config::kResolvedConfigName;
+  SAES_CHECK(fs::exists(file) && fs::exists(yaml), IoError,
              "sae.pretrained_name_or_path: expected a saes-train run folder with {} and {}, "
              "missing {}",
              training::kWeightsFileName, config::kResolvedConfigName,
-             fs::exists(weights) ? yaml.string() : weights.string());
-  const auto train = config::parse_train_settings(io::read_file(yaml), yaml.string(), {},
-                                                  config::Validation::kOff);
-  dictionaries::SparseDictionaryConfig cfg = train.sae;
-  cfg.device = s.sae.device;
-  cfg.dtype = s.sae.dtype;
-  cfg.strict_loading = s.sae.strict_loading;
-  auto dict = dictionaries::make_dictionary(cfg, shard);
-  dict->load(weights);
+             fs::exists(file) ? yaml.string() : file.string());
+  auto dict = load_trained_dictionary(
+      weights, DictionaryLoad{s.sae.device, s.sae.dtype, s.sae.strict_loading, shard});
   if (s.sae.fold_activation_scale &&
       dict->config().norm_activation == dictionaries::NormActivation::kDatasetWise) {
     dict->fold_activation_scale();

@@ -1,10 +1,14 @@
 // saes-generate tokenize / probe.
 #include "saes/runners/generate_tools.h"
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <fstream>
 #include <map>
+#include <memory>
 
+#include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/from_blob.h>
 #include <fmt/format.h>
@@ -12,10 +16,13 @@
 #include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
+#include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/io/safetensors.h"
 #include "saes/lm/hf_folder.h"
+#include "saes/runners/dictionary_loading.h"
 
 namespace saes::runners {
+namespace fs = std::filesystem;
 namespace {
 
 std::string ids_json(const lm::Tokenizer& tokenizer, const std::vector<int64_t>& ids, bool pieces) {
@@ -96,8 +103,8 @@ int run_tokenize(const TokenizeOptions& options, std::ostream& out) {
 int run_probe(const ProbeOptions& options, std::ostream& out) {
   SAES_CHECK(options.text.has_value() != options.ids.has_value(), ConfigError,
              "probe: give exactly one of --text and --ids");
-  SAES_CHECK(!options.hooks.empty() || options.logits, ConfigError,
-             "probe: nothing to capture: give --hooks and/or --logits");
+  SAES_CHECK(!options.hooks.empty() || options.logits || options.dictionary, ConfigError,
+             "probe: nothing to capture: give --hooks, --logits and/or --dictionary");
   lm::LanguageModel lm = lm::load_language_model(options.model);
   std::vector<int64_t> ids;
   if (options.ids) {
@@ -114,13 +121,51 @@ int run_probe(const ProbeOptions& options, std::ostream& out) {
   }
   const at::Tensor tokens =
       at::from_blob(ids.data(), {1, static_cast<int64_t>(ids.size())}, at::kLong).clone();
+  std::vector<std::string> captured = options.hooks;
+  std::unique_ptr<dictionaries::SparseDictionary> dict;
+  std::string dict_name;
+  if (options.dictionary) {
+    dict = load_trained_dictionary(*options.dictionary,
+                                   DictionaryLoad{options.model.device, DType::kFloat32, true, {}});
+    const fs::path p = fs::weakly_canonical(*options.dictionary);
+    dict_name = (fs::is_directory(p) ? p : p.parent_path()).filename().string();
+    for (const auto& h : dict->hook_points()) {
+      if (std::find(captured.begin(), captured.end(), h) == captured.end()) captured.push_back(h);
+    }
+  }
   lm::HookSet hooks;
-  for (const auto& h : options.hooks) hooks.capture(h);
+  for (const auto& h : captured) hooks.capture(h);
   if (options.logits) hooks.capture("logits");
   const auto values = lm.model.forward(tokens, nullptr, hooks);
   std::vector<std::pair<std::string, at::Tensor>> tensors = {{"tokens", tokens}};
-  for (const auto& h : options.hooks) tensors.emplace_back(h, values.at(h));
+  for (const auto& h : captured) tensors.emplace_back(h, values.at(h));
   if (options.logits) tensors.emplace_back("logits", values.at("logits"));
+  if (dict) {
+    const auto n = static_cast<int64_t>(ids.size());
+    dictionaries::HookActs raw;
+    for (const auto& h : dict->hook_points()) raw[h] = values.at(h).reshape({n, -1});
+    const at::Tensor f = dict->encode(dict->prepare_input(raw));
+    const at::Tensor decoded = dict->decode(f);
+    tensors.emplace_back(dict_name + ".feature_acts", f.unsqueeze(0).contiguous());
+    const auto labels = dict->label_hooks();
+    const double sqrt_d = std::sqrt(static_cast<double>(dict->config().d_model));
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+      const at::Tensor y = raw.at(labels[i]).to(decoded.scalar_type());
+      at::Tensor r = labels.size() > 1 ? decoded[static_cast<int64_t>(i)] : decoded;
+      // back to the model's scale: undo normalize() of the label hook
+      switch (dict->config().norm_activation) {
+        case dictionaries::NormActivation::kTokenWise:
+          r = r * (y.norm(2, {-1}, true) / sqrt_d);
+          break;
+        case dictionaries::NormActivation::kBatchWise:
+          r = r * (y.norm(2, {-1}, true).mean() / sqrt_d);
+          break;
+        default:
+          r = r / dict->dataset_scale(labels[i]);
+      }
+      tensors.emplace_back(dict_name + ".reconstruction." + labels[i], r.unsqueeze(0).contiguous());
+    }
+  }
   for (const auto& [name, t] : tensors) {
     out << fmt::format("{:<40} {:<16} {:<8} norm {:.6g}\n", name, shape_text(t),
                        dtype_name(from_torch(t.scalar_type())),

@@ -33,10 +33,16 @@ struct ProbeOptions {
   std::vector<std::string> hooks;
   bool logits = false;
   std::filesystem::path output;  ///< safetensors file
+  /// A trained dictionary (any variant: a saes-train run folder, or a layout saes-convert reads).
+  std::optional<std::filesystem::path> dictionary;
 };
 
 /// Runs the model on one sequence and saves "tokens" [1, n] int64, each hook [1, n, ...] and
 /// "logits" when asked to `output`; prints one line per tensor (name, shape, dtype, L2 norm).
+/// With `dictionary` (named N after its folder), also the hooks it reads and
+/// "N.feature_acts" [1, n, ...] (f as the variant shapes it: an SAE [1, n, d_sae], a CLT
+/// [1, n, L, d_sae], in the dictionary's training scale) and "N.reconstruction.<hook>" [1, n,
+/// d_model] per label hook, in the model's scale.
 int run_probe(const ProbeOptions& options, std::ostream& out);
 
 /// "1,2,3" -> {1, 2, 3}; throws ConfigError naming `what` for anything else.

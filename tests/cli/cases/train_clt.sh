@@ -59,3 +59,20 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   expect "clt analyze clt_layer" 5 'analyzer.clt_layer: analysing one layer of a clt is not implemented yet' -- \
     "$bin/saes-analyze" "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt --set analyzer.clt_layer=1
 fi
+
+if [ -n "$assets" ] && [ -s tclt/sae_weights.safetensors ]; then
+  # probe --dictionary: the hooks it reads, its feature acts as the variant shapes them and one
+  # reconstruction per label hook; an SAE run folder works the same way.
+  expect "probe --dictionary clt" 0 '' -- "$bin/saes-generate" probe --model "$assets/llama2c-stories260K/stories260K.bin" \
+    --text "Once upon a time" --dictionary tclt --output pclt.safetensors
+  if grep -Eq '^tclt.feature_acts +\[1, [0-9]+, 5, 256\]' out.txt && grep -q '^tclt.reconstruction.blocks.4.hook_mlp_out ' out.txt &&
+    grep -q '^blocks.2.ln2.hook_normalized ' out.txt && [ -s pclt.safetensors ]; then ok; else bad "probe --dictionary clt: $(cat out.txt)"; fi
+  if [ -s t1/sae_weights.safetensors ]; then
+    expect "probe --dictionary sae" 0 '' -- "$bin/saes-generate" probe --model "$assets/llama2c-stories260K/stories260K.bin" \
+      --text "Once upon a time" --dictionary t1 --output psae.safetensors
+    if grep -Eq '^t1.feature_acts +\[1, [0-9]+, 512\]' out.txt && grep -q '^t1.reconstruction.blocks.3.hook_resid_post ' out.txt; then ok
+    else bad "probe --dictionary sae: $(cat out.txt)"; fi
+  fi
+  expect "probe --dictionary missing" 3 'nowhere does not exist' -- "$bin/saes-generate" probe \
+    --model "$assets/llama2c-stories260K/stories260K.bin" --text "Once" --dictionary nowhere --output p.safetensors
+fi
