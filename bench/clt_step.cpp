@@ -23,6 +23,8 @@
 #include "saes/dictionaries/clt.h"
 #include "saes/training/optimizer.h"
 
+#include "timing.h"
+
 namespace sd = saes::dictionaries;
 namespace st = saes::training;
 
@@ -50,15 +52,7 @@ std::vector<Workload> parse(const std::string& spec) {
 }
 
 double best_of(int reps, const std::function<void()>& fn) {
-  fn();
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(
-        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return best;
+  return saes::bench::best_seconds(fn, reps);
 }
 
 double saes_step(const Workload& w, int reps) {

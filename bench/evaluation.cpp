@@ -21,19 +21,11 @@
 #include "saes/lm/llama2c_loader.h"
 #include "saes/lm/transformer.h"
 
+#include "timing.h"
+
 namespace {
 
-double best_seconds(const std::function<void()>& fn, int reps) {
-  fn();
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(
-        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return best;
-}
+using saes::bench::best_seconds;
 
 }  // namespace
 

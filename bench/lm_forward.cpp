@@ -2,15 +2,6 @@
 // and a GPT-2-small-shaped model with random weights (batch 8 x 128) vs the same forwards in
 // PyTorch eager (bench/reference/lm_forward.py, /usr/bin/python3, same thread count).
 // Usage: bench_lm_forward [stories260K.bin [threads]]; on a shared machine use 1 thread.
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Parallel.h>
-#include <ATen/TensorOperators.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/randint.h>
-#include <ATen/ops/randn.h>
-#include <ATen/ops/zeros.h>
-#include <fmt/format.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,25 +11,26 @@
 #include <string>
 #include <thread>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+
 #include "saes/lm/hf_model.h"
 #include "saes/lm/llama2c_loader.h"
+
+#include "timing.h"
 
 namespace {
 
 using saes::lm::MapWeightSource;
 using saes::lm::Transformer;
 
-double best_seconds(const std::function<void()>& fn, int reps) {
-  fn();
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(
-        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return best;
-}
+using saes::bench::best_seconds;
 
 Transformer random_gpt2_small(at::Generator& gen) {
   const int64_t d = 768, mlp = 3072, vocab = 50257, ctx = 1024;
@@ -70,7 +62,8 @@ Transformer random_gpt2_small(at::Generator& gen) {
 }
 
 std::map<std::string, double> run_reference(const std::string& model, int threads) {
-  const auto script = std::filesystem::path(SAES_SOURCE_DIR) / "bench" / "reference" / "lm_forward.py";
+  const auto script =
+      std::filesystem::path(SAES_SOURCE_DIR) / "bench" / "reference" / "lm_forward.py";
   const std::string command = fmt::format("/usr/bin/python3 {} --model {} --threads {} --reps 2",
                                           script.string(), model, threads);
   std::map<std::string, double> out;

@@ -40,6 +40,8 @@
 #include "saes/dictionaries/sae.h"
 #include "saes/training/optimizer.h"
 
+#include "timing.h"
+
 namespace sd = saes::dictionaries;
 namespace st = saes::training;
 
@@ -67,20 +69,9 @@ std::vector<Workload> parse(const std::string& text) {
   return out;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 /// Best wall seconds of `fn` over `reps` runs after one warm-up.
 double best_of(int reps, const std::function<void()>& fn) {
-  fn();
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(best, seconds_since(start));
-  }
-  return best;
+  return saes::bench::best_seconds(fn, reps);
 }
 
 sd::ActFn act_of(const std::string& name) {
