@@ -36,10 +36,6 @@ void validate(const SparseDictionaryConfig& cfg) {
   SAES_CHECK(cfg.sae_type == SaeType::kClt, ConfigError,
              "sae.sae_type: CrossLayerTranscoder needs clt, got {}",
              kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
-  SAES_CHECK(cfg.d_model >= 1, ConfigError, "sae.d_model: expected >= 1, got {}", cfg.d_model);
-  SAES_CHECK(cfg.d_sae() >= 1, ConfigError,
-             "sae.expansion_factor: d_sae = int(d_model * expansion_factor) must be >= 1, got {}",
-             cfg.d_sae());
   const std::size_t L = cfg.hook_points_in.size();
   SAES_CHECK(L >= 1, ConfigError, "sae.hook_points_in: a clt needs at least one layer");
   SAES_CHECK(cfg.hook_points_out.size() == L, ConfigError,

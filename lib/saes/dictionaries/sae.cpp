@@ -43,10 +43,6 @@ void validate(const SparseDictionaryConfig& cfg) {
   SAES_CHECK(cfg.sae_type == SaeType::kSae, ConfigError,
              "sae.sae_type: SparseAutoEncoder needs sae, got {}",
              kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
-  SAES_CHECK(cfg.d_model >= 1, ConfigError, "sae.d_model: expected >= 1, got {}", cfg.d_model);
-  SAES_CHECK(cfg.d_sae() >= 1, ConfigError,
-             "sae.expansion_factor: d_sae = int(d_model * expansion_factor) must be >= 1, got {}",
-             cfg.d_sae());
   SAES_CHECK(cfg.act_fn != ActFn::kLayerTopK && cfg.act_fn != ActFn::kBatchLayerTopK, ConfigError,
              "sae.act_fn: {} is only valid for sae_type clt",
              kActFnNames[static_cast<std::size_t>(cfg.act_fn)]);

@@ -54,8 +54,12 @@ std::string json_value(const T& value) {
     return value ? json_escape(*value) : "null";
   } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
     std::string out = "[";
-    for (const auto& item : value) out += (out.size() > 1 ? "," : "") + json_escape(item);
-    return out + "]";
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      if (i > 0) out += ',';
+      out += json_escape(value[i]);
+    }
+    out += ']';
+    return out;
   } else if constexpr (std::is_same_v<T, DType>) {
     return json_escape(std::string(dtype_name(value)));
   } else {
@@ -85,6 +89,11 @@ class JsonWriter {
 
 SparseDictionary::SparseDictionary(SparseDictionaryConfig cfg, FeatureShard shard)
     : cfg_(std::move(cfg)), shard_(shard) {
+  // What every variant needs (each validates its own fields after this).
+  SAES_CHECK(cfg_.d_model >= 1, ConfigError, "sae.d_model: expected >= 1, got {}", cfg_.d_model);
+  SAES_CHECK(cfg_.d_sae() >= 1, ConfigError,
+             "sae.expansion_factor: d_sae = int(d_model * expansion_factor) must be >= 1, got {}",
+             cfg_.d_sae());
   folded_ = cfg_.norm_activation == NormActivation::kInference;
   local_d_sae_ = cfg_.d_sae() >= 1 ? shard_.count(cfg_.d_sae()) : cfg_.d_sae();
 }
