@@ -198,7 +198,7 @@ TEST_CASE("token-wise SAEs export as constant_norm_rescale and transcoders with 
   CHECK(j["metadata"]["hook_name_out"] == "blocks.1.hook_mlp_out");
   CHECK(max_diff(saelens_forward(tdir.path(), x), expected) < 1e-5);
   auto tback = sc::read_dictionary(tdir.path());
-  CHECK(tback.dict->is_transcoder());
+  CHECK(tback.dict->input_hooks() != tback.dict->label_hooks());
   // Relative to the output's scale: float32 through another BLAS (MKL in a pip LibTorch 2.11)
   // measured 1.1e-5 absolute here, OpenBLAS below 1e-5.
   const double scale = 1.0 + expected.abs().max().item<double>();
@@ -299,7 +299,7 @@ TEST_CASE("the original's checkpoint folder imports with its dataset norms", "[c
   auto in = sc::read_dictionary(dir.path());
   CHECK(in.dict->dataset_norm(kHook) == std::optional<double>(12.5));
   CHECK_FALSE(in.dict->folded());
-  CHECK(at::equal(in.dict->W_D(), sae->W_D()));
+  CHECK(at::equal(in.dict->feature_directions(), sae->W_D()));
   in.dict->fold_activation_scale();
   CHECK(in.dict->folded());
 }

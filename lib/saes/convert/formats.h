@@ -27,7 +27,8 @@ struct Provenance {
 
 /// A dictionary read from disk, with what the source said about its activations.
 struct Imported {
-  std::unique_ptr<dictionaries::SparseAutoEncoder> dict;
+  /// Any variant for native and the original's folders (a CLT too); an SAE for the others.
+  std::unique_ptr<dictionaries::SparseDictionary> dict;
   Provenance provenance;
   InputFormat format = InputFormat::kAuto;
   /// SAELens' sparsity.safetensors (float32 [d_sae]) when the folder has one, else undefined.
@@ -56,7 +57,7 @@ Imported read_dictionary(const std::filesystem::path& input,
 
 /// Writes `dir`/sae_weights.safetensors (native, with fold state) and `dir`/config.json (the
 /// original's key set, so its loaders read the folder too). `dir` must exist.
-void write_native(const dictionaries::SparseAutoEncoder& dict, const std::filesystem::path& dir);
+void write_native(const dictionaries::SparseDictionary& dict, const std::filesystem::path& dir);
 
 /// Writes a SAELens folder (cfg.json + sae_weights.safetensors, byte layout of peers.md §1) into
 /// the existing `dir`: dataset-wise scaling folded in (normalize_activations "none"), JumpReLU

@@ -9,6 +9,7 @@
 #include "saes/convert/format_readers.h"
 #include "saes/convert/formats.h"
 #include "saes/core/error.h"
+#include "saes/dictionaries/registry.h"
 #include "saes/io/atomic_file.h"
 #include "saes/io/safetensors.h"
 
@@ -198,7 +199,7 @@ Imported read_native(const fs::path& input, const std::string& device) {
       parse_dictionary_config(it->second, weights.string() + " saes_config");
   cfg.device = device;
   Imported out;
-  out.dict = std::make_unique<dictionaries::SparseAutoEncoder>(cfg);
+  out.dict = dictionaries::make_dictionary(cfg);
   out.dict->load(weights);
   return out;
 }
@@ -213,15 +214,20 @@ Imported read_lmsaes(const fs::path& input, const std::string& device) {
   cfg.device = device;
   const auto file = io::SafetensorsFile::open(weights);
   if (file.contains("W_E")) cfg.dtype = file.info("W_E").dtype;
+  // A CLT reads its hook lists only.
+  if (cfg.sae_type == dictionaries::SaeType::kClt && !cfg.hook_points_in.empty()) {
+    cfg.hook_point_in.clear();
+    cfg.hook_point_out.clear();
+  }
   Imported out;
-  out.dict = std::make_unique<dictionaries::SparseAutoEncoder>(cfg);
+  out.dict = dictionaries::make_dictionary(cfg);
   out.dict->load(weights);
   return out;
 }
 
 }  // namespace detail
 
-void write_native(const dictionaries::SparseAutoEncoder& dict, const fs::path& dir) {
+void write_native(const dictionaries::SparseDictionary& dict, const fs::path& dir) {
   dict.save(dir / kSaeLensWeightsFile);
   io::write_file_atomic(dir / kNativeConfigFile,
                         dictionary_config_json(dict.config(), false) + "\n");

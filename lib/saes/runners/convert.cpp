@@ -123,16 +123,25 @@ int run_convert(const ConvertSettings& s, RunContext& context) {
   }
   if (s.model_name) provenance.model_name = *s.model_name;
 
-  std::unique_ptr<SparseAutoEncoder> dict = std::move(in.dict);
+  std::unique_ptr<dictionaries::SparseDictionary> dict = std::move(in.dict);
   if (s.conversion.fold_activation_scale == ScaleFolding::kFold) dict->fold_activation_scale();
   if (s.conversion.fold_activation_scale == ScaleFolding::kUnfold) dict->unfold_activation_scale();
-  if (s.conversion.topk_to_jumprelu) dict = to_jumprelu(s, *dict, logger);
-  if (s.conversion.dtype) dict = convert::cast_dtype(*dict, *s.conversion.dtype);
+  // The rewrites below and the SAELens layout are written for SAEs/transcoders.
+  const auto sae_only = [&](const char* what) -> SparseAutoEncoder& {
+    auto* sae = dynamic_cast<SparseAutoEncoder*>(dict.get());
+    SAES_CHECK(sae != nullptr, UnsupportedError,
+               "{}: not implemented for sae_type {} yet (fold, unfold and --to native are)", what,
+               dictionaries::kSaeTypeNames[static_cast<std::size_t>(dict->config().sae_type)]);
+    return *sae;
+  };
+  if (s.conversion.topk_to_jumprelu) dict = to_jumprelu(s, sae_only("topk_to_jumprelu"), logger);
+  if (s.conversion.dtype) dict = convert::cast_dtype(sae_only("dtype"), *s.conversion.dtype);
 
   if (s.conversion.to == convert::ConvertFormat::kNative) {
     convert::write_native(*dict, out.staging());
   } else {
-    convert::write_saelens(*dict, provenance, out.staging(), s.conversion.saelens_version);
+    SparseAutoEncoder& sae = sae_only("to: saelens");
+    convert::write_saelens(sae, provenance, out.staging(), s.conversion.saelens_version);
     if (sparsity.defined()) convert::write_saelens_sparsity(sparsity, out.staging());
   }
   out.commit();
