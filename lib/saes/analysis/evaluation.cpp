@@ -20,31 +20,8 @@
 namespace saes::analysis {
 namespace {
 
-using dictionaries::NormActivation;
-
 /// [batch, seq, ...] → [batch·seq, features].
 at::Tensor token_rows(const at::Tensor& t) { return t.reshape({t.size(0) * t.size(1), -1}); }
-
-/// The factor normalize() multiplies hook `hook`'s label by: a scalar, or one per row.
-at::Tensor label_scale(const dictionaries::SparseDictionary& dict, const std::string& hook,
-                       const at::Tensor& label) {
-  const double sqrt_d = std::sqrt(static_cast<double>(dict.config().d_model));
-  const at::Tensor y = label.to(dict.device(), dict.dtype());
-  switch (dict.config().norm_activation) {
-    case NormActivation::kTokenWise:
-      return at::linalg_vector_norm(y, 2, {-1}, true).clamp_min(1e-12).reciprocal().mul(sqrt_d);
-    case NormActivation::kBatchWise:
-      return at::linalg_vector_norm(y, 2, {-1}, true)
-          .mean()
-          .clamp_min(1e-12)
-          .reciprocal()
-          .mul(sqrt_d);
-    case NormActivation::kDatasetWise:
-    case NormActivation::kInference:
-      return at::scalar_tensor(dict.dataset_scale(hook), y.options());
-  }
-  SAES_ASSERT(false, "unknown norm_activation");
-}
 
 }  // namespace
 
@@ -59,7 +36,8 @@ Reconstruction reconstruct(const dictionaries::SparseDictionary& dict, const at:
   at::NoGradGuard no_grad;
   Reconstruction r;
   r.feature_acts = dict.encode(dict.normalize(input, dict.input_hook_point("evaluation")));
-  r.output = dict.decode(r.feature_acts).div(label_scale(dict, dict.label_hook_point(), label));
+  r.output =
+      dict.decode(r.feature_acts).div(dict.normalization_factor(label, dict.label_hook_point()));
   return r;
 }
 
@@ -99,18 +77,14 @@ std::int64_t Evaluator::add(const data::TokenBatch& batch) {
   }
   const std::vector<std::string> label_hooks = dict_.label_hooks();
   const bool layered = label_hooks.size() > 1;
-  at::Tensor feature_acts, output;
-  {
-    at::NoGradGuard no_grad_inner;
-    feature_acts = dict_.encode(dict_.prepare_input(raw));
-    output = dict_.decode(feature_acts);
-  }
+  const at::Tensor feature_acts = dict_.encode(dict_.prepare_input(raw));
+  const at::Tensor output = dict_.decode(feature_acts);
   std::vector<at::Tensor> labels, outputs;
   for (std::size_t i = 0; i < label_hooks.size(); ++i) {
     const at::Tensor& label = raw.at(label_hooks[i]);
     labels.push_back(label);
     const at::Tensor out = layered ? output[static_cast<std::int64_t>(i)] : output;
-    outputs.push_back(out.div(label_scale(dict_, label_hooks[i], label)));
+    outputs.push_back(out.div(dict_.normalization_factor(label, label_hooks[i])));
   }
   if (layered) {
     reconstruction_.add(at::cat(labels, 1), at::cat(outputs, 1),

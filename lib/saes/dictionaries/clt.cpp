@@ -233,12 +233,7 @@ void CrossLayerTranscoder::init_parameters(const RandomInit& init, at::Generator
     if (b_D_[t].defined()) b_D_[t].zero_();
   }
   b_E_.zero_();
-  if (log_threshold_.defined()) {
-    SAES_CHECK(init.log_jumprelu_threshold.has_value(), ConfigError,
-               "initializer.init_log_jumprelu_threshold_value: required for act_fn jumprelu "
-               "(e.g. -2.302585 = log 0.1)");
-    log_threshold_.fill_(*init.log_jumprelu_threshold);
-  }
+  fill_log_threshold(log_threshold_, init);
 }
 
 void CrossLayerTranscoder::init_decoder_bias_with_mean(const at::Tensor& label) {

@@ -414,12 +414,7 @@ void SparseAutoEncoder::init_parameters(const RandomInit& init, at::Generator& g
     fill_uniform(W_E_glu_, 1, init.encoder_uniform_bound, gen);
     b_E_glu_.zero_();
   }
-  if (log_threshold_.defined()) {
-    SAES_CHECK(init.log_jumprelu_threshold.has_value(), ConfigError,
-               "initializer.init_log_jumprelu_threshold_value: required for act_fn jumprelu "
-               "(e.g. -2.302585 = log 0.1)");
-    log_threshold_.fill_(*init.log_jumprelu_threshold);
-  }
+  fill_log_threshold(log_threshold_, init);
 }
 
 void SparseAutoEncoder::init_encoder_with_decoder_transpose(double factor) {

@@ -143,6 +143,14 @@ void SparseDictionary::init_encoder_bias_with_mean_hidden_pre(const at::Tensor& 
              kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
 }
 
+void SparseDictionary::fill_log_threshold(const at::Tensor& log_threshold, const RandomInit& init) {
+  if (!log_threshold.defined()) return;
+  SAES_CHECK(init.log_jumprelu_threshold.has_value(), ConfigError,
+             "initializer.init_log_jumprelu_threshold_value: required for act_fn jumprelu "
+             "(e.g. -2.302585 = log 0.1)");
+  log_threshold.fill_(*init.log_jumprelu_threshold);
+}
+
 double SparseDictionary::reconstruction_loss(const at::Tensor& x, const at::Tensor& label,
                                              std::int64_t k) const {
   const at::Tensor r = decode(encode(x, k)) - label;
@@ -247,6 +255,26 @@ at::Tensor SparseDictionary::normalize(const at::Tensor& x, const std::string& h
       return xs * dataset_scale(hook_point);
     case NormActivation::kInference:
       return xs;
+  }
+  SAES_ASSERT(false, "unknown norm_activation");
+}
+
+at::Tensor SparseDictionary::normalization_factor(const at::Tensor& x,
+                                                  const std::string& hook_point) const {
+  const double sqrt_d = std::sqrt(static_cast<double>(cfg_.d_model));
+  const at::Tensor y = x.to(device(), dtype());
+  switch (cfg_.norm_activation) {
+    case NormActivation::kTokenWise:
+      return at::linalg_vector_norm(y, 2, {-1}, true).clamp_min(1e-12).reciprocal().mul(sqrt_d);
+    case NormActivation::kBatchWise:
+      return at::linalg_vector_norm(y, 2, {-1}, true)
+          .mean()
+          .clamp_min(1e-12)
+          .reciprocal()
+          .mul(sqrt_d);
+    case NormActivation::kDatasetWise:
+    case NormActivation::kInference:
+      return at::scalar_tensor(dataset_scale(hook_point), y.options());
   }
   SAES_ASSERT(false, "unknown norm_activation");
 }

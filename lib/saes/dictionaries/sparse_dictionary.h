@@ -225,6 +225,10 @@ class SparseDictionary {
   /// Returns a tensor in the dictionary's dtype/device. Throws ConfigError for dataset-wise
   /// without a recorded norm for `hook_point`.
   at::Tensor normalize(const at::Tensor& x, const std::string& hook_point) const;
+  /// The factor normalize() multiplies RAW activations `x` of `hook_point` by: [n, 1] per token
+  /// (token-wise), a [1, 1] batch factor (batch-wise), or a 0-d scalar (dataset-wise; 1 for
+  /// inference); norms clamped at 1e-12. Dividing normalized outputs by it gives the model's scale.
+  at::Tensor normalization_factor(const at::Tensor& x, const std::string& hook_point) const;
   /// Dataset-wise scale s_h = √d_model / n̄_h (1 when folded or not dataset-wise).
   double dataset_scale(const std::string& hook_point) const;
 
@@ -254,6 +258,9 @@ class SparseDictionary {
   /// Variant-specific rewrite of the fold (spec §2.1) with the dataset scales of its hooks
   /// (dataset_scale(hook), still dataset-wise when called): fold, or its inverse.
   virtual void rescale_for_fold(bool fold) = 0;
+  /// log θ ← init.log_jumprelu_threshold (ConfigError when it is missing), if `log_threshold`
+  /// is defined (JumpReLU dictionaries).
+  static void fill_log_threshold(const at::Tensor& log_threshold, const RandomInit& init);
   /// Extra variant tensors (beyond parameters()) to save; default none.
   virtual std::vector<std::pair<std::string, at::Tensor>> buffers() const { return {}; }
   /// In place: the sum of `t` over the model group (partial decodes, per-token sums over

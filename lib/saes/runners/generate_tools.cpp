@@ -148,22 +148,12 @@ int run_probe(const ProbeOptions& options, std::ostream& out) {
     const at::Tensor decoded = dict->decode(f);
     tensors.emplace_back(dict_name + ".feature_acts", f.unsqueeze(0).contiguous());
     const auto labels = dict->label_hooks();
-    const double sqrt_d = std::sqrt(static_cast<double>(dict->config().d_model));
     for (std::size_t i = 0; i < labels.size(); ++i) {
-      const at::Tensor y = raw.at(labels[i]).to(decoded.scalar_type());
-      at::Tensor r = labels.size() > 1 ? decoded[static_cast<int64_t>(i)] : decoded;
-      // back to the model's scale: undo normalize() of the label hook
-      switch (dict->config().norm_activation) {
-        case dictionaries::NormActivation::kTokenWise:
-          r = r * (y.norm(2, {-1}, true) / sqrt_d);
-          break;
-        case dictionaries::NormActivation::kBatchWise:
-          r = r * (y.norm(2, {-1}, true).mean() / sqrt_d);
-          break;
-        default:
-          r = r / dict->dataset_scale(labels[i]);
-      }
-      tensors.emplace_back(dict_name + ".reconstruction." + labels[i], r.unsqueeze(0).contiguous());
+      const at::Tensor r = labels.size() > 1 ? decoded[static_cast<int64_t>(i)] : decoded;
+      // back to the model's scale
+      tensors.emplace_back(
+          dict_name + ".reconstruction." + labels[i],
+          (r / dict->normalization_factor(raw.at(labels[i]), labels[i])).unsqueeze(0).contiguous());
     }
   }
   for (const auto& [name, t] : tensors) {
