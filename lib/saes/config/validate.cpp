@@ -222,6 +222,8 @@ void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
             "is for sae_type clt only (an sae uses sae.sparse_kernels)");
   } else {
     p.check(!sae.use_glu_encoder, "sae.use_glu_encoder", "is not defined for a clt");
+    p.check(!sae.decode_with_csr || sae.sparse_kernels != dictionaries::SparseKernels::kOff,
+            "sae.decode_with_csr", "true contradicts sae.sparse_kernels: off (set one of them)");
     p.check(sae.sparsity_threshold_for_csr > 0 && sae.sparsity_threshold_for_csr <= 1,
             "sae.sparsity_threshold_for_csr",
             fmt::format("expected in (0, 1], got {}", sae.sparsity_threshold_for_csr));

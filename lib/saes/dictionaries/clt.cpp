@@ -60,6 +60,8 @@ void validate(const SparseDictionaryConfig& cfg) {
   SAES_CHECK(cfg.jumprelu_threshold_window > 0, ConfigError,
              "sae.jumprelu_threshold_window: expected > 0, got {}", cfg.jumprelu_threshold_window);
   SAES_CHECK(!cfg.use_glu_encoder, ConfigError, "sae.use_glu_encoder: not defined for a clt");
+  SAES_CHECK(!cfg.decode_with_csr || cfg.sparse_kernels != SparseKernels::kOff, ConfigError,
+             "sae.decode_with_csr: true contradicts sae.sparse_kernels: off (set one of them)");
   SAES_CHECK(cfg.sparsity_threshold_for_csr > 0 && cfg.sparsity_threshold_for_csr <= 1, ConfigError,
              "sae.sparsity_threshold_for_csr: expected in (0, 1], got {}",
              cfg.sparsity_threshold_for_csr);
@@ -70,9 +72,6 @@ void validate(const SparseDictionaryConfig& cfg) {
 CrossLayerTranscoder::CrossLayerTranscoder(SparseDictionaryConfig cfg, FeatureShard shard)
     : SparseDictionary(std::move(cfg), shard) {
   validate(cfg_);
-  SAES_CHECK(!cfg_.decode_with_csr, UnsupportedError,
-             "sae.decode_with_csr: the sparse CLT decode is not implemented yet; set it to false "
-             "(the dense decode gives the same result)");
   SAES_CHECK(!shard_.sharded(), UnsupportedError,
              "sae_type clt: feature parallelism (model_parallel_size > 1) is not implemented yet; "
              "use data_parallel_size");
@@ -199,6 +198,7 @@ at::Tensor CrossLayerTranscoder::decode(const at::Tensor& f) const {
              fmt::join(f.sizes(), ", "), n_layers(), local_d_sae());
   const std::int64_t N = f.size(0), S = local_d_sae(), d = cfg_.d_model;
   const at::Tensor fc = f.to(W_E_.options()).contiguous();
+  if (decodes_sparsely(fc)) return decode_sparse(sparse_from_dense(fc.view({N, n_layers() * S})));
   at::Tensor out = at::empty({n_layers(), N, d}, W_E_.options());
   for (std::int64_t t = 0; t < n_layers(); ++t) {
     // [N, (t+1)·S] (a view with row stride L·S) × [(t+1)·S, d]

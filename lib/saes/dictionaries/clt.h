@@ -52,8 +52,11 @@ class CrossLayerTranscoder final : public SparseDictionary {
   at::Tensor encode(const at::Tensor& x, std::int64_t k = 0) const override;
   /// h[l] = x[l]·W_E[l] + b_E[l]: [n_tokens, L, d_sae] (unscaled by the decoder norms).
   at::Tensor hidden_pre(const at::Tensor& x) const override;
-  /// f [n_tokens, L, d_sae] → ŷ [L, n_tokens, d_model], ŷ[t] = Σ_{l<=t} f[l]·W_D[t][l] + b_D[t].
+  /// f [n_tokens, L, d_sae] → ŷ [L, n_tokens, d_model], ŷ[t] = Σ_{l<=t} f[l]·W_D[t][l] + b_D[t];
+  /// through the sparse decode when f's density allows it (as uses_sparse_step).
   at::Tensor decode(const at::Tensor& f) const override;
+  /// ŷ of f's entries `a` (rows: tokens, features: l·d_sae + i, layer-major).
+  at::Tensor decode_sparse(const SparseActs& a) const;
   /// N[l, i] = sqrt(Σ_{t>=l} ‖W_D[t][l, i]‖²): [L, d_sae] (spec §2.4; no gradient in training).
   at::Tensor decoder_norm() const override;
   /// Σ_{t>=l} W_D[t][l, i]: [L·d_sae, d_model], layer-major.
@@ -65,7 +68,18 @@ class CrossLayerTranscoder final : public SparseDictionary {
   /// (ŷ − y)² (a token mask, when given, selects the tokens: an extension), the sparsity penalty
   /// on f·N averaged over tokens and layers (tanh-quad: p̂ over tokens and layers jointly), with
   /// the manual backward. L_p and Aux-K are not defined for the CLT (UnsupportedError).
+  /// The step is sparse (clt_sparse_step.cpp: the encoder GEMM is the only dense product) when
+  /// uses_sparse_step says so, else dense; both give the same result (tests: 1e-5).
   StepResult forward_backward(const TrainBatch& batch, const LossSettings& s) override;
+
+  /// Whether a training step with gating scores `s` [n_tokens, L, d_sae] and TopK `k` takes the
+  /// sparse kernels: never for jumprelu or with sparse_kernels off; always with on; with auto for
+  /// the TopK family and ReLU when the density (k/d_sae, k/(L·d_sae) for the layer variants, the
+  /// measured fraction s > 0 for ReLU) is at most density_threshold(); not for 16-bit CUDA.
+  bool uses_sparse_step(const at::Tensor& s, std::int64_t k) const;
+  /// sparsity_threshold_for_csr with decode_with_csr (the original's switch), else
+  /// kSparseMaxDensity: the density at or below which `auto` takes the sparse kernels.
+  double density_threshold() const;
 
   /// W_E ~ U(±1/√d_sae), every W_D[t] ~ U(±1/√(L·d_model)), the blocks l < t zero with
   /// init_cross_layer_decoder_all_zero, biases 0, log θ filled (spec §2.4; the bounds of `init`
@@ -85,6 +99,23 @@ class CrossLayerTranscoder final : public SparseDictionary {
   void rescale_for_fold(bool fold) override;
 
  private:
+  /// What both training steps start from (forward_backward).
+  struct StepState {
+    at::Tensor x, y;  ///< [N, L, d], [L, N, d], normalized
+    at::Tensor w;     ///< [N] token weights summing to 1 over the valid tokens
+    at::Tensor mask;  ///< the batch's token mask (undefined: every token)
+    at::Tensor n;     ///< [L, S] decoder norms (no gradient)
+    at::Tensor h, s;  ///< [N, L, S] pre-activations, gating scores (h·n or h)
+    double n_valid = 0;
+    std::int64_t k = 0;
+  };
+  StepResult dense_step(const StepState& st, const LossSettings& ls);
+  StepResult sparse_step(const StepState& st, const LossSettings& ls);
+  bool auto_prefers_dense() const;
+  /// decode(f) takes the sparse decode: sparse_kernels on, or auto and f's density at most
+  /// density_threshold() (not for 16-bit CUDA).
+  bool decodes_sparsely(const at::Tensor& f) const;
+
   std::int64_t resolve_k(std::int64_t k) const;
   /// [n_tokens, L, d_model] checked against L and d_model.
   void check_input(const at::Tensor& x, const char* what) const;

@@ -34,37 +34,46 @@ StepResult CrossLayerTranscoder::forward_backward(const TrainBatch& batch, const
   SAES_CHECK(ls.auxk_coefficient <= 0, UnsupportedError,
              "trainer.auxk_coefficient: Aux-K is not defined for a clt (as upstream); set it to 0 "
              "or null");
-  const at::Tensor x = prepare_input(batch.acts);  // [N, L, d]
-  const at::Tensor y = prepare_label(batch.acts);  // [L, N, d]
-  check_input(x, "x");
-  const std::int64_t N = x.size(0), L = n_layers(), S = local_d_sae(), d = cfg_.d_model;
-  SAES_CHECK(y.size(1) == N, DataError, "the input hooks have {} tokens but the labels {}", N,
-             y.size(1));
+  StepState st;
+  st.x = prepare_input(batch.acts);  // [N, L, d]
+  st.y = prepare_label(batch.acts);  // [L, N, d]
+  check_input(st.x, "x");
+  const std::int64_t N = st.x.size(0);
+  SAES_CHECK(st.y.size(1) == N, DataError, "the input hooks have {} tokens but the labels {}", N,
+             st.y.size(1));
   const auto opts = W_E_.options();
 
   // Token weights w [N] summing to 1 over valid tokens.
-  at::Tensor w;
-  double n_valid = static_cast<double>(N);
+  st.n_valid = static_cast<double>(N);
   if (batch.mask.defined()) {
     const at::Tensor m = batch.mask.flatten().to(opts);
     SAES_CHECK(m.numel() == N, DataError, "mask has {} entries, expected {} (one per token)",
                m.numel(), N);
-    n_valid = at::sum(m).item<double>();
-    SAES_CHECK(n_valid > 0, DataError, "mask selects no tokens");
-    w = m / n_valid;
+    st.n_valid = at::sum(m).item<double>();
+    SAES_CHECK(st.n_valid > 0, DataError, "mask selects no tokens");
+    st.w = m / st.n_valid;
+    st.mask = batch.mask;
   } else {
-    w = at::full({N}, 1.0 / static_cast<double>(N), opts);
+    st.w = at::full({N}, 1.0 / static_cast<double>(N), opts);
   }
+  st.n = decoder_norm();  // [L, S], a constant of the step
+  st.h = hidden_pre(st.x);  // [N, L, S]
+  st.s = cfg_.sparsity_include_decoder_norm ? st.h * st.n : st.h;
+  st.k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
+  return uses_sparse_step(st.s, st.k) ? sparse_step(st, ls) : dense_step(st, ls);
+}
+
+StepResult CrossLayerTranscoder::dense_step(const StepState& st, const LossSettings& ls) {
+  const at::Tensor &x = st.x, &y = st.y, &w = st.w, &n = st.n, &h = st.h, &s = st.s;
+  const std::int64_t N = x.size(0), L = n_layers(), S = local_d_sae(), d = cfg_.d_model;
+  const double n_valid = st.n_valid;
+  const auto opts = W_E_.options();
   const at::Tensor w3 = w.view({N, 1, 1});
 
   // ---- forward ----
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool jump = cfg_.act_fn == ActFn::kJumpRelu;
-  const at::Tensor n = decoder_norm();  // [L, S], a constant of the step
-  const at::Tensor h = hidden_pre(x);   // [N, L, S]
-  const at::Tensor s = gating ? h * n : h;
-  const std::int64_t k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
-  const at::Tensor active = activation_mask(s, k);
+  const at::Tensor active = activation_mask(s, st.k);
   const at::Tensor f = h * active;
   const at::Tensor yhat = decode(f);  // [L, N, d]
   const at::Tensor r = yhat - y;
@@ -135,7 +144,7 @@ StepResult CrossLayerTranscoder::forward_backward(const TrainBatch& batch, const
 
   // ---- metrics ----
   const at::Tensor f2 = fc.view({N, L * S});
-  out.fired = batch.mask.defined()
+  out.fired = st.mask.defined()
                   ? at::mv(at::gt(f2, 0).to(opts).t(), w * n_valid).round().to(at::kLong)
                   : at::count_nonzero(f2, at::IntArrayRef{0});
   out.l0 = static_cast<double>(at::sum(out.fired).item<std::int64_t>()) / n_valid;

@@ -432,3 +432,95 @@ TEST_CASE("clt fold is exact for every act_fn, with and without gating", "[dicti
     }
   }
 }
+
+TEST_CASE("clt sparse step equals the dense step for every sparse act_fn x penalty x gating x mask",
+          "[dictionaries][clt]") {
+  const auto penalty = GENERATE(sd::SparsityPenalty::kNone, sd::SparsityPenalty::kPower,
+                                sd::SparsityPenalty::kTanh, sd::SparsityPenalty::kTanhQuad);
+  const bool gating = GENERATE(true, false);
+  const bool masked = GENERATE(false, true);
+  const std::int64_t p = GENERATE(1, 2);
+  // float64 runs the op-based sparse kernels (the CUDA path), float32 the CPU kernels; both
+  // against the float64 dense step. float32: each value is a sum of at most L·S + N·d ≈ 40
+  // products, so 1e-5 relative to the largest entry is ~100 float32 epsilons.
+  const bool fp32 = GENERATE(false, true);
+  if (p == 2 && penalty != sd::SparsityPenalty::kPower) return;
+  for (const sd::ActFn act : {sd::ActFn::kRelu, sd::ActFn::kTopK, sd::ActFn::kLayerTopK,
+                              sd::ActFn::kBatchTopK, sd::ActFn::kBatchLayerTopK}) {
+    INFO("act " << static_cast<int>(act) << " penalty " << static_cast<int>(penalty) << " gating "
+                << gating << " masked " << masked << " p " << p << " fp32 " << fp32);
+    auto cfg = clt_cfg(act, gating);
+    cfg.sparse_kernels = sd::SparseKernels::kOff;
+    auto dense = random_clt(cfg, 31);
+    cfg.sparse_kernels = sd::SparseKernels::kOn;
+    if (fp32) cfg.dtype = saes::DType::kFloat32;
+    sd::CrossLayerTranscoder sparse(cfg);
+    auto dense_params = dense.parameters();
+    auto sparse_params = sparse.parameters();
+    for (std::size_t i = 0; i < dense_params.size(); ++i) {
+      sparse_params[i].value.copy_(dense_params[i].value);
+    }
+    for (const auto& h : dense.hook_points()) sparse.set_dataset_norm(h, *dense.dataset_norm(h));
+    sd::TrainBatch batch;
+    batch.acts = random_acts(cfg, 32);
+    if (fp32) {
+      for (auto& [hook, t] : batch.acts) t = t.to(at::kFloat);
+    }
+    if (masked) batch.mask = at::tensor({1, 0, 1, 1, 0, 1}).to(at::kBool);
+    sd::LossSettings ls;
+    ls.sparsity = penalty;
+    ls.p = p;
+    ls.l1_coefficient = 0.6;
+    ls.tanh_stretch_coefficient = 1.3;
+    ls.frequency_scale = 0.4;
+    const sd::StepResult d = dense.forward_backward(batch, ls);
+    const sd::StepResult s = sparse.forward_backward(batch, ls);
+    const double tol = fp32 ? 1e-5 : 1e-12;
+    REQUIRE(s.sparse_feature_acts.defined());
+    CHECK_FALSE(s.feature_acts.defined());
+    CHECK(s.loss == Approx(d.loss).epsilon(tol));
+    CHECK(s.l_sparsity == Approx(d.l_sparsity).epsilon(tol).margin(tol));
+    CHECK(at::equal(s.fired, d.fired));
+    CHECK(s.l0 == d.l0);
+    const at::Tensor f = s.sparse_feature_acts.to_dense().to(at::kDouble);
+    CHECK((f - d.feature_acts).abs().max().item<double>() <= tol * (1 + d.feature_acts.abs().max().item<double>()));
+    CHECK((s.reconstructed.to(at::kDouble) - d.reconstructed).abs().max().item<double>() <=
+          tol * d.reconstructed.abs().max().item<double>());
+    for (std::size_t i = 0; i < dense_params.size(); ++i) {
+      INFO("parameter " << dense_params[i].name);
+      const at::Tensor& ref = dense_params[i].grad;
+      const double err = (sparse_params[i].grad.to(at::kDouble) - ref).abs().max().item<double>();
+      CHECK(err <= tol * (ref.abs().max().item<double>() + 1e-12));
+    }
+    // decode of dense feature acts takes the sparse decode too, with the same result
+    const at::Tensor dense_f = d.feature_acts.view({kN, kL, kS}).to(sparse.W_E().options());
+    CHECK((sparse.decode(dense_f).to(at::kDouble) - dense.decode(d.feature_acts.view({kN, kL, kS})))
+              .abs()
+              .max()
+              .item<double>() <= tol * d.reconstructed.abs().max().item<double>());
+  }
+}
+
+TEST_CASE("clt auto takes the sparse kernels by density; decode_with_csr sets the threshold",
+          "[dictionaries][clt]") {
+  auto cfg = clt_cfg(sd::ActFn::kLayerTopK, true);  // k = 4 of L·S = 15
+  sd::CrossLayerTranscoder a(cfg);
+  const at::Tensor s = at::zeros({kN, kL, kS}, at::kDouble);
+  CHECK_FALSE(a.uses_sparse_step(s, 4));  // 0.27 > 0.05
+  CHECK(a.density_threshold() == sd::kSparseMaxDensity);
+  cfg.decode_with_csr = true;
+  cfg.sparsity_threshold_for_csr = 0.3;
+  sd::CrossLayerTranscoder b(cfg);
+  CHECK(b.uses_sparse_step(s, 4));
+  CHECK_FALSE(b.uses_sparse_step(s, 5));  // 0.33 > 0.3
+  cfg.act_fn = sd::ActFn::kJumpRelu;
+  CHECK_FALSE(sd::CrossLayerTranscoder(cfg).uses_sparse_step(s, 0));
+  cfg.act_fn = sd::ActFn::kRelu;  // the measured density of s > 0
+  at::Tensor s4 = s.clone();
+  s4.view({-1}).narrow(0, 0, 26).fill_(1.0);  // 26 of 90 < 0.3
+  CHECK(sd::CrossLayerTranscoder(cfg).uses_sparse_step(s4, 0));
+  s4.view({-1}).narrow(0, 0, 28).fill_(1.0);  // 28 of 90 > 0.3
+  CHECK_FALSE(sd::CrossLayerTranscoder(cfg).uses_sparse_step(s4, 0));
+  cfg.sparse_kernels = sd::SparseKernels::kOff;
+  CHECK_THROWS_WITH(sd::CrossLayerTranscoder(cfg), Catch::Contains("sae.decode_with_csr"));
+}

@@ -110,10 +110,10 @@ struct SparseDictionaryConfig {
     v("init_cross_layer_decoder_all_zero", init_cross_layer_decoder_all_zero,
       "clt: initialize the decoders from layer l into later layers t > l to zero");
     v("decode_with_csr", decode_with_csr,
-      "clt: decode by gathering the decoder rows of active features below "
-      "sparsity_threshold_for_csr density (not implemented yet: must be false)");
+      "clt: the original's switch for the sparse decode; true: sparse_kernels auto switches to "
+      "the sparse kernels at or below sparsity_threshold_for_csr density instead of 0.05");
     v("sparsity_threshold_for_csr", sparsity_threshold_for_csr,
-      "clt: the density below which decode_with_csr takes the sparse decode");
+      "clt: with decode_with_csr, the density at or below which the sparse kernels are used");
     v("sparse_kernels", sparse_kernels,
       "sparse decode/backward for TopK, BatchTopK and sparse ReLU (auto: by measured density, "
       "and dense for 16-bit dtypes on CUDA, where tensor-core GEMMs win; on; off)");

@@ -26,9 +26,10 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   clt_shards=(--set 'activation_factory.sources=[{type: activations, name: gclt, path: gclt}]'
     --set activation_factory.batch_size=500 --set trainer.total_training_tokens=8000
     --set trainer.log_frequency=4 --set logging.progress=off --threads 1)
-  expect "clt decode_with_csr" 5 'sae.decode_with_csr: the sparse CLT decode is not implemented yet' -- \
-    "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" --set sae.decode_with_csr=true --set trainer.exp_result_path=tcsr
-  one_line "clt decode_with_csr"
+  expect "clt decode_with_csr against sparse_kernels off" 2 'sae.decode_with_csr: true contradicts sae.sparse_kernels: off' -- \
+    "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" --set sae.decode_with_csr=true --set sae.sparse_kernels=off --set trainer.exp_result_path=tcsr
+  one_line "clt decode_with_csr against sparse_kernels off"
+  [ ! -e tcsr ] && ok || bad "a refused run left tcsr behind"
   expect "clt train from shards" 0 '' -- "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" --set trainer.exp_result_path=tclt
   if [ "$(wc -l <tclt/metrics.jsonl)" = 4 ] && tail -1 tclt/metrics.jsonl | grep -Eq '"metrics/l0": ?64(\.0*)?[,}]' &&
     grep -q '"metrics/explained_variance_L4"' tclt/metrics.jsonl && grep -q '"metrics/l0_layer4"' tclt/metrics.jsonl &&
@@ -48,6 +49,12 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
       "${clt_shards[@]}" --set data_parallel_size=2 --set trainer.exp_result_path=tclt_dp
     diff_clt="$(max_diff tclt/sae_weights.safetensors tclt_dp/sae_weights.safetensors 2>&1)"
     if awk -v d="$diff_clt" 'BEGIN { exit !(d + 0 < 1e-4) }'; then ok; else bad "clt 2 data ranks vs one process: $diff_clt"; fi
+  fi
+  if declare -F max_diff >/dev/null; then  # the dense step trains the same dictionary
+    expect "clt dense kernels" 0 '' -- "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" \
+      --set sae.sparse_kernels=off --set trainer.exp_result_path=tclt_dense
+    diff_dense="$(max_diff tclt/sae_weights.safetensors tclt_dense/sae_weights.safetensors 2>&1)"
+    if awk -v d="$diff_dense" 'BEGIN { exit !(d + 0 < 1e-4) }'; then ok; else bad "clt sparse vs dense step: $diff_dense"; fi
   fi
 
   expect "clt analyze with spliced eval" 0 'eval/loss_recovered = ' -- "$bin/saes-analyze" \
