@@ -15,6 +15,8 @@ failed=0
 
 ok() { passed=$((passed + 1)); }
 bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+# below TOL VALUE: VALUE is a number (not an error message) and less than TOL.
+below() { awk -v d="$2" -v t="$1" 'BEGIN { exit !(d ~ /^[-+]?[0-9.]+([eE][-+]?[0-9]+)?$/ && d + 0 < t + 0) }'; }
 # expect NAME CODE REGEX -- CMD...: exit code must be CODE and stderr must match REGEX (ERE).
 expect() {
   local name="$1" code="$2" regex="$3"; shift 4

@@ -26,6 +26,7 @@
 
 #include "saes/core/error.h"
 #include "saes/dictionaries/activation_functions.h"
+#include "saes/dictionaries/feature_parallel.h"
 
 namespace saes::dictionaries {
 namespace {
@@ -72,9 +73,6 @@ void validate(const SparseDictionaryConfig& cfg) {
 CrossLayerTranscoder::CrossLayerTranscoder(SparseDictionaryConfig cfg, FeatureShard shard)
     : SparseDictionary(std::move(cfg), shard) {
   validate(cfg_);
-  SAES_CHECK(!shard_.sharded(), UnsupportedError,
-             "sae_type clt: feature parallelism (model_parallel_size > 1) is not implemented yet; "
-             "use data_parallel_size");
   const auto opts = at::TensorOptions().dtype(dtype()).device(device());
   const std::int64_t L = n_layers(), d = cfg_.d_model, S = local_d_sae();
   auto pair = [&](at::Tensor& p, at::Tensor& g, at::IntArrayRef shape) {
@@ -163,6 +161,7 @@ at::Tensor CrossLayerTranscoder::feature_directions() const {
 
 at::Tensor CrossLayerTranscoder::activation_mask(const at::Tensor& s, std::int64_t k) const {
   const std::int64_t N = s.size(0), L = s.size(1), S = s.size(2);
+  if (shard_.sharded() && is_topk_family(cfg_.act_fn)) return sharded_mask(s, k);
   switch (cfg_.act_fn) {
     case ActFn::kRelu:
       return at::gt(s, 0);
@@ -186,6 +185,41 @@ at::Tensor CrossLayerTranscoder::activation_mask(const at::Tensor& s, std::int64
   return {};
 }
 
+void CrossLayerTranscoder::add_decoder_biases(at::Tensor& out) const {
+  sum_over_features(out);
+  for (std::int64_t t = 0; t < n_layers(); ++t) {
+    if (b_D_[t].defined()) out[t].add_(b_D_[t]);
+  }
+}
+
+at::Tensor CrossLayerTranscoder::sharded_mask(const at::Tensor& s, std::int64_t k) const {
+  // The selections over this rank's columns of the whole dictionary's rows (feature_parallel.h):
+  // rows (token, layer) for topk, tokens over all layers' features for the layer variants.
+  const std::int64_t N = s.size(0), L = s.size(1), S = s.size(2);
+  distributed::Communicator& group = *shard_.group;
+  const at::Tensor sc = s.contiguous();
+  switch (cfg_.act_fn) {
+    case ActFn::kTopK:
+      return sharded_activation_mask(ActFn::kTopK, sc.view({N * L, S}), k, group).view({N, L, S});
+    case ActFn::kLayerTopK:
+      return sharded_activation_mask(ActFn::kTopK, sc.view({N, L * S}), k, group).view({N, L, S});
+    case ActFn::kBatchLayerTopK:
+      return sharded_activation_mask(ActFn::kBatchTopK, sc.view({N, L * S}), k, group)
+          .view({N, L, S});
+    case ActFn::kBatchTopK: {
+      std::vector<at::Tensor> masks;
+      for (std::int64_t l = 0; l < L; ++l) {
+        masks.push_back(sharded_activation_mask(ActFn::kBatchTopK, sc.select(1, l), k, group));
+      }
+      return at::stack(masks, 1);
+    }
+    default:
+      break;
+  }
+  SAES_ASSERT(false, "not a TopK-family act_fn");
+  return {};
+}
+
 at::Tensor CrossLayerTranscoder::encode(const at::Tensor& x, std::int64_t k) const {
   const at::Tensor h = hidden_pre(x);
   const at::Tensor s = cfg_.sparsity_include_decoder_norm ? h * decoder_norm() : h;
@@ -200,35 +234,28 @@ at::Tensor CrossLayerTranscoder::decode(const at::Tensor& f) const {
   const at::Tensor fc = f.to(W_E_.options()).contiguous();
   if (decodes_sparsely(fc)) return decode_sparse(sparse_from_dense(fc.view({N, n_layers() * S})));
   at::Tensor out = at::empty({n_layers(), N, d}, W_E_.options());
+  const bool sharded = shard_.sharded();  // partial sums over this rank's features, then reduced
   for (std::int64_t t = 0; t < n_layers(); ++t) {
     // [N, (t+1)·S] (a view with row stride L·S) × [(t+1)·S, d]
     const at::Tensor a = fc.narrow(1, 0, t + 1).reshape({N, (t + 1) * S});
     const at::Tensor w = W_D_[t].view({(t + 1) * S, d});
     at::Tensor target = out[t];
-    if (b_D_[t].defined()) {
+    if (b_D_[t].defined() && !sharded) {
       at::addmm_out(target, b_D_[t], a, w);
     } else {
       at::mm_out(target, a, w);
     }
   }
+  if (sharded) add_decoder_biases(out);
   return out;
 }
 
 void CrossLayerTranscoder::init_parameters(const RandomInit& init, at::Generator& gen) {
   const double enc = 1.0 / std::sqrt(static_cast<double>(d_sae()));
   const double dec = 1.0 / std::sqrt(static_cast<double>(n_layers() * cfg_.d_model));
-  // Drawn on the generator's device, then copied: the same dictionary for a seed on any device.
-  auto fill = [&](const at::Tensor& p, double bound) {
-    if (p.device() == gen.device()) {
-      p.uniform_(-bound, bound, gen);
-      return;
-    }
-    p.copy_(at::empty(p.sizes(), at::TensorOptions().dtype(p.scalar_type()).device(gen.device()))
-                .uniform_(-bound, bound, gen));
-  };
-  fill(W_E_, enc);
+  fill_uniform(W_E_, 2, enc, gen);
   for (std::int64_t t = 0; t < n_layers(); ++t) {
-    fill(W_D_[t], dec);
+    fill_uniform(W_D_[t], 1, dec, gen);
     if (cfg_.init_cross_layer_decoder_all_zero && t > 0) W_D_[t].narrow(0, 0, t).zero_();
     if (b_D_[t].defined()) b_D_[t].zero_();
   }

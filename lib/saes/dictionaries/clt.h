@@ -25,11 +25,13 @@ namespace saes::dictionaries {
 ///   b_D.{t} [d_model] (if use_decoder_bias),
 ///   activation_function.log_jumprelu_threshold [L, d_sae] (if jumprelu).
 /// Layouts: input [n_tokens, L, d_model], features [n_tokens, L, d_sae], output and labels
-/// layer-first [L, n_tokens, d_model]. Feature parallelism is not implemented yet.
+/// layer-first [L, n_tokens, d_model]. Feature parallelism (model_parallel_size M): each rank holds
+/// d_sae/M features of every layer (i ∈ [rank·d_sae/M, (rank+1)·d_sae/M)); the selections are
+/// exact over the whole dictionary and the decode is summed over the model group.
 class CrossLayerTranscoder final : public SparseDictionary {
  public:
-  /// Validates `cfg` (ConfigError naming the field) and allocates zero parameters; a sharded
-  /// `shard` is an UnsupportedError (model_parallel_size > 1 is not implemented for clt yet).
+  /// Validates `cfg` (ConfigError naming the field) and allocates zero parameters (this rank's
+  /// features of every layer when `shard` is sharded).
   explicit CrossLayerTranscoder(SparseDictionaryConfig cfg, FeatureShard shard = {});
 
   std::int64_t n_layers() const { return static_cast<std::int64_t>(cfg_.hook_points_in.size()); }
@@ -117,6 +119,11 @@ class CrossLayerTranscoder final : public SparseDictionary {
   bool decodes_sparsely(const at::Tensor& f) const;
 
   std::int64_t resolve_k(std::int64_t k) const;
+  /// activation_mask of a sharded TopK-family CLT: selected over the whole dictionary.
+  at::Tensor sharded_mask(const at::Tensor& s, std::int64_t k) const;
+  /// Sharded: out [L, N, d] holds this rank's partial decode; sums it over the model group and
+  /// adds b_D[t] to each target.
+  void add_decoder_biases(at::Tensor& out) const;
   /// [n_tokens, L, d_model] checked against L and d_model.
   void check_input(const at::Tensor& x, const char* what) const;
   /// Layer-first pre-activations [L, n_tokens, d_sae].

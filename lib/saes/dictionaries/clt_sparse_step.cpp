@@ -31,6 +31,10 @@
 #include "saes/dictionaries/sparse_kernels.h"
 #include "saes/dictionaries/sparse_step_parts.h"
 
+namespace saes::distributed {
+class Communicator;
+}  // namespace saes::distributed
+
 namespace saes::dictionaries {
 namespace {
 
@@ -65,24 +69,25 @@ std::pair<SparseActs, at::Tensor> below(const SparseActs& a, std::int64_t n_feat
 /// Candidate entries (values: the scores) of the gating scores `s` [N, L, S] for act_fn, by
 /// token with features l·S + i: per (token, layer) for topk, per layer over the batch for
 /// batchtopk, over all layers jointly for the layer variants, the positive ones for ReLU.
-SparseActs select_entries(ActFn act, const at::Tensor& s, std::int64_t k) {
+SparseActs select_entries(ActFn act, const at::Tensor& s, std::int64_t k,
+                          distributed::Communicator* group) {
   const std::int64_t N = s.size(0), L = s.size(1), S = s.size(2);
   switch (act) {
     case ActFn::kRelu:
       return detail::candidates(ActFn::kRelu, s.view({N, L * S}), 0, nullptr);
     case ActFn::kLayerTopK:
-      return detail::candidates(ActFn::kTopK, s.view({N, L * S}), k, nullptr);
+      return detail::candidates(ActFn::kTopK, s.view({N, L * S}), k, group);
     case ActFn::kBatchLayerTopK:
-      return detail::candidates(ActFn::kBatchTopK, s.view({N, L * S}), k, nullptr);
+      return detail::candidates(ActFn::kBatchTopK, s.view({N, L * S}), k, group);
     case ActFn::kTopK: {  // rows n·L + l of [N·L, S]
-      const SparseActs c = detail::candidates(ActFn::kTopK, s.view({N * L, S}), k, nullptr);
+      const SparseActs c = detail::candidates(ActFn::kTopK, s.view({N * L, S}), k, group);
       return grouped(at::div(c.rows, L, "floor"), c.indices + at::remainder(c.rows, L) * S,
                      c.values, N, L * S);
     }
     case ActFn::kBatchTopK: {
       std::vector<at::Tensor> flat, values;
       for (std::int64_t l = 0; l < L; ++l) {
-        const SparseActs c = detail::candidates(ActFn::kBatchTopK, s.select(1, l), k, nullptr);
+        const SparseActs c = detail::candidates(ActFn::kBatchTopK, s.select(1, l), k, group);
         flat.push_back(c.rows * (L * S) + (l * S) + c.indices);
         values.push_back(c.values);
       }
@@ -133,8 +138,11 @@ bool CrossLayerTranscoder::uses_sparse_step(const at::Tensor& s, std::int64_t k)
     default:
       break;
   }
-  const auto active = static_cast<double>(at::count_nonzero(at::gt(s, 0)).item<std::int64_t>());
-  return active <= density_threshold() * static_cast<double>(s.numel());
+  // ReLU: the density over the whole dictionary, so that every rank of a model group agrees
+  const std::vector<double> counts = sum_over_features(
+      {static_cast<double>(at::count_nonzero(at::gt(s, 0)).item<std::int64_t>()),
+       static_cast<double>(s.numel())});
+  return counts[0] <= density_threshold() * counts[1];
 }
 
 at::Tensor CrossLayerTranscoder::decode_sparse(const SparseActs& a) const {
@@ -144,20 +152,25 @@ at::Tensor CrossLayerTranscoder::decode_sparse(const SparseActs& a) const {
   std::vector<at::Tensor> out;
   for (std::int64_t t = 0; t < L; ++t) {
     const SparseActs sub = below(a, (t + 1) * S).first;
-    out.push_back(sparse_decode(sub, W_D_[t].view({(t + 1) * S, cfg_.d_model}), b_D_[t]));
+    out.push_back(sparse_decode(sub, W_D_[t].view({(t + 1) * S, cfg_.d_model}),
+                                shard_.sharded() ? at::Tensor() : b_D_[t]));
   }
-  return at::stack(out, 0);
+  at::Tensor yhat = at::stack(out, 0);
+  if (shard_.sharded()) add_decoder_biases(yhat);
+  return yhat;
 }
 
 StepResult CrossLayerTranscoder::sparse_step(const StepState& st, const LossSettings& ls) {
   const at::Tensor &x = st.x, &y = st.y, &w = st.w, &n = st.n;
   const std::int64_t N = x.size(0), L = n_layers(), S = local_d_sae(), d = cfg_.d_model;
   const bool gating = cfg_.sparsity_include_decoder_norm;
+  distributed::Communicator* group = shard_.sharded() ? shard_.group : nullptr;
   StepResult out;
   out.n_tokens = st.n_valid;
 
-  // ---- forward: select on s, f's entries = h at the active entries (exactly the dense f) ----
-  SparseActs a = select_entries(cfg_.act_fn, st.s, st.k);
+  // ---- forward: select on s (over the whole dictionary when sharded), f's entries = h at the
+  // active entries (exactly the dense f) ----
+  SparseActs a = select_entries(cfg_.act_fn, st.s, st.k, group);
   const at::Tensor active = at::gt(a.values, 0).to(a.values.scalar_type());
   a.values = st.h.view({-1}).index_select(0, a.rows * (L * S) + a.indices) * active;
   const at::Tensor layer = at::div(a.indices, S, "floor");  // each entry's source layer
@@ -165,10 +178,11 @@ StepResult CrossLayerTranscoder::sparse_step(const StepState& st, const LossSett
   std::vector<at::Tensor> yhat_t;
   for (std::int64_t t = 0; t < L; ++t) {
     targets.push_back(below(a, (t + 1) * S));
-    yhat_t.push_back(
-        sparse_decode(targets.back().first, W_D_[t].view({(t + 1) * S, d}), b_D_[t]));
+    yhat_t.push_back(sparse_decode(targets.back().first, W_D_[t].view({(t + 1) * S, d}),
+                                   group != nullptr ? at::Tensor() : b_D_[t]));
   }
-  const at::Tensor yhat = at::stack(yhat_t, 0);  // [L, N, d]
+  at::Tensor yhat = at::stack(yhat_t, 0);  // [L, N, d]
+  if (group != nullptr) add_decoder_biases(yhat);
   const at::Tensor r = yhat - y;
   out.l_rec = at::sum(at::sum(r * r, {2}) * w).item<double>() / static_cast<double>(L);
   const at::Tensor G = r * (w.view({1, N, 1}) * (2.0 / static_cast<double>(L)));
@@ -196,7 +210,7 @@ StepResult CrossLayerTranscoder::sparse_step(const StepState& st, const LossSett
     at::Tensor no_norm_grad;
     out.l_sparsity = detail::penalty(
         ls, rows_tl, w_rows, gating ? n.view({-1}).index_select(0, a.indices) : at::Tensor(), df,
-        no_norm_grad, [](at::Tensor&) {}, true);
+        no_norm_grad, [this](at::Tensor& t) { sum_over_features(t); }, shard_.rank() == 0);
   }
   const at::Tensor dh = df.mul_(active);
 
@@ -218,7 +232,10 @@ StepResult CrossLayerTranscoder::sparse_step(const StepState& st, const LossSett
   const at::Tensor counted =
       st.mask.defined() ? active * (w * st.n_valid).index_select(0, a.rows) : active;
   out.fired = sparse_feature_sum(a.indices, counted, L * S).round().to(at::kLong);
-  out.l0 = static_cast<double>(at::sum(out.fired).item<std::int64_t>()) / st.n_valid;
+  const std::vector<double> sums = sum_over_features(
+      {out.l_sparsity, static_cast<double>(at::sum(out.fired).item<std::int64_t>())});
+  out.l_sparsity = sums[0];
+  out.l0 = sums[1] / st.n_valid;
   out.loss = out.l_rec + out.l_sparsity;
   out.sparse_feature_acts = std::move(a);
   out.reconstructed = yhat;

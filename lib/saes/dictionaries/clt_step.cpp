@@ -97,8 +97,12 @@ StepResult CrossLayerTranscoder::dense_step(const StepState& st, const LossSetti
     if (ls.sparsity == SparsityPenalty::kPower) {
       SAES_CHECK(ls.p >= 1, ConfigError, "trainer.p: expected >= 1, got {}", ls.p);
       const double p = static_cast<double>(ls.p);
-      const at::Tensor P = at::pow(at::sum(at::pow(u, p), {2}, true), 1.0 / p);  // [N, L, 1]
-      out.l_sparsity = lam * at::sum(P * w3).item<double>() / static_cast<double>(L);
+      at::Tensor P = at::sum(at::pow(u, p), {2}, true);  // [N, L, 1], over the whole layer
+      sum_over_features(P);
+      P = at::pow(P, 1.0 / p);
+      out.l_sparsity = shard_.rank() == 0  // counted once over the model group
+                           ? lam * at::sum(P * w3).item<double>() / static_cast<double>(L)
+                           : 0.0;
       // ∂‖u‖_p/∂u = u^{p-1}·P^{1-p} at u > 0 (0 at u = 0, as torch's norm)
       du = at::where(at::gt(u, 0), at::pow(u, p - 1) * at::pow(P, 1 - p), at::zeros_like(u));
       du.mul_(w3 * (lam / static_cast<double>(L)));
@@ -147,7 +151,10 @@ StepResult CrossLayerTranscoder::dense_step(const StepState& st, const LossSetti
   out.fired = st.mask.defined()
                   ? at::mv(at::gt(f2, 0).to(opts).t(), w * n_valid).round().to(at::kLong)
                   : at::count_nonzero(f2, at::IntArrayRef{0});
-  out.l0 = static_cast<double>(at::sum(out.fired).item<std::int64_t>()) / n_valid;
+  const std::vector<double> sums = sum_over_features(
+      {out.l_sparsity, static_cast<double>(at::sum(out.fired).item<std::int64_t>())});
+  out.l_sparsity = sums[0];
+  out.l0 = sums[1] / n_valid;
   out.loss = out.l_rec + out.l_sparsity;
   out.feature_acts = f2;
   out.reconstructed = yhat;

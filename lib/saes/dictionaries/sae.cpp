@@ -388,23 +388,6 @@ void SparseAutoEncoder::finish_sums(StepResult& out, double n_valid) const {
   out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
 }
 
-void SparseAutoEncoder::fill_uniform(const at::Tensor& p, int feature_dim, double bound,
-                                     at::Generator& gen) {
-  // Drawn on the generator's device (the trainer's CPU generator for CUDA parameters) for the
-  // whole tensor, then this rank's features are copied over: the same dictionary for a seed on
-  // every device and every mesh.
-  std::vector<std::int64_t> whole = p.sizes().vec();
-  whole[static_cast<std::size_t>(feature_dim)] = d_sae();
-  if (p.device() == gen.device() && !shard_.sharded()) {
-    p.uniform_(-bound, bound, gen);
-    return;
-  }
-  const at::Tensor drawn =
-      at::empty(whole, at::TensorOptions().dtype(p.scalar_type()).device(gen.device()))
-          .uniform_(-bound, bound, gen);
-  p.copy_(local_features(drawn, feature_dim));
-}
-
 void SparseAutoEncoder::init_parameters(const RandomInit& init, at::Generator& gen) {
   fill_uniform(W_E_, 1, init.encoder_uniform_bound, gen);
   fill_uniform(W_D_, 0, init.decoder_uniform_bound, gen);

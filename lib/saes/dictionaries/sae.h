@@ -105,9 +105,6 @@ class SparseAutoEncoder final : public SparseDictionary {
   /// activation_mask of the scores `s` [N, local_d_sae], the TopK family selected over the whole
   /// dictionary when sharded.
   at::Tensor select_mask(ActFn act_fn, const at::Tensor& s, std::int64_t k) const;
-  /// p ← this rank's part of U(-bound, bound) drawn for the whole dictionary's tensor, so that
-  /// a seed gives the same dictionary on every mesh and device.
-  void fill_uniform(const at::Tensor& p, int feature_dim, double bound, at::Generator& gen);
   std::int64_t resolve_k(std::int64_t k) const;
   void check_activations(const at::Tensor& t, const char* what) const;
 

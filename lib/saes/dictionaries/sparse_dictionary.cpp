@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include <ATen/TensorOperators.h>
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_vector_norm.h>
@@ -141,6 +142,23 @@ void SparseDictionary::init_decoder_bias_with_mean(const at::Tensor& /*label*/) 
 void SparseDictionary::init_encoder_bias_with_mean_hidden_pre(const at::Tensor& /*x*/) {
   SAES_THROW(UnsupportedError, "{} dictionaries do not support encoder-bias init",
              kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+
+void SparseDictionary::fill_uniform(const at::Tensor& p, int feature_dim, double bound,
+                                    at::Generator& gen) const {
+  // Drawn on the generator's device (the trainer's CPU generator for CUDA parameters) for the
+  // whole tensor, then this rank's features are copied over: the same dictionary for a seed on
+  // every device and every mesh.
+  std::vector<std::int64_t> whole = p.sizes().vec();
+  whole[static_cast<std::size_t>(feature_dim)] = d_sae();
+  if (p.device() == gen.device() && !shard_.sharded()) {
+    p.uniform_(-bound, bound, gen);
+    return;
+  }
+  const at::Tensor drawn =
+      at::empty(whole, at::TensorOptions().dtype(p.scalar_type()).device(gen.device()))
+          .uniform_(-bound, bound, gen);
+  p.copy_(local_features(drawn, feature_dim));
 }
 
 void SparseDictionary::fill_log_threshold(const at::Tensor& log_threshold, const RandomInit& init) {

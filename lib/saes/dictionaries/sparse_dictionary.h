@@ -261,6 +261,10 @@ class SparseDictionary {
   /// log θ ← init.log_jumprelu_threshold (ConfigError when it is missing), if `log_threshold`
   /// is defined (JumpReLU dictionaries).
   static void fill_log_threshold(const at::Tensor& log_threshold, const RandomInit& init);
+  /// p ← this rank's part (along `feature_dim`) of U(-bound, bound) drawn on the generator's
+  /// device for the whole dictionary's tensor: a seed gives the same dictionary on every mesh
+  /// and device.
+  void fill_uniform(const at::Tensor& p, int feature_dim, double bound, at::Generator& gen) const;
   /// Extra variant tensors (beyond parameters()) to save; default none.
   virtual std::vector<std::pair<std::string, at::Tensor>> buffers() const { return {}; }
   /// In place: the sum of `t` over the model group (partial decodes, per-token sums over

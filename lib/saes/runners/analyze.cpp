@@ -73,6 +73,25 @@ std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(
   return dict;
 }
 
+/// The features gathered rank by rank (rank r: its d_sae/M features of each layer, layer-major)
+/// in the dictionary's order, feature l·d_sae + i for feature i of layer l.
+std::vector<analysis::FeatureStats> layer_major(std::vector<analysis::FeatureStats> gathered,
+                                               std::int64_t layers, std::int64_t ranks) {
+  if (layers == 1 || ranks == 1) return gathered;
+  const auto n = static_cast<std::int64_t>(gathered.size());
+  const std::int64_t per = n / (layers * ranks);  // features of one layer on one rank
+  std::vector<analysis::FeatureStats> out(gathered.size());
+  for (std::int64_t r = 0; r < ranks; ++r) {
+    for (std::int64_t l = 0; l < layers; ++l) {
+      for (std::int64_t j = 0; j < per; ++j) {
+        out[static_cast<std::size_t>(l * ranks * per + r * per + j)] =
+            std::move(gathered[static_cast<std::size_t>((r * layers + l) * per + j)]);
+      }
+    }
+  }
+  return out;
+}
+
 /// A SentencePiece piece with every "▁" (U+2581) read as a space.
 std::string spaces_for_pieces(std::string_view piece) {
   constexpr std::string_view kSpace = "\u2581";
@@ -180,13 +199,17 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   record.n_contexts = analyzer.n_contexts();
   record.histogram = options.histogram;
   record.bands = options.bands;
-  record.features = analysis::gather_feature_stats(analyzer.finish(), mesh.model());
+  record.features = layer_major(analysis::gather_feature_stats(analyzer.finish(), mesh.model()),
+                                dict->feature_layers(), mesh.model_size());
   // The evaluation is data-parallel over all ranks with a whole dictionary each.
   if (s.eval) {
     record.eval = mesh.model_size() > 1 ? run_analyze_eval(s, *load_dictionary(s, {}), context)
                                         : run_analyze_eval(s, *dict, context);
   }
-  const at::Tensor W_D = dict->gather_features(dict->feature_directions(), 0);
+  const std::int64_t layers = dict->feature_layers();
+  const at::Tensor W_D =  // per layer, each layer's shards side by side (as layer_major)
+      dict->gather_features(dict->feature_directions().view({layers, -1, dict->config().d_model}), 1)
+          .view({-1, dict->config().d_model});
   if (!primary) return 0;
   record.decoder_cosine = analysis::max_decoder_cosine(W_D);
   if (lm) {

@@ -68,7 +68,9 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
   const at::Tensor& first = in.acts.begin()->second;
   if (first.dim() > 2) in.context = first.size(1);
   if (batch.mask.defined()) in.mask = batch.mask.flatten();
-  if (context.dead.defined()) in.dead = dict_.local_features(context.dead, 0);
+  if (context.dead.defined()) {  // per layer, as fired below
+    in.dead = dict_.local_features(context.dead.view({dict_.feature_layers(), -1}), 1).reshape({-1});
+  }
 
   dictionaries::LossSettings s;
   s.sparsity = penalty(config_.sparsity_loss_type);
@@ -106,7 +108,9 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
     at::Tensor token_sums = out.feature_acts.sum(1, true);
     shard.group->all_reduce(token_sums, distributed::ReduceOp::kSum);
     out.feature_acts = token_sums;
-    out.fired = dict_.gather_features(r.fired, 0);
+    // per layer (features l·d_sae + i, layer-major): gather each layer's shards side by side
+    const std::int64_t layers = dict_.feature_layers();
+    out.fired = dict_.gather_features(r.fired.view({layers, -1}), 1).reshape({-1});
   }
   return out;
 }

@@ -48,13 +48,19 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
     expect "clt 2 data ranks" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$clt_cfg" \
       "${clt_shards[@]}" --set data_parallel_size=2 --set trainer.exp_result_path=tclt_dp
     diff_clt="$(max_diff tclt/sae_weights.safetensors tclt_dp/sae_weights.safetensors 2>&1)"
-    if awk -v d="$diff_clt" 'BEGIN { exit !(d + 0 < 1e-4) }'; then ok; else bad "clt 2 data ranks vs one process: $diff_clt"; fi
+    if below 1e-4 "$diff_clt"; then ok; else bad "clt 2 data ranks vs one process: $diff_clt"; fi
+    expect "clt 2 model ranks" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$clt_cfg" \
+      "${clt_shards[@]}" --set model_parallel_size=2 --set trainer.exp_result_path=tclt_mp
+    diff_mp="$(max_diff tclt/sae_weights.safetensors tclt_mp/sae_weights.safetensors 2>&1)"
+    if below 1e-4 "$diff_mp" && cmp -s <(grep -o '"metrics/l0_layer[0-9]": *[0-9.e+-]*' tclt/metrics.jsonl) \
+      <(grep -o '"metrics/l0_layer[0-9]": *[0-9.e+-]*' tclt_mp/metrics.jsonl); then ok
+    else bad "clt 2 model ranks vs one process: $diff_mp; $(tail -1 tclt_mp/metrics.jsonl)"; fi
   fi
   if declare -F max_diff >/dev/null; then  # the dense step trains the same dictionary
     expect "clt dense kernels" 0 '' -- "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" \
       --set sae.sparse_kernels=off --set trainer.exp_result_path=tclt_dense
     diff_dense="$(max_diff tclt/sae_weights.safetensors tclt_dense/sae_weights.safetensors 2>&1)"
-    if awk -v d="$diff_dense" 'BEGIN { exit !(d + 0 < 1e-4) }'; then ok; else bad "clt sparse vs dense step: $diff_dense"; fi
+    if below 1e-4 "$diff_dense"; then ok; else bad "clt sparse vs dense step: $diff_dense"; fi
   fi
 
   expect "clt analyze with spliced eval" 0 'eval/loss_recovered = ' -- "$bin/saes-analyze" \
@@ -63,6 +69,17 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
     --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
     --set analyzer.total_analyzing_tokens=2048 --set eval.total_eval_tokens=2048 --set output_dir=aclt --set logging.progress=off
   if [ -s aclt/default.sqlite ] && grep -q '1280 features' err.txt; then ok; else bad "clt analysis: $(tail -3 err.txt)"; fi
+  if command -v mpirun >/dev/null && declare -F same_analysis_db >/dev/null; then  # features split over 2 ranks
+    expect "clt analyze 2 model ranks" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-analyze" \
+      "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt \
+      --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
+      --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
+      --set analyzer.total_analyzing_tokens=2048 --set eval.total_eval_tokens=2048 --set output_dir=aclt2 --set logging.progress=off \
+      --set model_parallel_size=2
+    # eval is data parallel over the ranks (other documents per rank): left out
+    same_clt="$(same_analysis_db aclt/default.sqlite aclt2/default.sqlite eval)"
+    if [ "$same_clt" = same ]; then ok; else bad "clt analysis on 2 model ranks differs from one process: $same_clt"; fi
+  fi
   expect "clt analyze clt_layer" 5 'analyzer.clt_layer: analysing one layer of a clt is not implemented yet' -- \
     "$bin/saes-analyze" "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt --set analyzer.clt_layer=1
 fi
