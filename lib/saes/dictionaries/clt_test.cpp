@@ -346,7 +346,7 @@ TEST_CASE("clt manual backward equals autograd for every act_fn x penalty x gati
   }
 }
 
-TEST_CASE("clt refuses L_p, Aux-K, feature sharding and bad configs", "[dictionaries][clt]") {
+TEST_CASE("clt refuses L_p, Aux-K and bad configs", "[dictionaries][clt]") {
   auto cfg = clt_cfg(sd::ActFn::kTopK, true);
   auto clt = random_clt(cfg, 1);
   sd::TrainBatch batch;
