@@ -1,10 +1,12 @@
 // The analysis database: schema (docs/analysis-db.md), the atomic writer and the read API.
 #include "saes/analysis/store.h"
 
+#include <algorithm>
 #include <cmath>
 #include <system_error>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/core/error.h"
 #include "saes/io/sqlite.h"
@@ -33,6 +35,8 @@ CREATE TABLE logits (feature INTEGER NOT NULL, side TEXT NOT NULL, rank INTEGER 
                      PRIMARY KEY (feature, side, rank));
 CREATE TABLE vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE eval (metric TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE target_norms (feature INTEGER NOT NULL, target INTEGER NOT NULL,
+                           decoder_norm REAL NOT NULL, PRIMARY KEY (feature, target));
 CREATE INDEX features_max_act ON features (max_act);
 CREATE INDEX features_frequency ON features (frequency);
 )sql";
@@ -66,6 +70,8 @@ void write_meta(io::SqliteDatabase& db, const AnalysisRecord& r) {
   meta["histogram_log10_min"] = fmt::format("{}", r.histogram.log10_min);
   meta["histogram_log10_max"] = fmt::format("{}", r.histogram.log10_max);
   meta["histogram_bins"] = std::to_string(r.histogram.bins);
+  meta["feature_layers"] = std::to_string(r.feature_layers);
+  if (!r.target_hooks.empty()) meta["target_hooks"] = fmt::format("{}", fmt::join(r.target_hooks, ","));
   for (const auto& [k, v] : meta) st.bind(1, k).bind(2, v).run();
   auto band = db.prepare("INSERT INTO bands VALUES (?, ?, ?, ?)");
   for (const auto& b : r.bands) {
@@ -122,6 +128,13 @@ void write_extras(io::SqliteDatabase& db, const AnalysisRecord& r) {
   }
   auto ev = db.prepare("INSERT INTO eval VALUES (?, ?)");
   for (const auto& [k, v] : r.eval) ev.bind(1, k).bind(2, v).run();
+  auto tn = db.prepare("INSERT INTO target_norms VALUES (?, ?, ?)");
+  for (std::size_t i = 0; i < r.target_decoder_norms.size(); ++i) {
+    for (std::size_t t = 0; t < r.target_decoder_norms[i].size(); ++t) {
+      tn.bind(1, static_cast<std::int64_t>(i)).bind(2, static_cast<std::int64_t>(t));
+      tn.bind(3, r.target_decoder_norms[i][t]).run();
+    }
+  }
 }
 
 const char* order_column(FeatureOrder order) {
@@ -180,6 +193,17 @@ FeatureSummary read_summary(const io::SqliteStatement& st) {
 }  // namespace
 
 void write_analysis_db(const fs::path& path, const AnalysisRecord& record) {
+  const auto n = static_cast<std::int64_t>(record.features.size());
+  SAES_CHECK(record.feature_layers >= 1 && n % record.feature_layers == 0, DataError,
+             "analysis record: {} features do not split into {} layers", n,
+             record.feature_layers);
+  SAES_CHECK(record.target_decoder_norms.empty() ||
+                 (record.target_decoder_norms.size() == record.features.size() &&
+                  std::all_of(record.target_decoder_norms.begin(),
+                              record.target_decoder_norms.end(),
+                              [&](const auto& v) { return v.size() == record.target_hooks.size(); })),
+             DataError, "analysis record: target decoder norms must hold {} values per feature",
+             record.target_hooks.size());
   SAES_CHECK(record.bands.size() == (record.features.empty() ? record.bands.size()
                                                              : record.features[0].samples.size()),
              DataError, "analysis record: {} bands but features hold {} sample lists",
@@ -210,10 +234,33 @@ AnalysisStore::AnalysisStore(const fs::path& path)
     SAES_THROW(DataError, "{}: not an saes analysis database (no meta table)", path.string());
   }
   const auto version = meta_.find("schema_version");
-  SAES_CHECK(version != meta_.end() && version->second == std::to_string(kSchemaVersion), DataError,
-             "{}: analysis schema version {}, this saes reads version {}", path.string(),
-             version == meta_.end() ? "(none)" : version->second, kSchemaVersion);
+  std::int64_t v = 0;
+  if (version != meta_.end()) {
+    try {
+      v = std::stoll(version->second);
+    } catch (const std::exception&) {
+      v = 0;
+    }
+  }
+  SAES_CHECK(v >= kOldestSchemaVersion && v <= kSchemaVersion, DataError,
+             "{}: analysis schema version {}, this saes reads versions {} to {}", path.string(),
+             version == meta_.end() ? "(none)" : version->second, kOldestSchemaVersion,
+             kSchemaVersion);
   d_sae_ = std::stoll(meta_.at("d_sae"));
+  if (const auto it = meta_.find("feature_layers"); it != meta_.end()) {
+    feature_layers_ = std::stoll(it->second);
+    SAES_CHECK(feature_layers_ >= 1 && d_sae_ % feature_layers_ == 0, DataError,
+               "{}: {} features do not split into {} layers", path.string(), d_sae_,
+               feature_layers_);
+  }
+  if (const auto it = meta_.find("target_hooks"); it != meta_.end() && !it->second.empty()) {
+    std::size_t from = 0;
+    for (std::size_t comma; (comma = it->second.find(',', from)) != std::string::npos;
+         from = comma + 1) {
+      target_hooks_.push_back(it->second.substr(from, comma - from));
+    }
+    target_hooks_.push_back(it->second.substr(from));
+  }
   auto voc = db_->prepare("SELECT id, text FROM vocab ORDER BY id");
   while (voc.step()) {
     vocab_.resize(static_cast<std::size_t>(voc.column_int(0)) + 1);
@@ -275,6 +322,22 @@ std::optional<FeatureDetail> AnalysisStore::feature(std::int64_t id) const {
   if (!st.step()) return std::nullopt;
   d.summary = read_summary(st);
   d.histogram = from_blob<std::int64_t>(st.column_blob(8));
+  if (feature_layers_ > 1) {
+    const std::int64_t per = d_sae_ / feature_layers_;
+    d.layer = id / per;
+    d.index_in_layer = id % per;
+  }
+  if (!target_hooks_.empty()) {
+    d.target_decoder_norms.assign(target_hooks_.size(), 0.0);
+    auto tn = db_->prepare("SELECT target, decoder_norm FROM target_norms WHERE feature = ?");
+    tn.bind(1, id);
+    while (tn.step()) {
+      const std::int64_t t = tn.column_int(0);
+      if (t >= 0 && t < static_cast<std::int64_t>(target_hooks_.size())) {
+        d.target_decoder_norms[static_cast<std::size_t>(t)] = tn.column_double(1);
+      }
+    }
+  }
   auto ctx = db_->prepare(
       "SELECT band, rank, score, context_index, source_rank, token_offset, tokens, positions, acts "
       "FROM contexts WHERE feature = ? ORDER BY band, rank");

@@ -20,7 +20,9 @@ class SqliteDatabase;
 
 namespace saes::analysis {
 
-inline constexpr std::int64_t kSchemaVersion = 1;
+inline constexpr std::int64_t kSchemaVersion = 2;
+/// The oldest version AnalysisStore still reads (version 1: no per-target decoder norms).
+inline constexpr std::int64_t kOldestSchemaVersion = 1;
 
 /// Everything one analysis run stores. Optional parts are left empty when not computed.
 struct AnalysisRecord {
@@ -34,6 +36,14 @@ struct AnalysisRecord {
   std::vector<LogitLens> logit_lens;        ///< empty, or one per feature
   std::vector<std::string> vocab;           ///< token id → display text; may be empty
   std::map<std::string, double> eval;       ///< evaluation metrics; may be empty
+  /// Multi-layer dictionaries (a CLT): features l·(n/L) + i belong to source layer l.
+  std::int64_t feature_layers = 1;
+  /// The hooks a feature writes to (CLT: the output hook of each target layer); empty for a
+  /// dictionary with one output hook.
+  std::vector<std::string> target_hooks;
+  /// Per feature, ‖its decoder into each target hook‖ (target_hooks.size() values); empty
+  /// exactly when target_hooks is.
+  std::vector<std::vector<double>> target_decoder_norms;
 };
 
 /// Writes `record` to `path` via `<path>.tmp` and a rename (an existing file is replaced only
@@ -71,6 +81,11 @@ struct FeatureDetail {
   std::vector<StoredContext> contexts;  ///< by band (name order), then rank
   std::vector<LogitEntry> top_logits;
   std::vector<LogitEntry> bottom_logits;
+  /// Multi-layer dictionaries: the feature's source layer and its index within that layer.
+  std::optional<std::int64_t> layer;
+  std::int64_t index_in_layer = 0;
+  /// ‖decoder into each of AnalysisStore::target_hooks()‖; empty without target hooks.
+  std::vector<double> target_decoder_norms;
 };
 
 enum class FeatureOrder { kId, kFrequency, kMaxAct, kMeanAct, kDecoderCosine };
@@ -96,6 +111,10 @@ class AnalysisStore {
 
   const std::map<std::string, std::string>& meta() const { return meta_; }
   std::int64_t d_sae() const { return d_sae_; }
+  /// Source layers of the features (1 for a one-layer dictionary or a version-1 database).
+  std::int64_t feature_layers() const { return feature_layers_; }
+  /// The hooks features write to, when more than one (a CLT's target layers), else empty.
+  const std::vector<std::string>& target_hooks() const { return target_hooks_; }
   std::int64_t n_analyzed_tokens() const;
   std::vector<double> histogram_edges() const;
   std::vector<Band> bands() const;
@@ -119,6 +138,8 @@ class AnalysisStore {
   std::unique_ptr<io::SqliteDatabase> db_;
   std::map<std::string, std::string> meta_;
   std::int64_t d_sae_ = 0;
+  std::int64_t feature_layers_ = 1;
+  std::vector<std::string> target_hooks_;
   std::vector<std::string> vocab_;
 };
 

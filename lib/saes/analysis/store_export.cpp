@@ -52,6 +52,14 @@ nlohmann::json feature_json(const AnalysisStore& store, const FeatureDetail& d) 
   j["contexts"] = contexts;
   j["logits"] = {{"top_positive", logits_json(store, d.top_logits)},
                  {"top_negative", logits_json(store, d.bottom_logits)}};
+  if (d.layer) {
+    j["layer"] = *d.layer;
+    j["index_in_layer"] = d.index_in_layer;
+  }
+  if (!d.target_decoder_norms.empty()) {
+    j["target_hooks"] = store.target_hooks();
+    j["target_decoder_norms"] = d.target_decoder_norms;
+  }
   return j;
 }
 

@@ -95,6 +95,30 @@ std::string histogram_svg(const std::vector<std::int64_t>& counts, const std::ve
   return out;
 }
 
+std::string bar_chart_svg(const std::vector<double>& values, const std::vector<std::string>& labels,
+                          std::string_view title) {
+  constexpr double kRow = 22, kLeft = 230, kBar = 320, kRight = 80;
+  const double height = kRow * static_cast<double>(values.size()) + 8;
+  std::string out = fmt::format(
+      "<svg class=\"bars\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
+      "viewBox=\"0 0 {0} {1}\" role=\"img\" aria-label=\"{2}\">",
+      kLeft + kBar + kRight, height, html_escape(title));
+  const double peak = values.empty() ? 0.0 : *std::max_element(values.begin(), values.end());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double y = 4 + kRow * static_cast<double>(i);
+    const double w = peak > 0 ? kBar * std::max(values[i], 0.0) / peak : 0.0;
+    const std::string label = i < labels.size() ? html_escape(labels[i]) : std::to_string(i);
+    out += fmt::format(
+        "<text class=\"axis\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>"
+        "<rect class=\"bar\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\">"
+        "<title>{}: {:.4g}</title></rect>"
+        "<text class=\"axis\" x=\"{:.1f}\" y=\"{:.1f}\">{:.3g}</text>",
+        kLeft - 6, y + 14, label, kLeft, y + 2, w, kRow - 6, label, values[i], kLeft + w + 4,
+        y + 14, values[i]);
+  }
+  return out + "</svg>";
+}
+
 namespace viewer {
 
 std::string url_encode(std::string_view text) {

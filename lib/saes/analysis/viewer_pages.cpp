@@ -233,6 +233,10 @@ std::string feature_stats(const FeatureDetail& d) {
       "<dl class=\"stats\"><dt>activations</dt><dd>{}</dd><dt>frequency</dt><dd>{}</dd>"
       "<dt>max activation</dt><dd>{}</dd><dt>mean activation</dt><dd>{}</dd>",
       s.act_times, number(s.frequency), number(s.max_act), number(s.mean_act));
+  if (d.layer) {
+    out += fmt::format("<dt>source layer</dt><dd>{} (feature {} of the layer)</dd>", *d.layer,
+                       d.index_in_layer);
+  }
   if (s.max_decoder_cosine) {
     out += fmt::format("<dt>max decoder cosine</dt><dd>{:.3f}", *s.max_decoder_cosine);
     if (s.nearest_feature) {
@@ -254,6 +258,18 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
           "</div><div><h2>Activation histogram</h2>" +
           histogram_svg(d.histogram, store.histogram_edges(), "activation (log-spaced bins)") +
           "</div></div>";
+  if (!d.target_decoder_norms.empty()) {  // a CLT feature writes to its layer and the later ones
+    const auto& hooks = store.target_hooks();
+    const std::size_t first = d.layer ? static_cast<std::size_t>(*d.layer) : 0;
+    std::vector<double> values;
+    std::vector<std::string> labels;
+    for (std::size_t t = first; t < d.target_decoder_norms.size() && t < hooks.size(); ++t) {
+      values.push_back(d.target_decoder_norms[t]);
+      labels.push_back(hooks[t]);
+    }
+    body += "<h2>Decoder norm per target layer</h2>" +
+            bar_chart_svg(values, labels, "decoder norm per target layer");
+  }
   const auto bands = store.bands();
   std::string current;
   for (const auto& c : d.contexts) {
@@ -343,6 +359,18 @@ nlohmann::json detail_json(const AnalysisStore& store, const FeatureDetail& d) {
     return out;
   };
   j["logit_lens"] = {{"top", logits(d.top_logits)}, {"bottom", logits(d.bottom_logits)}};
+  if (d.layer) {
+    j["layer"] = *d.layer;
+    j["index_in_layer"] = d.index_in_layer;
+  }
+  if (!d.target_decoder_norms.empty()) {
+    nlohmann::json targets = nlohmann::json::array();
+    for (std::size_t t = 0; t < d.target_decoder_norms.size(); ++t) {
+      targets.push_back({{"hook", t < store.target_hooks().size() ? store.target_hooks()[t] : ""},
+                         {"decoder_norm", d.target_decoder_norms[t]}});
+    }
+    j["target_decoder_norms"] = targets;
+  }
   return j;
 }
 

@@ -45,6 +45,11 @@ std::optional<std::int64_t> parse_feature_id(std::string_view text, std::int64_t
 std::string histogram_svg(const std::vector<std::int64_t>& counts, const std::vector<double>& edges,
                           std::string_view x_label);
 
+/// An inline <svg> horizontal bar chart: one labelled bar per value (scaled to the largest), the
+/// value printed beside it and in the bar's <title>.
+std::string bar_chart_svg(const std::vector<double>& values, const std::vector<std::string>& labels,
+                          std::string_view title);
+
 /// Background colour (CSS rgba) of a token whose activation is `value`, for a feature whose
 /// maximum is `max_act`: transparent at 0, saturated orange at the maximum.
 std::string activation_color(double value, double max_act);

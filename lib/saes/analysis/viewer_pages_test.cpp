@@ -7,6 +7,7 @@
 
 #include "saes/analysis/store.h"
 #include "saes/analysis/viewer_pages.h"
+#include "saes/io/sqlite.h"
 #include "support/temp_dir.h"
 
 namespace {
@@ -247,4 +248,68 @@ TEST_CASE("JSON API mirrors the list and feature pages", "[analysis][viewer]") {
   const auto ev = nlohmann::json::parse(fx.get("/api/eval").body);
   CHECK(ev["metrics"]["metrics/l0"] == 12.5);
   CHECK(fx.get("/api/features", {{"sort", "bogus"}}).status == 400);
+}
+
+TEST_CASE("a multi-layer dictionary's feature page shows its layer and decoder norm per target",
+          "[analysis][viewer]") {
+  saes::testing::TempDir dir;
+  AnalysisRecord r = make_record();  // 5 features, here one per layer
+  r.feature_layers = 5;
+  r.target_hooks = {"blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out", "blocks.2.hook_mlp_out",
+                    "blocks.3.hook_mlp_out", kEvil};
+  for (std::int64_t i = 0; i < 5; ++i) {
+    std::vector<double> norms(5, 0.0);
+    for (std::int64_t t = i; t < 5; ++t) norms[static_cast<std::size_t>(t)] = 1.0 + 0.5 * t;
+    r.target_decoder_norms.push_back(norms);
+  }
+  write_analysis_db(dir / "clt.sqlite", r);
+  const AnalysisStore store(dir / "clt.sqlite");
+  CHECK(store.feature_layers() == 5);
+  CHECK(store.target_hooks() == r.target_hooks);
+  const std::string html = handle_request(store, "/features/2", {}).body;
+  CHECK(html.find("<dt>source layer</dt><dd>2 (feature 0 of the layer)</dd>") != std::string::npos);
+  CHECK(html.find("Decoder norm per target layer") != std::string::npos);
+  const std::string chart = html.substr(html.find("<svg class=\"bars\""));
+  CHECK(chart.find("blocks.2.hook_mlp_out: 2</title>") != std::string::npos);
+  CHECK(chart.find("blocks.3.hook_mlp_out: 2.5</title>") != std::string::npos);
+  CHECK(chart.find("blocks.1.hook_mlp_out") == std::string::npos);  // layer 2 writes from 2 on
+  CHECK(chart.find(kEvil) == std::string::npos);                    // escaped
+  CHECK(chart.find("&lt;script&gt;") != std::string::npos);
+  const auto j = nlohmann::json::parse(handle_request(store, "/api/features/2", {}).body);
+  CHECK(j["layer"] == 2);
+  CHECK(j["index_in_layer"] == 0);
+  REQUIRE(j["target_decoder_norms"].size() == 5);
+  CHECK(j["target_decoder_norms"][1]["decoder_norm"] == 0.0);
+  CHECK(j["target_decoder_norms"][4]["decoder_norm"] == 3.0);
+  CHECK(j["target_decoder_norms"][4]["hook"] == kEvil);
+  // A one-layer record shows neither; a record whose norms do not match is refused.
+  const Fixture fx;
+  CHECK(fx.get("/features/2").body.find("source layer") == std::string::npos);
+  CHECK(fx.get("/features/2").body.find("Decoder norm per target") == std::string::npos);
+  AnalysisRecord bad = r;
+  bad.target_decoder_norms.pop_back();
+  CHECK_THROWS_WITH(write_analysis_db(dir / "bad.sqlite", bad),
+                    Catch::Contains("target decoder norms"));
+  bad = r;
+  bad.feature_layers = 2;
+  CHECK_THROWS_WITH(write_analysis_db(dir / "bad.sqlite", bad), Catch::Contains("2 layers"));
+  CHECK_FALSE(std::filesystem::exists(dir / "bad.sqlite"));
+}
+
+TEST_CASE("a schema version 1 database is still read", "[analysis][viewer]") {
+  saes::testing::TempDir dir;
+  write_analysis_db(dir / "v1.sqlite", make_record());
+  {
+    saes::io::SqliteDatabase db(dir / "v1.sqlite", saes::io::SqliteMode::kReadWrite);
+    db.exec("UPDATE meta SET value = '1' WHERE key = 'schema_version'; "
+            "DELETE FROM meta WHERE key = 'feature_layers'; DROP TABLE target_norms;");
+  }
+  const AnalysisStore store(dir / "v1.sqlite");
+  CHECK(store.feature_layers() == 1);
+  CHECK(handle_request(store, "/features/1", {}).status == 200);
+  {
+    saes::io::SqliteDatabase db(dir / "v1.sqlite", saes::io::SqliteMode::kReadWrite);
+    db.exec("UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+  }
+  CHECK_THROWS_WITH(AnalysisStore(dir / "v1.sqlite"), Catch::Contains("versions 1 to 2"));
 }

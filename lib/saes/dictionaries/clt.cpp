@@ -13,6 +13,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/gt.h>
+#include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/mean.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/ones_like.h>
@@ -157,6 +158,15 @@ at::Tensor CrossLayerTranscoder::feature_directions() const {
   at::Tensor sum = at::zeros({n_layers(), local_d_sae(), cfg_.d_model}, W_E_.options());
   for (std::int64_t t = 0; t < n_layers(); ++t) sum.narrow(0, 0, t + 1).add_(W_D_[t]);
   return sum.view({n_layers() * local_d_sae(), cfg_.d_model});
+}
+
+at::Tensor CrossLayerTranscoder::target_decoder_norms() const {
+  const std::int64_t L = n_layers(), S = local_d_sae();
+  at::Tensor out = at::zeros({L, S, L}, W_E_.options());
+  for (std::int64_t t = 0; t < L; ++t) {
+    out.narrow(0, 0, t + 1).select(2, t).copy_(at::linalg_vector_norm(W_D_[t], 2, {2}));
+  }
+  return out.view({L * S, L});
 }
 
 at::Tensor CrossLayerTranscoder::activation_mask(const at::Tensor& s, std::int64_t k) const {

@@ -524,3 +524,21 @@ TEST_CASE("clt auto takes the sparse kernels by density; decode_with_csr sets th
   cfg.sparse_kernels = sd::SparseKernels::kOff;
   CHECK_THROWS_WITH(sd::CrossLayerTranscoder(cfg), Catch::Contains("sae.decode_with_csr"));
 }
+
+TEST_CASE("clt per-target decoder norms: ‖W_D[t][l,i]‖, zero for t < l, squares summing to N²",
+          "[dictionaries][clt]") {
+  const auto cfg = clt_cfg(sd::ActFn::kTopK, true);
+  auto clt = random_clt(cfg, 41);
+  const at::Tensor norms = clt.target_decoder_norms();  // [L·S, L]
+  REQUIRE(norms.sizes() == at::IntArrayRef({kL * kS, kL}));
+  for (std::int64_t l = 0; l < kL; ++l) {
+    for (std::int64_t i = 0; i < kS; ++i) {
+      for (std::int64_t t = 0; t < kL; ++t) {
+        const double want = t < l ? 0.0 : clt.W_D(t)[l][i].norm().item<double>();
+        CHECK(norms[l * kS + i][t].item<double>() == Approx(want).epsilon(1e-12));
+      }
+    }
+  }
+  CHECK((norms.pow(2).sum(1).sqrt() - clt.decoder_norm().reshape({-1})).abs().max().item<double>() <
+        1e-12);
+}

@@ -99,6 +99,10 @@ SparseDictionary::SparseDictionary(SparseDictionaryConfig cfg, FeatureShard shar
   local_d_sae_ = cfg_.d_sae() >= 1 ? shard_.count(cfg_.d_sae()) : cfg_.d_sae();
 }
 
+at::Tensor SparseDictionary::target_decoder_norms() const {
+  return decoder_norm().reshape({-1, 1});
+}
+
 at::Tensor SparseDictionary::gather_features(const at::Tensor& local, int dim) const {
   if (!shard_.sharded()) return local;
   // all_gather concatenates along dim 0: move the feature dim there and back.

@@ -192,6 +192,9 @@ class SparseDictionary {
   /// §2.7): [local features, d_model]. An SAE: W_D; a CLT: Σ_{t>=l} W_D[t][l, i] per feature
   /// (layer-major). Analysis reads decoder geometry and the logit lens from it.
   virtual at::Tensor feature_directions() const = 0;
+  /// ‖decoder of each of this rank's features into each label hook‖: [local features (layer-
+  /// major), label_hooks().size()]. Default: decoder_norm() as one column (one label hook).
+  virtual at::Tensor target_decoder_norms() const;
 
   // ---- training ---------------------------------------------------------------------------
   /// One fused forward + manual backward on RAW activations: normalizes x and label (spec

@@ -207,6 +207,21 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
                                         : run_analyze_eval(s, *dict, context);
   }
   const std::int64_t layers = dict->feature_layers();
+  record.feature_layers = layers;
+  if (dict->label_hooks().size() > 1) {  // what each feature writes to each target hook
+    const std::int64_t targets = static_cast<std::int64_t>(dict->label_hooks().size());
+    const at::Tensor norms =
+        dict->gather_features(dict->target_decoder_norms().view({layers, -1, targets}), 1)
+            .view({-1, targets})
+            .to(at::kDouble)
+            .cpu()
+            .contiguous();
+    record.target_hooks = dict->label_hooks();
+    const double* p = norms.data_ptr<double>();
+    for (std::int64_t i = 0; i < norms.size(0); ++i) {
+      record.target_decoder_norms.emplace_back(p + i * targets, p + (i + 1) * targets);
+    }
+  }
   const at::Tensor W_D =  // per layer, each layer's shards side by side (as layer_major)
       dict->gather_features(dict->feature_directions().view({layers, -1, dict->config().d_model}), 1)
           .view({-1, dict->config().d_model});

@@ -69,6 +69,18 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
     --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
     --set analyzer.total_analyzing_tokens=2048 --set eval.total_eval_tokens=2048 --set output_dir=aclt --set logging.progress=off
   if [ -s aclt/default.sqlite ] && grep -q '1280 features' err.txt; then ok; else bad "clt analysis: $(tail -3 err.txt)"; fi
+  clt_db="$(/usr/bin/python3 - aclt/default.sqlite <<'PY' 2>&1
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+meta = dict(db.execute("select key, value from meta"))
+assert meta["feature_layers"] == "5" and meta["target_hooks"].split(",")[4] == "blocks.4.hook_mlp_out", meta
+n, zero_below = db.execute("select count(*), sum(target < feature / 256 and decoder_norm = 0) from target_norms").fetchone()
+below = db.execute("select count(*) from target_norms where target < feature / 256").fetchone()[0]
+assert n == 1280 * 5 and zero_below == below, (n, zero_below, below)
+print("ok")
+PY
+)"
+  if [ "$clt_db" = ok ]; then ok; else bad "clt analysis database: $clt_db"; fi
   if command -v mpirun >/dev/null && declare -F same_analysis_db >/dev/null; then  # features split over 2 ranks
     expect "clt analyze 2 model ranks" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-analyze" \
       "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt \
