@@ -83,8 +83,37 @@ viewer_run() {
   if [ "$rc" = 0 ] && grep -q 'viewer: stopped (SIGTERM)' serve.log; then ok; else bad "viewer: serve exit $rc after SIGTERM: $(tail -2 serve.log)"; fi
 }
 
+# A cross-layer transcoder's database (aclt/, from train_clt.sh): a layer-2 feature's page shows
+# its source layer and the decoder-norm bars of targets 2..4, in the browser's DOM too.
+viewer_clt() {
+  "$bin/saes-analyze" serve aclt/default.sqlite --port 0 2>serve_clt.log &
+  local pid=$! port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' serve_clt.log)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then bad "viewer clt: no URL logged: $(cat serve_clt.log)"; kill -TERM "$pid"; wait "$pid"; return; fi
+  viewer_url="http://127.0.0.1:$port/"
+  local id=$((2 * 256 + 7))
+  viewer_status "clt feature page" 200 "/features/$id"
+  local bars; bars=$(grep -o '<title>blocks\.[0-9]\.hook_mlp_out: ' fetched.txt | sort -u | tr -d '\n')
+  if grep -q "<dt>source layer</dt><dd>2 (feature 7 of the layer)</dd>" fetched.txt &&
+    [ "$bars" = '<title>blocks.2.hook_mlp_out: <title>blocks.3.hook_mlp_out: <title>blocks.4.hook_mlp_out: ' ]; then ok
+  else bad "viewer clt: /features/$id lacks the source layer or the bars of targets 2-4 ($bars)"; fi
+  if command -v chromium >/dev/null; then
+    timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium" \
+      --dump-dom "${viewer_url}features/$id" >dom_clt.html 2>chromium.log
+    if grep -q 'source layer' dom_clt.html && grep -q '<svg class="bars"' dom_clt.html; then ok
+    else bad "viewer clt: chromium DOM lacks the layer chart ($(wc -c <dom_clt.html) bytes)"; fi
+  fi
+  kill -TERM "$pid"
+  wait "$pid"
+}
+
 if [ -n "$assets" ] && [ -s t1/sae_weights.safetensors ] && [ -s "$work/stories.txt" ]; then
   viewer_run
+  if [ -s aclt/default.sqlite ]; then viewer_clt; fi
 else
   echo "viewer: SAES_TEST_ASSETS not set (or no t1 run); skipping the served-database checks"
 fi
