@@ -41,7 +41,9 @@ struct FeatureAnalyzerConfig {
     v.required("total_analyzing_tokens", total_analyzing_tokens, "tokens to analyze");
     v("ignore_token_ids", ignore_token_ids, "token ids never counted as activations");
     v("subsamples", subsamples, "named sampling bands (name -> band)");
-    v("clt_layer", clt_layer, "CLT: layer to analyze");
+    v("clt_layer", clt_layer,
+      "clt: analyse only this source layer's d_sae features (ids 0..d_sae-1), selected by the "
+      "whole CLT's encode");
   }
   bool operator==(const FeatureAnalyzerConfig&) const = default;
 };

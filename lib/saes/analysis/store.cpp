@@ -326,6 +326,9 @@ std::optional<FeatureDetail> AnalysisStore::feature(std::int64_t id) const {
     const std::int64_t per = d_sae_ / feature_layers_;
     d.layer = id / per;
     d.index_in_layer = id % per;
+  } else if (const auto it = meta_.find("clt_layer"); it != meta_.end()) {
+    d.layer = std::stoll(it->second);  // one layer of a CLT analysed (analyzer.clt_layer)
+    d.index_in_layer = id;
   }
   if (!target_hooks_.empty()) {
     d.target_decoder_norms.assign(target_hooks_.size(), 0.0);

@@ -8,10 +8,13 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "saes/convert/formats.h"
+#include "saes/convert/transforms.h"
+#include "saes/core/error.h"
 #include "saes/dictionaries/clt.h"
 #include "saes/io/atomic_file.h"
 
@@ -98,4 +101,50 @@ TEST_CASE("the original's CLT folders import and compute the reference outputs",
     CHECK(rel_err(back.dict->decode(back.dict->encode(back.dict->prepare_input(raw))), y_raw) <
           kTol);
   }
+}
+
+TEST_CASE("a CLT's TopK family converts to JumpReLU with the source's active count",
+          "[convert][clt]") {
+  // The layertopk reference CLT, and the same weights as topk (k per token and layer),
+  // batchtopk and batchlayertopk; fit and check on random raw inputs.
+  saes::convert::Imported imp = saes::convert::read_dictionary(kData / "reference_clt_layertopk");
+  const std::int64_t N = 64, L = 3, S = 6, d = 4;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  sd::HookActs fit, check;
+  for (const auto& hook : imp.dict->input_hooks()) {
+    fit[hook] = at::randn({N, d}, gen) * 2.0;
+    check[hook] = at::randn({N, d}, gen) * 2.0;
+  }
+  for (const auto act : {sd::ActFn::kLayerTopK, sd::ActFn::kBatchLayerTopK, sd::ActFn::kTopK,
+                         sd::ActFn::kBatchTopK}) {
+    INFO("act_fn " << sd::kActFnNames[static_cast<std::size_t>(act)]);
+    auto cfg = imp.dict->config();
+    cfg.act_fn = act;
+    cfg.top_k = act == sd::ActFn::kTopK || act == sd::ActFn::kBatchTopK ? 2 : 5;
+    auto src = saes::convert::copy_with_config(*imp.dict, cfg);
+    saes::convert::JumpReluReport report;
+    auto jr = saes::convert::topk_to_jumprelu(*src, fit, check, &report);
+    CHECK(jr->config().act_fn == sd::ActFn::kJumpRelu);
+    CHECK_FALSE(jr->config().sparsity_include_decoder_norm);
+    const std::int64_t per_row = cfg.top_k * (cfg.top_k == 2 ? L : 1);
+    CHECK(report.kept == per_row * N);
+    // θ is the kb-th largest gated entry of the fitting batch and JumpReLU keeps s > θ: the kb
+    // largest but (up to rounding of log θ) the one at θ itself
+    const at::Tensor x = src->prepare_input(fit);
+    const at::Tensor f_jump = jr->encode(x);
+    CHECK(f_jump.sizes() == at::IntArrayRef({N, L, S}));
+    const std::int64_t active = at::count_nonzero(f_jump).item<std::int64_t>();
+    CHECK(active >= report.kept - 1);
+    CHECK(active <= report.kept);
+    if (act == sd::ActFn::kBatchLayerTopK) {  // the batch source's selection, but that entry
+      CHECK(at::count_nonzero(f_jump.ne(0) != src->encode(x).ne(0)).item<std::int64_t>() <= 1);
+    }
+    CHECK(report.topk_l0 <= static_cast<double>(per_row));
+    CHECK(report.l0 > 0);
+  }
+  auto cfg = imp.dict->config();
+  cfg.act_fn = sd::ActFn::kRelu;
+  CHECK_THROWS_AS(saes::convert::topk_to_jumprelu(*saes::convert::copy_with_config(*imp.dict, cfg),
+                                                  fit, check),
+                  saes::ConfigError);
 }

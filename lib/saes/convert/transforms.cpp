@@ -1,6 +1,7 @@
-// copy_with_config, cast_dtype and TopK → JumpReLU (spec §3.3) for SparseAutoEncoder.
+// copy_with_config, cast_dtype and TopK → JumpReLU (spec §3.3) for every dictionary variant.
 #include "saes/convert/transforms.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/TensorOperators.h>
@@ -15,30 +16,25 @@
 #include <fmt/ranges.h>
 
 #include "saes/core/error.h"
+#include "saes/dictionaries/registry.h"
 
 namespace saes::convert {
 
 using dictionaries::ActFn;
+using dictionaries::HookActs;
 using dictionaries::SparseAutoEncoder;
+using dictionaries::SparseDictionary;
 using dictionaries::SparseDictionaryConfig;
 
-std::map<std::string, at::Tensor> named_parameters(const SparseAutoEncoder& dict) {
-  std::map<std::string, at::Tensor> out = {
-      {"W_E", dict.W_E()}, {"b_E", dict.b_E()}, {"W_D", dict.W_D()}};
-  if (dict.b_D().defined()) out["b_D"] = dict.b_D();
-  if (dict.W_E_glu().defined()) {
-    out["W_E_glu"] = dict.W_E_glu();
-    out["b_E_glu"] = dict.b_E_glu();
-  }
-  if (dict.log_jumprelu_threshold().defined()) {
-    out["activation_function.log_jumprelu_threshold"] = dict.log_jumprelu_threshold();
-  }
+std::map<std::string, at::Tensor> named_parameters(const SparseDictionary& dict) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : const_cast<SparseDictionary&>(dict).parameters()) out[p.name] = p.value;
   return out;
 }
 
-std::unique_ptr<SparseAutoEncoder> copy_with_config(const SparseAutoEncoder& src,
-                                                    SparseDictionaryConfig cfg) {
-  auto out = std::make_unique<SparseAutoEncoder>(std::move(cfg));
+std::unique_ptr<SparseDictionary> copy_with_config(const SparseDictionary& src,
+                                                   SparseDictionaryConfig cfg) {
+  auto out = dictionaries::make_dictionary(cfg);
   const auto tensors = named_parameters(src);
   for (auto& p : out->parameters()) {
     const auto it = tensors.find(p.name);
@@ -48,15 +44,24 @@ std::unique_ptr<SparseAutoEncoder> copy_with_config(const SparseAutoEncoder& src
                fmt::join(it->second.sizes(), ", "), fmt::join(p.value.sizes(), ", "));
     p.value.copy_(it->second);
   }
+  const auto hooks = out->hook_points();
   for (const auto& [hook, norm] : src.dataset_norms()) {
-    const auto hooks = out->hook_points();
-    if (std::find(hooks.begin(), hooks.end(), hook) != hooks.end())
+    if (std::find(hooks.begin(), hooks.end(), hook) != hooks.end()) {
       out->set_dataset_norm(hook, norm);
+    }
   }
   return out;
 }
 
-std::unique_ptr<SparseAutoEncoder> cast_dtype(const SparseAutoEncoder& src, DType dtype) {
+std::unique_ptr<SparseAutoEncoder> copy_with_config(const SparseAutoEncoder& src,
+                                                    SparseDictionaryConfig cfg) {
+  SAES_ASSERT(cfg.sae_type == dictionaries::SaeType::kSae, "copy_with_config: not an sae config");
+  std::unique_ptr<SparseDictionary> out =
+      copy_with_config(static_cast<const SparseDictionary&>(src), std::move(cfg));
+  return std::unique_ptr<SparseAutoEncoder>(dynamic_cast<SparseAutoEncoder*>(out.release()));
+}
+
+std::unique_ptr<SparseDictionary> cast_dtype(const SparseDictionary& src, DType dtype) {
   SAES_CHECK(dtype_is_floating(dtype), ConfigError, "dtype: expected a floating dtype, got {}",
              dtype_name(dtype));
   SparseDictionaryConfig cfg = src.config();
@@ -66,12 +71,14 @@ std::unique_ptr<SparseAutoEncoder> cast_dtype(const SparseAutoEncoder& src, DTyp
 
 namespace {
 
-/// Gated, normalized pre-activations of raw `x`, clamped ≥ 0.
-at::Tensor gated_pre(const SparseAutoEncoder& dict, const at::Tensor& x) {
-  SAES_CHECK(x.defined() && x.dim() == 2 && x.size(0) > 0, DataError,
-             "topk_to_jumprelu: expected a non-empty [rows, d_model] batch, got [{}]",
+/// Gated, normalized pre-activations of the raw input hooks, clamped ≥ 0 (an SAE [rows, S], a
+/// CLT [rows, L, S]).
+at::Tensor gated_pre(const SparseDictionary& dict, const HookActs& raw) {
+  const at::Tensor x = dict.prepare_input(raw);
+  SAES_CHECK(x.defined() && x.numel() > 0, DataError,
+             "topk_to_jumprelu: expected a non-empty batch of the input hooks, got [{}]",
              x.defined() ? fmt::format("{}", fmt::join(x.sizes(), ", ")) : "undefined");
-  const at::Tensor h = dict.hidden_pre(dict.normalize(x, dict.input_hook_point()));
+  const at::Tensor h = dict.hidden_pre(x);
   const at::Tensor s = dict.config().sparsity_include_decoder_norm ? h * dict.decoder_norm() : h;
   return at::clamp_min(s, 0);
 }
@@ -83,15 +90,20 @@ double mean_l0(const at::Tensor& f) {
 
 }  // namespace
 
-std::unique_ptr<SparseAutoEncoder> topk_to_jumprelu(const SparseAutoEncoder& src,
-                                                    const at::Tensor& fit, const at::Tensor& check,
-                                                    JumpReluReport* report) {
+std::unique_ptr<SparseDictionary> topk_to_jumprelu(const SparseDictionary& src,
+                                                   const HookActs& fit, const HookActs& check,
+                                                   JumpReluReport* report) {
   const SparseDictionaryConfig& scfg = src.config();
-  SAES_CHECK(scfg.act_fn == ActFn::kTopK || scfg.act_fn == ActFn::kBatchTopK, ConfigError,
-             "topk_to_jumprelu: the dictionary's act_fn is {}, expected topk or batchtopk",
-             dictionaries::kActFnNames[static_cast<std::size_t>(scfg.act_fn)]);
-  const at::Tensor s = gated_pre(src, fit).flatten();
-  const std::int64_t kb = scfg.top_k * fit.size(0);
+  const ActFn act = scfg.act_fn;
+  SAES_CHECK(dictionaries::is_topk_family(act), ConfigError,
+             "topk_to_jumprelu: the dictionary's act_fn is {}, expected topk, batchtopk, "
+             "layertopk or batchlayertopk",
+             dictionaries::kActFnNames[static_cast<std::size_t>(act)]);
+  const at::Tensor pre = gated_pre(src, fit);
+  const at::Tensor s = pre.flatten();
+  const std::int64_t per_row =
+      scfg.top_k * (act == ActFn::kTopK || act == ActFn::kBatchTopK ? src.feature_layers() : 1);
+  const std::int64_t kb = per_row * pre.size(0);
   SAES_CHECK(kb <= s.numel(), DataError, "topk_to_jumprelu: k*rows = {} exceeds {} entries", kb,
              s.numel());
   const double theta = std::get<0>(at::topk(s, kb)).min().item<double>();
@@ -104,28 +116,33 @@ std::unique_ptr<SparseAutoEncoder> topk_to_jumprelu(const SparseAutoEncoder& src
   cfg.act_fn = ActFn::kJumpRelu;
   cfg.sparsity_include_decoder_norm = false;
   auto out = copy_with_config(src, cfg);
-  const auto opts = at::TensorOptions().dtype(at::kDouble).device(src.device());
-  at::Tensor log_theta = at::log(at::full({src.d_sae()}, theta, opts));
-  if (scfg.sparsity_include_decoder_norm) {
-    // θ/n_i, rescaled into normalized units of the (possibly folded) weights.
-    log_theta = log_theta - at::log(src.decoder_norm().to(at::kDouble));
-  }
+  const at::Tensor n = src.decoder_norm().to(at::kDouble);
+  at::Tensor log_theta = at::log(at::full(n.sizes(), theta, n.options()));
+  // θ/N per feature, in normalized units of the (possibly folded) weights.
+  if (scfg.sparsity_include_decoder_norm) log_theta = log_theta - at::log(n);
   for (auto& p : out->parameters()) {
     if (p.name == "activation_function.log_jumprelu_threshold") p.value.copy_(log_theta);
   }
   if (report != nullptr) {
-    const at::Tensor xc = src.normalize(check, src.input_hook_point());
+    const at::Tensor xc = src.prepare_input(check);
     const at::Tensor f_topk = src.encode(xc);
     const at::Tensor f_jump = out->encode(xc);
-    const at::Tensor diff = out->decode(f_jump) - src.decode(f_topk);
+    const at::Tensor diff = (out->decode(f_jump) - src.decode(f_topk)).to(at::kDouble);
     report->threshold = theta;
+    report->kept = kb;
     report->l0 = mean_l0(f_jump);
     report->topk_l0 = mean_l0(f_topk);
     report->reconstruction_diff =
-        at::sum(diff.to(at::kDouble) * diff.to(at::kDouble)).item<double>() /
-        static_cast<double>(xc.size(0));
+        at::sum(diff * diff).item<double>() / static_cast<double>(xc.size(0));
   }
   return out;
+}
+
+std::unique_ptr<SparseDictionary> topk_to_jumprelu(const SparseAutoEncoder& src,
+                                                   const at::Tensor& fit, const at::Tensor& check,
+                                                   JumpReluReport* report) {
+  return topk_to_jumprelu(src, HookActs{{src.config().hook_point_in, fit}},
+                          HookActs{{src.config().hook_point_in, check}}, report);
 }
 
 }  // namespace saes::convert

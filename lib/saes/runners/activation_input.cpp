@@ -94,4 +94,11 @@ at::Tensor batch_rows(const data::ActivationBatch& b, const std::string& hook) {
   return rows.index_select(0, b.mask.flatten().to(rows.device()).nonzero().squeeze(1));
 }
 
+dictionaries::HookActs batch_hooks(const data::ActivationBatch& batch,
+                                   const std::vector<std::string>& hooks) {
+  dictionaries::HookActs out;
+  for (const auto& hook : hooks) out[hook] = batch_rows(batch, hook);
+  return out;
+}
+
 }  // namespace saes::runners

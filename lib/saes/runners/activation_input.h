@@ -9,12 +9,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <c10/core/Device.h>
 
 #include "saes/core/logging.h"
 #include "saes/data/activation_stream.h"
 #include "saes/data/config.h"
+#include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/lm/config.h"
 #include "saes/lm/hf_folder.h"
 
@@ -66,5 +68,8 @@ class ActivationStreams {
 /// [n_tokens, d] rows of `hook` in `batch` (2-D batches: only the masked-in tokens). ConfigError
 /// naming the hook when the batch lacks it.
 at::Tensor batch_rows(const data::ActivationBatch& batch, const std::string& hook);
+/// batch_rows of each of `hooks` (what a dictionary's prepare_input/prepare_label read).
+dictionaries::HookActs batch_hooks(const data::ActivationBatch& batch,
+                                   const std::vector<std::string>& hooks);
 
 }  // namespace saes::runners

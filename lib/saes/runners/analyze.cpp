@@ -45,9 +45,27 @@ void check_supported(const AnalyzeSettings& s) {
              "data_parallel_size {}: saes-analyze splits the features over processes, not the "
              "tokens; set data_parallel_size: 1 and model_parallel_size to the number of processes",
              s.parallelism.data_parallel_size);
-  SAES_CHECK(!s.analyzer.clt_layer.has_value(), UnsupportedError,
-             "analyzer.clt_layer: analysing one layer of a clt is not implemented yet; remove it "
-             "(saes-analyze covers every layer: feature l * d_sae + i is feature i of layer l)");
+}
+
+/// analyzer.clt_layer: the one source layer analysed (its d_sae features), checked against the
+/// dictionary; nullopt: every layer.
+std::optional<std::int64_t> analysed_layer(const AnalyzeSettings& s,
+                                           const dictionaries::SparseDictionary& dict) {
+  if (!s.analyzer.clt_layer) return std::nullopt;
+  const std::int64_t l = *s.analyzer.clt_layer, layers = dict.feature_layers();
+  SAES_CHECK(layers > 1, ConfigError,
+             "analyzer.clt_layer: the dictionary has one layer of features (sae_type {}); remove "
+             "it",
+             dictionaries::kSaeTypeNames[static_cast<std::size_t>(dict.config().sae_type)]);
+  SAES_CHECK(l >= 0 && l < layers, ConfigError,
+             "analyzer.clt_layer: expected 0..{} (the dictionary's layers), got {}", layers - 1, l);
+  return l;
+}
+
+/// Rows [layers·local, ...] of per-feature values → the analysed layer's rows, or all.
+at::Tensor analysed_rows(const at::Tensor& t, std::int64_t layers, std::optional<std::int64_t> l) {
+  if (!l) return t;
+  return t.view({layers, -1, t.size(-1)}).narrow(0, *l, 1).reshape({-1, t.size(-1)});
 }
 
 /// The dictionary of a saes-train run folder (or its weights file): config from
@@ -124,7 +142,7 @@ std::vector<std::string> vocabulary(const lm::Tokenizer& tokenizer) {
 /// Streams activations into the analyzer until total_analyzing_tokens (padding included).
 void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictionary& dict,
                     const lm::LanguageModel* lm, analysis::FeatureAnalyzer& analyzer,
-                    RunContext& context) {
+                    std::optional<std::int64_t> only_layer, RunContext& context) {
   const std::vector<std::string> inputs = dict.input_hooks();
   const auto& hooks = s.activation_factory.hook_points;
   for (const std::string& hook : inputs) {
@@ -153,7 +171,12 @@ void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictiona
     dictionaries::HookActs raw;
     for (const std::string& hook : inputs) raw[hook] = batch->acts.at(hook).flatten(0, 1);
     const at::Tensor& x = batch->acts.at(inputs.front());
-    const at::Tensor f = dict.encode(dict.prepare_input(raw)).view({x.size(0), x.size(1), -1});
+    // the dictionary's whole encode (a CLT's layertopk selects across layers), then the layer
+    const at::Tensor all = dict.encode(dict.prepare_input(raw));
+    const at::Tensor f =
+        (only_layer ? all.view({all.size(0), dict.feature_layers(), -1}).select(1, *only_layer)
+                    : all)
+            .reshape({x.size(0), x.size(1), -1});
     analyzer.add_batch(f, batch->tokens, batch->mask);
     seen += batch->n_tokens;
     progress.advance(batch->n_tokens);
@@ -183,8 +206,10 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   analysis::AnalyzerOptions options;
   options.bands = analysis::bands_of(s.analyzer);
   options.ignore_token_ids = s.analyzer.ignore_token_ids.value_or(std::vector<std::int64_t>{});
-  analysis::FeatureAnalyzer analyzer(dict->local_d_sae() * dict->feature_layers(), options);
-  analyze_stream(s, *dict, lm ? &*lm : nullptr, analyzer, context);
+  const std::optional<std::int64_t> only_layer = analysed_layer(s, *dict);
+  const std::int64_t layers = dict->feature_layers(), kept_layers = only_layer ? 1 : layers;
+  analysis::FeatureAnalyzer analyzer(dict->local_d_sae() * kept_layers, options);
+  analyze_stream(s, *dict, lm ? &*lm : nullptr, analyzer, only_layer, context);
 
   analysis::AnalysisRecord record;
   record.meta = {{"sae_name", s.sae_name},
@@ -199,19 +224,20 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   record.n_contexts = analyzer.n_contexts();
   record.histogram = options.histogram;
   record.bands = options.bands;
+  if (only_layer) record.meta["clt_layer"] = std::to_string(*only_layer);
   record.features = layer_major(analysis::gather_feature_stats(analyzer.finish(), mesh.model()),
-                                dict->feature_layers(), mesh.model_size());
+                                kept_layers, mesh.model_size());
   // The evaluation is data-parallel over all ranks with a whole dictionary each.
   if (s.eval) {
     record.eval = mesh.model_size() > 1 ? run_analyze_eval(s, *load_dictionary(s, {}), context)
                                         : run_analyze_eval(s, *dict, context);
   }
-  const std::int64_t layers = dict->feature_layers();
-  record.feature_layers = layers;
+  record.feature_layers = kept_layers;
   if (dict->label_hooks().size() > 1) {  // what each feature writes to each target hook
     const std::int64_t targets = static_cast<std::int64_t>(dict->label_hooks().size());
+    const at::Tensor mine = analysed_rows(dict->target_decoder_norms(), layers, only_layer);
     const at::Tensor norms =
-        dict->gather_features(dict->target_decoder_norms().view({layers, -1, targets}), 1)
+        dict->gather_features(mine.view({kept_layers, -1, targets}), 1)
             .view({-1, targets})
             .to(at::kDouble)
             .cpu()
@@ -222,9 +248,13 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
       record.target_decoder_norms.emplace_back(p + i * targets, p + (i + 1) * targets);
     }
   }
+  const std::int64_t d = dict->config().d_model;
   const at::Tensor W_D =  // per layer, each layer's shards side by side (as layer_major)
-      dict->gather_features(dict->feature_directions().view({layers, -1, dict->config().d_model}), 1)
-          .view({-1, dict->config().d_model});
+      dict->gather_features(
+              analysed_rows(dict->feature_directions(), layers, only_layer)
+                  .view({kept_layers, -1, d}),
+              1)
+          .view({-1, d});
   if (!primary) return 0;
   record.decoder_cosine = analysis::max_decoder_cosine(W_D);
   if (lm) {

@@ -46,8 +46,8 @@ convert::Provenance run_provenance(const fs::path& input, Logger& logger) {
   return p;
 }
 
-std::unique_ptr<SparseAutoEncoder> to_jumprelu(const ConvertSettings& s,
-                                               const SparseAutoEncoder& dict, Logger& logger) {
+std::unique_ptr<dictionaries::SparseDictionary> to_jumprelu(
+    const ConvertSettings& s, const dictionaries::SparseDictionary& dict, Logger& logger) {
   SAES_CHECK(s.activation_factory.has_value(), ConfigError,
              "topk_to_jumprelu measures thresholds on activations: set activation_factory (or "
              "--activations on the command line)");
@@ -59,14 +59,14 @@ std::unique_ptr<SparseAutoEncoder> to_jumprelu(const ConvertSettings& s,
   SAES_CHECK(first.has_value(), DataError,
              "the activation stream yielded no batch; check activation_factory.sources");
   auto second = stream->next();
-  const at::Tensor fit = batch_rows(*first, dict.input_hook_point());
-  const at::Tensor check = second ? batch_rows(*second, dict.input_hook_point()) : fit;
+  const dictionaries::HookActs fit = batch_hooks(*first, dict.input_hooks());
+  const dictionaries::HookActs check = second ? batch_hooks(*second, dict.input_hooks()) : fit;
   convert::JumpReluReport report;
   auto out = convert::topk_to_jumprelu(dict, fit, check, &report);
   logger.info(
       "topk -> jumprelu: threshold {:.6g} from {} rows; L0 {:.2f} (topk {:.2f}), mean squared "
       "reconstruction difference {:.6g}{}",
-      report.threshold, fit.size(0), report.l0, report.topk_l0, report.reconstruction_diff,
+      report.threshold, fit.begin()->second.size(0), report.l0, report.topk_l0, report.reconstruction_diff,
       second ? "" : " (measured on the fitting batch: the stream had one batch)");
   return out;
 }
@@ -126,16 +126,18 @@ int run_convert(const ConvertSettings& s, RunContext& context) {
   std::unique_ptr<dictionaries::SparseDictionary> dict = std::move(in.dict);
   if (s.conversion.fold_activation_scale == ScaleFolding::kFold) dict->fold_activation_scale();
   if (s.conversion.fold_activation_scale == ScaleFolding::kUnfold) dict->unfold_activation_scale();
-  // The rewrites below and the SAELens layout are written for SAEs/transcoders.
+  // The SAELens layout is written for SAEs/transcoders.
   const auto sae_only = [&](const char* what) -> SparseAutoEncoder& {
     auto* sae = dynamic_cast<SparseAutoEncoder*>(dict.get());
     SAES_CHECK(sae != nullptr, UnsupportedError,
-               "{}: not implemented for sae_type {} yet (fold, unfold and --to native are)", what,
+               "{}: not implemented for sae_type {} yet (fold, unfold, topk_to_jumprelu, dtype and "
+               "--to native are)",
+               what,
                dictionaries::kSaeTypeNames[static_cast<std::size_t>(dict->config().sae_type)]);
     return *sae;
   };
-  if (s.conversion.topk_to_jumprelu) dict = to_jumprelu(s, sae_only("topk_to_jumprelu"), logger);
-  if (s.conversion.dtype) dict = convert::cast_dtype(sae_only("dtype"), *s.conversion.dtype);
+  if (s.conversion.topk_to_jumprelu) dict = to_jumprelu(s, *dict, logger);
+  if (s.conversion.dtype) dict = convert::cast_dtype(*dict, *s.conversion.dtype);
 
   if (s.conversion.to == convert::ConvertFormat::kNative) {
     convert::write_native(*dict, out.staging());

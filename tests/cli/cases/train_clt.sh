@@ -37,6 +37,21 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
     grep -q '"W_D.4"' tclt/sae_weights.safetensors && grep -q '"b_D.4"' tclt/sae_weights.safetensors; then ok
   else bad "clt run folder: $(ls tclt) $(tail -1 tclt/metrics.jsonl)"; fi
 
+  expect "clt convert topk to jumprelu" 0 'topk -> jumprelu: threshold .* from 500 rows' -- \
+    "$bin/saes-convert" tclt tclt_jr --topk-to-jumprelu --activations gclt --batch-size 500
+  if /usr/bin/python3 - tclt_jr <<'PY'
+import json, struct, sys
+cfg = json.load(open(sys.argv[1] + "/config.json"))
+raw = open(sys.argv[1] + "/sae_weights.safetensors", "rb").read()
+header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+assert cfg["act_fn"] == "jumprelu" and cfg["sae_type"] == "clt", cfg
+assert header["activation_function.log_jumprelu_threshold"]["shape"] == [5, 256], header.keys()
+PY
+  then ok; else bad "clt jumprelu conversion: $(ls tclt_jr)"; fi
+  expect "clt convert to saelens" 5 'to: saelens: not implemented for sae_type clt' -- \
+    "$bin/saes-convert" tclt tclt_sl --to saelens
+  [ ! -e tclt_sl ] && ok || bad "a refused conversion left tclt_sl behind"
+
   expect "clt train on the fly" 0 '' -- "$bin/saes-train" "$clt_cfg" \
     --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
     --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
@@ -92,8 +107,32 @@ PY
     same_clt="$(same_analysis_db aclt/default.sqlite aclt2/default.sqlite eval)"
     if [ "$same_clt" = same ]; then ok; else bad "clt analysis on 2 model ranks differs from one process: $same_clt"; fi
   fi
-  expect "clt analyze clt_layer" 5 'analyzer.clt_layer: analysing one layer of a clt is not implemented yet' -- \
-    "$bin/saes-analyze" "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt --set analyzer.clt_layer=1
+  # analyzer.clt_layer: layer 2's 256 features, the same statistics as features 512..767 of aclt
+  expect "clt analyze clt_layer" 0 '' -- "$bin/saes-analyze" \
+    "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt \
+    --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
+    --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
+    --set analyzer.total_analyzing_tokens=2048 --set eval=null --set output_dir=aclt_l2 --set logging.progress=off \
+    --set analyzer.clt_layer=2
+  layer_db="$(/usr/bin/python3 - aclt/default.sqlite aclt_l2/default.sqlite <<'PY' 2>&1
+import sqlite3, sys
+full, one = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+meta = dict(one.execute("select key, value from meta"))
+assert meta["d_sae"] == "256" and meta["clt_layer"] == "2", meta
+a = full.execute("select act_times, max_act from features where id >= 512 and id < 768 order by id").fetchall()
+b = one.execute("select act_times, max_act from features order by id").fetchall()
+assert len(b) == 256 and all(x[0] == y[0] and abs(x[1] - y[1]) <= 1e-5 * max(x[1], 1e-6) for x, y in zip(a, b)), (a[:3], b[:3])
+assert sum(x[0] for x in b) > 0
+print("ok")
+PY
+)"
+  if [ "$layer_db" = ok ]; then ok; else bad "clt_layer analysis: $layer_db"; fi
+  expect "clt analyze clt_layer out of range" 2 'analyzer.clt_layer: expected 0..4 \(the dictionary.s layers\), got 7' -- \
+    "$bin/saes-analyze" "$root/configs/analyze-stories260k-clt.yaml" --set sae.pretrained_name_or_path=tclt \
+    --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
+    --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
+    --set output_dir=aclt_bad --set analyzer.clt_layer=7
+  one_line "clt analyze clt_layer out of range"
 fi
 
 if [ -n "$assets" ] && [ -s tclt/sae_weights.safetensors ]; then
