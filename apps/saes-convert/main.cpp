@@ -30,6 +30,7 @@ struct Args {
   std::string device = "cpu";
   std::string model_name;
   std::string sparsity;
+  int clt_layer = -1;
   bool overwrite = false;
 };
 
@@ -53,6 +54,8 @@ void add_options(CLI::App& app, Args& a, saes::cli::CommonOptions& o) {
   app.add_option("--sparsity", a.sparsity,
                  "analysis database (saes-analyze's default.sqlite) whose feature frequencies "
                  "become sparsity.safetensors (--to saelens only)");
+  app.add_option("--clt-layer", a.clt_layer,
+                 "write one source layer of a CLT as an SAE transcoder (same-layer decoder only)");
   app.add_flag("--overwrite", a.overwrite, "replace an existing non-empty output folder");
   app.add_option("--set", o.overrides, "Override a config value (YAML form only)")
       ->allow_extra_args(false);
@@ -96,6 +99,7 @@ std::vector<std::string> overrides_of(const Args& a) {
   if (!a.dtype.empty()) o.push_back("dtype=" + quoted(a.dtype));
   if (!a.model_name.empty()) o.push_back("model_name=" + quoted(a.model_name));
   if (!a.sparsity.empty()) o.push_back("sparsity_from=" + quoted(a.sparsity));
+  if (a.clt_layer != -1) o.push_back(fmt::format("clt_layer={}", a.clt_layer));
   if (!a.activations.empty()) {
     const auto from = saes::convert::InputFormat::kAuto;
     const auto in = saes::convert::read_dictionary(a.positional[0], from, "cpu");

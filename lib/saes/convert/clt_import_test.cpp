@@ -16,6 +16,7 @@
 #include "saes/convert/transforms.h"
 #include "saes/core/error.h"
 #include "saes/dictionaries/clt.h"
+#include "saes/dictionaries/sae.h"
 #include "saes/io/atomic_file.h"
 
 #include "support/temp_dir.h"
@@ -147,4 +148,41 @@ TEST_CASE("a CLT's TopK family converts to JumpReLU with the source's active cou
   CHECK_THROWS_AS(saes::convert::topk_to_jumprelu(*saes::convert::copy_with_config(*imp.dict, cfg),
                                                   fit, check),
                   saes::ConfigError);
+}
+
+TEST_CASE("one layer of a CLT as an SAE transcoder computes the CLT's same-layer part",
+          "[convert][clt]") {
+  saes::convert::Imported imp = saes::convert::read_dictionary(kData / "reference_clt_jumprelu");
+  auto* clt = dynamic_cast<sd::CrossLayerTranscoder*>(imp.dict.get());
+  REQUIRE(clt != nullptr);
+  const std::int64_t N = 5, L = 3, d = 4;
+  const Json expected = Json::parse(saes::io::read_file(kData / "reference_clt_expected.json"));
+  const at::Tensor x = from_json(expected["x"], {N, L, d}).to(at::kFloat);
+  sd::HookActs acts;
+  for (std::int64_t l = 0; l < L; ++l) {
+    acts[clt->input_hooks()[l]] = x.select(1, l);
+    acts[clt->label_hooks()[l]] = at::zeros({N, d});
+  }
+  const at::Tensor f = clt->encode(clt->prepare_input(acts));  // [N, L, S]
+  for (std::int64_t layer = 0; layer < L; ++layer) {
+    INFO("layer " << layer);
+    double dropped = -1;
+    auto sae = saes::convert::clt_layer_transcoder(*clt, layer, &dropped);
+    CHECK(sae->config().hook_point_in == clt->input_hooks()[layer]);
+    CHECK(sae->config().hook_point_out == clt->label_hooks()[layer]);
+    CHECK(sae->is_transcoder());
+    CHECK(dropped >= 0);
+    CHECK((layer == L - 1 ? dropped == 0 : dropped > 0));
+    // The CLT's output at target `layer` from the features of `layer` alone.
+    at::Tensor only = at::zeros_like(f);
+    only.select(1, layer).copy_(f.select(1, layer));
+    const at::Tensor want = clt->decode(only)[layer].to(at::kDouble);
+    const at::Tensor xs = sae->normalize(x.select(1, layer), sae->config().hook_point_in);
+    const at::Tensor fs = sae->encode(xs);
+    CHECK(at::equal(fs.ne(0), f.select(1, layer).ne(0)));  // the same active features
+    CHECK(rel_err(sae->decode(fs), want) < 1e-5);
+  }
+  CHECK_THROWS_WITH(saes::convert::clt_layer_transcoder(*clt, 3), Catch::Contains("0..2"));
+  saes::convert::Imported ltk = saes::convert::read_dictionary(kData / "reference_clt_layertopk");
+  CHECK_THROWS_AS(saes::convert::clt_layer_transcoder(*ltk.dict, 0), saes::UnsupportedError);
 }

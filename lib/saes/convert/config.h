@@ -42,6 +42,7 @@ struct ConversionConfig {
   InputFormat from = InputFormat::kAuto;
   bool overwrite = false;
   std::optional<std::filesystem::path> sparsity_from;
+  std::optional<std::int64_t> clt_layer;
 
   template <class V>
   void visit_fields(V& v) {
@@ -56,6 +57,9 @@ struct ConversionConfig {
     v("sparsity_from", sparsity_from,
       "analysis database (saes-analyze's default.sqlite) whose feature frequencies become "
       "SAELens' sparsity.safetensors; to: saelens only (null: none)");
+    v("clt_layer", clt_layer,
+      "clt: write this source layer as an SAE transcoder (its encoder and same-layer decoder; "
+      "its writes into later layers are dropped, the log says how much); null: the whole CLT");
   }
   bool operator==(const ConversionConfig&) const = default;
 };

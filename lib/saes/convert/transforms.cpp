@@ -9,13 +9,17 @@
 #include <ATen/ops/clamp_min.h>
 #include <ATen/ops/count_nonzero.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/gt.h>
 #include <ATen/ops/log.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/topk.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros_like.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "saes/core/error.h"
+#include "saes/dictionaries/clt.h"
 #include "saes/dictionaries/registry.h"
 
 namespace saes::convert {
@@ -143,6 +147,63 @@ std::unique_ptr<SparseDictionary> topk_to_jumprelu(const SparseAutoEncoder& src,
                                                    JumpReluReport* report) {
   return topk_to_jumprelu(src, HookActs{{src.config().hook_point_in, fit}},
                           HookActs{{src.config().hook_point_in, check}}, report);
+}
+
+std::unique_ptr<SparseAutoEncoder> clt_layer_transcoder(const SparseDictionary& src,
+                                                        std::int64_t layer, double* dropped) {
+  const auto* clt = dynamic_cast<const dictionaries::CrossLayerTranscoder*>(&src);
+  SAES_CHECK(clt != nullptr, ConfigError, "clt_layer: the dictionary is sae_type {}, not clt",
+             dictionaries::kSaeTypeNames[static_cast<std::size_t>(src.config().sae_type)]);
+  const std::int64_t L = clt->n_layers();
+  SAES_CHECK(layer >= 0 && layer < L, ConfigError,
+             "clt_layer: expected 0..{} (the dictionary's layers), got {}", L - 1, layer);
+  const SparseDictionaryConfig& c = clt->config();
+  SAES_CHECK(c.act_fn != ActFn::kLayerTopK && c.act_fn != ActFn::kBatchLayerTopK,
+             UnsupportedError,
+             "clt_layer: a {} CLT selects across layers, which one layer cannot reproduce; convert "
+             "with topk_to_jumprelu first",
+             dictionaries::kActFnNames[static_cast<std::size_t>(c.act_fn)]);
+  const auto l = static_cast<std::size_t>(layer);
+  SparseDictionaryConfig cfg = c;
+  cfg.sae_type = dictionaries::SaeType::kSae;
+  cfg.hook_point_in = c.hook_points_in[l];
+  cfg.hook_point_out = c.hook_points_out[l];
+  cfg.hook_points_in.clear();
+  cfg.hook_points_out.clear();
+  cfg.init_cross_layer_decoder_all_zero = false;
+  cfg.decode_with_csr = false;
+  cfg.sparsity_include_decoder_norm = false;
+  auto out = std::make_unique<SparseAutoEncoder>(cfg);
+
+  at::Tensor W_E = clt->W_E()[layer].clone(), b_E = clt->b_E()[layer].clone();
+  at::Tensor W_D = clt->W_D(layer)[layer].clone();
+  if (c.sparsity_include_decoder_norm) {  // f' = f·N: ungated selection on h·N, same entries
+    const at::Tensor n = clt->decoder_norm()[layer];
+    W_E.mul_(n.unsqueeze(0));
+    b_E.mul_(n);
+    W_D.mul_(at::where(at::gt(n, 0), 1.0 / n, at::zeros_like(n)).unsqueeze(1));
+  }
+  for (auto& p : out->parameters()) {
+    if (p.name == "W_E") p.value.copy_(W_E);
+    if (p.name == "b_E") p.value.copy_(b_E);
+    if (p.name == "W_D") p.value.copy_(W_D);
+    if (p.name == "b_D") p.value.copy_(clt->b_D(layer));
+    if (p.name == "activation_function.log_jumprelu_threshold") {
+      p.value.copy_(clt->log_jumprelu_threshold()[layer]);
+    }
+  }
+  for (const auto& hook : {cfg.hook_point_in, cfg.hook_point_out}) {
+    if (const auto norm = src.dataset_norm(hook)) out->set_dataset_norm(hook, *norm);
+  }
+  if (dropped != nullptr) {
+    double same = 0, later = 0;
+    for (std::int64_t t = layer; t < L; ++t) {
+      const at::Tensor block = clt->W_D(t)[layer].to(at::kDouble);
+      (t == layer ? same : later) += at::sum(block * block).item<double>();
+    }
+    *dropped = same + later > 0 ? later / (same + later) : 0.0;
+  }
+  return out;
 }
 
 }  // namespace saes::convert

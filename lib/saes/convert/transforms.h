@@ -54,4 +54,17 @@ std::unique_ptr<dictionaries::SparseDictionary> topk_to_jumprelu(
     const dictionaries::SparseAutoEncoder& src, const at::Tensor& fit, const at::Tensor& check,
     JumpReluReport* report = nullptr);
 
+/// Source layer `layer` of a CLT as an SAE transcoder (hook_points_in[layer] →
+/// hook_points_out[layer]): W_E[layer], b_E[layer], the same-layer decoder W_D[layer][layer],
+/// b_D[layer], log θ[layer] and the two hooks' dataset norms; its output is exactly the CLT's
+/// same-layer part, Σ_i f[layer, i]·W_D[layer][layer, i] + b_D[layer]. With decoder-norm gating
+/// (which ranks by the CLT's N[l, i] over all targets) features are re-parametrized to f·N and
+/// gating is switched off, so the SAE selects the same entries. The writes into later layers
+/// (W_D[t][layer], t > layer) have no place in an SAE: `dropped` (if given) receives their share
+/// of the layer's squared decoder norm. ConfigError for another variant or a layer out of
+/// range; UnsupportedError for layertopk/batchlayertopk (they select across layers: convert
+/// with topk_to_jumprelu first).
+std::unique_ptr<dictionaries::SparseAutoEncoder> clt_layer_transcoder(
+    const dictionaries::SparseDictionary& src, std::int64_t layer, double* dropped = nullptr);
+
 }  // namespace saes::convert

@@ -137,6 +137,15 @@ int run_convert(const ConvertSettings& s, RunContext& context) {
     return *sae;
   };
   if (s.conversion.topk_to_jumprelu) dict = to_jumprelu(s, *dict, logger);
+  if (s.conversion.clt_layer) {
+    double dropped = 0.0;
+    dict = convert::clt_layer_transcoder(*dict, *s.conversion.clt_layer, &dropped);
+    logger.warn(
+        "clt_layer {}: wrote the layer as a transcoder {} -> {}; its writes into later layers "
+        "({:.1f}% of the layer's squared decoder norm) have no place in it and are dropped",
+        *s.conversion.clt_layer, dict->config().hook_point_in, dict->config().hook_point_out,
+        100.0 * dropped);
+  }
   if (s.conversion.dtype) dict = convert::cast_dtype(*dict, *s.conversion.dtype);
 
   if (s.conversion.to == convert::ConvertFormat::kNative) {

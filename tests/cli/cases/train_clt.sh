@@ -51,6 +51,12 @@ PY
   expect "clt convert to saelens" 5 'to: saelens: not implemented for sae_type clt' -- \
     "$bin/saes-convert" tclt tclt_sl --to saelens
   [ ! -e tclt_sl ] && ok || bad "a refused conversion left tclt_sl behind"
+  expect "clt layertopk layer export refused" 5 'clt_layer: a layertopk CLT selects across layers' -- \
+    "$bin/saes-convert" tclt tclt_sl --to saelens --clt-layer 2
+  expect "clt layer 2 to saelens" 0 'clt_layer 2: wrote the layer as a transcoder .* dropped' -- \
+    "$bin/saes-convert" tclt_jr tclt_l2 --to saelens --clt-layer 2
+  if python3 -c 'import json,sys; c=json.load(open("tclt_l2/cfg.json")); m=c["metadata"]; assert c["architecture"].startswith("jumprelu") and m["hook_name"]=="blocks.2.ln2.hook_normalized" and m["hook_name_out"]=="blocks.2.hook_mlp_out" and c["d_sae"]==256, c' 2>err_py.txt; then ok
+  else bad "clt layer export cfg.json: $(cat err_py.txt)"; fi
 
   expect "clt train on the fly" 0 '' -- "$bin/saes-train" "$clt_cfg" \
     --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
