@@ -25,20 +25,30 @@ at::Tensor token_rows(const at::Tensor& t) { return t.reshape({t.size(0) * t.siz
 
 }  // namespace
 
-Reconstruction reconstruct(const dictionaries::SparseDictionary& dict, const at::Tensor& input,
-                           const at::Tensor& label) {
-  SAES_CHECK(
-      input.dim() == 2 && input.size(1) == dict.config().d_model && label.sizes() == input.sizes(),
-      DataError,
-      "evaluation: dictionary of d_model {} got input [{}] and label [{}] ([n, d_model] "
-      "each)",
-      dict.config().d_model, fmt::join(input.sizes(), ", "), fmt::join(label.sizes(), ", "));
+HookReconstruction reconstruct_hooks(const dictionaries::SparseDictionary& dict,
+                                     const dictionaries::HookActs& raw) {
   at::NoGradGuard no_grad;
-  Reconstruction r;
-  r.feature_acts = dict.encode(dict.normalize(input, dict.input_hook_point("evaluation")));
-  r.output =
-      dict.decode(r.feature_acts).div(dict.normalization_factor(label, dict.label_hook_point()));
+  HookReconstruction r;
+  const std::vector<std::string> label_hooks = dict.label_hooks();
+  r.feature_acts = dict.encode(dict.prepare_input(raw));
+  const at::Tensor output = dict.decode(r.feature_acts);  // a CLT: [L, n, d]
+  const bool layered = label_hooks.size() > 1;
+  for (std::size_t i = 0; i < label_hooks.size(); ++i) {
+    const at::Tensor label = dictionaries::hook_rows(raw, label_hooks[i]);
+    const at::Tensor out = layered ? output[static_cast<std::int64_t>(i)] : output;
+    r.labels.push_back(label);
+    r.outputs.push_back(out.div(dict.normalization_factor(label, label_hooks[i])));
+  }
+  r.feature_acts = r.feature_acts.reshape({r.labels.front().size(0), -1});
   return r;
+}
+
+at::Tensor HookReconstruction::label_rows() const {
+  return labels.size() == 1 ? labels.front() : at::cat(labels, 1);
+}
+
+at::Tensor HookReconstruction::output_rows() const {
+  return outputs.size() == 1 ? outputs.front() : at::cat(outputs, 1);
 }
 
 Evaluator::Evaluator(const dictionaries::SparseDictionary& dict, const lm::Transformer& model,
@@ -76,22 +86,10 @@ std::int64_t Evaluator::add(const data::TokenBatch& batch) {
     raw[hook] = token_rows(acts.at(hook)).index_select(0, kept);
   }
   const std::vector<std::string> label_hooks = dict_.label_hooks();
-  const bool layered = label_hooks.size() > 1;
-  const at::Tensor feature_acts = dict_.encode(dict_.prepare_input(raw));
-  const at::Tensor output = dict_.decode(feature_acts);
-  std::vector<at::Tensor> labels, outputs;
-  for (std::size_t i = 0; i < label_hooks.size(); ++i) {
-    const at::Tensor& label = raw.at(label_hooks[i]);
-    labels.push_back(label);
-    const at::Tensor out = layered ? output[static_cast<std::int64_t>(i)] : output;
-    outputs.push_back(out.div(dict_.normalization_factor(label, label_hooks[i])));
-  }
-  if (layered) {
-    reconstruction_.add(at::cat(labels, 1), at::cat(outputs, 1),
-                        feature_acts.reshape({kept.numel(), -1}));
-  } else {
-    reconstruction_.add(labels.front(), outputs.front(), feature_acts);
-  }
+  const HookReconstruction rec = reconstruct_hooks(dict_, raw);
+  const std::vector<at::Tensor>& labels = rec.labels;
+  const std::vector<at::Tensor>& outputs = rec.outputs;
+  reconstruction_.add(rec.label_rows(), rec.output_rows(), rec.feature_acts);
   if (options_.downstream) {
     // Each label hook's clean value with the kept positions replaced by `rows(i)` (BOS/pad keep
     // theirs).

@@ -9,12 +9,14 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "saes/analysis/evaluation_downstream.h"
 #include "saes/analysis/evaluation_reconstruction.h"
 #include "saes/data/token_batcher.h"
+#include "saes/dictionaries/sparse_dictionary.h"
 
 namespace saes::dictionaries {
 class SparseDictionary;
@@ -32,18 +34,21 @@ struct EvalOptions {
   double dense_threshold = 0.1;  ///< firing share above which a feature is dense
 };
 
-/// A dictionary's output for rows of tokens, in the raw (model) scale of the label hook.
-struct Reconstruction {
-  at::Tensor feature_acts;  ///< [n, d_sae]
-  at::Tensor output;        ///< [n, d_model] in the dictionary's dtype/device
+/// A dictionary's output for rows of tokens, in the raw (model) scale of each label hook (token-
+/// and batch-wise normalization take the scale from the label rows).
+/// Any variant: raw rows of every hook the dictionary reads (`raw` holds dict.hook_points()).
+/// Encodes all input hooks; per label hook (in label_hooks() order) its raw rows and the
+/// dictionary's output for it in the raw scale.
+struct HookReconstruction {
+  at::Tensor feature_acts;          ///< [n, n_features] (a CLT: layer-major)
+  std::vector<at::Tensor> labels;   ///< [n, d_model] per label hook
+  std::vector<at::Tensor> outputs;  ///< [n, d_model] per label hook
+  /// labels / outputs side by side, [n, label hooks · d_model] (what the metrics read).
+  at::Tensor label_rows() const;
+  at::Tensor output_rows() const;
 };
-
-/// input: raw activations [n, d_model] at dict.input_hook_point(); label: raw activations at
-/// dict.label_hook_point() (they set the output scale under token-/batch-wise normalization).
-/// Normalizes the input per the dictionary's config, encodes, decodes and undoes the label
-/// hook's normalization.
-Reconstruction reconstruct(const dictionaries::SparseDictionary& dict, const at::Tensor& input,
-                           const at::Tensor& label);
+HookReconstruction reconstruct_hooks(const dictionaries::SparseDictionary& dict,
+                                     const dictionaries::HookActs& raw);
 
 /// Accumulates reconstruction and downstream metrics over token batches. A multi-hook dictionary
 /// (a CLT) is encoded from all its input hooks of the clean forward; the reconstruction metrics

@@ -73,17 +73,19 @@ std::map<std::string, double> eval_on_activations(const AnalyzeSettings& s,
   auto stream = data::make_activation_stream(s.activation_factory, inputs, context.logger);
   const std::int64_t budget = rank_budget(eval.total_eval_tokens, context.world);
   Progress progress = context.make_progress("eval", budget, "tokens");
-  analysis::ReconstructionAccumulator acc(dict.config().d_model, dict.d_sae());
+  // Every label hook side by side (a CLT: L·d_model columns), all features.
+  analysis::ReconstructionAccumulator acc(
+      dict.config().d_model * static_cast<std::int64_t>(dict.label_hooks().size()),
+      dict.n_features());
   while (acc.n_tokens() < budget) {
     std::optional<data::ActivationBatch> b = stream->next();
     if (!b) break;
     const std::int64_t take = budget - acc.n_tokens();
-    const at::Tensor input = batch_rows(*b, dict.input_hook_point());
-    const at::Tensor label = batch_rows(*b, dict.label_hook_point());
-    const std::int64_t n = std::min(take, input.size(0));
-    const analysis::Reconstruction r =
-        analysis::reconstruct(dict, input.slice(0, 0, n), label.slice(0, 0, n));
-    acc.add(label.slice(0, 0, n), r.output, r.feature_acts);
+    dictionaries::HookActs raw = batch_hooks(*b, dict.hook_points());
+    const std::int64_t n = std::min(take, raw.begin()->second.size(0));
+    for (auto& [hook, rows] : raw) rows = rows.slice(0, 0, n);
+    const analysis::HookReconstruction r = analysis::reconstruct_hooks(dict, raw);
+    acc.add(r.label_rows(), r.output_rows(), r.feature_acts);
     progress.advance(n);
   }
   acc.all_reduce(context.world);

@@ -5,11 +5,13 @@
 
 #include <string>
 
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/eye.h>
 #include <catch2/catch.hpp>
 
 #include "saes/core/error.h"
+#include "saes/dictionaries/clt.h"
 #include "saes/dictionaries/sae.h"
 #include "saes/distributed/single_process_communicator.h"
 #include "saes/runners/runners.h"
@@ -122,6 +124,67 @@ TEST_CASE("analyze eval rejects a dataset source without a model", "[evaluation]
   data::ActivationSourceConfig source;
   source.name = "stories";
   CHECK_THROWS_AS(evaluate(settings_with(source)), ConfigError);
+}
+
+}  // namespace saes::runners
+
+namespace saes::runners {
+
+TEST_CASE("analyze eval on cached activations covers every hook of a CLT", "[evaluation][clt]") {
+  SAES_REQUIRE_ASSETS();
+  const saes::testing::TempDir dir;
+  const std::vector<std::string> hooks = {"blocks.0.hook_resid_post", kHook};
+  config::GenerateSettings g;
+  g.model_name = "stories260K";
+  g.model.model_from_pretrained_path = stories_model();
+  g.dataset_name = "tinystories";
+  g.dataset.paths = {stories_text()};
+  g.hook_points = hooks;
+  g.output_dir = dir / "acts";
+  g.target = data::ActivationTarget::kActivations1d;
+  g.context_size = 64;
+  g.batch_size = 256;
+  g.total_tokens = 512;
+  g.device_type = "cpu";
+  Logger logger(LogLevel::kError);
+  distributed::SingleProcessCommunicator world;
+  RunContext context{logger, world, ProgressMode::kOff};
+  REQUIRE(run_generate(g, context) == 0);
+
+  // Layer l: relu([x_l, −x_l])·[I; −I] = x_l into its own layer, nothing into the later one;
+  // then half of layer 0's identity also writes into layer 1 (so layer 1 gets x_1 + x_0/2).
+  dictionaries::SparseDictionaryConfig cfg;
+  cfg.sae_type = dictionaries::SaeType::kClt;
+  cfg.d_model = 64;
+  cfg.expansion_factor = 2.0;
+  cfg.act_fn = dictionaries::ActFn::kRelu;
+  cfg.norm_activation = dictionaries::NormActivation::kInference;
+  cfg.use_decoder_bias = false;
+  cfg.sparsity_include_decoder_norm = false;
+  cfg.hook_points_in = cfg.hook_points_out = hooks;
+  dictionaries::CrossLayerTranscoder clt(cfg);
+  const at::Tensor eye = at::eye(64, at::kFloat);
+  for (auto& p : clt.parameters()) {
+    if (p.name == "W_E") p.value.copy_(at::cat({eye, eye.neg()}, 1).expand({2, 64, 128}));
+    if (p.name == "W_D.0") p.value[0].copy_(at::cat({eye, eye.neg()}, 0));
+    if (p.name == "W_D.1") p.value[1].copy_(at::cat({eye, eye.neg()}, 0));
+  }
+  data::ActivationSourceConfig source;
+  source.type = data::SourceType::kActivations;
+  source.name = "cached";
+  source.path.root = dir / "acts";
+  auto s = settings_with(source);
+  s.activation_factory.hook_points = hooks;
+  auto m = run_analyze_eval(s, clt, context);
+  CHECK(m.at("n_tokens") == 300.0);
+  CHECK_THAT(m.at("fvu"), WithinAbs(0.0, 1e-10));
+  for (auto& p : clt.parameters()) {
+    if (p.name == "W_D.1") p.value[0].copy_(at::cat({eye, eye.neg()}, 0) * 0.5);
+  }
+  m = run_analyze_eval(s, clt, context);
+  CHECK(m.at("fvu") > 0.01);  // layer 1 now off by x_0/2: the metrics read both layers
+  s.activation_factory.hook_points = {kHook};
+  CHECK_THROWS_WITH(run_analyze_eval(s, clt, context), Catch::Contains("blocks.0.hook_resid_post"));
 }
 
 }  // namespace saes::runners

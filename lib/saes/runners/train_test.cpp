@@ -375,6 +375,7 @@ TEST_CASE("a missing shard folder is rejected naming it", "[runners][train]") {
 
 TEST_CASE("activation_factory.packing fills contexts from text that marks no document boundary",
           "[runners][train]") {
+  SAES_REQUIRE_ASSETS();
   // The offline TinyStories text separates stories by blank lines only: one document. Without
   // packing it gives one truncated context; packed, every token lands in a full context.
   lm::LanguageModelConfig model;
