@@ -17,6 +17,7 @@
 #include "saes/io/safetensors.h"
 
 #include "mpi/mpi_world.h"
+#include "mpi/sharded_checks.h"
 #include "support/temp_dir.h"
 
 namespace {
@@ -27,24 +28,8 @@ using saes::distributed::Communicator;
 
 constexpr std::int64_t kL = 3, kD = 6, kN = 20;
 
-at::Tensor randn(std::vector<std::int64_t> shape, std::uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::kFloat);
-}
-
-/// Relative to the largest entry: the sums over features are added in another order (partial
-/// sums per rank; at most L·d_sae = 3·6·M products per entry).
-void check_close(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
-  const double scale = std::max(want.abs().max().item<double>(), 1e-6);
-  const double diff = (got - want).abs().max().item<double>() / scale;
-  INFO(what << ": relative max |diff| " << diff);
-  CHECK(diff < 1e-5);
-}
-
-void check_close(double got, double want, const std::string& what) {
-  INFO(what << ": " << got << " vs " << want);
-  CHECK(std::abs(got - want) <= 1e-5 * std::max(std::abs(want), 1e-3));
-}
+using saes::testing::check_sharded_close;
+using saes::testing::seeded_randn;
 
 sd::SparseDictionaryConfig clt_config(sd::ActFn act, std::int64_t d_sae, bool gating,
                                       sd::SparseKernels kernels) {
@@ -75,7 +60,7 @@ struct Pair {
     auto wp = whole.parameters();
     auto pp = part.parameters();
     for (std::size_t i = 0; i < wp.size(); ++i) {
-      const at::Tensor noise = randn(wp[i].value.sizes().vec(), 30 + i);
+      const at::Tensor noise = seeded_randn(wp[i].value.sizes().vec(), 30 + i);
       if (wp[i].name == "b_E" || wp[i].name.rfind("b_D", 0) == 0) wp[i].value.copy_(noise * 0.1);
       if (wp[i].name.rfind("W_D", 0) == 0) wp[i].value.mul_(4.0);
       if (wp[i].group == sd::ParamGroup::kJumpRelu) wp[i].value.copy_(noise * 0.3 - 1.5);
@@ -99,22 +84,14 @@ void check_step(Pair& pair, const sd::TrainBatch& batch, const sd::LossSettings&
   INFO(what);
   const sd::StepResult a = pair.whole.forward_backward(batch, ls);
   const sd::StepResult b = pair.part.forward_backward(batch, ls);
-  check_close(b.loss, a.loss, "loss");
-  check_close(b.l_rec, a.l_rec, "l_rec");
-  check_close(b.l_sparsity, a.l_sparsity, "l_sparsity");
+  check_sharded_close(b.loss, a.loss, "loss");
+  check_sharded_close(b.l_rec, a.l_rec, "l_rec");
+  check_sharded_close(b.l_sparsity, a.l_sparsity, "l_sparsity");
   CHECK(b.l0 == Approx(a.l0).epsilon(1e-9));
   CHECK(a.l0 > 0);
-  check_close(b.reconstructed, a.reconstructed, "y_hat");
+  check_sharded_close(b.reconstructed, a.reconstructed, "y_hat");
   CHECK(at::equal(b.fired, local_layers(pair.part, a.fired)));
-  auto wp = pair.whole.parameters();
-  auto pp = pair.part.parameters();
-  REQUIRE(wp.size() == pp.size());
-  for (std::size_t i = 0; i < wp.size(); ++i) {
-    const at::Tensor want = pp[i].feature_dim >= 0
-                                ? pair.part.local_features(wp[i].grad, pp[i].feature_dim)
-                                : wp[i].grad;
-    check_close(pp[i].grad, want, "grad " + pp[i].name);
-  }
+  saes::testing::check_sharded_grads(pair.whole, pair.part);
 }
 
 }  // namespace
@@ -125,8 +102,8 @@ TEST_CASE("a feature-sharded CLT step equals the whole CLT's step", "[mpi][featu
   const auto cfg0 = clt_config(sd::ActFn::kRelu, d_sae, true, sd::SparseKernels::kOff);
   sd::TrainBatch batch;
   for (std::int64_t l = 0; l < kL; ++l) {
-    batch.acts[cfg0.hook_points_in[l]] = randn({kN, kD}, 5 + l);
-    batch.acts[cfg0.hook_points_out[l]] = randn({kN, kD}, 50 + l);
+    batch.acts[cfg0.hook_points_in[l]] = seeded_randn({kN, kD}, 5 + l);
+    batch.acts[cfg0.hook_points_out[l]] = seeded_randn({kN, kD}, 50 + l);
   }
   batch.mask = at::arange(kN).remainder(7).ne(0);
   for (const sd::ActFn act : {sd::ActFn::kRelu, sd::ActFn::kJumpRelu, sd::ActFn::kTopK,
@@ -157,7 +134,7 @@ TEST_CASE("a feature-sharded CLT step equals the whole CLT's step", "[mpi][featu
         const at::Tensor f = pair.part.encode(x);
         const at::Tensor f_whole = pair.whole.encode(x);
         CHECK(at::equal(f.ne(0), pair.part.local_features(f_whole, 2).ne(0)));
-        check_close(pair.part.decode(f), pair.whole.decode(f_whole), name + " decode(encode)");
+        check_sharded_close(pair.part.decode(f), pair.whole.decode(f_whole), name + " decode(encode)");
       }
     }
   }

@@ -24,6 +24,7 @@
 #include "saes/training/trainer.h"
 
 #include "mpi/mpi_world.h"
+#include "mpi/sharded_checks.h"
 #include "mpi/sliced_source.h"
 #include "support/temp_dir.h"
 
@@ -39,24 +40,8 @@ using namespace saes::training;
 constexpr std::int64_t kDim = 8;
 constexpr const char* kHook = "blocks.0.hook_resid_post";
 
-at::Tensor randn(std::vector<std::int64_t> shape, std::uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::kFloat);
-}
-
-/// Same relative tolerance for every comparison of a sharded result with the whole one: the
-/// sums over features are added in another order (partial sums per rank).
-void check_close(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
-  const double scale = std::max(want.abs().max().item<double>(), 1e-6);
-  const double diff = (got - want).abs().max().item<double>() / scale;
-  INFO(what << ": relative max |diff| " << diff);
-  CHECK(diff < 1e-5);
-}
-
-void check_close(double got, double want, const std::string& what) {
-  INFO(what << ": " << got << " vs " << want);
-  CHECK(std::abs(got - want) <= 1e-5 * std::max(std::abs(want), 1e-3));
-}
+using saes::testing::check_sharded_close;
+using saes::testing::seeded_randn;
 
 sd::SparseDictionaryConfig sae_config(sd::ActFn act, std::int64_t d_sae) {
   sd::SparseDictionaryConfig cfg;
@@ -83,7 +68,7 @@ struct Pair {
     auto wp = whole.parameters();
     auto pp = part.parameters();
     for (std::size_t i = 0; i < wp.size(); ++i) {
-      const at::Tensor noise = randn(wp[i].value.sizes().vec(), 30 + i);
+      const at::Tensor noise = seeded_randn(wp[i].value.sizes().vec(), 30 + i);
       if (wp[i].name == "b_E" || wp[i].name == "b_D") wp[i].value.copy_(noise * 0.1);
       if (wp[i].group == sd::ParamGroup::kJumpRelu) wp[i].value.copy_(noise * 0.3 - 1.0);
       pp[i].value.copy_(pp[i].feature_dim >= 0 ? part.local_features(wp[i].value, pp[i].feature_dim)
@@ -101,23 +86,15 @@ void check_step(Pair& pair, const sd::TrainBatch& batch, const sd::LossSettings&
   if (batch.dead.defined()) part_batch.dead = pair.part.local_features(batch.dead, 0);
   const sd::StepResult a = pair.whole.forward_backward(batch, ls);
   const sd::StepResult b = pair.part.forward_backward(part_batch, ls);
-  check_close(b.loss, a.loss, "loss");
-  check_close(b.l_rec, a.l_rec, "l_rec");
-  check_close(b.l_sparsity, a.l_sparsity, "l_sparsity");
-  check_close(b.l_p, a.l_p, "l_p");
-  check_close(b.l_aux, a.l_aux, "l_aux");
+  check_sharded_close(b.loss, a.loss, "loss");
+  check_sharded_close(b.l_rec, a.l_rec, "l_rec");
+  check_sharded_close(b.l_sparsity, a.l_sparsity, "l_sparsity");
+  check_sharded_close(b.l_p, a.l_p, "l_p");
+  check_sharded_close(b.l_aux, a.l_aux, "l_aux");
   CHECK(b.l0 == Approx(a.l0).epsilon(1e-9));
-  check_close(b.reconstructed, a.reconstructed, "x_hat");
+  check_sharded_close(b.reconstructed, a.reconstructed, "x_hat");
   CHECK(at::equal(b.fired, pair.part.local_features(a.fired, 0)));
-  auto wp = pair.whole.parameters();
-  auto pp = pair.part.parameters();
-  REQUIRE(wp.size() == pp.size());
-  for (std::size_t i = 0; i < wp.size(); ++i) {
-    const at::Tensor want = pp[i].feature_dim >= 0
-                                ? pair.part.local_features(wp[i].grad, pp[i].feature_dim)
-                                : wp[i].grad;
-    check_close(pp[i].grad, want, "grad " + pp[i].name);
-  }
+  saes::testing::check_sharded_grads(pair.whole, pair.part);
 }
 
 }  // namespace
@@ -125,7 +102,7 @@ void check_step(Pair& pair, const sd::TrainBatch& batch, const sd::LossSettings&
 TEST_CASE("the distributed top-k selection equals one process", "[mpi][feature-parallel]") {
   Communicator& world = saes::testing::mpi_world();
   const std::int64_t M = world.size(), m = 6, N = 5;
-  const at::Tensor whole = randn({N, M * m}, 21);
+  const at::Tensor whole = seeded_randn({N, M * m}, 21);
   const sd::FeatureShard shard{&world};
   const at::Tensor mine = whole.narrow(1, shard.offset(M * m), m);
   for (const sd::ActFn act : {sd::ActFn::kTopK, sd::ActFn::kBatchTopK}) {
@@ -139,7 +116,7 @@ TEST_CASE("the distributed top-k selection equals one process", "[mpi][feature-p
   // Aux-K: the ranks hold different numbers of columns (here rank r holds r + 1; rank 0 holds
   // one); the selection still covers exactly the whole one's.
   const std::int64_t cols = world.rank() + 1, total = M * (M + 1) / 2;
-  const at::Tensor all = randn({N, total}, 22);
+  const at::Tensor all = seeded_randn({N, total}, 22);
   const std::int64_t offset = world.rank() * (world.rank() + 1) / 2;
   const at::Tensor want = sd::activation_mask(sd::ActFn::kTopK, all, {}, 2).narrow(1, offset, cols);
   CHECK(at::equal(
@@ -150,7 +127,7 @@ TEST_CASE("a feature-sharded SAE step equals the whole SAE's step", "[mpi][featu
   Communicator& world = saes::testing::mpi_world();
   const std::int64_t d_sae = 8 * world.size();
   sd::TrainBatch batch;
-  batch.acts[kHook] = randn({24, kDim}, 5);
+  batch.acts[kHook] = seeded_randn({24, kDim}, 5);
   batch.mask = at::arange(24).remainder(5).ne(0);
 
   for (const sd::SparseKernels kernels : {sd::SparseKernels::kOff, sd::SparseKernels::kOn}) {
@@ -194,9 +171,9 @@ TEST_CASE("a feature-sharded SAE step equals the whole SAE's step", "[mpi][featu
   ls.lp_coefficient = 0.1;
   check_step(pair, batch, ls, "jumprelu + tanh + L_p");
   const at::Tensor f = pair.part.encode(batch.acts.at(kHook));
-  check_close(pair.part.decode(f), pair.whole.decode(pair.whole.encode(batch.acts.at(kHook))),
+  check_sharded_close(pair.part.decode(f), pair.whole.decode(pair.whole.encode(batch.acts.at(kHook))),
               "decode(encode)");
-  check_close(pair.part.reconstruction_loss(batch.acts.at(kHook), batch.acts.at(kHook), 0),
+  check_sharded_close(pair.part.reconstruction_loss(batch.acts.at(kHook), batch.acts.at(kHook), 0),
               pair.whole.reconstruction_loss(batch.acts.at(kHook), batch.acts.at(kHook), 0),
               "reconstruction_loss");
 }
@@ -284,7 +261,7 @@ struct Run {
 
 void check_weights(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& want) {
   REQUIRE(got.size() == want.size());
-  for (std::size_t i = 0; i < got.size(); ++i) check_close(got[i], want[i], "weights");
+  for (std::size_t i = 0; i < got.size(); ++i) check_sharded_close(got[i], want[i], "weights");
 }
 
 fs::path shared_dir(const saes::testing::TempDir& mine) {

@@ -208,6 +208,17 @@ at::Tensor reference_loss(const Params& P, const sd::SparseDictionaryConfig& cfg
   return loss;
 }
 
+/// The penalty of the backward tests, with coefficients that make every term matter.
+sd::LossSettings penalty_settings(sd::SparsityPenalty penalty, std::int64_t p) {
+  sd::LossSettings ls;
+  ls.sparsity = penalty;
+  ls.p = p;
+  ls.l1_coefficient = 0.6;
+  ls.tanh_stretch_coefficient = 1.3;
+  ls.frequency_scale = 0.4;
+  return ls;
+}
+
 const std::vector<sd::ActFn> kActs = {sd::ActFn::kRelu,      sd::ActFn::kJumpRelu,
                                       sd::ActFn::kTopK,      sd::ActFn::kLayerTopK,
                                       sd::ActFn::kBatchTopK, sd::ActFn::kBatchLayerTopK};
@@ -319,12 +330,7 @@ TEST_CASE("clt manual backward equals autograd for every act_fn x penalty x gati
     sd::TrainBatch batch;
     batch.acts = random_acts(cfg, 22);
     if (masked) batch.mask = at::tensor({1, 0, 1, 1, 0, 1}).to(at::kBool);
-    sd::LossSettings ls;
-    ls.sparsity = penalty;
-    ls.p = p;
-    ls.l1_coefficient = 0.6;
-    ls.tanh_stretch_coefficient = 1.3;
-    ls.frequency_scale = 0.4;
+    const sd::LossSettings ls = penalty_settings(penalty, p);
     const sd::StepResult res = clt.forward_backward(batch, ls);
 
     Params P;
@@ -467,12 +473,7 @@ TEST_CASE("clt sparse step equals the dense step for every sparse act_fn x penal
       for (auto& [hook, t] : batch.acts) t = t.to(at::kFloat);
     }
     if (masked) batch.mask = at::tensor({1, 0, 1, 1, 0, 1}).to(at::kBool);
-    sd::LossSettings ls;
-    ls.sparsity = penalty;
-    ls.p = p;
-    ls.l1_coefficient = 0.6;
-    ls.tanh_stretch_coefficient = 1.3;
-    ls.frequency_scale = 0.4;
+    const sd::LossSettings ls = penalty_settings(penalty, p);
     const sd::StepResult d = dense.forward_backward(batch, ls);
     const sd::StepResult s = sparse.forward_backward(batch, ls);
     const double tol = fp32 ? 1e-5 : 1e-12;

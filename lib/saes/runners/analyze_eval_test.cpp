@@ -71,6 +71,26 @@ std::map<std::string, double> evaluate(const config::AnalyzeSettings& s) {
   return run_analyze_eval(s, sae, context);
 }
 
+/// 512 tokens of stories260K activations at `hooks`, 1-D shards under `out`.
+void generate_cached(const fs::path& out, const std::vector<std::string>& hooks) {
+  config::GenerateSettings g;
+  g.model_name = "stories260K";
+  g.model.model_from_pretrained_path = stories_model();
+  g.dataset_name = "tinystories";
+  g.dataset.paths = {stories_text()};
+  g.hook_points = hooks;
+  g.output_dir = out;
+  g.target = data::ActivationTarget::kActivations1d;
+  g.context_size = 64;
+  g.batch_size = 256;
+  g.total_tokens = 512;
+  g.device_type = "cpu";
+  Logger logger(LogLevel::kError);
+  distributed::SingleProcessCommunicator world;
+  RunContext context{logger, world, ProgressMode::kOff};
+  REQUIRE(run_generate(g, context) == 0);
+}
+
 }  // namespace
 
 TEST_CASE("analyze eval splices the dictionary into the model on exactly the token budget",
@@ -94,22 +114,7 @@ TEST_CASE("analyze eval on cached activations reports reconstruction metrics onl
           "[evaluation]") {
   SAES_REQUIRE_ASSETS();
   const saes::testing::TempDir dir;
-  config::GenerateSettings g;
-  g.model_name = "stories260K";
-  g.model.model_from_pretrained_path = stories_model();
-  g.dataset_name = "tinystories";
-  g.dataset.paths = {stories_text()};
-  g.hook_points = {kHook};
-  g.output_dir = dir / "acts";
-  g.target = data::ActivationTarget::kActivations1d;
-  g.context_size = 64;
-  g.batch_size = 256;
-  g.total_tokens = 512;
-  g.device_type = "cpu";
-  Logger logger(LogLevel::kError);
-  distributed::SingleProcessCommunicator world;
-  RunContext context{logger, world, ProgressMode::kOff};
-  REQUIRE(run_generate(g, context) == 0);
+  generate_cached(dir / "acts", {kHook});
   data::ActivationSourceConfig source;
   source.type = data::SourceType::kActivations;
   source.name = "cached";
@@ -134,22 +139,10 @@ TEST_CASE("analyze eval on cached activations covers every hook of a CLT", "[eva
   SAES_REQUIRE_ASSETS();
   const saes::testing::TempDir dir;
   const std::vector<std::string> hooks = {"blocks.0.hook_resid_post", kHook};
-  config::GenerateSettings g;
-  g.model_name = "stories260K";
-  g.model.model_from_pretrained_path = stories_model();
-  g.dataset_name = "tinystories";
-  g.dataset.paths = {stories_text()};
-  g.hook_points = hooks;
-  g.output_dir = dir / "acts";
-  g.target = data::ActivationTarget::kActivations1d;
-  g.context_size = 64;
-  g.batch_size = 256;
-  g.total_tokens = 512;
-  g.device_type = "cpu";
+  generate_cached(dir / "acts", hooks);
   Logger logger(LogLevel::kError);
   distributed::SingleProcessCommunicator world;
   RunContext context{logger, world, ProgressMode::kOff};
-  REQUIRE(run_generate(g, context) == 0);
 
   // Layer l: relu([x_l, −x_l])·[I; −I] = x_l into its own layer, nothing into the later one;
   // then half of layer 0's identity also writes into layer 1 (so layer 1 gets x_1 + x_0/2).

@@ -20,6 +20,21 @@ viewer_status() {
   if [ "$got" = "$code" ]; then ok; else bad "viewer $name: GET $path gave $got, expected $code"; fi
 }
 
+# viewer_serve DB LOG: starts `saes-analyze serve DB` on a free port (stderr to LOG); sets
+# viewer_pid and viewer_url, or records a failure and returns 1.
+viewer_serve() {
+  "$bin/saes-analyze" serve "$1" --port 0 2>"$2" &
+  viewer_pid=$!
+  local port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$2")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then bad "viewer: no URL logged for $1: $(cat "$2")"; kill -TERM "$viewer_pid"; wait "$viewer_pid"; return 1; fi
+  viewer_url="http://127.0.0.1:$port/"
+}
+
 viewer_run() {
   local stories="$work/stories.txt" model="$assets/llama2c-stories260K"
   expect "viewer analyze t1" 0 '' -- "$bin/saes-analyze" "$root/configs/analyze-stories260k.yaml" \
@@ -28,15 +43,8 @@ viewer_run() {
     --set analyzer.total_analyzing_tokens=4096 --set output_dir=v1 --set logging.progress=off
   [ -s v1/default.sqlite ] || { bad "viewer: no v1/default.sqlite: $(cat err.txt)"; return; }
 
-  "$bin/saes-analyze" serve v1/default.sqlite --port 0 2>serve.log &
-  local pid=$! port=""
-  for _ in $(seq 1 100); do
-    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' serve.log)
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  if [ -z "$port" ]; then bad "viewer: no URL logged: $(cat serve.log)"; kill -TERM "$pid"; wait "$pid"; return; fi
-  viewer_url="http://127.0.0.1:$port/"
+  viewer_serve v1/default.sqlite serve.log || return
+  local pid=$viewer_pid
 
   for path in / /eval /style.css /features/0 /api/features /api/features/0 /api/eval \
       "/?sort=frequency&order=desc&q=the&page=1"; do
@@ -86,15 +94,8 @@ viewer_run() {
 # A cross-layer transcoder's database (aclt/, from train_clt.sh): a layer-2 feature's page shows
 # its source layer and the decoder-norm bars of targets 2..4, in the browser's DOM too.
 viewer_clt() {
-  "$bin/saes-analyze" serve aclt/default.sqlite --port 0 2>serve_clt.log &
-  local pid=$! port=""
-  for _ in $(seq 1 100); do
-    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' serve_clt.log)
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  if [ -z "$port" ]; then bad "viewer clt: no URL logged: $(cat serve_clt.log)"; kill -TERM "$pid"; wait "$pid"; return; fi
-  viewer_url="http://127.0.0.1:$port/"
+  viewer_serve aclt/default.sqlite serve_clt.log || return
+  local pid=$viewer_pid
   local id=$((2 * 256 + 7))
   viewer_status "clt feature page" 200 "/features/$id"
   local bars; bars=$(grep -o '<title>blocks\.[0-9]\.hook_mlp_out: ' fetched.txt | sort -u | tr -d '\n')

@@ -1,0 +1,52 @@
+// Comparisons of a feature-sharded dictionary's results with the whole dictionary's, shared by
+// the feature-parallel MPI tests: one relative tolerance (the sums over features are added in
+// another order, partial sums per rank) and a seeded float32 randn.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <catch2/catch.hpp>
+
+namespace saes::testing {
+
+inline at::Tensor seeded_randn(std::vector<std::int64_t> shape, std::uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randn(shape, gen, at::kFloat);
+}
+
+/// max |got − want| relative to max |want| below 1e-5 (float32; the test's sums are short).
+inline void check_sharded_close(const at::Tensor& got, const at::Tensor& want,
+                                const std::string& what) {
+  const double scale = std::max(want.abs().max().item<double>(), 1e-6);
+  const double diff = (got - want).abs().max().item<double>() / scale;
+  INFO(what << ": relative max |diff| " << diff);
+  CHECK(diff < 1e-5);
+}
+
+inline void check_sharded_close(double got, double want, const std::string& what) {
+  INFO(what << ": " << got << " vs " << want);
+  CHECK(std::abs(got - want) <= 1e-5 * std::max(std::abs(want), 1e-3));
+}
+
+/// Each of the sharded dictionary's gradients is its features' slice of the whole one's (the
+/// parameters without a feature dim: equal).
+template <class Dictionary>
+void check_sharded_grads(Dictionary& whole, Dictionary& part) {
+  auto wp = whole.parameters();
+  auto pp = part.parameters();
+  REQUIRE(wp.size() == pp.size());
+  for (std::size_t i = 0; i < wp.size(); ++i) {
+    const at::Tensor want = pp[i].feature_dim >= 0
+                                ? part.local_features(wp[i].grad, pp[i].feature_dim)
+                                : wp[i].grad;
+    check_sharded_close(pp[i].grad, want, "grad " + pp[i].name);
+  }
+}
+
+}  // namespace saes::testing
