@@ -76,6 +76,18 @@ PY
     if below 1e-4 "$diff_mp" && cmp -s <(grep -o '"metrics/l0_layer[0-9]": *[0-9.e+-]*' tclt/metrics.jsonl) \
       <(grep -o '"metrics/l0_layer[0-9]": *[0-9.e+-]*' tclt_mp/metrics.jsonl); then ok
     else bad "clt 2 model ranks vs one process: $diff_mp; $(tail -1 tclt_mp/metrics.jsonl)"; fi
+    # a 2-model-rank checkpoint (the whole dictionary and Adam state) resumes in one process
+    expect "clt model parallel with checkpoints" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 \
+      "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" --set model_parallel_size=2 --set trainer.exp_result_path=tclt_res \
+      --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear
+    # 16 steps: a checkpoint at step 8 (the end writes the final weights); drop the end as a crash would
+    if [ -d tclt_res/checkpoints/step_8 ]; then ok; else bad "clt checkpoints: $(ls tclt_res/checkpoints)"; fi
+    rm -rf tclt_res/sae_weights.safetensors
+    expect "clt model-parallel checkpoint resumed in one process" 0 'resuming from .*step_8' -- "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" \
+      --set trainer.exp_result_path=tclt_res --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear \
+      --set trainer.from_pretrained_path=tclt_res
+    diff_res="$(max_diff tclt_mp/sae_weights.safetensors tclt_res/sae_weights.safetensors 2>&1)"
+    if below 1e-5 "$diff_res"; then ok; else bad "clt model-parallel run resumed in one process differs: $diff_res"; fi
   fi
   if declare -F max_diff >/dev/null; then  # the dense step trains the same dictionary
     expect "clt dense kernels" 0 '' -- "$bin/saes-train" "$clt_cfg" "${clt_shards[@]}" \
