@@ -107,6 +107,28 @@ print("same bytes" if open(sys.argv[1]).read() == open(sys.argv[2]).read() else 
 PY
 )"
   case "$golden" in same*) ok; echo "cli: t1 metrics vs the pre-seam golden file: $golden";; *) bad "t1 metrics differ from tests/data/golden: $golden";; esac
+  # A finished run is never overwritten by a new one: refused (one line, exit 2, t1 unchanged);
+  # overwrite: true replaces a copy's run files; --resume refuses a changed dictionary config.
+  t1_sum="$(cat t1/sae_weights.safetensors t1/metrics.jsonl | cksum)"
+  t1_set=(--set 'activation_factory.sources=[{type: activations, name: g1, path: g1}]'
+    --set activation_factory.batch_size=500 --set trainer.total_training_tokens=5000 --set trainer.log_frequency=5
+    --set logging.progress=off)
+  expect "train into a finished run" 2 'trainer.exp_result_path: t1 already holds a run \(checkpoints|trainer.exp_result_path: t1 already holds a run \(config.resolved.yaml, metrics.jsonl, sae_weights.safetensors\)' -- \
+    "$bin/saes-train" "$train_cfg" "${t1_set[@]}" --set trainer.exp_result_path=t1 --set sae.top_k=8
+  one_line "train into a finished run"
+  [ "$(cat t1/sae_weights.safetensors t1/metrics.jsonl | cksum)" = "$t1_sum" ] && ok || bad "a refused run changed t1"
+  cp -r t1 t1copy && : >t1copy/notes.txt
+  expect "overwrite with a foreign file" 2 't1copy already holds files saes-train did not write \(notes.txt\)' -- \
+    "$bin/saes-train" "$train_cfg" "${t1_set[@]}" --set trainer.exp_result_path=t1copy --set overwrite=true
+  rm t1copy/notes.txt
+  expect "overwrite a run" 0 'overwrite: removed the previous run.s config.resolved.yaml, metrics.jsonl, sae_weights.safetensors' -- \
+    "$bin/saes-train" "$train_cfg" "${t1_set[@]}" --set trainer.exp_result_path=t1copy --set overwrite=true --set sae.top_k=8
+  grep -q '"metrics/l0": *8' t1copy/metrics.jsonl && [ "$(wc -l <t1copy/metrics.jsonl)" = 2 ] && ok || bad "overwritten run: $(cat t1copy/metrics.jsonl)"
+  expect "train with a checkpoint" 0 '' -- "$bin/saes-train" "$train_cfg" "${t1_set[@]}" --set trainer.exp_result_path=tck \
+    --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear
+  expect "resume with another dictionary" 2 'was trained with sae.top_k = 16, the run configures 8' -- \
+    "$bin/saes-train" --resume tck --set sae.top_k=8
+  one_line "resume with another dictionary"
   expect "generate run subcommand" 0 '' -- "$bin/saes-generate" run "$gen_cfg" "${gen_set[@]}" --set output_dir=g2
   if cmp -s g1/shard-r000-000001.saes g2/shard-r000-000001.saes; then ok; else bad "run subcommand shards differ"; fi
   # A crash after shard 1: the last shard and its manifest entry are gone.

@@ -147,6 +147,7 @@ struct TrainSettings {
   std::vector<SweepItem> sweep;
   std::string device_type = "cuda";
   bool fold_activation_scale = true;
+  bool overwrite = false;
   std::int64_t seed = 42;
   std::int64_t threads = 0;
   LoggingConfig logging;
@@ -169,6 +170,9 @@ struct TrainSettings {
     v("sweep", sweep,
       "train one dictionary per item on the shared stream, each in its own sub-folder (empty: "
       "train `sae` alone)");
+    v("overwrite", overwrite,
+      "a new run into a trainer.exp_result_path that holds a run replaces that run's files "
+      "(weights, metrics, checkpoints); false: refused (continue it with --resume instead)");
     v.unsupported("wandb", kNoWandbHint);
     visit_run_fields(v, *this);
   }

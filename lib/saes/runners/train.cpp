@@ -12,13 +12,17 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "saes/config/config_loader.h"
+#include "saes/convert/formats.h"
 #include "saes/core/error.h"
 #include "saes/data/activation_stream.h"
 #include "saes/dictionaries/registry.h"
 #include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/distributed/communicator.h"
+#include "saes/io/safetensors.h"
 #include "saes/lm/hf_folder.h"
 #include "saes/runners/activation_input.h"
 #include "saes/runners/runners.h"
@@ -214,6 +218,74 @@ void save_configs(const TrainSettings& s, const std::vector<Member>& members,
   }
 }
 
+/// What saes-train writes into a run folder (and a sweep into each member's sub-folder).
+bool is_run_file(const fs::path& name, const std::vector<Member>& members) {
+  static const std::vector<std::string> kRunFiles = {std::string(config::kResolvedConfigName),
+                                                     "metrics.jsonl", training::kWeightsFileName,
+                                                     "checkpoints"};
+  const std::string n = name.string();
+  if (std::find(kRunFiles.begin(), kRunFiles.end(), n) != kRunFiles.end()) return true;
+  return std::any_of(members.begin(), members.end(),
+                     [&](const Member& m) { return !m.name.empty() && m.name == n; });
+}
+
+/// A new run needs an empty (or absent) run folder: one that holds a run is refused, or with
+/// overwrite: true that run's files are removed first (by the primary rank; a folder with files
+/// saes-train did not write is refused either way). Checked on every rank before any work.
+void prepare_run_folder(const TrainSettings& s, const std::vector<Member>& members,
+                        bool primary, Logger& logger) {
+  const fs::path& dir = s.trainer.exp_result_path;
+  if (!fs::exists(dir)) return;
+  SAES_CHECK(fs::is_directory(dir), ConfigError,
+             "trainer.exp_result_path: {} exists and is not a folder", dir.string());
+  std::vector<std::string> ours, others;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    (is_run_file(entry.path().filename(), members) ? ours : others)
+        .push_back(entry.path().filename().string());
+  }
+  std::sort(ours.begin(), ours.end());
+  std::sort(others.begin(), others.end());
+  if (ours.empty() && others.empty()) return;
+  SAES_CHECK(others.empty(), ConfigError,
+             "trainer.exp_result_path: {} already holds files saes-train did not write ({}); "
+             "choose an empty or new folder (overwrite: true replaces only a previous run)",
+             dir.string(), fmt::join(others, ", "));
+  SAES_CHECK(s.overwrite, ConfigError,
+             "trainer.exp_result_path: {} already holds a run ({}); continue that run with "
+             "saes-train --resume {}, replace it with overwrite: true, or choose another folder",
+             dir.string(), fmt::join(ours, ", "), dir.string());
+  if (!primary) return;
+  for (const auto& name : ours) fs::remove_all(dir / name);
+  logger.warn("overwrite: removed the previous run's {} from {}", fmt::join(ours, ", "),
+              dir.string());
+}
+
+/// The dictionary a checkpoint was trained as must be the one the run configures (a resumed run
+/// continues that run; only the continuation keys — trainer totals, logging — may change).
+void check_resumed_dictionary(const fs::path& checkpoint, const Member& m) {
+  const fs::path weights =
+      (m.name.empty() ? checkpoint : checkpoint / m.name) / training::kWeightsFileName;
+  if (!fs::exists(weights)) return;  // the trainer's load names the missing file
+  const auto file = io::SafetensorsFile::open(weights);
+  const auto it = file.metadata().find("saes_config");
+  if (it == file.metadata().end()) return;
+  const auto stored = nlohmann::json::parse(it->second, nullptr, false);
+  const auto current =
+      nlohmann::json::parse(convert::dictionary_config_json(m.settings.sae, true), nullptr, false);
+  if (!stored.is_object() || !current.is_object()) return;
+  for (const auto& [key, value] : current.items()) {
+    if (key == "device" || key == "sae_pretrained_name_or_path" || key == "strict_loading" ||
+        key == "norm_activation" || key == "sparsity_include_decoder_norm" ||
+        !stored.contains(key)) {
+      continue;  // where the run lives, and what a fold records
+    }
+    SAES_CHECK(stored[key] == value, ConfigError,
+               "--resume: {} was trained with sae.{} = {}, the run configures {}; resume with the "
+               "run's own config (only trainer totals and logging may change)",
+               checkpoint.string(), key, stored[key].dump(), value.dump());
+  }
+}
+
 /// A checkpoint folder, or a run folder (its newest checkpoint).
 fs::path resume_checkpoint(const fs::path& path) {
   if (!fs::exists(path / "checkpoints")) return path;
@@ -251,6 +323,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
                        static_cast<std::uint64_t>(s.seed)},
       logger);
   const bool resuming = s.trainer.from_pretrained_path.has_value();
+  if (!resuming) prepare_run_folder(s, members, distribution.is_primary(), logger);
   build_dictionaries(members, streams, distribution.feature_shard(), resuming, logger);
 
   const fs::path run_dir = s.trainer.exp_result_path;
@@ -271,6 +344,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
   training::Trainer trainer(s.trainer, std::move(trainer_members), source, logger, options);
   if (resuming) {
     const fs::path checkpoint = resume_checkpoint(*s.trainer.from_pretrained_path);
+    for (const Member& m : members) check_resumed_dictionary(checkpoint, m);
     logger.info("resuming from {}", checkpoint.string());
     trainer.resume(checkpoint);
   }

@@ -106,13 +106,18 @@ PY
       if [ "$same_db" = same ]; then ok; else bad "2-rank analysis differs from one process: $same_db"; fi
     fi
 
-    # Rank 0 cannot create its checkpoint (a file where the folder goes) while rank 1 waits in the
-    # next step's all-reduce: both must end within seconds with rank 0's message and code 3.
-    mkdir -p tfail && : >tfail/checkpoints
+    # A new run into a folder that holds (part of) a run is refused on every rank.
+    mkdir -p tbusy && : >tbusy/checkpoints
+    expect "mpirun new run into a non-empty run folder" 2 'tbusy already holds a run \(checkpoints\); continue that run with saes-train --resume' -- \
+      "${mpi2[@]}" "$bin/saes-train" "$train_cfg" "${dp_set[@]}" --set trainer.exp_result_path=tbusy
+    # Rank 0 cannot write its checkpoint (a file-size limit: the write fails with EFBIG) while
+    # rank 1 waits in the next step's all-reduce: both must end within seconds with rank 0's
+    # message and code 3, and no staging folder is left.
     start=$(date +%s)
-    expect "mpirun failing rank aborts all with its code" 3 '\[rank 0/2\] saes-train: error: .*checkpoint' -- \
-      "${mpi2[@]}" "$bin/saes-train" "$train_cfg" "${dp_set[@]}" --set trainer.exp_result_path=tfail \
-      --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear
+    expect "mpirun failing rank aborts all with its code" 3 '\[rank 0/2\] saes-train: error: .*checkpoint.*File too large' -- \
+      "${mpi2[@]}" bash -c 'trap "" XFSZ; ulimit -f 200; exec "$@"' limited "$bin/saes-train" "$train_cfg" "${dp_set[@]}" \
+      --set trainer.exp_result_path=tfail --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear
+    if [ -z "$(ls tfail/checkpoints)" ]; then ok; else bad "failing checkpoint left $(ls tfail/checkpoints)"; fi
     if [ $(($(date +%s) - start)) -le 60 ]; then ok; else bad "failing rank: the job took $(($(date +%s) - start)) s to end"; fi
   fi
 fi
