@@ -1,6 +1,7 @@
 // run_convert (spec §10, Appendix D "convert"): read a dictionary in any known layout, fold or
 // unfold, TopK → JumpReLU on activations, cast, and write native or SAELens (with
 // sparsity.safetensors from an analysis database) into a staged folder.
+#include <iterator>
 #include <optional>
 #include <string>
 
@@ -97,6 +98,29 @@ at::Tensor output_sparsity(const ConvertSettings& s, const at::Tensor& imported,
 
 }  // namespace
 
+/// `inner` is `outer` or lies inside it (both made absolute, `..` and symlinks resolved as far
+/// as they exist).
+bool within(const fs::path& inner, const fs::path& outer) {
+  const fs::path a = fs::weakly_canonical(fs::absolute(inner));
+  const fs::path b = fs::weakly_canonical(fs::absolute(outer));
+  auto ai = a.begin();
+  for (auto bi = b.begin(); bi != b.end(); ++bi, ++ai) {
+    if (bi->empty() && std::next(bi) == b.end()) break;  // a trailing separator
+    if (ai == a.end() || *ai != *bi) return false;
+  }
+  return true;
+}
+
+/// The output never replaces or lands inside what is converted (with --overwrite it would
+/// delete it): refused when it is the input, inside an input folder, or holds the input.
+void check_output_apart(const ConvertSettings& s) {
+  const bool folder = fs::is_directory(s.input);
+  SAES_CHECK(!within(s.input, s.output) && !(folder && within(s.output, s.input)), ConfigError,
+             "output {}: {} the input {}; write the conversion to another folder",
+             s.output.string(),
+             within(s.output, s.input) ? "is, or lies inside," : "contains", s.input.string());
+}
+
 int run_convert(const ConvertSettings& s, RunContext& context) {
   SAES_CHECK(context.world.size() == 1, UnsupportedError,
              "saes-convert runs as one process; got {} processes", context.world.size());
@@ -104,6 +128,7 @@ int run_convert(const ConvertSettings& s, RunContext& context) {
       !s.conversion.sparsity_from || s.conversion.to == convert::ConvertFormat::kSaeLens,
       ConfigError,
       "sparsity_from: sparsity.safetensors belongs to the SAELens layout: needs to: saelens");
+  check_output_apart(s);
   Logger& logger = context.logger;
   convert::StagedOutput out(s.output, s.conversion.overwrite);
   convert::Imported in = convert::read_dictionary(s.input, s.conversion.from, s.device);

@@ -29,6 +29,15 @@ if [ -s t1/sae_weights.safetensors ]; then
   expect "convert bf16" 0 '' -- "$bin/saes-convert" t1 bf16 --dtype bf16
   if grep -q '"BF16"' bf16/sae_weights.safetensors; then ok; else bad "bf16 native weights"; fi
   expect "convert bad dtype" 2 "dtype" -- "$bin/saes-convert" t1 bfx --dtype int8
+  # The output never replaces, lands inside or holds the input, even with --overwrite.
+  t1_before="$(ls -R t1 | cksum)"
+  expect "convert onto its input" 2 'output t1: is, or lies inside, the input t1' -- "$bin/saes-convert" t1 t1 --overwrite
+  one_line "convert onto its input"
+  expect "convert into its input" 2 'output t1/sub: is, or lies inside, the input' -- "$bin/saes-convert" t1 t1/sub --overwrite
+  expect "convert onto its input file" 2 'is, or lies inside, the input t1/sae_weights.safetensors' -- \
+    "$bin/saes-convert" t1/sae_weights.safetensors ./t1/sae_weights.safetensors --overwrite
+  expect "convert over a folder holding the input" 2 'output .: contains the input t1' -- "$bin/saes-convert" t1 . --overwrite
+  [ "$(ls -R t1 | cksum)" = "$t1_before" ] && [ ! -e t1/sub ] && ok || bad "a refused conversion changed t1: $(ls t1)"
   expect "convert unfold" 0 '' -- "$bin/saes-convert" t1 unfolded --unfold
   if grep -q '"saes_folded":"false"' unfolded/sae_weights.safetensors; then ok; else bad "unfold state not recorded"; fi
   expect "convert topk to jumprelu" 0 'topk -> jumprelu: threshold' -- "$bin/saes-convert" t1 --to saelens jr --topk-to-jumprelu --activations g1 --batch-size 500
