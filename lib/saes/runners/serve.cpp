@@ -8,6 +8,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include <chrono>
 #include <mutex>
 #include <thread>
 
@@ -81,11 +84,26 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
 
 }  // namespace
 
+constexpr int kReadTimeoutSeconds = 5;
+constexpr int kKeepAliveSeconds = 2;
+constexpr std::size_t kWorkers = 128;
+
 int run_serve(const ServeOptions& options, Logger& logger) {
   const analysis::AnalysisStore store(options.db);
   std::mutex store_mutex;
   const BlockedStopSignals signals;
   httplib::Server server;
+  // Exclusive binding: cpp-httplib's default sets SO_REUSEPORT, with which a second server on
+  // the same port starts too and the kernel splits the connections between the two.
+  server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  // Idle or slow clients hold a worker only for a bounded time, and there are enough workers
+  // that a few of them cannot stall the viewer.
+  server.set_read_timeout(std::chrono::seconds(kReadTimeoutSeconds));
+  server.set_keep_alive_timeout(kKeepAliveSeconds);
+  server.new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
   install_routes(server, store, store_mutex, logger);
   SAES_CHECK(options.port >= 0 && options.port <= 65535, ConfigError,
              "serve: --port {} is outside 0..65535", options.port);

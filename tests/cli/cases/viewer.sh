@@ -45,6 +45,10 @@ viewer_run() {
 
   viewer_serve v1/default.sqlite serve.log || return
   local pid=$viewer_pid
+  # The port is the first server's alone: a second one on it fails at start-up.
+  local port_used="${viewer_url##*:}"; port_used="${port_used%/}"
+  expect "viewer second server on the same port" 3 "cannot listen on 127.0.0.1:$port_used" -- \
+    timeout 20 "$bin/saes-analyze" serve v1/default.sqlite --port "$port_used"
 
   for path in / /eval /style.css /features/0 /api/features /api/features/0 /api/eval \
       "/?sort=frequency&order=desc&q=the&page=1"; do
@@ -66,6 +70,15 @@ viewer_run() {
   if [ -z "$id" ]; then bad "viewer: no feature in /api/features: $(head -c 300 fetched.txt)"; id=0; fi
   viewer_fetch "/features/$id" >/dev/null
   if grep -q 'class="t peak"' fetched.txt && grep -q '<svg class="hist"' fetched.txt; then ok; else bad "viewer: /features/$id lacks a highlighted context or histogram"; fi
+
+  # 40 idle connections (opened, nothing sent) do not stall a request.
+  local fds=() fd
+  for _ in $(seq 1 40); do exec {fd}<>"/dev/tcp/127.0.0.1/$port_used" && fds+=("$fd"); done
+  local idle_t
+  idle_t=$(curl -s -o /dev/null -m 20 -w '%{time_total}' "${viewer_url}features/$id")
+  for fd in "${fds[@]}"; do exec {fd}>&-; done
+  if below 1.0 "$idle_t"; then ok; else bad "viewer: a request behind ${#fds[@]} idle connections took ${idle_t} s"; fi
+  echo "viewer: a request behind ${#fds[@]} idle connections: ${idle_t} s"
 
   # Response time of the feature page (20 sequential requests; median, milliseconds).
   local times
