@@ -211,7 +211,7 @@ void write_analysis_db(const fs::path& path, const AnalysisRecord& record) {
   const fs::path tmp = fs::path(path.string() + ".tmp");
   std::error_code ec;
   fs::remove(tmp, ec);
-  {
+  try {
     io::SqliteDatabase db(tmp, io::SqliteMode::kCreate);
     db.exec("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;");
     db.exec(kSchema);
@@ -220,6 +220,9 @@ void write_analysis_db(const fs::path& path, const AnalysisRecord& record) {
     write_features(db, record);
     write_extras(db, record);
     tx.commit();
+  } catch (...) {  // e.g. a full disk: no half-written database is left behind
+    fs::remove(tmp, ec);
+    throw;
   }
   fs::rename(tmp, path, ec);
   SAES_CHECK(!ec, IoError, "cannot move {} to {}: {}", tmp.string(), path.string(), ec.message());

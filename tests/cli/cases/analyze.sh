@@ -30,6 +30,12 @@ if [ -n "$assets" ] && [ -d t1 ]; then
   an_cfg="$root/configs/analyze-stories260k.yaml"
   expect "analyze" 0 '' -- "$bin/saes-analyze" "$an_cfg" "${an_set[@]}"
   if [ -s a1/default.sqlite ] && [ ! -e a1/default.sqlite.tmp ] && [ -f a1/config.resolved.yaml ]; then ok; else bad "analyze output: $(ls a1)"; fi
+  # A full disk (a 100 KiB file-size limit) while writing the database: exit 3, no .tmp left,
+  # and the next run into the same folder succeeds.
+  expect "analyze on a full disk" 3 'default.sqlite.tmp' -- bash -c 'trap "" XFSZ; ulimit -f 100; exec "$@"' limited \
+    "$bin/saes-analyze" "$an_cfg" "${an_set[@]}" --set output_dir=afull
+  if [ ! -e afull/default.sqlite.tmp ] && [ ! -e afull/default.sqlite ]; then ok; else bad "full disk left: $(ls afull)"; fi
+  expect "analyze after the full disk" 0 '' -- "$bin/saes-analyze" "$an_cfg" "${an_set[@]}" --set output_dir=afull
   expect "analyze export" 0 '' -- "$bin/saes-analyze" export a1/default.sqlite a1/json
   if [ "$(ls a1/json/feature_*.json | wc -l)" = 512 ] && grep -q '"token_texts"' a1/json/feature_0.json; then ok; else bad "export files: $(ls a1/json | head)"; fi
   expect "analyze unknown hook" 2 "blocks.3.hook_resid_post" -- "$bin/saes-analyze" "$an_cfg" "${an_set[@]}" \
