@@ -126,6 +126,12 @@ PY
   grep -q '"metrics/l0": *8' t1copy/metrics.jsonl && [ "$(wc -l <t1copy/metrics.jsonl)" = 2 ] && ok || bad "overwritten run: $(cat t1copy/metrics.jsonl)"
   expect "train with a checkpoint" 0 '' -- "$bin/saes-train" "$train_cfg" "${t1_set[@]}" --set trainer.exp_result_path=tck \
     --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear
+  # A truncated shard is found before training starts (not when the stream reaches it).
+  cp -r g1 gtrunc && truncate -s -100 gtrunc/shard-r000-000002.saes
+  expect "train on a truncated shard" 3 'shards gtrunc: shard-r000-000002.saes has [0-9]+ bytes, manifest.json records [0-9]+' -- \
+    "$bin/saes-train" "$train_cfg" "${t1_set[@]}" --set 'activation_factory.sources=[{type: activations, name: g1, path: gtrunc}]' \
+    --set trainer.exp_result_path=ttrunc
+  [ ! -e ttrunc ] && ok || bad "a refused run left ttrunc: $(ls ttrunc)"
   expect "resume with another dictionary" 2 'was trained with sae.top_k = 16, the run configures 8' -- \
     "$bin/saes-train" --resume tck --set sae.top_k=8
   one_line "resume with another dictionary"

@@ -117,6 +117,18 @@ ShardReader ShardReader::open(const fs::path& dir) {
   ShardReader reader;
   reader.dir_ = dir;
   reader.manifest_ = load_manifest(dir / kManifestFileName);
+  // Every listed shard is there, whole, before any is read: a missing or truncated file found
+  // only when the stream reaches it would lose the work done until then.
+  for (const ShardEntry& e : reader.manifest_.shards) {
+    const fs::path file = dir / e.file;
+    std::error_code ec;
+    const std::uintmax_t size = fs::file_size(file, ec);
+    SAES_CHECK(!ec, IoError, "shards {}: {} is missing ({} lists {} shards)", dir.string(),
+               e.file, kManifestFileName, reader.manifest_.shards.size());
+    SAES_CHECK(size == e.bytes, DataError,
+               "shards {}: {} has {} bytes, {} records {} (truncated or replaced?)", dir.string(),
+               e.file, size, kManifestFileName, e.bytes);
+  }
   // Enough for every section of the shards a default stream holds (in flight, waiting, caller's).
   const std::size_t sections = 4 + reader.manifest_.hook_points.size();
   reader.buffers_ = ShardBufferPool::create(kPooledShards * sections);

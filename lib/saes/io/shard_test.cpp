@@ -492,6 +492,9 @@ TEST_CASE("corrupt runs fail with errors naming the shard, section or key", "[sh
     fs::resize_file(shard1, fs::file_size(shard1) - 100);
     CHECK_THAT(error_of(read),
                Catch::Contains("shard-r000-000001.saes") && Catch::Contains("truncated"));
+    // found when the run is opened, before the stream reads any shard
+    CHECK_THAT(error_of([&] { ShardReader::open(dir.path()); }),
+               Catch::Contains("shard-r000-000001.saes") && Catch::Contains("bytes"));
     CHECK_THAT(error_of([&] { ShardFile::load(shard1); }), Catch::Contains("truncated"));
   }
   SECTION("a bad magic") {
@@ -509,6 +512,7 @@ TEST_CASE("corrupt runs fail with errors naming the shard, section or key", "[sh
   SECTION("a missing shard file") {
     fs::remove(shard1);
     REQUIRE_THROWS_AS(read(), IoError);
+    CHECK_THROWS_AS(ShardReader::open(dir.path()), IoError);
     CHECK_THAT(error_of(read),
                Catch::Contains("shard-r000-000001.saes") && Catch::Contains("missing"));
   }
