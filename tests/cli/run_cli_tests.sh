@@ -135,6 +135,9 @@ PY
   expect "resume with another dictionary" 2 'was trained with sae.top_k = 16, the run configures 8' -- \
     "$bin/saes-train" --resume tck --set sae.top_k=8
   one_line "resume with another dictionary"
+  head -c 3000 stories.txt >small.txt
+  expect "generate runs out of text" 0 'warning: gsmall: the text ran out: [0-9]+ of total_tokens 20000 tokens written \([0-9.]+%; per rank: [0-9]+\)' -- \
+    "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set "dataset.paths=[$work/small.txt]" --set total_tokens=20000 --set output_dir=gsmall
   expect "generate run subcommand" 0 '' -- "$bin/saes-generate" run "$gen_cfg" "${gen_set[@]}" --set output_dir=g2
   if cmp -s g1/shard-r000-000001.saes g2/shard-r000-000001.saes; then ok; else bad "run subcommand shards differ"; fi
   # A crash after shard 1: the last shard and its manifest entry are gone.

@@ -10,6 +10,7 @@
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/nonzero.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/config/config_loader.h"
 #include "saes/core/error.h"
@@ -294,6 +295,20 @@ int run_generate(const GenerateSettings& s, RunContext& context) {
     context.logger.info("{}: {} shards, {} tokens ({} rows) in {}", s.model_name,
                         merged.shards.size(), merged.n_tokens(), merged.n_rows(),
                         s.output_dir.string());
+    if (s.total_tokens && merged.n_tokens() < *s.total_tokens) {  // the text ran out first
+      std::vector<std::int64_t> per_rank(static_cast<std::size_t>(options.world), 0);
+      for (const auto& shard : merged.shards) {
+        if (shard.rank >= 0 && shard.rank < options.world) {
+          per_rank[static_cast<std::size_t>(shard.rank)] += shard.n_tokens;
+        }
+      }
+      context.logger.warn(
+          "{}: the text ran out: {} of total_tokens {} tokens written ({:.1f}%; per rank: {}); "
+          "add text or lower total_tokens",
+          s.output_dir.string(), merged.n_tokens(), *s.total_tokens,
+          100.0 * static_cast<double>(merged.n_tokens()) / static_cast<double>(*s.total_tokens),
+          fmt::join(per_rank, ", "));
+    }
   }
   return 0;
 }
