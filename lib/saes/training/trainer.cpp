@@ -183,9 +183,10 @@ struct Trainer::Impl {
         const auto kept = list_checkpoints(run_dir());
         SAES_THROW(
             DataError,
-            "non-finite loss {} of dictionary '{}' at step {}; stopped before its update "
-            "(last checkpoint: {})",
-            loss, r.member.name, step,
+            "non-finite loss {}{} at step {}; stopped before its update (last checkpoint: {}); "
+            "lower trainer.lr or check the activations for NaN/Inf",
+            loss, r.member.name.empty() ? "" : fmt::format(" of sweep item '{}'", r.member.name),
+            step,
             kept.empty() ? std::string("none") : checkpoint_path(run_dir(), kept.back()).string());
       }
       update_member(r, ms);

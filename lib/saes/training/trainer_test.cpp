@@ -178,6 +178,20 @@ TEST_CASE("a non-finite loss stops training and keeps the last good checkpoint",
   FakeStream s;
   CHECK_THROWS_AS(run(c, m, s), saes::DataError);
   CHECK(list_checkpoints(dir.path()) == std::vector<std::int64_t>{5});
+  FakeAffine m2;
+  m2.nan_at = 7;
+  FakeStream s2;
+  saes::testing::TempDir dir2;
+  const std::string message = [&] {
+    try {
+      run(small_config(dir2.path()), m2, s2);
+    } catch (const saes::DataError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }();
+  CHECK_THAT(message, Catch::Contains("non-finite loss") && Catch::Contains("at step 7") &&
+                          !Catch::Contains("dictionary ''"));
   // Nothing was updated at the failing step: the weights are those after step 6.
   FakeAffine ref;
   FakeStream rs(7);
