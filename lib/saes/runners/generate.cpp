@@ -19,6 +19,7 @@
 #include "saes/distributed/mesh.h"
 #include "saes/io/shard_format.h"
 #include "saes/io/shard_writer.h"
+#include "saes/training/stop_signal.h"
 #include "saes/lm/hf_folder.h"
 #include "saes/runners/activation_input.h"
 #include "saes/runners/runners.h"
@@ -234,9 +235,11 @@ int64_t rank_budget(const std::optional<int64_t>& total, int rank, int world) {
 /// The generation loop of one rank: skips the rows already in complete shards (without running
 /// the model on batches that lie wholly inside them), then appends rows until the budget or the
 /// text ends.
-void generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
+/// Returns false when SIGTERM/SIGUSR1 stopped it: the complete shards stay (a rerun resumes after
+/// them), the rows after them are dropped and the manifest is not marked complete.
+bool generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
                    data::TokenBatcher& batcher, io::ShardWriter& writer, int64_t budget,
-                   RunContext& context) {
+                   const training::SignalGuard& signals, RunContext& context) {
   const bool is_2d = s.target == data::ActivationTarget::kActivations2d;
   const int64_t tokens_per_row = is_2d ? s.context_size : 1;
   const int64_t target_rows = is_2d && budget != std::numeric_limits<int64_t>::max()
@@ -250,6 +253,7 @@ void generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
   progress.advance(writer.tokens_done());
   int64_t pos = 0;  // rows of the stream before this batch
   while (pos < target_rows) {
+    if (signals.requested()) return false;
     auto batch = batcher.next_batch(s.model_batch_size);
     if (!batch) break;
     const int64_t n = is_2d ? batch->tokens.size(0) : batch->mask.sum().item<int64_t>();
@@ -264,6 +268,7 @@ void generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
   }
   writer.finish();
   progress.finish(fmt::format("{} shards", writer.manifest().shards.size()));
+  return true;
 }
 
 }  // namespace
@@ -278,17 +283,27 @@ int run_generate(const GenerateSettings& s, RunContext& context) {
       s.output_dir / (options.world > 1 ? io::rank_manifest_file_name(options.rank)
                                         : std::string(io::kManifestFileName));
   const bool done = prepare_output(s, options, manifest, context.logger);
+  bool interrupted = false;
   if (mesh.is_primary()) config::save_resolved_config(s, s.output_dir);
   if (done) {
     context.logger.info("{}: this run is already complete; nothing to do", s.output_dir.string());
   } else {
     io::ShardWriter writer = io::ShardWriter::open_for_resume(options, context.logger);
     data::TokenBatcher batcher = make_batcher(s, lm, mesh);
-    generate_rows(s, lm, batcher, writer,
-                  rank_budget(s.total_tokens, mesh.data_rank(), mesh.data_size()), context);
+    const training::SignalGuard signals;
+    interrupted = !generate_rows(s, lm, batcher, writer,
+                                 rank_budget(s.total_tokens, mesh.data_rank(), mesh.data_size()),
+                                 signals, context);
+    if (interrupted) {
+      context.logger.warn(
+          "{}: stopped by signal {} with {} tokens in {} complete shards (the rows after them are "
+          "dropped); run the same command again to continue",
+          s.output_dir.string(), signals.signal_number(), writer.tokens_done(),
+          writer.manifest().shards.size());
+    }
   }
   context.world.barrier();
-  if (mesh.is_primary()) {
+  if (mesh.is_primary() && !interrupted) {
     const io::ShardManifest merged = options.world > 1
                                          ? io::merge_manifests(s.output_dir, options.world)
                                          : io::load_manifest(manifest);
