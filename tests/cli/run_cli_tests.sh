@@ -132,6 +132,11 @@ PY
     "$bin/saes-train" "$train_cfg" "${t1_set[@]}" --set 'activation_factory.sources=[{type: activations, name: g1, path: gtrunc}]' \
     --set trainer.exp_result_path=ttrunc
   [ ! -e ttrunc ] && ok || bad "a refused run left ttrunc: $(ls ttrunc)"
+  mkdir -p gempty
+  expect "train on a folder that is no run" 3 'gempty has no manifest.json \(not a saes-generate output_dir\)' -- \
+    "$bin/saes-train" "$train_cfg" "${t1_set[@]}" --set 'activation_factory.sources=[{type: activations, name: g1, path: gempty}]' \
+    --set trainer.exp_result_path=tempty
+  one_line "train on a folder that is no run"
   expect "resume with another dictionary" 2 'was trained with sae.top_k = 16, the run configures 8' -- \
     "$bin/saes-train" --resume tck --set sae.top_k=8
   one_line "resume with another dictionary"

@@ -2,6 +2,7 @@
 // the manifest's row counts, and conversion of decoded shards/chunks into Rows.
 #include "saes/data/shard_source.h"
 
+#include <algorithm>
 #include <random>
 
 #include <ATen/ops/ne.h>
@@ -80,6 +81,15 @@ LegacySource::LegacySource(std::int64_t index, const fs::path& dir, std::vector<
       reader_([&] {
         SAES_CHECK(fs::is_directory(dir), IoError,
                    "activation source: chunk folder {} does not exist", dir.string());
+        // Neither a saes-generate run nor the original's cache: say what was expected.
+        const bool any_hook = std::any_of(hooks.begin(), hooks.end(), [&](const std::string& h) {
+          return fs::is_directory(dir / h);
+        });
+        SAES_CHECK(any_hook, IoError,
+                   "activation source: {} has no manifest.json (not a saes-generate output_dir) "
+                   "and no hook folders of the original's chunk cache (e.g. {}/{}); point the "
+                   "source's path at saes-generate's output_dir",
+                   dir.string(), dir.string(), hooks.empty() ? std::string("<hook>") : hooks.front());
         return io::LegacyChunkReader::open(dir, std::move(hooks));
       }()),
       dtype_(dtype),
