@@ -49,6 +49,12 @@ std::optional<std::int64_t> parse_feature_id(std::string_view text, std::int64_t
   return id;
 }
 
+int activation_level(double value, double max_act) {
+  const double alpha =
+      max_act > 0 && std::isfinite(value) ? std::clamp(value / max_act, 0.0, 1.0) : 0.0;
+  return static_cast<int>(std::lround(alpha * kActivationLevels));
+}
+
 std::string activation_color(double value, double max_act) {
   const double alpha =
       max_act > 0 && std::isfinite(value) ? std::clamp(value / max_act, 0.0, 1.0) : 0.0;
@@ -146,7 +152,21 @@ std::string page(std::string_view title, std::string_view subtitle, std::string_
       html_escape(title), html_escape(subtitle), body);
 }
 
-const char* stylesheet() {
+const std::string& stylesheet() {
+  // The shading levels of activation_level as classes: pages need no inline style (the CSP
+  // allows styles from this sheet only).
+  static const std::string sheet = [] {
+    std::string out = base_stylesheet();
+    for (int k = 1; k <= kActivationLevels; ++k) {
+      out += fmt::format(".toks .a{}{{background:{}}}", k,
+                         activation_color(static_cast<double>(k), kActivationLevels));
+    }
+    return out + "\n";
+  }();
+  return sheet;
+}
+
+const char* base_stylesheet() {
   return R"css(body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
 nav{display:flex;gap:1.2em;align-items:baseline;padding:.6em 1.2em;background:#24292f}
 nav a{color:#fff;text-decoration:none;font-weight:600}nav .sub{color:#bbb;margin-left:auto}

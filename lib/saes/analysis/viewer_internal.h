@@ -13,6 +13,8 @@ std::string number(double value);
 /// The HTML document around `body` (already HTML): title, navigation, stylesheet link.
 std::string page(std::string_view title, std::string_view subtitle, std::string_view body);
 /// The embedded stylesheet served at /style.css.
-const char* stylesheet();
+const std::string& stylesheet();
+/// The stylesheet without the shading-level classes.
+const char* base_stylesheet();
 
 }  // namespace saes::analysis::viewer

@@ -194,9 +194,10 @@ std::string context_html(const AnalysisStore& store, const StoredContext& sc, do
       toks += fmt::format("<span class=\"t\">{}</span>", text);
       continue;
     }
-    toks += fmt::format("<span class=\"t{}\" style=\"background:{}\" title=\"{}: {}\">{}</span>",
-                        static_cast<std::ptrdiff_t>(i) == peak ? " peak" : "",
-                        activation_color(acts[i], max_act), text, number(acts[i]), text);
+    toks += fmt::format("<span class=\"t a{}{}\" title=\"{}: {}\">{}</span>",
+                        activation_level(acts[i], max_act),
+                        static_cast<std::ptrdiff_t>(i) == peak ? " peak" : "", text,
+                        number(acts[i]), text);
   }
   return fmt::format(
       "<div class=\"ctx\"><div class=\"meta\">#{} · peak {} · context {} (rank {}), tokens from "

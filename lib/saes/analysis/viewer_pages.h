@@ -50,6 +50,12 @@ std::string histogram_svg(const std::vector<std::int64_t>& counts, const std::ve
 std::string bar_chart_svg(const std::vector<double>& values, const std::vector<std::string>& labels,
                           std::string_view title);
 
+/// Shading levels of a token's activation (classes a1 .. a20 of the stylesheet; 0: unshaded).
+inline constexpr int kActivationLevels = 20;
+/// round(kActivationLevels · value / max_act), clamped to 0 .. kActivationLevels (0 for a
+/// non-finite value or max_act <= 0).
+int activation_level(double value, double max_act);
+
 /// Background colour (CSS rgba) of a token whose activation is `value`, for a feature whose
 /// maximum is `max_act`: transparent at 0, saturated orange at the maximum.
 std::string activation_color(double value, double max_act);

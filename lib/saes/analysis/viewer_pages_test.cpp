@@ -200,8 +200,18 @@ TEST_CASE("feature page shows histogram, shaded contexts by band and logit lens"
   CHECK(html.find("<svg class=\"hist\"") != std::string::npos);
   CHECK(html.find("<title>") != std::string::npos);
   // Peak token 11 at activation 4 = max: fully shaded, tooltip with its value.
-  CHECK(html.find("<span class=\"t peak\" style=\"background:rgba(255,140,0,1.00)\" "
-                  "title=\"tok11: 4\">tok11</span>") != std::string::npos);
+  CHECK(html.find("<span class=\"t a20 peak\" title=\"tok11: 4\">tok11</span>") !=
+        std::string::npos);
+  // tok 7 at 1 of max 4: level round(20·1/4) = 5; no inline style anywhere (the CSP has no
+  // 'unsafe-inline'): the levels are stylesheet classes
+  CHECK(html.find("<span class=\"t a5\" title=\"&lt;script&gt;") != std::string::npos);
+  CHECK(html.find("style=") == std::string::npos);
+  const std::string css = fx.get("/style.css").body;
+  CHECK(css.find(".toks .a20{background:rgba(255,140,0,1.00)}") != std::string::npos);
+  CHECK(css.find(".toks .a5{background:rgba(255,140,0,0.25)}") != std::string::npos);
+  CHECK(activation_level(1.0, 4.0) == 5);
+  CHECK(activation_level(9.0, 4.0) == 20);
+  CHECK(activation_level(1.0, 0.0) == 0);
   CHECK(html.find("title=\"&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;: 1\"") !=
         std::string::npos);
   CHECK(html.find("<span class=\"t\">tok1</span>") != std::string::npos);

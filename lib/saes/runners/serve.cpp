@@ -57,7 +57,7 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
                     std::mutex& store_mutex, Logger& logger) {
   server.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                               {"Content-Security-Policy",
-                               "default-src 'none'; style-src 'self' 'unsafe-inline'; "
+                               "default-src 'none'; style-src 'self'; "
                                "img-src 'self' data:; base-uri 'none'; form-action 'self'"},
                               {"Referrer-Policy", "no-referrer"}});
   server.set_pre_routing_handler([&](const httplib::Request& request, httplib::Response& response) {

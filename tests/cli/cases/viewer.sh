@@ -60,6 +60,8 @@ viewer_run() {
       /static/../style.css /api/features/x; do
     viewer_status "bad route" 404 "$path"
   done
+  local csp; csp=$(curl -s -D - -o /dev/null "${viewer_url}features/0" | tr -d '\r' | grep -i '^content-security-policy:')
+  if echo "$csp" | grep -q "style-src 'self';" && ! echo "$csp" | grep -q 'unsafe-inline'; then ok; else bad "viewer CSP: $csp"; fi
   viewer_status "bad query" 400 "/?sort=nope"
   viewer_status "write" 405 /features/0 -X POST -d x=1
 
@@ -69,7 +71,7 @@ viewer_run() {
   id=$(python3 -c 'import json; print(json.load(open("fetched.txt"))["features"][0]["id"])' 2>/dev/null)
   if [ -z "$id" ]; then bad "viewer: no feature in /api/features: $(head -c 300 fetched.txt)"; id=0; fi
   viewer_fetch "/features/$id" >/dev/null
-  if grep -q 'class="t peak"' fetched.txt && grep -q '<svg class="hist"' fetched.txt; then ok; else bad "viewer: /features/$id lacks a highlighted context or histogram"; fi
+  if grep -Eq 'class="t a[0-9]+ peak"' fetched.txt && grep -q '<svg class="hist"' fetched.txt; then ok; else bad "viewer: /features/$id lacks a highlighted context or histogram"; fi
 
   # 40 idle connections (opened, nothing sent) do not stall a request.
   local fds=() fd
@@ -88,7 +90,7 @@ viewer_run() {
   if command -v chromium >/dev/null; then
     local chrome=(timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium" --hide-scrollbars)
     "${chrome[@]}" --dump-dom "${viewer_url}features/$id" >dom.html 2>chromium.log
-    if grep -q 'class="t peak"' dom.html && grep -q 'title="[^"]*: [0-9]' dom.html && grep -q '<rect class="bar"' dom.html; then ok; else bad "viewer: chromium DOM of /features/$id lacks the highlighted context or histogram ($(wc -c <dom.html) bytes; $(tail -2 chromium.log))"; fi
+    if grep -Eq 'class="t a[0-9]+ peak"' dom.html && grep -q 'title="[^"]*: [0-9]' dom.html && grep -q '<rect class="bar"' dom.html; then ok; else bad "viewer: chromium DOM of /features/$id lacks the highlighted context or histogram ($(wc -c <dom.html) bytes; $(tail -2 chromium.log))"; fi
     "${chrome[@]}" --screenshot="$work/feature-page.png" --window-size=1200,900 "${viewer_url}features/$id" >/dev/null 2>>chromium.log
     if [ -s "$work/feature-page.png" ]; then ok; else bad "viewer: chromium wrote no screenshot: $(tail -2 chromium.log)"; fi
     if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/feature-page.png" ]; then
