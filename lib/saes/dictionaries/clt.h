@@ -115,7 +115,6 @@ class CrossLayerTranscoder final : public SparseDictionary {
   };
   StepResult dense_step(const StepState& st, const LossSettings& ls);
   StepResult sparse_step(const StepState& st, const LossSettings& ls);
-  bool auto_prefers_dense() const;
   /// decode(f) takes the sparse decode: sparse_kernels on, or auto and f's density at most
   /// density_threshold() (not for 16-bit CUDA).
   bool decodes_sparsely(const at::Tensor& f) const;

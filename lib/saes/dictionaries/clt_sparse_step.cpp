@@ -9,10 +9,8 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/bincount.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/count_nonzero.h>
-#include <ATen/ops/cumsum.h>
 #include <ATen/ops/div.h>
 #include <ATen/ops/eq.h>
 #include <ATen/ops/gt.h>
@@ -22,7 +20,6 @@
 #include <ATen/ops/sort.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/sum.h>
-#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
 #include "saes/core/error.h"
@@ -38,20 +35,6 @@ class Communicator;
 namespace saes::dictionaries {
 namespace {
 
-/// Entries grouped by token (rows ascending) with their CSR row pointers rebuilt.
-SparseActs grouped(at::Tensor rows, at::Tensor indices, at::Tensor values, std::int64_t n_rows,
-                   std::int64_t n_features) {
-  SparseActs a;
-  a.row_ptr = at::cat({at::zeros({1}, rows.options()),
-                       at::cumsum(at::bincount(rows, {}, n_rows), 0).to(at::kLong)});
-  a.rows = std::move(rows);
-  a.indices = std::move(indices);
-  a.values = std::move(values);
-  a.n_rows = n_rows;
-  a.n_features = n_features;
-  return a;
-}
-
 /// The entries of `a` whose feature is below `n_features` (target t: n_features = (t+1)·d_sae),
 /// and their positions in `a` (undefined when every entry is kept).
 std::pair<SparseActs, at::Tensor> below(const SparseActs& a, std::int64_t n_features) {
@@ -61,7 +44,7 @@ std::pair<SparseActs, at::Tensor> below(const SparseActs& a, std::int64_t n_feat
     all.n_features = n_features;
     return {all, at::Tensor()};
   }
-  return {grouped(a.rows.index_select(0, pos), a.indices.index_select(0, pos),
+  return {sparse_from_coo(a.rows.index_select(0, pos), a.indices.index_select(0, pos),
                   a.values.index_select(0, pos), a.n_rows, n_features),
           pos};
 }
@@ -81,7 +64,7 @@ SparseActs select_entries(ActFn act, const at::Tensor& s, std::int64_t k,
       return detail::candidates(ActFn::kBatchTopK, s.view({N, L * S}), k, group);
     case ActFn::kTopK: {  // rows n·L + l of [N·L, S]
       const SparseActs c = detail::candidates(ActFn::kTopK, s.view({N * L, S}), k, group);
-      return grouped(at::div(c.rows, L, "floor"), c.indices + at::remainder(c.rows, L) * S,
+      return sparse_from_coo(at::div(c.rows, L, "floor"), c.indices + at::remainder(c.rows, L) * S,
                      c.values, N, L * S);
     }
     case ActFn::kBatchTopK: {
@@ -105,12 +88,6 @@ SparseActs select_entries(ActFn act, const at::Tensor& s, std::int64_t k,
 
 double CrossLayerTranscoder::density_threshold() const {
   return cfg_.decode_with_csr ? cfg_.sparsity_threshold_for_csr : kSparseMaxDensity;
-}
-
-bool CrossLayerTranscoder::auto_prefers_dense() const {
-  // As the SAE (sae.cpp): 16-bit dense products on CUDA run on tensor cores.
-  const auto type = W_E_.scalar_type();
-  return W_E_.is_cuda() && (type == at::kHalf || type == at::kBFloat16);
 }
 
 bool CrossLayerTranscoder::decodes_sparsely(const at::Tensor& f) const {

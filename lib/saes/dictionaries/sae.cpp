@@ -173,14 +173,6 @@ at::Tensor SparseAutoEncoder::sparse_decode_sum(const SparseActs& a, const at::T
   return bias.defined() ? xhat.add_(bias) : xhat;
 }
 
-bool SparseAutoEncoder::auto_prefers_dense() const {
-  // On CUDA in fp16/bf16 the dense products run on tensor cores: on an H200 the dense TopK step
-  // took 4 ms against 6 ms for the op-based sparse step at d=768, d_sae=24576, 4096 tokens
-  // (docs/benchmarks.md, "CUDA"); in fp32 the sparse step was 2x faster there, as on the CPU.
-  const auto type = W_D_.scalar_type();
-  return W_D_.is_cuda() && (type == at::kHalf || type == at::kBFloat16);
-}
-
 bool SparseAutoEncoder::uses_sparse_step(const at::Tensor& pre, std::int64_t k) const {
   const SparseKernels mode = cfg_.sparse_kernels;
   if (mode == SparseKernels::kOff || W_E_glu_.defined() || cfg_.act_fn == ActFn::kJumpRelu) {

@@ -60,8 +60,6 @@ class SparseAutoEncoder final : public SparseDictionary {
   /// encoder, or with sparse_kernels off; always else with on; with auto when the density
   /// (k/d_sae, or the fraction of pre > 0 for ReLU) is at most kSparseMaxDensity.
   bool uses_sparse_step(const at::Tensor& pre, std::int64_t k) const;
-  /// `sparse_kernels: auto` keeps the dense path (16-bit parameters on CUDA).
-  bool auto_prefers_dense() const;
   /// kAuto (default): the dense step runs its fused CPU sweeps (dense_kernels.h) and the CPU
   /// TopK/BatchTopK selections for float/double parameters on the CPU without a GLU encoder;
   /// kOps: always the LibTorch op path (the CUDA path; tests compare the two on the CPU).

@@ -99,6 +99,13 @@ SparseDictionary::SparseDictionary(SparseDictionaryConfig cfg, FeatureShard shar
   local_d_sae_ = cfg_.d_sae() >= 1 ? shard_.count(cfg_.d_sae()) : cfg_.d_sae();
 }
 
+bool SparseDictionary::auto_prefers_dense() const {
+  // On an H200 the dense TopK step took 4 ms against 6 ms for the op-based sparse step at d=768,
+  // d_sae=24576, 4096 tokens in bf16; in fp32 the sparse step was 2x faster there, as on the CPU.
+  const c10::ScalarType type = dtype();
+  return device().is_cuda() && (type == at::kHalf || type == at::kBFloat16);
+}
+
 at::Tensor SparseDictionary::target_decoder_norms() const {
   return decoder_norm().reshape({-1, 1});
 }

@@ -150,6 +150,9 @@ class SparseDictionary {
   at::Tensor local_features(const at::Tensor& full, int dim) const;
   c10::ScalarType dtype() const;
   c10::Device device() const;
+  /// `sparse_kernels: auto` keeps the dense path: 16-bit parameters on CUDA, where the dense
+  /// products run on tensor cores (docs/benchmarks.md, "CUDA").
+  bool auto_prefers_dense() const;
 
   /// Every trainable parameter in checkpoint order, with its gradient buffer.
   virtual std::vector<ParameterRef> parameters() = 0;

@@ -192,18 +192,24 @@ SparseActs sparse_from_topk(const at::Tensor& indices, const at::Tensor& values,
   return a;
 }
 
-SparseActs sparse_from_flat(const at::Tensor& flat, const at::Tensor& values, std::int64_t n_rows,
-                            std::int64_t n_features) {
+SparseActs sparse_from_coo(at::Tensor rows, at::Tensor indices, at::Tensor values,
+                           std::int64_t n_rows, std::int64_t n_features) {
   SparseActs a;
-  const at::Tensor f = longs(flat);
-  a.rows = at::div(f, n_features, "floor");
-  a.indices = f - a.rows * n_features;
+  a.rows = longs(rows);
+  a.indices = longs(indices);
   a.values = values.contiguous();
-  a.row_ptr =
-      at::cat({at::zeros({1}, f.options()), at::cumsum(at::bincount(a.rows, {}, n_rows), 0)});
+  a.row_ptr = at::cat(
+      {at::zeros({1}, a.rows.options()), at::cumsum(at::bincount(a.rows, {}, n_rows), 0)});
   a.n_rows = n_rows;
   a.n_features = n_features;
   return a;
+}
+
+SparseActs sparse_from_flat(const at::Tensor& flat, const at::Tensor& values, std::int64_t n_rows,
+                            std::int64_t n_features) {
+  const at::Tensor f = longs(flat);
+  const at::Tensor rows = at::div(f, n_features, "floor");
+  return sparse_from_coo(rows, f - rows * n_features, values, n_rows, n_features);
 }
 
 SparseActs sparse_from_dense(const at::Tensor& dense) {

@@ -35,6 +35,9 @@ SparseActs sparse_from_topk(const at::Tensor& indices, const at::Tensor& values,
 /// SparseActs from flat positions row·n_features + feature in ascending order, with `values`.
 SparseActs sparse_from_flat(const at::Tensor& flat, const at::Tensor& values, std::int64_t n_rows,
                             std::int64_t n_features);
+/// SparseActs from entries already grouped by row (rows ascending), with the row pointers.
+SparseActs sparse_from_coo(at::Tensor rows, at::Tensor indices, at::Tensor values,
+                           std::int64_t n_rows, std::int64_t n_features);
 /// The non-zero entries of a dense [n_rows, n_features] tensor.
 SparseActs sparse_from_dense(const at::Tensor& dense);
 

@@ -82,11 +82,11 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
   });
 }
 
-}  // namespace
-
 constexpr int kReadTimeoutSeconds = 5;
 constexpr int kKeepAliveSeconds = 2;
 constexpr std::size_t kWorkers = 128;
+
+}  // namespace
 
 int run_serve(const ServeOptions& options, Logger& logger) {
   const analysis::AnalysisStore store(options.db);
