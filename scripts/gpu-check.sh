@@ -114,7 +114,7 @@ if [[ "${SAES_GPU_E2E:-1}" == 1 && -x "$B/apps/saes-train" && -d "$SAES_TEST_ASS
   timeout 60 "$B/apps/saes-generate" configs/generate-stories260k.yaml --set model.device=cuda \
     --set device_type=cuda --set overwrite=true >> "$LOG" 2>&1; say "generate rc $?"
   timeout 90 "$B/apps/saes-train" configs/train-stories260k-topk.yaml --set sae.device=cuda \
-    --set device_type=cuda --set activation_factory.sources.0.device=cuda >> "$LOG" 2>&1
+    --set device_type=cuda --set activation_factory.sources.0.device=cuda --set overwrite=true >> "$LOG" 2>&1
   say "train rc $?"
   tail -n 3 data/runs/stories260k-l3-topk/*.jsonl >> "$LOG" 2>/dev/null
 fi

@@ -57,7 +57,7 @@ echo "quickstart: activation shards are in $root/data/stories260K/activations-1d
   "(manifest.json lists them; docs/generate.md explains the layout)"
 
 echo "quickstart: step 2/4: train a TopK SAE (configs/train-stories260k-topk.yaml)"
-"$train" configs/train-stories260k-topk.yaml
+"$train" configs/train-stories260k-topk.yaml --set overwrite=true  # a rerun replaces the demo run
 echo "quickstart: the trained SAE is in $root/data/runs/stories260k-l3-topk" \
   "(sae_weights.safetensors, metrics.jsonl; docs/train.md explains the layout)"
 
