@@ -157,6 +157,14 @@ PY
   head -c 3000 stories.txt >small.txt
   expect "generate runs out of text" 0 'warning: gsmall: the text ran out: [0-9]+ of total_tokens 20000 tokens written \([0-9.]+%; per rank: [0-9]+\)' -- \
     "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set "dataset.paths=[$work/small.txt]" --set total_tokens=20000 --set output_dir=gsmall
+  if python3 -c 'import json,sys; m = json.load(open(sys.argv[1])); sys.exit(not (m["requested_tokens"] == 20000 and m["n_tokens"] < 20000 and m["complete"]))' gsmall/manifest.json; then ok; else bad "gsmall manifest does not record the shortfall"; fi
+  # A model whose first token embeddings are NaN (BOS among them): generate stops at the first
+  # batch naming the hook, and no shard holds NaN (#22 item 9).
+  cp "$assets/llama2c-stories260K/stories260K.bin" nan.bin
+  printf '\377%.0s' $(seq 4096) | dd of=nan.bin bs=1 seek=28 conv=notrunc status=none
+  expect "generate NaN activations" 3 'gnan: hook blocks.3.hook_resid_post has NaN or infinite activations in model batch 0' -- \
+    "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set model.model_from_pretrained_path=nan.bin --set output_dir=gnan
+  if [ "$(grep -c 'error:' err.txt)" = 1 ] && ! ls gnan/shard-*.saes >/dev/null 2>&1; then ok; else bad "NaN run: $(cat err.txt; ls gnan)"; fi
   expect "generate run subcommand" 0 '' -- "$bin/saes-generate" run "$gen_cfg" "${gen_set[@]}" --set output_dir=g2
   if cmp -s g1/shard-r000-000001.saes g2/shard-r000-000001.saes; then ok; else bad "run subcommand shards differ"; fi
   # A crash after shard 1: the last shard and its manifest entry are gone.
@@ -188,6 +196,16 @@ PY
     expect "mpirun generate" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 \
       "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set output_dir=gmpi --threads 1
     if [ "$(manifest_tokens gmpi/manifest.json)" = 5000 ] && [ -f gmpi/manifest.rank1.json ] && ls gmpi/shard-r001-*.saes >/dev/null 2>&1; then ok; else bad "mpirun merged manifest"; fi
+    # Uneven documents (one long story, then many one-word ones): ranks split the model batches,
+    # not the documents, so two ranks still write the 5000 tokens one process writes (#22 item 4).
+    { tr '\n' ' ' <stories.txt | sed 's/<|endoftext|>//g'; echo; for i in $(seq 60); do echo "Hi.<|endoftext|>"; done; } >uneven.txt
+    expect "generate uneven, one process" 0 '' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" \
+      --set "dataset.paths=[$work/uneven.txt]" --set output_dir=guneven1
+    expect "mpirun generate uneven" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 \
+      "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" --set "dataset.paths=[$work/uneven.txt]" --set output_dir=guneven2 --threads 1
+    if [ "$(manifest_tokens guneven1/manifest.json)" = 5000 ] && [ "$(manifest_tokens guneven2/manifest.json)" = 5000 ] &&
+      [ "$(manifest_tokens guneven2/manifest.rank0.json)" -gt 0 ] && [ "$(manifest_tokens guneven2/manifest.rank1.json)" -gt 0 ]; then ok
+    else bad "uneven text: 1 process $(manifest_tokens guneven1/manifest.json), 2 ranks $(manifest_tokens guneven2/manifest.rank0.json) + $(manifest_tokens guneven2/manifest.rank1.json)"; fi
   fi
 else
   echo "cli: SAES_TEST_ASSETS not set; skipping the saes-generate runs"

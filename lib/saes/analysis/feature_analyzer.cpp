@@ -45,15 +45,6 @@ std::int64_t vector_bytes(const SampledContext& c) {
 
 }  // namespace
 
-std::vector<double> HistogramSpec::edges() const {
-  std::vector<double> out;
-  for (std::int64_t i = 0; i <= bins; ++i) {
-    out.push_back(std::pow(10.0, log10_min + (log10_max - log10_min) * static_cast<double>(i) /
-                                                 static_cast<double>(bins)));
-  }
-  return out;
-}
-
 std::vector<Band> bands_of(const FeatureAnalyzerConfig& config) {
   std::vector<Band> out;
   for (const auto& [name, band] : config.subsamples) {

@@ -192,6 +192,17 @@ FeatureSummary read_summary(const io::SqliteStatement& st) {
 
 }  // namespace
 
+// HistogramSpec lives in feature_analyzer.h; its edges are defined here so that the torch-free
+// store (and the viewer fuzz target over it) links without the analyzer.
+std::vector<double> HistogramSpec::edges() const {
+  std::vector<double> out;
+  for (std::int64_t i = 0; i <= bins; ++i) {
+    out.push_back(std::pow(10.0, log10_min + (log10_max - log10_min) * static_cast<double>(i) /
+                                                 static_cast<double>(bins)));
+  }
+  return out;
+}
+
 void write_analysis_db(const fs::path& path, const AnalysisRecord& record) {
   const auto n = static_cast<std::int64_t>(record.features.size());
   SAES_CHECK(record.feature_layers >= 1 && n % record.feature_layers == 0, DataError,

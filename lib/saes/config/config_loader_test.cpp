@@ -322,6 +322,13 @@ TEST_CASE("overrides replace values, create maps and index lists", "[config]") {
   CHECK(s.initializer->grid_search_init_norm);
   CHECK(s.activation_factory.sources.at(0).path.root == "/other");
   CHECK(s.activation_factory.hook_points.size() == 2);
+  // List items also as messages write them (#22 item 9: `sources[0]` suggested "sources").
+  const auto bracket = parse_train_settings(kTrainYaml, "train.yaml",
+                                            {"activation_factory.sources[0].path=/third"});
+  CHECK(bracket.activation_factory.sources.at(0).path.root == "/third");
+  CHECK(train_error(std::string(kTrainYaml), {"activation_factory.sources[x].path=1"}) ==
+        "--set activation_factory.sources[x].path=1: invalid list index in key path "
+        "\"activation_factory.sources[x].path\" (write key[N] or key.N)");
 }
 
 TEST_CASE("errors in overridden values name the override", "[config]") {
@@ -371,6 +378,12 @@ TEST_CASE("validation checks cross-field rules", "[config]") {
   CHECK_THAT(train_error(std::string(kTrainYaml), {"sae.hook_point_in=blocks.3.hook_resid_post"}),
              Contains("activation_factory.hook_points: must include the sae's hook point "
                       "\"blocks.3.hook_resid_post\""));
+  // An SAE reads and writes one hook: a missing one is one problem, not two (#22 item 9).
+  const std::string both = train_error(
+      std::string(kTrainYaml),
+      {"sae.hook_point_in=blocks.3.hook_resid_post", "sae.hook_point_out=blocks.3.hook_resid_post"});
+  CHECK(both.find('\n') == std::string::npos);
+  CHECK_THAT(both, Contains("must include the sae's hook point \"blocks.3.hook_resid_post\""));
   CHECK_THAT(
       train_error(std::string(kTrainYaml), {"data_parallel_size=3"}),
       Contains(

@@ -148,6 +148,7 @@ struct TrainSettings {
   std::string device_type = "cuda";
   bool fold_activation_scale = true;
   bool overwrite = false;
+  bool resume_allow_data_change = false;
   std::int64_t seed = 42;
   std::int64_t threads = 0;
   LoggingConfig logging;
@@ -173,6 +174,9 @@ struct TrainSettings {
     v("overwrite", overwrite,
       "a new run into a trainer.exp_result_path that holds a run replaces that run's files "
       "(weights, metrics, checkpoints); false: refused (continue it with --resume instead)");
+    v("resume_allow_data_change", resume_allow_data_change,
+      "--resume continues on activation shards other than the checkpoint's (their manifest "
+      "digest is recorded in every checkpoint); false: refused");
     v.unsupported("wandb", kNoWandbHint);
     visit_run_fields(v, *this);
   }

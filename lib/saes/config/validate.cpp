@@ -377,7 +377,9 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
   for (const auto* list : {&s.sae.hook_points_in, &s.sae.hook_points_out}) {
     for (const std::string& hook : *list) needed.push_back(&hook);
   }
+  std::set<std::string> seen;  // hook_point_in == hook_point_out: one message, not two
   for (const std::string* hook : needed) {
+    if (!seen.insert(*hook).second) continue;
     p.check(hook->empty() || std::find(hooks.begin(), hooks.end(), *hook) != hooks.end(),
             "activation_factory.hook_points",
             fmt::format("must include the sae's hook point \"{}\"", *hook));

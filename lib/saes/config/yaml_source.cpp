@@ -13,7 +13,17 @@ namespace {
 
 std::string override_location(const std::string& text) { return "--set " + text; }
 
-std::vector<std::string> split_key_path(const std::string& key, const std::string& text) {
+/// `a.b.0.c` or, as messages write list items, `a.b[0].c` (each `[N]` is the segment `N`).
+std::vector<std::string> split_key_path(std::string key, const std::string& text) {
+  for (std::size_t open = key.find('['); open != std::string::npos; open = key.find('[', open)) {
+    const std::size_t close = key.find(']', open);
+    SAES_CHECK(close != std::string::npos && close > open + 1 &&
+                   key.find_first_not_of("0123456789", open + 1) == close &&
+                   (close + 1 == key.size() || key[close + 1] == '.' || key[close + 1] == '['),
+               ConfigError, "{}: invalid list index in key path \"{}\" (write key[N] or key.N)",
+               override_location(text), key);
+    key = key.substr(0, open) + "." + key.substr(open + 1, close - open - 1) + key.substr(close + 1);
+  }
   std::vector<std::string> segments;
   std::size_t start = 0;
   while (true) {

@@ -53,6 +53,9 @@ class ChunkSource {
   virtual Rows load_chunk(std::int64_t seq) = 0;
   /// Resume bookkeeping: chunks that load_chunk may still be asked for (others may be forgotten).
   virtual void retain(const std::set<std::int64_t>& /*seqs*/) {}
+  /// Identifies the data this source reads, for --resume (shard folders: io::manifest_digest as
+  /// hex); empty when the source cannot tell (live model forwards, the original's cache).
+  virtual std::string data_digest() const { return {}; }
 };
 
 /// A deterministic permutation of 0..n-1 (Fisher–Yates driven by `rng`, platform independent).

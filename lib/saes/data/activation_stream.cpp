@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include <ATen/ops/empty_like.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
@@ -47,10 +48,13 @@ class PipelineStream final : public ActivationStream {
   }
 
   std::string state() const override {
+    nlohmann::json data = nlohmann::json::array();
+    for (std::size_t s = 0; s < mixer_.size(); ++s) data.push_back(mixer_.source(s).data_digest());
     return nlohmann::json{{"format", std::string(kStateFormat)},
                           {"version", 1},
                           {"batches", delivered_},
-                          {"fingerprint", options_.fingerprint}}
+                          {"fingerprint", options_.fingerprint},
+                          {"data", data}}
         .dump();
   }
 
@@ -69,6 +73,7 @@ class PipelineStream final : public ActivationStream {
     SAES_CHECK(fingerprint == options_.fingerprint, ConfigError,
                "activation stream state: saved with other data settings (fingerprint {}, now {})",
                fingerprint, options_.fingerprint);
+    check_same_data(state);
     replay(state.at("batches").get<std::int64_t>());
   }
 
@@ -93,6 +98,26 @@ class PipelineStream final : public ActivationStream {
     batch.mask = std::move(rows->mask);
     batch.n_tokens = batch.tokens.numel();
     return batch;
+  }
+
+  // The data digests saved with the state (absent in states of older versions) must be today's,
+  // unless the run allows other data.
+  void check_same_data(const nlohmann::json& state) const {
+    if (options_.allow_data_change || !state.contains("data") || !state.at("data").is_array()) {
+      return;
+    }
+    const auto& saved = state.at("data");
+    for (std::size_t s = 0; s < mixer_.size() && s < saved.size(); ++s) {
+      const std::string now = mixer_.source(s).data_digest();
+      const std::string then = saved.at(s).is_string() ? saved.at(s).get<std::string>() : "";
+      const std::string label =
+          s < options_.source_labels.size() ? options_.source_labels[s] : std::to_string(s);
+      SAES_CHECK(then.empty() || now.empty() || then == now, ConfigError,
+                 "--resume: the activation data of source {} is not the data the checkpoint was "
+                 "trained on (manifest digest {}, the checkpoint's {}): resume on the same shards, "
+                 "or set resume_allow_data_change: true",
+                 label, now, then);
+    }
   }
 
   // Retains, per source, the chunks the buffered rows still come from.
@@ -257,6 +282,10 @@ std::unique_ptr<ActivationStream> make_activation_stream(const ActivationFactory
   options.device = inputs.device;
   options.prefetch_batches = static_cast<int>(config.prefetch_batches);
   options.fingerprint = fingerprint_of(config, inputs);
+  options.allow_data_change = inputs.allow_data_change;
+  for (const auto& source : config.sources) {
+    options.source_labels.push_back(fmt::format("{} ({})", source.name, source.path.root.string()));
+  }
   return make_pipeline_stream(std::move(sources), std::move(weights), std::move(options));
 }
 

@@ -72,6 +72,9 @@ struct StreamInputs {
   int world = 1;  ///< each rank emits batch_size / world rows (batch_size must divide)
   std::uint64_t seed =
       0;  ///< mixing RNG and shard order; the shuffle uses buffer_shuffle.perm_seed
+  /// restore() accepts a state saved on other data (by default a shard source whose manifest
+  /// digest differs from the saved one is a ConfigError).
+  bool allow_data_change = false;
 };
 
 /// Builds the source chain of `config` (one source per entry, the mixer, shuffle buffer, batching,
@@ -93,6 +96,8 @@ struct PipelineOptions {
   c10::Device device = c10::Device(c10::DeviceType::CPU);
   int prefetch_batches = 4;  ///< batches produced ahead on the background thread
   std::string fingerprint;   ///< identifies the settings in state()
+  bool allow_data_change = false;          ///< see StreamInputs
+  std::vector<std::string> source_labels;  ///< per source, for messages ("name (path)")
 };
 
 /// Mixer (by `weights`) → shuffle buffer / re-batching → dtype cast → prefetch. Source i's chunks

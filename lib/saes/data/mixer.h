@@ -25,6 +25,7 @@ class SourceMixer {
 
   std::size_t size() const { return sources_.size(); }
   ChunkSource& source(std::size_t i) { return *sources_.at(i); }
+  const ChunkSource& source(std::size_t i) const { return *sources_.at(i); }
 
  private:
   std::vector<std::unique_ptr<ChunkSource>> sources_;

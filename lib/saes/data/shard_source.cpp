@@ -8,6 +8,7 @@
 #include <ATen/ops/ne.h>
 
 #include "saes/core/error.h"
+#include "saes/io/checksum.h"
 
 namespace saes::data {
 
@@ -49,6 +50,10 @@ ShardSource::ShardSource(std::int64_t index, const fs::path& dir, std::vector<st
   options_.dtype = dtype;
   reader_.check_options(options_);
   order_ = ordered_slice(static_cast<std::int64_t>(reader_.manifest().shards.size()), order);
+}
+
+std::string ShardSource::data_digest() const {
+  return io::checksum_hex(io::manifest_digest(reader_.manifest()));
 }
 
 std::optional<Rows> ShardSource::next_chunk(bool ghost) {

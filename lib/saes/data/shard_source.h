@@ -36,6 +36,7 @@ class ShardSource final : public ChunkSource {
   Rows load_chunk(std::int64_t seq) override;
 
   const io::ShardManifest& manifest() const { return reader_.manifest(); }
+  std::string data_digest() const override;
 
  private:
   Rows to_rows(io::ShardBatch batch, std::int64_t seq) const;

@@ -97,6 +97,12 @@ void save_safetensors(const std::filesystem::path& path,
                       const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
+/// Position of `dtype` in the Python library's dtype order (increasing alignment; its writer sorts
+/// tensors by it, descending, then by name).
+std::size_t safetensors_dtype_rank(DType dtype);
+/// `text` with control characters as spaces (error messages are one line).
+std::string safetensors_one_line(std::string text);
+
 /// The file's dtype code ("F32", "BF16", "BOOL", ...) for `dtype`.
 std::string_view safetensors_dtype_code(DType dtype);
 

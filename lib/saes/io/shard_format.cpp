@@ -119,6 +119,17 @@ std::int64_t ShardManifest::n_rows() const {
   return total;
 }
 
+std::uint64_t manifest_digest(const ShardManifest& manifest) {
+  std::string text = fmt::format("{}|{}|{}|{}|{}", shard_target_name(manifest.target),
+                                 dtype_name(manifest.dtype), manifest.d_model,
+                                 manifest.context_size, manifest.hook_points.size());
+  for (const auto& hook : manifest.hook_points) text += "|" + hook;
+  for (const auto& shard : manifest.shards) {
+    text += fmt::format("|{}:{}:{}", shard.file, shard.n_rows, checksum_hex(shard.checksum));
+  }
+  return xxh64(text.data(), text.size());
+}
+
 std::string shard_file_name(int rank, std::int64_t index) {
   return fmt::format("shard-r{:03d}-{:06d}{}", rank, index, kShardFileExtension);
 }
@@ -136,6 +147,7 @@ std::string manifest_to_json(const ShardManifest& m) {
                {"complete", m.complete},         {"n_rows", m.n_rows()},
                {"n_tokens", m.n_tokens()},       {"shards", std::move(shards)},
                {"config", m.config_yaml}};
+  if (m.requested_tokens) root["requested_tokens"] = *m.requested_tokens;
   return root.dump(1) + "\n";
 }
 
@@ -180,6 +192,9 @@ ShardManifest manifest_from_json(std::string_view text, const std::string& sourc
   const auto& shards = r.at("shards", json::value_t::array);
   for (std::size_t i = 0; i < shards.size(); ++i) m.shards.push_back(parse_entry(r, shards[i], i));
   m.config_yaml = r.str("config");
+  if (root.contains("requested_tokens") && !root.at("requested_tokens").is_null()) {
+    m.requested_tokens = r.int64("requested_tokens", 1);
+  }
   return m;
 }
 

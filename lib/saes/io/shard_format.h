@@ -51,11 +51,19 @@ struct ShardManifest {
   bool complete = false;          ///< the writer finished (no more shards will be added)
   std::vector<ShardEntry> shards;
   std::string config_yaml;  ///< resolved run config, opaque text
+  /// total_tokens the run was asked for (absent: no limit). n_tokens() below it means the text
+  /// ran out first: the run is complete, with fewer tokens.
+  std::optional<std::int64_t> requested_tokens;
 
   std::int64_t n_tokens() const;
   std::int64_t n_rows() const;
   bool operator==(const ShardManifest&) const = default;
 };
+
+/// Identifies the data a manifest describes: XXH64 over its layout (target, hooks, dtype, d_model,
+/// context size) and every shard's file, row count and checksum (which covers the shard's frames).
+/// Checkpoints record it so that --resume can refuse other data.
+std::uint64_t manifest_digest(const ShardManifest& manifest);
 
 /// `shard-r{rank:03d}-{index:06d}.saes`.
 std::string shard_file_name(int rank, std::int64_t index);

@@ -1,12 +1,14 @@
 // Hugging Face config.json -> TransformerSpec for GPT-2, GPT-NeoX, Llama and Qwen2 (field names and
-// defaults as in transformers' configuration_*.py), and the dispatch to per-architecture mappings.
+// defaults as in transformers' configuration_*.py). Torch-free (fuzz/hf_config_fuzz.cpp); the
+// dispatch to per-architecture weight mappings is in hf_model.cpp.
 // DEVIATION: nlohmann/json outside io/ — config.json is only ever parsed here.
+#include <type_traits>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
-#include "saes/lm/hf_model.h"
+#include "saes/lm/hf_config.h"
 
 namespace saes::lm {
 namespace {
@@ -22,6 +24,11 @@ class ConfigReader {
   template <typename T>
   T get(const char* key) const {
     SAES_CHECK(has(key), ConfigError, "{}: missing key '{}'", where_, key);
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+      // nlohmann would convert 1e300 (undefined behaviour) or 2.5 (silently) to an integer.
+      SAES_CHECK(json_.at(key).is_number_integer(), ConfigError,
+                 "{}: key '{}' must be an integer, got {}", where_, key, json_.at(key).dump());
+    }
     try {
       return json_.at(key).get<T>();
     } catch (const Json::exception& e) {
@@ -31,6 +38,17 @@ class ConfigReader {
   template <typename T>
   T get_or(const char* key, T fallback) const {
     return has(key) ? get<T>(key) : fallback;
+  }
+  /// A dimension or count: an integer in [1, 2^40] (0 or a negative value would divide by zero
+  /// or overflow further on).
+  int64_t size(const char* key) const {
+    const auto value = get<int64_t>(key);
+    SAES_CHECK(value >= 1 && value <= (int64_t{1} << 40), ConfigError,
+               "{}: key '{}' must be a positive integer (at most 2^40), got {}", where_, key, value);
+    return value;
+  }
+  int64_t size_or(const char* key, int64_t fallback) const {
+    return has(key) ? size(key) : fallback;
   }
   const Json& json() const { return json_; }
   const std::string& where() const { return where_; }
@@ -71,14 +89,14 @@ Activation gelu_family_activation(const ConfigReader& c, const char* key, const 
 TransformerSpec gpt2_spec(const ConfigReader& c) {
   TransformerSpec s;
   s.architecture = Architecture::kGpt2;
-  s.d_model = c.get<int64_t>("n_embd");
-  s.n_layers = c.get<int64_t>("n_layer");
-  s.n_heads = c.get<int64_t>("n_head");
+  s.d_model = c.size("n_embd");
+  s.n_layers = c.size("n_layer");
+  s.n_heads = c.size("n_head");
   s.n_kv_heads = s.n_heads;
   s.d_head = s.d_model / s.n_heads;
-  s.d_mlp = c.get_or<int64_t>("n_inner", 4 * s.d_model);
-  s.d_vocab = c.get<int64_t>("vocab_size");
-  s.n_ctx = c.get<int64_t>("n_positions");
+  s.d_mlp = c.size_or("n_inner", 4 * s.d_model);
+  s.d_vocab = c.size("vocab_size");
+  s.n_ctx = c.size("n_positions");
   s.norm = NormType::kLayerNorm;
   s.norm_eps = c.get_or<double>("layer_norm_epsilon", 1e-5);
   s.act = gelu_family_activation(c, "activation_function", "gelu_new");
@@ -108,20 +126,20 @@ void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
   s.llama3_scaling.low_freq_factor = scaling.get<double>("low_freq_factor");
   s.llama3_scaling.high_freq_factor = scaling.get<double>("high_freq_factor");
   s.llama3_scaling.original_max_position_embeddings =
-      scaling.get<int64_t>("original_max_position_embeddings");
+      scaling.size("original_max_position_embeddings");
 }
 
 TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   TransformerSpec s;
   s.architecture = Architecture::kGptNeoX;
-  s.d_model = c.get<int64_t>("hidden_size");
-  s.n_layers = c.get<int64_t>("num_hidden_layers");
-  s.n_heads = c.get<int64_t>("num_attention_heads");
+  s.d_model = c.size("hidden_size");
+  s.n_layers = c.size("num_hidden_layers");
+  s.n_heads = c.size("num_attention_heads");
   s.n_kv_heads = s.n_heads;
   s.d_head = s.d_model / s.n_heads;
-  s.d_mlp = c.get<int64_t>("intermediate_size");
-  s.d_vocab = c.get<int64_t>("vocab_size");
-  s.n_ctx = c.get<int64_t>("max_position_embeddings");
+  s.d_mlp = c.size("intermediate_size");
+  s.d_vocab = c.size("vocab_size");
+  s.n_ctx = c.size("max_position_embeddings");
   s.norm = NormType::kLayerNorm;
   s.norm_eps = c.get_or<double>("layer_norm_eps", 1e-5);
   s.act = gelu_family_activation(c, "hidden_act", "gelu");
@@ -130,6 +148,9 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   const double rotary_pct = c.get_or<double>(
       "rotary_pct", c.get_or<double>("partial_rotary_factor", rope_parameters(c).get_or<double>(
                                                                   "partial_rotary_factor", 0.25)));
+  SAES_CHECK(rotary_pct >= 0 && rotary_pct <= 1, ConfigError,
+             "{}: rotary_pct (partial_rotary_factor) must be in [0, 1], got {}", c.where(),
+             rotary_pct);
   s.rotary_dim = static_cast<int64_t>(static_cast<double>(s.d_head) * rotary_pct);
   s.rope_theta = c.get_or<double>("rotary_emb_base", rope_theta(c, 10000.0));
   read_rope_scaling(c, s);
@@ -146,21 +167,26 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
 int64_t first_token_id(const ConfigReader& c, const char* key) {
   if (!c.has(key)) return -1;
   const Json& value = c.json().at(key);
-  if (value.is_array()) return value.empty() ? -1 : value.at(0).get<int64_t>();
+  if (value.is_array()) {
+    if (value.empty()) return -1;
+    SAES_CHECK(value.at(0).is_number_integer(), ConfigError,
+               "{}: key '{}' must be a token id or a list of them", c.where(), key);
+    return value.at(0).get<int64_t>();
+  }
   return c.get<int64_t>(key);
 }
 
 TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture) {
   TransformerSpec s;
   s.architecture = architecture;
-  s.d_model = c.get<int64_t>("hidden_size");
-  s.n_layers = c.get<int64_t>("num_hidden_layers");
-  s.n_heads = c.get<int64_t>("num_attention_heads");
-  s.n_kv_heads = c.get_or<int64_t>("num_key_value_heads", s.n_heads);
-  s.d_head = c.get_or<int64_t>("head_dim", s.d_model / s.n_heads);
-  s.d_mlp = c.get<int64_t>("intermediate_size");
-  s.d_vocab = c.get<int64_t>("vocab_size");
-  s.n_ctx = c.get<int64_t>("max_position_embeddings");
+  s.d_model = c.size("hidden_size");
+  s.n_layers = c.size("num_hidden_layers");
+  s.n_heads = c.size("num_attention_heads");
+  s.n_kv_heads = c.size_or("num_key_value_heads", s.n_heads);
+  s.d_head = c.size_or("head_dim", s.d_model / s.n_heads);
+  s.d_mlp = c.size("intermediate_size");
+  s.d_vocab = c.size("vocab_size");
+  s.n_ctx = c.size("max_position_embeddings");
   s.norm = NormType::kRmsNorm;
   s.norm_eps = c.get_or<double>("rms_norm_eps", 1e-6);
   const auto act = c.get_or<std::string>("hidden_act", "silu");
@@ -221,29 +247,6 @@ TransformerSpec parse_hf_config(const std::string& json_text, const std::string&
   }
   validate_spec(spec, where);
   return spec;
-}
-
-MapWeightSource map_hf_weights(const TransformerSpec& spec, WeightSource& hf) {
-  switch (spec.architecture) {
-    case Architecture::kGpt2:
-      return map_hf_gpt2_weights(spec, hf);
-    case Architecture::kGptNeoX:
-      return map_hf_gpt_neox_weights(spec, hf);
-    case Architecture::kLlama:
-    case Architecture::kQwen2:
-      return map_hf_llama_weights(spec, hf);
-    case Architecture::kLlama2c:
-      break;
-  }
-  SAES_THROW(UnsupportedError, "{}: no Hugging Face layout for architecture {}", hf.describe(),
-             architecture_name(spec.architecture));
-}
-
-Transformer load_hf_transformer(const std::string& config_json, WeightSource& hf,
-                                TransformerOptions options, const std::string& where) {
-  const TransformerSpec spec = parse_hf_config(config_json, where);
-  MapWeightSource weights = map_hf_weights(spec, hf);
-  return Transformer(spec, weights, options);
 }
 
 }  // namespace saes::lm

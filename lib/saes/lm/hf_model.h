@@ -1,21 +1,16 @@
-// Hugging Face models for the engine: config.json -> TransformerSpec (hf_config.cpp) and the
+// Hugging Face models for the engine: config.json -> TransformerSpec (hf_config.h) and the
 // per-architecture mapping of HF tensor names to engine names (hf_gpt2.cpp, hf_gpt_neox.cpp,
 // hf_llama.cpp). Reading the safetensors files themselves is io's job (a WeightSource over them).
 #pragma once
 
 #include <string>
 
+#include "saes/lm/hf_config.h"
 #include "saes/lm/model_config.h"
 #include "saes/lm/transformer.h"
 #include "saes/lm/weight_source.h"
 
 namespace saes::lm {
-
-/// Parses config.json text. Supported `architectures[0]`: GPT2LMHeadModel, GPTNeoXForCausalLM,
-/// LlamaForCausalLM, Qwen2ForCausalLM (UnsupportedError naming others, and unsupported rope_scaling
-/// types / Qwen2 use_sliding_window: true). Missing required keys: ConfigError naming `where` and
-/// key.
-TransformerSpec parse_hf_config(const std::string& json_text, const std::string& where);
 
 /// Engine-named weights (see expected_weights) read from HF-named tensors of spec.architecture.
 /// A missing HF tensor or a wrong shape throws DataError naming the HF tensor.

@@ -318,4 +318,30 @@ TEST_CASE("HF loading names unsupported architectures and missing tensors", "[lm
           "tensor 'model.embed_tokens.weight' has shape [512, 32], expected [512, 64]"));
 }
 
+TEST_CASE("HF config sizes are positive integers and token ids integers (fuzz findings)", "[lm]") {
+  // fuzz_hf_config found num_attention_heads: 0 dividing by zero; a float where an integer
+  // belongs was converted silently (1e300: undefined behaviour).
+  const std::string neox = R"({"architectures": ["GPTNeoXForCausalLM"], "hidden_size": 32,
+    "intermediate_size": 64, "max_position_embeddings": 64, "num_hidden_layers": 2,
+    "vocab_size": 100, "num_attention_heads": HEADS, "rotary_pct": PCT})";
+  const auto with = [&](const std::string& heads, const std::string& pct) {
+    std::string text = neox;
+    text.replace(text.find("HEADS"), 5, heads);
+    text.replace(text.find("PCT"), 3, pct);
+    return text;
+  };
+  CHECK(parse_hf_config(with("4", "0.25"), "c.json").d_head == 8);
+  REQUIRE_THROWS_WITH(parse_hf_config(with("0", "0.25"), "c.json"),
+                      Catch::Contains("c.json: key 'num_attention_heads' must be a positive integer"));
+  REQUIRE_THROWS_WITH(parse_hf_config(with("-4", "0.25"), "c.json"),
+                      Catch::Contains("must be a positive integer"));
+  REQUIRE_THROWS_WITH(parse_hf_config(with("1e300", "0.25"), "c.json"),
+                      Catch::Contains("c.json: key 'num_attention_heads' must be an integer"));
+  REQUIRE_THROWS_WITH(parse_hf_config(with("4", "1e300"), "c.json"),
+                      Catch::Contains("rotary_pct (partial_rotary_factor) must be in [0, 1]"));
+  REQUIRE_THROWS_AS(parse_hf_config(stories_config("LlamaForCausalLM", R"(, "eos_token_id": ["x"])"),
+                                    "c.json"),
+                    ConfigError);
+}
+
 }  // namespace saes::lm

@@ -154,6 +154,21 @@ TEST_CASE("SentencePiece tok512.model reproduces every tok512.out test vector", 
   CHECK(tokenizer->decode(tokenizer->encode("Once upon a time")) == "Once upon a time");
 }
 
+TEST_CASE("a SentencePiece model whose unk_id names no piece is refused (fuzz finding)",
+          "[tokenizer]") {
+  SAES_REQUIRE_ASSETS();
+  saes::testing::TempDir dir;
+  // tok512.model + a second trainer_spec (protobuf merges it): model_type 2 (BPE), unk_id 1000.
+  std::string bytes =
+      saes::io::read_file(saes::testing::test_assets_dir() / "llama2c-stories260K/tok512.model");
+  bytes += std::string("\x12\x06\x18\x02\xc0\x02\xe8\x07", 8);
+  write_text(dir / "bad.model", bytes);
+  REQUIRE_THROWS_AS(load_tokenizer(dir / "bad.model"), saes::DataError);
+  REQUIRE_THROWS_WITH(load_tokenizer(dir / "bad.model"),
+                      Catch::Contains("trainer_spec.unk_id 1000 is not a piece id (the model has "
+                                      "512 pieces)"));
+}
+
 TEST_CASE("llama2.c tok512.bin encodes the stories260K prompt to the reference ids",
           "[tokenizer]") {
   SAES_REQUIRE_ASSETS();

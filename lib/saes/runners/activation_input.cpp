@@ -81,6 +81,7 @@ std::unique_ptr<data::ActivationStream> ActivationStreams::make() const {
   s.d_model = in_.d_model;
   s.seed = in_.seed;
   s.device = in_.device;
+  s.allow_data_change = in_.allow_data_change;
   return data::make_activation_stream(in_.factory, s, logger_);
 }
 

@@ -31,6 +31,7 @@ struct ActivationInputs {
   std::optional<std::int64_t> d_model;
   std::uint64_t seed = 0;
   c10::Device device = c10::Device(c10::DeviceType::CPU);  ///< where batches are delivered
+  bool allow_data_change = false;  ///< see data::StreamInputs (resume_allow_data_change)
 };
 
 /// The `datasets` entry a `dataset` source names; ConfigError naming both when it is missing.

@@ -6,9 +6,14 @@
 #include <sstream>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/any.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/index_select.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/logical_and.h>
+#include <ATen/ops/logical_not.h>
 #include <ATen/ops/nonzero.h>
+#include <ATen/ops/sum.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -36,8 +41,8 @@ void check_supported(const GenerateSettings& s) {
              "format: pt is not supported: saes writes its own shard format "
              "(docs/shard-format.md); remove `format` or set it to safetensors");
   SAES_CHECK(!s.n_shards && s.start_shard == 0, UnsupportedError,
-             "n_shards/start_shard: saes splits the text across ranks itself (document i goes to "
-             "rank i % world size); remove them");
+             "n_shards/start_shard: saes splits the text across ranks itself (model batch i goes "
+             "to rank i % world size); remove them");
   SAES_CHECK(!s.buffer_size && !s.buffer_shuffle, UnsupportedError,
              "buffer_size/buffer_shuffle: saes-generate writes in stream order; shuffle when "
              "reading (the shard reader's seed); remove them");
@@ -167,14 +172,14 @@ io::ShardWriterOptions writer_options(const GenerateSettings& s, const lm::Langu
   return o;
 }
 
-data::TokenBatcher make_batcher(const GenerateSettings& s, const lm::LanguageModel& lm,
-                                const distributed::Mesh& mesh) {
+/// Every rank reads the whole text into the same sequence of model batches (see generate_rows).
+data::TokenBatcher make_batcher(const GenerateSettings& s, const lm::LanguageModel& lm) {
   data::TokenBatcherOptions options;
   options.context_size = s.context_size;
   options.prepend_bos = s.model.prepend_bos;
   options.packing = s.packing;
   options.ignore_token_ids = s.ignore_token_ids.value_or(std::vector<int64_t>{});
-  return make_token_batcher(s.dataset, lm, options, mesh.data_rank(), mesh.data_size());
+  return make_token_batcher(s.dataset, lm, options, 0, 1);
 }
 
 /// Per 2-D row: the document and position of its first token with a document (-1 when none).
@@ -227,44 +232,68 @@ io::ShardBatch narrow_rows(const io::ShardBatch& b, int64_t begin, int64_t end) 
   return out;
 }
 
-int64_t rank_budget(const std::optional<int64_t>& total, int rank, int world) {
-  if (!total) return std::numeric_limits<int64_t>::max();
-  return *total / world + (rank < *total % world ? 1 : 0);
+/// Stops the run when a hook's activations in `rows` (the real tokens of 2-D rows) are NaN or
+/// infinite: shards must never hold them (training would fail far from the cause).
+void check_finite(const io::ShardBatch& rows, int64_t batch_index, const GenerateSettings& s) {
+  for (const auto& [hook, value] : rows.activations) {
+    at::Tensor bad = value.isfinite().logical_not();
+    if (rows.mask.defined()) {
+      bad = bad.flatten(2).any(-1).logical_and(rows.mask.to(bad.device()));
+    }
+    if (!bad.any().item<bool>()) continue;
+    const auto n_bad = bad.flatten(1).any(-1).sum().item<int64_t>();
+    SAES_THROW(DataError,
+               "{}: hook {} has NaN or infinite activations in model batch {} ({} of its {} rows); "
+               "nothing of that batch was written. Check the model's weights and dtype ({}: "
+               "float16 overflows easily)",
+               s.output_dir.string(), hook, batch_index, n_bad, value.size(0),
+               dtype_name(s.model.dtype));
+  }
 }
 
-/// The generation loop of one rank: skips the rows already in complete shards (without running
-/// the model on batches that lie wholly inside them), then appends rows until the budget or the
-/// text ends.
+/// The generation loop of one rank. Every rank forms the same global sequence of model batches
+/// from the whole text, and rank r takes batches r, r + world, ...: the ranks together write
+/// exactly the rows one process writes (the first total_tokens of the stream, in the same batches,
+/// so the same values), however the documents' lengths fall. Skips the rows already in this rank's
+/// complete shards (without running the model on batches that lie wholly inside them), then
+/// appends rows until total_tokens or the text ends.
 /// Returns false when SIGTERM/SIGUSR1 stopped it: the complete shards stay (a rerun resumes after
 /// them), the rows after them are dropped and the manifest is not marked complete.
 bool generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
-                   data::TokenBatcher& batcher, io::ShardWriter& writer, int64_t budget,
+                   data::TokenBatcher& batcher, io::ShardWriter& writer, int rank, int world,
                    const training::SignalGuard& signals, RunContext& context) {
   const bool is_2d = s.target == data::ActivationTarget::kActivations2d;
   const int64_t tokens_per_row = is_2d ? s.context_size : 1;
-  const int64_t target_rows = is_2d && budget != std::numeric_limits<int64_t>::max()
-                                  ? (budget + s.context_size - 1) / s.context_size
-                                  : budget;
+  constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
+  const int64_t target_rows = !s.total_tokens ? kUnbounded
+                              : is_2d         ? (*s.total_tokens + s.context_size - 1) / s.context_size
+                                              : *s.total_tokens;
   const int64_t skip = writer.rows_done();
   lm::HookSet hooks;
   for (const auto& h : s.hook_points) hooks.capture(h);
   Progress progress = context.make_progress(
-      "generate", budget == std::numeric_limits<int64_t>::max() ? 0 : budget, "tok");
+      "generate", s.total_tokens ? *s.total_tokens / world : 0, "tok");
   progress.advance(writer.tokens_done());
-  int64_t pos = 0;  // rows of the stream before this batch
-  while (pos < target_rows) {
+  int64_t global = 0;  // rows of the global stream before this batch
+  int64_t own = 0;     // rows of this rank's batches before this batch
+  for (int64_t index = 0; global < target_rows; ++index) {
     if (signals.requested()) return false;
     auto batch = batcher.next_batch(s.model_batch_size);
     if (!batch) break;
     const int64_t n = is_2d ? batch->tokens.size(0) : batch->mask.sum().item<int64_t>();
-    const int64_t lo = std::max(skip, pos), hi = std::min(target_rows, pos + n);
+    const int64_t mine = std::min(n, target_rows - global);  // the last batch may be cut
+    global += n;
+    if (index % world != rank) continue;
+    const int64_t lo = std::max(skip, own), hi = own + mine;
     if (lo < hi) {
       // The whole batch runs (as in an uninterrupted run, so values are bit-identical).
-      const io::ShardBatch rows = shard_rows(lm.model, hooks, *batch, is_2d);
-      writer.append(narrow_rows(rows, lo - pos, hi - pos));
+      const io::ShardBatch rows = narrow_rows(shard_rows(lm.model, hooks, *batch, is_2d),
+                                              lo - own, hi - own);
+      check_finite(rows, index, s);
+      writer.append(rows);
       progress.advance((hi - lo) * tokens_per_row);
     }
-    pos += n;
+    own += mine;
   }
   writer.finish();
   progress.finish(fmt::format("{} shards", writer.manifest().shards.size()));
@@ -289,10 +318,9 @@ int run_generate(const GenerateSettings& s, RunContext& context) {
     context.logger.info("{}: this run is already complete; nothing to do", s.output_dir.string());
   } else {
     io::ShardWriter writer = io::ShardWriter::open_for_resume(options, context.logger);
-    data::TokenBatcher batcher = make_batcher(s, lm, mesh);
+    data::TokenBatcher batcher = make_batcher(s, lm);
     const training::SignalGuard signals;
-    interrupted = !generate_rows(s, lm, batcher, writer,
-                                 rank_budget(s.total_tokens, mesh.data_rank(), mesh.data_size()),
+    interrupted = !generate_rows(s, lm, batcher, writer, mesh.data_rank(), mesh.data_size(),
                                  signals, context);
     if (interrupted) {
       context.logger.warn(
@@ -304,9 +332,12 @@ int run_generate(const GenerateSettings& s, RunContext& context) {
   }
   context.world.barrier();
   if (mesh.is_primary() && !interrupted) {
-    const io::ShardManifest merged = options.world > 1
-                                         ? io::merge_manifests(s.output_dir, options.world)
-                                         : io::load_manifest(manifest);
+    io::ShardManifest merged = options.world > 1 ? io::merge_manifests(s.output_dir, options.world)
+                                                 : io::load_manifest(manifest);
+    if (s.total_tokens && merged.requested_tokens != s.total_tokens) {
+      merged.requested_tokens = s.total_tokens;  // the manifest records a shortfall
+      io::save_manifest(merged, s.output_dir / io::kManifestFileName);
+    }
     context.logger.info("{}: {} shards, {} tokens ({} rows) in {}", s.model_name,
                         merged.shards.size(), merged.n_tokens(), merged.n_rows(),
                         s.output_dir.string());

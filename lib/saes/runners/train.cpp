@@ -320,7 +320,8 @@ int run_train(const TrainSettings& s, RunContext& context) {
   }
   const ActivationStreams streams(
       ActivationInputs{s.activation_factory, s.model, s.datasets, s.sae.d_model,
-                       static_cast<std::uint64_t>(s.seed)},
+                       static_cast<std::uint64_t>(s.seed), c10::Device(c10::DeviceType::CPU),
+                       s.resume_allow_data_change},
       logger);
   const bool resuming = s.trainer.from_pretrained_path.has_value();
   if (!resuming) prepare_run_folder(s, members, distribution.is_primary(), logger);

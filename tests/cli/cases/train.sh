@@ -37,6 +37,20 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
       cmp -s tfull/sae_weights.safetensors tres/sae_weights.safetensors; then ok; else bad "train --resume $target: metrics or weights differ"; fi
   done
 
+  # Resume on other data (#22 item 7): g1 regenerated from other text at the same path is refused
+  # (the checkpoint records the manifest digest); resume_allow_data_change: true accepts it.
+  awk 'NR % 2 == 0' stories.txt >stories_other.txt
+  expect "generate other data" 0 '' -- "$bin/saes-generate" "$gen_cfg" "${gen_set[@]}" \
+    --set "dataset.paths=[$work/stories_other.txt]" --set output_dir=gother
+  mv g1 g1.orig && mv gother g1
+  rm -rf tres && cp -r tfull tres && rm tres/sae_weights.safetensors
+  expect "train --resume on other data" 2 'source g1 \(g1\) is not the data the checkpoint was trained on .*resume_allow_data_change' -- \
+    "$bin/saes-train" --resume tres
+  if [ ! -e tres/sae_weights.safetensors ] && [ "$(wc -l <tres/metrics.jsonl)" = 10 ]; then ok; else bad "refused resume changed the run folder"; fi
+  expect "train --resume on other data, allowed" 0 'resuming from' -- \
+    "$bin/saes-train" --resume tres --set resume_allow_data_change=true
+  mv g1 gother && mv g1.orig g1
+
   # A sweep: one sub-folder per dictionary; the k16 member is the single run t1 (same settings).
   expect "train sweep" 0 '' -- "$bin/saes-train" "$train_cfg" "${g1_set[@]}" --set trainer.log_frequency=5 \
     --set 'sweep=[{sae_name: k8, set: [sae.top_k=8, trainer.initial_k=32]}, {sae_name: k16}]' --set trainer.exp_result_path=tsweep

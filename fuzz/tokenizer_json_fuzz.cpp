@@ -1,0 +1,8 @@
+// Hugging Face tokenizer.json files (BPE byte-level, SentencePiece-style BPE, added tokens, pre-tokenizer regexes): load_tokenizer accepts the file and then encodes/decodes cleanly, or refuses it with a
+// saes::Error.
+#include "tokenizer_exercise.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  saes::fuzz::load_and_exercise(saes::fuzz::write_input(data, size, "tokenizer.json"));
+  return 0;
+}
