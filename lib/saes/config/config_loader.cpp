@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <set>
+#include <sstream>
+
 #include "saes/config/validate.h"
 #include "saes/config/yaml_reader.h"
 #include "saes/config/yaml_source.h"
@@ -138,6 +141,20 @@ std::filesystem::path save_resolved_config(const AnalyzeSettings& settings,
 std::filesystem::path save_resolved_config(const ConvertSettings& settings,
                                            const std::filesystem::path& dir) {
   return save_settings(settings, dir);
+}
+
+std::string changed_lines(const std::string& before, const std::string& now) {
+  std::set<std::string> old_lines;
+  std::istringstream old_stream(before);
+  for (std::string line; std::getline(old_stream, line);) old_lines.insert(line);
+  std::istringstream new_stream(now);
+  std::string out;
+  for (std::string line; std::getline(new_stream, line);) {
+    if (old_lines.count(line) != 0) continue;
+    line.erase(0, line.find_first_not_of(' '));
+    out += (out.empty() ? "" : "; ") + line;
+  }
+  return out;
 }
 
 }  // namespace saes::config

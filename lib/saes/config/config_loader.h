@@ -71,4 +71,8 @@ std::filesystem::path save_resolved_config(const ConvertSettings& settings,
 /// generated from the same field lists (a test keeps the committed file equal to this).
 std::string config_reference_markdown();
 
+/// The lines of the YAML dump `now` that `before` lacks ("key: value", indentation dropped),
+/// joined by "; ": what a "config differs" message lists.
+std::string changed_lines(const std::string& before, const std::string& now);
+
 }  // namespace saes::config

@@ -57,21 +57,6 @@ std::string identity_yaml(GenerateSettings s) {
   return config::dump_yaml(s);
 }
 
-/// "key: value" lines of `now` missing from `before`, for the "config differs" message.
-std::string changed_lines(const std::string& before, const std::string& now) {
-  std::set<std::string> old_lines;
-  std::istringstream old_stream(before);
-  for (std::string line; std::getline(old_stream, line);) old_lines.insert(line);
-  std::istringstream new_stream(now);
-  std::string out;
-  for (std::string line; std::getline(new_stream, line);) {
-    if (old_lines.count(line) != 0) continue;
-    line.erase(0, line.find_first_not_of(' '));
-    out += (out.empty() ? "" : "; ") + line;
-  }
-  return out;
-}
-
 /// What differs between the run on disk and this one (empty: the same run).
 std::string run_differences(const io::ShardManifest& old, const io::ShardWriterOptions& now,
                             const std::string& now_yaml) {
@@ -89,7 +74,7 @@ std::string run_differences(const io::ShardManifest& old, const io::ShardWriterO
     diffs.push_back("config (unreadable in the manifest)");
   }
   if (!old_yaml.empty() && old_yaml != now_yaml) {
-    diffs.push_back(fmt::format("config ({})", changed_lines(old_yaml, now_yaml)));
+    diffs.push_back(fmt::format("config ({})", config::changed_lines(old_yaml, now_yaml)));
   }
   std::string out;
   for (const auto& d : diffs) out += (out.empty() ? "" : ", ") + d;

@@ -18,6 +18,7 @@
 #include "saes/config/config_loader.h"
 #include "saes/convert/formats.h"
 #include "saes/core/error.h"
+#include "saes/io/atomic_file.h"
 #include "saes/data/activation_stream.h"
 #include "saes/dictionaries/registry.h"
 #include "saes/dictionaries/sparse_dictionary.h"
@@ -286,6 +287,48 @@ void check_resumed_dictionary(const fs::path& checkpoint, const Member& m) {
   }
 }
 
+/// The trainer settings a resumed run must keep: all but the continuation keys (totals,
+/// checkpoint and logging cadence, paths).
+std::string trainer_identity(training::TrainerConfig t) {
+  const training::TrainerConfig defaults;
+  t.total_training_tokens = defaults.total_training_tokens;
+  t.log_frequency = defaults.log_frequency;
+  t.eval_frequency = defaults.eval_frequency;
+  t.n_checkpoints = defaults.n_checkpoints;
+  t.check_point_save_mode = defaults.check_point_save_mode;
+  t.keep_last_checkpoints = defaults.keep_last_checkpoints;
+  t.skip_metrics_calculation = defaults.skip_metrics_calculation;
+  t.from_pretrained_path.reset();
+  t.exp_result_path = defaults.exp_result_path;
+  TrainSettings only;
+  only.trainer = t;
+  return config::dump_yaml(only);
+}
+
+/// The run being resumed recorded its settings in config.resolved.yaml (read before this run
+/// rewrites it): every member's trainer settings must be the same but for continuation keys.
+void check_resumed_trainer(fs::path from, const std::vector<Member>& members) {
+  if (from.filename().empty()) from = from.parent_path();  // "run/" or "step_5/"
+  const fs::path run = fs::exists(from / "checkpoints") ? from : from.parent_path().parent_path();
+  const fs::path file = run / config::kResolvedConfigName;
+  if (!fs::exists(file)) return;  // a checkpoint copied out of its run: the sae.* check remains
+  const TrainSettings stored = config::parse_train_settings(io::read_file(file), file.string(), {},
+                                                            config::Validation::kOff);
+  for (const Member& before : resolve_members(stored)) {
+    for (const Member& now : members) {
+      if (now.name != before.name) continue;
+      const std::string old_yaml = trainer_identity(before.settings.trainer);
+      const std::string new_yaml = trainer_identity(now.settings.trainer);
+      SAES_CHECK(old_yaml == new_yaml, ConfigError,
+                 "--resume: {}{} was trained with other trainer settings (this run: {}; the run's "
+                 "{} has {}); only trainer totals, checkpoint and log cadence may change",
+                 run.string(), now.name.empty() ? "" : " member " + now.name,
+                 config::changed_lines(old_yaml, new_yaml), config::kResolvedConfigName,
+                 config::changed_lines(new_yaml, old_yaml));
+    }
+  }
+}
+
 /// A checkpoint folder, or a run folder (its newest checkpoint).
 fs::path resume_checkpoint(const fs::path& path) {
   if (!fs::exists(path / "checkpoints")) return path;
@@ -325,6 +368,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
       logger);
   const bool resuming = s.trainer.from_pretrained_path.has_value();
   if (!resuming) prepare_run_folder(s, members, distribution.is_primary(), logger);
+  if (resuming) check_resumed_trainer(*s.trainer.from_pretrained_path, members);
   build_dictionaries(members, streams, distribution.feature_shard(), resuming, logger);
 
   const fs::path run_dir = s.trainer.exp_result_path;

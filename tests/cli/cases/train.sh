@@ -50,6 +50,13 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   expect "train --resume on other data, allowed" 0 'resuming from' -- \
     "$bin/saes-train" --resume tres --set resume_allow_data_change=true
   mv g1 gother && mv g1.orig g1
+  # Other trainer settings are refused on resume (#22 item 1); a longer run is a continuation.
+  rm -rf tres && cp -r tfull tres && rm tres/sae_weights.safetensors
+  expect "train --resume with another lr" 2 'tres was trained with other trainer settings \(this run: lr: 0.5; the run.s config.resolved.yaml has lr: ' -- \
+    "$bin/saes-train" --resume tres --set trainer.lr=0.5
+  one_line "train --resume with another lr"
+  expect "train --resume longer" 0 'resuming from .*step_5' -- "$bin/saes-train" --resume tres/checkpoints/step_5/ \
+    --set trainer.total_training_tokens=6000
 
   # A sweep: one sub-folder per dictionary; the k16 member is the single run t1 (same settings).
   expect "train sweep" 0 '' -- "$bin/saes-train" "$train_cfg" "${g1_set[@]}" --set trainer.log_frequency=5 \
