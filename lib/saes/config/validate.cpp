@@ -190,11 +190,80 @@ void check_sae_hooks(Problems& p, const dictionaries::SparseDictionaryConfig& sa
   }
 }
 
+/// Lorsa's own keys (spec §2.6): required sizes for a lorsa, defaults for every other variant.
+void check_lorsa(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
+  const dictionaries::SparseDictionaryConfig defaults;
+  if (sae.sae_type != dictionaries::SaeType::kLorsa) {
+    const std::vector<std::pair<const char*, bool>> keys = {
+        {"n_qk_heads", sae.n_qk_heads != defaults.n_qk_heads},
+        {"d_qk_head", sae.d_qk_head != defaults.d_qk_head},
+        {"positional_embedding_type",
+         sae.positional_embedding_type != defaults.positional_embedding_type},
+        {"rotary_dim", sae.rotary_dim != defaults.rotary_dim},
+        {"rotary_base", sae.rotary_base != defaults.rotary_base},
+        {"rotary_adjacent_pairs", sae.rotary_adjacent_pairs != defaults.rotary_adjacent_pairs},
+        {"rotary_scale", sae.rotary_scale != defaults.rotary_scale},
+        {"use_NTK_by_parts_rope", sae.use_NTK_by_parts_rope != defaults.use_NTK_by_parts_rope},
+        {"NTK_by_parts_factor", sae.NTK_by_parts_factor != defaults.NTK_by_parts_factor},
+        {"NTK_by_parts_low_freq_factor",
+         sae.NTK_by_parts_low_freq_factor != defaults.NTK_by_parts_low_freq_factor},
+        {"NTK_by_parts_high_freq_factor",
+         sae.NTK_by_parts_high_freq_factor != defaults.NTK_by_parts_high_freq_factor},
+        {"old_context_len", sae.old_context_len != defaults.old_context_len},
+        {"n_ctx", sae.n_ctx != defaults.n_ctx},
+        {"attn_scale", sae.attn_scale != defaults.attn_scale},
+        {"use_post_qk_ln", sae.use_post_qk_ln != defaults.use_post_qk_ln},
+        {"normalization_type", sae.normalization_type != defaults.normalization_type},
+        {"eps", sae.eps != defaults.eps}};
+    for (const auto& [key, set] : keys) {
+      p.check(!set, fmt::format("sae.{}", key), "is for sae_type lorsa only");
+    }
+    return;
+  }
+  p.check(sae.n_qk_heads >= 1, "sae.n_qk_heads", "required for lorsa (>= 1)");
+  p.check(sae.d_qk_head >= 1, "sae.d_qk_head", "required for lorsa (>= 1)");
+  p.check(sae.n_ctx >= 1, "sae.n_ctx", "required for lorsa: the longest context (>= 1)");
+  if (sae.n_qk_heads >= 1 && sae.d_sae() >= 1) {
+    p.check(sae.d_sae() % sae.n_qk_heads == 0, "sae.n_qk_heads",
+            fmt::format("d_sae {} must be divisible by n_qk_heads {} (each QK head serves "
+                        "d_sae / n_qk_heads OV heads)",
+                        sae.d_sae(), sae.n_qk_heads));
+  }
+  p.check(sae.positional_embedding_type == "rotary" || sae.positional_embedding_type == "none",
+          "sae.positional_embedding_type",
+          fmt::format("expected rotary or none, got \"{}\"", sae.positional_embedding_type));
+  if (sae.positional_embedding_type == "rotary") {
+    p.check(sae.rotary_dim >= 2 && sae.rotary_dim % 2 == 0 && sae.rotary_dim <= sae.d_qk_head,
+            "sae.rotary_dim",
+            fmt::format("required with rotary: an even number in [2, d_qk_head {}], got {}",
+                        sae.d_qk_head, sae.rotary_dim));
+    check_positive(p, "sae.rotary_base", sae.rotary_base);
+  }
+  if (sae.use_NTK_by_parts_rope) {
+    check_positive(p, "sae.NTK_by_parts_factor", sae.NTK_by_parts_factor);
+    check_positive(p, "sae.old_context_len", static_cast<double>(sae.old_context_len));
+    p.check(sae.NTK_by_parts_high_freq_factor > sae.NTK_by_parts_low_freq_factor &&
+                sae.NTK_by_parts_low_freq_factor > 0,
+            "sae.NTK_by_parts_high_freq_factor",
+            "must be greater than NTK_by_parts_low_freq_factor > 0");
+  }
+  if (sae.attn_scale) check_positive(p, "sae.attn_scale", *sae.attn_scale);
+  check_positive(p, "sae.eps", sae.eps);
+  p.check(!sae.hook_point_in.empty() && sae.hook_point_in != sae.hook_point_out,
+          "sae.hook_point_out",
+          "a lorsa reconstructs another hook than it reads (e.g. blocks.L.ln1.hook_normalized -> "
+          "blocks.L.hook_attn_out)");
+  p.check(!sae.use_glu_encoder, "sae.use_glu_encoder", "is not defined for a lorsa");
+}
+
 void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
-  p.check(
-      sae.sae_type == dictionaries::SaeType::kSae || sae.sae_type == dictionaries::SaeType::kClt,
-      "sae.sae_type",
-      fmt::format("only \"sae\" and \"clt\" are implemented, got \"{}\"", enum_name(sae.sae_type)));
+  p.check(sae.sae_type == dictionaries::SaeType::kSae ||
+              sae.sae_type == dictionaries::SaeType::kClt ||
+              sae.sae_type == dictionaries::SaeType::kLorsa,
+          "sae.sae_type",
+          fmt::format("only \"sae\", \"clt\" and \"lorsa\" are implemented, got \"{}\"",
+                      enum_name(sae.sae_type)));
+  check_lorsa(p, sae);
   const bool clt = sae.sae_type == dictionaries::SaeType::kClt;
   check_positive(p, "sae.d_model", static_cast<double>(sae.d_model));
   check_positive(p, "sae.expansion_factor", sae.expansion_factor);
@@ -251,6 +320,11 @@ void check_initializer(Problems& p, const training::InitializerConfig& init,
             fmt::format("expected 1 <= d_active_subspace <= d_model ({}), got {}", sae.d_model,
                         *init.d_active_subspace));
   }
+  if (sae.sae_type == dictionaries::SaeType::kLorsa) {
+    p.check(!init.init_encoder_with_decoder_transpose,
+            "initializer.init_encoder_with_decoder_transpose",
+            "W_E = W_D^T is not defined for a lorsa (its encoder is attention): set it to false");
+  }
   if (sae.sae_type == dictionaries::SaeType::kClt) {
     p.check(!init.init_encoder_with_decoder_transpose,
             "initializer.init_encoder_with_decoder_transpose",
@@ -277,6 +351,10 @@ void check_trainer(Problems& p, const training::TrainerConfig& t,
   if (t.l1_coefficient) check_non_negative(p, at(path, "l1_coefficient"), *t.l1_coefficient);
   if (t.lp_coefficient) check_non_negative(p, at(path, "lp_coefficient"), *t.lp_coefficient);
   if (t.auxk_coefficient) check_non_negative(p, at(path, "auxk_coefficient"), *t.auxk_coefficient);
+  if (sae.sae_type == dictionaries::SaeType::kLorsa) {
+    p.check(t.auxk_coefficient.value_or(0.0) == 0.0, at(path, "auxk_coefficient"),
+            "Aux-K is not implemented for a lorsa yet: set it to null");
+  }
   if (sae.sae_type == dictionaries::SaeType::kClt) {
     p.check(t.lp_coefficient.value_or(0.0) == 0.0, at(path, "lp_coefficient"),
             "the JumpReLU L_p loss is not defined for a clt (as upstream): set it to null");
@@ -383,6 +461,15 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
     p.check(hook->empty() || std::find(hooks.begin(), hooks.end(), *hook) != hooks.end(),
             "activation_factory.hook_points",
             fmt::format("must include the sae's hook point \"{}\"", *hook));
+  }
+  if (s.sae.sae_type == dictionaries::SaeType::kLorsa) {
+    p.check(s.activation_factory.target == ActivationTarget::kActivations2d,
+            "activation_factory.target",
+            "a lorsa trains on sequences (attention over the context): expected activations-2d");
+    const auto context = s.activation_factory.context_size;
+    p.check(s.sae.n_ctx < 1 || !context || *context <= s.sae.n_ctx,
+            "activation_factory.context_size",
+            fmt::format("must be at most sae.n_ctx ({}), got {}", s.sae.n_ctx, context.value_or(0)));
   }
   check_parallelism(p, s.parallelism);
   if (s.parallelism.data_parallel_size > 0) {

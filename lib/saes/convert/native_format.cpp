@@ -20,6 +20,11 @@ namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
 using dictionaries::SparseDictionaryConfig;
 
+template <class T>
+struct IsOptional : std::false_type {};
+template <class T>
+struct IsOptional<std::optional<T>> : std::true_type {};
+
 template <class E>
 Json enum_json(E value) {
   return std::string(enum_names(value)[static_cast<std::size_t>(value)]);
@@ -35,7 +40,7 @@ class JsonOut {
       json_[std::string(key)] = enum_json(value);
     } else if constexpr (std::is_same_v<T, DType>) {
       json_[std::string(key)] = std::string(dtype_name(value));
-    } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
+    } else if constexpr (IsOptional<T>::value) {
       json_[std::string(key)] = value ? Json(*value) : Json(nullptr);
     } else {
       json_[std::string(key)] = value;
@@ -90,8 +95,8 @@ class JsonIn {
         }
       }
       SAES_THROW(DataError, "{}: key '{}': unknown value \"{}\"", where_, key, text);
-    } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
-      value = j.get<std::string>();
+    } else if constexpr (IsOptional<T>::value) {
+      value = j.get<typename T::value_type>();
     } else {
       value = j.get<T>();
     }

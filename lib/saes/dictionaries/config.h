@@ -74,6 +74,24 @@ struct SparseDictionaryConfig {
   bool decode_with_csr = false;
   double sparsity_threshold_for_csr = 0.05;
   SparseKernels sparse_kernels = SparseKernels::kAuto;
+  // ---- lorsa (spec §2.6; names and defaults as the original's LorsaConfig) ----
+  std::int64_t n_qk_heads = 0;  ///< lorsa: QK heads; d_sae / n_qk_heads OV heads share each
+  std::int64_t d_qk_head = 0;
+  std::string positional_embedding_type = "rotary";  ///< rotary | none
+  std::int64_t rotary_dim = 0;
+  double rotary_base = 10000.0;
+  bool rotary_adjacent_pairs = true;  ///< GPT-J pairs (2i, 2i+1); false: NeoX halves
+  std::int64_t rotary_scale = 1;
+  bool use_NTK_by_parts_rope = false;
+  double NTK_by_parts_factor = 1.0;
+  double NTK_by_parts_low_freq_factor = 1.0;
+  double NTK_by_parts_high_freq_factor = 1.0;
+  std::int64_t old_context_len = 2048;
+  std::int64_t n_ctx = 0;
+  std::optional<double> attn_scale;  ///< null: sqrt(d_qk_head); scores are divided by it
+  bool use_post_qk_ln = false;
+  std::optional<std::string> normalization_type;  ///< with use_post_qk_ln: RMS
+  double eps = 1e-6;
   std::string device = "cpu";
   DType dtype = DType::kFloat32;
 
@@ -117,6 +135,27 @@ struct SparseDictionaryConfig {
     v("sparse_kernels", sparse_kernels,
       "sparse decode/backward for TopK, BatchTopK and sparse ReLU (auto: by measured density, "
       "and dense for 16-bit dtypes on CUDA, where tensor-core GEMMs win; on; off)");
+    v("n_qk_heads", n_qk_heads, "lorsa: number of QK heads (required); d_sae must divide by it");
+    v("d_qk_head", d_qk_head, "lorsa: width of a QK head (required)");
+    v("positional_embedding_type", positional_embedding_type, "lorsa: rotary or none");
+    v("rotary_dim", rotary_dim, "lorsa: rotated dims of each QK head (required with rotary)");
+    v("rotary_base", rotary_base, "lorsa: RoPE base");
+    v("rotary_adjacent_pairs", rotary_adjacent_pairs,
+      "lorsa: rotate adjacent pairs (GPT-J, llama2.c); false: the two halves (NeoX, HF Llama)");
+    v("rotary_scale", rotary_scale, "lorsa: the original's rotary_scale (only 1 is supported)");
+    v("use_NTK_by_parts_rope", use_NTK_by_parts_rope,
+      "lorsa: Llama-3 NTK-by-parts scaling of the RoPE frequencies");
+    v("NTK_by_parts_factor", NTK_by_parts_factor, "lorsa: NTK-by-parts factor");
+    v("NTK_by_parts_low_freq_factor", NTK_by_parts_low_freq_factor,
+      "lorsa: NTK-by-parts low-frequency factor");
+    v("NTK_by_parts_high_freq_factor", NTK_by_parts_high_freq_factor,
+      "lorsa: NTK-by-parts high-frequency factor");
+    v("old_context_len", old_context_len, "lorsa: NTK-by-parts original context length");
+    v("n_ctx", n_ctx, "lorsa: longest context (size of the mask and rotary tables; required)");
+    v("attn_scale", attn_scale, "lorsa: attention scores are divided by it (null: sqrt(d_qk_head))");
+    v("use_post_qk_ln", use_post_qk_ln, "lorsa: normalize q and k per head (QK-norm)");
+    v("normalization_type", normalization_type, "lorsa: the QK-norm (RMS)");
+    v("eps", eps, "lorsa: epsilon of the QK-norm");
     v("device", device, "device of the parameters: cpu, cuda, cuda:N");
     v("dtype", dtype, "parameter dtype");
     v.unsupported("use_triton_kernel", "saes has no Triton kernels; remove it");

@@ -3,6 +3,7 @@
 
 #include "saes/core/error.h"
 #include "saes/dictionaries/clt.h"
+#include "saes/dictionaries/lorsa.h"
 #include "saes/dictionaries/sae.h"
 
 namespace saes::dictionaries {
@@ -14,12 +15,13 @@ std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& 
       return std::make_unique<SparseAutoEncoder>(cfg, shard);
     case SaeType::kClt:
       return std::make_unique<CrossLayerTranscoder>(cfg, shard);
-    case SaeType::kCrosscoder:
     case SaeType::kLorsa:
+      return std::make_unique<LowRankSparseAttention>(cfg, shard);
+    case SaeType::kCrosscoder:
     case SaeType::kMolt:
       break;
   }
-  SAES_THROW(UnsupportedError, "sae_type {} is not implemented yet (sae and clt are)",
+  SAES_THROW(UnsupportedError, "sae_type {} is not implemented yet (sae, clt and lorsa are)",
              kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
 }
 

@@ -53,6 +53,8 @@ std::string json_value(const T& value) {
     return json_escape(value);
   } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
     return value ? json_escape(*value) : "null";
+  } else if constexpr (std::is_same_v<T, std::optional<double>>) {
+    return value ? fmt::format("{}", *value) : "null";
   } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
     std::string out = "[";
     for (std::size_t i = 0; i < value.size(); ++i) {
@@ -350,6 +352,8 @@ void SparseDictionary::save(const std::filesystem::path& path, bool write) const
 void SparseDictionary::load(const std::filesystem::path& path) {
   const auto file = io::SafetensorsFile::open(path);
   std::set<std::string> expected;
+  // Buffers (Lorsa's mask and rotary tables) follow from the config: accepted, not read.
+  for (const auto& [name, tensor] : buffers()) expected.insert(name);
   for (auto& p : parameters()) {
     expected.insert(p.name);
     if (!file.contains(p.name)) {

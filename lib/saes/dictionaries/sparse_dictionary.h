@@ -170,6 +170,9 @@ class SparseDictionary {
   /// Feature groups: 1, or L for a CLT (d_sae features per layer). The trainer, metrics and
   /// dead-feature tracking see n_features() = d_sae() · feature_layers() features.
   virtual std::int64_t feature_layers() const { return 1; }
+  /// True when the dictionary mixes the tokens of a sequence (Lorsa's attention): it reads
+  /// [batch, context, d_model] activations with their padding mask, never token rows.
+  virtual bool reads_sequences() const { return false; }
   std::int64_t n_features() const { return d_sae() * feature_layers(); }
 
   /// The normalized input / label of RAW per-hook rows in the variant's own layout (the

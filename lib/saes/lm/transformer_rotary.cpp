@@ -10,8 +10,13 @@
 namespace saes::lm {
 
 std::vector<float> rotary_inverse_frequencies(const TransformerSpec& spec) {
+  const std::vector<double> wide = rotary_inverse_frequencies_f64(spec);
+  return std::vector<float>(wide.begin(), wide.end());
+}
+
+std::vector<double> rotary_inverse_frequencies_f64(const TransformerSpec& spec) {
   const int64_t half = spec.rotary_dim / 2;
-  std::vector<float> out(static_cast<std::size_t>(half));
+  std::vector<double> out(static_cast<std::size_t>(half));
   const Llama3RopeScaling& s = spec.llama3_scaling;
   const double pi = std::acos(-1.0);
   for (int64_t i = 0; i < half; ++i) {
@@ -28,7 +33,7 @@ std::vector<float> rotary_inverse_frequencies(const TransformerSpec& spec) {
         inv_freq = (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq;
       }
     }
-    out[static_cast<std::size_t>(i)] = static_cast<float>(inv_freq);
+    out[static_cast<std::size_t>(i)] = inv_freq;
   }
   return out;
 }

@@ -14,6 +14,8 @@ namespace saes::lm {
 /// spec.llama3_scaling.enabled (three bands: wavelength < original/high_freq_factor unchanged,
 /// > original/low_freq_factor divided by factor, interpolated smoothly in between).
 std::vector<float> rotary_inverse_frequencies(const TransformerSpec& spec);
+/// The same frequencies in double precision (rotary_inverse_frequencies rounds these to float).
+std::vector<double> rotary_inverse_frequencies_f64(const TransformerSpec& spec);
 
 /// x: [batch, seq, heads, d_head]; cos/sin: [batch, seq, 1, rotary_dim / 2] in x's dtype. Rotates
 /// the first rotary_dim dims of each head, leaves the rest unchanged.

@@ -43,6 +43,16 @@ using config::TrainSettings;
 void check_supported(const TrainSettings& s) {
   SAES_CHECK(!s.eval, UnsupportedError,
              "eval: evaluation during training is not implemented yet; set eval: false");
+  if (s.initializer) {  // accepted keys of the original that nothing implements yet (#20)
+    const auto& init = *s.initializer;
+    SAES_CHECK(!init.initialize_W_D_with_active_subspace, UnsupportedError,
+               "initializer.initialize_W_D_with_active_subspace: not implemented yet; set it to "
+               "false");
+    SAES_CHECK(!init.initialize_lorsa_with_mhsa.value_or(false), UnsupportedError,
+               "initializer.initialize_lorsa_with_mhsa: not implemented yet; set it to false");
+    SAES_CHECK(!init.initialize_tc_with_mlp.value_or(false), UnsupportedError,
+               "initializer.initialize_tc_with_mlp: not implemented yet; set it to false");
+  }
 }
 
 /// saes has no autocast: the dictionary computes in sae.dtype, so amp_dtype must name it.
@@ -99,7 +109,10 @@ void prepare_dictionary(const TrainSettings& s, const std::vector<data::Activati
     auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(s.seed));
     training::initialize_parameters(dict, *s.initializer, gen);
     std::map<std::string, at::Tensor> raw;
-    for (const auto& hook : dict.hook_points()) raw[hook] = batch_rows(batches.front(), hook);
+    for (const auto& hook : dict.hook_points()) {
+      raw[hook] = dict.reads_sequences() ? batches.front().acts.at(hook)
+                                         : batch_rows(batches.front(), hook);
+    }
     training::initialization_search(dict, *s.initializer, raw, logger);
   }
 }

@@ -1,0 +1,38 @@
+# Lorsa cases (sourced by run_cli_tests.sh): one-line rejections of Lorsa configs that cannot
+# work; with the assets: the example config trained on the fly from stories260K (k annealed to 16,
+# the original's tensor names and buffers in the weights) and a checkpointed run resumed to the
+# same metrics.
+lorsa_cfg="$root/configs/train-stories260k-lorsa.yaml"
+expect "lorsa 1-D activations" 2 'activation_factory.target: a lorsa trains on sequences' -- \
+  "$bin/saes-train" "$lorsa_cfg" --set activation_factory.target=activations-1d
+one_line "lorsa 1-D activations"
+expect "lorsa ov group" 2 'sae.n_qk_heads: d_sae 512 must be divisible by n_qk_heads 7' -- \
+  "$bin/saes-train" "$lorsa_cfg" --set sae.n_qk_heads=7
+expect "lorsa same hooks" 2 'sae.hook_point_out: a lorsa reconstructs another hook than it reads' -- \
+  "$bin/saes-train" "$lorsa_cfg" --set sae.hook_point_out=blocks.2.ln1.hook_normalized \
+  --set 'activation_factory.hook_points=[blocks.2.ln1.hook_normalized]'
+expect "lorsa key on an sae" 2 'sae.n_qk_heads: is for sae_type lorsa only' -- \
+  "$bin/saes-train" "$train_cfg" --set sae.n_qk_heads=4
+expect "lorsa mhsa init" 5 'initializer.initialize_lorsa_with_mhsa: not implemented yet' -- \
+  "$bin/saes-train" "$lorsa_cfg" --set initializer.initialize_lorsa_with_mhsa=true --set initializer.model_layer=2
+
+if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
+  lorsa_live=(--set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin"
+    --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin"
+    --set "datasets.tinystories.paths=[$work/stories.txt]" --set trainer.total_training_tokens=16384
+    --set trainer.log_frequency=2 --set logging.progress=off --threads 1)
+  expect "lorsa rotary_scale" 5 'sae.rotary_scale: only 1 is supported' -- \
+    "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set sae.rotary_scale=2 --set trainer.exp_result_path=tlsc
+  expect "lorsa train on the fly" 0 '' -- "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" \
+    --set trainer.exp_result_path=tlorsa --set trainer.n_checkpoints=2 --set trainer.check_point_save_mode=linear
+  if [ "$(wc -l <tlorsa/metrics.jsonl)" = 4 ] && tail -1 tlorsa/metrics.jsonl | grep -Eq '"metrics/l0": ?16(\.0*)?[,}]' &&
+    grep -q '"W_Q"' tlorsa/sae_weights.safetensors && grep -q '"rotary_sin"' tlorsa/sae_weights.safetensors &&
+    grep -q 'lorsa' tlorsa/sae_weights.safetensors; then ok; else bad "lorsa run folder: $(ls tlorsa; cat tlorsa/metrics.jsonl)"; fi
+  ev=$(tail -1 tlorsa/metrics.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics/explained_variance"])')
+  echo "cli: lorsa on the fly, 8 steps: explained variance $ev"
+  # a resumed run continues to the same metrics
+  rm -rf tlorsa2 && cp -r tlorsa tlorsa2 && rm tlorsa2/sae_weights.safetensors
+  expect "lorsa --resume" 0 'resuming from' -- "$bin/saes-train" --resume tlorsa2/checkpoints/step_4
+  # the resumed process runs the model with the default thread count: float32 last bits differ
+  if python3 -c 'import json,sys; a=[json.loads(l) for l in open(sys.argv[1])]; b=[json.loads(l) for l in open(sys.argv[2])]; sys.exit(not (len(a)==len(b)==4 and all(abs(x["losses/mse_loss"]-y["losses/mse_loss"])<=1e-4*abs(x["losses/mse_loss"]) for x,y in zip(a,b))))' tlorsa/metrics.jsonl tlorsa2/metrics.jsonl; then ok; else bad "lorsa resumed metrics differ"; fi
+fi
