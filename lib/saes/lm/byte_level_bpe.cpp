@@ -123,12 +123,10 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::filesystem::path& vocab_json
   SAES_CHECK(vocab.is_object(), DataError, "{}: expected a JSON object {{token: id}}, got {}",
              vocab_json.string(), vocab.type_name());
   for (const auto& [token, id_json] : vocab.items()) {
-    SAES_CHECK(id_json.is_number_integer() && id_json.get<int64_t>() >= 0, DataError,
+    SAES_CHECK(id_json.is_number_integer(), DataError,
                "{}: token \"{}\" has id {}, expected a non-negative integer", vocab_json.string(),
                token, id_json.dump());
-    const auto id = id_json.get<std::size_t>();
-    if (id >= options.vocab.tokens.size()) options.vocab.tokens.resize(id + 1);
-    options.vocab.tokens[id] = token;
+    options.vocab.place(token, id_json.get<int64_t>(), vocab.size(), vocab_json.string());
   }
   std::istringstream lines(io::read_file(merges_txt));
   std::string line;

@@ -111,6 +111,8 @@ TransformerSpec gpt2_spec(const ConfigReader& c) {
 void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
   const bool legacy = c.has("rope_scaling");
   if (!legacy && !c.has("rope_parameters")) return;
+  SAES_CHECK(!legacy || c.json().at("rope_scaling").is_object(), ConfigError,
+             "{}: key 'rope_scaling' must be a map or null", c.where());
   const ConfigReader scaling =
       legacy ? ConfigReader(c.json().at("rope_scaling"), c.where() + " rope_scaling")
              : rope_parameters(c);
@@ -228,7 +230,11 @@ TransformerSpec parse_hf_config(const std::string& json_text, const std::string&
   std::string architecture;
   if (config.has("architectures") && json.at("architectures").is_array() &&
       !json.at("architectures").empty()) {
-    architecture = json.at("architectures").at(0).get<std::string>();
+    const Json& first = json.at("architectures").at(0);
+    SAES_CHECK(first.is_string(), ConfigError,
+               "{}: key 'architectures' must be a list of names, got {}", where,
+               json.at("architectures").dump());
+    architecture = first.get<std::string>();
   }
   TransformerSpec spec;
   if (architecture == "GPT2LMHeadModel") {

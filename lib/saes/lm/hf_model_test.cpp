@@ -342,6 +342,13 @@ TEST_CASE("HF config sizes are positive integers and token ids integers (fuzz fi
   REQUIRE_THROWS_AS(parse_hf_config(stories_config("LlamaForCausalLM", R"(, "eos_token_id": ["x"])"),
                                     "c.json"),
                     ConfigError);
+  // fuzz_hf_config (fuzz/corpus/hf_config/regression-architectures-object): an object where the
+  // architecture name belongs escaped as nlohmann's type_error.
+  REQUIRE_THROWS_WITH(parse_hf_config(R"({"architectures": [{"x": 1}]})", "c.json"),
+                      Catch::Contains("c.json: key 'architectures' must be a list of names"));
+  REQUIRE_THROWS_WITH(
+      parse_hf_config(stories_config("LlamaForCausalLM", R"(, "rope_scaling": [1])"), "c.json"),
+      Catch::Contains("c.json: key 'rope_scaling' must be a map or null"));
 }
 
 }  // namespace saes::lm

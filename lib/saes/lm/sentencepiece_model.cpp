@@ -205,6 +205,9 @@ SentencePieceModelTokenizer::SentencePieceModelTokenizer(const std::filesystem::
   for (std::size_t i = 0; i < model_.pieces.size(); ++i) {
     const auto& piece = model_.pieces[i];
     const auto id = static_cast<int32_t>(i);
+    // SentencePiece refuses empty pieces too; an empty user-defined piece matched everywhere and
+    // encode() never advanced (fuzz_sentencepiece: a timeout).
+    SAES_CHECK(!piece.text.empty(), DataError, "{}: piece {} is empty", name, id);
     if (piece.type == PieceType::kNormal || piece.type == PieceType::kUserDefined)
       mergeable_.emplace(piece.text, id);
     if (piece.type == PieceType::kUserDefined) user_defined_.push_back(id);

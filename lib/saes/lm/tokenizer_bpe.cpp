@@ -60,6 +60,18 @@ void merge_symbols(std::vector<int32_t>& symbols, const PairLookup& lookup) {
   std::erase(symbols, -1);
 }
 
+void BpeVocab::place(std::string token, int64_t id, std::size_t n_entries,
+                     const std::string& source) {
+  // Ids may leave gaps (added tokens fill some) but never more gaps than entries.
+  const auto bound = static_cast<int64_t>(2 * n_entries + 1024);
+  SAES_CHECK(id >= 0 && id < bound, DataError,
+             "{}: token \"{}\" has id {}, expected an id in [0, {}) for a vocabulary of {} entries",
+             source, token, id, bound, n_entries);
+  const auto index = static_cast<std::size_t>(id);
+  if (index >= tokens.size()) tokens.resize(index + 1);
+  tokens[index] = std::move(token);
+}
+
 BpeModel::BpeModel(BpeVocab vocab, const std::string& source)
     : tokens_(std::move(vocab.tokens)), ignore_merges_(vocab.ignore_merges) {
   ids_.reserve(tokens_.size());

@@ -39,6 +39,11 @@ struct BpeVocab {
   std::vector<std::pair<std::string, std::string>> merges;
   bool ignore_merges =
       false;  ///< a word that is itself a token is emitted whole (HF, e.g. Llama 3)
+
+  /// Puts `token` at `id` (a JSON vocabulary entry; `n_entries` is how many the file lists).
+  /// Throws DataError naming `source` for a negative id or one that would leave more holes than
+  /// tokens (fuzz_tokenizer_json: an id of 5e18 asked for that many strings).
+  void place(std::string token, int64_t id, std::size_t n_entries, const std::string& source);
 };
 
 class BpeModel {

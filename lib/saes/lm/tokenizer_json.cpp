@@ -78,12 +78,10 @@ BpeVocab parse_bpe_model(const Source& src) {
   SAES_CHECK(entries != nullptr && entries->is_object(), DataError,
              "{}: model.vocab must be an object", src.name);
   for (const auto& [token, id_json] : entries->items()) {
-    SAES_CHECK(id_json.is_number_integer() && id_json.get<int64_t>() >= 0, DataError,
+    SAES_CHECK(id_json.is_number_integer(), DataError,
                "{}: model.vocab[\"{}\"] = {}, expected a non-negative integer", src.name, token,
                id_json.dump());
-    const auto id = id_json.get<std::size_t>();
-    if (id >= vocab.tokens.size()) vocab.tokens.resize(id + 1);
-    vocab.tokens[id] = token;
+    vocab.place(token, id_json.get<int64_t>(), entries->size(), src.name + " model.vocab");
   }
   const Json* merges = member(*model, "merges");
   SAES_CHECK(merges != nullptr && merges->is_array(), DataError,
@@ -118,7 +116,11 @@ std::vector<AddedToken> parse_added_tokens(const Source& src) {
                DataError,
                "{}: added_tokens entry {} needs an integer \"id\" and a string \"content\"",
                src.name, entry.dump());
-    tokens.push_back(AddedToken{entry["content"].get<std::string>(), entry["id"].get<int64_t>(),
+    const auto id = entry["id"].get<int64_t>();
+    SAES_CHECK(id >= 0 && id < (int64_t{1} << 31), DataError,
+               "{}: added_tokens entry {} has id {}, expected an id in [0, 2^31)", src.name,
+               entry.dump(), id);
+    tokens.push_back(AddedToken{entry["content"].get<std::string>(), id,
                                 get_bool(entry, "special", false), get_bool(entry, "lstrip", false),
                                 get_bool(entry, "rstrip", false),
                                 get_bool(entry, "single_word", false)});

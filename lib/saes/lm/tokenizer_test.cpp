@@ -326,6 +326,26 @@ TEST_CASE("load_tokenizer reports missing, malformed and unsupported tokenizer f
     REQUIRE_THROWS_AS(load_tokenizer(dir / "uni.model"), saes::UnsupportedError);
     REQUIRE_THROWS_WITH(load_tokenizer(dir / "uni.model"), Catch::Contains("UNIGRAM"));
   }
+  SECTION("an empty user-defined SentencePiece piece is refused (fuzz finding: encode looped)") {
+    // ModelProto{pieces: [{piece: "a"}, {piece: "", type: USER_DEFINED}], trainer_spec: {BPE}};
+    // fuzz/corpus/sentencepiece/regression-empty-user-piece.model.
+    write_text(dir / "empty.model",
+               std::string("\x0a\x03\x0a\x01\x61\x0a\x04\x0a\x00\x18\x04\x12\x02\x18\x02", 15));
+    REQUIRE_THROWS_AS(load_tokenizer(dir / "empty.model"), saes::DataError);
+    REQUIRE_THROWS_WITH(load_tokenizer(dir / "empty.model"), Catch::Contains("piece 1 is empty"));
+  }
+  SECTION("a vocabulary id far past the entries is refused (fuzz finding: 5e18 strings)") {
+    write_text(dir / "tokenizer.json",
+               R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 5000000000000000000},
+                   "merges": []}})");
+    REQUIRE_THROWS_AS(load_tokenizer(dir / "tokenizer.json"), saes::DataError);
+    REQUIRE_THROWS_WITH(load_tokenizer(dir / "tokenizer.json"),
+                        Catch::Contains("model.vocab: token \"b\" has id 5000000000000000000"));
+    write_text(dir / "tokenizer.json",
+               R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                   "added_tokens": [{"id": -3, "content": "<x>"}]})");
+    REQUIRE_THROWS_WITH(load_tokenizer(dir / "tokenizer.json"), Catch::Contains("has id -3"));
+  }
   SECTION("not a SentencePiece model") {
     write_text(dir / "tokenizer.model", "garbage");
     REQUIRE_THROWS_AS(load_tokenizer(dir.path()), saes::DataError);
