@@ -310,9 +310,20 @@ void check_initializer(Problems& p, const training::InitializerConfig& init,
             "initializer.init_log_jumprelu_threshold_value",
             "required for act_fn jumprelu (e.g. -2.302585 = log 0.1)");
   }
+  const bool lorsa = sae.sae_type == dictionaries::SaeType::kLorsa;
   if (init.initialize_W_D_with_active_subspace) {
-    p.check(init.d_active_subspace.has_value(), "initializer.d_active_subspace",
+    p.check(lorsa || sae.sae_type == dictionaries::SaeType::kSae,
+            "initializer.initialize_W_D_with_active_subspace", "implemented for sae and lorsa");
+    p.check(lorsa || init.d_active_subspace.has_value(), "initializer.d_active_subspace",
             "required with initialize_W_D_with_active_subspace");
+  }
+  if (init.initialize_lorsa_with_mhsa.value_or(false)) {
+    p.check(lorsa, "initializer.initialize_lorsa_with_mhsa", "only for sae_type lorsa");
+  }
+  if (init.initialize_tc_with_mlp.value_or(false)) {
+    p.check(sae.sae_type == dictionaries::SaeType::kSae && sae.hook_point_in != sae.hook_point_out,
+            "initializer.initialize_tc_with_mlp",
+            "only for a transcoder (sae_type sae with hook_point_in != hook_point_out)");
   }
   if (init.d_active_subspace) {
     p.check(*init.d_active_subspace >= 1 && *init.d_active_subspace <= sae.d_model,
@@ -334,9 +345,11 @@ void check_initializer(Problems& p, const training::InitializerConfig& init,
             "the decoder-norm grid search is not defined for a clt (as upstream): set it to false");
   }
   if (init.initialize_lorsa_with_mhsa.value_or(false) ||
-      init.initialize_tc_with_mlp.value_or(false)) {
+      init.initialize_tc_with_mlp.value_or(false) ||
+      (lorsa && init.initialize_W_D_with_active_subspace)) {
     p.check(init.model_layer.has_value(), "initializer.model_layer",
-            "required with initialize_lorsa_with_mhsa / initialize_tc_with_mlp");
+            "required with initialize_lorsa_with_mhsa, initialize_tc_with_mlp and a lorsa's "
+            "initialize_W_D_with_active_subspace");
   }
 }
 

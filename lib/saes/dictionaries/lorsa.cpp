@@ -351,6 +351,7 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   const std::int64_t B = x.size(0), T = x.size(1), N = B * T, S = d_sae();
   const auto opt = x.options();
   const auto [w_tok, n_valid] = token_weights(batch.mask, B, T, opt);
+  if (uses_sparse_step(ls.current_k)) return sparse_step(x, y, w_tok, n_valid, batch.mask, ls);
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool jump = cfg_.act_fn == ActFn::kJumpRelu;
 
@@ -452,6 +453,14 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   out.reconstructed = xhat.detach();
   out.label = yr;
   return out;
+}
+
+bool LowRankSparseAttention::uses_sparse_step(std::int64_t k) const {
+  const SparseKernels mode = cfg_.sparse_kernels;
+  if (mode == SparseKernels::kOff || cfg_.act_fn == ActFn::kJumpRelu) return false;
+  if (mode == SparseKernels::kOn) return true;
+  if (auto_prefers_dense() || !is_topk_family(cfg_.act_fn)) return false;
+  return static_cast<double>(resolve_k(k)) / static_cast<double>(d_sae()) <= kSparseMaxDensity;
 }
 
 void LowRankSparseAttention::init_parameters(const RandomInit& init, at::Generator& gen) {

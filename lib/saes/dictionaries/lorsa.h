@@ -88,9 +88,17 @@ class LowRankSparseAttention final : public SparseDictionary {
 
   /// One step: the loss of spec §2.1 (l_rec per token summed over d_model, mean over the real
   /// tokens of the mask; the sparsity penalty on f·‖W_O‖; JumpReLU L_p) with the gradients of
-  /// every parameter from autograd, and the JumpReLU threshold's straight-through gradient.
-  /// Padding positions never fire. Aux-K is not implemented for Lorsa (UnsupportedError).
+  /// every parameter, and the JumpReLU threshold's straight-through gradient. Padding positions
+  /// never fire. The attention side (Q, K, V) runs through autograd; the decoder side is dense
+  /// autograd too, or — the sparse step, see uses_sparse_step — sparse_kernels.h on f's active
+  /// entries only (x̂ from the active W_O rows, ∂L/∂f at those entries, W_O's gradient by
+  /// scatter-add), then z's gradient back through the autograd graph. Both give the same result
+  /// (tests: 1e-10 in float64). Aux-K is not implemented for Lorsa (UnsupportedError).
   StepResult forward_backward(const TrainBatch& batch, const LossSettings& s) override;
+  /// Whether forward_backward takes the sparse step at TopK k: never for JumpReLU or with
+  /// sparse_kernels off, always with on; with auto for the TopK family at density k/d_sae <=
+  /// kSparseMaxDensity (ReLU stays dense: its density is only known after the attention).
+  bool uses_sparse_step(std::int64_t k) const;
 
   /// W_Q, W_K Xavier-uniform (fans of the [n_qk, d_model, d_qk] tensor, as torch), W_V ~
   /// N(0, 1/d_sae), W_O ~ N(0, 1/d_model), biases and QK-norm weights 0 and 1, log θ filled
@@ -102,6 +110,19 @@ class LowRankSparseAttention final : public SparseDictionary {
   void init_decoder_bias_with_mean(const at::Tensor& label_normalized) override;
   /// b_V ← b_V − mean over tokens of z (attention rows sum to 1, so z is then centred).
   void init_encoder_bias_with_mean_hidden_pre(const at::Tensor& x_normalized) override;
+  /// initialize_lorsa_with_mhsa (lorsa_model_init.cpp): W_Q, W_K, b_Q, b_K ← the model's,
+  /// each model head repeated n_qk_heads / n_heads times, divided by the input's dataset scale
+  /// and permuted between the RoPE layouts when the model's differs; the attention pattern is
+  /// then the model's. ConfigError naming the key when the shapes, RoPE settings or attn_scale
+  /// cannot reproduce it (or use_post_qk_ln is set: the models read here have no QK-norm).
+  void init_with_attention(const AttentionLayer& attention) override;
+  /// initialize_W_D_with_active_subspace (spec §4 step 8, per model head h): U = the top
+  /// min(d_qk_head, d_head) right singular vectors of x·W_V^h·W_V^hᵀ (centred); for the OV heads
+  /// of h's QK heads W_V ← W_V[:, :|U|]·Uᵀ and W_O ← W_V·W_V^h·W_O^h, rows of both of norm 1.
+  /// `attention` is required; d_active is not used (as upstream).
+  void init_decoder_in_active_subspace(const at::Tensor& x_normalized,
+                                       const at::Tensor& label_normalized, std::int64_t d_active,
+                                       const AttentionLayer* attention) override;
 
  protected:
   /// Exact fold: W_Q, W_K, W_V ← f_in·W (q, k, v unchanged on raw inputs), W_O, b_D ← /f_out,
@@ -119,6 +140,10 @@ class LowRankSparseAttention final : public SparseDictionary {
   /// z [B, T, S] and A [B, n_qk, T, T] of normalized x [B, T, d] with weights `w`.
   std::pair<at::Tensor, at::Tensor> attend(const Weights& w, const at::Tensor& x,
                                            const at::Tensor& mask) const;
+  /// The sparse step (lorsa_sparse_step.cpp) on normalized x, y [B, T, d] with per-token loss
+  /// weights w_tok [B·T] (valid / n_valid).
+  StepResult sparse_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w_tok,
+                         double n_valid, const at::Tensor& mask, const LossSettings& ls);
   /// Which entries of z [N, S] fire (bool [N, S]) for gating norms n [S] and TopK k.
   at::Tensor active_entries(const at::Tensor& z, const at::Tensor& n, std::int64_t k) const;
   void check_input(const at::Tensor& x, const char* what) const;

@@ -285,6 +285,51 @@ TEST_CASE("lorsa training step: loss by the formula, gradients by central differ
   }
 }
 
+TEST_CASE("lorsa sparse step equals the dense autograd step", "[lorsa]") {
+  for (const auto act : {sd::ActFn::kTopK, sd::ActFn::kBatchTopK, sd::ActFn::kRelu}) {
+    for (const auto pen : {sd::SparsityPenalty::kPower, sd::SparsityPenalty::kTanh,
+                           sd::SparsityPenalty::kTanhQuad}) {
+      for (const bool gating : {true, false}) {
+        DYNAMIC_SECTION("act " << static_cast<int>(act) << " penalty " << static_cast<int>(pen)
+                               << " gating " << gating) {
+          auto c = lorsa_cfg(true, true, act);
+          c.sparsity_include_decoder_norm = gating;
+          c.sparse_kernels = sd::SparseKernels::kOff;
+          auto dense = random_lorsa(c, 21);
+          c.sparse_kernels = sd::SparseKernels::kOn;
+          auto sparse = random_lorsa(c, 21);
+          REQUIRE(sparse.uses_sparse_step(0));
+          REQUIRE_FALSE(dense.uses_sparse_step(0));
+          sd::TrainBatch batch;
+          batch.acts[c.hook_point_in] = randn({kB, kT, kD}, 22);
+          batch.acts[c.hook_point_out] = randn({kB, kT, kD}, 23);
+          batch.mask = at::tensor({1., 1., 1., 1., 1., 0., 0., 1., 1., 1.}, at::kDouble);
+          sd::LossSettings ls;
+          ls.sparsity = pen;
+          ls.l1_coefficient = 0.3;
+          ls.p = 2;
+          const sd::StepResult a = dense.forward_backward(batch, ls);
+          const sd::StepResult b = sparse.forward_backward(batch, ls);
+          CHECK(b.sparse_feature_acts.defined());
+          // float64, the same sums in another order: 1e-10
+          CHECK(b.loss == Approx(a.loss).epsilon(1e-10));
+          CHECK(b.l_sparsity == Approx(a.l_sparsity).epsilon(1e-10).margin(1e-14));
+          CHECK(b.l0 == a.l0);
+          CHECK(at::equal(a.fired, b.fired));
+          CHECK((a.feature_acts - b.sparse_feature_acts.to_dense()).abs().max().item<double>() <
+                1e-12);
+          const auto pa = dense.parameters(), pb = sparse.parameters();
+          for (std::size_t i = 0; i < pa.size(); ++i) {
+            INFO(pa[i].name);
+            CHECK((pa[i].grad - pb[i].grad).abs().max().item<double>() <=
+                  1e-10 * (1 + pa[i].grad.abs().max().item<double>()));
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("lorsa checkpoints keep the original's names, shapes and buffers; the fold is exact",
           "[lorsa]") {
   saes::testing::TempDir dir;

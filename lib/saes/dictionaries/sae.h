@@ -70,6 +70,16 @@ class SparseAutoEncoder final : public SparseDictionary {
   void set_decoder_to_fixed_norm(double value, bool exact) override;
   void init_decoder_bias_with_mean(const at::Tensor& label_normalized) override;
   void init_encoder_bias_with_mean_hidden_pre(const at::Tensor& x_normalized) override;
+  /// initialize_tc_with_mlp (sae_model_init.cpp; spec §4 step 7, a transcoder): with μ and σ
+  /// the mean and the mean distance to it of the raw input rows, probe p_i = μ + σ·ŵ_i (ŵ_i the
+  /// unit W_E column i), o_i = MLP(p_i); W_D row i ← (o_i − mean_j o_j) / ‖·‖ and W_E's columns
+  /// ← unit length.
+  void init_with_mlp(const MlpFunction& mlp, const at::Tensor& x_raw) override;
+  /// initialize_W_D_with_active_subspace (spec §4 step 8): W_D ← W_D[:, :d_active]·Uᵀ with U the
+  /// top d_active right singular vectors of the centred normalized label rows.
+  void init_decoder_in_active_subspace(const at::Tensor& x_normalized,
+                                       const at::Tensor& label_normalized, std::int64_t d_active,
+                                       const AttentionLayer* attention) override;
 
  protected:
   void rescale_for_fold(bool fold) override;

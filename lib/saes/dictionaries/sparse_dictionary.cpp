@@ -157,6 +157,28 @@ void SparseDictionary::init_encoder_bias_with_mean_hidden_pre(const at::Tensor& 
              kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
 }
 
+void SparseDictionary::init_with_attention(const AttentionLayer& /*attention*/) {
+  SAES_THROW(UnsupportedError,
+             "initializer.initialize_lorsa_with_mhsa: {} dictionaries have no attention to copy "
+             "(lorsa only)",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+void SparseDictionary::init_with_mlp(const MlpFunction& /*mlp*/, const at::Tensor& /*x_raw*/) {
+  SAES_THROW(UnsupportedError,
+             "initializer.initialize_tc_with_mlp: not supported for {} dictionaries (sae "
+             "transcoders only)",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+void SparseDictionary::init_decoder_in_active_subspace(const at::Tensor& /*x*/,
+                                                       const at::Tensor& /*label*/,
+                                                       std::int64_t /*d_active*/,
+                                                       const AttentionLayer* /*attention*/) {
+  SAES_THROW(UnsupportedError,
+             "initializer.initialize_W_D_with_active_subspace: not supported for {} dictionaries "
+             "(sae and lorsa)",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+
 void SparseDictionary::fill_uniform(const at::Tensor& p, int feature_dim, double bound,
                                     at::Generator& gen) const {
   // Drawn on the generator's device (the trainer's CPU generator for CUDA parameters) for the

@@ -16,6 +16,7 @@
 
 #include "saes/dictionaries/config.h"
 #include "saes/dictionaries/feature_parallel.h"
+#include "saes/dictionaries/model_init.h"
 #include "saes/dictionaries/sparse_kernels.h"
 
 namespace at {
@@ -224,6 +225,21 @@ class SparseDictionary {
   /// activations in the prepare_input / prepare_label layouts.
   virtual double reconstruction_loss(const at::Tensor& x_normalized,
                                      const at::Tensor& label_normalized, std::int64_t k) const;
+
+  // ---- model-informed initialization (spec §4 steps 5, 7, 8; training/model_init.h) -------
+  // Variants without one throw UnsupportedError naming the variant and the initializer key.
+  /// initialize_lorsa_with_mhsa: the query/key side of the model's attention layer (Lorsa).
+  virtual void init_with_attention(const AttentionLayer& attention);
+  /// initialize_tc_with_mlp: decoder rows from the model's MLP at probe inputs built from one
+  /// RAW input batch [n_tokens, d_model] (a transcoder).
+  virtual void init_with_mlp(const MlpFunction& mlp, const at::Tensor& x_raw);
+  /// initialize_W_D_with_active_subspace on one batch (normalized, prepare_input /
+  /// prepare_label layouts): decoder rows confined to the label's top-`d_active` principal
+  /// subspace (SAE), or W_V / W_O per model head of `attention` (Lorsa, which needs it).
+  virtual void init_decoder_in_active_subspace(const at::Tensor& x_normalized,
+                                               const at::Tensor& label_normalized,
+                                               std::int64_t d_active,
+                                               const AttentionLayer* attention);
 
   // ---- normalization (spec §2.1) ----------------------------------------------------------
   /// Records n̄_h = mean‖x‖ of hook `hook_point` (must be one of hook_points()).

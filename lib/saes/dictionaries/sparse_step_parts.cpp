@@ -94,7 +94,8 @@ Selected finish(SparseActs a, const at::Tensor& n, const at::Tensor& feature_of)
 /// value returned is this rank's share of the sum over the group (see finish_sums).
 double penalty(const LossSettings& ls, const SparseActs& a, const at::Tensor& w_tok,
                const at::Tensor& ng_e, at::Tensor& df, at::Tensor& gn,
-               const std::function<void(at::Tensor&)>& sum_rows, bool counts_whole) {
+               const std::function<void(at::Tensor&)>& sum_rows, bool counts_whole,
+               double frequency_rows) {
   if (ls.sparsity == SparsityPenalty::kNone || ls.l1_coefficient == 0) return 0.0;
   const double lam = ls.l1_coefficient;
   const std::int64_t N = a.n_rows, S = a.n_features;
@@ -128,9 +129,10 @@ double penalty(const LossSettings& ls, const SparseActs& a, const at::Tensor& w_
       du = dT * (w_e * lam);
     } else {  // tanh-quad: batch-level over all tokens, as the dense step
       const double sc = ls.frequency_scale;
-      const at::Tensor ph = sparse_feature_sum(a.indices, T, S) / static_cast<double>(N);
+      const double rows = frequency_rows > 0 ? frequency_rows : static_cast<double>(N);
+      const at::Tensor ph = sparse_feature_sum(a.indices, T, S) / rows;
       value = lam * at::sum(ph * (1 + ph / sc)).item<double>();
-      du = dT * ((1 + ph.index_select(0, a.indices) * (2.0 / sc)) * (lam / static_cast<double>(N)));
+      du = dT * ((1 + ph.index_select(0, a.indices) * (2.0 / sc)) * (lam / rows));
     }
   }
   df.add_(gating ? du * ng_e : du);

@@ -46,8 +46,11 @@ Selected finish(SparseActs a, const at::Tensor& n, const at::Tensor& feature_of)
 /// `gn` is defined (undefined: the norms are constants of the step). `sum_rows` sums per-row
 /// partial sums over the model group (identity when not sharded); the value returned is this
 /// rank's share of the sum over the group (counts_whole: the rank that counts row terms).
+/// `frequency_rows` > 0: tanh-quad's p̂ averages over that many rows instead (Lorsa: the real
+/// tokens of the mask; padding rows never fire).
 double penalty(const LossSettings& ls, const SparseActs& a, const at::Tensor& w_tok,
                const at::Tensor& ng_e, at::Tensor& df, at::Tensor& gn,
-               const std::function<void(at::Tensor&)>& sum_rows, bool counts_whole);
+               const std::function<void(at::Tensor&)>& sum_rows, bool counts_whole,
+               double frequency_rows = 0.0);
 
 }  // namespace saes::dictionaries::detail

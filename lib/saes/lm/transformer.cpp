@@ -317,6 +317,15 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
                     optional_weight(p + "b_O"));
 }
 
+at::Tensor Transformer::mlp_of_normalized(int64_t layer, const at::Tensor& normalized) const {
+  SAES_CHECK(layer >= 0 && layer < spec_.n_layers, ConfigError,
+             "layer {} is not a layer of this model (it has {})", layer, spec_.n_layers);
+  const HookSet none;
+  Run run(none);
+  const at::Tensor x = normalized.to(options_.device, to_torch(options_.dtype));
+  return mlp(run, layer, apply_norm_weight(fmt::format("blocks.{}.ln2", layer), x));
+}
+
 at::Tensor Transformer::mlp(Run& run, int64_t layer, const at::Tensor& normalized) const {
   const std::string p = fmt::format("blocks.{}.mlp.", layer);
   at::Tensor hidden = at::linear(normalized, weights_.at(p + "W_in"), optional_weight(p + "b_in"));

@@ -70,6 +70,10 @@ class Transformer {
   /// An engine weight by name (see expected_weights); throws ConfigError when absent.
   const at::Tensor& weight(const std::string& name) const;
   const std::map<std::string, at::Tensor>& weights() const { return weights_; }
+  /// blocks.`layer`.hook_mlp_out for `normalized`, values of blocks.`layer`.ln2.hook_normalized
+  /// ([..., d_model], before the norm's weight): the norm's weight and bias, then the MLP. Runs
+  /// no hooks (model-informed dictionary inits probe the MLP with it).
+  at::Tensor mlp_of_normalized(int64_t layer, const at::Tensor& normalized) const;
 
  private:
   struct Run;

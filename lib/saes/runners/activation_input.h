@@ -58,6 +58,8 @@ class ActivationStreams {
   ActivationStreams(ActivationInputs inputs, Logger& logger,
                     const lm::LanguageModel* model = nullptr);
   std::unique_ptr<data::ActivationStream> make() const;
+  /// The language model the `dataset` sources run (null when every source reads shards).
+  const lm::LanguageModel* model() const { return lm_; }
 
  private:
   ActivationInputs in_;

@@ -31,6 +31,7 @@
 #include "saes/training/checkpoint.h"
 #include "saes/training/dictionary_module.h"
 #include "saes/training/initializer.h"
+#include "saes/training/model_init.h"
 #include "saes/training/stop_signal.h"
 #include "saes/training/trainer.h"
 
@@ -43,16 +44,15 @@ using config::TrainSettings;
 void check_supported(const TrainSettings& s) {
   SAES_CHECK(!s.eval, UnsupportedError,
              "eval: evaluation during training is not implemented yet; set eval: false");
-  if (s.initializer) {  // accepted keys of the original that nothing implements yet (#20)
-    const auto& init = *s.initializer;
-    SAES_CHECK(!init.initialize_W_D_with_active_subspace, UnsupportedError,
-               "initializer.initialize_W_D_with_active_subspace: not implemented yet; set it to "
-               "false");
-    SAES_CHECK(!init.initialize_lorsa_with_mhsa.value_or(false), UnsupportedError,
-               "initializer.initialize_lorsa_with_mhsa: not implemented yet; set it to false");
-    SAES_CHECK(!init.initialize_tc_with_mlp.value_or(false), UnsupportedError,
-               "initializer.initialize_tc_with_mlp: not implemented yet; set it to false");
+}
+
+/// How messages name the model: its path, else model_name.
+std::string model_label(const TrainSettings& s) {
+  if (s.model && s.model->model_from_pretrained_path) {
+    return s.model->model_from_pretrained_path->string();
   }
+  if (s.model_name) return *s.model_name;
+  return s.model ? s.model->model_name : std::string("(no model configured)");
 }
 
 /// saes has no autocast: the dictionary computes in sae.dtype, so amp_dtype must name it.
@@ -88,10 +88,11 @@ std::vector<data::ActivationBatch> first_batches(const ActivationStreams& stream
   return batches;
 }
 
-/// Dataset norms from the first kDatasetNormBatches batches and the initializer's search on the
-/// first batch.
+/// Dataset norms from the first kDatasetNormBatches batches, the model-informed inits (`model`:
+/// null unless training::needs_model) and the initializer's search on the first batch.
 void prepare_dictionary(const TrainSettings& s, const std::vector<data::ActivationBatch>& batches,
-                        dictionaries::SparseDictionary& dict, Logger& logger) {
+                        const lm::Transformer* model, dictionaries::SparseDictionary& dict,
+                        Logger& logger) {
   if (s.sae.norm_activation == dictionaries::NormActivation::kDatasetWise) {
     const auto n = std::min<std::size_t>(batches.size(), dictionaries::kDatasetNormBatches);
     for (const auto& hook : dict.hook_points()) {
@@ -113,6 +114,7 @@ void prepare_dictionary(const TrainSettings& s, const std::vector<data::Activati
       raw[hook] = dict.reads_sequences() ? batches.front().acts.at(hook)
                                          : batch_rows(batches.front(), hook);
     }
+    training::initialize_from_model(dict, *s.initializer, model, model_label(s), raw, logger);
     training::initialization_search(dict, *s.initializer, raw, logger);
   }
 }
@@ -198,21 +200,37 @@ std::vector<Member> resolve_members(const TrainSettings& s) {
   return members;
 }
 
-/// Builds each member's dictionary: loaded (initializer null) or initialized, with dataset norms
+/// Builds each member's dictionary: loaded (initializer null) or initialized, with dataset norms,
+/// the model-informed inits (the stream's model, or `model` loaded for them and released after)
 /// and the initializer's search on the first batches of the shared stream; each holds the
 /// features of `shard`.
-void build_dictionaries(std::vector<Member>& members, const ActivationStreams& streams,
-                        const dictionaries::FeatureShard& shard, bool resuming, Logger& logger) {
+void build_dictionaries(std::vector<Member>& members, const TrainSettings& s,
+                        const ActivationStreams& streams, const dictionaries::FeatureShard& shard,
+                        bool resuming, Logger& logger) {
   int wanted = 0;
+  bool model_needed = false;
   for (Member& m : members) {
     m.dict = dictionaries::make_dictionary(m.settings.sae, shard);
     if (!resuming && !m.settings.initializer) load_pretrained(m.settings, *m.dict);
     if (!resuming) wanted = std::max(wanted, preparation_batches(m.settings));
+    model_needed = model_needed || (!resuming && m.settings.initializer &&
+                                    training::needs_model(*m.settings.initializer, m.settings.sae));
+  }
+  std::optional<lm::LanguageModel> loaded;
+  const lm::Transformer* model = streams.model() ? &streams.model()->model : nullptr;
+  if (model_needed && model == nullptr) {
+    SAES_CHECK(s.model.has_value(), ConfigError,
+               "initializer: initialize_lorsa_with_mhsa, initialize_tc_with_mlp and a lorsa's "
+               "initialize_W_D_with_active_subspace read the language model: set model "
+               "(model_from_pretrained_path)");
+    logger.info("loading the model for the initialization: {}", model_label(s));
+    loaded.emplace(lm::load_language_model(*s.model));
+    model = &loaded->model;
   }
   const auto batches = first_batches(streams, wanted);
   for (Member& m : members) {
     if (!resuming && preparation_batches(m.settings) > 0) {
-      prepare_dictionary(m.settings, batches, *m.dict, logger);
+      prepare_dictionary(m.settings, batches, model, *m.dict, logger);
     }
     m.module = std::make_unique<training::DictionaryModule>(*m.dict, m.settings.trainer);
   }
@@ -382,7 +400,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
   const bool resuming = s.trainer.from_pretrained_path.has_value();
   if (!resuming) prepare_run_folder(s, members, distribution.is_primary(), logger);
   if (resuming) check_resumed_trainer(*s.trainer.from_pretrained_path, members);
-  build_dictionaries(members, streams, distribution.feature_shard(), resuming, logger);
+  build_dictionaries(members, s, streams, distribution.feature_shard(), resuming, logger);
 
   const fs::path run_dir = s.trainer.exp_result_path;
   if (distribution.is_primary()) save_configs(s, members, run_dir);

@@ -69,14 +69,15 @@ struct InitializerConfig {
     v("grid_search_init_norm", grid_search_init_norm,
       "grid-search the decoder norm on the first batch (spec §4)");
     v("initialize_W_D_with_active_subspace", initialize_W_D_with_active_subspace,
-      "initialize W_D inside the activations' top singular subspace");
+      "sae: decoder rows in the label's top principal subspace; lorsa: W_V/W_O in each model "
+      "head's value subspace (reads the model)");
     v("d_active_subspace", d_active_subspace,
-      "dimension of that subspace (required with the option above)");
+      "sae: dimension of that subspace (required with the option above; lorsa uses d_qk_head)");
     v("initialize_lorsa_with_mhsa", initialize_lorsa_with_mhsa,
-      "Lorsa: copy Q/K from the model's attention");
+      "lorsa: copy Q/K from the model's attention at model_layer (reads the model)");
     v("initialize_tc_with_mlp", initialize_tc_with_mlp,
-      "transcoder: initialize from the model's MLP");
-    v("model_layer", model_layer, "layer used by the two model-based inits");
+      "transcoder: decoder from the model's MLP at model_layer (reads the model)");
+    v("model_layer", model_layer, "layer the model-informed inits read");
     v("init_encoder_bias_with_mean_hidden_pre", init_encoder_bias_with_mean_hidden_pre,
       "b_E <- b_E - mean(hidden_pre) on the first batch");
   }

@@ -72,4 +72,15 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
     --set trainer.exp_result_path=ttc --set logging.progress=off
   if [ "$(wc -l <ttc/metrics.jsonl)" = 2 ] && grep -Eq '"metrics/l0": ?16(\.0*)?[,}]' ttc/metrics.jsonl &&
     grep -q 'blocks.3.hook_mlp_out' ttc/sae_weights.safetensors; then ok; else bad "train transcoder run folder: $(ls ttc)"; fi
+  # ... initialized from the model's MLP (spec §4 step 7), the decoder then in the label's top
+  # 32-dimensional subspace
+  expect "train transcoder mlp init" 0 'init: decoder from the MLP of model .*stories260K.bin blocks.3' -- \
+    "$bin/saes-train" "$root/configs/train-stories260k-transcoder.yaml" \
+    --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
+    --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
+    --set activation_factory.batch_size=512 --set trainer.total_training_tokens=4096 --set trainer.log_frequency=4 \
+    --set trainer.exp_result_path=ttcmlp --set logging.progress=off --set initializer.initialize_tc_with_mlp=true \
+    --set initializer.model_layer=3 --set initializer.init_encoder_with_decoder_transpose=false \
+    --set initializer.initialize_W_D_with_active_subspace=true --set initializer.d_active_subspace=32
+  grep -q 'init: decoder in the active subspace of dimension 32' err.txt && ok || bad "no active-subspace line: $(cat err.txt)"
 fi

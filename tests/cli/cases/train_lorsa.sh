@@ -1,7 +1,7 @@
 # Lorsa cases (sourced by run_cli_tests.sh): one-line rejections of Lorsa configs that cannot
 # work; with the assets: the example config trained on the fly from stories260K (k annealed to 16,
-# the original's tensor names and buffers in the weights) and a checkpointed run resumed to the
-# same metrics.
+# the original's tensor names and buffers in the weights), a checkpointed run resumed to the
+# same metrics, and the MHSA + active-subspace init from the model's own layer.
 lorsa_cfg="$root/configs/train-stories260k-lorsa.yaml"
 expect "lorsa 1-D activations" 2 'activation_factory.target: a lorsa trains on sequences' -- \
   "$bin/saes-train" "$lorsa_cfg" --set activation_factory.target=activations-1d
@@ -13,8 +13,10 @@ expect "lorsa same hooks" 2 'sae.hook_point_out: a lorsa reconstructs another ho
   --set 'activation_factory.hook_points=[blocks.2.ln1.hook_normalized]'
 expect "lorsa key on an sae" 2 'sae.n_qk_heads: is for sae_type lorsa only' -- \
   "$bin/saes-train" "$train_cfg" --set sae.n_qk_heads=4
-expect "lorsa mhsa init" 5 'initializer.initialize_lorsa_with_mhsa: not implemented yet' -- \
-  "$bin/saes-train" "$lorsa_cfg" --set initializer.initialize_lorsa_with_mhsa=true --set initializer.model_layer=2
+expect "lorsa mhsa init without model_layer" 2 'initializer.model_layer: required with initialize_lorsa_with_mhsa' -- \
+  "$bin/saes-train" "$lorsa_cfg" --set initializer.initialize_lorsa_with_mhsa=true
+expect "mhsa init on an sae" 2 'initializer.initialize_lorsa_with_mhsa: only for sae_type lorsa' -- \
+  "$bin/saes-train" "$train_cfg" --set initializer.initialize_lorsa_with_mhsa=true --set initializer.model_layer=2
 
 if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   lorsa_live=(--set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin"
@@ -28,6 +30,16 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   if [ "$(wc -l <tlorsa/metrics.jsonl)" = 4 ] && tail -1 tlorsa/metrics.jsonl | grep -Eq '"metrics/l0": ?16(\.0*)?[,}]' &&
     grep -q '"W_Q"' tlorsa/sae_weights.safetensors && grep -q '"rotary_sin"' tlorsa/sae_weights.safetensors &&
     grep -q 'lorsa' tlorsa/sae_weights.safetensors; then ok; else bad "lorsa run folder: $(ls tlorsa; cat tlorsa/metrics.jsonl)"; fi
+  # Q/K copied from the model's layer-2 attention, W_V/W_O in its heads' value subspaces
+  expect "lorsa mhsa + active-subspace init" 0 'init: Q/K from model .*stories260K.bin blocks.2.attn \(8 heads repeated to 8\)' -- \
+    "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set trainer.exp_result_path=tlmhsa \
+    --set initializer.initialize_lorsa_with_mhsa=true --set initializer.initialize_W_D_with_active_subspace=true \
+    --set initializer.model_layer=2 --set initializer.init_encoder_bias_with_mean_hidden_pre=true
+  if grep -q 'init: decoder in the active subspace of each head' err.txt && [ -s tlmhsa/sae_weights.safetensors ]; then ok; else bad "lorsa mhsa init: $(cat err.txt)"; fi
+  expect "lorsa mhsa init on another layer" 2 'initializer.initialize_lorsa_with_mhsa: with model_layer 1 the dictionary must read blocks.1.ln1.hook_normalized' -- \
+    "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set trainer.exp_result_path=tlmhsa1 \
+    --set initializer.initialize_lorsa_with_mhsa=true --set initializer.model_layer=1
+  [ ! -e tlmhsa1/sae_weights.safetensors ] && ok || bad "a refused init left weights"
   ev=$(tail -1 tlorsa/metrics.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics/explained_variance"])')
   echo "cli: lorsa on the fly, 8 steps: explained variance $ev"
   # a resumed run continues to the same metrics

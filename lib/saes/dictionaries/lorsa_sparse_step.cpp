@@ -1,0 +1,104 @@
+// Lorsa's sparse training step: the attention side (Q, K, V → z) through autograd, the decoder
+// side on f's active entries only with the sparse kernels of the SAE step (sparse_kernels.h,
+// sparse_step_parts.h), then ∂L/∂z at those entries back through the autograd graph.
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/gt.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/core/GradMode.h>
+
+#include "saes/core/error.h"
+#include "saes/dictionaries/lorsa.h"
+#include "saes/dictionaries/sparse_kernels.h"
+#include "saes/dictionaries/sparse_step_parts.h"
+
+namespace saes::dictionaries {
+
+StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Tensor& y,
+                                               const at::Tensor& w_tok, double n_valid,
+                                               const at::Tensor& mask, const LossSettings& ls) {
+  const std::int64_t N = x.size(0) * x.size(1), S = d_sae(), d = cfg_.d_model;
+  const auto opt = x.options();
+  const bool gating = cfg_.sparsity_include_decoder_norm;
+  const bool gated = gating && cfg_.act_fn != ActFn::kRelu;  // gating is a no-op for ReLU (§2.1)
+
+  const c10::AutoGradMode grad_mode(true);
+  const auto leaf = [](const at::Tensor& t) {
+    return t.defined() ? t.detach().requires_grad_(true) : t;
+  };
+  const Weights w{leaf(W_Q_), leaf(W_K_), leaf(b_Q_), leaf(b_K_), leaf(W_V_),
+                  leaf(b_V_), W_O_,       b_D_,       leaf(ln_q_), leaf(ln_k_)};
+  const at::Tensor z = attend(w, x, mask).first.reshape({N, S});
+
+  // ---- select on the gated scores (padding rows zeroed: they never fire), decode ----
+  const at::NoGradGuard no_grad;
+  const at::Tensor n = at::linalg_vector_norm(W_O_, 2, {1}, false);
+  at::Tensor score = z.detach() * w_tok.gt(0).to(opt).unsqueeze(1);
+  if (gated) score = score * n;
+  const detail::Selected m =
+      detail::finish(detail::candidates(cfg_.act_fn, score, resolve_k(ls.current_k), nullptr),
+                     gated ? n : at::Tensor(), {});
+  const SparseActs& a = m.a;
+  const at::Tensor xhat = sparse_decode(a, W_O_, b_D_);
+  const at::Tensor yr = y.reshape({N, d});
+  const at::Tensor r = xhat - yr;
+  const at::Tensor wt = w_tok.unsqueeze(1);
+  StepResult out;
+  out.n_tokens = n_valid;
+  out.l_rec = at::sum(at::sum(r * r, {1}, true) * wt).item<double>();
+  const at::Tensor G = r * (2.0 * wt);  // ∂L/∂x̂
+
+  // ---- backward into f's entries, then z through the attention graph ----
+  at::Tensor df = sparse_row_dot(a, G, W_O_);
+  at::Tensor gn = at::zeros_like(n);
+  const bool penalised = ls.sparsity != SparsityPenalty::kNone && ls.l1_coefficient != 0;
+  out.l_sparsity = detail::penalty(
+      ls, a, w_tok, gating ? n.index_select(0, a.indices) : at::Tensor(), df, gn,
+      [](at::Tensor&) {}, true, n_valid);
+  const at::Tensor dz_entries = df.mul_(m.active);
+  at::Tensor dz = at::zeros({N, S}, opt);
+  dz.index_put_({a.rows, a.indices}, dz_entries);
+  {
+    const c10::AutoGradMode backward_mode(true);
+    z.backward(dz);
+  }
+  const auto take = [](at::Tensor& grad, const at::Tensor& leaf_t) {
+    if (!leaf_t.defined()) return;
+    if (leaf_t.grad().defined()) {
+      grad.copy_(leaf_t.grad());
+    } else {
+      grad.zero_();
+    }
+  };
+  take(gW_Q_, w.W_Q);
+  take(gW_K_, w.W_K);
+  take(gb_Q_, w.b_Q);
+  take(gb_K_, w.b_K);
+  take(gW_V_, w.W_V);
+  take(gb_V_, w.b_V);
+  take(gln_q_, w.ln_q);
+  take(gln_k_, w.ln_k);
+
+  // ---- the decoder's gradients by scatter-add over the active entries ----
+  sparse_weight_grad(gW_O_, a.rows, a.indices, a.values, G);
+  if (penalised && gating) {
+    gW_O_.add_(W_O_ * at::where(at::gt(n, 0), gn / n, at::zeros_like(n)).unsqueeze(1));
+  }
+  if (b_D_.defined()) at::sum_out(gb_D_, G, {0});
+
+  // ---- results ----
+  const at::Tensor counted = m.active * (w_tok * n_valid).index_select(0, a.rows);
+  out.fired = sparse_feature_sum(a.indices, counted, S).round().to(at::kLong);
+  out.l0 = at::sum(out.fired).item<double>() / n_valid;
+  out.loss = out.l_rec + out.l_sparsity;
+  out.sparse_feature_acts = m.a;
+  out.reconstructed = xhat;
+  out.label = yr;
+  return out;
+}
+
+}  // namespace saes::dictionaries
