@@ -495,6 +495,12 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
     p.check(s.sae.d_sae() % s.parallelism.model_parallel_size == 0, "model_parallel_size",
             fmt::format("must divide d_sae ({}), got {}", s.sae.d_sae(),
                         s.parallelism.model_parallel_size));
+    if (s.sae.sae_type == dictionaries::SaeType::kLorsa && s.sae.n_qk_heads > 0) {
+      p.check(s.sae.n_qk_heads % s.parallelism.model_parallel_size == 0, "model_parallel_size",
+              fmt::format("must divide sae.n_qk_heads ({}): each model rank holds whole QK heads "
+                          "with their OV heads, got {}",
+                          s.sae.n_qk_heads, s.parallelism.model_parallel_size));
+    }
   }
   if (s.model) check_lm(p, "model", *s.model);
   check_device_type(p, s.device_type);

@@ -7,6 +7,8 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/_backward.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/pow.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cos.h>
 #include <ATen/ops/detach.h>
@@ -98,9 +100,10 @@ void validate(const SparseDictionaryConfig& cfg, const FeatureShard& shard) {
   SAES_CHECK(!is_topk_family(cfg.act_fn) || (cfg.top_k >= 1 && cfg.top_k <= cfg.d_sae()),
              ConfigError, "sae.top_k: expected 1 <= top_k <= d_sae ({}), got {}", cfg.d_sae(),
              cfg.top_k);
-  SAES_CHECK(!shard.sharded(), UnsupportedError,
-             "sae_type lorsa: feature (OV-head) parallelism is not implemented yet; use "
-             "model_parallel_size 1 (data parallelism works)");
+  SAES_CHECK(!shard.sharded() || cfg.n_qk_heads % shard.size() == 0, ConfigError,
+             "sae.n_qk_heads: {} QK heads do not split over model_parallel_size {} (each rank "
+             "holds whole QK heads with their OV heads)",
+             cfg.n_qk_heads, shard.size());
 }
 
 at::TensorOptions options_of(const SparseDictionaryConfig& cfg) {
@@ -136,7 +139,7 @@ LowRankSparseAttention::LowRankSparseAttention(SparseDictionaryConfig cfg, Featu
     : SparseDictionary(std::move(cfg), shard) {
   validate(cfg_, shard_);
   const auto opt = options_of(cfg_);
-  const std::int64_t H = cfg_.n_qk_heads, D = cfg_.d_qk_head, S = d_sae(), d = cfg_.d_model;
+  const std::int64_t H = local_qk_heads(), D = cfg_.d_qk_head, S = local_d_sae(), d = cfg_.d_model;
   const auto alloc = [&](at::Tensor& value, at::Tensor& grad, at::IntArrayRef shape) {
     value = at::zeros(shape, opt);
     grad = at::zeros(shape, opt);
@@ -174,19 +177,20 @@ double LowRankSparseAttention::attn_scale() const {
 
 std::vector<ParameterRef> LowRankSparseAttention::parameters() {
   std::vector<ParameterRef> out = {
-      {"W_Q", W_Q_, gW_Q_, ParamGroup::kOthers, true, -1},
-      {"W_K", W_K_, gW_K_, ParamGroup::kOthers, true, -1},
-      {"b_Q", b_Q_, gb_Q_, ParamGroup::kOthers, true, -1},
-      {"b_K", b_K_, gb_K_, ParamGroup::kOthers, true, -1},
+      {"W_Q", W_Q_, gW_Q_, ParamGroup::kOthers, true, 0},
+      {"W_K", W_K_, gW_K_, ParamGroup::kOthers, true, 0},
+      {"b_Q", b_Q_, gb_Q_, ParamGroup::kOthers, true, 0},
+      {"b_K", b_K_, gb_K_, ParamGroup::kOthers, true, 0},
       {"W_V", W_V_, gW_V_, ParamGroup::kOthers, true, 0},
       {"b_V", b_V_, gb_V_, ParamGroup::kOthers, true, 0},
       {"W_O", W_O_, gW_O_, ParamGroup::kOthers, true, 0},
   };
-  // feature_dim: the OV-head (feature) axis; QK-head tensors are not feature-indexed.
+  // feature_dim: the OV-head (feature) axis, and the QK-head axis, which a rank splits with
+  // its OV heads (rank r holds QK heads [r·H/M, (r+1)·H/M) and their OV groups)
   if (b_D_.defined()) out.push_back({"b_D", b_D_, gb_D_, ParamGroup::kOthers, true, -1});
   if (ln_q_.defined()) {
-    out.push_back({"ln_q.w", ln_q_, gln_q_, ParamGroup::kOthers, true, -1});
-    out.push_back({"ln_k.w", ln_k_, gln_k_, ParamGroup::kOthers, true, -1});
+    out.push_back({"ln_q.w", ln_q_, gln_q_, ParamGroup::kOthers, true, 0});
+    out.push_back({"ln_k.w", ln_k_, gln_k_, ParamGroup::kOthers, true, 0});
   }
   if (log_threshold_.defined()) {
     out.push_back({"activation_function.log_jumprelu_threshold", log_threshold_, glog_threshold_,
@@ -251,7 +255,8 @@ std::pair<at::Tensor, at::Tensor> LowRankSparseAttention::attend(const Weights& 
                                                                  const at::Tensor& mask) const {
   check_input(x, "input");
   const std::int64_t B = x.size(0), T = x.size(1), d = cfg_.d_model;
-  const std::int64_t H = cfg_.n_qk_heads, D = cfg_.d_qk_head, S = d_sae(), G = ov_group_size();
+  const std::int64_t H = local_qk_heads(), D = cfg_.d_qk_head, S = local_d_sae(),
+                     G = ov_group_size();
   const at::Tensor rows = x.reshape({B * T, d});
   const auto project = [&](const at::Tensor& W, const at::Tensor& b, const at::Tensor& ln) {
     // [B·T, d] · [d, H·D] → [B, T, H, D]
@@ -298,8 +303,8 @@ at::Tensor LowRankSparseAttention::attention_pattern(const at::Tensor& x,
 
 at::Tensor LowRankSparseAttention::z_pattern(const at::Tensor& x, std::int64_t head,
                                              const at::Tensor& mask) const {
-  SAES_CHECK(head >= 0 && head < d_sae(), DataError, "lorsa z_pattern: head {} not in [0, {})",
-             head, d_sae());
+  SAES_CHECK(head >= 0 && head < local_d_sae(), DataError,
+             "lorsa z_pattern: head {} not in [0, {})", head, local_d_sae());
   const at::NoGradGuard no_grad;
   const at::Tensor xs = x.to(device(), dtype());
   const at::Tensor A = attend(weights(), xs, mask).second;
@@ -322,19 +327,23 @@ at::Tensor LowRankSparseAttention::active_entries(const at::Tensor& z, const at:
                                                   std::int64_t k) const {
   if (cfg_.act_fn == ActFn::kRelu) return at::gt(z, 0);  // gating is a no-op for ReLU (§2.1)
   const at::Tensor s = cfg_.sparsity_include_decoder_norm ? z * n : z;
+  if (shard_.sharded() && is_topk_family(cfg_.act_fn)) {  // over every rank's OV heads
+    return sharded_activation_mask(cfg_.act_fn, s, resolve_k(k), *shard_.group);
+  }
   return activation_mask(cfg_.act_fn, s, log_threshold_, resolve_k(k));
 }
 
 at::Tensor LowRankSparseAttention::encode(const at::Tensor& x, std::int64_t k) const {
   const at::NoGradGuard no_grad;
   const at::Tensor z = hidden_pre(x);
-  const at::Tensor rows = z.reshape({-1, d_sae()});
+  const at::Tensor rows = z.reshape({-1, local_d_sae()});
   return (rows * active_entries(rows, decoder_norm(), k)).view(z.sizes());
 }
 
 at::Tensor LowRankSparseAttention::decode(const at::Tensor& f) const {
   const at::NoGradGuard no_grad;
   at::Tensor out = at::matmul(f.to(device(), dtype()), W_O_);
+  sum_over_features(out);  // partial decodes of each rank's OV heads
   if (b_D_.defined()) out = out + b_D_;
   return out;
 }
@@ -348,7 +357,7 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   SAES_CHECK(x.sizes() == y.sizes(), DataError,
              "lorsa: input {} and label {} have shapes [{}] and [{}]", cfg_.hook_point_in,
              cfg_.hook_point_out, fmt::join(x.sizes(), ", "), fmt::join(y.sizes(), ", "));
-  const std::int64_t B = x.size(0), T = x.size(1), N = B * T, S = d_sae();
+  const std::int64_t B = x.size(0), T = x.size(1), N = B * T, S = local_d_sae();
   const auto opt = x.options();
   const auto [w_tok, n_valid] = token_weights(batch.mask, B, T, opt);
   if (uses_sparse_step(ls.current_k)) return sparse_step(x, y, w_tok, n_valid, batch.mask, ls);
@@ -360,10 +369,10 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
     return t.defined() ? t.detach().requires_grad_(true) : t;
   };
   const Weights w{leaf(W_Q_), leaf(W_K_), leaf(b_Q_), leaf(b_K_), leaf(W_V_),
-                  leaf(b_V_), leaf(W_O_), leaf(b_D_), leaf(ln_q_), leaf(ln_k_)};
+                  leaf(b_V_), leaf(W_O_), b_D_,       leaf(ln_q_), leaf(ln_k_)};
   const at::Tensor log_theta = leaf(log_threshold_);
 
-  // ---- forward ----
+  // ---- forward: this rank's OV heads; x̂ is the sum of every rank's partial decode ----
   const at::Tensor z = attend(w, x, batch.mask).first.reshape({N, S});
   const at::Tensor n = at::linalg_vector_norm(w.W_O, 2, {1}, false);  // differentiable (§2.1)
   at::Tensor active;
@@ -375,45 +384,58 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   }
   at::Tensor f = z * active.to(opt);
   if (jump) f.retain_grad();
-  at::Tensor xhat = at::matmul(f, w.W_O);
-  if (w.b_D.defined()) xhat = xhat + w.b_D;
+  const at::Tensor xhat_part = at::matmul(f, w.W_O);
+  at::Tensor xhat = xhat_part.detach().clone();
+  sum_over_features(xhat);
+  if (b_D_.defined()) xhat = xhat + b_D_;
   const at::Tensor yr = y.reshape({N, cfg_.d_model});
   const at::Tensor r = xhat - yr;
   const at::Tensor wt = w_tok.unsqueeze(1);
-  const at::Tensor l_rec = at::sum(at::sum(r * r, {1}, true) * wt);
-  at::Tensor loss = l_rec;
+  const at::Tensor G = r * (2.0 * wt);  // ∂l_rec/∂x̂, the same on every rank
   StepResult out;
   out.n_tokens = n_valid;
-  out.l_rec = l_rec.item<double>();
+  out.l_rec = at::sum(at::sum(r * r, {1}, true) * wt).item<double>();
+  // The gradients come from a surrogate whose gradient is the loss's: ⟨x̂_part, G⟩ for l_rec,
+  // plus this rank's penalty terms (the p-norm's per-token sum is completed over the ranks).
+  at::Tensor surrogate = at::sum(xhat_part * G);
+  double l_s_local = 0.0, l_s_whole = 0.0, l_p_local = 0.0;
 
   if (ls.sparsity != SparsityPenalty::kNone && ls.l1_coefficient != 0) {
     const double lam = ls.l1_coefficient;
     const at::Tensor u = gating ? f * n : f;
-    at::Tensor l_s;
     if (ls.sparsity == SparsityPenalty::kPower) {
       SAES_CHECK(ls.p >= 1, ConfigError, "trainer.p: expected >= 1, got {}", ls.p);
-      // the p-norm's gradient at a zero entry is 0 (the JumpReLU STE reads inactive entries)
-      l_s = lam * at::sum(at::linalg_vector_norm(u, static_cast<double>(ls.p), {1}, true) * wt);
+      const double p = static_cast<double>(ls.p);
+      // ‖u_t‖_p over every rank's OV heads; its gradient at a zero entry is 0 (the JumpReLU
+      // STE reads inactive entries)
+      const at::Tensor P_part = at::sum(at::pow(at::abs(u), p), {1}, true);
+      at::Tensor P = P_part.detach().clone();
+      sum_over_features(P);
+      l_s_whole = lam * at::sum(at::pow(P, 1.0 / p) * wt).item<double>();
+      const at::Tensor coef =
+          at::where(at::gt(P, 0), at::pow(P, 1.0 / p - 1.0) * (lam / p), at::zeros_like(P)) * wt;
+      surrogate = surrogate + at::sum(P_part * coef);
     } else {
       const at::Tensor Tu = at::tanh(u * ls.tanh_stretch_coefficient);
+      at::Tensor l_s;
       if (ls.sparsity == SparsityPenalty::kTanh) {
         l_s = lam * at::sum(at::sum(Tu, {1}, true) * wt);
-      } else {  // tanh-quad: p̂ over the real tokens of the batch
+      } else {  // tanh-quad: p̂ over the real tokens of the batch, per OV head
         const at::Tensor ph = at::sum(Tu * wt, {0});
         l_s = lam * at::sum(ph * (1 + ph / ls.frequency_scale));
       }
+      l_s_local = l_s.item<double>();
+      surrogate = surrogate + l_s;
     }
-    out.l_sparsity = l_s.item<double>();
-    loss = loss + l_s;
   }
   if (jump && ls.lp_coefficient > 0) {
     // L_p = λ_p Σ_t w_t Σ_i ReLU(θ_i − z_ti)·n_i (spec §3.5)
     const at::Tensor l_p =
         ls.lp_coefficient * at::sum(at::sum(at::relu(at::exp(log_theta) - z) * n, {1}, true) * wt);
-    out.l_p = l_p.item<double>();
-    loss = loss + l_p;
+    l_p_local = l_p.item<double>();
+    surrogate = surrogate + l_p;
   }
-  loss.backward();
+  surrogate.backward();
 
   // ---- gradients into the buffers ----
   const auto take = [](at::Tensor& grad, const at::Tensor& leaf_t) {
@@ -431,7 +453,7 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   take(gW_V_, w.W_V);
   take(gb_V_, w.b_V);
   take(gW_O_, w.W_O);
-  take(gb_D_, w.b_D);
+  if (b_D_.defined()) at::sum_out(gb_D_, G, {0});
   take(gln_q_, w.ln_q);
   take(gln_k_, w.ln_k);
   if (jump) {
@@ -447,12 +469,23 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   const at::Tensor fd = f.detach();
   const at::Tensor fired_w = at::matmul(at::gt(fd, 0).to(opt).t(), w_tok * n_valid);
   out.fired = fired_w.round().to(at::kLong);
-  out.l0 = at::sum(out.fired).item<double>() / n_valid;
-  out.loss = out.l_rec + out.l_sparsity + out.l_p;
+  finish_sums(out, n_valid, l_s_local, l_s_whole, l_p_local);
   out.feature_acts = fd;
-  out.reconstructed = xhat.detach();
+  out.reconstructed = xhat;
   out.label = yr;
   return out;
+}
+
+void LowRankSparseAttention::finish_sums(StepResult& out, double n_valid, double l_s_local,
+                                         double l_s_whole, double l_p_local) const {
+  // terms of the whole dictionary (l_s_whole) are counted by model rank 0 only
+  const std::vector<double> sums = sum_over_features(
+      {l_s_local + (shard_.rank() == 0 ? l_s_whole : 0.0), l_p_local,
+       static_cast<double>(at::sum(out.fired).item<std::int64_t>())});
+  out.l_sparsity = sums[0];
+  out.l_p = sums[1];
+  out.l0 = sums[2] / n_valid;
+  out.loss = out.l_rec + out.l_sparsity + out.l_p;
 }
 
 bool LowRankSparseAttention::uses_sparse_step(std::int64_t k) const {
@@ -470,10 +503,13 @@ void LowRankSparseAttention::init_parameters(const RandomInit& init, at::Generat
   // torch's xavier_uniform_ on [H, d, D]: fan_in = d·D, fan_out = H·D
   const double xavier = std::sqrt(6.0 / (d * D + H * D));
   const auto draw_cpu = [&](at::Tensor& p, auto&& fill) {
-    // drawn in float32 on the generator's device, then cast: the same weights for every dtype
-    at::Tensor t = at::empty(p.sizes(), at::TensorOptions().dtype(at::kFloat).device(gen.device()));
+    // drawn in float32 on the generator's device for the whole dictionary, then cast and this
+    // rank's heads taken: the same weights for every dtype, device and mesh
+    std::vector<std::int64_t> whole = p.sizes().vec();
+    whole[0] *= shard_.sharded() ? shard_.size() : 1;
+    at::Tensor t = at::empty(whole, at::TensorOptions().dtype(at::kFloat).device(gen.device()));
     fill(t);
-    p.copy_(t);
+    p.copy_(local_features(t, 0));
   };
   draw_cpu(W_Q_, [&](at::Tensor& t) { t.uniform_(-xavier, xavier, gen); });
   draw_cpu(W_K_, [&](at::Tensor& t) { t.uniform_(-xavier, xavier, gen); });
@@ -492,7 +528,8 @@ void LowRankSparseAttention::init_parameters(const RandomInit& init, at::Generat
 
 void LowRankSparseAttention::set_decoder_to_fixed_norm(double value, bool /*exact*/) {
   const at::NoGradGuard no_grad;
-  const double mean = decoder_norm().mean().item<double>();
+  const double mean =
+      sum_over_features({decoder_norm().sum().item<double>()})[0] / static_cast<double>(d_sae());
   SAES_CHECK(mean > 0, DataError, "lorsa set_decoder_to_fixed_norm: W_O is zero");
   W_O_.mul_(value / mean);
 }
@@ -507,7 +544,7 @@ void LowRankSparseAttention::init_decoder_bias_with_mean(const at::Tensor& label
 void LowRankSparseAttention::init_encoder_bias_with_mean_hidden_pre(
     const at::Tensor& x_normalized) {
   const at::NoGradGuard no_grad;
-  b_V_.sub_(hidden_pre(x_normalized).reshape({-1, d_sae()}).mean({0}));
+  b_V_.sub_(hidden_pre(x_normalized).reshape({-1, local_d_sae()}).mean({0}));
 }
 
 void LowRankSparseAttention::rescale_for_fold(bool fold) {

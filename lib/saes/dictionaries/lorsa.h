@@ -34,11 +34,18 @@ namespace saes::dictionaries {
 class LowRankSparseAttention final : public SparseDictionary {
  public:
   /// Validates `cfg` (ConfigError naming the field: QK sizes, rotary_dim, n_ctx, hooks differ,
-  /// ov_group_size divides; UnsupportedError for what is not implemented: rotary_scale != 1, a
-  /// normalization other than RMS, feature parallelism) and allocates zero parameters.
+  /// ov_group_size divides, the QK heads split over the model group; UnsupportedError for what
+  /// is not implemented: rotary_scale != 1, a normalization other than RMS) and allocates zero
+  /// parameters: with a sharded `shard` this rank's QK heads and their OV heads (Appendix B:
+  /// Q/K/V and the patterns stay local; TopK selections and decodes are collective).
   explicit LowRankSparseAttention(SparseDictionaryConfig cfg, FeatureShard shard = {});
 
   std::int64_t n_qk_heads() const { return cfg_.n_qk_heads; }
+  /// QK heads this rank holds (n_qk_heads unless feature-parallel: n_qk_heads / M, the first
+  /// rank·n_qk_heads/M, with their OV heads — the rank's features).
+  std::int64_t local_qk_heads() const {
+    return cfg_.n_qk_heads / (shard_.sharded() ? shard_.size() : 1);
+  }
   std::int64_t d_qk_head() const { return cfg_.d_qk_head; }
   /// OV heads per QK head: d_sae / n_qk_heads.
   std::int64_t ov_group_size() const { return d_sae() / cfg_.n_qk_heads; }
@@ -78,11 +85,11 @@ class LowRankSparseAttention final : public SparseDictionary {
   /// W_O (the DLA vector of spec §2.7).
   at::Tensor feature_directions() const override { return W_O_; }
 
-  /// The attention patterns A [batch, n_qk_heads, context(q), context(k)] of normalized x:
+  /// The attention patterns A [batch, local_qk_heads(), context(q), context(k)] of normalized x:
   /// softmax over k <= q of q·k / attn_scale; with `mask` ([batch, context], nonzero = real
   /// token) a query never attends to padding (a padding query attends to itself only).
   at::Tensor attention_pattern(const at::Tensor& x, const at::Tensor& mask = {}) const;
-  /// The z-pattern of OV head `head` (spec §7.2): [batch, context(q), context(k)] with entries
+  /// The z-pattern of this rank's OV head `head` (spec §7.2): [batch, context(q), context(k)] with entries
   /// A_g[q, k]·v_head[k] (their sum over k is z_head[q]).
   at::Tensor z_pattern(const at::Tensor& x, std::int64_t head, const at::Tensor& mask = {}) const;
 
@@ -147,6 +154,10 @@ class LowRankSparseAttention final : public SparseDictionary {
   /// Which entries of z [N, S] fire (bool [N, S]) for gating norms n [S] and TopK k.
   at::Tensor active_entries(const at::Tensor& z, const at::Tensor& n, std::int64_t k) const;
   void check_input(const at::Tensor& x, const char* what) const;
+  /// Sums over the model group into `out`: l_sparsity (this rank's share + l_s_whole, a term of
+  /// the whole dictionary, counted by rank 0), l_p, L0 from out.fired; then out.loss.
+  void finish_sums(StepResult& out, double n_valid, double l_s_local, double l_s_whole,
+                   double l_p_local) const;
   std::int64_t resolve_k(std::int64_t k) const { return k > 0 ? k : cfg_.top_k; }
 
   at::Tensor W_Q_, W_K_, b_Q_, b_K_, W_V_, b_V_, W_O_, b_D_, ln_q_, ln_k_, log_threshold_;

@@ -94,8 +94,9 @@ void LowRankSparseAttention::init_with_attention(const AttentionLayer& a) {
   const std::int64_t repeat = H / a.n_heads();
   // q = x̂·W + b on the model's input x̂; this Lorsa reads x = f_in·x̂.
   const double f_in = dataset_scale(cfg_.hook_point_in);
-  const auto heads = [&](const at::Tensor& t, int dim) {
-    return at::repeat_interleave(cpu_double(t).index_select(dim, perm), repeat, 0);
+  const auto heads = [&](const at::Tensor& t, int dim) {  // this rank's QK heads
+    return local_features(at::repeat_interleave(cpu_double(t).index_select(dim, perm), repeat, 0),
+                          0);
   };
   W_Q_.copy_(heads(a.W_Q, 2) / f_in);
   W_K_.copy_(heads(a.W_K, 2) / f_in);
@@ -126,15 +127,19 @@ void LowRankSparseAttention::init_decoder_in_active_subspace(const at::Tensor& x
              x.size(0), k);
   at::Tensor W_V = cpu_double(W_V_), W_O = cpu_double(W_O_);
   const std::int64_t per_head = (H / a.n_heads()) * G;  // OV heads per model head
-  for (std::int64_t h = 0; h < a.n_heads(); ++h) {
+  // this rank's OV heads [first, last) of the whole dictionary's
+  const std::int64_t first = feature_offset(), last = first + local_d_sae();
+  for (std::int64_t h = first / per_head; h * per_head < last; ++h) {
     const at::Tensor Vh = cpu_double(a.W_V[h]);  // [d, d_head]
     at::Tensor projected = at::matmul(at::matmul(x, Vh), Vh.t());
     projected = projected - projected.mean({0}, true);
     const at::Tensor basis = std::get<2>(at::linalg_svd(projected, false)).narrow(0, 0, k);
-    const at::Tensor v = at::matmul(W_V.narrow(0, h * per_head, per_head).narrow(1, 0, k), basis);
+    const std::int64_t begin = std::max(first, h * per_head) - first;
+    const std::int64_t count = std::min(last, (h + 1) * per_head) - first - begin;
+    const at::Tensor v = at::matmul(W_V.narrow(0, begin, count).narrow(1, 0, k), basis);
     const at::Tensor o = at::matmul(at::matmul(v, Vh), cpu_double(a.W_O[h]));
-    W_V.narrow(0, h * per_head, per_head).copy_(unit_rows(v));
-    W_O.narrow(0, h * per_head, per_head).copy_(unit_rows(o));
+    W_V.narrow(0, begin, count).copy_(unit_rows(v));
+    W_O.narrow(0, begin, count).copy_(unit_rows(o));
   }
   W_V_.copy_(W_V);
   W_O_.copy_(W_O);

@@ -21,7 +21,8 @@ namespace saes::dictionaries {
 StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Tensor& y,
                                                const at::Tensor& w_tok, double n_valid,
                                                const at::Tensor& mask, const LossSettings& ls) {
-  const std::int64_t N = x.size(0) * x.size(1), S = d_sae(), d = cfg_.d_model;
+  const std::int64_t N = x.size(0) * x.size(1), S = local_d_sae(), d = cfg_.d_model;
+  distributed::Communicator* group = shard_.sharded() ? shard_.group : nullptr;
   const auto opt = x.options();
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool gated = gating && cfg_.act_fn != ActFn::kRelu;  // gating is a no-op for ReLU (§2.1)
@@ -40,10 +41,12 @@ StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Te
   at::Tensor score = z.detach() * w_tok.gt(0).to(opt).unsqueeze(1);
   if (gated) score = score * n;
   const detail::Selected m =
-      detail::finish(detail::candidates(cfg_.act_fn, score, resolve_k(ls.current_k), nullptr),
+      detail::finish(detail::candidates(cfg_.act_fn, score, resolve_k(ls.current_k), group),
                      gated ? n : at::Tensor(), {});
   const SparseActs& a = m.a;
-  const at::Tensor xhat = sparse_decode(a, W_O_, b_D_);
+  at::Tensor xhat = sparse_decode(a, W_O_, {});
+  sum_over_features(xhat);  // partial decodes of each rank's OV heads
+  if (b_D_.defined()) xhat = xhat + b_D_;
   const at::Tensor yr = y.reshape({N, d});
   const at::Tensor r = xhat - yr;
   const at::Tensor wt = w_tok.unsqueeze(1);
@@ -56,9 +59,9 @@ StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Te
   at::Tensor df = sparse_row_dot(a, G, W_O_);
   at::Tensor gn = at::zeros_like(n);
   const bool penalised = ls.sparsity != SparsityPenalty::kNone && ls.l1_coefficient != 0;
-  out.l_sparsity = detail::penalty(
+  const double l_s_share = detail::penalty(
       ls, a, w_tok, gating ? n.index_select(0, a.indices) : at::Tensor(), df, gn,
-      [](at::Tensor&) {}, true, n_valid);
+      [this](at::Tensor& t) { sum_over_features(t); }, shard_.rank() == 0, n_valid);
   const at::Tensor dz_entries = df.mul_(m.active);
   at::Tensor dz = at::zeros({N, S}, opt);
   dz.index_put_({a.rows, a.indices}, dz_entries);
@@ -93,8 +96,7 @@ StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Te
   // ---- results ----
   const at::Tensor counted = m.active * (w_tok * n_valid).index_select(0, a.rows);
   out.fired = sparse_feature_sum(a.indices, counted, S).round().to(at::kLong);
-  out.l0 = at::sum(out.fired).item<double>() / n_valid;
-  out.loss = out.l_rec + out.l_sparsity;
+  finish_sums(out, n_valid, l_s_share, 0.0, 0.0);
   out.sparse_feature_acts = m.a;
   out.reconstructed = xhat;
   out.label = yr;

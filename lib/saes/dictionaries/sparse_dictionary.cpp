@@ -121,7 +121,9 @@ at::Tensor SparseDictionary::gather_features(const at::Tensor& local, int dim) c
 
 at::Tensor SparseDictionary::local_features(const at::Tensor& full, int dim) const {
   if (!shard_.sharded()) return full;
-  return full.narrow(dim, feature_offset(), local_d_sae_);
+  // the rank's equal share of that axis: its features, or its QK heads for a Lorsa's W_Q
+  const std::int64_t share = full.size(dim) / shard_.size();
+  return full.narrow(dim, share * shard_.rank(), share);
 }
 
 void SparseDictionary::sum_over_features(at::Tensor& t) const {
@@ -185,7 +187,7 @@ void SparseDictionary::fill_uniform(const at::Tensor& p, int feature_dim, double
   // whole tensor, then this rank's features are copied over: the same dictionary for a seed on
   // every device and every mesh.
   std::vector<std::int64_t> whole = p.sizes().vec();
-  whole[static_cast<std::size_t>(feature_dim)] = d_sae();
+  whole[static_cast<std::size_t>(feature_dim)] *= shard_.sharded() ? shard_.size() : 1;
   if (p.device() == gen.device() && !shard_.sharded()) {
     p.uniform_(-bound, bound, gen);
     return;
@@ -385,7 +387,9 @@ void SparseDictionary::load(const std::filesystem::path& path) {
     }
     const at::Tensor t = file.tensor(p.name);
     std::vector<std::int64_t> whole = p.value.sizes().vec();
-    if (p.feature_dim >= 0) whole[static_cast<std::size_t>(p.feature_dim)] = cfg_.d_sae();
+    if (p.feature_dim >= 0 && shard_.sharded()) {
+      whole[static_cast<std::size_t>(p.feature_dim)] *= shard_.size();
+    }
     SAES_CHECK(t.sizes() == at::IntArrayRef(whole), DataError,
                "{}: tensor '{}' has shape {}, expected {}", path.string(), p.name,
                fmt::join(t.sizes(), "x"), fmt::join(whole, "x"));

@@ -38,8 +38,9 @@ struct ParameterRef {
   at::Tensor grad;   ///< same shape/dtype/device; written by forward_backward
   ParamGroup group = ParamGroup::kOthers;
   bool clipped = true;  ///< false for the JumpReLU threshold (spec §3.2: excluded from clipping)
-  /// The dimension indexed by feature (split over the model group under feature parallelism),
-  /// or -1 for a tensor every rank holds whole (b_D).
+  /// The dimension split evenly over the model group under feature parallelism (indexed by
+  /// feature; a Lorsa's QK-head tensors by QK head, which carry their OV heads), or -1 for a
+  /// tensor every rank holds whole (b_D).
   int feature_dim = -1;
 };
 
@@ -147,7 +148,8 @@ class SparseDictionary {
   /// Collective over the model group: this rank's block `local` (features along `dim`) of every
   /// rank concatenated in feature order. Returns `local` itself when not sharded.
   at::Tensor gather_features(const at::Tensor& local, int dim) const;
-  /// This rank's features (along `dim`) of a whole-dictionary tensor (a view).
+  /// This rank's features (along `dim`) of a whole-dictionary tensor (a view): its equal share
+  /// of that axis (rank r of M: [r·n/M, (r+1)·n/M)), so also a Lorsa's QK heads.
   at::Tensor local_features(const at::Tensor& full, int dim) const;
   c10::ScalarType dtype() const;
   c10::Device device() const;

@@ -30,6 +30,15 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   if [ "$(wc -l <tlorsa/metrics.jsonl)" = 4 ] && tail -1 tlorsa/metrics.jsonl | grep -Eq '"metrics/l0": ?16(\.0*)?[,}]' &&
     grep -q '"W_Q"' tlorsa/sae_weights.safetensors && grep -q '"rotary_sin"' tlorsa/sae_weights.safetensors &&
     grep -q 'lorsa' tlorsa/sae_weights.safetensors; then ok; else bad "lorsa run folder: $(ls tlorsa; cat tlorsa/metrics.jsonl)"; fi
+  # OV-head parallelism: 2 model ranks (4 QK heads and their OV heads each) train what one
+  # process trains (metrics equal to float32 rounding of the partial sums)
+  if command -v mpirun >/dev/null; then
+    expect "lorsa model parallel" 0 '' -- timeout 300 mpirun --oversubscribe --bind-to none -np 2 \
+      "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set trainer.exp_result_path=tlmp --set model_parallel_size=2
+    if python3 -c 'import json,sys; a=[json.loads(l) for l in open(sys.argv[1])]; b=[json.loads(l) for l in open(sys.argv[2])]; sys.exit(not (len(a)==len(b)==4 and all(abs(x["losses/mse_loss"]-y["losses/mse_loss"])<=1e-4*abs(x["losses/mse_loss"]) and x["metrics/l0"]==y["metrics/l0"] for x,y in zip(a,b))))' tlorsa/metrics.jsonl tlmp/metrics.jsonl; then ok; else bad "lorsa model-parallel metrics differ: $(cat tlmp/metrics.jsonl)"; fi
+    expect "lorsa model parallel needs whole QK heads" 2 'model_parallel_size: must divide sae.n_qk_heads \(8\)' -- \
+      "$bin/saes-train" "$lorsa_cfg" --set model_parallel_size=16 --set sae.n_qk_heads=8 --set sae.expansion_factor=16
+  fi
   # Q/K copied from the model's layer-2 attention, W_V/W_O in its heads' value subspaces
   expect "lorsa mhsa + active-subspace init" 0 'init: Q/K from model .*stories260K.bin blocks.2.attn \(8 heads repeated to 8\)' -- \
     "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set trainer.exp_result_path=tlmhsa \
