@@ -26,20 +26,30 @@ at::Tensor token_rows(const at::Tensor& t) { return t.reshape({t.size(0) * t.siz
 }  // namespace
 
 HookReconstruction reconstruct_hooks(const dictionaries::SparseDictionary& dict,
-                                     const dictionaries::HookActs& raw) {
+                                     const dictionaries::HookActs& raw, const at::Tensor& kept) {
   at::NoGradGuard no_grad;
   HookReconstruction r;
   const std::vector<std::string> label_hooks = dict.label_hooks();
   r.feature_acts = dict.encode(dict.prepare_input(raw));
-  const at::Tensor output = dict.decode(r.feature_acts);  // a CLT: [L, n, d]
+  const at::Tensor output = dict.decode(r.feature_acts);  // a CLT: [L, n, d]; Lorsa [B, T, d]
   const bool layered = label_hooks.size() > 1;
+  // a sequence dictionary (Lorsa) reads whole [B, T, d] contexts: its rows are then cut to
+  // the kept tokens
+  const bool sequences = dict.reads_sequences();
+  const auto rows = [&](const at::Tensor& t) {
+    const at::Tensor flat = t.reshape({-1, t.size(-1)});
+    return sequences && kept.defined() ? flat.index_select(0, kept.to(flat.device())) : flat;
+  };
   for (std::size_t i = 0; i < label_hooks.size(); ++i) {
-    const at::Tensor label = dictionaries::hook_rows(raw, label_hooks[i]);
+    const at::Tensor label =
+        sequences ? rows(raw.at(label_hooks[i])) : dictionaries::hook_rows(raw, label_hooks[i]);
     const at::Tensor out = layered ? output[static_cast<std::int64_t>(i)] : output;
     r.labels.push_back(label);
-    r.outputs.push_back(out.div(dict.normalization_factor(label, label_hooks[i])));
+    r.outputs.push_back(
+        (sequences ? rows(out) : out).div(dict.normalization_factor(label, label_hooks[i])));
   }
-  r.feature_acts = r.feature_acts.reshape({r.labels.front().size(0), -1});
+  r.feature_acts = sequences ? rows(r.feature_acts)
+                             : r.feature_acts.reshape({r.labels.front().size(0), -1});
   return r;
 }
 
@@ -83,10 +93,11 @@ std::int64_t Evaluator::add(const data::TokenBatch& batch) {
   // clean forward and its outputs replace all its label hooks at once.
   dictionaries::HookActs raw;
   for (const std::string& hook : dict_.hook_points()) {
-    raw[hook] = token_rows(acts.at(hook)).index_select(0, kept);
+    raw[hook] = dict_.reads_sequences() ? acts.at(hook)
+                                        : token_rows(acts.at(hook)).index_select(0, kept);
   }
   const std::vector<std::string> label_hooks = dict_.label_hooks();
-  const HookReconstruction rec = reconstruct_hooks(dict_, raw);
+  const HookReconstruction rec = reconstruct_hooks(dict_, raw, kept);
   const std::vector<at::Tensor>& labels = rec.labels;
   const std::vector<at::Tensor>& outputs = rec.outputs;
   reconstruction_.add(rec.label_rows(), rec.output_rows(), rec.feature_acts);

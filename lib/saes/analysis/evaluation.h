@@ -47,8 +47,11 @@ struct HookReconstruction {
   at::Tensor label_rows() const;
   at::Tensor output_rows() const;
 };
+/// A sequence dictionary (reads_sequences(), Lorsa) takes `raw` as whole [batch, context, d]
+/// contexts and returns the rows `kept` selects of the flattened tokens (all when undefined).
 HookReconstruction reconstruct_hooks(const dictionaries::SparseDictionary& dict,
-                                     const dictionaries::HookActs& raw);
+                                     const dictionaries::HookActs& raw,
+                                     const at::Tensor& kept = {});
 
 /// Accumulates reconstruction and downstream metrics over token batches. A multi-hook dictionary
 /// (a CLT) is encoded from all its input hooks of the clean forward; the reconstruction metrics

@@ -54,6 +54,11 @@ struct SampledContext {
   std::vector<std::int32_t> tokens;
   std::vector<std::int32_t> positions;
   std::vector<float> values;
+  /// Lorsa's z-pattern (spec §7.2, source_patterns.h): entry e says the token at source_k[e]
+  /// contributed source_values[e] to the activation at query source_q[e] (both index `tokens`);
+  /// empty for variants whose features read one token.
+  std::vector<std::int32_t> source_q, source_k;
+  std::vector<float> source_values;
 };
 
 /// Final statistics of one feature; samples[band] are sorted by score, descending.

@@ -37,6 +37,9 @@ CREATE TABLE vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE eval (metric TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE target_norms (feature INTEGER NOT NULL, target INTEGER NOT NULL,
                            decoder_norm REAL NOT NULL, PRIMARY KEY (feature, target));
+CREATE TABLE z_patterns (feature INTEGER NOT NULL, band TEXT NOT NULL, rank INTEGER NOT NULL,
+                         q BLOB NOT NULL, k BLOB NOT NULL, value BLOB NOT NULL,
+                         PRIMARY KEY (feature, band, rank));
 CREATE INDEX features_max_act ON features (max_act);
 CREATE INDEX features_frequency ON features (frequency);
 )sql";
@@ -82,6 +85,7 @@ void write_meta(io::SqliteDatabase& db, const AnalysisRecord& r) {
 void write_features(io::SqliteDatabase& db, const AnalysisRecord& r) {
   auto st = db.prepare("INSERT INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   auto ctx = db.prepare("INSERT INTO contexts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  auto zp = db.prepare("INSERT INTO z_patterns VALUES (?, ?, ?, ?, ?, ?)");
   const double n = static_cast<double>(std::max<std::int64_t>(r.n_analyzed_tokens, 1));
   for (std::size_t i = 0; i < r.features.size(); ++i) {
     const FeatureStats& f = r.features[i];
@@ -103,6 +107,11 @@ void write_features(io::SqliteDatabase& db, const AnalysisRecord& r) {
         ctx.bind(7, static_cast<std::int64_t>(c.offset));
         ctx.bind_blob(8, as_blob(c.tokens)).bind_blob(9, as_blob(c.positions));
         ctx.bind_blob(10, as_blob(c.values)).run();
+        if (!c.source_q.empty()) {
+          zp.bind(1, id).bind(2, r.bands[b].name).bind(3, static_cast<std::int64_t>(k));
+          zp.bind_blob(4, as_blob(c.source_q)).bind_blob(5, as_blob(c.source_k));
+          zp.bind_blob(6, as_blob(c.source_values)).run();
+        }
       }
     }
   }
@@ -260,6 +269,7 @@ AnalysisStore::AnalysisStore(const fs::path& path)
              "{}: analysis schema version {}, this saes reads versions {} to {}", path.string(),
              version == meta_.end() ? "(none)" : version->second, kOldestSchemaVersion,
              kSchemaVersion);
+  schema_version_ = v;
   d_sae_ = std::stoll(meta_.at("d_sae"));
   if (const auto it = meta_.find("feature_layers"); it != meta_.end()) {
     feature_layers_ = std::stoll(it->second);
@@ -370,6 +380,18 @@ std::optional<FeatureDetail> AnalysisStore::feature(std::int64_t id) const {
     c.context.positions = from_blob<std::int32_t>(ctx.column_blob(7));
     c.context.values = from_blob<float>(ctx.column_blob(8));
     d.contexts.push_back(std::move(c));
+  }
+  if (schema_version_ >= 3) {
+    auto zp = db_->prepare("SELECT band, rank, q, k, value FROM z_patterns WHERE feature = ?");
+    zp.bind(1, id);
+    while (zp.step()) {
+      for (StoredContext& c : d.contexts) {
+        if (c.band != zp.column_text(0) || c.rank != zp.column_int(1)) continue;
+        c.context.source_q = from_blob<std::int32_t>(zp.column_blob(2));
+        c.context.source_k = from_blob<std::int32_t>(zp.column_blob(3));
+        c.context.source_values = from_blob<float>(zp.column_blob(4));
+      }
+    }
   }
   auto lg =
       db_->prepare("SELECT side, token, value FROM logits WHERE feature = ? ORDER BY side, rank");

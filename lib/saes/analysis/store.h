@@ -20,8 +20,9 @@ class SqliteDatabase;
 
 namespace saes::analysis {
 
-inline constexpr std::int64_t kSchemaVersion = 2;
-/// The oldest version AnalysisStore still reads (version 1: no per-target decoder norms).
+inline constexpr std::int64_t kSchemaVersion = 3;
+/// The oldest version AnalysisStore still reads (version 1: no per-target decoder norms;
+/// version 2: no z-patterns).
 inline constexpr std::int64_t kOldestSchemaVersion = 1;
 
 /// Everything one analysis run stores. Optional parts are left empty when not computed.
@@ -139,6 +140,7 @@ class AnalysisStore {
   std::map<std::string, std::string> meta_;
   std::int64_t d_sae_ = 0;
   std::int64_t feature_layers_ = 1;
+  std::int64_t schema_version_ = 0;
   std::vector<std::string> target_hooks_;
   std::vector<std::string> vocab_;
 };

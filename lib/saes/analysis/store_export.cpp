@@ -21,15 +21,23 @@ nlohmann::json context_json(const AnalysisStore& store, const StoredContext& c) 
     tokens.push_back(t);
     texts.push_back(store.token_text(t));
   }
-  return {{"band", c.band},
-          {"rank", c.rank},
-          {"score", c.context.score},
-          {"context_index", c.context.provenance.context_index},
-          {"source_rank", c.context.provenance.rank},
-          {"token_offset", c.context.offset},
-          {"tokens", tokens},
-          {"token_texts", texts},
-          {"acts", acts}};
+  nlohmann::json out = {{"band", c.band},
+                         {"rank", c.rank},
+                         {"score", c.context.score},
+                         {"context_index", c.context.provenance.context_index},
+                         {"source_rank", c.context.provenance.rank},
+                         {"token_offset", c.context.offset},
+                         {"tokens", tokens},
+                         {"token_texts", texts},
+                         {"acts", acts}};
+  if (!c.context.source_q.empty()) {  // Lorsa: [query, key, contribution] (positions in tokens)
+    nlohmann::json z = nlohmann::json::array();
+    for (std::size_t e = 0; e < c.context.source_q.size(); ++e) {
+      z.push_back({c.context.source_q[e], c.context.source_k[e], c.context.source_values[e]});
+    }
+    out["z_pattern"] = std::move(z);
+  }
+  return out;
 }
 
 nlohmann::json logits_json(const AnalysisStore& store, const std::vector<LogitEntry>& list) {

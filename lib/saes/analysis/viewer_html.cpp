@@ -160,6 +160,10 @@ const std::string& stylesheet() {
     for (int k = 1; k <= kActivationLevels; ++k) {
       out += fmt::format(".toks .a{}{{background:{}}}", k,
                          activation_color(static_cast<double>(k), kActivationLevels));
+      // z-pattern sources: blue for positive, red for negative contributions
+      const double alpha = static_cast<double>(k) / kActivationLevels;
+      out += fmt::format(".src .s{}{{background:rgba(30,100,220,{:.2f})}}", k, alpha * 0.85);
+      out += fmt::format(".src .n{}{{background:rgba(220,50,40,{:.2f})}}", k, alpha * 0.85);
     }
     return out + "\n";
   }();
@@ -180,6 +184,7 @@ svg.hist{background:#fff;border:1px solid #e4e4e4}svg.hist .bar{fill:#4078c0}svg
 svg.hist text.axis{stroke:none}.ctx{background:#fff;border:1px solid #e4e4e4;margin:.3em 0;padding:.35em .5em}
 .ctx .meta{color:#777;font-size:.85em}.toks{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-word}
 .toks .t[title]{border-radius:2px;cursor:help}.toks .peak{outline:1px solid #c05000}
+.src .q{outline:1px dashed #c05000}
 .lens{display:flex;gap:2em}.overview{display:flex;gap:2.5em;flex-wrap:wrap;align-items:flex-start}.muted{color:#777}
 )css";
 }

@@ -183,6 +183,38 @@ std::vector<float> dense_acts(const SampledContext& c) {
   return acts;
 }
 
+/// A Lorsa z-pattern (spec §7.2) at the context's peak query: each source token shaded by its
+/// contribution (blue: positive, red: negative, scaled by the largest |contribution|), with the
+/// value in its title; empty without a z-pattern.
+std::string source_row(const AnalysisStore& store, const SampledContext& c, std::ptrdiff_t peak) {
+  if (c.source_q.empty() || peak < 0) return {};
+  std::vector<float> from(c.tokens.size(), 0.0F);
+  float largest = 0.0F;
+  for (std::size_t e = 0; e < c.source_q.size(); ++e) {
+    if (c.source_q[e] != peak) continue;
+    const auto k = static_cast<std::size_t>(c.source_k[e]);
+    if (k >= from.size()) continue;
+    from[k] = c.source_values[e];
+    largest = std::max(largest, std::abs(c.source_values[e]));
+  }
+  std::string toks;
+  for (std::size_t i = 0; i < c.tokens.size(); ++i) {
+    const std::string text = html_escape(store.token_text(c.tokens[i]));
+    const char* cls = static_cast<std::ptrdiff_t>(i) == peak ? " q" : "";
+    if (from[i] == 0.0F) {
+      toks += fmt::format("<span class=\"t{}\">{}</span>", cls, text);
+      continue;
+    }
+    toks += fmt::format("<span class=\"t {}{}{}\" title=\"{} → peak: {}\">{}</span>",
+                        from[i] > 0 ? "s" : "n", activation_level(std::abs(from[i]), largest), cls,
+                        text, number(from[i]), text);
+  }
+  return fmt::format(
+      "<div class=\"meta\">reads from (z-pattern at the peak, {} entries over the context):</div>"
+      "<div class=\"toks src\">{}</div>",
+      c.source_q.size(), toks);
+}
+
 std::string context_html(const AnalysisStore& store, const StoredContext& sc, double max_act) {
   const SampledContext& c = sc.context;
   const auto acts = dense_acts(c);
@@ -201,8 +233,9 @@ std::string context_html(const AnalysisStore& store, const StoredContext& sc, do
   }
   return fmt::format(
       "<div class=\"ctx\"><div class=\"meta\">#{} · peak {} · context {} (rank {}), tokens from "
-      "{}</div><div class=\"toks\">{}</div></div>\n",
-      sc.rank + 1, number(c.score), c.provenance.context_index, c.provenance.rank, c.offset, toks);
+      "{}</div><div class=\"toks\">{}</div>{}</div>\n",
+      sc.rank + 1, number(c.score), c.provenance.context_index, c.provenance.rank, c.offset, toks,
+      source_row(store, c, peak));
 }
 
 std::string band_title(const std::vector<Band>& bands, const std::string& name) {

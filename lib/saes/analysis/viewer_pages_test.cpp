@@ -306,20 +306,26 @@ TEST_CASE("a multi-layer dictionary's feature page shows its layer and decoder n
   CHECK_FALSE(std::filesystem::exists(dir / "bad.sqlite"));
 }
 
-TEST_CASE("a schema version 1 database is still read", "[analysis][viewer]") {
+TEST_CASE("schema version 1 and 2 databases are still read", "[analysis][viewer]") {
   saes::testing::TempDir dir;
   write_analysis_db(dir / "v1.sqlite", make_record());
   {
     saes::io::SqliteDatabase db(dir / "v1.sqlite", saes::io::SqliteMode::kReadWrite);
     db.exec("UPDATE meta SET value = '1' WHERE key = 'schema_version'; "
-            "DELETE FROM meta WHERE key = 'feature_layers'; DROP TABLE target_norms;");
+            "DELETE FROM meta WHERE key = 'feature_layers'; DROP TABLE target_norms; "
+            "DROP TABLE z_patterns;");
   }
   const AnalysisStore store(dir / "v1.sqlite");
   CHECK(store.feature_layers() == 1);
   CHECK(handle_request(store, "/features/1", {}).status == 200);
+  {  // version 2 had no z_patterns table either
+    saes::io::SqliteDatabase db(dir / "v1.sqlite", saes::io::SqliteMode::kReadWrite);
+    db.exec("UPDATE meta SET value = '2' WHERE key = 'schema_version'");
+  }
+  CHECK(handle_request(AnalysisStore(dir / "v1.sqlite"), "/features/1", {}).status == 200);
   {
     saes::io::SqliteDatabase db(dir / "v1.sqlite", saes::io::SqliteMode::kReadWrite);
-    db.exec("UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+    db.exec("UPDATE meta SET value = '4' WHERE key = 'schema_version'");
   }
-  CHECK_THROWS_WITH(AnalysisStore(dir / "v1.sqlite"), Catch::Contains("versions 1 to 2"));
+  CHECK_THROWS_WITH(AnalysisStore(dir / "v1.sqlite"), Catch::Contains("versions 1 to 3"));
 }

@@ -22,6 +22,7 @@
 #include <ATen/ops/outer.h>
 #include <ATen/ops/round.h>
 #include <ATen/ops/exp.h>
+#include <ATen/ops/floor_divide.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/gt.h>
 #include <ATen/ops/linalg_vector_norm.h>
@@ -312,6 +313,21 @@ at::Tensor LowRankSparseAttention::z_pattern(const at::Tensor& x, std::int64_t h
   const at::Tensor v = (at::matmul(xs.reshape({B * T, cfg_.d_model}), W_V_[head]) + b_V_[head])
                            .view({B, 1, T});
   return A.select(1, head / ov_group_size()) * v;
+}
+
+at::Tensor LowRankSparseAttention::source_contributions(const at::Tensor& x,
+                                                        const at::Tensor& features) const {
+  const at::NoGradGuard no_grad;
+  const at::Tensor xs = x.to(device(), dtype());
+  SAES_CHECK(xs.dim() == 3 && xs.size(0) == 1, DataError,
+             "lorsa source_contributions: expected one context [1, context, d_model], got [{}]",
+             fmt::join(xs.sizes(), ", "));
+  const at::Tensor ids = features.to(device()).to(at::kLong);
+  const at::Tensor A = attend(weights(), xs, at::Tensor()).second[0];  // [H, T, T]
+  const at::Tensor rows = xs[0];                                       // [T, d]
+  const at::Tensor v = at::matmul(rows, W_V_.index_select(0, ids).t()) + b_V_.index_select(0, ids);
+  // [m, T(q), T(k)]: the pattern of each head's QK head times its value at the key
+  return A.index_select(0, at::floor_divide(ids, ov_group_size())) * v.t().unsqueeze(1);
 }
 
 at::Tensor LowRankSparseAttention::hidden_pre(const at::Tensor& x) const {

@@ -80,6 +80,10 @@ class LowRankSparseAttention final : public SparseDictionary {
   at::Tensor hidden_pre(const at::Tensor& x) const override;
   /// f (any leading dims, last d_sae) → f·W_O + b_D.
   at::Tensor decode(const at::Tensor& f) const override;
+  /// z-patterns of `features` (this rank's OV heads): [m, context(q), context(k)] entries
+  /// A_g(i)[q, k]·v_i[k] for x [1, context, d_model].
+  at::Tensor source_contributions(const at::Tensor& x_normalized,
+                                  const at::Tensor& features) const override;
   /// ‖W_O,i‖: [d_sae].
   at::Tensor decoder_norm() const override;
   /// W_O (the DLA vector of spec §2.7).

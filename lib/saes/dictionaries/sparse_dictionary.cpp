@@ -159,6 +159,12 @@ void SparseDictionary::init_encoder_bias_with_mean_hidden_pre(const at::Tensor& 
              kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
 }
 
+at::Tensor SparseDictionary::source_contributions(const at::Tensor& /*x*/,
+                                                 const at::Tensor& /*features*/) const {
+  SAES_THROW(UnsupportedError, "{} features read one token each: they have no z-pattern",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+
 void SparseDictionary::init_with_attention(const AttentionLayer& /*attention*/) {
   SAES_THROW(UnsupportedError,
              "initializer.initialize_lorsa_with_mhsa: {} dictionaries have no attention to copy "

@@ -201,6 +201,12 @@ class SparseDictionary {
   /// §2.7): [local features, d_model]. An SAE: W_D; a CLT: Σ_{t>=l} W_D[t][l, i] per feature
   /// (layer-major). Analysis reads decoder geometry and the logit lens from it.
   virtual at::Tensor feature_directions() const = 0;
+  /// Where the pre-activations of `features` (int64 [m], this rank's) at each position come
+  /// from, for variants whose features read other tokens (reads_sequences(): Lorsa's z-pattern,
+  /// spec §7.2): x [1, context, d_model] normalized → [m, context(q), context(k)], summing over k
+  /// to the pre-activation at q. Default: UnsupportedError naming the variant.
+  virtual at::Tensor source_contributions(const at::Tensor& x_normalized,
+                                          const at::Tensor& features) const;
   /// ‖decoder of each of this rank's features into each label hook‖: [local features (layer-
   /// major), label_hooks().size()]. Default: decoder_norm() as one column (one label hook).
   virtual at::Tensor target_decoder_norms() const;

@@ -12,6 +12,7 @@
 #include "saes/analysis/feature_analyzer.h"
 #include "saes/analysis/feature_exchange.h"
 #include "saes/analysis/geometry.h"
+#include "saes/analysis/source_patterns.h"
 #include "saes/analysis/store.h"
 #include "saes/config/config_loader.h"
 #include "saes/core/error.h"
@@ -139,24 +140,50 @@ std::vector<std::string> vocabulary(const lm::Tokenizer& tokenizer) {
   return out;
 }
 
-/// Streams activations into the analyzer until total_analyzing_tokens (padding included).
-void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictionary& dict,
-                    const lm::LanguageModel* lm, analysis::FeatureAnalyzer& analyzer,
-                    std::optional<std::int64_t> only_layer, RunContext& context) {
-  const std::vector<std::string> inputs = dict.input_hooks();
+/// The streams of the analysed activations (the hooks the dictionary reads must be listed).
+ActivationInputs analysed_inputs(const AnalyzeSettings& s,
+                                 const dictionaries::SparseDictionary& dict) {
   const auto& hooks = s.activation_factory.hook_points;
-  for (const std::string& hook : inputs) {
+  for (const std::string& hook : dict.input_hooks()) {
     SAES_CHECK(std::find(hooks.begin(), hooks.end(), hook) != hooks.end(), ConfigError,
                "activation_factory.hook_points lacks \"{}\", which the dictionary reads (got [{}])",
                hook, fmt::join(hooks, ", "));
   }
-  ActivationInputs in{s.activation_factory,
-                      s.model,
-                      s.datasets,
-                      dict.config().d_model,
-                      static_cast<std::uint64_t>(s.seed),
-                      dict.device()};
-  const ActivationStreams streams(std::move(in), context.logger, lm);
+  return ActivationInputs{s.activation_factory,
+                          s.model,
+                          s.datasets,
+                          dict.config().d_model,
+                          static_cast<std::uint64_t>(s.seed),
+                          dict.device()};
+}
+
+/// Spec §7.2 z-patterns of the sampled contexts of a sequence dictionary (Lorsa): a second pass
+/// over the same stream, with the whole dictionary. Primary rank only.
+void add_z_patterns(const AnalyzeSettings& s, const dictionaries::SparseDictionary& dict,
+                    const ActivationStreams& streams, std::vector<analysis::FeatureStats>& features,
+                    Logger& logger) {
+  auto stream = streams.make();
+  const std::vector<std::string> inputs = dict.input_hooks();
+  const std::int64_t total = s.analyzer.total_analyzing_tokens;
+  std::int64_t seen = 0;
+  const std::int64_t n = analysis::add_source_patterns(
+      dict, features, [&]() -> std::optional<dictionaries::HookActs> {
+        if (seen >= total) return std::nullopt;  // the analysed contexts only
+        auto batch = stream->next();
+        if (!batch) return std::nullopt;
+        seen += batch->n_tokens;
+        dictionaries::HookActs raw;
+        for (const std::string& hook : inputs) raw[hook] = batch->acts.at(hook);
+        return raw;
+      });
+  logger.info("z-patterns of {} sampled contexts", n);
+}
+
+/// Streams activations into the analyzer until total_analyzing_tokens (padding included).
+void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictionary& dict,
+                    const ActivationStreams& streams, analysis::FeatureAnalyzer& analyzer,
+                    std::optional<std::int64_t> only_layer, RunContext& context) {
+  const std::vector<std::string> inputs = dict.input_hooks();
   auto stream = streams.make();
   const std::int64_t total = s.analyzer.total_analyzing_tokens;
   auto progress = context.make_progress("analyze", total, "tok");
@@ -169,7 +196,9 @@ void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictiona
     }
     // Features of every input hook (a CLT: layer-major, feature l·d_sae + i).
     dictionaries::HookActs raw;
-    for (const std::string& hook : inputs) raw[hook] = batch->acts.at(hook).flatten(0, 1);
+    for (const std::string& hook : inputs) {  // a Lorsa reads whole contexts
+      raw[hook] = dict.reads_sequences() ? batch->acts.at(hook) : batch->acts.at(hook).flatten(0, 1);
+    }
     const at::Tensor& x = batch->acts.at(inputs.front());
     // the dictionary's whole encode (a CLT's layertopk selects across layers), then the layer
     const at::Tensor all = dict.encode(dict.prepare_input(raw));
@@ -209,7 +238,8 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   const std::optional<std::int64_t> only_layer = analysed_layer(s, *dict);
   const std::int64_t layers = dict->feature_layers(), kept_layers = only_layer ? 1 : layers;
   analysis::FeatureAnalyzer analyzer(dict->local_d_sae() * kept_layers, options);
-  analyze_stream(s, *dict, lm ? &*lm : nullptr, analyzer, only_layer, context);
+  const ActivationStreams streams(analysed_inputs(s, *dict), logger, lm ? &*lm : nullptr);
+  analyze_stream(s, *dict, streams, analyzer, only_layer, context);
 
   analysis::AnalysisRecord record;
   record.meta = {{"sae_name", s.sae_name},
@@ -227,6 +257,13 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   if (only_layer) record.meta["clt_layer"] = std::to_string(*only_layer);
   record.features = layer_major(analysis::gather_feature_stats(analyzer.finish(), mesh.model()),
                                 kept_layers, mesh.model_size());
+  if (dict->reads_sequences() && primary) {
+    if (mesh.model_size() > 1) {
+      add_z_patterns(s, *load_dictionary(s, {}), streams, record.features, logger);
+    } else {
+      add_z_patterns(s, *dict, streams, record.features, logger);
+    }
+  }
   // The evaluation is data-parallel over all ranks with a whole dictionary each.
   if (s.eval) {
     record.eval = mesh.model_size() > 1 ? run_analyze_eval(s, *load_dictionary(s, {}), context)

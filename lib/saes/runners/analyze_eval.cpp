@@ -81,10 +81,24 @@ std::map<std::string, double> eval_on_activations(const AnalyzeSettings& s,
     std::optional<data::ActivationBatch> b = stream->next();
     if (!b) break;
     const std::int64_t take = budget - acc.n_tokens();
-    dictionaries::HookActs raw = batch_hooks(*b, dict.hook_points());
-    const std::int64_t n = std::min(take, raw.begin()->second.size(0));
-    for (auto& [hook, rows] : raw) rows = rows.slice(0, 0, n);
-    const analysis::HookReconstruction r = analysis::reconstruct_hooks(dict, raw);
+    analysis::HookReconstruction r;
+    std::int64_t n = 0;
+    if (dict.reads_sequences()) {  // whole contexts in, the masked-in tokens out
+      dictionaries::HookActs raw;
+      for (const auto& hook : dict.hook_points()) raw[hook] = b->acts.at(hook);
+      const at::Tensor kept = b->mask.defined() ? b->mask.reshape({-1}).ne(0).nonzero().squeeze(1)
+                                                : at::Tensor();
+      r = analysis::reconstruct_hooks(dict, raw, kept);
+      n = std::min(take, r.feature_acts.size(0));
+      for (auto& t : r.labels) t = t.slice(0, 0, n);
+      for (auto& t : r.outputs) t = t.slice(0, 0, n);
+      r.feature_acts = r.feature_acts.slice(0, 0, n);
+    } else {
+      dictionaries::HookActs raw = batch_hooks(*b, dict.hook_points());
+      n = std::min(take, raw.begin()->second.size(0));
+      for (auto& [hook, rows] : raw) rows = rows.slice(0, 0, n);
+      r = analysis::reconstruct_hooks(dict, raw);
+    }
     acc.add(r.label_rows(), r.output_rows(), r.feature_acts);
     progress.advance(n);
   }
