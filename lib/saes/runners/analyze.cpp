@@ -227,10 +227,6 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   }
   std::optional<lm::LanguageModel> lm;
   if (s.model) lm.emplace(lm::load_language_model(*s.model));
-  if (primary) {
-    fs::create_directories(s.output_dir);
-    config::save_resolved_config(s, s.output_dir);
-  }
 
   analysis::AnalyzerOptions options;
   options.bands = analysis::bands_of(s.analyzer);
@@ -302,8 +298,11 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
     record.vocab = vocabulary(*lm->tokenizer);
   }
 
+  // Written only once everything ran: a failed analysis leaves no output behind.
+  fs::create_directories(s.output_dir);
   const fs::path db = s.output_dir / (s.feature_analysis_name + ".sqlite");
   analysis::write_analysis_db(db, record);
+  config::save_resolved_config(s, s.output_dir);
   std::int64_t alive = 0;
   for (const auto& f : record.features) alive += f.act_times > 0 ? 1 : 0;
   logger.info("{}: {} features ({} alive) over {} tokens; analyzer held {:.1f} MiB", db.string(),

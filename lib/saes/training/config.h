@@ -140,6 +140,7 @@ struct TrainerConfig {
   KScheduleType k_schedule_type = KScheduleType::kLinear;
   double k_exponential_factor = 3.0;
   std::int64_t k_aux = 512;
+  bool auxk_detach_residual = false;
   std::int64_t dead_threshold = 10'000'000;
   bool skip_metrics_calculation = false;
   double lr = 4e-4;
@@ -182,6 +183,9 @@ struct TrainerConfig {
     v("k_schedule_type", k_schedule_type, "shape of k annealing");
     v("k_exponential_factor", k_exponential_factor, "a of the exponential k schedule");
     v("k_aux", k_aux, "k of the Aux-K loss");
+    v("auxk_detach_residual", auxk_detach_residual,
+      "Aux-K fits a detached residual (OpenAI): its gradient does not reach the main "
+      "reconstruction (false: upstream, it does)");
     v("dead_threshold", dead_threshold,
       "tokens without firing after which a feature counts as dead");
     v("skip_metrics_calculation", skip_metrics_calculation, "skip all metric updates and logging");

@@ -81,6 +81,7 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
   s.lp_coefficient = config_.lp_coefficient.value_or(0.0);
   s.auxk_coefficient = config_.auxk_coefficient.value_or(0.0);
   s.k_aux = config_.k_aux;
+  s.auxk_detach_residual = config_.auxk_detach_residual;
   s.current_k = context.k;
 
   const dictionaries::StepResult r = dict_.forward_backward(in, s);

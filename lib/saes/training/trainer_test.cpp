@@ -8,12 +8,15 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <catch2/catch.hpp>
 
 #include "saes/core/error.h"
+#include "saes/dictionaries/sae.h"
 #include "saes/io/atomic_file.h"
 #include "saes/io/safetensors.h"
 #include "saes/training/checkpoint.h"
+#include "saes/training/dictionary_module.h"
 #include "saes/training/stop_signal.h"
 
 #include "support/temp_dir.h"
@@ -242,4 +245,53 @@ TEST_CASE("skip_metrics_calculation trains without metric lines", "[training]") 
   FakeStream s;
   CHECK(run(c, m, s).outcome == FitOutcome::kCompleted);
   CHECK(saes::io::read_file(dir / "metrics.jsonl").empty());
+}
+
+TEST_CASE("trainer.auxk_detach_residual reaches the step's Aux-K", "[training]") {
+  namespace sd = saes::dictionaries;
+  sd::SparseDictionaryConfig cfg;
+  cfg.d_model = 6;
+  cfg.expansion_factor = 4;
+  cfg.act_fn = sd::ActFn::kTopK;
+  cfg.top_k = 2;
+  cfg.hook_point_in = cfg.hook_point_out = "blocks.0.hook_resid_pre";
+  cfg.norm_activation = sd::NormActivation::kInference;
+  cfg.dtype = saes::DType::kFloat64;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  const at::Tensor x = at::randn({16, 6}, gen, at::kDouble);
+  saes::training::TrainBatch batch;
+  batch.acts[cfg.hook_point_in] = x;
+  batch.n_tokens = 16;
+  saes::training::StepContext context;
+  context.k = 2;
+  context.dead = at::arange(24).ge(12);  // half the features dead
+  std::map<bool, at::Tensor> grads;
+  for (const bool detach : {false, true}) {
+    sd::SparseAutoEncoder sae(cfg);
+    auto g = at::make_generator<at::CPUGeneratorImpl>(9);
+    sae.init_parameters({1.0, 1.0, std::nullopt}, g);
+    saes::training::TrainerConfig t;
+    t.auxk_coefficient = 0.5;
+    t.k_aux = 4;
+    t.auxk_detach_residual = detach;
+    saes::training::DictionaryModule module(sae, t);
+    const auto out = module.forward_backward(batch, context);
+    CHECK(out.losses.at("aux_loss") > 0);
+    // the same step through LossSettings directly
+    sd::SparseAutoEncoder direct(cfg);
+    auto g2 = at::make_generator<at::CPUGeneratorImpl>(9);
+    direct.init_parameters({1.0, 1.0, std::nullopt}, g2);
+    sd::LossSettings ls;
+    ls.auxk_coefficient = 0.5;
+    ls.k_aux = 4;
+    ls.auxk_detach_residual = detach;
+    ls.current_k = 2;
+    sd::TrainBatch in;
+    in.acts[cfg.hook_point_in] = x;
+    in.dead = context.dead;
+    direct.forward_backward(in, ls);
+    CHECK(at::allclose(sae.parameters()[0].grad, direct.parameters()[0].grad));
+    grads[detach] = sae.parameters()[0].grad.clone();
+  }
+  CHECK_FALSE(at::allclose(grads[false], grads[true]));  // the key changes the gradient
 }

@@ -49,6 +49,13 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
     "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set trainer.exp_result_path=tlmhsa1 \
     --set initializer.initialize_lorsa_with_mhsa=true --set initializer.model_layer=1
   [ ! -e tlmhsa1/sae_weights.safetensors ] && ok || bad "a refused init left weights"
+  # saes-analyze: z-patterns of the sampled contexts, spliced evaluation at hook_attn_out
+  expect "lorsa analyze" 0 'z-patterns of [0-9]+ sampled contexts' -- "$bin/saes-analyze" "$root/configs/analyze-stories260k.yaml" \
+    --set sae.pretrained_name_or_path=tlmhsa --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
+    --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
+    --set 'activation_factory.hook_points=[blocks.2.ln1.hook_normalized, blocks.2.hook_attn_out]' --set output_dir=alorsa \
+    --set analyzer.total_analyzing_tokens=4096 --set 'eval={total_eval_tokens: 4096, batch_size: 16}' --set logging.progress=off
+  if python3 -c 'import sqlite3,sys,math; c=sqlite3.connect(sys.argv[1]); n=c.execute("select count(*) from z_patterns").fetchone()[0]; m=dict(c.execute("select metric, value from eval")); sys.exit(not (n > 100 and all(math.isfinite(m[k]) for k in ("loss_recovered", "explained_variance", "kl_div_spliced"))))' alorsa/default.sqlite; then ok; else bad "lorsa analysis db"; fi
   ev=$(tail -1 tlorsa/metrics.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics/explained_variance"])')
   echo "cli: lorsa on the fly, 8 steps: explained variance $ev"
   # a resumed run continues to the same metrics
