@@ -10,6 +10,7 @@
 #include <ATen/ops/abs.h>
 #include <ATen/ops/pow.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/baddbmm.h>
 #include <ATen/ops/cos.h>
 #include <ATen/ops/detach.h>
 #include <ATen/ops/empty.h>
@@ -42,6 +43,7 @@
 #include <ATen/ops/tanh.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/tril.h>
+#include <ATen/ops/triu.h>
 #include <ATen/ops/uniform.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
@@ -278,16 +280,22 @@ std::pair<at::Tensor, at::Tensor> LowRankSparseAttention::attend(const Weights& 
   };
   const at::Tensor q = project(w.W_Q, w.b_Q, w.ln_q);
   const at::Tensor k = project(w.W_K, w.b_K, w.ln_k);
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / attn_scale();  // [B, H, T, T]
-  const auto bool_opt = at::TensorOptions().dtype(at::kBool).device(x.device());
-  at::Tensor allowed = at::tril(at::ones({T, T}, bool_opt)).view({1, 1, T, T});
+  // scores = causal bias + q·kᵀ / attn_scale in one batched GEMM (no extra passes over the
+  // [B, H, T, T] scores, forward or backward)
+  const double inf = std::numeric_limits<double>::infinity();
+  const at::Tensor causal =
+      at::zeros({1, T, T}, x.options()).masked_fill_(at::ones({1, T, T}, x.options().dtype(at::kBool)).triu_(1), -inf);
+  at::Tensor scores = at::baddbmm(causal, q.reshape({B * H, T, D}),
+                                  k.reshape({B * H, T, D}).transpose(1, 2), 1.0, 1.0 / attn_scale())
+                          .view({B, H, T, T});
   if (mask.defined()) {
-    // keys that are real tokens, and each query itself (a padding query then stays finite)
-    const at::Tensor real = mask.reshape({B, 1, 1, T}).to(x.device()).ne(0);
-    const at::Tensor self = at::eye(T, bool_opt).view({1, 1, T, T});
-    allowed = allowed.logical_and(real.logical_or(self));
+    // keys that are padding are blocked too, except each query itself (a padding query then
+    // stays finite)
+    const auto bool_opt = at::TensorOptions().dtype(at::kBool).device(x.device());
+    const at::Tensor pad = mask.reshape({B, 1, 1, T}).to(x.device()).eq(0);
+    const at::Tensor blocked = pad.logical_and(at::eye(T, bool_opt).view({1, 1, T, T}).logical_not());
+    scores = scores.masked_fill(blocked, -inf);
   }
-  scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
   const at::Tensor A = at::softmax(scores, -1);
   const at::Tensor v = (at::matmul(rows, w.W_V.t()) + w.b_V).view({B, T, H, G});
   const at::Tensor z = at::matmul(A, v.permute({0, 2, 1, 3}))  // [B, H, T, G]
