@@ -3,11 +3,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
 
 #include "saes/config/field_traits.h"
+#include "saes/config/yaml_writer.h"
 #include "saes/core/error.h"
 
 namespace saes::config::detail {
@@ -191,32 +193,44 @@ void check_sae_hooks(Problems& p, const dictionaries::SparseDictionaryConfig& sa
 }
 
 /// Lorsa's own keys (spec §2.6): required sizes for a lorsa, defaults for every other variant.
+/// A visited field's key, help and value as YAML text.
+struct FieldText {
+  std::string key, help, value;
+};
+
+/// Visitor collecting every field of a config struct as FieldText, in visit order.
+struct FieldTexts {
+  std::vector<FieldText> fields;
+  template <class T>
+  void operator()(std::string_view key, const T& field, std::string_view help) {
+    YAML::Emitter out;
+    detail::emit_value(out, field);
+    fields.push_back({std::string(key), std::string(help), out.c_str()});
+  }
+  template <class T>
+  void required(std::string_view key, const T& field, std::string_view help) {
+    (*this)(key, field, help);
+  }
+  void unsupported(std::string_view /*key*/, std::string_view /*hint*/) {}
+  template <class F>
+  void variant(bool active, std::string_view /*when*/, F&& fields_of) {
+    if (active) fields_of();
+  }
+};
+
 void check_lorsa(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
-  const dictionaries::SparseDictionaryConfig defaults;
   if (sae.sae_type != dictionaries::SaeType::kLorsa) {
-    const std::vector<std::pair<const char*, bool>> keys = {
-        {"n_qk_heads", sae.n_qk_heads != defaults.n_qk_heads},
-        {"d_qk_head", sae.d_qk_head != defaults.d_qk_head},
-        {"positional_embedding_type",
-         sae.positional_embedding_type != defaults.positional_embedding_type},
-        {"rotary_dim", sae.rotary_dim != defaults.rotary_dim},
-        {"rotary_base", sae.rotary_base != defaults.rotary_base},
-        {"rotary_adjacent_pairs", sae.rotary_adjacent_pairs != defaults.rotary_adjacent_pairs},
-        {"rotary_scale", sae.rotary_scale != defaults.rotary_scale},
-        {"use_NTK_by_parts_rope", sae.use_NTK_by_parts_rope != defaults.use_NTK_by_parts_rope},
-        {"NTK_by_parts_factor", sae.NTK_by_parts_factor != defaults.NTK_by_parts_factor},
-        {"NTK_by_parts_low_freq_factor",
-         sae.NTK_by_parts_low_freq_factor != defaults.NTK_by_parts_low_freq_factor},
-        {"NTK_by_parts_high_freq_factor",
-         sae.NTK_by_parts_high_freq_factor != defaults.NTK_by_parts_high_freq_factor},
-        {"old_context_len", sae.old_context_len != defaults.old_context_len},
-        {"n_ctx", sae.n_ctx != defaults.n_ctx},
-        {"attn_scale", sae.attn_scale != defaults.attn_scale},
-        {"use_post_qk_ln", sae.use_post_qk_ln != defaults.use_post_qk_ln},
-        {"normalization_type", sae.normalization_type != defaults.normalization_type},
-        {"eps", sae.eps != defaults.eps}};
-    for (const auto& [key, set] : keys) {
-      p.check(!set, fmt::format("sae.{}", key), "is for sae_type lorsa only");
+    // every key documented "lorsa: ..." (SparseDictionaryConfig::visit_fields) left at its default
+    dictionaries::SparseDictionaryConfig set = sae, defaults;
+    FieldTexts mine, standard;
+    set.visit_fields(mine);
+    defaults.visit_fields(standard);
+    std::map<std::string, std::string> default_values;
+    for (const FieldText& f : standard.fields) default_values[f.key] = f.value;
+    for (const FieldText& f : mine.fields) {
+      if (f.help.rfind("lorsa:", 0) != 0) continue;
+      p.check(f.value == default_values[f.key], fmt::format("sae.{}", f.key),
+              "is for sae_type lorsa only");
     }
     return;
   }

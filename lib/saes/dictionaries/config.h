@@ -14,7 +14,8 @@
 
 namespace saes::dictionaries {
 
-/// Dictionary variant; the registry dispatches on it explicitly (sae and clt are implemented).
+/// Dictionary variant; the registry dispatches on it explicitly (sae, clt and lorsa are
+/// implemented).
 enum class SaeType { kSae, kCrosscoder, kClt, kLorsa, kMolt };
 inline constexpr std::array<std::string_view, 5> kSaeTypeNames = {"sae", "crosscoder", "clt",
                                                                   "lorsa", "molt"};
@@ -102,7 +103,9 @@ struct SparseDictionaryConfig {
 
   template <class V>
   void visit_fields(V& v) {
-    v.required("sae_type", sae_type, "dictionary variant (sae or clt are implemented)");
+    v.required("sae_type", sae_type,
+               "dictionary variant (sae, clt and lorsa are implemented; crosscoder and molt not "
+               "yet)");
     v.required("d_model", d_model, "activation width");
     v.required("expansion_factor", expansion_factor, "d_sae = int(d_model * expansion_factor)");
     v("use_decoder_bias", use_decoder_bias, "add the decoder bias b_D");
