@@ -1,7 +1,7 @@
 // Lorsa OV-head parallelism on 2 and 4 ranks (spec Appendix B: each rank holds whole QK heads with
 // their OV groups; Q/K/V and the patterns stay local, the TopK selection and the decode are
 // collective): a sharded step equals the whole Lorsa's step for every act_fn, the dense autograd
-// and the sparse step, gating and every penalty — same losses, L0 and x̂, each rank's gradients
+// and the sparse step, gating, every penalty and Aux-K — same losses, L0 and x̂, each rank's gradients
 // its heads' slice of the whole gradients; a sharded init is the whole init's slice, a sharded
 // save writes the whole dictionary and a sharded load reads its slice; encode/decode agree.
 #include <cmath>
@@ -82,7 +82,10 @@ void check_step(Pair& pair, const sd::TrainBatch& batch, const sd::LossSettings&
                 const std::string& what) {
   INFO(what);
   const sd::StepResult a = pair.whole.forward_backward(batch, ls);
-  const sd::StepResult b = pair.part.forward_backward(batch, ls);
+  sd::TrainBatch mine = batch;  // a sharded step reads its own heads' dead flags
+  if (batch.dead.defined()) mine.dead = pair.part.local_features(batch.dead, 0);
+  const sd::StepResult b = pair.part.forward_backward(mine, ls);
+  check_sharded_close(b.l_aux, a.l_aux, "l_aux");
   check_sharded_close(b.loss, a.loss, "loss");
   check_sharded_close(b.l_rec, a.l_rec, "l_rec");
   check_sharded_close(b.l_sparsity, a.l_sparsity, "l_sparsity");
@@ -127,6 +130,17 @@ TEST_CASE("a feature-sharded Lorsa step equals the whole Lorsa's step",
         ls.sparsity = sd::SparsityPenalty::kTanhQuad;
         ls.frequency_scale = 0.3;
         check_step(pair, batch, ls, name + " + tanh-quad");
+        if (act == sd::ActFn::kTopK || act == sd::ActFn::kBatchTopK) {
+          sd::TrainBatch with_dead = batch;  // every other OV head dead
+          with_dead.dead = at::arange(pair.whole.d_sae()).remainder(2).eq(0);
+          ls.auxk_coefficient = 0.3;
+          ls.k_aux = 3;
+          check_step(pair, with_dead, ls, name + " + Aux-K");
+          ls.auxk_detach_residual = true;
+          check_step(pair, with_dead, ls, name + " + Aux-K, detached residual");
+          ls.auxk_coefficient = 0;
+          ls.auxk_detach_residual = false;
+        }
         // inference: encode and decode of the shards
         const at::Tensor x = pair.whole.prepare_input(batch.acts);
         const at::Tensor f = pair.part.encode(x);

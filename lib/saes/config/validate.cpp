@@ -378,10 +378,6 @@ void check_trainer(Problems& p, const training::TrainerConfig& t,
   if (t.l1_coefficient) check_non_negative(p, at(path, "l1_coefficient"), *t.l1_coefficient);
   if (t.lp_coefficient) check_non_negative(p, at(path, "lp_coefficient"), *t.lp_coefficient);
   if (t.auxk_coefficient) check_non_negative(p, at(path, "auxk_coefficient"), *t.auxk_coefficient);
-  if (sae.sae_type == dictionaries::SaeType::kLorsa) {
-    p.check(t.auxk_coefficient.value_or(0.0) == 0.0, at(path, "auxk_coefficient"),
-            "Aux-K is not implemented for a lorsa yet: set it to null");
-  }
   if (sae.sae_type == dictionaries::SaeType::kClt) {
     p.check(t.lp_coefficient.value_or(0.0) == 0.0, at(path, "lp_coefficient"),
             "the JumpReLU L_p loss is not defined for a clt (as upstream): set it to null");

@@ -374,8 +374,6 @@ at::Tensor LowRankSparseAttention::decode(const at::Tensor& f) const {
 
 StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
                                                     const LossSettings& ls) {
-  SAES_CHECK(ls.auxk_coefficient == 0, UnsupportedError,
-             "trainer.auxk_coefficient: Aux-K is not implemented for lorsa yet; set it to null");
   const at::Tensor x = prepare_input(batch.acts);
   const at::Tensor y = prepare_label(batch.acts);
   SAES_CHECK(x.sizes() == y.sizes(), DataError,
@@ -384,7 +382,9 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   const std::int64_t B = x.size(0), T = x.size(1), N = B * T, S = local_d_sae();
   const auto opt = x.options();
   const auto [w_tok, n_valid] = token_weights(batch.mask, B, T, opt);
-  if (uses_sparse_step(ls.current_k)) return sparse_step(x, y, w_tok, n_valid, batch.mask, ls);
+  if (uses_sparse_step(ls.current_k)) {
+    return sparse_step(x, y, w_tok, n_valid, batch.mask, batch.dead, ls);
+  }
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool jump = cfg_.act_fn == ActFn::kJumpRelu;
 
@@ -399,11 +399,11 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   // ---- forward: this rank's OV heads; x̂ is the sum of every rank's partial decode ----
   const at::Tensor z = attend(w, x, batch.mask).first.reshape({N, S});
   const at::Tensor n = at::linalg_vector_norm(w.W_O, 2, {1}, false);  // differentiable (§2.1)
-  at::Tensor active;
+  at::Tensor active, zs;
   {
     const at::NoGradGuard no_grad;
     // padding positions never fire: their scores are zeroed before the selection
-    const at::Tensor zs = z.detach() * w_tok.gt(0).to(opt).unsqueeze(1);
+    zs = z.detach() * w_tok.gt(0).to(opt).unsqueeze(1);
     active = active_entries(zs, n.detach(), ls.current_k);
   }
   at::Tensor f = z * active.to(opt);
@@ -423,6 +423,32 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   // plus this rank's penalty terms (the p-norm's per-token sum is completed over the ranks).
   at::Tensor surrogate = at::sum(xhat_part * G);
   double l_s_local = 0.0, l_s_whole = 0.0, l_p_local = 0.0;
+  at::Tensor G_bias = G;  // ∂L/∂b_D
+
+  // ---- Aux-K (spec §3.5): the TopK of the dead OV heads fits the residual e = y − x̂ ----
+  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && batch.dead.defined()) {
+    const at::Tensor dead = batch.dead.to(z.device()).to(at::kBool).reshape({S});
+    const auto n_dead = static_cast<std::int64_t>(  // over the whole dictionary
+        sum_over_features({static_cast<double>(at::sum(dead).item<std::int64_t>())})[0]);
+    if (n_dead > 0) {
+      at::Tensor aux_active;
+      {
+        const at::NoGradGuard no_grad;
+        aux_active = active_entries(zs * dead.to(opt), n.detach(), std::min(ls.k_aux, n_dead));
+      }
+      const at::Tensor e_part = at::matmul(z * aux_active.to(opt), w.W_O);
+      at::Tensor q = e_part.detach().clone();
+      sum_over_features(q);
+      q = q + r;  // ê − e
+      out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * wt).item<double>();
+      const at::Tensor Gq = q * (2.0 * ls.auxk_coefficient * wt);
+      surrogate = surrogate + at::sum(e_part * Gq);
+      if (!ls.auxk_detach_residual) {  // e depends on x̂: the Aux-K gradient reaches it too
+        surrogate = surrogate + at::sum(xhat_part * Gq);
+        G_bias = G + Gq;
+      }
+    }
+  }
 
   if (ls.sparsity != SparsityPenalty::kNone && ls.l1_coefficient != 0) {
     const double lam = ls.l1_coefficient;
@@ -477,7 +503,7 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   take(gW_V_, w.W_V);
   take(gb_V_, w.b_V);
   take(gW_O_, w.W_O);
-  if (b_D_.defined()) at::sum_out(gb_D_, G, {0});
+  if (b_D_.defined()) at::sum_out(gb_D_, G_bias, {0});
   take(gln_q_, w.ln_q);
   take(gln_k_, w.ln_k);
   if (jump) {
@@ -509,7 +535,7 @@ void LowRankSparseAttention::finish_sums(StepResult& out, double n_valid, double
   out.l_sparsity = sums[0];
   out.l_p = sums[1];
   out.l0 = sums[2] / n_valid;
-  out.loss = out.l_rec + out.l_sparsity + out.l_p;
+  out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
 }
 
 bool LowRankSparseAttention::uses_sparse_step(std::int64_t k) const {

@@ -104,7 +104,9 @@ class LowRankSparseAttention final : public SparseDictionary {
   /// autograd too, or — the sparse step, see uses_sparse_step — sparse_kernels.h on f's active
   /// entries only (x̂ from the active W_O rows, ∂L/∂f at those entries, W_O's gradient by
   /// scatter-add), then z's gradient back through the autograd graph. Both give the same result
-  /// (tests: 1e-10 in float64). Aux-K is not implemented for Lorsa (UnsupportedError).
+  /// (tests: 1e-10 in float64). Aux-K (TopK family, batch.dead given): the dead OV heads' TopK
+  /// (k_aux) decodes ê, l_aux = α·mean‖ê − (y − x̂)‖², its gradient reaching x̂ unless
+  /// auxk_detach_residual (spec §3.5, as the SAE).
   StepResult forward_backward(const TrainBatch& batch, const LossSettings& s) override;
   /// Whether forward_backward takes the sparse step at TopK k: never for JumpReLU or with
   /// sparse_kernels off, always with on; with auto for the TopK family at density k/d_sae <=
@@ -154,7 +156,8 @@ class LowRankSparseAttention final : public SparseDictionary {
   /// The sparse step (lorsa_sparse_step.cpp) on normalized x, y [B, T, d] with per-token loss
   /// weights w_tok [B·T] (valid / n_valid).
   StepResult sparse_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w_tok,
-                         double n_valid, const at::Tensor& mask, const LossSettings& ls);
+                         double n_valid, const at::Tensor& mask, const at::Tensor& dead,
+                         const LossSettings& ls);
   /// Which entries of z [N, S] fire (bool [N, S]) for gating norms n [S] and TopK k.
   at::Tensor active_entries(const at::Tensor& z, const at::Tensor& n, std::int64_t k) const;
   void check_input(const at::Tensor& x, const char* what) const;

@@ -3,7 +3,9 @@
 // sparse_step_parts.h), then ∂L/∂z at those entries back through the autograd graph.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/gt.h>
+#include <ATen/ops/nonzero.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/where.h>
@@ -20,7 +22,8 @@ namespace saes::dictionaries {
 
 StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Tensor& y,
                                                const at::Tensor& w_tok, double n_valid,
-                                               const at::Tensor& mask, const LossSettings& ls) {
+                                               const at::Tensor& mask, const at::Tensor& dead,
+                                               const LossSettings& ls) {
   const std::int64_t N = x.size(0) * x.size(1), S = local_d_sae(), d = cfg_.d_model;
   distributed::Communicator* group = shard_.sharded() ? shard_.group : nullptr;
   const auto opt = x.options();
@@ -53,7 +56,28 @@ StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Te
   StepResult out;
   out.n_tokens = n_valid;
   out.l_rec = at::sum(at::sum(r * r, {1}, true) * wt).item<double>();
-  const at::Tensor G = r * (2.0 * wt);  // ∂L/∂x̂
+  at::Tensor G = r * (2.0 * wt);  // ∂L/∂x̂
+
+  // ---- Aux-K (spec §3.5) over the dead OV heads' columns only ----
+  detail::Selected aux;
+  at::Tensor Gq;
+  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && dead.defined()) {
+    const at::Tensor dead_idx = at::nonzero(dead.to(x.device()).to(at::kBool).reshape({S})).squeeze(1);
+    const auto n_dead =
+        static_cast<std::int64_t>(sum_over_features({static_cast<double>(dead_idx.numel())})[0]);
+    if (n_dead > 0) {
+      aux = detail::finish(detail::candidates(cfg_.act_fn, score.index_select(1, dead_idx),
+                                              std::min(ls.k_aux, n_dead), group),
+                           gated ? n : at::Tensor(), dead_idx);
+      aux.a.n_features = S;
+      at::Tensor q = sparse_decode(aux.a, W_O_, {});
+      sum_over_features(q);
+      q = q + r;  // ê − e
+      out.l_aux = ls.auxk_coefficient * at::sum(at::sum(q * q, {1}, true) * wt).item<double>();
+      Gq = q * (2.0 * ls.auxk_coefficient * wt);
+      if (!ls.auxk_detach_residual) G = G + Gq;
+    }
+  }
 
   // ---- backward into f's entries, then z through the attention graph ----
   at::Tensor df = sparse_row_dot(a, G, W_O_);
@@ -65,6 +89,10 @@ StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Te
   const at::Tensor dz_entries = df.mul_(m.active);
   at::Tensor dz = at::zeros({N, S}, opt);
   dz.index_put_({a.rows, a.indices}, dz_entries);
+  if (Gq.defined()) {  // a dead head may also be among the main entries: accumulate
+    dz.index_put_({aux.a.rows, aux.a.indices},
+                  sparse_row_dot(aux.a, Gq, W_O_).mul_(aux.active), /*accumulate=*/true);
+  }
   {
     const c10::AutoGradMode backward_mode(true);
     z.backward(dz);
@@ -87,7 +115,12 @@ StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Te
   take(gln_k_, w.ln_k);
 
   // ---- the decoder's gradients by scatter-add over the active entries ----
-  sparse_weight_grad(gW_O_, a.rows, a.indices, a.values, G);
+  if (Gq.defined()) {
+    sparse_weight_grad(gW_O_, at::cat({a.rows, aux.a.rows + N}), at::cat({a.indices, aux.a.indices}),
+                       at::cat({a.values, aux.a.values}), at::cat({G, Gq}));
+  } else {
+    sparse_weight_grad(gW_O_, a.rows, a.indices, a.values, G);
+  }
   if (penalised && gating) {
     gW_O_.add_(W_O_ * at::where(at::gt(n, 0), gn / n, at::zeros_like(n)).unsqueeze(1));
   }

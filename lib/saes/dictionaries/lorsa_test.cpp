@@ -308,8 +308,18 @@ TEST_CASE("lorsa sparse step equals the dense autograd step", "[lorsa]") {
           ls.sparsity = pen;
           ls.l1_coefficient = 0.3;
           ls.p = 2;
+          if (act != sd::ActFn::kRelu) {  // Aux-K over 4 dead heads, the residual not detached
+            batch.dead = at::tensor({0, 1, 0, 0, 1, 0}).to(at::kBool);
+            ls.auxk_coefficient = 0.4;
+            ls.k_aux = 2;
+            ls.auxk_detach_residual = pen == sd::SparsityPenalty::kTanh;
+          }
           const sd::StepResult a = dense.forward_backward(batch, ls);
           const sd::StepResult b = sparse.forward_backward(batch, ls);
+          if (act != sd::ActFn::kRelu) {
+            CHECK(a.l_aux > 0);
+            CHECK(b.l_aux == Approx(a.l_aux).epsilon(1e-10));
+          }
           CHECK(b.sparse_feature_acts.defined());
           // float64, the same sums in another order: 1e-10
           CHECK(b.loss == Approx(a.loss).epsilon(1e-10));
@@ -325,6 +335,50 @@ TEST_CASE("lorsa sparse step equals the dense autograd step", "[lorsa]") {
                   1e-10 * (1 + pa[i].grad.abs().max().item<double>()));
           }
         }
+      }
+    }
+  }
+}
+
+TEST_CASE("lorsa Aux-K: the loss by the formula, gradients by central differences", "[lorsa]") {
+  for (const bool detach : {false, true}) {
+    auto c = lorsa_cfg(true, false, sd::ActFn::kTopK);
+    c.sparse_kernels = sd::SparseKernels::kOff;
+    c.norm_activation = sd::NormActivation::kInference;
+    auto l = random_lorsa(c, 31);
+    sd::TrainBatch batch;
+    batch.acts[c.hook_point_in] = randn({kB, kT, kD}, 32);
+    batch.acts[c.hook_point_out] = randn({kB, kT, kD}, 33);
+    batch.dead = at::tensor({1, 0, 1, 1, 0, 0}).to(at::kBool);
+    sd::LossSettings ls;
+    ls.auxk_coefficient = 0.5;
+    ls.k_aux = 2;
+    ls.auxk_detach_residual = detach;
+    const sd::StepResult r = l.forward_backward(batch, ls);
+    // the formula: the 2 largest gated dead scores per token decode ê; l_aux = α·mean‖ê − e‖²
+    const at::Tensor z = reference(l, batch.acts[c.hook_point_in], at::Tensor()).z.reshape({-1, kS});
+    const at::Tensor n = l.W_O().norm(2, 1);
+    const at::Tensor s_dead = (z * n).masked_fill(batch.dead.logical_not(), -1e30);
+    const at::Tensor idx = std::get<1>(s_dead.topk(2, 1));
+    const at::Tensor pick = at::zeros_like(z).scatter_(1, idx, 1.0) * (z * n).gt(0) *
+                            batch.dead.to(at::kDouble);
+    const at::Tensor e = batch.acts[c.hook_point_out].reshape({-1, kD}) -
+                         (at::matmul(l.encode(batch.acts[c.hook_point_in]).reshape({-1, kS}), l.W_O()) +
+                          l.b_D());
+    const at::Tensor q = at::matmul(z * pick, l.W_O()) - e;
+    CHECK(r.l_aux == Approx(0.5 * q.pow(2).sum(1).mean().item<double>()).epsilon(1e-10));
+    if (detach) continue;  // a detached residual's gradient is no derivative of the loss
+    for (auto& p : l.parameters()) {
+      const at::Tensor flat = p.value.view({-1}), grad = p.grad.clone().view({-1});
+      for (const std::int64_t i : {std::int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
+        const double keep = flat[i].item<double>(), hstep = 1e-6;
+        flat[i] = keep + hstep;
+        const double up = l.forward_backward(batch, ls).loss;
+        flat[i] = keep - hstep;
+        const double down = l.forward_backward(batch, ls).loss;
+        flat[i] = keep;
+        INFO(p.name << "[" << i << "]");
+        CHECK(grad[i].item<double>() == Approx((up - down) / (2 * hstep)).margin(1e-6));
       }
     }
   }
