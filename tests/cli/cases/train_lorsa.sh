@@ -56,6 +56,12 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
     --set 'activation_factory.hook_points=[blocks.2.ln1.hook_normalized, blocks.2.hook_attn_out]' --set output_dir=alorsa \
     --set analyzer.total_analyzing_tokens=4096 --set 'eval={total_eval_tokens: 4096, batch_size: 16}' --set logging.progress=off
   if python3 -c 'import sqlite3,sys,math; c=sqlite3.connect(sys.argv[1]); n=c.execute("select count(*) from z_patterns").fetchone()[0]; m=dict(c.execute("select metric, value from eval")); sys.exit(not (n > 100 and all(math.isfinite(m[k]) for k in ("loss_recovered", "explained_variance", "kl_div_spliced"))))' alorsa/default.sqlite; then ok; else bad "lorsa analysis db"; fi
+  # the original's layout: config.json + sae_weights.safetensors without saes metadata (what the
+  # original writes, buffers included) imports; ours exports with the original's key set
+  expect "lorsa to native" 0 'wrote lnat' -- "$bin/saes-convert" tlorsa --to native lnat
+  mkdir -p lorig && cp lnat/config.json lorig/ && python3 -c 'import json,struct,sys; b=open(sys.argv[1],"rb").read(); n=struct.unpack("<Q",b[:8])[0]; h=json.loads(b[8:8+n]); h.pop("__metadata__"); t=json.dumps(h).encode(); t+=b" "*((8-len(t)%8)%8); open(sys.argv[2],"wb").write(struct.pack("<Q",len(t))+t+b[8+n:])' lnat/sae_weights.safetensors lorig/sae_weights.safetensors
+  expect "lorsa original layout import" 0 'read lorig \(lmsaes layout\): act_fn topk, d_model 64, d_sae 512' -- "$bin/saes-convert" lorig --to native lback
+  if grep -q '"n_qk_heads": 8' lnat/config.json && grep -q '"sae_type": "lorsa"' lnat/config.json; then ok; else bad "lorsa config.json: $(cat lnat/config.json)"; fi
   ev=$(tail -1 tlorsa/metrics.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics/explained_variance"])')
   echo "cli: lorsa on the fly, 8 steps: explained variance $ev"
   # a resumed run continues to the same metrics
