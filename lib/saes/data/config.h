@@ -43,9 +43,9 @@ struct DatasetConfig {
   void visit_fields(V& v) {
     v("dataset_name_or_path", dataset_name_or_path,
       "dataset name or local path; saes reads it as one file/glob when `paths` is empty");
-    v("cache_dir", cache_dir, "download cache folder");
+    v("cache_dir", cache_dir, "the original's download cache (not supported: exit 5 when set)");
     v("is_dataset_on_disk", is_dataset_on_disk,
-      "read a dataset saved to disk instead of loading by name");
+      "the original's datasets-library folders (not supported: exit 5 when true)");
     v("paths", paths,
       "text files or glob patterns, read in this order (each pattern's matches sorted); saes "
       "addition");

@@ -44,7 +44,7 @@ struct LanguageModelConfig {
     v("tokenizer_path", tokenizer_path,
       "tokenizer file or folder (null: beside model_from_pretrained_path, else by model_name); "
       "saes addition");
-    v("cache_dir", cache_dir, "download cache folder");
+    v("cache_dir", cache_dir, "the original's download cache (not supported: exit 5 when set)");
     v("local_files_only", local_files_only, "never download; use local files only");
     v("max_length", max_length, "tokenizer truncation length");
     v("backend", backend, "model implementation; auto picks from the model files");

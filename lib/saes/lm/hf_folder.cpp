@@ -47,6 +47,9 @@ TransformerOptions options_of(const LanguageModelConfig& config) {
 }
 
 fs::path model_path(const LanguageModelConfig& config) {
+  SAES_CHECK(!config.cache_dir.has_value(), UnsupportedError,
+             "model.cache_dir: not supported: saes does not download models (it reads the local "
+             "model_from_pretrained_path); remove it");
   SAES_CHECK(config.model_from_pretrained_path.has_value(), ConfigError,
              "model.model_from_pretrained_path: not set; saes loads models from local files (an "
              "HF folder with config.json or a llama2.c .bin) and does not download \"{}\"",

@@ -41,6 +41,15 @@ data::TokenBatcher make_token_batcher(const data::DatasetConfig& dataset,
                                       const lm::LanguageModel& lm,
                                       const data::TokenBatcherOptions& options, int rank,
                                       int n_ranks) {
+  // keys of the original's Hugging Face datasets loader, which saes does not have
+  SAES_CHECK(!dataset.cache_dir.has_value(), UnsupportedError,
+             "dataset {}: cache_dir: not supported: saes reads local text/jsonl files (paths) and "
+             "downloads nothing; remove it",
+             dataset.dataset_name_or_path);
+  SAES_CHECK(!dataset.is_dataset_on_disk, UnsupportedError,
+             "dataset {}: is_dataset_on_disk: not supported: saes reads text/jsonl files (paths), "
+             "not datasets saved by the datasets library; remove it",
+             dataset.dataset_name_or_path);
   data::TextSourceOptions text;
   text.paths = dataset.text_paths();
   text.format = dataset.format == data::DatasetFormat::kJsonl ? data::TextFormat::kJsonl

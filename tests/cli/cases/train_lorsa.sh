@@ -17,12 +17,17 @@ expect "lorsa mhsa init without model_layer" 2 'initializer.model_layer: require
   "$bin/saes-train" "$lorsa_cfg" --set initializer.initialize_lorsa_with_mhsa=true
 expect "mhsa init on an sae" 2 'initializer.initialize_lorsa_with_mhsa: only for sae_type lorsa' -- \
   "$bin/saes-train" "$train_cfg" --set initializer.initialize_lorsa_with_mhsa=true --set initializer.model_layer=2
+expect "model cache_dir" 5 'model.cache_dir: not supported: saes does not download models' -- \
+  "$bin/saes-train" "$lorsa_cfg" --set model.cache_dir=/tmp/hf-cache --set trainer.exp_result_path=tcache
+[ ! -e tcache ] && ok || bad "a refused model.cache_dir left tcache"
 
 if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   lorsa_live=(--set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin"
     --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin"
     --set "datasets.tinystories.paths=[$work/stories.txt]" --set trainer.total_training_tokens=16384
     --set trainer.log_frequency=2 --set logging.progress=off --threads 1)
+  expect "dataset is_dataset_on_disk" 5 'is_dataset_on_disk: not supported' -- \
+    "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set datasets.tinystories.is_dataset_on_disk=true --set trainer.exp_result_path=tdisk
   expect "lorsa rotary_scale" 5 'sae.rotary_scale: only 1 is supported' -- \
     "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set sae.rotary_scale=2 --set trainer.exp_result_path=tlsc
   expect "lorsa train on the fly" 0 '' -- "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" \
