@@ -488,26 +488,10 @@ StepResult LowRankSparseAttention::forward_backward(const TrainBatch& batch,
   surrogate.backward();
 
   // ---- gradients into the buffers ----
-  const auto take = [](at::Tensor& grad, const at::Tensor& leaf_t) {
-    if (!leaf_t.defined()) return;
-    if (leaf_t.grad().defined()) {
-      grad.copy_(leaf_t.grad());
-    } else {
-      grad.zero_();
-    }
-  };
-  take(gW_Q_, w.W_Q);
-  take(gW_K_, w.W_K);
-  take(gb_Q_, w.b_Q);
-  take(gb_K_, w.b_K);
-  take(gW_V_, w.W_V);
-  take(gb_V_, w.b_V);
-  take(gW_O_, w.W_O);
+  take_grads(w);
   if (b_D_.defined()) at::sum_out(gb_D_, G_bias, {0});
-  take(gln_q_, w.ln_q);
-  take(gln_k_, w.ln_k);
   if (jump) {
-    take(glog_threshold_, log_theta);  // L_p's part
+    take_grad(glog_threshold_, log_theta);  // L_p's part
     const at::Tensor df = f.grad().defined() ? f.grad() : at::zeros_like(f);
     const at::Tensor nd = n.detach();
     const at::Tensor s = gating ? z.detach() * nd : z.detach();
@@ -538,79 +522,33 @@ void LowRankSparseAttention::finish_sums(StepResult& out, double n_valid, double
   out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
 }
 
+void LowRankSparseAttention::take_grad(at::Tensor& grad, const at::Tensor& leaf) {
+  if (!leaf.defined() || !leaf.requires_grad()) return;
+  if (leaf.grad().defined()) {
+    grad.copy_(leaf.grad());
+  } else {
+    grad.zero_();
+  }
+}
+
+void LowRankSparseAttention::take_grads(const Weights& w) {
+  take_grad(gW_Q_, w.W_Q);
+  take_grad(gW_K_, w.W_K);
+  take_grad(gb_Q_, w.b_Q);
+  take_grad(gb_K_, w.b_K);
+  take_grad(gW_V_, w.W_V);
+  take_grad(gb_V_, w.b_V);
+  take_grad(gW_O_, w.W_O);
+  take_grad(gln_q_, w.ln_q);
+  take_grad(gln_k_, w.ln_k);
+}
+
 bool LowRankSparseAttention::uses_sparse_step(std::int64_t k) const {
   const SparseKernels mode = cfg_.sparse_kernels;
   if (mode == SparseKernels::kOff || cfg_.act_fn == ActFn::kJumpRelu) return false;
   if (mode == SparseKernels::kOn) return true;
   if (auto_prefers_dense() || !is_topk_family(cfg_.act_fn)) return false;
   return static_cast<double>(resolve_k(k)) / static_cast<double>(d_sae()) <= kSparseMaxDensity;
-}
-
-void LowRankSparseAttention::init_parameters(const RandomInit& init, at::Generator& gen) {
-  const at::NoGradGuard no_grad;
-  const double d = static_cast<double>(cfg_.d_model), S = static_cast<double>(d_sae());
-  const double H = static_cast<double>(cfg_.n_qk_heads), D = static_cast<double>(cfg_.d_qk_head);
-  // torch's xavier_uniform_ on [H, d, D]: fan_in = d·D, fan_out = H·D
-  const double xavier = std::sqrt(6.0 / (d * D + H * D));
-  const auto draw_cpu = [&](at::Tensor& p, auto&& fill) {
-    // drawn in float32 on the generator's device for the whole dictionary, then cast and this
-    // rank's heads taken: the same weights for every dtype, device and mesh
-    std::vector<std::int64_t> whole = p.sizes().vec();
-    whole[0] *= shard_.sharded() ? shard_.size() : 1;
-    at::Tensor t = at::empty(whole, at::TensorOptions().dtype(at::kFloat).device(gen.device()));
-    fill(t);
-    p.copy_(local_features(t, 0));
-  };
-  draw_cpu(W_Q_, [&](at::Tensor& t) { t.uniform_(-xavier, xavier, gen); });
-  draw_cpu(W_K_, [&](at::Tensor& t) { t.uniform_(-xavier, xavier, gen); });
-  draw_cpu(W_V_, [&](at::Tensor& t) { t.normal_(0.0, 1.0 / std::sqrt(S), gen); });
-  draw_cpu(W_O_, [&](at::Tensor& t) { t.normal_(0.0, 1.0 / std::sqrt(d), gen); });
-  b_Q_.zero_();
-  b_K_.zero_();
-  b_V_.zero_();
-  if (b_D_.defined()) b_D_.zero_();
-  if (ln_q_.defined()) {
-    ln_q_.fill_(1.0);
-    ln_k_.fill_(1.0);
-  }
-  if (log_threshold_.defined()) fill_log_threshold(log_threshold_, init);
-}
-
-void LowRankSparseAttention::set_decoder_to_fixed_norm(double value, bool /*exact*/) {
-  const at::NoGradGuard no_grad;
-  const double mean =
-      sum_over_features({decoder_norm().sum().item<double>()})[0] / static_cast<double>(d_sae());
-  SAES_CHECK(mean > 0, DataError, "lorsa set_decoder_to_fixed_norm: W_O is zero");
-  W_O_.mul_(value / mean);
-}
-
-void LowRankSparseAttention::init_decoder_bias_with_mean(const at::Tensor& label_normalized) {
-  SAES_CHECK(b_D_.defined(), ConfigError,
-             "init_decoder_bias_with_mean needs use_decoder_bias: true");
-  const at::NoGradGuard no_grad;
-  b_D_.copy_(label_normalized.reshape({-1, cfg_.d_model}).mean({0}));
-}
-
-void LowRankSparseAttention::init_encoder_bias_with_mean_hidden_pre(
-    const at::Tensor& x_normalized) {
-  const at::NoGradGuard no_grad;
-  b_V_.sub_(hidden_pre(x_normalized).reshape({-1, local_d_sae()}).mean({0}));
-}
-
-void LowRankSparseAttention::rescale_for_fold(bool fold) {
-  const at::NoGradGuard no_grad;
-  const double f_in = dataset_scale(cfg_.hook_point_in);
-  const double f_out = dataset_scale(cfg_.hook_point_out);
-  const double a = fold ? f_in : 1.0 / f_in;
-  const double b = fold ? 1.0 / f_out : f_out;
-  W_Q_.mul_(a);
-  W_K_.mul_(a);
-  W_V_.mul_(a);
-  W_O_.mul_(b);
-  if (b_D_.defined()) b_D_.mul_(b);
-  if (log_threshold_.defined() && cfg_.sparsity_include_decoder_norm) {
-    log_threshold_.add_(std::log(b));  // θ·n unchanged: n scaled by b
-  }
 }
 
 }  // namespace saes::dictionaries

@@ -123,7 +123,7 @@ class LowRankSparseAttention final : public SparseDictionary {
   void init_decoder_bias_with_mean(const at::Tensor& label_normalized) override;
   /// b_V ← b_V − mean over tokens of z (attention rows sum to 1, so z is then centred).
   void init_encoder_bias_with_mean_hidden_pre(const at::Tensor& x_normalized) override;
-  /// initialize_lorsa_with_mhsa (lorsa_model_init.cpp): W_Q, W_K, b_Q, b_K ← the model's,
+  /// initialize_lorsa_with_mhsa (lorsa_init.cpp): W_Q, W_K, b_Q, b_K ← the model's,
   /// each model head repeated n_qk_heads / n_heads times, divided by the input's dataset scale
   /// and permuted between the RoPE layouts when the model's differs; the attention pattern is
   /// then the model's. ConfigError naming the key when the shapes, RoPE settings or attn_scale
@@ -150,6 +150,10 @@ class LowRankSparseAttention final : public SparseDictionary {
     at::Tensor W_Q, W_K, b_Q, b_K, W_V, b_V, W_O, b_D, ln_q, ln_k;
   };
   Weights weights() const;
+  /// grad ← leaf.grad() (zero when autograd gave none) for a leaf that requires grad.
+  static void take_grad(at::Tensor& grad, const at::Tensor& leaf);
+  /// take_grad for each tensor of `w` into its gradient buffer.
+  void take_grads(const Weights& w);
   /// z [B, T, S] and A [B, n_qk, T, T] of normalized x [B, T, d] with weights `w`.
   std::pair<at::Tensor, at::Tensor> attend(const Weights& w, const at::Tensor& x,
                                            const at::Tensor& mask) const;

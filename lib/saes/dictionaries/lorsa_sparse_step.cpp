@@ -97,22 +97,7 @@ StepResult LowRankSparseAttention::sparse_step(const at::Tensor& x, const at::Te
     const c10::AutoGradMode backward_mode(true);
     z.backward(dz);
   }
-  const auto take = [](at::Tensor& grad, const at::Tensor& leaf_t) {
-    if (!leaf_t.defined()) return;
-    if (leaf_t.grad().defined()) {
-      grad.copy_(leaf_t.grad());
-    } else {
-      grad.zero_();
-    }
-  };
-  take(gW_Q_, w.W_Q);
-  take(gW_K_, w.W_K);
-  take(gb_Q_, w.b_Q);
-  take(gb_K_, w.b_K);
-  take(gW_V_, w.W_V);
-  take(gb_V_, w.b_V);
-  take(gln_q_, w.ln_q);
-  take(gln_k_, w.ln_k);
+  take_grads(w);  // the attention side's leaves (W_O is no leaf here: written below)
 
   // ---- the decoder's gradients by scatter-add over the active entries ----
   if (Gq.defined()) {

@@ -1,9 +1,12 @@
-// Lorsa's model-informed initialization (spec §4 steps 5 and 8): Q/K copied from the model's
-// attention layer (initialize_lorsa_with_mhsa) and W_V / W_O in each model head's active
-// subspace (initialize_W_D_with_active_subspace).
+// Lorsa's initialization: the random init, decoder norm and bias inits, the exact fold, and the
+// model-informed inits of spec §4 steps 5 and 8 — Q/K copied from the model's attention layer
+// (initialize_lorsa_with_mhsa) and W_V / W_O in each model head's active subspace
+// (initialize_W_D_with_active_subspace).
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/core/Generator.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_svd.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/matmul.h>
@@ -143,6 +146,73 @@ void LowRankSparseAttention::init_decoder_in_active_subspace(const at::Tensor& x
   }
   W_V_.copy_(W_V);
   W_O_.copy_(W_O);
+}
+
+void LowRankSparseAttention::init_parameters(const RandomInit& init, at::Generator& gen) {
+  const at::NoGradGuard no_grad;
+  const double d = static_cast<double>(cfg_.d_model), S = static_cast<double>(d_sae());
+  const double H = static_cast<double>(cfg_.n_qk_heads), D = static_cast<double>(cfg_.d_qk_head);
+  // torch's xavier_uniform_ on [H, d, D]: fan_in = d·D, fan_out = H·D
+  const double xavier = std::sqrt(6.0 / (d * D + H * D));
+  const auto draw_cpu = [&](at::Tensor& p, auto&& fill) {
+    // drawn in float32 on the generator's device for the whole dictionary, then cast and this
+    // rank's heads taken: the same weights for every dtype, device and mesh
+    std::vector<std::int64_t> whole = p.sizes().vec();
+    whole[0] *= shard_.sharded() ? shard_.size() : 1;
+    at::Tensor t = at::empty(whole, at::TensorOptions().dtype(at::kFloat).device(gen.device()));
+    fill(t);
+    p.copy_(local_features(t, 0));
+  };
+  draw_cpu(W_Q_, [&](at::Tensor& t) { t.uniform_(-xavier, xavier, gen); });
+  draw_cpu(W_K_, [&](at::Tensor& t) { t.uniform_(-xavier, xavier, gen); });
+  draw_cpu(W_V_, [&](at::Tensor& t) { t.normal_(0.0, 1.0 / std::sqrt(S), gen); });
+  draw_cpu(W_O_, [&](at::Tensor& t) { t.normal_(0.0, 1.0 / std::sqrt(d), gen); });
+  b_Q_.zero_();
+  b_K_.zero_();
+  b_V_.zero_();
+  if (b_D_.defined()) b_D_.zero_();
+  if (ln_q_.defined()) {
+    ln_q_.fill_(1.0);
+    ln_k_.fill_(1.0);
+  }
+  if (log_threshold_.defined()) fill_log_threshold(log_threshold_, init);
+}
+
+void LowRankSparseAttention::set_decoder_to_fixed_norm(double value, bool /*exact*/) {
+  const at::NoGradGuard no_grad;
+  const double mean =
+      sum_over_features({decoder_norm().sum().item<double>()})[0] / static_cast<double>(d_sae());
+  SAES_CHECK(mean > 0, DataError, "lorsa set_decoder_to_fixed_norm: W_O is zero");
+  W_O_.mul_(value / mean);
+}
+
+void LowRankSparseAttention::init_decoder_bias_with_mean(const at::Tensor& label_normalized) {
+  SAES_CHECK(b_D_.defined(), ConfigError,
+             "init_decoder_bias_with_mean needs use_decoder_bias: true");
+  const at::NoGradGuard no_grad;
+  b_D_.copy_(label_normalized.reshape({-1, cfg_.d_model}).mean({0}));
+}
+
+void LowRankSparseAttention::init_encoder_bias_with_mean_hidden_pre(
+    const at::Tensor& x_normalized) {
+  const at::NoGradGuard no_grad;
+  b_V_.sub_(hidden_pre(x_normalized).reshape({-1, local_d_sae()}).mean({0}));
+}
+
+void LowRankSparseAttention::rescale_for_fold(bool fold) {
+  const at::NoGradGuard no_grad;
+  const double f_in = dataset_scale(cfg_.hook_point_in);
+  const double f_out = dataset_scale(cfg_.hook_point_out);
+  const double a = fold ? f_in : 1.0 / f_in;
+  const double b = fold ? 1.0 / f_out : f_out;
+  W_Q_.mul_(a);
+  W_K_.mul_(a);
+  W_V_.mul_(a);
+  W_O_.mul_(b);
+  if (b_D_.defined()) b_D_.mul_(b);
+  if (log_threshold_.defined() && cfg_.sparsity_include_decoder_norm) {
+    log_threshold_.add_(std::log(b));  // θ·n unchanged: n scaled by b
+  }
 }
 
 }  // namespace saes::dictionaries
