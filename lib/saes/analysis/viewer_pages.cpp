@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <tuple>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -305,9 +306,23 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
             bar_chart_svg(values, labels, "decoder norm per target layer");
   }
   const auto bands = store.bands();
+  // top activations first, then the subsampling bands by proportion (descending), then the
+  // non-activating band (the database lists them by name)
+  std::vector<StoredContext> contexts = d.contexts;
+  const auto order = [&](const std::string& name) {
+    double proportion = 0;
+    for (const auto& b : bands) {
+      if (b.name == name) proportion = b.proportion;
+    }
+    return std::make_tuple(name == "non_activating" ? 1 : 0, -proportion, name);
+  };
+  std::stable_sort(contexts.begin(), contexts.end(),
+                   [&](const StoredContext& a, const StoredContext& b) {
+                     return order(a.band) < order(b.band);
+                   });
   std::string current;
-  for (const auto& c : d.contexts) {
-    if (current != c.band || &c == &d.contexts.front()) {
+  for (const auto& c : contexts) {
+    if (current != c.band || &c == &contexts.front()) {
       current = c.band;
       body += fmt::format("<h2 class=\"band\">{}</h2>", band_title(bands, c.band));
     }

@@ -329,3 +329,30 @@ TEST_CASE("schema version 1 and 2 databases are still read", "[analysis][viewer]
   }
   CHECK_THROWS_WITH(AnalysisStore(dir / "v1.sqlite"), Catch::Contains("versions 1 to 3"));
 }
+
+TEST_CASE("feature page lists top activations, subsampling bands by proportion, then non-activating",
+          "[analysis][viewer]") {
+  saes::testing::TempDir dir;
+  AnalysisRecord r = make_record();
+  // stored by name: non_activating < subsampling_25% < subsampling_75% < top_activations
+  r.bands = {{"non_activating", 0.3, 1, 0}, {"subsampling_25%", 0.25, 1, 0},
+             {"subsampling_75%", 0.75, 1, 0}, {"top_activations", 1.0, 1, 0}};
+  for (auto& f : r.features) {
+    const auto one = f.samples[0];
+    f.samples.assign(4, one);
+  }
+  write_analysis_db(dir / "bands.sqlite", r);
+  const AnalysisStore store(dir / "bands.sqlite");
+  const std::string body = handle_request(store, "/features/0", {}).body;
+  const auto top = body.find("top_activations — top activations");
+  const auto b75 = body.find("subsampling_75% — contexts");
+  const auto b25 = body.find("subsampling_25% — contexts");
+  const auto non = body.find("non_activating — contexts");
+  REQUIRE(top != std::string::npos);
+  REQUIRE(b75 != std::string::npos);
+  REQUIRE(b25 != std::string::npos);
+  REQUIRE(non != std::string::npos);
+  CHECK(top < b75);
+  CHECK(b75 < b25);
+  CHECK(b25 < non);
+}
