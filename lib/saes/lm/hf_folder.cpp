@@ -145,7 +145,7 @@ std::unique_ptr<Tokenizer> load_language_model_tokenizer(const LanguageModelConf
              path.string());
 }
 
-LanguageModel load_language_model(const LanguageModelConfig& config) {
+LanguageModel load_language_model(const LanguageModelConfig& config, bool need_tokenizer) {
   const fs::path path = model_path(config);
   const TransformerOptions options = options_of(config);
   std::optional<Transformer> model;
@@ -161,14 +161,25 @@ LanguageModel load_language_model(const LanguageModelConfig& config) {
                path.string());
     model.emplace(load_llama2c(path, options));
   }
-  auto tokenizer = load_language_model_tokenizer(config);
+  std::unique_ptr<Tokenizer> tokenizer;
+  try {
+    tokenizer = load_language_model_tokenizer(config);
+  } catch (const IoError&) {
+    if (need_tokenizer) throw;  // a model without one still runs on token ids
+  }
   SpecialTokenIds ids;
-  ids.bos = config.bos_token_id ? config.bos_token_id : tokenizer->bos_id();
+  const auto from_tokenizer = [&](auto get) -> std::optional<int64_t> {
+    return tokenizer ? get(*tokenizer) : std::nullopt;
+  };
+  ids.bos = config.bos_token_id ? config.bos_token_id
+                                : from_tokenizer([](const Tokenizer& t) { return t.bos_id(); });
   if (!ids.bos) ids.bos = from_spec(model->spec().bos_token_id);
-  ids.eos = config.eos_token_id ? config.eos_token_id : tokenizer->eos_id();
+  ids.eos = config.eos_token_id ? config.eos_token_id
+                                : from_tokenizer([](const Tokenizer& t) { return t.eos_id(); });
   if (!ids.eos) ids.eos = from_spec(model->spec().eos_token_id);
   if (!ids.bos) ids.bos = ids.eos;
-  ids.pad = config.pad_token_id ? config.pad_token_id : tokenizer->pad_id();
+  ids.pad = config.pad_token_id ? config.pad_token_id
+                                : from_tokenizer([](const Tokenizer& t) { return t.pad_id(); });
   if (!ids.pad) ids.pad = ids.eos;
   return LanguageModel{std::move(*model), std::move(tokenizer), ids};
 }

@@ -53,8 +53,10 @@ struct LanguageModel {
 /// Loads `config.model_from_pretrained_path`: a folder with config.json -> Hugging Face; a `.bin`
 /// file -> llama2.c. The tokenizer comes from `tokenizer_path`, else the HF folder itself, else
 /// `tok512.bin` / `tokenizer.bin` beside the llama2.c file. dtype and device from the config.
-/// Throws ConfigError when no path is set, IoError naming the path and the missing piece.
-LanguageModel load_language_model(const LanguageModelConfig& config);
+/// Throws ConfigError when no path is set, IoError naming the path and the missing piece. With
+/// `need_tokenizer` false a model without a tokenizer loads too (tokenizer null; special ids
+/// from the config, then the model's config) — for work on token ids only.
+LanguageModel load_language_model(const LanguageModelConfig& config, bool need_tokenizer = true);
 
 /// The tokenizer load_language_model would use, without loading the model.
 std::unique_ptr<Tokenizer> load_language_model_tokenizer(const LanguageModelConfig& config);

@@ -105,7 +105,8 @@ int run_probe(const ProbeOptions& options, std::ostream& out) {
              "probe: give exactly one of --text and --ids");
   SAES_CHECK(!options.hooks.empty() || options.logits || options.dictionary, ConfigError,
              "probe: nothing to capture: give --hooks, --logits and/or --dictionary");
-  lm::LanguageModel lm = lm::load_language_model(options.model);
+  // --ids needs no tokenizer (a model folder without one works)
+  lm::LanguageModel lm = lm::load_language_model(options.model, !options.ids.has_value());
   std::vector<int64_t> ids;
   if (options.ids) {
     ids = *options.ids;
@@ -143,17 +144,23 @@ int run_probe(const ProbeOptions& options, std::ostream& out) {
   if (dict) {
     const auto n = static_cast<int64_t>(ids.size());
     dictionaries::HookActs raw;
-    for (const auto& h : dict->hook_points()) raw[h] = values.at(h).reshape({n, -1});
-    const at::Tensor f = dict->encode(dict->prepare_input(raw));
+    for (const auto& h : dict->hook_points()) {  // a Lorsa reads the whole [1, n, d] context
+      raw[h] = dict->reads_sequences() ? values.at(h) : values.at(h).reshape({n, -1});
+    }
+    at::Tensor f = dict->encode(dict->prepare_input(raw));
+    if (dict->reads_sequences()) f = f.reshape({n, -1});  // [1, n, d_sae] → [n, d_sae]
     const at::Tensor decoded = dict->decode(f);
     tensors.emplace_back(dict_name + ".feature_acts", f.unsqueeze(0).contiguous());
     const auto labels = dict->label_hooks();
     for (std::size_t i = 0; i < labels.size(); ++i) {
-      const at::Tensor r = labels.size() > 1 ? decoded[static_cast<int64_t>(i)] : decoded;
+      const at::Tensor r = labels.size() > 1 ? decoded[static_cast<int64_t>(i)]
+                                             : decoded.reshape({n, -1});
       // back to the model's scale
       tensors.emplace_back(
           dict_name + ".reconstruction." + labels[i],
-          (r / dict->normalization_factor(raw.at(labels[i]), labels[i])).unsqueeze(0).contiguous());
+          (r / dict->normalization_factor(raw.at(labels[i]).reshape({n, -1}), labels[i]))
+              .unsqueeze(0)
+              .contiguous());
     }
   }
   for (const auto& [name, t] : tensors) {

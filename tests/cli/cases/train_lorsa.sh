@@ -67,6 +67,16 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   mkdir -p lorig && cp lnat/config.json lorig/ && python3 -c 'import json,struct,sys; b=open(sys.argv[1],"rb").read(); n=struct.unpack("<Q",b[:8])[0]; h=json.loads(b[8:8+n]); h.pop("__metadata__"); t=json.dumps(h).encode(); t+=b" "*((8-len(t)%8)%8); open(sys.argv[2],"wb").write(struct.pack("<Q",len(t))+t+b[8+n:])' lnat/sae_weights.safetensors lorig/sae_weights.safetensors
   expect "lorsa original layout import" 0 'read lorig \(lmsaes layout\): act_fn topk, d_model 64, d_sae 512' -- "$bin/saes-convert" lorig --to native lback
   if grep -q '"n_qk_heads": 8' lnat/config.json && grep -q '"sae_type": "lorsa"' lnat/config.json; then ok; else bad "lorsa config.json: $(cat lnat/config.json)"; fi
+  # probe: a Lorsa run folder (the whole context at once), and --ids on a model without a
+  # tokenizer beside it (#20)
+  expect "probe --dictionary lorsa" 0 '' -- "$bin/saes-generate" probe --model "$assets/llama2c-stories260K/stories260K.bin" \
+    --text "Once upon a time" --dictionary tlorsa --output plorsa.safetensors
+  if grep -Eq '^tlorsa.feature_acts +\[1, [0-9]+, 512\]' out.txt && grep -q '^tlorsa.reconstruction.blocks.2.hook_attn_out ' out.txt; then ok
+  else bad "probe --dictionary lorsa: $(cat out.txt)"; fi
+  mkdir -p notok && cp "$assets/llama2c-stories260K/stories260K.bin" notok/
+  expect "probe --ids without a tokenizer" 0 '' -- "$bin/saes-generate" probe --model notok/stories260K.bin --ids 1,403,407 --logits --output pids.safetensors
+  grep -q 'logits .*\[1, 3, 512\]' out.txt && ok || bad "probe --ids: $(cat out.txt)"
+  expect "probe --text without a tokenizer" 3 'no tokenizer' -- "$bin/saes-generate" probe --model notok/stories260K.bin --text "Once" --logits --output ptext.safetensors
   ev=$(tail -1 tlorsa/metrics.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics/explained_variance"])')
   echo "cli: lorsa on the fly, 8 steps: explained variance $ev"
   # a resumed run continues to the same metrics
