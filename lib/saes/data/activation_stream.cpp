@@ -272,6 +272,12 @@ std::unique_ptr<ActivationStream> make_activation_stream(const ActivationFactory
     }
     weights.push_back(source.sample_weights);
   }
+  if (config.buffer_shuffle && config.buffer_shuffle->generator_device) {
+    SAES_CHECK(*config.buffer_shuffle->generator_device == "cpu", UnsupportedError,
+               "activation_factory.buffer_shuffle.generator_device: \"{}\" is not supported: the "
+               "shuffle permutation is drawn on the CPU from perm_seed; set it to null or cpu",
+               *config.buffer_shuffle->generator_device);
+  }
   PipelineOptions options;
   options.batch_size = config.batch_size / inputs.world;
   if (config.buffer_size) options.buffer_size = *config.buffer_size / inputs.world;

@@ -132,7 +132,7 @@ struct BufferShuffleConfig {
   void visit_fields(V& v) {
     v("perm_seed", perm_seed, "seed of the shuffle permutation generator");
     v("generator_device", generator_device,
-      "device of the permutation generator (null: buffer's device)");
+      "device of the permutation generator: null or cpu (the permutation is drawn on the CPU)");
   }
   bool operator==(const BufferShuffleConfig&) const = default;
 };

@@ -45,7 +45,8 @@ struct LanguageModelConfig {
       "tokenizer file or folder (null: beside model_from_pretrained_path, else by model_name); "
       "saes addition");
     v("cache_dir", cache_dir, "the original's download cache (not supported: exit 5 when set)");
-    v("local_files_only", local_files_only, "never download; use local files only");
+    v("local_files_only", local_files_only,
+      "the original's switch; saes never downloads, so both values read local files only");
     v("max_length", max_length, "tokenizer truncation length");
     v("backend", backend, "model implementation; auto picks from the model files");
     v("prepend_bos", prepend_bos, "prepend BOS to every context (strip it when false)");

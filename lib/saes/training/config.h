@@ -192,7 +192,9 @@ struct TrainerConfig {
     v("lr", lr, "Adam learning rate");
     v("betas", betas, "Adam betas");
     v("optimizer_class", optimizer_class, "optimizer");
-    v("optimizer_foreach", optimizer_foreach, "Adam: use the multi-tensor implementation");
+    v("optimizer_foreach", optimizer_foreach,
+      "the original's multi-tensor Adam switch; saes' Adam is one fused loop, the same update "
+      "either way");
     v("lr_scheduler_name", lr_scheduler_name, "learning-rate schedule (spec §5.5)");
     v("lr_end_ratio", lr_end_ratio,
       "final lr / lr of the decaying schedules (all of them, unlike upstream)");

@@ -28,6 +28,8 @@ if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
     --set trainer.log_frequency=2 --set logging.progress=off --threads 1)
   expect "dataset is_dataset_on_disk" 5 'is_dataset_on_disk: not supported' -- \
     "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set datasets.tinystories.is_dataset_on_disk=true --set trainer.exp_result_path=tdisk
+  expect "generator_device cuda" 5 'buffer_shuffle.generator_device: "cuda" is not supported' -- \
+    "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set 'activation_factory.buffer_shuffle={perm_seed: 1, generator_device: cuda}' --set trainer.exp_result_path=tgen
   expect "lorsa rotary_scale" 5 'sae.rotary_scale: only 1 is supported' -- \
     "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" --set sae.rotary_scale=2 --set trainer.exp_result_path=tlsc
   expect "lorsa train on the fly" 0 '' -- "$bin/saes-train" "$lorsa_cfg" "${lorsa_live[@]}" \
