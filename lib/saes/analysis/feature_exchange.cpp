@@ -53,7 +53,7 @@ class Reader {
                DataError, "feature statistics: a vector of {} entries overruns the {} bytes", n,
                bytes_.size());
     std::vector<T> v(static_cast<std::size_t>(n));
-    std::memcpy(v.data(), bytes_.data() + at_, v.size() * sizeof(T));
+    if (!v.empty()) std::memcpy(v.data(), bytes_.data() + at_, v.size() * sizeof(T));  // UBSan: null
     at_ += v.size() * sizeof(T);
     return v;
   }

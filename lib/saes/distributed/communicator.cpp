@@ -135,20 +135,24 @@ void Communicator::broadcast_string(std::string& text, int root) {
       at::full({1}, static_cast<std::int64_t>(text.size()), at::TensorOptions().dtype(at::kLong));
   broadcast(length, root);
   at::Tensor bytes = at::empty({length.item<std::int64_t>()}, at::TensorOptions().dtype(at::kByte));
-  if (rank() == root) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  // an empty tensor's data_ptr() is null, which memcpy must not get even for 0 bytes (UBSan)
+  if (rank() == root && !text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
   broadcast(bytes, root);
-  text.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
+  text = bytes.numel() == 0 ? std::string()
+                           : std::string(static_cast<const char*>(bytes.data_ptr()),
+                                         static_cast<std::size_t>(bytes.numel()));
 }
 
 std::vector<std::string> Communicator::all_gather_strings(const std::string& text) {
   at::Tensor bytes =
       at::empty({static_cast<std::int64_t>(text.size())}, at::TensorOptions().dtype(at::kByte));
-  std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  if (!text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
   const PaddedGather gathered = gather_padded(*this, bytes);
   const char* data = static_cast<const char*>(gathered.rows.data_ptr());
   std::vector<std::string> out;
   for (int r = 0; r < size(); ++r) {
-    out.emplace_back(data + r * gathered.max_rows, static_cast<std::size_t>(gathered.counts[r]));
+    const auto count = static_cast<std::size_t>(gathered.counts[r]);
+    out.push_back(count == 0 ? std::string() : std::string(data + r * gathered.max_rows, count));
   }
   return out;
 }

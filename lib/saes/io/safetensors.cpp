@@ -133,7 +133,7 @@ at::Tensor SafetensorsFile::load_bytes(std::uint64_t file_offset,
         data, shape, [keep_alive = file_](void*) {}, options);
   }
   at::Tensor out = at::empty(shape, options);
-  std::memcpy(out.data_ptr(), data, static_cast<std::size_t>(numel) * element_bytes);
+  if (numel > 0) std::memcpy(out.data_ptr(), data, static_cast<std::size_t>(numel) * element_bytes);
   return out;
 }
 
