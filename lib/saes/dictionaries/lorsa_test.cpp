@@ -161,6 +161,27 @@ double max_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
+/// Every parameter's gradient from the last forward_backward of `l` against central differences
+/// of the step's loss at three entries (float64; the JumpReLU threshold's gradient is the
+/// straight-through estimate, not a derivative: skipped).
+void check_central_differences(sd::LowRankSparseAttention& l, const sd::TrainBatch& batch,
+                               const sd::LossSettings& ls) {
+  for (auto& p : l.parameters()) {
+    if (p.group == sd::ParamGroup::kJumpRelu) continue;
+    const at::Tensor flat = p.value.view({-1}), grad = p.grad.clone().view({-1});
+    for (const std::int64_t i : {std::int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
+      const double keep = flat[i].item<double>(), hstep = 1e-6;
+      flat[i] = keep + hstep;
+      const double up = l.forward_backward(batch, ls).loss;
+      flat[i] = keep - hstep;
+      const double down = l.forward_backward(batch, ls).loss;
+      flat[i] = keep;
+      INFO(p.name << "[" << i << "]");
+      CHECK(grad[i].item<double>() == Approx((up - down) / (2 * hstep)).margin(1e-6));
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("lorsa attention and z equal the formula: RoPE layouts, QK-norm, GQA, padding", "[lorsa]") {
@@ -266,20 +287,7 @@ TEST_CASE("lorsa training step: loss by the formula, gradients by central differ
         CHECK(r.fired.sum().item<std::int64_t>() == f.gt(0).sum().item<std::int64_t>());
         // gradients: central differences of the step's loss (the JumpReLU threshold's is the
         // straight-through estimate, not a derivative: skipped)
-        for (auto& p : l.parameters()) {
-          if (p.group == sd::ParamGroup::kJumpRelu) continue;
-          const at::Tensor flat = p.value.view({-1}), grad = p.grad.clone().view({-1});
-          for (const std::int64_t idx : {std::int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
-            const double keep = flat[idx].item<double>(), hstep = 1e-6;
-            flat[idx] = keep + hstep;
-            const double up = l.forward_backward(batch, ls).loss;
-            flat[idx] = keep - hstep;
-            const double down = l.forward_backward(batch, ls).loss;
-            flat[idx] = keep;
-            INFO(p.name << "[" << idx << "]");
-            CHECK(grad[idx].item<double>() == Approx((up - down) / (2 * hstep)).margin(1e-6));
-          }
-        }
+        check_central_differences(l, batch, ls);
       }
     }
   }
@@ -368,19 +376,7 @@ TEST_CASE("lorsa Aux-K: the loss by the formula, gradients by central difference
     const at::Tensor q = at::matmul(z * pick, l.W_O()) - e;
     CHECK(r.l_aux == Approx(0.5 * q.pow(2).sum(1).mean().item<double>()).epsilon(1e-10));
     if (detach) continue;  // a detached residual's gradient is no derivative of the loss
-    for (auto& p : l.parameters()) {
-      const at::Tensor flat = p.value.view({-1}), grad = p.grad.clone().view({-1});
-      for (const std::int64_t i : {std::int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
-        const double keep = flat[i].item<double>(), hstep = 1e-6;
-        flat[i] = keep + hstep;
-        const double up = l.forward_backward(batch, ls).loss;
-        flat[i] = keep - hstep;
-        const double down = l.forward_backward(batch, ls).loss;
-        flat[i] = keep;
-        INFO(p.name << "[" << i << "]");
-        CHECK(grad[i].item<double>() == Approx((up - down) / (2 * hstep)).margin(1e-6));
-      }
-    }
+    check_central_differences(l, batch, ls);
   }
 }
 
