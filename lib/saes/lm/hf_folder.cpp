@@ -168,18 +168,13 @@ LanguageModel load_language_model(const LanguageModelConfig& config, bool need_t
     if (need_tokenizer) throw;  // a model without one still runs on token ids
   }
   SpecialTokenIds ids;
-  const auto from_tokenizer = [&](auto get) -> std::optional<int64_t> {
-    return tokenizer ? get(*tokenizer) : std::nullopt;
-  };
-  ids.bos = config.bos_token_id ? config.bos_token_id
-                                : from_tokenizer([](const Tokenizer& t) { return t.bos_id(); });
+  const SpecialTokenIds known = tokenizer ? tokenizer->special_ids() : SpecialTokenIds{};
+  ids.bos = config.bos_token_id ? config.bos_token_id : known.bos;
   if (!ids.bos) ids.bos = from_spec(model->spec().bos_token_id);
-  ids.eos = config.eos_token_id ? config.eos_token_id
-                                : from_tokenizer([](const Tokenizer& t) { return t.eos_id(); });
+  ids.eos = config.eos_token_id ? config.eos_token_id : known.eos;
   if (!ids.eos) ids.eos = from_spec(model->spec().eos_token_id);
   if (!ids.bos) ids.bos = ids.eos;
-  ids.pad = config.pad_token_id ? config.pad_token_id
-                                : from_tokenizer([](const Tokenizer& t) { return t.pad_id(); });
+  ids.pad = config.pad_token_id ? config.pad_token_id : known.pad;
   if (!ids.pad) ids.pad = ids.eos;
   return LanguageModel{std::move(*model), std::move(tokenizer), ids};
 }
