@@ -84,12 +84,8 @@ void check_step(Pair& pair, const sd::TrainBatch& batch, const sd::LossSettings&
   INFO(what);
   const sd::StepResult a = pair.whole.forward_backward(batch, ls);
   const sd::StepResult b = pair.part.forward_backward(batch, ls);
-  check_sharded_close(b.loss, a.loss, "loss");
-  check_sharded_close(b.l_rec, a.l_rec, "l_rec");
-  check_sharded_close(b.l_sparsity, a.l_sparsity, "l_sparsity");
-  CHECK(b.l0 == Approx(a.l0).epsilon(1e-9));
+  saes::testing::check_sharded_result(b, a);
   CHECK(a.l0 > 0);
-  check_sharded_close(b.reconstructed, a.reconstructed, "y_hat");
   CHECK(at::equal(b.fired, local_layers(pair.part, a.fired)));
   saes::testing::check_sharded_grads(pair.whole, pair.part);
 }

@@ -13,6 +13,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <catch2/catch.hpp>
 
+#include "saes/dictionaries/sparse_dictionary.h"
+
 namespace saes::testing {
 
 inline at::Tensor seeded_randn(std::vector<std::int64_t> shape, std::uint64_t seed) {
@@ -32,6 +34,17 @@ inline void check_sharded_close(const at::Tensor& got, const at::Tensor& want,
 inline void check_sharded_close(double got, double want, const std::string& what) {
   INFO(what << ": " << got << " vs " << want);
   CHECK(std::abs(got - want) <= 1e-5 * std::max(std::abs(want), 1e-3));
+}
+
+/// A sharded step's result `b` against the whole dictionary's `a`: the same losses, L0 and x̂
+/// (each variant's test adds its own terms: l_p, l_aux, fired counts, gradients).
+inline void check_sharded_result(const dictionaries::StepResult& b,
+                                 const dictionaries::StepResult& a) {
+  check_sharded_close(b.loss, a.loss, "loss");
+  check_sharded_close(b.l_rec, a.l_rec, "l_rec");
+  check_sharded_close(b.l_sparsity, a.l_sparsity, "l_sparsity");
+  CHECK(b.l0 == Approx(a.l0).epsilon(1e-9));
+  check_sharded_close(b.reconstructed, a.reconstructed, "x_hat");
 }
 
 /// Each of the sharded dictionary's gradients is its features' slice of the whole one's (the
