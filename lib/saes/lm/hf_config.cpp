@@ -1,62 +1,12 @@
 // Hugging Face config.json -> TransformerSpec for GPT-2, GPT-NeoX, Llama and Qwen2 (field names and
 // defaults as in transformers' configuration_*.py). Torch-free (fuzz/hf_config_fuzz.cpp); the
 // dispatch to per-architecture weight mappings is in hf_model.cpp.
-// DEVIATION: nlohmann/json outside io/ — config.json is only ever parsed here.
-#include <type_traits>
-#include <utility>
-
-#include <nlohmann/json.hpp>
-
-#include "saes/core/error.h"
 #include "saes/lm/hf_config.h"
 
+#include "saes/lm/hf_config_reader.h"
+
 namespace saes::lm {
-namespace {
-
-using Json = nlohmann::json;
-
-/// Typed access to config keys with messages naming the file and key.
-class ConfigReader {
- public:
-  ConfigReader(const Json& json, std::string where) : json_(json), where_(std::move(where)) {}
-
-  bool has(const char* key) const { return json_.contains(key) && !json_.at(key).is_null(); }
-  template <typename T>
-  T get(const char* key) const {
-    SAES_CHECK(has(key), ConfigError, "{}: missing key '{}'", where_, key);
-    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-      // nlohmann would convert 1e300 (undefined behaviour) or 2.5 (silently) to an integer.
-      SAES_CHECK(json_.at(key).is_number_integer(), ConfigError,
-                 "{}: key '{}' must be an integer, got {}", where_, key, json_.at(key).dump());
-    }
-    try {
-      return json_.at(key).get<T>();
-    } catch (const Json::exception& e) {
-      SAES_THROW(ConfigError, "{}: key '{}' has the wrong type ({})", where_, key, e.what());
-    }
-  }
-  template <typename T>
-  T get_or(const char* key, T fallback) const {
-    return has(key) ? get<T>(key) : fallback;
-  }
-  /// A dimension or count: an integer in [1, 2^40] (0 or a negative value would divide by zero
-  /// or overflow further on).
-  int64_t size(const char* key) const {
-    const auto value = get<int64_t>(key);
-    SAES_CHECK(value >= 1 && value <= (int64_t{1} << 40), ConfigError,
-               "{}: key '{}' must be a positive integer (at most 2^40), got {}", where_, key, value);
-    return value;
-  }
-  int64_t size_or(const char* key, int64_t fallback) const {
-    return has(key) ? size(key) : fallback;
-  }
-  const Json& json() const { return json_; }
-  const std::string& where() const { return where_; }
-
- private:
-  const Json& json_;
-  std::string where_;
-};
+namespace hf {
 
 /// transformers ≥ 5 writes the rotary settings into one `rope_parameters` map (rope_type,
 /// rope_theta, partial_rotary_factor and the scaling keys); older files keep them at the top level
@@ -74,6 +24,8 @@ ConfigReader rope_parameters(const ConfigReader& c) {
 double rope_theta(const ConfigReader& c, double fallback) {
   return c.get_or<double>("rope_theta", rope_parameters(c).get_or<double>("rope_theta", fallback));
 }
+
+namespace {
 
 /// GPT-2 / NeoX MLP activation from `key`: gelu (erf), gelu_new / gelu_pytorch_tanh (tanh
 /// approximation) or relu; anything else is UnsupportedError naming the key.
@@ -108,6 +60,32 @@ TransformerSpec gpt2_spec(const ConfigReader& c) {
   return s;
 }
 
+}  // namespace
+
+void read_rope_type(const ConfigReader& scaling, RopeParameters& rope) {
+  const auto type =
+      scaling.get_or<std::string>("rope_type", scaling.get_or<std::string>("type", "default"));
+  if (type == "default") return;
+  if (type == "linear") {
+    rope.linear_factor = scaling.get<double>("factor");
+    SAES_CHECK(rope.linear_factor > 0, ConfigError, "{}: linear rope factor must be > 0, got {}",
+               scaling.where(), rope.linear_factor);
+    return;
+  }
+  SAES_CHECK(type == "llama3", UnsupportedError,
+             "{}: rope type '{}' is not supported (supported: default, linear, llama3)",
+             scaling.where(), type);
+  Llama3RopeScaling& s = rope.llama3_scaling;
+  s.enabled = true;
+  s.factor = scaling.get<double>("factor");
+  s.low_freq_factor = scaling.get<double>("low_freq_factor");
+  s.high_freq_factor = scaling.get<double>("high_freq_factor");
+  s.original_max_position_embeddings = scaling.size("original_max_position_embeddings");
+}
+
+namespace {
+
+/// rope_scaling (legacy) or rope_parameters' type into the spec's global RoPE.
 void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
   const bool legacy = c.has("rope_scaling");
   if (!legacy && !c.has("rope_parameters")) return;
@@ -116,19 +94,10 @@ void read_rope_scaling(const ConfigReader& c, TransformerSpec& s) {
   const ConfigReader scaling =
       legacy ? ConfigReader(c.json().at("rope_scaling"), c.where() + " rope_scaling")
              : rope_parameters(c);
-  const auto type =
-      scaling.get_or<std::string>("rope_type", scaling.get_or<std::string>("type", ""));
-  if (type == "default") return;
-  if (type.empty() && !legacy) return;  // rope_parameters with only rope_theta
-  SAES_CHECK(type == "llama3", UnsupportedError,
-             "{}: rope type '{}' is not supported (supported: llama3, default)", scaling.where(),
-             type);
-  s.llama3_scaling.enabled = true;
-  s.llama3_scaling.factor = scaling.get<double>("factor");
-  s.llama3_scaling.low_freq_factor = scaling.get<double>("low_freq_factor");
-  s.llama3_scaling.high_freq_factor = scaling.get<double>("high_freq_factor");
-  s.llama3_scaling.original_max_position_embeddings =
-      scaling.size("original_max_position_embeddings");
+  RopeParameters rope = global_rope(s);
+  read_rope_type(scaling, rope);
+  s.llama3_scaling = rope.llama3_scaling;
+  s.rope_linear_factor = rope.linear_factor;
 }
 
 TransformerSpec gpt_neox_spec(const ConfigReader& c) {
@@ -164,6 +133,8 @@ TransformerSpec gpt_neox_spec(const ConfigReader& c) {
   s.eos_token_id = c.get_or<int64_t>("eos_token_id", 0);
   return s;
 }
+
+}  // namespace
 
 /// A token id key that may be absent, null, an integer or a list (Llama 3 lists several eos ids).
 int64_t first_token_id(const ConfigReader& c, const char* key) {
@@ -216,21 +187,21 @@ TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture) {
   return s;
 }
 
-}  // namespace
+}  // namespace hf
 
 TransformerSpec parse_hf_config(const std::string& json_text, const std::string& where) {
-  Json json;
+  hf::Json json;
   try {
-    json = Json::parse(json_text);
-  } catch (const Json::exception& e) {
+    json = hf::Json::parse(json_text);
+  } catch (const hf::Json::exception& e) {
     SAES_THROW(ConfigError, "{}: not valid JSON ({})", where, e.what());
   }
   SAES_CHECK(json.is_object(), ConfigError, "{}: expected a JSON object", where);
-  const ConfigReader config(json, where);
+  const hf::ConfigReader config(json, where);
   std::string architecture;
   if (config.has("architectures") && json.at("architectures").is_array() &&
       !json.at("architectures").empty()) {
-    const Json& first = json.at("architectures").at(0);
+    const hf::Json& first = json.at("architectures").at(0);
     SAES_CHECK(first.is_string(), ConfigError,
                "{}: key 'architectures' must be a list of names, got {}", where,
                json.at("architectures").dump());
@@ -238,17 +209,33 @@ TransformerSpec parse_hf_config(const std::string& json_text, const std::string&
   }
   TransformerSpec spec;
   if (architecture == "GPT2LMHeadModel") {
-    spec = gpt2_spec(config);
+    spec = hf::gpt2_spec(config);
   } else if (architecture == "GPTNeoXForCausalLM") {
-    spec = gpt_neox_spec(config);
+    spec = hf::gpt_neox_spec(config);
   } else if (architecture == "LlamaForCausalLM") {
-    spec = llama_spec(config, Architecture::kLlama);
+    spec = hf::llama_spec(config, Architecture::kLlama);
   } else if (architecture == "Qwen2ForCausalLM") {
-    spec = llama_spec(config, Architecture::kQwen2);
+    spec = hf::llama_spec(config, Architecture::kQwen2);
+  } else if (architecture == "Qwen3ForCausalLM") {
+    spec = hf::qwen3_spec(config);
+  } else if (architecture == "MistralForCausalLM") {
+    spec = hf::mistral_spec(config);
+  } else if (architecture == "Gemma2ForCausalLM") {
+    spec = hf::gemma_spec(config, Architecture::kGemma2);
+  } else if (architecture == "Gemma3ForCausalLM") {
+    spec = hf::gemma_spec(config, Architecture::kGemma3);
+  } else if (architecture == "Gemma3ForConditionalGeneration") {
+    // the language model of the multimodal checkpoints (4B and up): text_config holds it
+    SAES_CHECK(config.has("text_config") && json.at("text_config").is_object(), ConfigError,
+               "{}: Gemma3ForConditionalGeneration needs a 'text_config' map", where);
+    spec = hf::gemma_spec(hf::ConfigReader(json.at("text_config"), where + " text_config"),
+                          Architecture::kGemma3);
   } else {
     SAES_THROW(UnsupportedError,
                "{}: architecture '{}' is not supported (supported: GPT2LMHeadModel, "
-               "GPTNeoXForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM)",
+               "GPTNeoXForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+               "MistralForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, "
+               "Gemma3ForConditionalGeneration)",
                where, architecture);
   }
   validate_spec(spec, where);

@@ -1,5 +1,6 @@
-// Hugging Face Llama / Qwen2 tensor names -> engine names. q/k rows are already in HF's half-split
-// rotary layout, which the spec (rope_style kHalfSplit) expects; Qwen2 adds q/k/v biases.
+// Hugging Face Llama / Qwen2 / Qwen3 / Mistral tensor names -> engine names. q/k rows are already in
+// HF's half-split rotary layout, which the spec (rope_style kHalfSplit) expects; Qwen2 adds q/k/v
+// biases, Qwen3 per-head q_norm / k_norm weights.
 #include <fmt/format.h>
 
 #include "saes/lm/hf_model.h"
@@ -26,6 +27,10 @@ MapWeightSource map_hf_llama_weights(const TransformerSpec& spec, WeightSource& 
       const int64_t rows = proj[0] == 'q' ? d_q : d_kv;
       copy(src + "self_attn." + proj + ".weight", dst + "attn." + w, {rows, d});
       if (spec.qkv_bias) copy(src + "self_attn." + proj + ".bias", dst + "attn." + b, {rows});
+    }
+    if (spec.qk_norm) {
+      copy(src + "self_attn.q_norm.weight", dst + "attn.q_norm.w", {spec.d_head});
+      copy(src + "self_attn.k_norm.weight", dst + "attn.k_norm.w", {spec.d_head});
     }
     copy(src + "self_attn.o_proj.weight", dst + "attn.W_O", {d, d_q});
     if (spec.attn_out_bias) copy(src + "self_attn.o_proj.bias", dst + "attn.b_O", {d});

@@ -14,7 +14,12 @@ MapWeightSource map_hf_weights(const TransformerSpec& spec, WeightSource& hf) {
       return map_hf_gpt_neox_weights(spec, hf);
     case Architecture::kLlama:
     case Architecture::kQwen2:
+    case Architecture::kQwen3:
+    case Architecture::kMistral:
       return map_hf_llama_weights(spec, hf);
+    case Architecture::kGemma2:
+    case Architecture::kGemma3:
+      return map_hf_gemma_weights(spec, hf);
     case Architecture::kLlama2c:
       break;
   }

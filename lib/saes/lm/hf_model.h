@@ -1,6 +1,6 @@
 // Hugging Face models for the engine: config.json -> TransformerSpec (hf_config.h) and the
 // per-architecture mapping of HF tensor names to engine names (hf_gpt2.cpp, hf_gpt_neox.cpp,
-// hf_llama.cpp). Reading the safetensors files themselves is io's job (a WeightSource over them).
+// hf_llama.cpp, hf_gemma.cpp). Reading the safetensors files themselves is io's job (a WeightSource over them).
 #pragma once
 
 #include <string>
@@ -26,7 +26,13 @@ Transformer load_hf_transformer(const std::string& config_json, WeightSource& hf
 MapWeightSource map_hf_gpt2_weights(const TransformerSpec& spec, WeightSource& hf);
 /// GPT-NeoX / Pythia: query_key_value rows grouped per head as (q, k, v).
 MapWeightSource map_hf_gpt_neox_weights(const TransformerSpec& spec, WeightSource& hf);
-/// Llama and Qwen2 (q/k/v biases): one file, the layouts are the same.
+/// Llama, Qwen2 (q/k/v biases), Qwen3 (q_norm / k_norm) and Mistral: one file, the layouts are
+/// the same.
 MapWeightSource map_hf_llama_weights(const TransformerSpec& spec, WeightSource& hf);
+/// Gemma 2 / 3: four norms per layer (input, post_attention, pre_feedforward, post_feedforward →
+/// ln1, ln1_post, ln2, ln2_post), raw w (the engine adds the 1); Gemma 3's q_norm / k_norm. The
+/// `model.` prefix, or the multimodal checkpoints' `language_model.model.` /
+/// `model.language_model.`.
+MapWeightSource map_hf_gemma_weights(const TransformerSpec& spec, WeightSource& hf);
 
 }  // namespace saes::lm

@@ -17,13 +17,14 @@ namespace {
 std::vector<std::pair<std::string, bool>> block_hooks(const TransformerSpec& spec) {
   std::vector<std::pair<std::string, bool>> out = {
       {"hook_resid_pre", false}, {"ln1.hook_normalized", false}, {"attn.hook_q", false},
-      {"attn.hook_k", false},    {"attn.hook_v", false},         {"attn.hook_z", false},
-      {"hook_attn_out", false}};
+      {"attn.hook_k", false},    {"attn.hook_v", false},         {"attn.hook_z", false}};
+  if (spec.post_norms) out.emplace_back("ln1_post.hook_normalized", false);
+  out.emplace_back("hook_attn_out", false);
   if (!spec.parallel_attn_mlp) out.emplace_back("hook_resid_mid", false);
-  for (const char* name :
-       {"ln2.hook_normalized", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"}) {
-    out.emplace_back(name, true);
-  }
+  out.emplace_back("ln2.hook_normalized", true);
+  out.emplace_back("mlp.hook_post", true);
+  if (spec.post_norms) out.emplace_back("ln2_post.hook_normalized", true);
+  for (const char* name : {"hook_mlp_out", "hook_resid_post"}) out.emplace_back(name, true);
   return out;
 }
 

@@ -25,8 +25,10 @@
 #include <ATen/ops/relu.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/silu.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/sin.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/tanh.h>
 #include <ATen/ops/triu.h>
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
@@ -48,7 +50,9 @@ struct Transformer::Run {
   at::Tensor tokens;     ///< [batch, seq] int64 on device
   at::Tensor positions;  ///< [batch, seq] int64
   at::Tensor blocked;    ///< [batch or 1, 1, seq, seq] bool, true = may not attend
+  at::Tensor blocked_sliding;  ///< the same within the sliding window (sliding models)
   at::Tensor cos, sin;   ///< [batch, seq, 1, rotary_dim/2] in model dtype (rotary models)
+  at::Tensor cos_local, sin_local;  ///< the same for sliding layers with their own RoPE
 
   /// Applies replacements registered for `name`, records a capture, returns the value flowing on.
   at::Tensor point(const std::string& name, at::Tensor value) {
@@ -80,6 +84,7 @@ std::string block_name(int64_t layer, const char* suffix) {
 at::Tensor activate(Activation act, const at::Tensor& x) {
   switch (act) {
     case Activation::kGeluNew:
+    case Activation::kGeluNewGated:
       return at::gelu(x, "tanh");
     case Activation::kGelu:
     case Activation::kGeluGated:
@@ -121,8 +126,13 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(
       add(p + "attn.b_K", {d_kv});
       add(p + "attn.b_V", {d_kv});
     }
+    if (spec.qk_norm) {
+      add(p + "attn.q_norm.w", {spec.d_head});
+      add(p + "attn.k_norm.w", {spec.d_head});
+    }
     add(p + "attn.W_O", {d, d_q});
     if (spec.attn_out_bias) add(p + "attn.b_O", {d});
+    if (spec.post_norms) add_norm(p + "ln1_post");
     add_norm(p + "ln2");
     add(p + "mlp.W_in", {spec.d_mlp, d});
     if (is_gated(spec.act)) add(p + "mlp.W_gate", {spec.d_mlp, d});
@@ -132,6 +142,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(
       if (is_gated(spec.act)) add(p + "mlp.b_gate", {spec.d_mlp});
       add(p + "mlp.b_out", {d});
     }
+    if (spec.post_norms) add_norm(p + "ln2_post");
   }
   add_norm("ln_final");
   if (!spec.tied_embeddings) add("unembed.W_U", {spec.d_vocab, d});
@@ -147,14 +158,28 @@ Transformer::Transformer(TransformerSpec spec, WeightSource& source, Transformer
              dtype_name(options_.dtype));
   const c10::ScalarType type = to_torch(options_.dtype);
   for (const auto& [name, shape] : expected_weights(spec_)) {
-    weights_[name] = get_checked(source, name, shape).to(options_.device, type).contiguous();
+    const at::Tensor w = get_checked(source, name, shape);
+    const bool norm_weight = name.size() > 2 && name.compare(name.size() - 2, 2, ".w") == 0;
+    if (norm_weight && spec_.norm_weight_offset != 0.0) {
+      // (offset + w) in float32, as Gemma's RMSNorm computes it whatever the dtype
+      weights_[name] = (w.to(at::kFloat) + spec_.norm_weight_offset).to(options_.device).contiguous();
+    } else {
+      weights_[name] = w.to(options_.device, type).contiguous();
+    }
   }
   if (spec_.positional == Positional::kRotary) {
-    std::vector<float> inv_freq = rotary_inverse_frequencies(spec_);
-    inv_freq_ = at::from_blob(inv_freq.data(), {static_cast<int64_t>(inv_freq.size())},
-                              at::TensorOptions().dtype(at::kFloat))
-                    .to(options_.device, /*non_blocking=*/false, /*copy=*/true);
+    const auto frequencies = [&](const RopeParameters& rope) {
+      const std::vector<double> wide = rotary_inverse_frequencies_f64(spec_.rotary_dim, rope);
+      std::vector<float> inv_freq(wide.begin(), wide.end());
+      return at::from_blob(inv_freq.data(), {static_cast<int64_t>(inv_freq.size())},
+                           at::TensorOptions().dtype(at::kFloat))
+          .to(options_.device, /*non_blocking=*/false, /*copy=*/true);
+    };
+    inv_freq_ = frequencies(global_rope(spec_));
+    if (spec_.local_rope) inv_freq_local_ = frequencies(spec_.rope_local);
   }
+  // HF multiplies by the scale as a tensor of the hidden dtype: the scale rounded to it
+  embed_scale_ = at::scalar_tensor(spec_.embed_scale, at::kDouble).to(type).item<double>();
 }
 
 const at::Tensor& Transformer::weight(const std::string& name) const {
@@ -210,16 +235,27 @@ std::map<std::string, at::Tensor> Transformer::forward(const at::Tensor& tokens,
     at::Tensor key_pad = mask.eq(0).view({tokens.size(0), 1, 1, seq});
     run.blocked = causal.view({1, 1, seq, seq}).logical_or(key_pad);
   }
+  if (spec_.sliding_window > 0) {  // key j is outside the window of query i when i - j >= window
+    const at::Tensor index = at::arange(seq, long_opts);
+    const at::Tensor far = (index.unsqueeze(1) - index.unsqueeze(0)).ge(spec_.sliding_window);
+    run.blocked_sliding = run.blocked.logical_or(far.view({1, 1, seq, seq}));
+  }
   if (spec_.positional == Positional::kLearned) {
     const int64_t max_pos = run.positions.max().item<int64_t>();
     SAES_CHECK(max_pos < spec_.n_ctx, DataError,
                "tokens: sequence needs position {} but the model has n_ctx = {}", max_pos,
                spec_.n_ctx);
   } else {
-    at::Tensor angles = run.positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;
     const c10::ScalarType type = to_torch(options_.dtype);
+    const at::Tensor positions = run.positions.to(at::kFloat).unsqueeze(-1);
+    at::Tensor angles = positions * inv_freq_;
     run.cos = at::cos(angles).to(type).unsqueeze(2);
     run.sin = at::sin(angles).to(type).unsqueeze(2);
+    if (inv_freq_local_.defined()) {
+      angles = positions * inv_freq_local_;
+      run.cos_local = at::cos(angles).to(type).unsqueeze(2);
+      run.sin_local = at::sin(angles).to(type).unsqueeze(2);
+    }
   }
   run_forward(run);
   return std::move(run.captured);
@@ -232,7 +268,9 @@ at::Tensor Transformer::logits(const at::Tensor& tokens, const at::Tensor* atten
 }
 
 void Transformer::run_forward(Run& run) const {
-  at::Tensor x = run.point("hook_embed", at::embedding(weights_.at("embed.W_E"), run.tokens));
+  at::Tensor embedded = at::embedding(weights_.at("embed.W_E"), run.tokens);
+  if (embed_scale_ != 1.0) embedded = embedded * embed_scale_;
+  at::Tensor x = run.point("hook_embed", embedded);
   if (spec_.positional == Positional::kLearned) {
     x = x +
         run.point("hook_pos_embed", at::embedding(weights_.at("pos_embed.W_pos"), run.positions));
@@ -240,33 +278,51 @@ void Transformer::run_forward(Run& run) const {
   if (run.stop_stage <= 0) return;
   for (int64_t layer = 0; layer < spec_.n_layers; ++layer) {
     const at::Tensor resid_pre = run.point(block_name(layer, "hook_resid_pre"), x);
-    const at::Tensor attn_out =
-        run.point(block_name(layer, "hook_attn_out"),
-                  attention(run, layer, normalize(run, block_name(layer, "ln1"), resid_pre)));
+    at::Tensor attn_out =
+        attention(run, layer, normalize(run, block_name(layer, "ln1"), resid_pre));
+    if (spec_.post_norms) attn_out = normalize(run, block_name(layer, "ln1_post"), attn_out);
+    attn_out = run.point(block_name(layer, "hook_attn_out"), attn_out);
     at::Tensor mlp_in = resid_pre;
     if (!spec_.parallel_attn_mlp) {
       mlp_in = run.point(block_name(layer, "hook_resid_mid"), resid_pre + attn_out);
     }
     if (run.stop_stage <= 2 * layer + 1) return;
-    const at::Tensor mlp_out =
-        run.point(block_name(layer, "hook_mlp_out"),
-                  mlp(run, layer, normalize(run, block_name(layer, "ln2"), mlp_in)));
+    const at::Tensor mlp_out = run.point(
+        block_name(layer, "hook_mlp_out"),
+        mlp(run, layer, normalize(run, block_name(layer, "ln2"), mlp_in)));
     x = spec_.parallel_attn_mlp ? resid_pre + attn_out + mlp_out : mlp_in + mlp_out;
     x = run.point(block_name(layer, "hook_resid_post"), x);
     if (run.stop_stage <= 2 * layer + 2) return;
   }
   const at::Tensor final_normalized = normalize(run, "ln_final", x);
   if (run.stop_stage <= 2 * spec_.n_layers + 1) return;
+  run.point("logits", unembed(final_normalized));
+}
+
+at::Tensor Transformer::unembed(const at::Tensor& final_normalized) const {
   const at::Tensor& w_u =
       spec_.tied_embeddings ? weights_.at("embed.W_E") : weights_.at("unembed.W_U");
-  run.point("logits", at::linear(final_normalized, w_u, optional_weight("unembed.b_U")));
+  at::Tensor logits = at::linear(final_normalized, w_u, optional_weight("unembed.b_U"));
+  if (spec_.final_softcap > 0) {
+    logits = at::tanh(logits / spec_.final_softcap) * spec_.final_softcap;
+  }
+  return logits;
+}
+
+at::Tensor Transformer::logits_of_residual(const at::Tensor& residual) const {
+  const HookSet none;
+  Run run(none);
+  const at::Tensor x = residual.to(options_.device, to_torch(options_.dtype));
+  const at::Tensor& w_u =
+      spec_.tied_embeddings ? weights_.at("embed.W_E") : weights_.at("unembed.W_U");
+  return at::linear(normalize(run, "ln_final", x), w_u, optional_weight("unembed.b_U"));
 }
 
 at::Tensor Transformer::normalize(Run& run, const std::string& prefix, const at::Tensor& x) const {
   const at::Tensor xf = is_half(options_.dtype) ? x.to(at::kFloat) : x;
   at::Tensor normalized;
   if (spec_.norm == NormType::kLayerNorm) {
-    normalized = at::layer_norm(xf, {spec_.d_model}, {}, {}, spec_.norm_eps);
+    normalized = at::layer_norm(xf, {x.size(-1)}, {}, {}, spec_.norm_eps);
   } else {
     normalized = xf * at::rsqrt(xf.pow(2).mean(-1, true) + spec_.norm_eps);
   }
@@ -276,9 +332,21 @@ at::Tensor Transformer::normalize(Run& run, const std::string& prefix, const at:
 
 at::Tensor Transformer::apply_norm_weight(const std::string& prefix,
                                           const at::Tensor& normalized) const {
-  at::Tensor out = normalized * weights_.at(prefix + ".w");
+  const at::Tensor& w = weights_.at(prefix + ".w");
+  if (w.scalar_type() != normalized.scalar_type()) {  // float32 (offset + w): Gemma in half
+    return (normalized.to(at::kFloat) * w).to(normalized.scalar_type());
+  }
+  at::Tensor out = normalized * w;
   if (spec_.norm == NormType::kLayerNorm) out = out + weights_.at(prefix + ".b");
   return out;
+}
+
+at::Tensor Transformer::head_norm(const std::string& name, const at::Tensor& x) const {
+  const at::Tensor xf = is_half(options_.dtype) ? x.to(at::kFloat) : x;
+  const at::Tensor normalized = xf * at::rsqrt(xf.pow(2).mean(-1, true) + spec_.norm_eps);
+  const at::Tensor& w = weights_.at(name);
+  if (w.scalar_type() != x.scalar_type()) return (normalized * w).to(x.scalar_type());
+  return normalized.to(x.scalar_type()) * w;
 }
 
 at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& normalized) const {
@@ -295,9 +363,17 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
   at::Tensor q = project("W_Q", "b_Q", h);
   at::Tensor k = project("W_K", "b_K", h_kv);
   at::Tensor v = project("W_V", "b_V", h_kv);
+  if (spec_.qk_norm) {
+    q = head_norm(p + "q_norm.w", q);
+    k = head_norm(p + "k_norm.w", k);
+  }
+  const bool sliding = is_sliding_layer(spec_, layer);
   if (spec_.positional == Positional::kRotary) {
-    q = apply_rotary(q, run.cos, run.sin, spec_.rotary_dim, spec_.rope_style);
-    k = apply_rotary(k, run.cos, run.sin, spec_.rotary_dim, spec_.rope_style);
+    const bool local = sliding && run.cos_local.defined();
+    const at::Tensor& cos = local ? run.cos_local : run.cos;
+    const at::Tensor& sin = local ? run.sin_local : run.sin;
+    q = apply_rotary(q, cos, sin, spec_.rotary_dim, spec_.rope_style);
+    k = apply_rotary(k, cos, sin, spec_.rotary_dim, spec_.rope_style);
   }
   q = run.point(p + "hook_q", q).transpose(1, 2);  // [batch, heads, seq, d_head]
   k = run.point(p + "hook_k", k).transpose(1, 2);
@@ -307,9 +383,12 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
     k = k.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
     v = v.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
   }
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d_head));
+  const double scale = 1.0 / std::sqrt(spec_.attn_scale_base > 0
+                                           ? spec_.attn_scale_base
+                                           : static_cast<double>(d_head));
   // [batch, seq, heads, d_head]
-  at::Tensor z = attend((q * scale).contiguous(), k.contiguous(), v.contiguous(), run.blocked)
+  at::Tensor z = attend((q * scale).contiguous(), k.contiguous(), v.contiguous(),
+                        sliding ? run.blocked_sliding : run.blocked, 0, spec_.attn_softcap)
                      .transpose(1, 2)
                      .contiguous();
   z = run.point(p + "hook_z", z);
@@ -327,6 +406,11 @@ at::Tensor Transformer::mlp_of_normalized(int64_t layer, const at::Tensor& norma
 }
 
 at::Tensor Transformer::mlp(Run& run, int64_t layer, const at::Tensor& normalized) const {
+  const at::Tensor out = mlp_core(run, layer, normalized);
+  return spec_.post_norms ? normalize(run, block_name(layer, "ln2_post"), out) : out;
+}
+
+at::Tensor Transformer::mlp_core(Run& run, int64_t layer, const at::Tensor& normalized) const {
   const std::string p = fmt::format("blocks.{}.mlp.", layer);
   at::Tensor hidden = at::linear(normalized, weights_.at(p + "W_in"), optional_weight(p + "b_in"));
   if (is_gated(spec_.act)) {

@@ -37,7 +37,9 @@ enum class GradMode {
 ///   blocks.L.attn.W_O [d_model, d_q], b_O (opt, attn_out_bias)
 ///   blocks.L.mlp.W_in [d_mlp, d_model], W_gate [d_mlp, d_model] (gated act), W_out [d_model,
 ///   d_mlp], b_in/b_out (+ b_gate when gated) (opt, mlp_bias); unembed.W_U [d_vocab, d_model]
-///   (absent when tied), b_U (opt)
+///   (absent when tied), b_U (opt); blocks.L.attn.q_norm.w / k_norm.w [d_head] (qk_norm);
+///   blocks.L.ln1_post.w / ln2_post.w (post_norms). Norm weights (*.w) hold offset + w where the
+///   spec has a norm_weight_offset (Gemma), in float32.
 /// Rotary q/k rows are in the layout the spec's rope_style expects.
 std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(
     const TransformerSpec& spec);
@@ -74,12 +76,23 @@ class Transformer {
   /// ([..., d_model], before the norm's weight): the norm's weight and bias, then the MLP. Runs
   /// no hooks (model-informed dictionary inits probe the MLP with it).
   at::Tensor mlp_of_normalized(int64_t layer, const at::Tensor& normalized) const;
+  /// The logit lens of residual-stream vectors [..., d_model]: each vector through ln_final as the
+  /// model applies it to one position (normalized by its own RMS / LayerNorm statistics, then the
+  /// norm's weight and bias) and the unembedding with its bias; no final soft-capping (the
+  /// original's DLA: TransformerLens' ln_final + unembed). Runs no hooks.
+  at::Tensor logits_of_residual(const at::Tensor& residual) const;
 
  private:
   struct Run;
   void run_forward(Run& run) const;
   at::Tensor attention(Run& run, int64_t layer, const at::Tensor& normalized) const;
+  /// The MLP block's output: mlp_core, then ln2_post where the model has sandwich norms.
   at::Tensor mlp(Run& run, int64_t layer, const at::Tensor& normalized) const;
+  at::Tensor mlp_core(Run& run, int64_t layer, const at::Tensor& normalized) const;
+  /// ln_final-normalized rows → logits (with the final soft-capping).
+  at::Tensor unembed(const at::Tensor& final_normalized) const;
+  /// RMSNorm over the last dim of per-head q or k with the weight `name` (QK-norm).
+  at::Tensor head_norm(const std::string& name, const at::Tensor& x) const;
   at::Tensor normalize(Run& run, const std::string& prefix, const at::Tensor& x) const;
   at::Tensor apply_norm_weight(const std::string& prefix, const at::Tensor& normalized) const;
   at::Tensor optional_weight(const std::string& name) const;
@@ -88,6 +101,8 @@ class Transformer {
   TransformerOptions options_;
   std::map<std::string, at::Tensor> weights_;
   at::Tensor inv_freq_;  ///< [rotary_dim / 2] float32 on device(), rotary models only
+  at::Tensor inv_freq_local_;  ///< the sliding layers' own frequencies (spec.local_rope)
+  double embed_scale_ = 1.0;   ///< spec.embed_scale rounded to the model dtype
 };
 
 }  // namespace saes::lm

@@ -9,11 +9,13 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/softmax.h>
+#include <ATen/ops/tanh.h>
+#include <ATen/TensorOperators.h>
 
 namespace saes::lm {
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const at::Tensor& blocked, std::int64_t slice_bytes) {
+                  const at::Tensor& blocked, std::int64_t slice_bytes, double softcap) {
   const std::int64_t batch = q.size(0);
   const std::int64_t heads = q.size(1);
   const std::int64_t seq = q.size(2);
@@ -32,6 +34,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       const std::int64_t nh = std::min(heads_per_slice, heads - h0);
       const auto slice = [&](const at::Tensor& t) { return t.narrow(0, b0, nb).narrow(1, h0, nh); };
       at::Tensor scores = at::matmul(slice(q), slice(k).transpose(-1, -2)).to(at::kFloat);
+      if (softcap > 0) scores = at::tanh(scores / softcap) * softcap;
       // A finite fill keeps rows that see no real key (padding queries) finite, so 0-weight
       // products with their values never make NaNs leak into real tokens.
       scores.masked_fill_(mask, std::numeric_limits<float>::lowest());

@@ -25,8 +25,9 @@ inline constexpr std::int64_t kAttentionSliceBytesAccelerator = std::int64_t{512
 /// float, so a row with no visible key stays finite. Works through whole batch items at a time, or
 /// through heads of one item when one item's scores exceed `slice_bytes` (0: the default for q's
 /// device, above); the result does not depend on the slicing. Returns [batch, heads, seq, d_head]
-/// in v's dtype.
+/// in v's dtype. softcap > 0: scores ← softcap·tanh(scores / softcap) before the mask (Gemma 2).
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const at::Tensor& blocked, std::int64_t slice_bytes = 0);
+                  const at::Tensor& blocked, std::int64_t slice_bytes = 0,
+                  double softcap = 0.0);
 
 }  // namespace saes::lm

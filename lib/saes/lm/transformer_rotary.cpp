@@ -15,13 +15,17 @@ std::vector<float> rotary_inverse_frequencies(const TransformerSpec& spec) {
 }
 
 std::vector<double> rotary_inverse_frequencies_f64(const TransformerSpec& spec) {
-  const int64_t half = spec.rotary_dim / 2;
+  return rotary_inverse_frequencies_f64(spec.rotary_dim, global_rope(spec));
+}
+
+std::vector<double> rotary_inverse_frequencies_f64(int64_t rotary_dim, const RopeParameters& rope) {
+  const int64_t half = rotary_dim / 2;
   std::vector<double> out(static_cast<std::size_t>(half));
-  const Llama3RopeScaling& s = spec.llama3_scaling;
+  const Llama3RopeScaling& s = rope.llama3_scaling;
   const double pi = std::acos(-1.0);
   for (int64_t i = 0; i < half; ++i) {
-    double inv_freq = 1.0 / std::pow(spec.rope_theta, static_cast<double>(2 * i) /
-                                                          static_cast<double>(spec.rotary_dim));
+    double inv_freq =
+        1.0 / std::pow(rope.theta, static_cast<double>(2 * i) / static_cast<double>(rotary_dim));
     if (s.enabled) {
       const double old_len = static_cast<double>(s.original_max_position_embeddings);
       const double wavelen = 2.0 * pi / inv_freq;
@@ -33,7 +37,7 @@ std::vector<double> rotary_inverse_frequencies_f64(const TransformerSpec& spec) 
         inv_freq = (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq;
       }
     }
-    out[static_cast<std::size_t>(i)] = inv_freq;
+    out[static_cast<std::size_t>(i)] = inv_freq / rope.linear_factor;
   }
   return out;
 }

@@ -16,6 +16,8 @@ namespace saes::lm {
 std::vector<float> rotary_inverse_frequencies(const TransformerSpec& spec);
 /// The same frequencies in double precision (rotary_inverse_frequencies rounds these to float).
 std::vector<double> rotary_inverse_frequencies_f64(const TransformerSpec& spec);
+/// The frequencies of `rope` (theta, Llama-3 scaling, then the linear factor) for rotary_dim.
+std::vector<double> rotary_inverse_frequencies_f64(int64_t rotary_dim, const RopeParameters& rope);
 
 /// x: [batch, seq, heads, d_head]; cos/sin: [batch, seq, 1, rotary_dim / 2] in x's dtype. Rotates
 /// the first rotary_dim dims of each head, leaves the rest unchanged.
