@@ -59,8 +59,16 @@ void LowRankSparseAttention::init_with_attention(const AttentionLayer& a) {
              kKey, H, a.n_heads(), a.source);
   SAES_CHECK(D == a.d_head(), ConfigError, "{}: sae.d_qk_head {} must equal the head width {} of {}",
              kKey, D, a.d_head(), a.source);
-  SAES_CHECK(!cfg_.use_post_qk_ln, ConfigError,
+  const bool model_qk_norm = a.q_norm.defined();
+  SAES_CHECK(!cfg_.use_post_qk_ln || model_qk_norm, ConfigError,
              "{}: {} has no QK-norm to copy; set sae.use_post_qk_ln: false", kKey, a.source);
+  SAES_CHECK(cfg_.use_post_qk_ln || !model_qk_norm, ConfigError,
+             "{}: {} normalizes q and k per head (QK-norm); set sae.use_post_qk_ln: true and "
+             "sae.normalization_type: RMS",
+             kKey, a.source);
+  SAES_CHECK(!model_qk_norm || cfg_.eps == a.qk_norm_eps, ConfigError,
+             "{}: sae.eps {} differs from the QK-norm epsilon {} of {}", kKey, cfg_.eps,
+             a.qk_norm_eps, a.source);
   if (a.rotary) {
     SAES_CHECK(cfg_.positional_embedding_type == "rotary" && cfg_.rotary_dim == a.rotary_dim,
                ConfigError,
@@ -105,6 +113,10 @@ void LowRankSparseAttention::init_with_attention(const AttentionLayer& a) {
   W_K_.copy_(heads(a.W_K, 2) / f_in);
   b_Q_.copy_(heads(a.b_Q, 1));
   b_K_.copy_(heads(a.b_K, 1));
+  if (model_qk_norm) {  // q and k before the norm equal the model's: its weights copy as they are
+    ln_q_.copy_(heads(a.q_norm, 1));
+    ln_k_.copy_(heads(a.k_norm, 1));
+  }
 }
 
 void LowRankSparseAttention::init_decoder_in_active_subspace(const at::Tensor& x_normalized,

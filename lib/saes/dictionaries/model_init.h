@@ -27,7 +27,12 @@ struct AttentionLayer {
   bool ntk_by_parts = false;  ///< Llama-3 scaling of the frequencies, with the four values below
   double ntk_factor = 1.0, ntk_low_freq_factor = 1.0, ntk_high_freq_factor = 1.0;
   std::int64_t ntk_old_context_len = 0;
-  double attn_scale = 1.0;  ///< scores are divided by it (√d_head)
+  /// QK-norm (Qwen3, Gemma 3): the RMSNorm weight over each head's q / k, [n_heads, d_head]
+  /// (k repeated per query head), applied after the projection and before RoPE; undefined when
+  /// the model has none.
+  at::Tensor q_norm, k_norm;
+  double qk_norm_eps = 0.0;
+  double attn_scale = 1.0;  ///< scores are divided by it (√d_head; Gemma √query_pre_attn_scalar)
   std::string source;       ///< e.g. "model stories260K blocks.2.attn", for messages
 
   std::int64_t n_heads() const { return W_Q.size(0); }

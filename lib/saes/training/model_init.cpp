@@ -75,18 +75,31 @@ dictionaries::AttentionLayer attention_layer(const lm::Transformer& model, std::
   heads("W_K", "b_K", spec.n_kv_heads, a.W_K, a.b_K);
   heads("W_V", "b_V", spec.n_kv_heads, a.W_V, a.b_V);
   a.W_O = cpu_float(model.weight(p + "attn.W_O")).view({d, H, D}).permute({1, 2, 0}).contiguous();
+  if (spec.qk_norm) {
+    a.q_norm = cpu_float(model.weight(p + "attn.q_norm.w")).unsqueeze(0).expand({H, D}).clone();
+    a.k_norm = cpu_float(model.weight(p + "attn.k_norm.w")).unsqueeze(0).expand({H, D}).clone();
+    a.qk_norm_eps = spec.norm_eps;
+  }
   a.rotary = spec.positional == lm::Positional::kRotary;
   if (a.rotary) {
+    const lm::RopeParameters rope = lm::rope_of_layer(spec, layer);
+    // Lorsa's RoPE has no linear position scaling (Gemma 3's global layers)
+    SAES_CHECK(rope.linear_factor == 1.0, UnsupportedError,
+               "initializer.initialize_lorsa_with_mhsa: layer {} of model {} scales its RoPE "
+               "positions linearly (factor {}), which Lorsa's RoPE cannot; pick a layer without "
+               "it (a sliding-window layer) or initialize at random",
+               layer, name, rope.linear_factor);
     a.rotary_dim = spec.rotary_dim;
     a.rotary_adjacent_pairs = spec.rope_style == lm::RopeStyle::kInterleaved;
-    a.rotary_base = spec.rope_theta;
-    a.ntk_by_parts = spec.llama3_scaling.enabled;
-    a.ntk_factor = spec.llama3_scaling.factor;
-    a.ntk_low_freq_factor = spec.llama3_scaling.low_freq_factor;
-    a.ntk_high_freq_factor = spec.llama3_scaling.high_freq_factor;
-    a.ntk_old_context_len = spec.llama3_scaling.original_max_position_embeddings;
+    a.rotary_base = rope.theta;
+    a.ntk_by_parts = rope.llama3_scaling.enabled;
+    a.ntk_factor = rope.llama3_scaling.factor;
+    a.ntk_low_freq_factor = rope.llama3_scaling.low_freq_factor;
+    a.ntk_high_freq_factor = rope.llama3_scaling.high_freq_factor;
+    a.ntk_old_context_len = rope.llama3_scaling.original_max_position_embeddings;
   }
-  a.attn_scale = std::sqrt(static_cast<double>(D));
+  a.attn_scale = std::sqrt(spec.attn_scale_base > 0 ? spec.attn_scale_base
+                                                    : static_cast<double>(D));
   a.source = fmt::format("model {} blocks.{}.attn", name, layer);
   return a;
 }

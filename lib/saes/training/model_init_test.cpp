@@ -77,8 +77,13 @@ sd::SparseDictionaryConfig lorsa_for(const saes::lm::TransformerSpec& spec, std:
   const bool rotary = spec.positional == saes::lm::Positional::kRotary;
   cfg.positional_embedding_type = rotary ? "rotary" : "none";
   cfg.rotary_dim = rotary ? spec.rotary_dim : 0;
-  cfg.rotary_base = spec.rope_theta;
+  cfg.rotary_base = saes::lm::rope_of_layer(spec, layer).theta;
   cfg.rotary_adjacent_pairs = adjacent;
+  if (spec.qk_norm) {  // copied from the model's q_norm / k_norm
+    cfg.use_post_qk_ln = true;
+    cfg.normalization_type = "RMS";
+    cfg.eps = spec.norm_eps;
+  }
   cfg.n_ctx = 32;
   cfg.norm_activation = sd::NormActivation::kDatasetWise;
   cfg.dtype = saes::DType::kFloat32;
@@ -129,6 +134,18 @@ TEST_CASE("initialize_lorsa_with_mhsa reproduces the model's attention pattern",
     check_mhsa_pattern(model, 0, true);
     check_mhsa_pattern(model, 1, false);
   }
+  SECTION("Qwen3 fixture: per-head QK-norm weights copied, GQA") {
+    const auto model = saes::lm::load_hf_folder(hf_fixture("qwen3"));
+    REQUIRE(model.spec().qk_norm);
+    check_mhsa_pattern(model, 1, false);
+    check_mhsa_pattern(model, 0, true);
+  }
+  SECTION("Gemma 3 fixture: (1 + w) QK-norm, a sliding layer's local RoPE base") {
+    // the pattern compared is the model's before its sliding window (Lorsa has none)
+    const auto model = saes::lm::load_hf_folder(hf_fixture("gemma3"));
+    REQUIRE(saes::lm::is_sliding_layer(model.spec(), 0));
+    check_mhsa_pattern(model, 0, false);
+  }
   SECTION("stories260K: adjacent RoPE, grouped-query attention (8 query, 4 kv heads)") {
     SAES_REQUIRE_ASSETS();
     const auto model = saes::lm::load_llama2c(saes::testing::test_assets_dir() /
@@ -175,6 +192,31 @@ TEST_CASE("model-informed inits name what does not fit", "[init][lorsa]") {
           *std::make_unique<sd::LowRankSparseAttention>(cfg), model_init(true, false, 1), nullptr,
           "neox", {}, logger),
       Catch::Contains("set model.model_from_pretrained_path"));
+  // QK-norm must be matched both ways
+  wrong = cfg;
+  wrong.use_post_qk_ln = true;
+  wrong.normalization_type = "RMS";
+  REQUIRE_THROWS_WITH(attempt(wrong, model_init(true, false, 1)),
+                      Catch::Contains("has no QK-norm to copy"));
+  const auto qwen3 = saes::lm::load_hf_folder(hf_fixture("qwen3"));
+  const auto plain = lorsa_for(qwen3.spec(), 1, true, 1);
+  auto no_norm = plain;
+  no_norm.use_post_qk_ln = false;
+  const auto attempt_on = [&](const saes::lm::Transformer& m, const sd::SparseDictionaryConfig& c,
+                              std::int64_t layer) {
+    sd::LowRankSparseAttention lorsa(c);
+    lorsa.set_dataset_norm(c.hook_point_in, 1.0);
+    lorsa.set_dataset_norm(c.hook_point_out, 1.0);
+    const at::Tensor x = at::randn({2, 8, c.d_model});
+    saes::training::initialize_from_model(lorsa, model_init(true, false, layer), &m, "m",
+                                          {{c.hook_point_in, x}, {c.hook_point_out, x}}, logger);
+  };
+  REQUIRE_THROWS_WITH(attempt_on(qwen3, no_norm, 1),
+                      Catch::Contains("set sae.use_post_qk_ln: true"));
+  // Gemma 3's global layers scale RoPE positions linearly, which Lorsa cannot
+  const auto gemma3 = saes::lm::load_hf_folder(hf_fixture("gemma3"));
+  REQUIRE_THROWS_WITH(attempt_on(gemma3, lorsa_for(gemma3.spec(), 2, true, 1), 2),
+                      Catch::Contains("scales its RoPE positions linearly (factor 4)"));
 }
 
 TEST_CASE("a lorsa's active-subspace init: W_V in each head's value subspace, W_O through it",
