@@ -38,7 +38,7 @@ std::unique_ptr<Tokenizer> load_folder(const fs::path& folder) {
     return std::make_unique<SentencePieceModelTokenizer>(folder / "tokenizer.model");
   if (fs::is_regular_file(folder / "tokenizer.bin"))
     return std::make_unique<Llama2cTokenizer>(folder / "tokenizer.bin");
-  SAES_THROW(DataError, "{}: no tokenizer in this folder; looked for {}", folder.string(),
+  SAES_THROW(IoError, "{}: no tokenizer in this folder; looked for {}", folder.string(),
              kLookedFor);
 }
 
