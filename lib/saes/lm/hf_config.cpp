@@ -1,6 +1,7 @@
 // Hugging Face config.json -> TransformerSpec for GPT-2, GPT-NeoX, Llama and Qwen2 (field names and
-// defaults as in transformers' configuration_*.py). Torch-free (fuzz/hf_config_fuzz.cpp); the
-// dispatch to per-architecture weight mappings is in hf_model.cpp.
+// defaults as in transformers' configuration_*.py), and the dispatch over every architecture
+// (Qwen3, Mistral, Gemma in hf_config_families.cpp). Torch-free (fuzz/hf_config_fuzz.cpp); the
+// per-architecture weight mappings are dispatched in hf_model.cpp.
 #include "saes/lm/hf_config.h"
 
 #include "saes/lm/hf_config_reader.h"

@@ -8,8 +8,9 @@
 namespace saes::lm {
 
 /// Parses config.json text. Supported `architectures[0]`: GPT2LMHeadModel, GPTNeoXForCausalLM,
-/// LlamaForCausalLM, Qwen2ForCausalLM (UnsupportedError naming others, and unsupported rope_scaling
-/// types / Qwen2 use_sliding_window: true). Missing required keys: ConfigError naming `where` and
+/// LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Gemma2ForCausalLM,
+/// Gemma3ForCausalLM, Gemma3ForConditionalGeneration (UnsupportedError naming others, and
+/// unsupported rope types / layer types / Qwen use_sliding_window: true). Missing required keys: ConfigError naming `where` and
 /// key.
 TransformerSpec parse_hf_config(const std::string& json_text, const std::string& where);
 
