@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/mm.h>
@@ -48,19 +49,28 @@ NearestRow max_decoder_cosine(const at::Tensor& W_D, std::int64_t chunk_rows) {
   return out;
 }
 
-std::vector<LogitLens> logit_lens(const at::Tensor& W_D, const at::Tensor& W_U, std::int64_t k,
-                                  std::int64_t chunk_rows) {
-  SAES_CHECK(W_D.dim() == 2 && W_U.dim() == 2 && W_D.size(1) == W_U.size(1), DataError,
-             "logit_lens: decoder [d_sae, d_model] and unembedding [d_vocab, d_model] must share "
-             "d_model; got {} and {}",
-             fmt::join(W_D.sizes(), "x"), fmt::join(W_U.sizes(), "x"));
-  const std::int64_t n = W_D.size(0);
-  const std::int64_t kk = std::min(k, W_U.size(0));
-  const at::Tensor u = W_U.to(W_D.device(), at::kFloat);
+std::vector<LogitLens> logit_lens(const std::vector<at::Tensor>& terms, const ToLogits& to_logits,
+                                  std::int64_t k, std::int64_t chunk_rows) {
+  SAES_CHECK(!terms.empty() && terms.front().dim() == 2, DataError,
+             "logit_lens: expected one or more [d_sae, d_model] decoder tensors");
+  const std::int64_t n = terms.front().size(0);
+  for (const at::Tensor& t : terms) {
+    SAES_CHECK(t.sizes() == terms.front().sizes(), DataError,
+               "logit_lens: decoder terms of shapes {} and {}", fmt::join(t.sizes(), "x"),
+               fmt::join(terms.front().sizes(), "x"));
+  }
   std::vector<LogitLens> out(static_cast<std::size_t>(n));
   for (std::int64_t start = 0; start < n; start += chunk_rows) {
     const std::int64_t len = std::min(chunk_rows, n - start);
-    const at::Tensor logits = at::mm(W_D.narrow(0, start, len).to(at::kFloat), u.t());
+    at::Tensor logits;
+    for (const at::Tensor& t : terms) {
+      const at::Tensor part = to_logits(t.narrow(0, start, len)).to(at::kFloat);
+      logits = logits.defined() ? logits + part : part;
+    }
+    SAES_CHECK(logits.dim() == 2 && logits.size(0) == len, DataError,
+               "logit_lens: the unembedding returned [{}] for {} rows", fmt::join(logits.sizes(), "x"),
+               len);
+    const std::int64_t kk = std::min(k, logits.size(1));
     const auto [top_v, top_i] = at::topk(logits, kk, 1, true, true);
     const auto [bot_v, bot_i] = at::topk(logits, kk, 1, false, true);
     std::vector<float> tv, bv;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace at {
@@ -30,9 +31,14 @@ struct LogitLens {
   std::vector<float> bottom_values;
 };
 
-/// W_D [d_sae, d_model], W_U [d_vocab, d_model] (the model's unembedding in nn.Linear layout).
-/// Chunked over features like max_decoder_cosine.
-std::vector<LogitLens> logit_lens(const at::Tensor& W_D, const at::Tensor& W_U, std::int64_t k,
-                                  std::int64_t chunk_rows = 1024);
+/// Residual-stream rows [n, d_model] → logits [n, d_vocab] (e.g. lm::Transformer::
+/// logits_of_residual: ln_final, then the unembedding).
+using ToLogits = std::function<at::Tensor(const at::Tensor&)>;
+
+/// The top and bottom k logits of each feature, feature i's logits being
+/// Σ_t to_logits(terms[t][i]) (terms: one or more [d_sae, d_model] decoder tensors, e.g.
+/// SparseDictionary::dla_terms). Chunked over features like max_decoder_cosine.
+std::vector<LogitLens> logit_lens(const std::vector<at::Tensor>& terms, const ToLogits& to_logits,
+                                  std::int64_t k, std::int64_t chunk_rows = 1024);
 
 }  // namespace saes::analysis

@@ -28,22 +28,36 @@ TEST_CASE("max decoder cosine matches the dense similarity matrix in any chunkin
   CHECK(saes::analysis::max_decoder_cosine(at::ones({1, 4})).index[0] == -1);
 }
 
-TEST_CASE("logit lens lists the largest and smallest logits of each decoder row", "[analysis]") {
+TEST_CASE("logit lens lists the largest and smallest summed logits of each feature",
+          "[analysis]") {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
   const at::Tensor wd = at::randn({9, 6}, gen);
+  const at::Tensor wd2 = at::randn({9, 6}, gen);
   const at::Tensor wu = at::randn({30, 6}, gen);
-  const auto lens = saes::analysis::logit_lens(wd, wu, 4, 2);
-  const at::Tensor logits = wd.mm(wu.t());
-  REQUIRE(lens.size() == 9);
-  for (std::int64_t i = 0; i < 9; ++i) {
-    const auto& l = lens[static_cast<std::size_t>(i)];
-    const auto [tv, ti] = logits[i].topk(4);
-    const auto [bv, bi] = logits[i].topk(4, 0, false);
-    for (std::int64_t k = 0; k < 4; ++k) {
-      CHECK(l.top_tokens[static_cast<std::size_t>(k)] == ti[k].item<std::int64_t>());
-      CHECK(l.bottom_tokens[static_cast<std::size_t>(k)] == bi[k].item<std::int64_t>());
-      CHECK(l.top_values[static_cast<std::size_t>(k)] == Approx(tv[k].item<float>()));
+  // a nonlinear unembedding (normalize each row), so summing logits differs from summing rows
+  const saes::analysis::ToLogits to_logits = [&](const at::Tensor& rows) {
+    return (rows / rows.norm(2, {1}, true)).mm(wu.t());
+  };
+  for (const bool two : {false, true}) {
+    INFO("terms " << (two ? 2 : 1));
+    const std::vector<at::Tensor> terms = two ? std::vector<at::Tensor>{wd, wd2}
+                                              : std::vector<at::Tensor>{wd};
+    const auto lens = saes::analysis::logit_lens(terms, to_logits, 4, 2);
+    const at::Tensor logits = two ? to_logits(wd) + to_logits(wd2) : to_logits(wd);
+    REQUIRE(lens.size() == 9);
+    for (std::int64_t i = 0; i < 9; ++i) {
+      const auto& l = lens[static_cast<std::size_t>(i)];
+      const auto [tv, ti] = logits[i].topk(4);
+      const auto [bv, bi] = logits[i].topk(4, 0, false);
+      for (std::int64_t k = 0; k < 4; ++k) {
+        CHECK(l.top_tokens[static_cast<std::size_t>(k)] == ti[k].item<std::int64_t>());
+        CHECK(l.bottom_tokens[static_cast<std::size_t>(k)] == bi[k].item<std::int64_t>());
+        CHECK(l.top_values[static_cast<std::size_t>(k)] == Approx(tv[k].item<float>()));
+        CHECK(l.bottom_values[static_cast<std::size_t>(k)] == Approx(bv[k].item<float>()));
+      }
     }
   }
-  CHECK_THROWS_AS(saes::analysis::logit_lens(wd, at::randn({30, 5}), 4), saes::DataError);
+  CHECK_THROWS_AS(saes::analysis::logit_lens({wd, at::randn({9, 5})}, to_logits, 4),
+                  saes::DataError);
+  CHECK_THROWS_AS(saes::analysis::logit_lens({}, to_logits, 4), saes::DataError);
 }

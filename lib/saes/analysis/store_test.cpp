@@ -37,7 +37,8 @@ AnalysisRecord make_record() {
   r.features = a.finish();
   const at::Tensor wd = at::randn({d, 6}, gen);
   r.decoder_cosine = max_decoder_cosine(wd);
-  r.logit_lens = logit_lens(wd, at::randn({20, 6}, gen), 3);
+  const at::Tensor wu = at::randn({20, 6}, gen);
+  r.logit_lens = logit_lens({wd}, [&](const at::Tensor& rows) { return rows.mm(wu.t()); }, 3);
   for (int t = 0; t < 20; ++t) r.vocab.push_back("tok" + std::to_string(t));
   r.eval = {{"metrics/l0", 12.5}};
   return r;

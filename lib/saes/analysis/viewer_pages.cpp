@@ -330,8 +330,12 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
   }
   if (d.contexts.empty()) body += "<h2>Contexts</h2><p class=\"muted\">no stored contexts</p>";
   if (!d.top_logits.empty() || !d.bottom_logits.empty()) {
-    body += "<h2>Logit lens</h2><div class=\"lens\">" +
-            logit_table(store, d.top_logits, "promoted tokens") +
+    const auto method = store.meta().find("logit_lens");
+    body += "<h2>Logit lens</h2>";
+    if (method != store.meta().end()) {
+      body += fmt::format("<p class=\"muted\">{}</p>", html_escape(method->second));
+    }
+    body += "<div class=\"lens\">" + logit_table(store, d.top_logits, "promoted tokens") +
             logit_table(store, d.bottom_logits, "suppressed tokens") + "</div>";
   }
   return {200, "text/html; charset=utf-8",

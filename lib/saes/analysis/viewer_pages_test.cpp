@@ -20,7 +20,8 @@ constexpr const char* kEvil = "<script>alert('x')</script>";
 /// opposite orders); feature 4 is dead. Token 7's text is a script tag.
 AnalysisRecord make_record() {
   AnalysisRecord r;
-  r.meta = {{"sae_name", std::string("sae ") + kEvil}, {"hook_point", "blocks.3.hook_resid_post"}};
+  r.meta = {{"sae_name", std::string("sae ") + kEvil}, {"hook_point", "blocks.3.hook_resid_post"},
+            {"logit_lens", "through ln_final & <unembed>"}};
   r.n_analyzed_tokens = 1000;
   r.n_contexts = 100;
   r.bands = {{"top_activations", 1.0, 3, 0}, {"subsample_0.5", 0.5, 2, 0}};
@@ -219,6 +220,7 @@ TEST_CASE("feature page shows histogram, shaded contexts by band and logit lens"
   const auto top = html.find("top_activations — top activations");
   CHECK(sub != std::string::npos);
   CHECK(top != std::string::npos);
+  CHECK(html.find("through ln_final &amp; &lt;unembed&gt;") != std::string::npos);
   CHECK(html.find("promoted tokens") != std::string::npos);
   CHECK(html.find("<td class=\"tok\"><code>tok3</code></td><td>1.5</td>") != std::string::npos);
   CHECK(html.find("<td class=\"tok\"><code>tok5</code></td><td>-2</td>") != std::string::npos);

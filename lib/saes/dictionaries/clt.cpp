@@ -160,6 +160,14 @@ at::Tensor CrossLayerTranscoder::feature_directions() const {
   return sum.view({n_layers() * local_d_sae(), cfg_.d_model});
 }
 
+std::vector<at::Tensor> CrossLayerTranscoder::dla_terms(std::int64_t layer) const {
+  SAES_CHECK(layer >= 0 && layer < n_layers(), ConfigError, "dla_terms: layer {} of {}", layer,
+             n_layers());
+  std::vector<at::Tensor> out;
+  for (std::int64_t t = layer; t < n_layers(); ++t) out.push_back(W_D_[t][layer]);
+  return out;
+}
+
 at::Tensor CrossLayerTranscoder::target_decoder_norms() const {
   const std::int64_t L = n_layers(), S = local_d_sae();
   at::Tensor out = at::zeros({L, S, L}, W_E_.options());

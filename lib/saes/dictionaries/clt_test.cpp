@@ -543,3 +543,21 @@ TEST_CASE("clt per-target decoder norms: ‖W_D[t][l,i]‖, zero for t < l, squa
   CHECK((norms.pow(2).sum(1).sqrt() - clt.decoder_norm().reshape({-1})).abs().max().item<double>() <
         1e-12);
 }
+
+TEST_CASE("clt DLA terms: layer l's decoders into every target t >= l", "[dictionaries][clt]") {
+  const auto clt = random_clt(clt_cfg(sd::ActFn::kTopK, true), 17);
+  const std::int64_t L = clt.n_layers();
+  const at::Tensor directions = clt.feature_directions().view({L, -1, kD});
+  for (std::int64_t l = 0; l < L; ++l) {
+    const auto terms = clt.dla_terms(l);
+    REQUIRE(static_cast<std::int64_t>(terms.size()) == L - l);
+    at::Tensor sum = at::zeros_like(terms.front());
+    for (std::int64_t t = l; t < L; ++t) {
+      CHECK(at::equal(terms[static_cast<std::size_t>(t - l)], clt.W_D(t)[l]));
+      sum = sum + terms[static_cast<std::size_t>(t - l)];
+    }
+    // the summed direction is what the decoder geometry reads
+    CHECK(at::allclose(sum, directions[l]));
+  }
+  CHECK_THROWS_AS(clt.dla_terms(L), saes::ConfigError);
+}

@@ -112,6 +112,13 @@ at::Tensor SparseDictionary::target_decoder_norms() const {
   return decoder_norm().reshape({-1, 1});
 }
 
+std::vector<at::Tensor> SparseDictionary::dla_terms(std::int64_t layer) const {
+  const at::Tensor directions = feature_directions();
+  const std::int64_t layers = feature_layers();
+  SAES_CHECK(layer >= 0 && layer < layers, ConfigError, "dla_terms: layer {} of {}", layer, layers);
+  return {directions.view({layers, -1, directions.size(-1)}).select(0, layer)};
+}
+
 at::Tensor SparseDictionary::gather_features(const at::Tensor& local, int dim) const {
   if (!shard_.sharded()) return local;
   // all_gather concatenates along dim 0: move the feature dim there and back.

@@ -201,6 +201,12 @@ class SparseDictionary {
   /// §2.7): [local features, d_model]. An SAE: W_D; a CLT: Σ_{t>=l} W_D[t][l, i] per feature
   /// (layer-major). Analysis reads decoder geometry and the logit lens from it.
   virtual at::Tensor feature_directions() const = 0;
+  /// The direct-logit-attribution vectors of this rank's features of feature layer `layer`
+  /// (spec §2.7 / §7.4): each [local_d_sae, d_model]; the logit lens of a feature is the sum over
+  /// the terms of each term's row through ln_final and the unembedding. Default: one term, the
+  /// layer's rows of feature_directions() (SAE W_D, Lorsa W_O); a CLT: W_D[t][layer] for every
+  /// target t >= layer (each normalized alone, as the original's DLA does).
+  virtual std::vector<at::Tensor> dla_terms(std::int64_t layer) const;
   /// Where the pre-activations of `features` (int64 [m], this rank's) at each position come
   /// from, for variants whose features read other tokens (reads_sequences(): Lorsa's z-pattern,
   /// spec §7.2): x [1, context, d_model] normalized → [m, context(q), context(k)], summing over k

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -288,14 +289,34 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
                   .view({kept_layers, -1, d}),
               1)
           .view({-1, d});
+  // The logit lens (spec §7.4, the original's DLA): per analysed feature layer, the variant's
+  // DLA terms gathered over the model ranks (collective), each row through ln_final and the
+  // unembedding, the terms' logits summed.
+  std::vector<std::vector<at::Tensor>> lens_terms;
+  if (lm) {
+    for (std::int64_t l = only_layer ? *only_layer : 0; l < (only_layer ? *only_layer + 1 : layers);
+         ++l) {
+      std::vector<at::Tensor> terms;
+      for (const at::Tensor& t : dict->dla_terms(l)) terms.push_back(dict->gather_features(t, 0));
+      lens_terms.push_back(std::move(terms));
+    }
+  }
   if (!primary) return 0;
   record.decoder_cosine = analysis::max_decoder_cosine(W_D);
   if (lm) {
-    const auto& model = lm->model;
-    const bool tied = model.spec().tied_embeddings;
-    record.logit_lens = analysis::logit_lens(W_D, model.weight(tied ? "embed.W_E" : "unembed.W_U"),
-                                             kLogitLensTokens);
-    record.vocab = vocabulary(*lm->tokenizer);
+    const lm::Transformer& model = lm->model;
+    const analysis::ToLogits to_logits = [&model](const at::Tensor& rows) {
+      const c10::InferenceMode inference;
+      return model.logits_of_residual(rows);
+    };
+    for (const auto& terms : lens_terms) {
+      auto lens = analysis::logit_lens(terms, to_logits, kLogitLensTokens);
+      record.logit_lens.insert(record.logit_lens.end(), std::make_move_iterator(lens.begin()),
+                               std::make_move_iterator(lens.end()));
+    }
+    record.meta["logit_lens"] =
+        "each decoder vector through ln_final (normalized alone) and the unembedding";
+    if (lm->tokenizer) record.vocab = vocabulary(*lm->tokenizer);
   }
 
   // Written only once everything ran: a failed analysis leaves no output behind.

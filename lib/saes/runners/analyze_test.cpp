@@ -17,6 +17,7 @@
 #include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/distributed/single_process_communicator.h"
 #include "saes/io/atomic_file.h"
+#include "saes/lm/llama2c_loader.h"
 #include "saes/runners/runners.h"
 #include "saes/training/dictionary_module.h"
 
@@ -178,6 +179,33 @@ TEST_CASE("analysis of stories260K matches a brute-force pass", "[runners][analy
       CHECK(top[k] == Approx(column[static_cast<std::int64_t>(k)].item<float>()).epsilon(1e-5));
     }
     CHECK(d->top_logits.size() == 10);
+  }
+  // the logit lens (DLA) written out in float64: each decoder row through ln_final (RMSNorm of
+  // the row alone, with the model's eps, then the norm's weight) and the tied unembedding
+  const auto train = read_train(fx.run_dir);
+  auto dict = dictionaries::make_dictionary(train.sae);
+  dict->load(fx.run_dir / training::kWeightsFileName);
+  const auto model = lm::load_llama2c(asset("llama2c-stories260K/stories260K.bin"));
+  const at::Tensor rows = dict->feature_directions().to(at::kDouble);
+  const at::Tensor normalized =
+      rows * at::rsqrt(rows.pow(2).mean(-1, true) + model.spec().norm_eps) *
+      model.weight("ln_final.w").to(at::kDouble);
+  const at::Tensor w_u =
+      model.weight(model.spec().tied_embeddings ? "embed.W_E" : "unembed.W_U").to(at::kDouble);
+  const at::Tensor logits = at::matmul(normalized, w_u.t());
+  REQUIRE(store.meta().at("logit_lens").find("ln_final") != std::string::npos);
+  for (std::int64_t i = 0; i < store.d_sae(); ++i) {
+    const auto d = store.feature(i);
+    const auto [top, top_ids] = logits[i].topk(10);
+    const auto [bottom, bottom_ids] = logits[i].topk(10, 0, false);
+    for (std::int64_t k = 0; k < 10; ++k) {
+      const auto& t = d->top_logits[static_cast<std::size_t>(k)];
+      const auto& b = d->bottom_logits[static_cast<std::size_t>(k)];
+      // float32 over d_model = 64 terms of O(1): 1e-4 absolute
+      CHECK(t.value == Approx(top[k].item<double>()).margin(1e-4));
+      CHECK(b.value == Approx(bottom[k].item<double>()).margin(1e-4));
+      CHECK(logits[i][t.token].item<double>() == Approx(t.value).margin(1e-4));
+    }
   }
 }
 
