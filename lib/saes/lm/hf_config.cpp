@@ -150,16 +150,21 @@ int64_t first_token_id(const ConfigReader& c, const char* key) {
   return c.get<int64_t>(key);
 }
 
-TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture) {
-  TransformerSpec s;
-  s.architecture = architecture;
+void read_sizes(const ConfigReader& c, TransformerSpec& s, int64_t default_head_dim) {
   s.d_model = c.size("hidden_size");
   s.n_layers = c.size("num_hidden_layers");
   s.n_heads = c.size("num_attention_heads");
   s.n_kv_heads = c.size_or("num_key_value_heads", s.n_heads);
-  s.d_head = c.size_or("head_dim", s.d_model / s.n_heads);
+  s.d_head = c.size_or("head_dim", default_head_dim > 0 ? default_head_dim : s.d_model / s.n_heads);
   s.d_mlp = c.size("intermediate_size");
   s.d_vocab = c.size("vocab_size");
+}
+
+TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture,
+                           int64_t default_head_dim) {
+  TransformerSpec s;
+  s.architecture = architecture;
+  read_sizes(c, s, default_head_dim);
   s.n_ctx = c.size("max_position_embeddings");
   s.norm = NormType::kRmsNorm;
   s.norm_eps = c.get_or<double>("rms_norm_eps", 1e-6);

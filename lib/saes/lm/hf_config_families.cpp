@@ -57,13 +57,8 @@ int64_t sliding_window(const ConfigReader& c, int64_t fallback) {
 }  // namespace
 
 TransformerSpec qwen3_spec(const ConfigReader& c) {
-  if (!c.has("head_dim")) {  // Qwen3Config's default head_dim is 128, not hidden / heads
-    Json patched = c.json();
-    patched["head_dim"] = 128;
-    TransformerSpec s = qwen3_spec(ConfigReader(patched, c.where()));
-    return s;
-  }
-  TransformerSpec s = llama_spec(c, Architecture::kQwen3);
+  // Qwen3Config's default head_dim is 128, not hidden / heads
+  TransformerSpec s = llama_spec(c, Architecture::kQwen3, 128);
   s.qk_norm = true;
   // Qwen3 applies a window only with use_sliding_window: true (real configs say false)
   SAES_CHECK(!c.get_or<bool>("use_sliding_window", false), UnsupportedError,
@@ -83,13 +78,7 @@ TransformerSpec gemma_spec(const ConfigReader& c, Architecture architecture) {
   const bool gemma3 = architecture == Architecture::kGemma3;
   TransformerSpec s;
   s.architecture = architecture;
-  s.d_model = c.size("hidden_size");
-  s.n_layers = c.size("num_hidden_layers");
-  s.n_heads = c.size("num_attention_heads");
-  s.n_kv_heads = c.size_or("num_key_value_heads", s.n_heads);
-  s.d_head = c.size_or("head_dim", 256);
-  s.d_mlp = c.size("intermediate_size");
-  s.d_vocab = c.size("vocab_size");
+  read_sizes(c, s, 256);
   s.n_ctx = c.size_or("max_position_embeddings", gemma3 ? 131072 : 8192);
   s.norm = NormType::kRmsNorm;
   s.norm_eps = c.get_or<double>("rms_norm_eps", 1e-6);

@@ -70,8 +70,12 @@ double rope_theta(const ConfigReader& c, double fallback);
 void read_rope_type(const ConfigReader& scaling, RopeParameters& rope);
 /// A token id key that may be absent, null, an integer or a list (the first id).
 int64_t first_token_id(const ConfigReader& c, const char* key);
+/// hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads (default: heads),
+/// head_dim (default `default_head_dim`, or hidden / heads when 0), intermediate_size, vocab_size.
+void read_sizes(const ConfigReader& c, TransformerSpec& s, int64_t default_head_dim);
 /// Llama-layout models (Llama, Qwen2 and the bases of Qwen3 and Mistral).
-TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture);
+TransformerSpec llama_spec(const ConfigReader& c, Architecture architecture,
+                           int64_t default_head_dim = 0);
 TransformerSpec qwen3_spec(const ConfigReader& c);
 TransformerSpec mistral_spec(const ConfigReader& c);
 TransformerSpec gemma_spec(const ConfigReader& c, Architecture architecture);
