@@ -9,8 +9,6 @@ namespace saes::lm {
 
 MapWeightSource map_hf_gemma_weights(const TransformerSpec& spec, WeightSource& hf) {
   const int64_t d = spec.d_model;
-  const int64_t d_q = spec.n_heads * spec.d_head;
-  const int64_t d_kv = spec.n_kv_heads * spec.d_head;
   std::string root = "model.";  // Gemma*ForCausalLM; the multimodal Gemma 3 nests the text model
   std::string head = "lm_head.weight";
   for (const char* candidate : {"language_model.model.", "model.language_model."}) {
@@ -30,26 +28,10 @@ MapWeightSource map_hf_gemma_weights(const TransformerSpec& spec, WeightSource& 
     const std::string src = fmt::format("{}layers.{}.", root, l);
     const std::string dst = fmt::format("blocks.{}.", l);
     copy(src + "input_layernorm.weight", dst + "ln1.w", {d});
-    copy(src + "self_attn.q_proj.weight", dst + "attn.W_Q", {d_q, d});
-    copy(src + "self_attn.k_proj.weight", dst + "attn.W_K", {d_kv, d});
-    copy(src + "self_attn.v_proj.weight", dst + "attn.W_V", {d_kv, d});
-    if (spec.qkv_bias) {
-      copy(src + "self_attn.q_proj.bias", dst + "attn.b_Q", {d_q});
-      copy(src + "self_attn.k_proj.bias", dst + "attn.b_K", {d_kv});
-      copy(src + "self_attn.v_proj.bias", dst + "attn.b_V", {d_kv});
-    }
-    if (spec.qk_norm) {
-      copy(src + "self_attn.q_norm.weight", dst + "attn.q_norm.w", {spec.d_head});
-      copy(src + "self_attn.k_norm.weight", dst + "attn.k_norm.w", {spec.d_head});
-    }
-    copy(src + "self_attn.o_proj.weight", dst + "attn.W_O", {d, d_q});
-    if (spec.attn_out_bias) copy(src + "self_attn.o_proj.bias", dst + "attn.b_O", {d});
     copy(src + "post_attention_layernorm.weight", dst + "ln1_post.w", {d});
     copy(src + "pre_feedforward_layernorm.weight", dst + "ln2.w", {d});
-    copy(src + "mlp.gate_proj.weight", dst + "mlp.W_gate", {spec.d_mlp, d});
-    copy(src + "mlp.up_proj.weight", dst + "mlp.W_in", {spec.d_mlp, d});
-    copy(src + "mlp.down_proj.weight", dst + "mlp.W_out", {d, spec.d_mlp});
     copy(src + "post_feedforward_layernorm.weight", dst + "ln2_post.w", {d});
+    map_hf_llama_attention_and_mlp(spec, hf, out, src, dst);  // Llama's projection names
   }
   copy(root + "norm.weight", "ln_final.w", {d});
   if (!spec.tied_embeddings) copy(head, "unembed.W_U", {spec.d_vocab, d});

@@ -29,6 +29,12 @@ MapWeightSource map_hf_gpt_neox_weights(const TransformerSpec& spec, WeightSourc
 /// Llama, Qwen2 (q/k/v biases), Qwen3 (q_norm / k_norm) and Mistral: one file, the layouts are
 /// the same.
 MapWeightSource map_hf_llama_weights(const TransformerSpec& spec, WeightSource& hf);
+/// One layer's self_attn (q/k/v/o projections with their biases, q_norm / k_norm) and gated MLP
+/// (gate/up/down) from HF names under `src` ("model.layers.L.") to engine names under `dst`
+/// ("blocks.L."): the part Llama, Qwen, Mistral and Gemma share.
+void map_hf_llama_attention_and_mlp(const TransformerSpec& spec, WeightSource& hf,
+                                    MapWeightSource& out, const std::string& src,
+                                    const std::string& dst);
 /// Gemma 2 / 3: four norms per layer (input, post_attention, pre_feedforward, post_feedforward →
 /// ln1, ln1_post, ln2, ln2_post), raw w (the engine adds the 1); Gemma 3's q_norm / k_norm. The
 /// `model.` prefix, or the multimodal checkpoints' `language_model.model.` /

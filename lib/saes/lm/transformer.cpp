@@ -81,6 +81,11 @@ std::string block_name(int64_t layer, const char* suffix) {
   return fmt::format("blocks.{}.{}", layer, suffix);
 }
 
+/// x / sqrt(mean(x²) + eps) over the last dim.
+at::Tensor rms_normalized(const at::Tensor& x, double eps) {
+  return x * at::rsqrt(x.pow(2).mean(-1, true) + eps);
+}
+
 at::Tensor activate(Activation act, const at::Tensor& x) {
   switch (act) {
     case Activation::kGeluNew:
@@ -299,11 +304,11 @@ void Transformer::run_forward(Run& run) const {
   run.point("logits", unembed(final_normalized));
 }
 
-at::Tensor Transformer::unembed(const at::Tensor& final_normalized) const {
+at::Tensor Transformer::unembed(const at::Tensor& final_normalized, bool softcap) const {
   const at::Tensor& w_u =
       spec_.tied_embeddings ? weights_.at("embed.W_E") : weights_.at("unembed.W_U");
   at::Tensor logits = at::linear(final_normalized, w_u, optional_weight("unembed.b_U"));
-  if (spec_.final_softcap > 0) {
+  if (softcap && spec_.final_softcap > 0) {
     logits = at::tanh(logits / spec_.final_softcap) * spec_.final_softcap;
   }
   return logits;
@@ -313,9 +318,7 @@ at::Tensor Transformer::logits_of_residual(const at::Tensor& residual) const {
   const HookSet none;
   Run run(none);
   const at::Tensor x = residual.to(options_.device, to_torch(options_.dtype));
-  const at::Tensor& w_u =
-      spec_.tied_embeddings ? weights_.at("embed.W_E") : weights_.at("unembed.W_U");
-  return at::linear(normalize(run, "ln_final", x), w_u, optional_weight("unembed.b_U"));
+  return unembed(normalize(run, "ln_final", x), /*softcap=*/false);
 }
 
 at::Tensor Transformer::normalize(Run& run, const std::string& prefix, const at::Tensor& x) const {
@@ -324,7 +327,7 @@ at::Tensor Transformer::normalize(Run& run, const std::string& prefix, const at:
   if (spec_.norm == NormType::kLayerNorm) {
     normalized = at::layer_norm(xf, {x.size(-1)}, {}, {}, spec_.norm_eps);
   } else {
-    normalized = xf * at::rsqrt(xf.pow(2).mean(-1, true) + spec_.norm_eps);
+    normalized = rms_normalized(xf, spec_.norm_eps);
   }
   normalized = run.point(prefix + ".hook_normalized", normalized.to(x.scalar_type()));
   return apply_norm_weight(prefix, normalized);
@@ -343,7 +346,7 @@ at::Tensor Transformer::apply_norm_weight(const std::string& prefix,
 
 at::Tensor Transformer::head_norm(const std::string& name, const at::Tensor& x) const {
   const at::Tensor xf = is_half(options_.dtype) ? x.to(at::kFloat) : x;
-  const at::Tensor normalized = xf * at::rsqrt(xf.pow(2).mean(-1, true) + spec_.norm_eps);
+  const at::Tensor normalized = rms_normalized(xf, spec_.norm_eps);
   const at::Tensor& w = weights_.at(name);
   if (w.scalar_type() != x.scalar_type()) return (normalized * w).to(x.scalar_type());
   return normalized.to(x.scalar_type()) * w;

@@ -89,8 +89,8 @@ class Transformer {
   /// The MLP block's output: mlp_core, then ln2_post where the model has sandwich norms.
   at::Tensor mlp(Run& run, int64_t layer, const at::Tensor& normalized) const;
   at::Tensor mlp_core(Run& run, int64_t layer, const at::Tensor& normalized) const;
-  /// ln_final-normalized rows → logits (with the final soft-capping).
-  at::Tensor unembed(const at::Tensor& final_normalized) const;
+  /// ln_final-normalized rows → logits (with the final soft-capping when `softcap`).
+  at::Tensor unembed(const at::Tensor& final_normalized, bool softcap = true) const;
   /// RMSNorm over the last dim of per-head q or k with the weight `name` (QK-norm).
   at::Tensor head_norm(const std::string& name, const at::Tensor& x) const;
   at::Tensor normalize(Run& run, const std::string& prefix, const at::Tensor& x) const;

@@ -293,9 +293,9 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   // DLA terms gathered over the model ranks (collective), each row through ln_final and the
   // unembedding, the terms' logits summed.
   std::vector<std::vector<at::Tensor>> lens_terms;
+  const std::int64_t first_layer = only_layer.value_or(0);
   if (lm) {
-    for (std::int64_t l = only_layer ? *only_layer : 0; l < (only_layer ? *only_layer + 1 : layers);
-         ++l) {
+    for (std::int64_t l = first_layer; l < first_layer + kept_layers; ++l) {
       std::vector<at::Tensor> terms;
       for (const at::Tensor& t : dict->dla_terms(l)) terms.push_back(dict->gather_features(t, 0));
       lens_terms.push_back(std::move(terms));
@@ -316,7 +316,7 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
     }
     record.meta["logit_lens"] =
         "each decoder vector through ln_final (normalized alone) and the unembedding";
-    if (lm->tokenizer) record.vocab = vocabulary(*lm->tokenizer);
+    record.vocab = vocabulary(*lm->tokenizer);
   }
 
   // Written only once everything ran: a failed analysis leaves no output behind.
