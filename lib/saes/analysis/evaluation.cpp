@@ -30,8 +30,9 @@ HookReconstruction reconstruct_hooks(const dictionaries::SparseDictionary& dict,
   at::NoGradGuard no_grad;
   HookReconstruction r;
   const std::vector<std::string> label_hooks = dict.label_hooks();
-  r.feature_acts = dict.encode(dict.prepare_input(raw));
-  const at::Tensor output = dict.decode(r.feature_acts);  // a CLT: [L, n, d]; Lorsa [B, T, d]
+  const at::Tensor input = dict.prepare_input(raw);
+  r.feature_acts = dict.encode(input);
+  const at::Tensor output = dict.reconstruct(input, r.feature_acts);  // a CLT: [L, n, d]; Lorsa [B, T, d]
   const bool layered = label_hooks.size() > 1;
   // a sequence dictionary (Lorsa) reads whole [B, T, d] contexts: its rows are then cut to
   // the kept tokens

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -93,21 +94,30 @@ struct SparseDictionaryConfig {
   bool use_post_qk_ln = false;
   std::optional<std::string> normalization_type;  ///< with use_post_qk_ln: RMS
   double eps = 1e-6;
+  // ---- molt (spec §2.5) ----
+  /// molt: transforms per rank ({"1": 512, "4": 128}, ascending rank order); d_sae = Σ counts.
+  std::map<std::string, std::int64_t> rank_counts;
   std::string device = "cpu";
   DType dtype = DType::kFloat32;
 
-  /// Number of features: int(d_model * expansion_factor).
+  /// Number of features: int(d_model * expansion_factor); a MoLT's Σ rank_counts.
   std::int64_t d_sae() const {
+    if (sae_type == SaeType::kMolt && !rank_counts.empty()) {
+      std::int64_t n = 0;
+      for (const auto& [rank, count] : rank_counts) n += count;
+      return n;
+    }
     return static_cast<std::int64_t>(static_cast<double>(d_model) * expansion_factor);
   }
 
   template <class V>
   void visit_fields(V& v) {
     v.required("sae_type", sae_type,
-               "dictionary variant (sae, clt and lorsa are implemented; crosscoder and molt not "
-               "yet)");
+               "dictionary variant (sae, clt, lorsa and molt are implemented; crosscoder not yet)");
     v.required("d_model", d_model, "activation width");
-    v.required("expansion_factor", expansion_factor, "d_sae = int(d_model * expansion_factor)");
+    v.required("expansion_factor", expansion_factor,
+               "d_sae = int(d_model * expansion_factor) (molt: within 0.1 of Σ rank_counts / "
+               "d_model)");
     v("use_decoder_bias", use_decoder_bias, "add the decoder bias b_D");
     v("act_fn", act_fn, "activation function");
     v("norm_activation", norm_activation, "activation scaling before encoding (spec §2.1)");
@@ -159,6 +169,9 @@ struct SparseDictionaryConfig {
     v("use_post_qk_ln", use_post_qk_ln, "lorsa: normalize q and k per head (QK-norm)");
     v("normalization_type", normalization_type, "lorsa: the QK-norm (RMS)");
     v("eps", eps, "lorsa: epsilon of the QK-norm");
+    v("rank_counts", rank_counts,
+      "molt: number of transforms of each rank, e.g. {1: 512, 4: 128} (required; each count "
+      "must divide by model_parallel_size)");
     v("device", device, "device of the parameters: cpu, cuda, cuda:N");
     v("dtype", dtype, "parameter dtype");
     v.unsupported("use_triton_kernel", "saes has no Triton kernels; remove it");

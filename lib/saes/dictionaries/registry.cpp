@@ -4,6 +4,7 @@
 #include "saes/core/error.h"
 #include "saes/dictionaries/clt.h"
 #include "saes/dictionaries/lorsa.h"
+#include "saes/dictionaries/molt.h"
 #include "saes/dictionaries/sae.h"
 
 namespace saes::dictionaries {
@@ -17,11 +18,12 @@ std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& 
       return std::make_unique<CrossLayerTranscoder>(cfg, shard);
     case SaeType::kLorsa:
       return std::make_unique<LowRankSparseAttention>(cfg, shard);
-    case SaeType::kCrosscoder:
     case SaeType::kMolt:
+      return std::make_unique<MixtureOfLinearTransforms>(cfg, shard);
+    case SaeType::kCrosscoder:
       break;
   }
-  SAES_THROW(UnsupportedError, "sae_type {} is not implemented yet (sae, clt and lorsa are)",
+  SAES_THROW(UnsupportedError, "sae_type {} is not implemented yet (sae, clt, lorsa and molt are)",
              kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
 }
 

@@ -34,6 +34,7 @@
 
 #include "saes/core/error.h"
 #include "saes/dictionaries/activation_functions.h"
+#include "saes/dictionaries/dense_step_parts.h"
 #include "saes/dictionaries/sparse_kernels.h"
 
 namespace saes::dictionaries {
@@ -52,19 +53,6 @@ void validate(const SparseDictionaryConfig& cfg) {
              "sae.jumprelu_threshold_window: expected > 0, got {}", cfg.jumprelu_threshold_window);
   SAES_CHECK(!cfg.hook_point_in.empty() && !cfg.hook_point_out.empty(), ConfigError,
              "sae.hook_point_in/hook_point_out: both must be set");
-}
-
-/// Per-token weights [N, 1]: mask / Σmask, or 1/N; and the valid-token count.
-std::pair<at::Tensor, double> token_weights(const at::Tensor& mask, std::int64_t n,
-                                            const at::TensorOptions& opts) {
-  if (!mask.defined()) return {at::full({n, 1}, 1.0 / static_cast<double>(n), opts), double(n)};
-  SAES_CHECK(mask.dim() == 1 && mask.size(0) == n, DataError,
-             "mask has shape [{}], expected [{}] (one entry per token)",
-             fmt::join(mask.sizes(), ", "), n);
-  const at::Tensor m = mask.to(opts.device(), opts.dtype().toScalarType()).reshape({n, 1});
-  const double valid = at::sum(m).item<double>();
-  SAES_CHECK(valid > 0, DataError, "mask selects no tokens");
-  return {m / valid, valid};
 }
 
 }  // namespace
@@ -201,7 +189,7 @@ StepResult SparseAutoEncoder::forward_backward(const TrainBatch& batch, const Lo
   st.x = normalize(x, cfg_.hook_point_in);
   st.y = normalize(label, cfg_.hook_point_out);
   const at::Tensor mask = batch.mask.defined() ? batch.mask.flatten() : batch.mask;
-  std::tie(st.w, st.n_valid) = token_weights(mask, st.x.size(0), st.x.options());
+  std::tie(st.w, st.n_valid) = detail::token_weights(mask, st.x.size(0), st.x.options());
   st.mask = mask;
   st.dead = batch.dead;
   st.n = decoder_norm();
@@ -277,50 +265,9 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
   // ---- backward into f ----
   at::Tensor df = at::mm(G, W_D_.t());
   at::Tensor gn = at::zeros_like(n);  // ∂L/∂n (decoder norms)
-  if (ls.sparsity != SparsityPenalty::kNone && ls.l1_coefficient != 0) {
-    const double lam = ls.l1_coefficient;
-    if (ls.sparsity == SparsityPenalty::kPower && ls.p == 1) {
-      // L = λ Σ_t w_t Σ_i f_ti n_i (f ≥ 0): one GEMV gives both the value and ∂/∂n
-      const at::Tensor fw = at::mv(f.t(), w.view({N}));
-      out.l_sparsity = lam * at::sum(gating ? fw * ng : fw).item<double>();
-      if (jump) {  // the STE reads ∂L/∂f at inactive entries too: keep sign(0) = 0 there
-        const at::Tensor gf = at::gt(f, 0).to(f.scalar_type()).mul_(lam * w);
-        df.add_(gating ? gf * ng : gf);
-      } else {  // only active entries reach h (ReLU/TopK mask below): one rank-1 update
-        df.addr_(w.view({N}), gating ? ng * lam : at::full_like(fw, lam));
-      }
-      if (gating) gn.add_(fw, lam);
-    } else {
-      const at::Tensor u = gating ? f * ng : f;
-      at::Tensor du;
-      if (ls.sparsity == SparsityPenalty::kPower) {
-        SAES_CHECK(ls.p >= 1, ConfigError, "trainer.p: expected >= 1, got {}", ls.p);
-        const double p = static_cast<double>(ls.p);
-        at::Tensor P = at::sum(at::pow(u, p), {1}, true);  // [N,1], Σ over all features
-        sum_over_features(P);
-        P = at::pow(P, 1.0 / p);
-        // whole-dictionary value: counted once in the sum over the model group below
-        out.l_sparsity = shard_.rank() == 0 ? lam * at::sum(P * w).item<double>() : 0.0;
-        du = at::where(at::gt(P, 0), at::pow(u, p - 1) * at::pow(P, 1 - p), at::zeros_like(u));
-        du.mul_(lam * w);
-      } else {
-        const double c = ls.tanh_stretch_coefficient;
-        const at::Tensor T = at::tanh(u * c);
-        const at::Tensor dT = (1 - T * T) * c;
-        if (ls.sparsity == SparsityPenalty::kTanh) {
-          out.l_sparsity = lam * at::sum(at::sum(T, {1}, true) * w).item<double>();
-          du = dT * (lam * w);
-        } else {  // tanh-quad: a batch-level scalar over all tokens, no mask (spec §3.4 fix)
-          const double sc = ls.frequency_scale;
-          const at::Tensor ph = at::sum(T, {0}) / static_cast<double>(N);
-          out.l_sparsity = lam * at::sum(ph * (1 + ph / sc)).item<double>();
-          du = dT * ((1 + ph * (2.0 / sc)) * (lam / static_cast<double>(N)));
-        }
-      }
-      df.add_(gating ? du * ng : du);
-      if (gating) gn.add_(at::sum(du * f, {0}));
-    }
-  }
+  out.l_sparsity = detail::dense_penalty(
+      ls, f, w, ng, jump, df, gn, [this](at::Tensor& t) { sum_over_features(t); },
+      shard_.rank() == 0);
 
   // ---- through the activation into h ----
   if (jump) {
@@ -330,16 +277,7 @@ StepResult SparseAutoEncoder::dense_step(const StepState& st, const LossSettings
   at::Tensor dh = cfg_.act_fn == ActFn::kRelu ? at::threshold_backward(df, f, 0) : df * active;
   if (Gq.defined()) dh.add_(at::mm(Gq, W_D_.t()).mul_(active_aux));
   if (jump && ls.lp_coefficient > 0) {
-    // L_p = λ_p Σ_t w_t Σ_i ReLU(θ_i − h_ti)·n_i (spec §3.5; n_i always, as in the spec)
-    const at::Tensor theta = at::exp(log_threshold_);
-    const at::Tensor gap = theta - h;
-    const at::Tensor ind = at::gt(gap, 0).to(h.scalar_type());
-    const at::Tensor relu_w = at::sum(at::relu(gap) * w, {0});  // [S]
-    out.l_p = ls.lp_coefficient * at::sum(relu_w * n).item<double>();
-    const at::Tensor ind_w = at::sum(ind * w, {0});
-    glog_threshold_.add_(ind_w * n * theta, ls.lp_coefficient);
-    gn.add_(relu_w, ls.lp_coefficient);
-    dh.sub_(ind * w * (n * ls.lp_coefficient));
+    out.l_p = detail::dense_lp(ls.lp_coefficient, h, w, n, log_threshold_, glog_threshold_, gn, dh);
   }
 
   // ---- into the parameters ----

@@ -10,11 +10,13 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/mean.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/sum.h>
+#include <ATen/ops/tensor.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -62,6 +64,13 @@ std::string json_value(const T& value) {
       out += json_escape(value[i]);
     }
     out += ']';
+    return out;
+  } else if constexpr (std::is_same_v<T, std::map<std::string, std::int64_t>>) {
+    std::string out = "{";
+    for (const auto& [key, count] : value) {
+      out += fmt::format("{}{}:{}", out.size() > 1 ? "," : "", json_escape(key), count);
+    }
+    out += '}';
     return out;
   } else if constexpr (std::is_same_v<T, DType>) {
     return json_escape(std::string(dtype_name(value)));
@@ -119,18 +128,65 @@ std::vector<at::Tensor> SparseDictionary::dla_terms(std::int64_t layer) const {
   return {directions.view({layers, -1, directions.size(-1)}).select(0, layer)};
 }
 
+namespace {
+
+/// The positions, in the rank-major concatenation of every rank's local features, of the
+/// whole dictionary's features in global (block-major) order.
+std::vector<std::int64_t> block_order(const std::vector<std::int64_t>& blocks, std::int64_t ranks) {
+  std::int64_t local = 0;
+  for (const std::int64_t b : blocks) local += b / ranks;
+  std::vector<std::int64_t> order;
+  std::int64_t block_offset = 0;  // within one rank's local features
+  for (const std::int64_t b : blocks) {
+    const std::int64_t share = b / ranks;
+    for (std::int64_t r = 0; r < ranks; ++r) {
+      for (std::int64_t i = 0; i < share; ++i) order.push_back(r * local + block_offset + i);
+    }
+    block_offset += share;
+  }
+  return order;
+}
+
+}  // namespace
+
 at::Tensor SparseDictionary::gather_features(const at::Tensor& local, int dim) const {
   if (!shard_.sharded()) return local;
   // all_gather concatenates along dim 0: move the feature dim there and back.
   const at::Tensor front = local.transpose(0, dim).contiguous();
-  return shard_.group->all_gather(front).transpose(0, dim).contiguous();
+  at::Tensor whole = shard_.group->all_gather(front);
+  const std::vector<std::int64_t> blocks = feature_blocks();
+  if (blocks.size() > 1 && local.size(dim) == local_d_sae()) {
+    const std::vector<std::int64_t> order = block_order(blocks, shard_.size());
+    whole = whole.index_select(0, at::tensor(order, at::TensorOptions().dtype(at::kLong))
+                                      .to(whole.device()));
+  }
+  return whole.transpose(0, dim).contiguous();
 }
 
 at::Tensor SparseDictionary::local_features(const at::Tensor& full, int dim) const {
   if (!shard_.sharded()) return full;
+  const std::vector<std::int64_t> blocks = feature_blocks();
+  if (blocks.size() > 1 && full.size(dim) == d_sae()) {
+    std::vector<at::Tensor> parts;
+    std::int64_t offset = 0;
+    for (const std::int64_t b : blocks) {
+      const std::int64_t share = b / shard_.size();
+      parts.push_back(full.narrow(dim, offset + share * shard_.rank(), share));
+      offset += b;
+    }
+    return at::cat(parts, dim);
+  }
   // the rank's equal share of that axis: its features, or its QK heads for a Lorsa's W_Q
   const std::int64_t share = full.size(dim) / shard_.size();
   return full.narrow(dim, share * shard_.rank(), share);
+}
+
+at::Tensor SparseDictionary::reconstruct(const at::Tensor& /*x*/, const at::Tensor& f) const {
+  return decode(f);
+}
+
+std::map<std::string, double> SparseDictionary::frequency_metrics(const at::Tensor& /*freq*/) const {
+  return {};
 }
 
 void SparseDictionary::sum_over_features(at::Tensor& t) const {
@@ -221,7 +277,7 @@ void SparseDictionary::fill_log_threshold(const at::Tensor& log_threshold, const
 
 double SparseDictionary::reconstruction_loss(const at::Tensor& x, const at::Tensor& label,
                                              std::int64_t k) const {
-  const at::Tensor r = decode(encode(x, k)) - label;
+  const at::Tensor r = reconstruct(x, encode(x, k)) - label;
   // rows: tokens (× label hooks for a multi-hook dictionary)
   return at::sum(r * r).item<double>() / static_cast<double>(r.numel() / r.size(-1));
 }

@@ -148,9 +148,19 @@ class SparseDictionary {
   /// Collective over the model group: this rank's block `local` (features along `dim`) of every
   /// rank concatenated in feature order. Returns `local` itself when not sharded.
   at::Tensor gather_features(const at::Tensor& local, int dim) const;
-  /// This rank's features (along `dim`) of a whole-dictionary tensor (a view): its equal share
-  /// of that axis (rank r of M: [r·n/M, (r+1)·n/M)), so also a Lorsa's QK heads.
+  /// This rank's features (along `dim`) of a whole-dictionary tensor: its equal share of that
+  /// axis (rank r of M: [r·n/M, (r+1)·n/M), a view), so also a Lorsa's QK heads or a MoLT's
+  /// transforms of one rank; an axis of d_sae features split in several feature_blocks(): its
+  /// share of every block, in block order.
   at::Tensor local_features(const at::Tensor& full, int dim) const;
+  /// The feature axis as consecutive blocks, each split evenly over the model group: this rank
+  /// holds its share of every block (local order: block by block). Default one block of d_sae;
+  /// a MoLT: its rank groups. gather_features / local_features follow it.
+  virtual std::vector<std::int64_t> feature_blocks() const { return {d_sae()}; }
+  /// Metrics of the features' firing frequencies over a log window (freq: [n_features()],
+  /// float64, the whole dictionary's features in global order), logged with the trainer's
+  /// metrics; default none (a MoLT: its per-rank L0).
+  virtual std::map<std::string, double> frequency_metrics(const at::Tensor& freq) const;
   c10::ScalarType dtype() const;
   c10::Device device() const;
   /// `sparse_kernels: auto` keeps the dense path: 16-bit parameters on CUDA, where the dense
@@ -195,6 +205,10 @@ class SparseDictionary {
   virtual at::Tensor hidden_pre(const at::Tensor& x) const = 0;
   /// f (encode's layout) → x̂ (prepare_label's layout).
   virtual at::Tensor decode(const at::Tensor& f) const = 0;
+  /// x̂ of features f (encode's layout) encoded from the normalized input x (prepare_input's
+  /// layout), in prepare_label's layout: decode(f) for every variant that decodes from f alone;
+  /// a MoLT's transforms act on x. Every generic caller reconstructs through this.
+  virtual at::Tensor reconstruct(const at::Tensor& x, const at::Tensor& f) const;
   /// Decoder norms n_i (spec Appendix E), [d_sae]; a CLT [L, d_sae] (norm over all targets).
   virtual at::Tensor decoder_norm() const = 0;
   /// What each of this rank's features writes, as one d_model vector (the DLA vector of spec

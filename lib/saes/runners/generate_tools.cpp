@@ -147,9 +147,10 @@ int run_probe(const ProbeOptions& options, std::ostream& out) {
     for (const auto& h : dict->hook_points()) {  // a Lorsa reads the whole [1, n, d] context
       raw[h] = dict->reads_sequences() ? values.at(h) : values.at(h).reshape({n, -1});
     }
-    at::Tensor f = dict->encode(dict->prepare_input(raw));
+    const at::Tensor input = dict->prepare_input(raw);
+    at::Tensor f = dict->encode(input);
+    const at::Tensor decoded = dict->reconstruct(input, f);
     if (dict->reads_sequences()) f = f.reshape({n, -1});  // [1, n, d_sae] → [n, d_sae]
-    const at::Tensor decoded = dict->decode(f);
     tensors.emplace_back(dict_name + ".feature_acts", f.unsqueeze(0).contiguous());
     const auto labels = dict->label_hooks();
     for (std::size_t i = 0; i < labels.size(); ++i) {
