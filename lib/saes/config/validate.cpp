@@ -270,14 +270,44 @@ void check_lorsa(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
   p.check(!sae.use_glu_encoder, "sae.use_glu_encoder", "is not defined for a lorsa");
 }
 
+/// A MoLT's rank_counts (spec §2.5): positive integer ranks up to d_model, positive counts,
+/// expansion_factor within 0.1 of Σ counts / d_model; empty for every other variant.
+void check_molt(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
+  if (sae.sae_type != dictionaries::SaeType::kMolt) {
+    p.check(sae.rank_counts.empty(), "sae.rank_counts", "is for sae_type molt only");
+    return;
+  }
+  p.check(!sae.rank_counts.empty(), "sae.rank_counts",
+          "required for molt: transforms per rank, e.g. {1: 512, 4: 128}");
+  for (const auto& [rank, count] : sae.rank_counts) {
+    const bool digits = !rank.empty() && rank.size() < 10 &&
+                        std::all_of(rank.begin(), rank.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const long long r = digits ? std::stoll(rank) : 0;
+    p.check(digits && r >= 1 && (sae.d_model <= 0 || r <= sae.d_model),
+            fmt::format("sae.rank_counts.{}", rank),
+            fmt::format("a rank is an integer in [1, d_model {}]", sae.d_model));
+    p.check(count >= 1, fmt::format("sae.rank_counts.{}", rank),
+            fmt::format("expected a positive count, got {}", count));
+  }
+  if (sae.d_model > 0 && !sae.rank_counts.empty()) {
+    const double ratio = static_cast<double>(sae.d_sae()) / static_cast<double>(sae.d_model);
+    p.check(std::abs(sae.expansion_factor - ratio) <= 0.1, "sae.expansion_factor",
+            fmt::format("must be within 0.1 of d_sae / d_model = {} / {} = {:.4g} (d_sae = the "
+                        "sum of rank_counts), got {}",
+                        sae.d_sae(), sae.d_model, ratio, sae.expansion_factor));
+  }
+  p.check(!sae.use_glu_encoder, "sae.use_glu_encoder", "is not defined for a molt");
+  p.check(sae.sparse_kernels != dictionaries::SparseKernels::kOn, "sae.sparse_kernels",
+          "a molt has only the dense step (its decoder reads the input): use auto or off");
+}
+
 void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
-  p.check(sae.sae_type == dictionaries::SaeType::kSae ||
-              sae.sae_type == dictionaries::SaeType::kClt ||
-              sae.sae_type == dictionaries::SaeType::kLorsa,
-          "sae.sae_type",
-          fmt::format("only \"sae\", \"clt\" and \"lorsa\" are implemented, got \"{}\"",
+  p.check(sae.sae_type != dictionaries::SaeType::kCrosscoder, "sae.sae_type",
+          fmt::format("only \"sae\", \"clt\", \"lorsa\" and \"molt\" are implemented, got "
+                      "\"{}\"",
                       enum_name(sae.sae_type)));
   check_lorsa(p, sae);
+  check_molt(p, sae);
   const bool clt = sae.sae_type == dictionaries::SaeType::kClt;
   check_positive(p, "sae.d_model", static_cast<double>(sae.d_model));
   check_positive(p, "sae.expansion_factor", sae.expansion_factor);
@@ -349,6 +379,12 @@ void check_initializer(Problems& p, const training::InitializerConfig& init,
     p.check(!init.init_encoder_with_decoder_transpose,
             "initializer.init_encoder_with_decoder_transpose",
             "W_E = W_D^T is not defined for a lorsa (its encoder is attention): set it to false");
+  }
+  if (sae.sae_type == dictionaries::SaeType::kMolt) {
+    p.check(!init.init_encoder_with_decoder_transpose,
+            "initializer.init_encoder_with_decoder_transpose",
+            "W_E = W_D^T is not defined for a molt (its decoders are low-rank transforms): set it "
+            "to false");
   }
   if (sae.sae_type == dictionaries::SaeType::kClt) {
     p.check(!init.init_encoder_with_decoder_transpose,
@@ -505,6 +541,14 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
     p.check(s.sae.d_sae() % s.parallelism.model_parallel_size == 0, "model_parallel_size",
             fmt::format("must divide d_sae ({}), got {}", s.sae.d_sae(),
                         s.parallelism.model_parallel_size));
+    if (s.sae.sae_type == dictionaries::SaeType::kMolt) {
+      for (const auto& [rank, count] : s.sae.rank_counts) {
+        p.check(count % s.parallelism.model_parallel_size == 0, "model_parallel_size",
+                fmt::format("must divide every count of sae.rank_counts (each model rank holds "
+                            "its share of every rank group): rank {} has {}, got {}",
+                            rank, count, s.parallelism.model_parallel_size));
+      }
+    }
     if (s.sae.sae_type == dictionaries::SaeType::kLorsa && s.sae.n_qk_heads > 0) {
       p.check(s.sae.n_qk_heads % s.parallelism.model_parallel_size == 0, "model_parallel_size",
               fmt::format("must divide sae.n_qk_heads ({}): each model rank holds whole QK heads "

@@ -206,7 +206,9 @@ c10::ScalarType SparseDictionary::dtype() const { return to_torch(cfg_.dtype); }
 c10::Device SparseDictionary::device() const { return parse_device(cfg_.device); }
 
 void SparseDictionary::init_encoder_with_decoder_transpose(double /*factor*/) {
-  SAES_THROW(UnsupportedError, "{} dictionaries do not support W_E = factor * W_D^T init",
+  SAES_THROW(UnsupportedError,
+             "initializer.init_encoder_with_decoder_transpose: {} dictionaries do not support "
+             "W_E = factor * W_D^T (set it false)",
              kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
 }
 void SparseDictionary::set_decoder_to_fixed_norm(double /*value*/, bool /*exact*/) {

@@ -283,18 +283,20 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
     }
   }
   const std::int64_t d = dict->config().d_model;
+  // A MoLT's transforms have no single decoder direction: no decoder geometry, no logit lens.
+  const at::Tensor directions = dict->feature_directions();
   const at::Tensor W_D =  // per layer, each layer's shards side by side (as layer_major)
-      dict->gather_features(
-              analysed_rows(dict->feature_directions(), layers, only_layer)
-                  .view({kept_layers, -1, d}),
-              1)
-          .view({-1, d});
+      directions.defined()
+          ? dict->gather_features(
+                    analysed_rows(directions, layers, only_layer).view({kept_layers, -1, d}), 1)
+                .view({-1, d})
+          : at::Tensor();
   // The logit lens (spec §7.4, the original's DLA): per analysed feature layer, the variant's
   // DLA terms gathered over the model ranks (collective), each row through ln_final and the
   // unembedding, the terms' logits summed.
   std::vector<std::vector<at::Tensor>> lens_terms;
   const std::int64_t first_layer = only_layer.value_or(0);
-  if (lm) {
+  if (lm && directions.defined()) {
     for (std::int64_t l = first_layer; l < first_layer + kept_layers; ++l) {
       std::vector<at::Tensor> terms;
       for (const at::Tensor& t : dict->dla_terms(l)) terms.push_back(dict->gather_features(t, 0));
@@ -302,7 +304,7 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
     }
   }
   if (!primary) return 0;
-  record.decoder_cosine = analysis::max_decoder_cosine(W_D);
+  if (W_D.defined()) record.decoder_cosine = analysis::max_decoder_cosine(W_D);
   if (lm) {
     const lm::Transformer& model = lm->model;
     const analysis::ToLogits to_logits = [&model](const at::Tensor& rows) {
@@ -314,8 +316,10 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
       record.logit_lens.insert(record.logit_lens.end(), std::make_move_iterator(lens.begin()),
                                std::make_move_iterator(lens.end()));
     }
-    record.meta["logit_lens"] =
-        "each decoder vector through ln_final (normalized alone) and the unembedding";
+    if (!lens_terms.empty()) {
+      record.meta["logit_lens"] =
+          "each decoder vector through ln_final (normalized alone) and the unembedding";
+    }
     record.vocab = vocabulary(*lm->tokenizer);
   }
 

@@ -121,6 +121,10 @@ std::map<std::string, double> DictionaryModule::statistics() const {
            dict_.gather_features(dict_.decoder_norm(), 0).mean().item<double>()}};
 }
 
+std::map<std::string, double> DictionaryModule::frequency_statistics(const at::Tensor& freq) const {
+  return dict_.frequency_metrics(freq);
+}
+
 void DictionaryModule::save(const std::filesystem::path& dir, bool write) const {
   dict_.save(dir / kWeightsFileName, write);
 }

@@ -41,6 +41,8 @@ class DictionaryModule final : public TrainableModule {
   std::optional<std::int64_t> top_k() const override;
   StepOutput forward_backward(const TrainBatch& batch, const StepContext& context) override;
   std::map<std::string, double> statistics() const override;
+  /// The dictionary's frequency_metrics (a MoLT's per-rank L0).
+  std::map<std::string, double> frequency_statistics(const at::Tensor& freq) const override;
   /// dir/sae_weights.safetensors via the dictionary's own save/load (the whole dictionary).
   void save(const std::filesystem::path& dir, bool write) const override;
   void load(const std::filesystem::path& dir) override;

@@ -162,6 +162,10 @@ void MetricsTracker::track_firing(const at::Tensor& fired, double n_tokens) {
 
 at::Tensor MetricsTracker::dead_mask() const { return tokens_since_fired_.ge(dead_threshold_); }
 
+at::Tensor MetricsTracker::window_frequency() const {
+  return window_tokens_ > 0 ? window_fired_.div(window_tokens_) : at::Tensor();
+}
+
 bool MetricsTracker::should_log(std::int64_t cur_step) const {
   return (cur_step + 1) % log_frequency_ == 0;
 }

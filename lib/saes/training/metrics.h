@@ -84,6 +84,9 @@ class MetricsTracker {
   void track_firing(const at::Tensor& fired, double n_tokens);
   /// [n_features] bool CPU: tokens since the feature last fired >= dead_threshold.
   at::Tensor dead_mask() const;
+  /// [n_features] float64 CPU: each feature's firing frequency over the current window (fired
+  /// tokens / tokens); undefined when the window holds no token.
+  at::Tensor window_frequency() const;
   /// (cur_step + 1) % log_frequency == 0.
   bool should_log(std::int64_t cur_step) const;
   /// The window's metrics (then `model_stats`, e.g. metrics/decoder_norm), and a reset window.

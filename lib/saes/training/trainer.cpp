@@ -251,6 +251,9 @@ struct Trainer::Impl {
 
   void log_metrics(MemberRun& r, std::int64_t step) {
     std::map<std::string, double> stats = r.member.module->statistics();
+    if (const at::Tensor freq = r.metrics.window_frequency(); freq.defined()) {
+      stats.merge(r.member.module->frequency_statistics(freq));
+    }
     if (r.k) stats["sparsity/k"] = static_cast<double>(r.k->k_at(step));
     const MetricValues values = r.metrics.flush(stats);
     if (r.log) r.log->write(step + 1, values);

@@ -94,6 +94,11 @@ class TrainableModule {
   virtual StepOutput forward_backward(const TrainBatch& batch, const StepContext& context) = 0;
   /// Model statistics logged with each metrics line (metrics/decoder_norm, ...).
   virtual std::map<std::string, double> statistics() const = 0;
+  /// Metrics of the log window's firing frequencies (freq: [n_features] float64 CPU, fired
+  /// tokens / window tokens), logged with each metrics line; default none.
+  virtual std::map<std::string, double> frequency_statistics(const at::Tensor& /*freq*/) const {
+    return {};
+  }
   /// Writes the weights into folder `dir` (the dictionary's own format) when `write`; every rank
   /// calls it (collective over a feature-sharded module's model group, whose ranks gather the
   /// whole weights for the writer). load reads them back (a sharded module: only its part).
