@@ -58,15 +58,13 @@ struct Pair {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
     whole.init_parameters({0.6, 0.6, std::log(0.3)}, gen);
     auto wp = whole.parameters();
-    auto pp = part.parameters();
     for (std::size_t i = 0; i < wp.size(); ++i) {
       const at::Tensor noise = seeded_randn(wp[i].value.sizes().vec(), 30 + i);
       if (wp[i].name == "b_E" || wp[i].name.rfind("b_D", 0) == 0) wp[i].value.copy_(noise * 0.1);
       if (wp[i].name.rfind("W_D", 0) == 0) wp[i].value.mul_(4.0);
       if (wp[i].group == sd::ParamGroup::kJumpRelu) wp[i].value.copy_(noise * 0.3 - 1.5);
-      pp[i].value.copy_(pp[i].feature_dim >= 0 ? part.local_features(wp[i].value, pp[i].feature_dim)
-                                               : wp[i].value);
     }
+    saes::testing::copy_to_shards(whole, part);
     for (const auto& h : whole.hook_points()) {
       whole.set_dataset_norm(h, 2.0);
       part.set_dataset_norm(h, 2.0);
@@ -146,15 +144,8 @@ TEST_CASE("a sharded CLT initializes and saves the whole dictionary of one proce
   auto g2 = at::make_generator<at::CPUGeneratorImpl>(7);
   whole.init_parameters({0.1, 0.1, std::log(0.2)}, g1);
   part.init_parameters({0.1, 0.1, std::log(0.2)}, g2);
-  auto wp = whole.parameters();
-  auto pp = part.parameters();
-  for (std::size_t i = 0; i < wp.size(); ++i) {
-    INFO(wp[i].name);
-    const at::Tensor want = pp[i].feature_dim >= 0
-                                ? part.local_features(wp[i].value, pp[i].feature_dim)
-                                : wp[i].value;
-    CHECK(at::equal(pp[i].value, want));
-  }
+  saes::testing::check_sharded_values(whole, part);
+  const auto wp = whole.parameters();
   // Every rank saves (collective gathers); rank 0's file is the whole dictionary's.
   saes::testing::TempDir tmp;
   const fs::path path = tmp.path() / ("clt-" + std::to_string(world.rank()) + ".safetensors");

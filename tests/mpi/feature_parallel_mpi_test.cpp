@@ -66,14 +66,12 @@ struct Pair {
     whole.set_dataset_norm(kHook, 2.0);
     part.set_dataset_norm(kHook, 2.0);
     auto wp = whole.parameters();
-    auto pp = part.parameters();
     for (std::size_t i = 0; i < wp.size(); ++i) {
       const at::Tensor noise = seeded_randn(wp[i].value.sizes().vec(), 30 + i);
       if (wp[i].name == "b_E" || wp[i].name == "b_D") wp[i].value.copy_(noise * 0.1);
       if (wp[i].group == sd::ParamGroup::kJumpRelu) wp[i].value.copy_(noise * 0.3 - 1.0);
-      pp[i].value.copy_(pp[i].feature_dim >= 0 ? part.local_features(wp[i].value, pp[i].feature_dim)
-                                               : wp[i].value);
     }
+    saes::testing::copy_to_shards(whole, part);
   }
 };
 

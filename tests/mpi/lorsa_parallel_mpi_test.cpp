@@ -60,7 +60,6 @@ struct Pair {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
     whole.init_parameters({1.0, 1.0, std::log(0.05)}, gen);
     auto wp = whole.parameters();
-    auto pp = part.parameters();
     for (std::size_t i = 0; i < wp.size(); ++i) {
       const at::Tensor noise = seeded_randn(wp[i].value.sizes().vec(), 30 + i);
       const std::string& n = wp[i].name;
@@ -68,9 +67,8 @@ struct Pair {
       if (n == "ln_q.w" || n == "ln_k.w") wp[i].value.copy_(noise * 0.3 + 1.0);
       if (n == "W_Q" || n == "W_K") wp[i].value.mul_(3.0);
       if (wp[i].group == sd::ParamGroup::kJumpRelu) wp[i].value.copy_(noise * 0.3 - 3.0);
-      pp[i].value.copy_(pp[i].feature_dim >= 0 ? part.local_features(wp[i].value, pp[i].feature_dim)
-                                               : wp[i].value);
     }
+    saes::testing::copy_to_shards(whole, part);
     for (const auto& h : whole.hook_points()) {
       whole.set_dataset_norm(h, 2.0);
       part.set_dataset_norm(h, 2.0);
@@ -164,15 +162,9 @@ TEST_CASE("a sharded Lorsa initializes, saves and loads the whole dictionary of 
   part.init_parameters({1.0, 1.0, std::log(0.2)}, g2);
   whole.set_decoder_to_fixed_norm(0.7, true);
   part.set_decoder_to_fixed_norm(0.7, true);
-  auto wp = whole.parameters();
-  auto pp = part.parameters();
-  for (std::size_t i = 0; i < wp.size(); ++i) {
-    INFO(wp[i].name);
-    const at::Tensor want = pp[i].feature_dim >= 0
-                                ? part.local_features(wp[i].value, pp[i].feature_dim)
-                                : wp[i].value;
-    CHECK((pp[i].value - want).abs().max().item<double>() <= 1e-6);
-  }
+  saes::testing::check_sharded_values(whole, part, 1e-6);
+  const auto wp = whole.parameters();
+  const auto pp = part.parameters();
   for (const auto& h : whole.hook_points()) {
     whole.set_dataset_norm(h, 2.0);
     part.set_dataset_norm(h, 2.0);

@@ -62,4 +62,34 @@ void check_sharded_grads(Dictionary& whole, Dictionary& part) {
   }
 }
 
+/// The whole dictionary's parameters copied into its sharded copy (each rank its features' slice,
+/// the unsharded tensors whole).
+template <class Dictionary>
+void copy_to_shards(Dictionary& whole, Dictionary& part) {
+  auto wp = whole.parameters();
+  auto pp = part.parameters();
+  REQUIRE(wp.size() == pp.size());
+  for (std::size_t i = 0; i < wp.size(); ++i) {
+    pp[i].value.copy_(pp[i].feature_dim >= 0 ? part.local_features(wp[i].value, pp[i].feature_dim)
+                                             : wp[i].value);
+  }
+}
+
+/// Each of the sharded dictionary's parameters is within `tol` of its slice of the whole one's
+/// (0: equal), e.g. after the same seeded init on both.
+template <class Dictionary>
+void check_sharded_values(Dictionary& whole, Dictionary& part, double tol = 0.0) {
+  auto wp = whole.parameters();
+  auto pp = part.parameters();
+  REQUIRE(wp.size() == pp.size());
+  for (std::size_t i = 0; i < wp.size(); ++i) {
+    INFO(wp[i].name);
+    const at::Tensor want = pp[i].feature_dim >= 0
+                                ? part.local_features(wp[i].value, pp[i].feature_dim)
+                                : wp[i].value;
+    const double diff = (pp[i].value - want).abs().max().template item<double>();
+    CHECK(diff <= tol);
+  }
+}
+
 }  // namespace saes::testing
