@@ -297,8 +297,6 @@ void check_molt(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
                         sae.d_sae(), sae.d_model, ratio, sae.expansion_factor));
   }
   p.check(!sae.use_glu_encoder, "sae.use_glu_encoder", "is not defined for a molt");
-  p.check(sae.sparse_kernels != dictionaries::SparseKernels::kOn, "sae.sparse_kernels",
-          "a molt has only the dense step (its decoder reads the input): use auto or off");
 }
 
 void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {

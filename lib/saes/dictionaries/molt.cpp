@@ -82,9 +82,6 @@ MixtureOfLinearTransforms::MixtureOfLinearTransforms(SparseDictionaryConfig cfg,
              "sae.jumprelu_threshold_window: expected > 0, got {}", cfg_.jumprelu_threshold_window);
   SAES_CHECK(!cfg_.use_glu_encoder, ConfigError,
              "sae.use_glu_encoder: not supported for sae_type molt");
-  SAES_CHECK(cfg_.sparse_kernels != SparseKernels::kOn, ConfigError,
-             "sae.sparse_kernels: molt has only the dense step (its decoder reads the input); "
-             "use auto or off");
   SAES_CHECK(!cfg_.hook_point_in.empty() && !cfg_.hook_point_out.empty(), ConfigError,
              "sae.hook_point_in/hook_point_out: both must be set");
 

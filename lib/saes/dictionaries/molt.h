@@ -44,7 +44,7 @@ class MixtureOfLinearTransforms final : public SparseDictionary {
 
   /// Validates `cfg` (ConfigError naming the field: rank_counts keys positive integers and counts
   /// positive and divisible by the model group, expansion_factor within 0.1 of d_sae/d_model,
-  /// top_k, act_fn, no GLU encoder, sparse_kernels not on) and allocates zero parameters.
+  /// top_k, act_fn, no GLU encoder) and allocates zero parameters.
   explicit MixtureOfLinearTransforms(SparseDictionaryConfig cfg, FeatureShard shard = {});
 
   const std::vector<Group>& groups() const { return groups_; }
@@ -79,9 +79,15 @@ class MixtureOfLinearTransforms final : public SparseDictionary {
   at::Tensor feature_directions() const override { return {}; }
   std::vector<at::Tensor> dla_terms(std::int64_t /*layer*/) const override { return {}; }
 
-  /// The dense fused step with a manual backward (molt_step.cpp): the generic loss (spec §2.1,
-  /// §3.4, §3.5 incl. Aux-K and L_p), gradients through ‖U_i V_i‖_F when gating.
+  /// The fused step with a manual backward: the generic loss (spec §2.1, §3.4, §3.5 incl. Aux-K
+  /// and L_p), gradients through ‖U_i V_i‖_F when gating. Sparse (molt_sparse_step.cpp: the
+  /// encoder GEMM is the only dense product, the transforms run at f's active entries only)
+  /// when uses_sparse_step says so, else dense (molt_step.cpp); both give the same result.
   StepResult forward_backward(const TrainBatch& batch, const LossSettings& s) override;
+  /// Never for JumpReLU or with sparse_kernels off; always else with on; with auto for the TopK
+  /// family when k/d_sae, for ReLU when the measured fraction of h > 0, is at most
+  /// kSparseMaxDensity (not for 16-bit CUDA, where the dense GEMMs run on tensor cores).
+  bool uses_sparse_step(const at::Tensor& h, std::int64_t k) const;
 
   /// W_E, U, V ~ U(±1/√d_sae), biases 0, log θ filled (spec §2.5; the bounds of `init` are not
   /// used, as upstream).
@@ -104,6 +110,20 @@ class MixtureOfLinearTransforms final : public SparseDictionary {
     at::Tensor n;  ///< [local d_sae]
   };
   Grams grams() const;
+  /// What both training steps start from.
+  struct StepState {
+    at::Tensor x, y, w, mask, dead;  ///< normalized [N, d]; w: [N, 1] token weights
+    double n_valid = 0.0;
+    std::int64_t k = 0;
+    Grams gr;
+    at::Tensor h;  ///< [N, local d_sae] pre-activations
+  };
+  StepResult dense_step(const StepState& st, const LossSettings& ls);
+  StepResult sparse_step(const StepState& st, const LossSettings& ls);
+  /// ∂n/∂U, ∂n/∂V of the penalties' ∂L/∂n (gn) added into the gradient buffers.
+  void add_norm_grads(const Grams& gr, const at::Tensor& gn);
+  /// fired counts, the model-group sums of l_sparsity, l_p and L0, and the total loss.
+  void finish_step(StepResult& out, const at::Tensor& fired, double n_valid) const;
   /// U of group g as [c·r, d] rows (row (i, j) = column j of U_i) and V as [c·r, d].
   at::Tensor u_rows(std::size_t g) const;
   at::Tensor v_rows(std::size_t g) const { return V_[g].view({-1, cfg_.d_model}); }

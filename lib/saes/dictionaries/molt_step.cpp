@@ -5,6 +5,7 @@
 // and the backward reuses P: with G = ∂L/∂x̂ and R = G U_rowsᵀ, ∂L/∂f_i = Σ_j (P ⊙ R)_(i, j),
 // ∂L/∂U_rows = Aᵀ G, ∂L/∂V_rows = (f ⊙ R)ᵀ x. ‖U_i V_i‖_F's gradient comes from the r×r Grams.
 #include <algorithm>
+#include <tuple>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
@@ -37,22 +38,69 @@ StepResult MixtureOfLinearTransforms::forward_backward(const TrainBatch& batch,
   check_activations(y_raw, "label");
   SAES_CHECK(x_raw.size(0) == y_raw.size(0), DataError, "x has {} tokens but label has {}",
              x_raw.size(0), y_raw.size(0));
-  const at::Tensor x = normalize(x_raw, cfg_.hook_point_in);
-  const at::Tensor y = normalize(y_raw, cfg_.hook_point_out);
-  const at::Tensor mask = batch.mask.defined() ? batch.mask.flatten() : batch.mask;
-  const std::int64_t N = x.size(0), S = local_d_sae();
-  const auto [w, n_valid] = detail::token_weights(mask, N, x.options());
+  StepState st;
+  st.x = normalize(x_raw, cfg_.hook_point_in);
+  st.y = normalize(y_raw, cfg_.hook_point_out);
+  st.mask = batch.mask.defined() ? batch.mask.flatten() : batch.mask;
+  std::tie(st.w, st.n_valid) = detail::token_weights(st.mask, st.x.size(0), st.x.options());
+  st.dead = batch.dead;
+  st.k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
+  st.gr = grams();
+  st.h = at::addmm(b_E_, st.x, W_E_);
+  return uses_sparse_step(st.h, st.k) ? sparse_step(st, ls) : dense_step(st, ls);
+}
+
+bool MixtureOfLinearTransforms::uses_sparse_step(const at::Tensor& h, std::int64_t k) const {
+  const SparseKernels mode = cfg_.sparse_kernels;
+  if (mode == SparseKernels::kOff || cfg_.act_fn == ActFn::kJumpRelu) return false;
+  if (mode == SparseKernels::kOn) return true;
+  if (auto_prefers_dense()) return false;
+  if (is_topk_family(cfg_.act_fn)) {
+    return static_cast<double>(k) / static_cast<double>(d_sae()) <= kSparseMaxDensity;
+  }
+  // ReLU: the density over the whole dictionary, so every rank of a model group agrees
+  const std::vector<double> counts = sum_over_features(
+      {static_cast<double>(at::count_nonzero(at::gt(h, 0)).item<std::int64_t>()),
+       static_cast<double>(h.numel())});
+  return counts[0] <= kSparseMaxDensity * std::max(counts[1], 1.0);
+}
+
+void MixtureOfLinearTransforms::add_norm_grads(const Grams& gr, const at::Tensor& gn) {
+  // n_i = ‖U_i V_i‖_F ⇒ ∂n_i/∂U_i = U_i (V_i V_iᵀ)/n_i, ∂n_i/∂V_i = (U_iᵀ U_i) V_i / n_i
+  // (0 for a zero transform, as torch's norm)
+  const at::Tensor coef = at::where(at::gt(gr.n, 0), gn / gr.n, at::zeros_like(gr.n));
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    const at::Tensor cg = coef.narrow(0, groups_[g].local_offset, groups_[g].local_count)
+                              .view({-1, 1, 1});
+    gU_[g].add_(at::bmm(U_[g], gr.gv[g]) * cg);
+    gV_[g].add_(at::bmm(gr.gu[g], V_[g]) * cg);
+  }
+}
+
+void MixtureOfLinearTransforms::finish_step(StepResult& out, const at::Tensor& fired,
+                                            double n_valid) const {
+  out.fired = fired;
+  const std::vector<double> sums = sum_over_features(
+      {out.l_sparsity, out.l_p, static_cast<double>(at::sum(out.fired).item<std::int64_t>())});
+  out.l_sparsity = sums[0];
+  out.l_p = sums[1];
+  out.l0 = sums[2] / n_valid;
+  out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
+}
+
+StepResult MixtureOfLinearTransforms::dense_step(const StepState& st, const LossSettings& ls) {
+  const at::Tensor &x = st.x, &y = st.y, &w = st.w, &mask = st.mask, &h = st.h;
+  const double n_valid = st.n_valid;
+  const std::int64_t N = x.size(0), S = local_d_sae(), k = st.k;
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool jump = cfg_.act_fn == ActFn::kJumpRelu;
-  const std::int64_t k = is_topk_family(cfg_.act_fn) ? resolve_k(ls.current_k) : 0;
-  const Grams gr = grams();
+  const Grams& gr = st.gr;
   const at::Tensor& n = gr.n;
   const at::Tensor ng = gating ? n : at::Tensor();
   StepResult out;
   out.n_tokens = n_valid;
 
   // ---- forward: encode as an SAE ----
-  const at::Tensor h = at::addmm(b_E_, x, W_E_);
   at::Tensor s, active, f;
   if (cfg_.act_fn == ActFn::kRelu) {
     f = at::relu(h);  // gating is a no-op for ReLU (§2.1)
@@ -64,8 +112,8 @@ StepResult MixtureOfLinearTransforms::forward_backward(const TrainBatch& batch,
 
   // ---- Aux-K's selection (spec §3.5): the dead features' TopK on the gated scores ----
   at::Tensor f_aux, active_aux;
-  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && batch.dead.defined()) {
-    const at::Tensor dead = batch.dead.to(h.device()).to(at::kBool).reshape({S});
+  if (ls.auxk_coefficient > 0 && is_topk_family(cfg_.act_fn) && st.dead.defined()) {
+    const at::Tensor dead = st.dead.to(h.device()).to(at::kBool).reshape({S});
     const auto n_dead = static_cast<std::int64_t>(  // over the whole dictionary
         sum_over_features({static_cast<double>(at::sum(dead).item<std::int64_t>())})[0]);
     if (n_dead > 0) {
@@ -143,29 +191,17 @@ StepResult MixtureOfLinearTransforms::forward_backward(const TrainBatch& batch,
   // ---- into the parameters ----
   at::mm_out(gW_E_, x.t(), dh);
   at::sum_out(gb_E_, dh, {0});
-  // n_i = ‖U_i V_i‖_F ⇒ ∂n_i/∂U_i = U_i (V_i V_iᵀ)/n_i, ∂n_i/∂V_i = (U_iᵀ U_i) V_i / n_i
-  // (0 for a zero transform, as torch's norm)
-  const at::Tensor coef = at::where(at::gt(n, 0), gn / n, at::zeros_like(n));
-  for (std::size_t g = 0; g < groups_.size(); ++g) {
-    const at::Tensor cg = coef.narrow(0, groups_[g].local_offset, groups_[g].local_count)
-                              .view({-1, 1, 1});
-    gU_[g].add_(at::bmm(U_[g], gr.gv[g]) * cg);
-    gV_[g].add_(at::bmm(gr.gu[g], V_[g]) * cg);
-  }
+  add_norm_grads(gr, gn);
   if (b_D_.defined()) at::sum_out(gb_D_, G, {0});
 
   // ---- metrics ----
-  out.fired = mask.defined()
+  finish_step(out,
+              mask.defined()
                   ? at::mv(at::gt(f, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
                         .round()
                         .to(at::kLong)
-                  : at::count_nonzero(f, at::IntArrayRef{0});
-  const std::vector<double> sums = sum_over_features(
-      {out.l_sparsity, out.l_p, static_cast<double>(at::sum(out.fired).item<std::int64_t>())});
-  out.l_sparsity = sums[0];
-  out.l_p = sums[1];
-  out.l0 = sums[2] / n_valid;
-  out.loss = out.l_rec + out.l_sparsity + out.l_p + out.l_aux;
+                  : at::count_nonzero(f, at::IntArrayRef{0}),
+              n_valid);
   out.feature_acts = f;
   out.reconstructed = xhat;
   out.label = y;

@@ -11,6 +11,8 @@
 #include "saes/core/error.h"
 #include "saes/dictionaries/activation_functions.h"
 #include "saes/dictionaries/molt.h"
+#include "saes/dictionaries/molt_kernels.h"
+#include "saes/dictionaries/sparse_kernels.h"
 #include "saes/dictionaries/registry.h"
 #include "saes/io/safetensors.h"
 #include "support/temp_dir.h"
@@ -138,7 +140,8 @@ Params params_of(sd::MixtureOfLinearTransforms& m) {
 
 }  // namespace
 
-TEST_CASE("molt manual backward equals autograd of the plain formulas", "[dictionaries][molt]") {
+TEST_CASE("molt manual backward (dense and sparse step) equals autograd of the plain formulas",
+          "[dictionaries][molt]") {
   const auto act =
       GENERATE(sd::ActFn::kRelu, sd::ActFn::kJumpRelu, sd::ActFn::kTopK, sd::ActFn::kBatchTopK);
   const auto penalty = GENERATE(sd::SparsityPenalty::kNone, sd::SparsityPenalty::kPower,
@@ -146,10 +149,16 @@ TEST_CASE("molt manual backward equals autograd of the plain formulas", "[dictio
   const bool gating = GENERATE(true, false);
   const bool masked = GENERATE(false, true);
   const std::int64_t p = GENERATE(1, 2);
+  const auto kernels = GENERATE(sd::SparseKernels::kOff, sd::SparseKernels::kOn);
   if (p == 2 && penalty != sd::SparsityPenalty::kPower) return;
   INFO("act " << static_cast<int>(act) << " penalty " << static_cast<int>(penalty) << " p " << p
-              << " gating " << gating << " masked " << masked);
-  auto m = random_molt(molt_cfg(act, gating), 11);
+              << " gating " << gating << " masked " << masked << " kernels "
+              << static_cast<int>(kernels));
+  auto cfg = molt_cfg(act, gating);
+  cfg.sparse_kernels = kernels;
+  auto m = random_molt(cfg, 11);
+  CHECK(m.uses_sparse_step(at::ones({1, 8}, at::kDouble), 3) ==
+        (kernels == sd::SparseKernels::kOn && act != sd::ActFn::kJumpRelu));
   m.set_dataset_norm(kIn, 1.7);
   m.set_dataset_norm(kOut, 0.9);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
@@ -198,11 +207,15 @@ TEST_CASE("molt encode, reconstruct and norms equal the plain formulas", "[dicti
   const at::Tensor M = transforms(P, m).detach();
   const at::Tensor n = at::linalg_matrix_norm(M, "fro");
   CHECK(at::allclose(m.decoder_norm(), n, 1e-12, 1e-12));
-  const at::Tensor x = at::randn({6, kD}, at::kDouble);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+  const at::Tensor x = at::randn({6, kD}, gen, at::kDouble);
   const at::Tensor f = m.encode(x);
   const at::Tensor h = at::addmm(m.b_E(), x, m.W_E());
   const at::Tensor picked = std::get<1>(at::topk(h * n, 3, 1));
-  const at::Tensor want = at::zeros_like(h).scatter(1, picked, h.gather(1, picked));
+  // TopK keeps the k largest gated scores that are positive (spec §3.3)
+  const at::Tensor kept = at::zeros_like(h).scatter(1, picked, 1.0) * (h * n > 0);
+  const at::Tensor want = h * kept;
+  CHECK(at::count_nonzero(want).item<std::int64_t>() > 6);
   CHECK(at::allclose(f, want, 1e-12, 1e-12));
   CHECK(at::allclose(m.reconstruct(x, f), plain_reconstruct(M, f, x, m.b_D()), 1e-12, 1e-12));
   CHECK(m.reconstruction_loss(x, x, 3) ==
@@ -261,7 +274,8 @@ TEST_CASE("molt fold is exact for every act_fn, with and without gating", "[dict
       auto m = random_molt(molt_cfg(act, gating), 9);
       m.set_dataset_norm(kIn, 3.5);
       m.set_dataset_norm(kOut, 0.6);
-      const at::Tensor x = at::randn({12, kD}, at::kDouble) * 2.0;
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
+      const at::Tensor x = at::randn({12, kD}, gen, at::kDouble) * 2.0;
       const at::Tensor xn = m.normalize(x, kIn);
       const at::Tensor f = m.encode(xn);
       const double s_out = m.dataset_scale(kOut), s_in = m.dataset_scale(kIn);
@@ -300,9 +314,6 @@ TEST_CASE("molt per-rank L0 metrics and bad configs", "[dictionaries][molt]") {
   CHECK_THROWS_WITH(sd::MixtureOfLinearTransforms(cfg),
                     Catch::Contains("expansion_factor") && Catch::Contains("8 / 4"));
   cfg.expansion_factor = 2.0;
-  cfg.sparse_kernels = sd::SparseKernels::kOn;
-  CHECK_THROWS_WITH(sd::MixtureOfLinearTransforms(cfg), Catch::Contains("sparse_kernels"));
-  cfg.sparse_kernels = sd::SparseKernels::kAuto;
   cfg.use_glu_encoder = true;
   CHECK_THROWS_WITH(sd::MixtureOfLinearTransforms(cfg), Catch::Contains("use_glu_encoder"));
   cfg.use_glu_encoder = false;
@@ -310,4 +321,47 @@ TEST_CASE("molt per-rank L0 metrics and bad configs", "[dictionaries][molt]") {
   CHECK_THROWS_WITH(sd::MixtureOfLinearTransforms(cfg), Catch::Contains("top_k"));
   cfg.top_k = 3;
   CHECK(sd::make_dictionary(cfg)->d_sae() == 8);
+}
+
+TEST_CASE("molt sparse kernels equal their op path in float32 and float64", "[dictionaries][molt]") {
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    auto cfg = molt_cfg(sd::ActFn::kTopK, true);
+    cfg.d_model = 24;
+    cfg.rank_counts = {{"1", 20}, {"3", 12}, {"8", 8}};
+    cfg.expansion_factor = 40.0 / 24;
+    cfg.dtype = dtype == at::kFloat ? saes::DType::kFloat32 : saes::DType::kFloat64;
+    auto m = random_molt(cfg, 4);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
+    const auto opts = at::TensorOptions().dtype(dtype);
+    const at::Tensor x = at::randn({30, 24}, gen, opts), G = at::randn({30, 24}, gen, opts);
+    const sd::SparseActs a = sd::sparse_from_dense(m.encode(x, 5));
+    sd::detail::MoltTransforms T;
+    std::vector<at::Tensor> gU1, gV1, gU2, gV2;
+    for (std::size_t g = 0; g < m.groups().size(); ++g) {
+      T.U.push_back(m.U(g));
+      T.V.push_back(m.V(g));
+      T.offset.push_back(m.groups()[g].local_offset);
+      for (auto* v : {&gU1, &gU2}) v->push_back(at::zeros_like(m.U(g)));
+      for (auto* v : {&gV1, &gV2}) v->push_back(at::zeros_like(m.V(g)));
+    }
+    at::Tensor o1 = at::zeros_like(x), o2 = at::zeros_like(x);
+    const at::Tensor p1 = sd::detail::molt_sparse_forward(a, x, T, o1);
+    const at::Tensor p2 = sd::detail::molt_sparse_forward(a, x, T, o2, sd::SparseBackend::kOps);
+    // float32 sums of d = 24 products in another order: 24·eps relative to the terms' scale
+    const double tol = dtype == at::kFloat ? 24 * 1.2e-7 * 8 : 1e-12;
+    const auto close = [&](const at::Tensor& u, const at::Tensor& v) {
+      return (u - v).abs().max().item<double>() <= tol * (v.abs().max().item<double>() + 1.0);
+    };
+    CHECK(close(o1, o2));
+    CHECK(close(o1, m.reconstruct(x, m.encode(x, 5)) - m.b_D()));
+    CHECK(close(p1, p2));
+    const at::Tensor d1 = sd::detail::molt_sparse_backward(a, p1, x, G, T, gU1, gV1);
+    const at::Tensor d2 =
+        sd::detail::molt_sparse_backward(a, p2, x, G, T, gU2, gV2, sd::SparseBackend::kOps);
+    CHECK(close(d1, d2));
+    for (std::size_t g = 0; g < gU1.size(); ++g) {
+      CHECK(close(gU1[g], gU2[g]));
+      CHECK(close(gV1[g], gV2[g]));
+    }
+  }
 }

@@ -12,8 +12,6 @@ expect "molt bad rank" 2 'sae.rank_counts.x: a rank is an integer in \[1, d_mode
   "$bin/saes-train" "$molt_cfg" --set 'sae.rank_counts={x: 4}' --set sae.expansion_factor=0.0625
 expect "molt transpose init" 2 'initializer.init_encoder_with_decoder_transpose: W_E = W_D\^T is not defined for a molt' -- \
   "$bin/saes-train" "$molt_cfg" --set initializer.init_encoder_with_decoder_transpose=true
-expect "molt sparse kernels on" 2 'sae.sparse_kernels: a molt has only the dense step' -- \
-  "$bin/saes-train" "$molt_cfg" --set sae.sparse_kernels=on
 expect "rank_counts on an sae" 2 'sae.rank_counts: is for sae_type molt only' -- \
   "$bin/saes-train" "$train_cfg" --set 'sae.rank_counts={1: 4}'
 expect "molt counts not divisible by the model group" 2 'model_parallel_size: must divide every count of sae.rank_counts .*rank 1 has 255' -- \
