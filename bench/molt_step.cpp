@@ -4,6 +4,7 @@
 // Usage: bench_molt_step [threads [reps [workloads]]], workloads "r1xc1+r2xc2+...:d:batch:k,..."
 // (c transforms of rank r per group). Default: the two shapes, stories260K's d=64 with
 // 480 transforms (the example config) over 4096 tokens, and d=768 with d_sae=8192 over 1024.
+// SAES_BENCH_DENSE=1 times the dense step instead of the sparse one.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -65,6 +66,8 @@ double saes_step(const Workload& w, int reps, long* d_sae) {
   cfg.norm_activation = sd::NormActivation::kInference;
   cfg.hook_point_in = "blocks.3.ln2.hook_normalized";
   cfg.hook_point_out = "blocks.3.hook_mlp_out";
+  // SAES_BENCH_DENSE=1: the dense step (sparse_kernels off), for comparison
+  if (std::getenv("SAES_BENCH_DENSE") != nullptr) cfg.sparse_kernels = sd::SparseKernels::kOff;
   sd::MixtureOfLinearTransforms molt(cfg);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
   molt.init_parameters({}, gen);
