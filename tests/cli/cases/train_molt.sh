@@ -50,6 +50,21 @@ PY
     else bad "molt 2 model ranks vs one process: $diff_mp; $(tail -1 tmolt_mp/metrics.jsonl)"; fi
   fi
 
+  # the original's layout (config.json + weights without saes metadata) imports; probe reconstructs
+  # from the input; SAELens has no MoLT (exit 5)
+  expect "molt to native" 0 'wrote mnat' -- "$bin/saes-convert" tmolt --to native mnat
+  mkdir -p morig && cp mnat/config.json morig/ && python3 -c 'import json,struct,sys; b=open(sys.argv[1],"rb").read(); n=struct.unpack("<Q",b[:8])[0]; h=json.loads(b[8:8+n]); h.pop("__metadata__"); t=json.dumps(h).encode(); t+=b" "*((8-len(t)%8)%8); open(sys.argv[2],"wb").write(struct.pack("<Q",len(t))+t+b[8+n:])' mnat/sae_weights.safetensors morig/sae_weights.safetensors
+  expect "molt original layout import" 0 'read morig \(lmsaes layout\): act_fn topk, d_model 64, d_sae 480' -- "$bin/saes-convert" morig --to native mback
+  if grep -q '"sae_type": "molt"' mnat/config.json && grep -q '"rank_counts"' mnat/config.json &&
+    cmp -s mnat/sae_weights.safetensors mback/sae_weights.safetensors; then ok
+  else bad "molt config.json / import: $(cat mnat/config.json)"; fi
+  expect "molt to saelens" 5 'to: saelens: not implemented for sae_type molt' -- "$bin/saes-convert" tmolt --to saelens msl
+  [ ! -e msl ] && ok || bad "a refused conversion left msl behind"
+  expect "probe --dictionary molt" 0 '' -- "$bin/saes-generate" probe --model "$assets/llama2c-stories260K/stories260K.bin" \
+    --text "Once upon a time" --dictionary tmolt --output pmolt.safetensors
+  if grep -Eq '^tmolt.feature_acts +\[1, [0-9]+, 480\]' out.txt && grep -q '^tmolt.reconstruction.blocks.3.hook_mlp_out ' out.txt; then ok
+  else bad "probe --dictionary molt: $(cat out.txt)"; fi
+
   expect "molt analyze with spliced eval" 0 'eval/loss_recovered = ' -- "$bin/saes-analyze" \
     "$root/configs/analyze-stories260k.yaml" --set sae.pretrained_name_or_path=tmolt \
     --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
