@@ -70,6 +70,7 @@ struct SparseDictionaryConfig {
   std::string hook_point_in;
   std::string hook_point_out;
   bool use_glu_encoder = false;
+  std::vector<std::string> hook_points;      ///< crosscoder: the H hooks it reads and rebuilds
   std::vector<std::string> hook_points_in;   ///< clt: one input hook per layer
   std::vector<std::string> hook_points_out;  ///< clt: one output hook per layer (same length)
   bool init_cross_layer_decoder_all_zero = false;
@@ -113,7 +114,7 @@ struct SparseDictionaryConfig {
   template <class V>
   void visit_fields(V& v) {
     v.required("sae_type", sae_type,
-               "dictionary variant (sae, clt, lorsa and molt are implemented; crosscoder not yet)");
+               "dictionary variant: sae (also a transcoder), crosscoder, clt, lorsa, molt");
     v.required("d_model", d_model, "activation width");
     v.required("expansion_factor", expansion_factor,
                "d_sae = int(d_model * expansion_factor) (molt: within 0.1 of Σ rank_counts / "
@@ -134,6 +135,9 @@ struct SparseDictionaryConfig {
       "sae: hook point it reconstructs (required; equal to hook_point_in for an SAE, different "
       "for a transcoder)");
     v("use_glu_encoder", use_glu_encoder, "gate the encoder with a second (GLU) projection");
+    v("hook_points", hook_points,
+      "crosscoder: the H hook points (heads) it encodes into one latent and reconstructs, e.g. "
+      "[blocks.1.hook_resid_post, blocks.2.hook_resid_post] (required)");
     v("hook_points_in", hook_points_in,
       "clt: the input hook of each layer, e.g. blocks.L.ln2.hook_normalized (required)");
     v("hook_points_out", hook_points_out,

@@ -3,6 +3,7 @@
 
 #include "saes/core/error.h"
 #include "saes/dictionaries/clt.h"
+#include "saes/dictionaries/crosscoder.h"
 #include "saes/dictionaries/lorsa.h"
 #include "saes/dictionaries/molt.h"
 #include "saes/dictionaries/sae.h"
@@ -21,9 +22,9 @@ std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& 
     case SaeType::kMolt:
       return std::make_unique<MixtureOfLinearTransforms>(cfg, shard);
     case SaeType::kCrosscoder:
-      break;
+      return std::make_unique<CrossCoder>(cfg, shard);
   }
-  SAES_THROW(UnsupportedError, "sae_type {} is not implemented yet (sae, clt, lorsa and molt are)",
+  SAES_THROW(UnsupportedError, "sae_type {} is not implemented",
              kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
 }
 

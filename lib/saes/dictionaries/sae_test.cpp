@@ -206,8 +206,8 @@ TEST_CASE("bad configs and inputs are rejected with messages naming the field or
   cfg = small_cfg(sd::ActFn::kLayerTopK);
   CHECK_THROWS_AS(sd::SparseAutoEncoder(cfg), saes::ConfigError);
   cfg = small_cfg();
-  cfg.sae_type = sd::SaeType::kCrosscoder;
-  CHECK_THROWS_AS(sd::make_dictionary(cfg), saes::UnsupportedError);
+  cfg.sae_type = sd::SaeType::kCrosscoder;  // without hook_points
+  CHECK_THROWS_WITH(sd::make_dictionary(cfg), Catch::Contains("hook_points"));
   auto sae = random_sae(small_cfg(), 1);
   sae.set_dataset_norm("blocks.1.hook_resid_post", 2.0);
   const at::Tensor x = at::randn({3, 7});

@@ -209,6 +209,10 @@ class SparseDictionary {
   /// layout), in prepare_label's layout: decode(f) for every variant that decodes from f alone;
   /// a MoLT's transforms act on x. Every generic caller reconstructs through this.
   virtual at::Tensor reconstruct(const at::Tensor& x, const at::Tensor& f) const;
+  /// The per-token feature activations analysis, evaluation and the trainer's L0 read from
+  /// encode's output: f itself by default; a crosscoder's maximum over its heads (the
+  /// original's amax), [n_tokens, d_sae].
+  virtual at::Tensor analysis_features(const at::Tensor& f) const { return f; }
   /// Decoder norms n_i (spec Appendix E), [d_sae]; a CLT [L, d_sae] (norm over all targets).
   virtual at::Tensor decoder_norm() const = 0;
   /// What each of this rank's features writes, as one d_model vector (the DLA vector of spec

@@ -202,7 +202,7 @@ void analyze_stream(const AnalyzeSettings& s, const dictionaries::SparseDictiona
     }
     const at::Tensor& x = batch->acts.at(inputs.front());
     // the dictionary's whole encode (a CLT's layertopk selects across layers), then the layer
-    const at::Tensor all = dict.encode(dict.prepare_input(raw));
+    const at::Tensor all = dict.analysis_features(dict.encode(dict.prepare_input(raw)));
     const at::Tensor f =
         (only_layer ? all.view({all.size(0), dict.feature_layers(), -1}).select(1, *only_layer)
                     : all)

@@ -150,6 +150,7 @@ int run_probe(const ProbeOptions& options, std::ostream& out) {
     const at::Tensor input = dict->prepare_input(raw);
     at::Tensor f = dict->encode(input);
     const at::Tensor decoded = dict->reconstruct(input, f);
+    f = dict->analysis_features(f);  // a crosscoder: the maximum over its heads
     if (dict->reads_sequences()) f = f.reshape({n, -1});  // [1, n, d_sae] → [n, d_sae]
     tensors.emplace_back(dict_name + ".feature_acts", f.unsqueeze(0).contiguous());
     const auto labels = dict->label_hooks();
