@@ -166,6 +166,23 @@ void check_parallelism(Problems& p, const distributed::ParallelismConfig& parall
 /// The hooks of a clt: both lists set, of one length, no empty or repeated entry; no single-hook
 /// keys. An sae: hook_point_in/out set, no clt lists.
 void check_sae_hooks(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
+  if (sae.sae_type == dictionaries::SaeType::kCrosscoder) {
+    p.check(sae.hook_point_in.empty() && sae.hook_point_out.empty() &&
+                sae.hook_points_in.empty() && sae.hook_points_out.empty(),
+            "sae.hook_point_in",
+            "a crosscoder reads and reconstructs sae.hook_points (one per head); remove "
+            "hook_point_in/hook_point_out/hook_points_in/hook_points_out");
+    p.check(!sae.hook_points.empty(), "sae.hook_points",
+            "required for a crosscoder: its hook points, one per head");
+    for (std::size_t i = 0; i < sae.hook_points.size(); ++i) {
+      check_not_empty(p, fmt::format("sae.hook_points[{}]", i), sae.hook_points[i]);
+    }
+    p.check(std::set<std::string>(sae.hook_points.begin(), sae.hook_points.end()).size() ==
+                sae.hook_points.size(),
+            "sae.hook_points", "lists a hook point twice");
+    return;
+  }
+  p.check(sae.hook_points.empty(), "sae.hook_points", "is for sae_type crosscoder only");
   if (sae.sae_type != dictionaries::SaeType::kClt) {
     check_not_empty(p, "sae.hook_point_in", sae.hook_point_in);
     check_not_empty(p, "sae.hook_point_out", sae.hook_point_out);
@@ -300,11 +317,14 @@ void check_molt(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
 }
 
 void check_sae(Problems& p, const dictionaries::SparseDictionaryConfig& sae) {
-  p.check(sae.sae_type != dictionaries::SaeType::kCrosscoder, "sae.sae_type",
-          fmt::format("only \"sae\", \"clt\", \"lorsa\" and \"molt\" are implemented, got "
-                      "\"{}\"",
-                      enum_name(sae.sae_type)));
   check_lorsa(p, sae);
+  if (sae.sae_type == dictionaries::SaeType::kCrosscoder) {
+    p.check(sae.sparsity_include_decoder_norm, "sae.sparsity_include_decoder_norm",
+            "a crosscoder gates each head by its decoder norms (mandatory): set it to true");
+    p.check(sae.use_decoder_bias, "sae.use_decoder_bias",
+            "a crosscoder needs its per-head decoder bias: set it to true");
+    p.check(!sae.use_glu_encoder, "sae.use_glu_encoder", "is not defined for a crosscoder");
+  }
   check_molt(p, sae);
   const bool clt = sae.sae_type == dictionaries::SaeType::kClt;
   check_positive(p, "sae.d_model", static_cast<double>(sae.d_model));
@@ -412,6 +432,10 @@ void check_trainer(Problems& p, const training::TrainerConfig& t,
   if (t.l1_coefficient) check_non_negative(p, at(path, "l1_coefficient"), *t.l1_coefficient);
   if (t.lp_coefficient) check_non_negative(p, at(path, "lp_coefficient"), *t.lp_coefficient);
   if (t.auxk_coefficient) check_non_negative(p, at(path, "auxk_coefficient"), *t.auxk_coefficient);
+  if (sae.sae_type == dictionaries::SaeType::kCrosscoder) {
+    p.check(t.auxk_coefficient.value_or(0.0) == 0.0, at(path, "auxk_coefficient"),
+            "Aux-K is not defined for a crosscoder: set it to null");
+  }
   if (sae.sae_type == dictionaries::SaeType::kClt) {
     p.check(t.lp_coefficient.value_or(0.0) == 0.0, at(path, "lp_coefficient"),
             "the JumpReLU L_p loss is not defined for a clt (as upstream): set it to null");
@@ -509,7 +533,7 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
   check_factory(p, "activation_factory", s.activation_factory, s.model.has_value(), s.datasets);
   const auto& hooks = s.activation_factory.hook_points;
   std::vector<const std::string*> needed = {&s.sae.hook_point_in, &s.sae.hook_point_out};
-  for (const auto* list : {&s.sae.hook_points_in, &s.sae.hook_points_out}) {
+  for (const auto* list : {&s.sae.hook_points, &s.sae.hook_points_in, &s.sae.hook_points_out}) {
     for (const std::string& hook : *list) needed.push_back(&hook);
   }
   std::set<std::string> seen;  // hook_point_in == hook_point_out: one message, not two
