@@ -1,5 +1,5 @@
 // Feature parallelism of the crosscoder on 2 and 4 ranks: a sharded crosscoder's step (every
-// act_fn, every penalty, a token mask, L_p) equals the whole crosscoder's step — same losses, L0,
+// act_fn, the dense and the sparse step, every penalty, a token mask, L_p) equals the whole crosscoder's step — same losses, L0,
 // per-head x̂ and fire counts, each rank's gradients its slice of the whole ones; encode/decode
 // agree; a sharded save writes the whole dictionary.
 #include <cmath>
@@ -88,8 +88,12 @@ TEST_CASE("a feature-sharded crosscoder step equals the whole crosscoder's step"
   batch.mask = at::arange(kN).remainder(7).ne(0);
   for (const sd::ActFn act :
        {sd::ActFn::kRelu, sd::ActFn::kJumpRelu, sd::ActFn::kTopK, sd::ActFn::kBatchTopK}) {
-    Pair pair(cc_config(act, world.size()), world);
-    const std::string name(sd::kActFnNames[static_cast<std::size_t>(act)]);
+   for (const sd::SparseKernels kernels : {sd::SparseKernels::kOff, sd::SparseKernels::kOn}) {
+    auto cfg = cc_config(act, world.size());
+    cfg.sparse_kernels = kernels;
+    Pair pair(cfg, world);
+    const std::string name = std::string(sd::kActFnNames[static_cast<std::size_t>(act)]) +
+                             (kernels == sd::SparseKernels::kOn ? " sparse" : " dense");
     sd::LossSettings ls;
     ls.l1_coefficient = 0.05;
     ls.sparsity = sd::SparsityPenalty::kPower;
@@ -109,6 +113,7 @@ TEST_CASE("a feature-sharded crosscoder step equals the whole crosscoder's step"
     const at::Tensor f_whole = pair.whole.encode(x);
     CHECK(at::equal(f.ne(0), pair.part.local_features(f_whole, 2).ne(0)));
     check_sharded_close(pair.part.decode(f), pair.whole.decode(f_whole), name + " decode(encode)");
+   }
   }
 }
 

@@ -70,7 +70,11 @@ class CrossCoder final : public SparseDictionary {
   /// The dense fused step with a manual backward (crosscoder_step.cpp): l_rec = mean over heads
   /// and (masked) tokens of Σ_d (x̂_h − y_h)², the penalty on f_h·n_h averaged over heads, L_p
   /// (JumpReLU) likewise; Aux-K is not defined for a crosscoder (UnsupportedError).
+  /// Sparse (TopK family at k/d_sae ≤ kSparseMaxDensity with sparse_kernels auto, or on): each
+  /// head's decode, ∂L/∂f and both weight gradients at its active entries only (sparse_kernels.h),
+  /// the encoder GEMM the only dense product; the same result as the dense step.
   StepResult forward_backward(const TrainBatch& batch, const LossSettings& s) override;
+  bool uses_sparse_step(std::int64_t k) const;
 
   /// One U(±encoder bound) draw of W_E[h] and one U(±decoder bound) draw of W_D[h] repeated on
   /// every head (all heads start identical, as upstream), biases 0, log θ filled.
@@ -95,6 +99,9 @@ class CrossCoder final : public SparseDictionary {
  private:
   /// The active-entry mask of the scores `s` [N, local d_sae] of one head (k: TopK k).
   at::Tensor select(const at::Tensor& s, std::int64_t k) const;
+  StepResult sparse_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                         const at::Tensor& n, const at::Tensor& w, double n_valid,
+                         const at::Tensor& mask, const LossSettings& ls, std::int64_t k);
   std::int64_t resolve_k(std::int64_t k) const;
   void check_input(const at::Tensor& x) const;
 

@@ -7,6 +7,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/amax.h>
 #include <ATen/ops/bmm.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/scatter_reduce.h>
 #include <ATen/ops/count_nonzero.h>
 #include <ATen/ops/gt.h>
 #include <ATen/ops/matmul.h>
@@ -23,6 +25,8 @@
 #include "saes/dictionaries/activation_functions.h"
 #include "saes/dictionaries/crosscoder.h"
 #include "saes/dictionaries/dense_step_parts.h"
+#include "saes/dictionaries/sparse_kernels.h"
+#include "saes/dictionaries/sparse_step_parts.h"
 
 namespace saes::dictionaries {
 
@@ -43,6 +47,7 @@ StepResult CrossCoder::forward_backward(const TrainBatch& batch, const LossSetti
 
   // ---- forward ----
   const at::Tensor a = hidden_pre(x);  // [N, S]
+  if (uses_sparse_step(k)) return sparse_step(x, y, a, n, w, n_valid, mask, ls, k);
   std::vector<at::Tensor> scores(H), actives(H), fs(H);
   for (std::int64_t h = 0; h < H; ++h) {
     if (relu) {  // gating is a no-op for ReLU (§2.1): every head has relu(a)
@@ -112,6 +117,90 @@ StepResult CrossCoder::forward_backward(const TrainBatch& batch, const LossSetti
   out.l0 = sums[2] / n_valid;
   out.loss = out.l_rec + out.l_sparsity + out.l_p;
   out.feature_acts = f_any;
+  out.reconstructed = xhat;
+  out.label = y;
+  return out;
+}
+
+}  // namespace saes::dictionaries
+
+namespace saes::dictionaries {
+
+bool CrossCoder::uses_sparse_step(std::int64_t k) const {
+  const SparseKernels mode = cfg_.sparse_kernels;
+  if (mode == SparseKernels::kOff || !is_topk_family(cfg_.act_fn)) return false;
+  if (mode == SparseKernels::kOn) return true;
+  if (auto_prefers_dense()) return false;
+  return static_cast<double>(k) / static_cast<double>(d_sae()) <= kSparseMaxDensity;
+}
+
+StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                   const at::Tensor& n, const at::Tensor& w, double n_valid,
+                                   const at::Tensor& mask, const LossSettings& ls, std::int64_t k) {
+  const std::int64_t N = x.size(0), H = n_heads(), S = local_d_sae();
+  distributed::Communicator* group = shard_.sharded() ? shard_.group : nullptr;
+  const double inv_h = 1.0 / static_cast<double>(H);
+  StepResult out;
+  out.n_tokens = n_valid;
+
+  // ---- forward: each head's TopK on a·n_h, decoded from its active rows ----
+  std::vector<detail::Selected> sel(static_cast<std::size_t>(H));
+  std::vector<at::Tensor> heads;
+  for (std::int64_t h = 0; h < H; ++h) {
+    auto& m = sel[static_cast<std::size_t>(h)];
+    m = detail::finish(detail::candidates(cfg_.act_fn, a * n[h], k, group), n[h], {});
+    heads.push_back(sparse_decode(m.a, W_D_[h], {}));
+  }
+  at::Tensor xhat = at::stack(heads);
+  sum_over_features(xhat);
+  xhat.add_(b_D_.unsqueeze(1));
+  const at::Tensor r = xhat - y;
+  out.l_rec = at::sum(at::sum(r * r, {2}, true) * w).item<double>() * inv_h;
+  const at::Tensor G = r * (w * (2.0 * inv_h));
+
+  // ---- backward at the active entries of every head ----
+  LossSettings per_head = ls;
+  per_head.l1_coefficient = ls.l1_coefficient * inv_h;
+  const auto sum_rows = [this](at::Tensor& t) { sum_over_features(t); };
+  at::Tensor gn = at::zeros_like(n);
+  std::vector<at::Tensor> rows, features, dhs;
+  at::Tensor f_any = at::zeros({N * S}, a.options());
+  for (std::int64_t h = 0; h < H; ++h) {
+    const auto& m = sel[static_cast<std::size_t>(h)];
+    at::Tensor df = sparse_row_dot(m.a, G[h], W_D_[h]);
+    at::Tensor gn_h = gn[h];
+    out.l_sparsity += detail::penalty(per_head, m.a, w.view({N}), n[h].index_select(0, m.a.indices),
+                                      df, gn_h, sum_rows, shard_.rank() == 0);
+    sparse_weight_grad(gW_D_[h], m.a.rows, m.a.indices, m.a.values, G[h]);
+    rows.push_back(m.a.rows);
+    features.push_back(m.a.indices);
+    dhs.push_back(df.mul_(m.active));
+    f_any.scatter_reduce_(0, m.a.rows * S + m.a.indices, m.a.values * m.active, "amax");
+  }
+  const at::Tensor rows_all = at::cat(rows), features_all = at::cat(features), dh = at::cat(dhs);
+  const at::Tensor gb = sparse_feature_sum(features_all, dh, S);
+  for (std::int64_t h = 0; h < H; ++h) {  // a is shared: every head's encoder gets ∂L/∂a
+    sparse_weight_grad(gW_E_[h].t(), rows_all, features_all, dh, x.select(1, h));
+    gb_E_[h].copy_(gb);
+  }
+  gW_D_.add_(W_D_ * at::where(at::gt(n, 0), gn / n, at::zeros_like(n)).unsqueeze(2));
+  at::sum_out(gb_D_, G, {1});
+
+  // ---- metrics: a feature is active when it is in any head ----
+  const at::Tensor fa = f_any.view({N, S});
+  const at::Tensor fired =
+      mask.defined()
+          ? at::mv(at::gt(fa, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
+                .round()
+                .to(at::kLong)
+          : at::count_nonzero(fa, at::IntArrayRef{0});
+  out.fired = fired;
+  const std::vector<double> sums = sum_over_features(
+      {out.l_sparsity, 0.0, static_cast<double>(at::sum(fired).item<std::int64_t>())});
+  out.l_sparsity = sums[0];
+  out.l0 = sums[2] / n_valid;
+  out.loss = out.l_rec + out.l_sparsity;
+  out.feature_acts = fa;
   out.reconstructed = xhat;
   out.label = y;
   return out;

@@ -116,7 +116,7 @@ sd::TrainBatch batch_of(const sd::SparseDictionaryConfig& cfg, const at::Tensor&
 
 }  // namespace
 
-TEST_CASE("crosscoder manual backward equals autograd of the plain formulas",
+TEST_CASE("crosscoder manual backward (dense and sparse step) equals autograd of the plain formulas",
           "[dictionaries][crosscoder]") {
   const auto act =
       GENERATE(sd::ActFn::kRelu, sd::ActFn::kJumpRelu, sd::ActFn::kTopK, sd::ActFn::kBatchTopK);
@@ -124,10 +124,14 @@ TEST_CASE("crosscoder manual backward equals autograd of the plain formulas",
                                 sd::SparsityPenalty::kTanh, sd::SparsityPenalty::kTanhQuad);
   const bool masked = GENERATE(false, true);
   const std::int64_t p = GENERATE(1, 2);
+  const auto kernels = GENERATE(sd::SparseKernels::kOff, sd::SparseKernels::kOn);
   if (p == 2 && penalty != sd::SparsityPenalty::kPower) return;
   INFO("act " << static_cast<int>(act) << " penalty " << static_cast<int>(penalty) << " p " << p
-              << " masked " << masked);
-  auto m = random_cc(cc_cfg(act), 11);
+              << " masked " << masked << " kernels " << static_cast<int>(kernels));
+  auto cfg = cc_cfg(act);
+  cfg.sparse_kernels = kernels;
+  auto m = random_cc(cfg, 11);
+  CHECK(m.uses_sparse_step(3) == (kernels == sd::SparseKernels::kOn && sd::is_topk_family(act)));
   const std::vector<double> norms = {1.7, 0.9, 2.5};
   for (std::int64_t h = 0; h < kH; ++h) m.set_dataset_norm(m.config().hook_points[h], norms[h]);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
