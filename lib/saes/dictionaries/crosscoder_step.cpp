@@ -8,7 +8,6 @@
 #include <ATen/ops/amax.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/cat.h>
-#include <ATen/ops/scatter_reduce.h>
 #include <ATen/ops/count_nonzero.h>
 #include <ATen/ops/gt.h>
 #include <ATen/ops/matmul.h>
@@ -164,7 +163,9 @@ StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, con
   const auto sum_rows = [this](at::Tensor& t) { sum_over_features(t); };
   at::Tensor gn = at::zeros_like(n);
   std::vector<at::Tensor> rows, features, dhs;
-  at::Tensor f_any = at::zeros({N * S}, a.options());
+  // f_h = a·mask_h: a feature's value is a wherever it is active, so the maximum over heads is
+  // a on the union of the heads' active entries
+  at::Tensor any_active = at::zeros({N * S}, a.options());
   for (std::int64_t h = 0; h < H; ++h) {
     const auto& m = sel[static_cast<std::size_t>(h)];
     at::Tensor df = sparse_row_dot(m.a, G[h], W_D_[h]);
@@ -175,7 +176,7 @@ StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, con
     rows.push_back(m.a.rows);
     features.push_back(m.a.indices);
     dhs.push_back(df.mul_(m.active));
-    f_any.scatter_reduce_(0, m.a.rows * S + m.a.indices, m.a.values * m.active, "amax");
+    any_active.index_fill_(0, (m.a.rows * S + m.a.indices).masked_select(m.active.gt(0)), 1.0);
   }
   const at::Tensor rows_all = at::cat(rows), features_all = at::cat(features), dh = at::cat(dhs);
   const at::Tensor gb = sparse_feature_sum(features_all, dh, S);
@@ -187,7 +188,7 @@ StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, con
   at::sum_out(gb_D_, G, {1});
 
   // ---- metrics: a feature is active when it is in any head ----
-  const at::Tensor fa = f_any.view({N, S});
+  const at::Tensor fa = a * any_active.view({N, S});
   const at::Tensor fired =
       mask.defined()
           ? at::mv(at::gt(fa, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
