@@ -71,21 +71,6 @@ double saes_step(const Workload& w, int reps) {
       reps);
 }
 
-std::map<std::string, double> torch_reference(int threads, int reps, const std::string& spec) {
-  std::map<std::string, double> out;
-  const char* python = std::getenv("SAES_BENCH_PYTHON");
-  const std::string command = fmt::format(
-      "{} {}/bench/reference/crosscoder_step.py --threads {} --reps {} --workloads {}",
-      python != nullptr ? python : "/usr/bin/python3", SAES_SOURCE_DIR, threads, reps, spec);
-  if (std::FILE* pipe = popen(command.c_str(), "r")) {
-    char key[256];
-    double sec = 0, cpu = 0;
-    while (std::fscanf(pipe, "%255s %lf %lf", key, &sec, &cpu) == 3) out[key] = sec;
-    pclose(pipe);
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,7 +80,8 @@ int main(int argc, char** argv) {
                                     : "3:64:512:4096:16,3:768:8192:1024:32";
   saes::keep_freed_memory();
   at::set_num_threads(threads);
-  const auto ref = torch_reference(threads, reps, spec);
+  const auto ref =
+      saes::bench::reference_seconds(SAES_SOURCE_DIR, "crosscoder_step.py", threads, reps, spec);
   std::printf(
       "| workload (H:d:d_sae:batch:k) | saes step (ms) | PyTorch eager (ms) | ratio | saes "
       "tokens/s |\n");

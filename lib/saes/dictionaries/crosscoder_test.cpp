@@ -13,6 +13,7 @@
 #include "saes/dictionaries/crosscoder.h"
 #include "saes/dictionaries/registry.h"
 #include "saes/io/safetensors.h"
+#include "support/reference_losses.h"
 #include "support/temp_dir.h"
 
 namespace sd = saes::dictionaries;
@@ -50,7 +51,6 @@ at::Tensor reference_loss(const Params& P, const sd::SparseDictionaryConfig& cfg
                            ? (mask.to(at::kDouble) / mask.to(at::kDouble).sum()).unsqueeze(1)
                            : at::full({N, 1}, 1.0 / N, x.options());
   at::Tensor loss = at::zeros({}, x.options());
-  const double lam = ls.l1_coefficient, c = ls.tanh_stretch_coefficient;
   for (std::int64_t h = 0; h < kH; ++h) {
     const at::Tensor s = a * n[h];
     at::Tensor f;
@@ -60,34 +60,14 @@ at::Tensor reference_loss(const Params& P, const sd::SparseDictionaryConfig& cfg
       const at::Tensor A =
           sd::activation_mask(cfg.act_fn, s.detach(), jump ? logt.detach() : logt, ls.current_k)
               .to(at::kDouble);
-      at::Tensor sig = s * A;
-      if (jump) {  // the STE as c·(θ − θ.detach())
-        const double eps = cfg.jumprelu_threshold_window;
-        const at::Tensor theta = at::exp(logt);
-        const at::Tensor K = ((at::abs(s - theta) < eps / 2) & (s > 0)).to(at::kDouble);
-        sig = sig + (-theta / eps * K).detach() * (theta - theta.detach());
-      }
+      const at::Tensor sig =
+          jump ? saes::testing::reference_jumprelu_ste(s, A, logt, cfg.jumprelu_threshold_window)
+               : s * A;
       f = sig / n[h];
     }
     const at::Tensor xhat = at::mm(f, P.at("W_D")[h]) + P.at("b_D")[h];
     loss = loss + ((xhat - x.select(1, h)).pow(2).sum(1, true) * w).sum() / kH;
-    const at::Tensor u = f * n[h];
-    switch (ls.sparsity) {
-      case sd::SparsityPenalty::kNone:
-        break;
-      case sd::SparsityPenalty::kPower:
-        loss = loss + lam / kH *
-                          (at::linalg_vector_norm(u, static_cast<double>(ls.p), {1}, true) * w).sum();
-        break;
-      case sd::SparsityPenalty::kTanh:
-        loss = loss + lam / kH * (at::tanh(c * u).sum(1, true) * w).sum();
-        break;
-      case sd::SparsityPenalty::kTanhQuad: {
-        const at::Tensor ph = at::tanh(c * u).mean(0);
-        loss = loss + lam / kH * (ph * (1 + ph / ls.frequency_scale)).sum();
-        break;
-      }
-    }
+    loss = loss + saes::testing::reference_penalty(ls, f * n[h], w, ls.l1_coefficient / kH);
     if (jump && ls.lp_coefficient > 0) {
       loss = loss +
              ls.lp_coefficient / kH * ((at::relu(at::exp(logt) - a) * n[h]).sum(1, true) * w).sum();

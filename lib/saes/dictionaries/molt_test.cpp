@@ -15,6 +15,7 @@
 #include "saes/dictionaries/sparse_kernels.h"
 #include "saes/dictionaries/registry.h"
 #include "saes/io/safetensors.h"
+#include "support/reference_losses.h"
 #include "support/temp_dir.h"
 
 namespace sd = saes::dictionaries;
@@ -73,13 +74,9 @@ at::Tensor reference_loss(const Params& P, const sd::MixtureOfLinearTransforms& 
   auto act = [&](const at::Tensor& s, std::int64_t k) {
     const at::Tensor A =
         sd::activation_mask(cfg.act_fn, s.detach(), jump ? logt.detach() : logt, k).to(at::kDouble);
-    at::Tensor sig = s * A;
-    if (jump) {  // the STE as c·(θ − θ.detach())
-      const double eps = cfg.jumprelu_threshold_window;
-      const at::Tensor theta = at::exp(logt);
-      const at::Tensor K = ((at::abs(s - theta) < eps / 2) & (s > 0)).to(at::kDouble);
-      sig = sig + (-theta / eps * K).detach() * (theta - theta.detach());
-    }
+    const at::Tensor sig =
+        jump ? saes::testing::reference_jumprelu_ste(s, A, logt, cfg.jumprelu_threshold_window)
+             : s * A;
     return g ? sig / n : sig;
   };
   const std::int64_t N = x.size(0);
@@ -89,23 +86,7 @@ at::Tensor reference_loss(const Params& P, const sd::MixtureOfLinearTransforms& 
   const at::Tensor f = cfg.act_fn == sd::ActFn::kRelu ? at::relu(h) : act(g ? h * n : h, ls.current_k);
   const at::Tensor xhat = plain_reconstruct(M, f, x, cfg.use_decoder_bias ? P.at("b_D") : at::Tensor());
   at::Tensor loss = ((xhat - y).pow(2).sum(1, true) * w).sum();
-  const at::Tensor u = g ? f * n : f;
-  const double lam = ls.l1_coefficient, c = ls.tanh_stretch_coefficient;
-  switch (ls.sparsity) {
-    case sd::SparsityPenalty::kNone:
-      break;
-    case sd::SparsityPenalty::kPower:
-      loss = loss + lam * (at::linalg_vector_norm(u, static_cast<double>(ls.p), {1}, true) * w).sum();
-      break;
-    case sd::SparsityPenalty::kTanh:
-      loss = loss + lam * (at::tanh(c * u).sum(1, true) * w).sum();
-      break;
-    case sd::SparsityPenalty::kTanhQuad: {
-      const at::Tensor ph = at::tanh(c * u).mean(0);
-      loss = loss + lam * (ph * (1 + ph / ls.frequency_scale)).sum();
-      break;
-    }
-  }
+  loss = loss + saes::testing::reference_penalty(ls, g ? f * n : f, w, ls.l1_coefficient);
   if (jump && ls.lp_coefficient > 0) {
     loss = loss + ls.lp_coefficient * ((at::relu(at::exp(logt) - h) * n).sum(1, true) * w).sum();
   }
