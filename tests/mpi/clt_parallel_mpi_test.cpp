@@ -64,11 +64,7 @@ struct Pair {
       if (wp[i].name.rfind("W_D", 0) == 0) wp[i].value.mul_(4.0);
       if (wp[i].group == sd::ParamGroup::kJumpRelu) wp[i].value.copy_(noise * 0.3 - 1.5);
     }
-    saes::testing::copy_to_shards(whole, part);
-    for (const auto& h : whole.hook_points()) {
-      whole.set_dataset_norm(h, 2.0);
-      part.set_dataset_norm(h, 2.0);
-    }
+    saes::testing::copy_to_shards(whole, part, 2.0);
   }
 };
 

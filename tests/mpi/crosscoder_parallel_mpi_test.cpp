@@ -56,11 +56,7 @@ struct Pair {
       if (wp[i].name == "b_E" || wp[i].name == "b_D") wp[i].value.copy_(noise * 0.1);
       if (wp[i].group == sd::ParamGroup::kJumpRelu) wp[i].value.copy_(noise * 0.3 - 3.0);
     }
-    saes::testing::copy_to_shards(whole, part);
-    for (const auto& h : whole.hook_points()) {
-      whole.set_dataset_norm(h, 2.0);
-      part.set_dataset_norm(h, 2.0);
-    }
+    saes::testing::copy_to_shards(whole, part, 2.0);
   }
 };
 

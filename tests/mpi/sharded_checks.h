@@ -75,6 +75,16 @@ void copy_to_shards(Dictionary& whole, Dictionary& part) {
   }
 }
 
+/// copy_to_shards, then dataset norm `norm` for every hook of both dictionaries.
+template <class Dictionary>
+void copy_to_shards(Dictionary& whole, Dictionary& part, double norm) {
+  copy_to_shards(whole, part);
+  for (const auto& h : whole.hook_points()) {
+    whole.set_dataset_norm(h, norm);
+    part.set_dataset_norm(h, norm);
+  }
+}
+
 /// Each of the sharded dictionary's parameters is within `tol` of its slice of the whole one's
 /// (0: equal), e.g. after the same seeded init on both.
 template <class Dictionary>
