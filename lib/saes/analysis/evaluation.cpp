@@ -32,8 +32,8 @@ HookReconstruction reconstruct_hooks(const dictionaries::SparseDictionary& dict,
   const std::vector<std::string> label_hooks = dict.label_hooks();
   const at::Tensor input = dict.prepare_input(raw);
   r.feature_acts = dict.encode(input);
-  const at::Tensor output = dict.reconstruct(input, r.feature_acts);
-  r.feature_acts = dict.analysis_features(r.feature_acts);  // a crosscoder: max over its heads  // a CLT: [L, n, d]; Lorsa [B, T, d]
+  const at::Tensor output = dict.reconstruct(input, r.feature_acts);  // a CLT: [L, n, d]; Lorsa [B, T, d]
+  r.feature_acts = dict.analysis_features(r.feature_acts);  // a crosscoder: max over its heads
   const bool layered = label_hooks.size() > 1;
   // a sequence dictionary (Lorsa) reads whole [B, T, d] contexts: its rows are then cut to
   // the kept tokens

@@ -111,7 +111,7 @@ at::Tensor forward_kernel(const SparseActs& a, const at::Tensor& x_in, const Mol
   const at::Tensor ptr_t = longs_cpu(a.row_ptr), idx_t = longs_cpu(a.indices);
   const at::Tensor val_t = a.values.to(x.scalar_type()).contiguous();
   const Layout L = layout(a, Tr, idx_t);
-  const std::vector<at::Tensor> Ut = transposed(Tr.U);
+  const std::vector<at::Tensor> Ut = Tr.Ut.empty() ? transposed(Tr.U) : Tr.Ut;
   std::vector<at::Tensor> V;
   for (const auto& v : Tr.V) V.push_back(v.contiguous());
   const auto Up = data_of<T>(Ut), Vp = data_of<T>(V);
@@ -153,7 +153,7 @@ at::Tensor backward_kernel(const SparseActs& a, const at::Tensor& p_in, const at
   const at::Tensor rows_t = longs_cpu(a.rows);
   const at::Tensor val_t = a.values.to(x.scalar_type()).contiguous();
   const Layout L = layout(a, Tr, idx_t);
-  const std::vector<at::Tensor> Ut = transposed(Tr.U);
+  const std::vector<at::Tensor> Ut = Tr.Ut.empty() ? transposed(Tr.U) : Tr.Ut;
   const auto Up = data_of<T>(Ut);
   std::vector<at::Tensor> gUt;  // ∂L/∂U_iᵀ rows, added into gU at the end
   std::vector<T*> gUp, gVp;
@@ -293,6 +293,11 @@ at::Tensor backward_ops(const SparseActs& a, const at::Tensor& p, const at::Tens
 }
 
 }  // namespace
+
+MoltTransforms with_transposed(MoltTransforms T) {
+  if (!T.U.empty() && T.U.front().device().is_cpu()) T.Ut = transposed(T.U);
+  return T;
+}
 
 at::Tensor molt_sparse_forward(const SparseActs& a, const at::Tensor& x, const MoltTransforms& T,
                                at::Tensor& out, SparseBackend backend) {

@@ -21,7 +21,13 @@ namespace saes::dictionaries::detail {
 struct MoltTransforms {
   std::vector<at::Tensor> U, V;
   std::vector<std::int64_t> offset;
+  /// Optional: U[g] as contiguous U_iᵀ rows [c_g, r_g, d], the CPU kernels' layout, made once per
+  /// step by the caller (with_transposed); empty: each CPU kernel call transposes U itself.
+  std::vector<at::Tensor> Ut;
 };
+
+/// T with Ut filled (CPU parameters only: the op path does not read it).
+MoltTransforms with_transposed(MoltTransforms T);
 
 /// Adds Σ_e v_e U_i (V_i x_t) into out[t] ([n_rows, d], x's dtype) for the entries `a` (features:
 /// local transform indices) and returns the p_e = V_i x_t, concatenated in entry order ([Σ_e r_e]).

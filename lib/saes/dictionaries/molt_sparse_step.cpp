@@ -2,6 +2,7 @@
 // encoder GEMM is the only dense product; the transforms, ∂L/∂f, Aux-K and every weight gradient
 // touch only f's active entries (molt_kernels.h, sparse_kernels.h). Same maths as the dense step.
 #include <algorithm>
+#include <utility>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
@@ -24,8 +25,9 @@ StepResult MixtureOfLinearTransforms::sparse_step(const StepState& st, const Los
   distributed::Communicator* group = shard_.sharded() ? shard_.group : nullptr;
   const bool gating = cfg_.sparsity_include_decoder_norm;
   const bool gated = gating && cfg_.act_fn != ActFn::kRelu;  // a no-op for ReLU (§2.1)
-  detail::MoltTransforms T{U_, V_, {}};
-  for (const Group& g : groups_) T.offset.push_back(g.local_offset);
+  detail::MoltTransforms T0{U_, V_, {}, {}};
+  for (const Group& g : groups_) T0.offset.push_back(g.local_offset);
+  const detail::MoltTransforms T = detail::with_transposed(std::move(T0));  // once per step
   StepResult out;
   out.n_tokens = st.n_valid;
 
