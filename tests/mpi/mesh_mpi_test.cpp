@@ -1,5 +1,6 @@
-// Mesh on 2 and 4 ranks: every data × model factorization of the world (2×2, 1×4, 4×1 on 4 ranks),
-// group membership, and that a reduction over model() or data() sums exactly the expected ranks.
+// Mesh on 2 and 4 ranks: every data × model factorization of the world (2×2, 1×4, 4×1 on 4 ranks)
+// and every data × head × model one, group membership, and that a reduction over model(), head()
+// or data() sums exactly the expected ranks.
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -67,6 +68,41 @@ TEST_CASE("mesh groups follow rank = data_rank * model_size + model_rank", "[mpi
     CHECK(members(mesh.data(), world.rank()) == data_group);
     CHECK(sum_of_world_ranks(mesh.model(), world.rank()) == model_sum);
     CHECK(sum_of_world_ranks(mesh.data(), world.rank()) == data_sum);
+  }
+}
+
+TEST_CASE("mesh groups follow rank = (data_rank * head_size + head_rank) * model_size + model_rank",
+          "[mpi]") {
+  Communicator& world = mpi_world();
+  const int n = world.size();
+  for (int dp = 1; dp <= n; ++dp) {
+    for (int hp = 1; dp * hp <= n; ++hp) {
+      if (n % (dp * hp) != 0) continue;
+      const int mp = n / (dp * hp);
+      ParallelismConfig config{dp, mp};
+      config.head_parallel_size = hp;
+      const Mesh mesh(world, config);
+      INFO("mesh " << dp << " x " << hp << " x " << mp << ", world rank " << world.rank());
+      const int r = world.rank();
+      CHECK(mesh.data_rank() == r / (hp * mp));
+      CHECK(mesh.head_rank() == r / mp % hp);
+      CHECK(mesh.model_rank() == r % mp);
+      CHECK(mesh.head_size() == hp);
+      CHECK(mesh.head().rank() == mesh.head_rank());
+      const auto at = [&](int d, int h, int m) {
+        return static_cast<std::int64_t>((d * hp + h) * mp + m);
+      };
+      std::vector<std::int64_t> data_group, head_group, model_group;
+      for (int d = 0; d < dp; ++d) data_group.push_back(at(d, mesh.head_rank(), mesh.model_rank()));
+      for (int h = 0; h < hp; ++h) head_group.push_back(at(mesh.data_rank(), h, mesh.model_rank()));
+      for (int m = 0; m < mp; ++m) model_group.push_back(at(mesh.data_rank(), mesh.head_rank(), m));
+      CHECK(members(mesh.data(), r) == data_group);
+      CHECK(members(mesh.head(), r) == head_group);
+      CHECK(members(mesh.model(), r) == model_group);
+      std::int64_t head_sum = 0;
+      for (const std::int64_t m : head_group) head_sum += m;
+      CHECK(sum_of_world_ranks(mesh.head(), r) == head_sum);
+    }
   }
 }
 

@@ -47,17 +47,15 @@ inline void check_sharded_result(const dictionaries::StepResult& b,
   check_sharded_close(b.reconstructed, a.reconstructed, "x_hat");
 }
 
-/// Each of the sharded dictionary's gradients is its features' slice of the whole one's (the
-/// parameters without a feature dim: equal).
+/// Each of the sharded dictionary's gradients is its features' (and heads') slice of the whole
+/// one's (the parameters without a feature dim: equal).
 template <class Dictionary>
 void check_sharded_grads(Dictionary& whole, Dictionary& part) {
   auto wp = whole.parameters();
   auto pp = part.parameters();
   REQUIRE(wp.size() == pp.size());
   for (std::size_t i = 0; i < wp.size(); ++i) {
-    const at::Tensor want = pp[i].feature_dim >= 0
-                                ? part.local_features(wp[i].grad, pp[i].feature_dim)
-                                : wp[i].grad;
+    const at::Tensor want = part.local_parameter(pp[i], wp[i].grad);
     check_sharded_close(pp[i].grad, want, "grad " + pp[i].name);
   }
 }
@@ -70,8 +68,7 @@ void copy_to_shards(Dictionary& whole, Dictionary& part) {
   auto pp = part.parameters();
   REQUIRE(wp.size() == pp.size());
   for (std::size_t i = 0; i < wp.size(); ++i) {
-    pp[i].value.copy_(pp[i].feature_dim >= 0 ? part.local_features(wp[i].value, pp[i].feature_dim)
-                                             : wp[i].value);
+    pp[i].value.copy_(part.local_parameter(pp[i], wp[i].value));
   }
 }
 
@@ -94,9 +91,7 @@ void check_sharded_values(Dictionary& whole, Dictionary& part, double tol = 0.0)
   REQUIRE(wp.size() == pp.size());
   for (std::size_t i = 0; i < wp.size(); ++i) {
     INFO(wp[i].name);
-    const at::Tensor want = pp[i].feature_dim >= 0
-                                ? part.local_features(wp[i].value, pp[i].feature_dim)
-                                : wp[i].value;
+    const at::Tensor want = part.local_parameter(pp[i], wp[i].value);
     const double diff = (pp[i].value - want).abs().max().template item<double>();
     CHECK(diff <= tol);
   }

@@ -158,9 +158,26 @@ void check_factory(Problems& p, const std::string& path,
   check_token_ids(p, at(path, "ignore_token_ids"), factory.ignore_token_ids);
 }
 
+/// head_parallel_size > 1 splits a crosscoder's heads: other variants have none, and each head
+/// rank holds whole heads.
+void check_head_parallelism(Problems& p, const TrainSettings& s) {
+  const auto hp = s.parallelism.head_parallel_size;
+  if (hp <= 1) return;
+  const bool crosscoder = s.sae.sae_type == dictionaries::SaeType::kCrosscoder;
+  const auto heads = static_cast<std::int64_t>(s.sae.hook_points.size());
+  p.check(crosscoder, "head_parallel_size",
+          fmt::format("splits a crosscoder's heads (sae.hook_points); sae_type {} has none: set it "
+                      "to 1, got {}",
+                      dictionaries::kSaeTypeNames[static_cast<std::size_t>(s.sae.sae_type)], hp));
+  p.check(!crosscoder || heads % hp == 0, "head_parallel_size",
+          fmt::format("must divide the {} sae.hook_points (each head rank holds whole heads), got {}",
+                      heads, hp));
+}
+
 void check_parallelism(Problems& p, const distributed::ParallelismConfig& parallelism) {
   check_positive(p, "data_parallel_size", static_cast<double>(parallelism.data_parallel_size));
   check_positive(p, "model_parallel_size", static_cast<double>(parallelism.model_parallel_size));
+  check_positive(p, "head_parallel_size", static_cast<double>(parallelism.head_parallel_size));
 }
 
 /// The hooks of a clt: both lists set, of one length, no empty or repeated entry; no single-hook
@@ -578,6 +595,7 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
                           s.sae.n_qk_heads, s.parallelism.model_parallel_size));
     }
   }
+  check_head_parallelism(p, s);
   if (s.model) check_lm(p, "model", *s.model);
   check_device_type(p, s.device_type);
   check_run(p, s.threads, s.logging);

@@ -2,7 +2,9 @@
 // §2.1, §3.4, §3.5). The heads share a = Σ_h (x_h W_E[h] + b_E[h]); head h selects on a·n_h and
 // decodes f_h = a·mask_h with W_D[h]. Every term is averaged over the heads, so ∂L/∂a is the sum
 // over heads of each head's share; the masked token mean (a 1-D mask over tokens) is the same
-// token weighting as the SAE's — the original's mask-shape bug does not arise.
+// token weighting as the SAE's — the original's mask-shape bug does not arise. Under head
+// parallelism each rank runs its own heads: ∂L/∂a, the loss terms, log θ's gradient and the union
+// of active features are summed (maxed) over the head group.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/amax.h>
@@ -26,6 +28,7 @@
 #include "saes/dictionaries/dense_step_parts.h"
 #include "saes/dictionaries/sparse_kernels.h"
 #include "saes/dictionaries/sparse_step_parts.h"
+#include "saes/distributed/communicator.h"
 
 namespace saes::dictionaries {
 
@@ -34,7 +37,7 @@ StepResult CrossCoder::forward_backward(const TrainBatch& batch, const LossSetti
              "trainer.auxk_coefficient: Aux-K is not defined for a crosscoder");
   const at::Tensor x = prepare_input(batch.acts);  // [N, H, d]
   const at::Tensor y = prepare_label(batch.acts);  // [H, N, d]
-  const std::int64_t N = x.size(0), H = n_heads(), S = local_d_sae();
+  const std::int64_t N = x.size(0), H = n_local_heads();
   const at::Tensor mask = batch.mask.defined() ? batch.mask.flatten() : batch.mask;
   const auto [w, n_valid] = detail::token_weights(mask, N, x.options());  // [N, 1]
   const bool jump = cfg_.act_fn == ActFn::kJumpRelu;
@@ -62,9 +65,9 @@ StepResult CrossCoder::forward_backward(const TrainBatch& batch, const LossSetti
   sum_over_features(xhat);
   xhat.add_(b_D_.unsqueeze(1));
   const at::Tensor r = xhat - y;
-  // l_rec = (1/H) Σ_h Σ_t w_t Σ_d r², ∂/∂x̂_h = 2 w_t r / H
-  const double inv_h = 1.0 / static_cast<double>(H);
-  out.l_rec = at::sum(at::sum(r * r, {2}, true) * w).item<double>() * inv_h;
+  // l_rec = (1/H) Σ_h Σ_t w_t Σ_d r², ∂/∂x̂_h = 2 w_t r / H (H: all heads)
+  const double inv_h = 1.0 / static_cast<double>(n_heads());
+  const at::Tensor l_rec_h = at::sum(at::sum(r * r, {2}, true) * w, {1, 2});  // [H]
   const at::Tensor G = r * (w * (2.0 * inv_h));
 
   // ---- backward into each head's f, through its activation into a ----
@@ -74,6 +77,7 @@ StepResult CrossCoder::forward_backward(const TrainBatch& batch, const LossSetti
   per_head.l1_coefficient = ls.l1_coefficient * inv_h;
   const auto sum_rows = [this](at::Tensor& t) { sum_over_features(t); };
   at::Tensor da = at::zeros_like(a);
+  at::Tensor l0_h = at::zeros({H}, a.options());
   if (jump) glog_threshold_.zero_();
   for (std::int64_t h = 0; h < H; ++h) {
     at::Tensor df = dF[h];
@@ -90,7 +94,10 @@ StepResult CrossCoder::forward_backward(const TrainBatch& batch, const LossSetti
                                   glog_threshold_, gn_h, dh);
     }
     da.add_(dh);
+    l0_h[h] = at::sum(at::sum(at::gt(fs[h], 0).to(w.scalar_type()), {1}, true) * w);
   }
+  sum_over_heads(da);  // a is shared by all heads: every head rank's share of ∂L/∂a
+  if (jump) sum_over_heads(glog_threshold_);
 
   // ---- into the parameters: a's gradient reaches every head's encoder ----
   gW_E_.copy_(at::matmul(x.transpose(0, 1).transpose(1, 2), da));  // [H, d, S]
@@ -103,18 +110,20 @@ StepResult CrossCoder::forward_backward(const TrainBatch& batch, const LossSetti
   // ---- metrics: a feature is active when it is in any head ----
   const at::Tensor f_any = analysis_features(F.transpose(0, 1));  // [N, S]
   const at::Tensor fired =
-      mask.defined()
-          ? at::mv(at::gt(f_any, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
-                .round()
-                .to(at::kLong)
-          : at::count_nonzero(f_any, at::IntArrayRef{0});
+      mask.defined() ? at::mv(at::gt(f_any, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
+                           .round()
+                           .to(at::kLong)
+                     : at::count_nonzero(f_any, at::IntArrayRef{0});
   out.fired = fired;
-  const std::vector<double> sums = sum_over_features(
-      {out.l_sparsity, out.l_p, static_cast<double>(at::sum(fired).item<std::int64_t>())});
-  out.l_sparsity = sums[0];
-  out.l_p = sums[1];
-  out.l0 = sums[2] / n_valid;
+  const std::vector<double> sums =
+      reduce_step_terms(at::sum(l_rec_h).item<double>() * inv_h, {out.l_sparsity, out.l_p},
+                        static_cast<double>(at::sum(fired).item<std::int64_t>()));
+  out.l_rec = sums[0];
+  out.l_sparsity = sums[1];
+  out.l_p = sums[2];
+  out.l0 = sums[3] / n_valid;
   out.loss = out.l_rec + out.l_sparsity + out.l_p;
+  out.metrics = head_metrics(l_rec_h, l0_h);
   out.feature_acts = f_any;
   out.reconstructed = xhat;
   out.label = y;
@@ -136,9 +145,9 @@ bool CrossCoder::uses_sparse_step(std::int64_t k) const {
 StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                    const at::Tensor& n, const at::Tensor& w, double n_valid,
                                    const at::Tensor& mask, const LossSettings& ls, std::int64_t k) {
-  const std::int64_t N = x.size(0), H = n_heads(), S = local_d_sae();
+  const std::int64_t N = x.size(0), H = n_local_heads(), S = local_d_sae();
   distributed::Communicator* group = shard_.sharded() ? shard_.group : nullptr;
-  const double inv_h = 1.0 / static_cast<double>(H);
+  const double inv_h = 1.0 / static_cast<double>(n_heads());
   StepResult out;
   out.n_tokens = n_valid;
 
@@ -154,7 +163,7 @@ StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, con
   sum_over_features(xhat);
   xhat.add_(b_D_.unsqueeze(1));
   const at::Tensor r = xhat - y;
-  out.l_rec = at::sum(at::sum(r * r, {2}, true) * w).item<double>() * inv_h;
+  const at::Tensor l_rec_h = at::sum(at::sum(r * r, {2}, true) * w, {1, 2});  // [H]
   const at::Tensor G = r * (w * (2.0 * inv_h));
 
   // ---- backward at the active entries of every head ----
@@ -166,8 +175,11 @@ StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, con
   // f_h = a·mask_h: a feature's value is a wherever it is active, so the maximum over heads is
   // a on the union of the heads' active entries
   at::Tensor any_active = at::zeros({N * S}, a.options());
+  at::Tensor l0_h = at::zeros({H}, a.options());
+  const at::Tensor w_flat = w.view({N});
   for (std::int64_t h = 0; h < H; ++h) {
     const auto& m = sel[static_cast<std::size_t>(h)];
+    l0_h[h] = at::sum(w_flat.index_select(0, m.a.rows) * m.active);
     at::Tensor df = sparse_row_dot(m.a, G[h], W_D_[h]);
     at::Tensor gn_h = gn[h];
     out.l_sparsity += detail::penalty(per_head, m.a, w.view({N}), n[h].index_select(0, m.a.indices),
@@ -178,7 +190,13 @@ StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, con
     dhs.push_back(df.mul_(m.active));
     any_active.index_fill_(0, (m.a.rows * S + m.a.indices).masked_select(m.active.gt(0)), 1.0);
   }
-  const at::Tensor rows_all = at::cat(rows), features_all = at::cat(features), dh = at::cat(dhs);
+  at::Tensor rows_all = at::cat(rows), features_all = at::cat(features), dh = at::cat(dhs);
+  if (shard_.heads_sharded()) {  // ∂L/∂a of every head rank's heads (sparse: their entries)
+    rows_all = shard_.head_group->all_gather_variable(rows_all);
+    features_all = shard_.head_group->all_gather_variable(features_all);
+    dh = shard_.head_group->all_gather_variable(dh);
+    shard_.head_group->all_reduce(any_active, distributed::ReduceOp::kMax);
+  }
   const at::Tensor gb = sparse_feature_sum(features_all, dh, S);
   for (std::int64_t h = 0; h < H; ++h) {  // a is shared: every head's encoder gets ∂L/∂a
     sparse_weight_grad(gW_E_[h].t(), rows_all, features_all, dh, x.select(1, h));
@@ -190,17 +208,19 @@ StepResult CrossCoder::sparse_step(const at::Tensor& x, const at::Tensor& y, con
   // ---- metrics: a feature is active when it is in any head ----
   const at::Tensor fa = a * any_active.view({N, S});
   const at::Tensor fired =
-      mask.defined()
-          ? at::mv(at::gt(fa, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
-                .round()
-                .to(at::kLong)
-          : at::count_nonzero(fa, at::IntArrayRef{0});
+      mask.defined() ? at::mv(at::gt(fa, 0).to(w.scalar_type()).t(), (w * n_valid).view({N}))
+                           .round()
+                           .to(at::kLong)
+                     : at::count_nonzero(fa, at::IntArrayRef{0});
   out.fired = fired;
-  const std::vector<double> sums = sum_over_features(
-      {out.l_sparsity, 0.0, static_cast<double>(at::sum(fired).item<std::int64_t>())});
-  out.l_sparsity = sums[0];
+  const std::vector<double> sums =
+      reduce_step_terms(at::sum(l_rec_h).item<double>() * inv_h, {out.l_sparsity},
+                        static_cast<double>(at::sum(fired).item<std::int64_t>()));
+  out.l_rec = sums[0];
+  out.l_sparsity = sums[1];
   out.l0 = sums[2] / n_valid;
   out.loss = out.l_rec + out.l_sparsity;
+  out.metrics = head_metrics(l_rec_h, l0_h);
   out.feature_acts = fa;
   out.reconstructed = xhat;
   out.label = y;

@@ -2,6 +2,8 @@
 // x̂_h = f_h W_D[h] + b_D[h], the loss averaged over heads and masked tokens, through autograd —
 // for every activation × penalty × mask, with L_p. Also: masked batches (the original's
 // mask-shape bug), the exact fold, checkpoint names/shapes, decoder geometry and bad configs.
+#include "saes/dictionaries/crosscoder.h"
+
 #include <cmath>
 #include <map>
 
@@ -10,9 +12,9 @@
 
 #include "saes/core/error.h"
 #include "saes/dictionaries/activation_functions.h"
-#include "saes/dictionaries/crosscoder.h"
 #include "saes/dictionaries/registry.h"
 #include "saes/io/safetensors.h"
+
 #include "support/reference_losses.h"
 #include "support/temp_dir.h"
 
@@ -81,7 +83,8 @@ sd::CrossCoder random_cc(const sd::SparseDictionaryConfig& cfg, std::uint64_t se
   sd::CrossCoder m(cfg);
   m.init_parameters({0.7, 0.7, std::log(0.3)}, gen);
   for (auto& p : m.parameters()) {  // heads made different, biases non-zero
-    if (p.name == "W_E" || p.name == "W_D") p.value.add_(at::randn(p.value.sizes(), gen, p.value.options()) * 0.3);
+    if (p.name == "W_E" || p.name == "W_D")
+      p.value.add_(at::randn(p.value.sizes(), gen, p.value.options()) * 0.3);
     if (p.name == "b_E" || p.name == "b_D") p.value.normal_(0, 0.2, gen);
     if (p.group == sd::ParamGroup::kJumpRelu) p.value.normal_(std::log(0.3), 0.3, gen);
   }
@@ -96,8 +99,9 @@ sd::TrainBatch batch_of(const sd::SparseDictionaryConfig& cfg, const at::Tensor&
 
 }  // namespace
 
-TEST_CASE("crosscoder manual backward (dense and sparse step) equals autograd of the plain formulas",
-          "[dictionaries][crosscoder]") {
+TEST_CASE(
+    "crosscoder manual backward (dense and sparse step) equals autograd of the plain formulas",
+    "[dictionaries][crosscoder]") {
   const auto act =
       GENERATE(sd::ActFn::kRelu, sd::ActFn::kJumpRelu, sd::ActFn::kTopK, sd::ActFn::kBatchTopK);
   const auto penalty = GENERATE(sd::SparsityPenalty::kNone, sd::SparsityPenalty::kPower,
@@ -139,6 +143,21 @@ TEST_CASE("crosscoder manual backward (dense and sparse step) equals autograd of
   CHECK(res.loss == Approx(loss.item<double>()).epsilon(1e-10));
   CHECK(res.l0 > 0);
   CHECK(res.reconstructed.sizes() == at::IntArrayRef({kH, N, kD}));
+  {  // per-head metrics from encode/decode: Σ_d (x̂_h − y_h)² and active features, token means
+    const at::Tensor f = m.encode(xn, m.config().top_k);
+    const at::Tensor r = m.decode(f) - m.prepare_label(batch.acts);  // [H, N, d]
+    const at::Tensor w =
+        batch.mask.defined() ? batch.mask.to(at::kDouble) : at::ones({N}, at::kDouble);
+    REQUIRE(res.metrics.size() == 2 * kH);
+    for (std::int64_t h = 0; h < kH; ++h) {
+      const std::string prefix = "crosscoder_metrics/" + m.config().hook_points[h];
+      const double l_rec = ((r[h] * r[h]).sum(1) * w).sum().item<double>() / w.sum().item<double>();
+      const double l0 = (f.select(1, h).gt(0).sum(1).to(at::kDouble) * w).sum().item<double>() /
+                        w.sum().item<double>();
+      CHECK(res.metrics.at(prefix + "/l_rec") == Approx(l_rec).epsilon(1e-10));
+      CHECK(res.metrics.at(prefix + "/l0") == Approx(l0).epsilon(1e-12));
+    }
+  }
   for (auto& prm : m.parameters()) {
     INFO("parameter " << prm.name);
     const at::Tensor ref = P.at(prm.name).grad();
@@ -237,7 +256,10 @@ TEST_CASE("crosscoder fold is exact; checkpoints keep the original's names",
   m.save(path);
   const auto file = saes::io::SafetensorsFile::open(path);
   const std::map<std::string, std::vector<std::int64_t>> want_shapes = {
-      {"W_E", {kH, kD, kS}}, {"b_E", {kH, kS}}, {"W_D", {kH, kS, kD}}, {"b_D", {kH, kD}},
+      {"W_E", {kH, kD, kS}},
+      {"b_E", {kH, kS}},
+      {"W_D", {kH, kS, kD}},
+      {"b_D", {kH, kD}},
       {"activation_function.log_jumprelu_threshold", {kS}}};
   CHECK(file.names().size() == want_shapes.size() + kH);
   for (const auto& [name, shape] : want_shapes) {
@@ -245,7 +267,8 @@ TEST_CASE("crosscoder fold is exact; checkpoints keep the original's names",
     REQUIRE(file.contains(name));
     CHECK(file.tensor(name).sizes().vec() == shape);
   }
-  for (const auto& h : cfg.hook_points) CHECK(file.contains("dataset_average_activation_norm." + h));
+  for (const auto& h : cfg.hook_points)
+    CHECK(file.contains("dataset_average_activation_norm." + h));
   auto back = sd::make_dictionary(cfg);
   back->load(path);
   auto pa = m.parameters();
@@ -269,8 +292,9 @@ TEST_CASE("crosscoder refuses bad configs and Aux-K", "[dictionaries][crosscoder
   for (const auto& h : m.config().hook_points) m.set_dataset_norm(h, 1.0);
   sd::LossSettings ls;
   ls.auxk_coefficient = 0.1;
-  CHECK_THROWS_WITH(m.forward_backward(batch_of(m.config(), at::randn({4, kH, kD}, at::kDouble)), ls),
-                    Catch::Contains("auxk_coefficient"));
+  CHECK_THROWS_WITH(
+      m.forward_backward(batch_of(m.config(), at::randn({4, kH, kD}, at::kDouble)), ls),
+      Catch::Contains("auxk_coefficient"));
   sd::TrainBatch missing = batch_of(m.config(), at::randn({4, kH, kD}, at::kDouble));
   missing.acts.erase(m.config().hook_points[1]);
   CHECK_THROWS_WITH(m.forward_backward(missing, {}), Catch::Contains("blocks.2.hook_resid_post"));

@@ -29,6 +29,9 @@ namespace saes::dictionaries {
 bool FeatureShard::sharded() const { return group != nullptr && group->size() > 1; }
 int FeatureShard::rank() const { return sharded() ? group->rank() : 0; }
 int FeatureShard::size() const { return sharded() ? group->size() : 1; }
+bool FeatureShard::heads_sharded() const { return head_group != nullptr && head_group->size() > 1; }
+int FeatureShard::head_rank() const { return heads_sharded() ? head_group->rank() : 0; }
+int FeatureShard::head_size() const { return heads_sharded() ? head_group->size() : 1; }
 
 std::int64_t FeatureShard::count(std::int64_t d_sae) const {
   SAES_CHECK(d_sae % size() == 0, ConfigError,

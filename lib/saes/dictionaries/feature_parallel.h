@@ -18,8 +18,15 @@ namespace saes::dictionaries {
 
 /// The features of d_sae this rank holds: [rank·d_sae/M, (rank+1)·d_sae/M) of the model group of
 /// size M (the group's rank order). No group, or a group of one rank: all features, unsharded.
+/// A crosscoder's heads are split likewise over `head_group` (head parallelism, P ranks: heads
+/// [head_rank·H/P, (head_rank+1)·H/P)); every other variant refuses a head group of > 1 rank.
 struct FeatureShard {
-  distributed::Communicator* group = nullptr;  ///< non-owning; must outlive the dictionary
+  distributed::Communicator* group = nullptr;       ///< non-owning; must outlive the dictionary
+  distributed::Communicator* head_group = nullptr;  ///< non-owning, as group
+
+  bool heads_sharded() const;
+  int head_rank() const;
+  int head_size() const;
 
   bool sharded() const;
   int rank() const;

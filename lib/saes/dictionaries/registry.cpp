@@ -10,8 +10,9 @@
 
 namespace saes::dictionaries {
 
-std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& cfg,
-                                                  FeatureShard shard) {
+namespace {
+
+std::unique_ptr<SparseDictionary> construct(const SparseDictionaryConfig& cfg, FeatureShard shard) {
   switch (cfg.sae_type) {
     case SaeType::kSae:
       return std::make_unique<SparseAutoEncoder>(cfg, shard);
@@ -26,6 +27,18 @@ std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& 
   }
   SAES_THROW(UnsupportedError, "sae_type {} is not implemented",
              kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
+}
+
+}  // namespace
+
+std::unique_ptr<SparseDictionary> make_dictionary(const SparseDictionaryConfig& cfg,
+                                                  FeatureShard shard) {
+  std::unique_ptr<SparseDictionary> dict = construct(cfg, shard);
+  SAES_CHECK(!shard.heads_sharded() || dict->splits_heads(), ConfigError,
+             "head_parallel_size {}: {} dictionaries have no heads to split (only a crosscoder's "
+             "hook points are)",
+             shard.head_size(), kSaeTypeNames[static_cast<std::size_t>(cfg.sae_type)]);
+  return dict;
 }
 
 }  // namespace saes::dictionaries

@@ -157,8 +157,8 @@ at::Tensor SparseDictionary::gather_features(const at::Tensor& local, int dim) c
   const std::vector<std::int64_t> blocks = feature_blocks();
   if (blocks.size() > 1 && local.size(dim) == local_d_sae()) {
     const std::vector<std::int64_t> order = block_order(blocks, shard_.size());
-    whole = whole.index_select(0, at::tensor(order, at::TensorOptions().dtype(at::kLong))
-                                      .to(whole.device()));
+    whole = whole.index_select(
+        0, at::tensor(order, at::TensorOptions().dtype(at::kLong)).to(whole.device()));
   }
   return whole.transpose(0, dim).contiguous();
 }
@@ -181,11 +181,35 @@ at::Tensor SparseDictionary::local_features(const at::Tensor& full, int dim) con
   return full.narrow(dim, share * shard_.rank(), share);
 }
 
+at::Tensor SparseDictionary::gather_heads(const at::Tensor& local, int dim) const {
+  if (!shard_.heads_sharded()) return local;
+  const at::Tensor front = local.transpose(0, dim).contiguous();
+  return shard_.head_group->all_gather(front).transpose(0, dim).contiguous();
+}
+
+at::Tensor SparseDictionary::local_heads(const at::Tensor& full, int dim) const {
+  if (!shard_.heads_sharded()) return full;
+  const std::int64_t share = full.size(dim) / shard_.head_size();
+  return full.narrow(dim, share * shard_.head_rank(), share);
+}
+
+at::Tensor SparseDictionary::gather_parameter(const ParameterRef& p,
+                                              const at::Tensor& local) const {
+  const at::Tensor features = p.feature_dim >= 0 ? gather_features(local, p.feature_dim) : local;
+  return p.head_dim >= 0 ? gather_heads(features, p.head_dim) : features;
+}
+
+at::Tensor SparseDictionary::local_parameter(const ParameterRef& p, const at::Tensor& full) const {
+  const at::Tensor heads = p.head_dim >= 0 ? local_heads(full, p.head_dim) : full;
+  return p.feature_dim >= 0 ? local_features(heads, p.feature_dim) : heads;
+}
+
 at::Tensor SparseDictionary::reconstruct(const at::Tensor& /*x*/, const at::Tensor& f) const {
   return decode(f);
 }
 
-std::map<std::string, double> SparseDictionary::frequency_metrics(const at::Tensor& /*freq*/) const {
+std::map<std::string, double> SparseDictionary::frequency_metrics(
+    const at::Tensor& /*freq*/) const {
   return {};
 }
 
@@ -225,7 +249,7 @@ void SparseDictionary::init_encoder_bias_with_mean_hidden_pre(const at::Tensor& 
 }
 
 at::Tensor SparseDictionary::source_contributions(const at::Tensor& /*x*/,
-                                                 const at::Tensor& /*features*/) const {
+                                                  const at::Tensor& /*features*/) const {
   SAES_THROW(UnsupportedError, "{} features read one token each: they have no z-pattern",
              kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
 }
@@ -425,8 +449,7 @@ void SparseDictionary::unfold_activation_scale() {
 void SparseDictionary::save(const std::filesystem::path& path, bool write) const {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& p : const_cast<SparseDictionary*>(this)->parameters()) {
-    tensors.emplace_back(p.name,
-                         p.feature_dim >= 0 ? gather_features(p.value, p.feature_dim) : p.value);
+    tensors.emplace_back(p.name, gather_parameter(p, p.value));
   }
   if (!write) return;
   for (auto& b : buffers()) tensors.push_back(std::move(b));
@@ -461,10 +484,13 @@ void SparseDictionary::load(const std::filesystem::path& path) {
     if (p.feature_dim >= 0 && shard_.sharded()) {
       whole[static_cast<std::size_t>(p.feature_dim)] *= shard_.size();
     }
+    if (p.head_dim >= 0 && shard_.heads_sharded()) {
+      whole[static_cast<std::size_t>(p.head_dim)] *= shard_.head_size();
+    }
     SAES_CHECK(t.sizes() == at::IntArrayRef(whole), DataError,
                "{}: tensor '{}' has shape {}, expected {}", path.string(), p.name,
                fmt::join(t.sizes(), "x"), fmt::join(whole, "x"));
-    p.value.copy_(p.feature_dim >= 0 ? local_features(t, p.feature_dim) : t);
+    p.value.copy_(local_parameter(p, t));
   }
   for (const auto& name : file.names()) {
     if (name.rfind(kNormPrefix, 0) == 0) {

@@ -42,6 +42,9 @@ struct ParameterRef {
   /// feature; a Lorsa's QK-head tensors by QK head, which carry their OV heads), or -1 for a
   /// tensor every rank holds whole (b_D).
   int feature_dim = -1;
+  /// The dimension split evenly over the head group under head parallelism (a crosscoder's
+  /// per-head tensors), or -1 for a tensor every head rank holds whole.
+  int head_dim = -1;
 };
 
 /// Sparsity penalty of spec §3.4 (mirrors training's SparsityLossType plus "none").
@@ -111,6 +114,10 @@ struct StepResult {
   at::Tensor reconstructed;
   at::Tensor label;
   at::Tensor fired;  ///< [n_features()] int64: valid tokens with f > 0, per feature
+  /// The variant's own per-step metrics, full names (a crosscoder's
+  /// crosscoder_metrics/<hook>/{l_rec,l0}): means over the valid tokens, so the trainer reduces
+  /// them over data ranks and log windows as the losses.
+  std::map<std::string, double> metrics;
 };
 
 /// Random initialization parameters (spec §4 step 2); the initializer maps InitializerConfig.
@@ -153,6 +160,19 @@ class SparseDictionary {
   /// transforms of one rank; an axis of d_sae features split in several feature_blocks(): its
   /// share of every block, in block order.
   at::Tensor local_features(const at::Tensor& full, int dim) const;
+  /// Head parallelism (a crosscoder): collective over the head group, this rank's heads (along
+  /// `dim`) of every head rank concatenated in head order / this rank's equal share of a whole
+  /// tensor's head axis. Identity when the heads are not split.
+  at::Tensor gather_heads(const at::Tensor& local, int dim) const;
+  at::Tensor local_heads(const at::Tensor& full, int dim) const;
+  /// A tensor of parameter `p`'s layout (the parameter, its gradient, an optimizer moment): the
+  /// whole one from this rank's part (features, then heads gathered: collective over both
+  /// groups) / this rank's part of a whole one.
+  at::Tensor gather_parameter(const ParameterRef& p, const at::Tensor& local) const;
+  at::Tensor local_parameter(const ParameterRef& p, const at::Tensor& full) const;
+  /// True for variants that split their heads over a head group (a crosscoder); make_dictionary
+  /// refuses a head group of more than one rank for the others.
+  virtual bool splits_heads() const { return false; }
   /// The feature axis as consecutive blocks, each split evenly over the model group: this rank
   /// holds its share of every block (local order: block by block). Default one block of d_sae;
   /// a MoLT: its rank groups. gather_features / local_features follow it.

@@ -47,6 +47,11 @@ void check_supported(const AnalyzeSettings& s) {
              "data_parallel_size {}: saes-analyze splits the features over processes, not the "
              "tokens; set data_parallel_size: 1 and model_parallel_size to the number of processes",
              s.parallelism.data_parallel_size);
+  SAES_CHECK(s.parallelism.head_parallel_size == 1, UnsupportedError,
+             "head_parallel_size {}: saes-analyze reads every head of a crosscoder on each rank "
+             "(checkpoints hold all heads); set it to 1 and split the features with "
+             "model_parallel_size",
+             s.parallelism.head_parallel_size);
 }
 
 /// analyzer.clt_layer: the one source layer analysed (its d_sae features), checked against the

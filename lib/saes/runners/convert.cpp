@@ -124,6 +124,13 @@ void check_output_apart(const ConvertSettings& s) {
 int run_convert(const ConvertSettings& s, RunContext& context) {
   SAES_CHECK(context.world.size() == 1, UnsupportedError,
              "saes-convert runs as one process; got {} processes", context.world.size());
+  const auto& par = s.parallelism;
+  SAES_CHECK(
+      par.data_parallel_size == 1 && par.model_parallel_size == 1 && par.head_parallel_size == 1,
+      UnsupportedError,
+      "data/model/head_parallel_size ({}/{}/{}): saes-convert runs as one process on whole "
+      "checkpoints; set them to 1 (the original's key is accepted, not used)",
+      par.data_parallel_size, par.model_parallel_size, par.head_parallel_size);
   SAES_CHECK(
       !s.conversion.sparsity_from || s.conversion.to == convert::ConvertFormat::kSaeLens,
       ConfigError,

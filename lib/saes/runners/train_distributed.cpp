@@ -1,4 +1,5 @@
-// TrainDistribution: mesh validation, rank slicing of the stream and trainer hooks for run_train.
+// TrainDistribution: (data × head × model) mesh validation, rank slicing of the stream and trainer
+// hooks for run_train.
 #include "saes/runners/train_distributed.h"
 
 #include "saes/core/error.h"
@@ -33,6 +34,12 @@ TrainDistribution::TrainDistribution(const config::TrainSettings& settings, RunC
                         settings.activation_factory.batch_size / mesh_.data_size(),
                         settings.activation_factory.batch_size);
   }
+  if (mesh_.head_size() > 1 && mesh_.is_primary()) {
+    context.logger.info(
+        "head parallel: {} ranks, {} of the {} crosscoder heads each", mesh_.head_size(),
+        static_cast<std::int64_t>(settings.sae.hook_points.size()) / mesh_.head_size(),
+        settings.sae.hook_points.size());
+  }
   if (mesh_.model_size() > 1 && mesh_.is_primary()) {
     context.logger.info("model parallel: {} ranks, {} of the {} features each", mesh_.model_size(),
                         settings.sae.d_sae() / mesh_.model_size(), settings.sae.d_sae());
@@ -40,7 +47,7 @@ TrainDistribution::TrainDistribution(const config::TrainSettings& settings, RunC
 }
 
 dictionaries::FeatureShard TrainDistribution::feature_shard() const {
-  return dictionaries::FeatureShard{&mesh_.model()};
+  return dictionaries::FeatureShard{&mesh_.model(), &mesh_.head()};
 }
 
 std::unique_ptr<data::ActivationStream> TrainDistribution::rank_stream(
@@ -54,6 +61,7 @@ void TrainDistribution::configure(training::TrainerOptions& options) const {
   options.write_files = mesh_.is_primary();
   if (mesh_.data_size() > 1) options.data_parallel = &mesh_.data();
   if (mesh_.model_size() > 1) options.model_parallel = &mesh_.model();
+  if (mesh_.head_size() > 1) options.head_parallel = &mesh_.head();
 }
 
 }  // namespace saes::runners

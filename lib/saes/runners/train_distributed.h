@@ -1,4 +1,4 @@
-// The distributed side of run_train: the data × model mesh of the run (validated against the
+// The distributed side of run_train: the data × head × model mesh of the run (validated against the
 // launch), each rank's share of the activation stream, and the trainer's collective hooks.
 #pragma once
 
@@ -29,7 +29,7 @@ class TrainDistribution {
 
   const distributed::Mesh& mesh() const { return mesh_; }
   bool is_primary() const { return mesh_.is_primary(); }
-  /// This rank's features: its model group (unsharded with model_parallel_size 1).
+  /// This rank's features and heads: its model and head groups (unsharded with sizes 1).
   dictionaries::FeatureShard feature_shard() const;
 
   /// This rank's stream: its contiguous slice of every batch of `global` (the full, identical
@@ -37,7 +37,7 @@ class TrainDistribution {
   std::unique_ptr<data::ActivationStream> rank_stream(
       std::unique_ptr<data::ActivationStream> global) const;
   /// Data-parallel group, file writing on the primary rank only, gradient-norm reduction over the
-  /// model group.
+  /// model and head groups.
   void configure(training::TrainerOptions& options) const;
 
  private:

@@ -1,6 +1,8 @@
 // DictionaryModule and StreamBatchSource: the trainer's view of a dictionary and of a stream.
 #include "saes/training/dictionary_module.h"
 
+#include <algorithm>
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/zeros.h>
 
@@ -38,16 +40,23 @@ const at::Tensor& hook_acts(const TrainBatch& batch, const std::string& hook) {
 
 DictionaryModule::DictionaryModule(dictionaries::SparseDictionary& dict, TrainerConfig config)
     : dict_(dict), config_(std::move(config)) {
-  for (const auto& ref : dict_.parameters()) feature_dims_[ref.name] = ref.feature_dim;
+  for (const auto& ref : dict_.parameters()) {
+    dictionaries::ParameterRef dims;
+    dims.name = ref.name;
+    dims.feature_dim = ref.feature_dim;
+    dims.head_dim = ref.head_dim;
+    layouts_[ref.name] = dims;
+  }
 }
 
 std::vector<Parameter> DictionaryModule::parameters() {
   std::vector<Parameter> out;
+  const dictionaries::FeatureShard& shard = dict_.feature_shard();
   for (auto& ref : dict_.parameters()) {
     const bool jumprelu = ref.group == dictionaries::ParamGroup::kJumpRelu;
-    out.push_back(Parameter{ref.name, ref.value, ref.grad,
-                            jumprelu ? config_.jumprelu_lr_factor : 1.0, ref.clipped,
-                            dict_.feature_shard().sharded() && ref.feature_dim >= 0});
+    out.push_back(Parameter{
+        ref.name, ref.value, ref.grad, jumprelu ? config_.jumprelu_lr_factor : 1.0, ref.clipped,
+        shard.sharded() && ref.feature_dim >= 0, shard.heads_sharded() && ref.head_dim >= 0});
   }
   return out;
 }
@@ -69,7 +78,8 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
   if (first.dim() > 2) in.context = first.size(1);
   if (batch.mask.defined()) in.mask = batch.mask.flatten();
   if (context.dead.defined()) {  // per layer, as fired below
-    in.dead = dict_.local_features(context.dead.view({dict_.feature_layers(), -1}), 1).reshape({-1});
+    in.dead =
+        dict_.local_features(context.dead.view({dict_.feature_layers(), -1}), 1).reshape({-1});
   }
 
   dictionaries::LossSettings s;
@@ -93,6 +103,11 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
                 {"aux_loss", r.l_aux}};
   out.reconstructed = r.reconstructed;
   out.label = r.label;
+  out.metrics = r.metrics;
+  if (dict_.feature_shard().heads_sharded() && context.need_stats) {  // every head's x̂, label
+    out.reconstructed = dict_.gather_heads(r.reconstructed, 0);
+    out.label = dict_.gather_heads(r.label, 0);
+  }
   // The metrics read f only through per-token sums (with `fired` given): a sparse step hands
   // those over as [n_tokens, 1] instead of expanding f to [n_tokens, d_sae].
   const auto& sp = r.sparse_feature_acts;
@@ -103,7 +118,7 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
                                .unsqueeze(1);
   out.mask = in.mask;
   out.fired = r.fired;
-  if (dict_.label_hooks().size() > 1) out.layers = r.label.size(0);
+  if (dict_.label_hooks().size() > 1) out.layers = out.label.size(0);
   const dictionaries::FeatureShard& shard = dict_.feature_shard();
   if (shard.sharded()) {  // per-token sums and firing counts of the whole dictionary
     at::Tensor token_sums = out.feature_acts.sum(1, true);
@@ -117,8 +132,10 @@ StepOutput DictionaryModule::forward_backward(const TrainBatch& batch, const Ste
 }
 
 std::map<std::string, double> DictionaryModule::statistics() const {
-  return {{"metrics/decoder_norm",
-           dict_.gather_features(dict_.decoder_norm(), 0).mean().item<double>()}};
+  // the mean over every feature (and every head of a crosscoder: its norms are [H, d_sae], whose
+  // blocks over the model and head groups all have one size)
+  const at::Tensor norms = dict_.gather_heads(dict_.gather_features(dict_.decoder_norm(), 0), 0);
+  return {{"metrics/decoder_norm", norms.mean().item<double>()}};
 }
 
 std::map<std::string, double> DictionaryModule::frequency_statistics(const at::Tensor& freq) const {
@@ -129,20 +146,22 @@ void DictionaryModule::save(const std::filesystem::path& dir, bool write) const 
   dict_.save(dir / kWeightsFileName, write);
 }
 
-int DictionaryModule::sharded_dim(const std::string& param, const at::Tensor& t) const {
-  if (!dict_.feature_shard().sharded()) return -1;
-  const auto it = feature_dims_.find(param);
-  return it != feature_dims_.end() && it->second < t.dim() ? it->second : -1;
+const dictionaries::ParameterRef* DictionaryModule::layout(const std::string& param,
+                                                           const at::Tensor& t) const {
+  const auto it = layouts_.find(param);
+  if (it == layouts_.end()) return nullptr;
+  const int dims = std::max(it->second.feature_dim, it->second.head_dim);
+  return dims < t.dim() ? &it->second : nullptr;
 }
 
 at::Tensor DictionaryModule::gather_state(const std::string& param, const at::Tensor& t) const {
-  const int dim = sharded_dim(param, t);
-  return dim >= 0 ? dict_.gather_features(t, dim) : t;
+  const dictionaries::ParameterRef* p = layout(param, t);
+  return p ? dict_.gather_parameter(*p, t) : t;
 }
 
 at::Tensor DictionaryModule::local_state(const std::string& param, const at::Tensor& t) const {
-  const int dim = sharded_dim(param, t);
-  return dim >= 0 ? dict_.local_features(t, dim) : t;
+  const dictionaries::ParameterRef* p = layout(param, t);
+  return p ? dict_.local_parameter(*p, t) : t;
 }
 
 void DictionaryModule::load(const std::filesystem::path& dir) {

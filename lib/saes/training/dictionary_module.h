@@ -9,16 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/training/config.h"
 #include "saes/training/trainer.h"
 
 namespace saes::data {
 class ActivationStream;
 }  // namespace saes::data
-
-namespace saes::dictionaries {
-class SparseDictionary;
-}  // namespace saes::dictionaries
 
 namespace saes::training {
 
@@ -29,7 +26,9 @@ inline constexpr const char* kWeightsFileName = "sae_weights.safetensors";
 /// lp_loss, aux_loss; the loss settings come from `config` plus the step's k and λ(t).
 /// A feature-sharded dictionary looks whole to the trainer: n_features() is d_sae, `fired` and
 /// the dead mask cover every feature (gathered over the model group each step), per-token
-/// feature sums are summed over the group, and checkpoints hold the whole dictionary.
+/// feature sums are summed over the group, and checkpoints hold the whole dictionary. A
+/// head-sharded crosscoder likewise: its x̂ and labels are gathered over the head group for the
+/// metrics (steps that compute them), its checkpoints and optimizer state hold every head.
 class DictionaryModule final : public TrainableModule {
  public:
   /// `dict` is non-owning and must outlive this module.
@@ -50,12 +49,13 @@ class DictionaryModule final : public TrainableModule {
   at::Tensor local_state(const std::string& param, const at::Tensor& t) const override;
 
  private:
-  /// The feature dim of `param`'s tensors when the dictionary is sharded, else -1.
-  int sharded_dim(const std::string& param, const at::Tensor& t) const;
+  /// `param`'s layout (its ParameterRef without tensors); nullptr for a name that is none, or a
+  /// tensor of fewer dims than the parameter (an optimizer step count).
+  const dictionaries::ParameterRef* layout(const std::string& param, const at::Tensor& t) const;
 
   dictionaries::SparseDictionary& dict_;
   TrainerConfig config_;
-  std::map<std::string, int> feature_dims_;  ///< parameter name → ParameterRef::feature_dim
+  std::map<std::string, dictionaries::ParameterRef> layouts_;  ///< name → feature/head dims
 };
 
 /// An activation stream as the trainer's batch source (non-owning).

@@ -127,6 +127,7 @@ void MetricsTracker::add(const std::string& key, Reduce reduce, double value, do
 
 void MetricsTracker::update(const StepRecord& r) {
   for (const auto& [name, value] : r.losses) add("losses/" + name, Reduce::kMean, value);
+  for (const auto& [name, value] : r.metrics) add(name, Reduce::kMean, value);
   if (r.stats) {
     const BatchStats& s = *r.stats;
     add("metrics/explained_variance", Reduce::kMean, s.explained_variance);

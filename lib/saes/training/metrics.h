@@ -50,6 +50,8 @@ struct StepRecord {
   /// Loss components without the "losses/" prefix: overall_loss, mse_loss and, when present,
   /// sparsity_loss, lp_loss, aux_loss.
   std::map<std::string, double> losses;
+  /// The module's own metrics under their full names (StepOutput::metrics): means over steps.
+  std::map<std::string, double> metrics;
   std::optional<BatchStats> stats;
   double grad_norm_before_clipping = 0.0;
   double grad_norm_after_clipping = 0.0;

@@ -16,10 +16,12 @@ namespace saes::training {
 namespace {
 
 /// Σ‖g‖² over the clip-flagged gradients of the feature-sharded (`sharded`) or whole parameters.
-double local_squared_norm(std::span<const Parameter> params, bool sharded) {
+double local_squared_norm(std::span<const Parameter> params, bool sharded, bool head_sharded) {
   double sum = 0.0;
   for (const Parameter& p : params) {
-    if (!p.clip || !p.grad.defined() || p.sharded != sharded) continue;
+    if (!p.clip || !p.grad.defined() || p.sharded != sharded || p.head_sharded != head_sharded) {
+      continue;
+    }
     const double n = p.grad.norm().item<double>();
     sum += n * n;
   }
@@ -65,15 +67,20 @@ std::string shape_text(at::IntArrayRef shape) {
 
 }  // namespace
 
-double grad_norm(std::span<const Parameter> params, const SquaredNormReduce& reduce) {
-  double sharded = local_squared_norm(params, true);
-  if (reduce) sharded = reduce(sharded);
-  return std::sqrt(sharded + local_squared_norm(params, false));
+double grad_norm(std::span<const Parameter> params, const SquaredNormReduce& model_reduce,
+                 const SquaredNormReduce& head_reduce) {
+  const auto over = [](const SquaredNormReduce& reduce, double v) {
+    return reduce ? reduce(v) : v;
+  };
+  const double features = over(model_reduce, local_squared_norm(params, true, false));
+  const double heads = over(head_reduce, local_squared_norm(params, false, true));
+  const double both = over(head_reduce, over(model_reduce, local_squared_norm(params, true, true)));
+  return std::sqrt(local_squared_norm(params, false, false) + features + heads + both);
 }
 
 double clip_grad_norm(std::span<const Parameter> params, double max_norm,
-                      const SquaredNormReduce& reduce) {
-  const double norm = grad_norm(params, reduce);
+                      const SquaredNormReduce& model_reduce, const SquaredNormReduce& head_reduce) {
+  const double norm = grad_norm(params, model_reduce, head_reduce);
   if (max_norm > 0.0 && norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);
     for (const Parameter& p : params) {

@@ -28,21 +28,28 @@ struct Parameter {
   /// This rank holds only some features of it (feature parallelism); the other ranks of the
   /// model group hold the rest. False for tensors every rank holds whole.
   bool sharded = false;
+  /// This rank holds only some heads of it (a crosscoder's head parallelism); the other ranks
+  /// of the head group hold the rest.
+  bool head_sharded = false;
 };
 
 /// Maps this rank's sum of squared gradient entries of the sharded parameters to the sum over
-/// the model group (all-reduce over the `model` group). Identity in a single process.
+/// the group holding the other shards (an all-reduce over the `model` or `head` group). Empty:
+/// identity (a single process, or a group of one).
 using SquaredNormReduce = std::function<double(double)>;
 
-/// Global L2 norm sqrt(Σ‖g‖²) over the clip-flagged parameters' gradients (the sharded ones'
-/// squared sum passed through `reduce`, the whole ones counted once). If max_norm > 0 and the norm
-/// exceeds it, every such gradient is multiplied by max_norm / (norm + 1e-6). Returns the norm
-/// before clipping. Upstream uses the RMS of the non-zero entries instead (‖g‖/√nnz); we use the
+/// Global L2 norm sqrt(Σ‖g‖²) over the clip-flagged parameters' gradients: the feature-sharded
+/// ones' squared sum passed through `model_reduce`, the head-sharded ones' through `head_reduce`
+/// (both: model then head), the whole ones counted once. If max_norm > 0 and the norm exceeds it,
+/// every such gradient is multiplied by max_norm / (norm + 1e-6). Returns the norm before
+/// clipping. Upstream uses the RMS of the non-zero entries instead (‖g‖/√nnz); we use the
 /// conventional global norm (spec §15 item 3).
 double clip_grad_norm(std::span<const Parameter> params, double max_norm,
-                      const SquaredNormReduce& reduce = {});
+                      const SquaredNormReduce& model_reduce = {},
+                      const SquaredNormReduce& head_reduce = {});
 /// The same norm without clipping.
-double grad_norm(std::span<const Parameter> params, const SquaredNormReduce& reduce = {});
+double grad_norm(std::span<const Parameter> params, const SquaredNormReduce& model_reduce = {},
+                 const SquaredNormReduce& head_reduce = {});
 
 /// torch.optim.Adam (eps 1e-8, no weight decay, bias-corrected) or upstream's SparseAdam, whose
 /// per-parameter step counts only steps with a non-zero gradient and which updates only the

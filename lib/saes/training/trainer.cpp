@@ -57,6 +57,7 @@ double valid_count(const at::Tensor& mask, std::int64_t n_tokens) {
 /// One member's step after the data-parallel reduction (the local step in one process).
 struct MemberStep {
   std::map<std::string, double> losses;
+  std::map<std::string, double> metrics;
   std::optional<BatchStats> stats;
   at::Tensor fired;
   double local_valid = 0;
@@ -96,19 +97,23 @@ struct Trainer::Impl {
   std::optional<TrainBatch> first_batch;
   std::optional<GradientSync> sync;    ///< set with more than one data-parallel rank
   SquaredNormReduce grad_norm_reduce;  ///< sum over the model group (feature parallelism)
+  SquaredNormReduce head_norm_reduce;  ///< sum over the head group (head parallelism)
 
   Impl(const TrainerConfig& c, BatchSource& s, Logger& l, TrainerOptions o)
       : config(c), source(s), logger(l), options(std::move(o)) {
     if (options.data_parallel && options.data_parallel->size() > 1) {
       sync.emplace(*options.data_parallel, options.gradient_bucket_bytes);
     }
-    if (distributed::Communicator* model = options.model_parallel; model && model->size() > 1) {
-      grad_norm_reduce = [model](double squared) {
+    const auto sum_over = [](distributed::Communicator* group) -> SquaredNormReduce {
+      if (!group || group->size() == 1) return {};
+      return [group](double squared) {
         at::Tensor t = at::scalar_tensor(squared, at::kDouble);
-        model->all_reduce(t, distributed::ReduceOp::kSum);
+        group->all_reduce(t, distributed::ReduceOp::kSum);
         return t.item<double>();
       };
-    }
+    };
+    grad_norm_reduce = sum_over(options.model_parallel);
+    head_norm_reduce = sum_over(options.head_parallel);
   }
 
   int data_size() const { return sync ? sync->size() : 1; }
@@ -201,6 +206,7 @@ struct Trainer::Impl {
     MemberStep ms;
     const at::Tensor mask = out.mask.defined() ? out.mask : batch.mask;
     ms.losses = out.losses;
+    ms.metrics = out.metrics;
     ms.local_valid = valid_count(mask, batch.n_tokens);
     ms.global_valid = ms.local_valid;
     if (!r.member.config.skip_metrics_calculation) {
@@ -211,9 +217,12 @@ struct Trainer::Impl {
       ms.fired = out.fired;
     }
     if (!sync) return ms;
+    std::map<std::string, double> means = out.losses;  // the module's metrics reduce as losses
+    means.insert(out.metrics.begin(), out.metrics.end());
     const ReducedStep reduced =
-        reduce_step(*sync, out.losses, ms.local_valid, ms.stats ? &*ms.stats : nullptr, &ms.fired);
-    ms.losses = reduced.losses;
+        reduce_step(*sync, means, ms.local_valid, ms.stats ? &*ms.stats : nullptr, &ms.fired);
+    for (auto& [name, value] : ms.losses) value = reduced.losses.at(name);
+    for (auto& [name, value] : ms.metrics) value = reduced.losses.at(name);
     ms.global_valid = reduced.global_valid;
     if (ms.stats) ms.stats->fired = ms.fired;
     return ms;
@@ -224,13 +233,15 @@ struct Trainer::Impl {
     const std::int64_t step = state.cur_step;
     const std::vector<Parameter> params = r.member.module->parameters();
     if (sync) sync->reduce_gradients(params, ms.local_valid, ms.global_valid);
-    const double before = clip_grad_norm(params, c.clip_grad_norm, grad_norm_reduce);
+    const double before =
+        clip_grad_norm(params, c.clip_grad_norm, grad_norm_reduce, head_norm_reduce);
     const bool clipped = c.clip_grad_norm > 0 && before > c.clip_grad_norm;
     const double after = clipped ? before * c.clip_grad_norm / (before + 1e-6) : before;
     const double lr = c.lr * r.lr->factor(step);
     if (ms.stats) {
       StepRecord rec;
       rec.losses = ms.losses;
+      rec.metrics = ms.metrics;
       rec.stats = ms.stats;
       r.metrics.track_firing(ms.fired, ms.stats->n_tokens);
       rec.grad_norm_before_clipping = before;

@@ -75,6 +75,9 @@ struct StepOutput {
   /// > 0: reconstructed and label are layer-first [layers, n_tokens, d] (a CLT's target layers),
   /// and the metrics gain per-layer explained variance (compute_batch_stats).
   std::int64_t layers = 0;
+  /// The module's own metrics, logged under these names: means over the valid tokens (reduced
+  /// over data ranks weighted by them, like the losses; averaged over the log window).
+  std::map<std::string, double> metrics;
 };
 
 /// A dictionary as the trainer sees it (adapted from saes::dictionaries by the runner).
@@ -141,6 +144,9 @@ struct TrainerOptions {
   /// Model group of feature-parallel ranks (non-owning; nullptr: features not split): the
   /// squared gradient norm of the feature-sharded parameters is summed over it before clipping.
   distributed::Communicator* model_parallel = nullptr;
+  /// Head group of a head-parallel crosscoder (non-owning; nullptr: heads not split): the squared
+  /// gradient norm of the head-sharded parameters is summed over it before clipping.
+  distributed::Communicator* head_parallel = nullptr;
   ProgressMode progress = ProgressMode::kAuto;
   double progress_interval_s = 30.0;
   bool write_files = true;  ///< false on non-primary ranks: no metrics.jsonl, weights, checkpoints

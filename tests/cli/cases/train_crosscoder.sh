@@ -1,7 +1,8 @@
 # Crosscoder cases (sourced by run_cli_tests.sh): one-line rejections of crosscoder configs that
 # cannot work; with the assets: the example config (the residuals after layers 1-3 in one latent)
-# trained on the fly (per-head EV, the original's tensor names), 2 model ranks equal to one
-# process, and saes-analyze (max over heads, per-head decoder norms) with the spliced evaluation.
+# trained on the fly (per-head EV and metrics, the original's tensor names), 2 model ranks and 3
+# head ranks equal to one process, and saes-analyze (max over heads, per-head decoder norms) with
+# the spliced evaluation.
 cc_cfg="$root/configs/train-stories260k-crosscoder.yaml"
 expect "crosscoder hook_points required" 2 'sae.hook_points: required for a crosscoder' -- \
   "$bin/saes-train" "$cc_cfg" --set 'sae.hook_points=[]'
@@ -34,6 +35,9 @@ for l in (1, 2, 3):
     assert f"dataset_average_activation_norm.blocks.{l}.hook_resid_post" in h
 m = json.loads(open(sys.argv[1] + "/metrics.jsonl").read().splitlines()[-1])
 assert 16 <= m["metrics/l0"] <= 48, m["metrics/l0"]  # active in any of the 3 heads, k = 16 each
+for l in (1, 2, 3):  # the original's per-head metrics: k = 16 active per head and token
+    prefix = f"crosscoder_metrics/blocks.{l}.hook_resid_post/"
+    assert abs(m[prefix + "l0"] - 16) < 1e-6 and m[prefix + "l_rec"] > 0, (l, m)
 PY
   then ok; else bad "crosscoder run folder: $(ls tcc) $(tail -1 tcc/metrics.jsonl)"; fi
 
@@ -42,7 +46,26 @@ PY
       "${cc_fly[@]}" --set model_parallel_size=2 --set trainer.exp_result_path=tcc_mp
     diff_mp="$(max_diff tcc/sae_weights.safetensors tcc_mp/sae_weights.safetensors 2>&1)"
     if below 1e-4 "$diff_mp"; then ok; else bad "crosscoder 2 model ranks vs one process: $diff_mp"; fi
+    # Head parallelism: 3 ranks holding one head each give the one-process run; the checkpoint holds
+    # every head; head_parallel_size is refused where it cannot work.
+    expect "crosscoder 3 head ranks" 0 'head parallel: 3 ranks, 1 of the 3 crosscoder heads each' -- timeout 120 \
+      mpirun --oversubscribe --bind-to none -np 3 "$bin/saes-train" "$cc_cfg" "${cc_fly[@]}" --set head_parallel_size=3 \
+      --set trainer.exp_result_path=tcc_hp
+    diff_hp="$(max_diff tcc/sae_weights.safetensors tcc_hp/sae_weights.safetensors 2>&1)"
+    metrics_hp="$(/usr/bin/python3 - tcc/metrics.jsonl tcc_hp/metrics.jsonl <<'PY' 2>&1
+import json, sys
+a, b = (json.loads(open(p).read().splitlines()[-1]) for p in sys.argv[1:])
+assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+bad = [k for k in a if isinstance(a[k], float) and abs(a[k] - b[k]) > 1e-3 * abs(a[k]) + 1e-5]
+print("same" if not bad else f"differ: {[(k, a[k], b[k]) for k in bad]}")
+PY
+)"
+    if below 1e-4 "$diff_hp" && [ "$metrics_hp" = same ]; then ok; else bad "crosscoder 3 head ranks vs one process: $diff_hp, metrics $metrics_hp"; fi
+    expect "head parallel must divide the heads" 2 'head_parallel_size: must divide the 3 sae.hook_points' -- \
+      timeout 60 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-train" "$cc_cfg" --set head_parallel_size=2
   fi
+  expect "head parallel on an sae" 2 'head_parallel_size: splits a crosscoder.s heads \(sae.hook_points\); sae_type sae has none' -- \
+    "$bin/saes-train" "$train_cfg" --set head_parallel_size=2
 
   expect "crosscoder analyze with spliced eval" 0 'eval/loss_recovered = ' -- "$bin/saes-analyze" \
     "$root/configs/analyze-stories260k.yaml" --set sae.pretrained_name_or_path=tcc \
@@ -62,4 +85,7 @@ print("ok")
 PY
 )"
   if [ "$cc_db" = ok ]; then ok; else bad "crosscoder analysis database: $cc_db"; fi
+  expect "analyze refuses head parallelism" 5 'head_parallel_size 3: saes-analyze reads every head' -- "$bin/saes-analyze" \
+    "$root/configs/analyze-stories260k.yaml" --set sae.pretrained_name_or_path=tcc --set head_parallel_size=3 --set output_dir=acc_hp
+  one_line "analyze refuses head parallelism"
 fi
