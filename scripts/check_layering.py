@@ -6,8 +6,8 @@ import pathlib
 import re
 import sys
 
-ORDER = ["core", "io", "distributed", "lm", "data", "dictionaries", "training", "analysis",
-         "convert", "config", "runners"]
+ORDER = ["core", "io", "distributed", "lm", "data", "dictionaries", "training", "circuits",
+         "analysis", "convert", "config", "runners"]
 INCLUDE = re.compile(r'^\s*#\s*include\s+"saes/([a-z_]+)/([^"]+)"', re.M)
 
 

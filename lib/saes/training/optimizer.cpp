@@ -2,6 +2,7 @@
 #include "saes/training/optimizer.h"
 
 #include <cmath>
+#include <optional>
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/div.h>
@@ -16,14 +17,17 @@ namespace saes::training {
 namespace {
 
 /// Σ‖g‖² over the clip-flagged gradients of the feature-sharded (`sharded`) or whole parameters.
-double local_squared_norm(std::span<const Parameter> params, bool sharded, bool head_sharded) {
-  double sum = 0.0;
+/// Σ‖g‖² over the clip-flagged parameters with this sharding; nullopt when there are none (every
+/// rank holds the same parameters, so all of them skip that class's reduction alike).
+std::optional<double> local_squared_norm(std::span<const Parameter> params, bool sharded,
+                                         bool head_sharded) {
+  std::optional<double> sum;
   for (const Parameter& p : params) {
     if (!p.clip || !p.grad.defined() || p.sharded != sharded || p.head_sharded != head_sharded) {
       continue;
     }
     const double n = p.grad.norm().item<double>();
-    sum += n * n;
+    sum = sum.value_or(0.0) + n * n;
   }
   return sum;
 }
@@ -69,13 +73,15 @@ std::string shape_text(at::IntArrayRef shape) {
 
 double grad_norm(std::span<const Parameter> params, const SquaredNormReduce& model_reduce,
                  const SquaredNormReduce& head_reduce) {
-  const auto over = [](const SquaredNormReduce& reduce, double v) {
-    return reduce ? reduce(v) : v;
+  const auto over = [](const SquaredNormReduce& reduce, std::optional<double> v) {
+    return v && reduce ? reduce(*v) : v.value_or(0.0);
   };
+  const double whole = local_squared_norm(params, false, false).value_or(0.0);
   const double features = over(model_reduce, local_squared_norm(params, true, false));
   const double heads = over(head_reduce, local_squared_norm(params, false, true));
-  const double both = over(head_reduce, over(model_reduce, local_squared_norm(params, true, true)));
-  return std::sqrt(local_squared_norm(params, false, false) + features + heads + both);
+  const std::optional<double> both = local_squared_norm(params, true, true);
+  const double both_sum = both ? over(head_reduce, over(model_reduce, both)) : 0.0;
+  return std::sqrt(whole + features + heads + both_sum);
 }
 
 double clip_grad_norm(std::span<const Parameter> params, double max_norm,

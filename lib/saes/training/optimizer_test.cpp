@@ -137,6 +137,35 @@ TEST_CASE("clip_grad_norm scales clip-flagged grads to the global L2 norm", "[tr
   CHECK(a.grad[0].item<float>() == Approx(3.0 / expected).margin(1e-6));
 }
 
+TEST_CASE("grad_norm sums each sharding class over the groups that hold its other shards",
+          "[training]") {
+  // f: split by feature, h: by head, fh: both, w: whole (crosscoder head × model parallelism)
+  Parameter f{"f", at::zeros({1}), at::full({1}, 1.0f), 1.0, true, true, false};
+  Parameter h{"h", at::zeros({1}), at::full({1}, 2.0f), 1.0, true, false, true};
+  Parameter fh{"fh", at::zeros({1}), at::full({1}, 3.0f), 1.0, true, true, true};
+  Parameter w{"w", at::zeros({1}), at::full({1}, 4.0f), 1.0, true, false, false};
+  std::vector<double> model_inputs, head_inputs;
+  const auto model = [&](double s) {
+    model_inputs.push_back(s);
+    return 2.0 * s;  // two model ranks with equal shards
+  };
+  const auto head = [&](double s) {
+    head_inputs.push_back(s);
+    return 3.0 * s;  // three head ranks
+  };
+  std::vector<Parameter> params = {f, h, fh, w};
+  const double norm = saes::training::grad_norm(params, model, head);
+  CHECK(norm == Approx(std::sqrt(2.0 * 1 + 3.0 * 4 + 6.0 * 9 + 16)));
+  CHECK(model_inputs == std::vector<double>{1.0, 9.0});
+  CHECK(head_inputs == std::vector<double>{4.0, 18.0});
+  std::vector<Parameter> whole_only = {w};
+  model_inputs.clear();
+  head_inputs.clear();
+  CHECK(saes::training::grad_norm(whole_only, model, head) == Approx(4.0));
+  CHECK(model_inputs.empty());  // no class without parameters is reduced
+  CHECK(head_inputs.empty());
+}
+
 TEST_CASE("optimizer state round-trips through tensors", "[training]") {
   Parameter p1 = make_param(at::kFloat);
   Parameter p2 = make_param(at::kFloat);

@@ -1,0 +1,24 @@
+// Graph: node counts and the logit weights that pruning and the scores read.
+#include "saes/circuits/graph.h"
+
+#include <ATen/ops/zeros.h>
+
+namespace saes::circuits {
+
+std::int64_t Graph::count(NodeKind kind) const {
+  std::int64_t n = 0;
+  for (const Node& node : nodes) n += node.kind == kind ? 1 : 0;
+  return n;
+}
+
+at::Tensor Graph::logit_weights() const {
+  at::Tensor w = at::zeros({n_nodes()}, at::kDouble);
+  double* out = w.data_ptr<double>();
+  for (std::int64_t i = 0; i < n_nodes(); ++i) {
+    const Node& node = nodes[static_cast<std::size_t>(i)];
+    if (node.kind == NodeKind::kLogit) out[i] = node.probability;
+  }
+  return w;
+}
+
+}  // namespace saes::circuits
