@@ -168,6 +168,21 @@ std::vector<at::Tensor> CrossLayerTranscoder::dla_terms(std::int64_t layer) cons
   return out;
 }
 
+at::Tensor CrossLayerTranscoder::encoder_vectors(std::int64_t layer,
+                                                 const at::Tensor& indices) const {
+  SAES_CHECK(layer >= 0 && layer < n_layers(), ConfigError, "encoder_vectors: layer {} of {}",
+             layer, n_layers());
+  return W_E_[layer].index_select(1, indices.to(W_E_.device())).t();
+}
+
+at::Tensor CrossLayerTranscoder::decoder_vectors(std::int64_t layer, std::int64_t target,
+                                                 const at::Tensor& indices) const {
+  SAES_CHECK(layer >= 0 && layer < n_layers() && target >= 0 && target < n_layers(), ConfigError,
+             "decoder_vectors: layers {} → {} of {}", layer, target, n_layers());
+  if (target < layer) return at::zeros({indices.numel(), cfg_.d_model}, W_E_.options());
+  return W_D_[static_cast<std::size_t>(target)][layer].index_select(0, indices.to(W_E_.device()));
+}
+
 at::Tensor CrossLayerTranscoder::target_decoder_norms() const {
   const std::int64_t L = n_layers(), S = local_d_sae();
   at::Tensor out = at::zeros({L, S, L}, W_E_.options());

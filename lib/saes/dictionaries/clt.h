@@ -64,6 +64,10 @@ class CrossLayerTranscoder final : public SparseDictionary {
   /// Σ_{t>=l} W_D[t][l, i]: [L·d_sae, d_model], layer-major.
   at::Tensor feature_directions() const override;
   std::vector<at::Tensor> dla_terms(std::int64_t layer) const override;
+  /// W_E[layer]'s columns; W_D[target][layer]'s rows (zeros for target < layer).
+  at::Tensor encoder_vectors(std::int64_t layer, const at::Tensor& indices) const override;
+  at::Tensor decoder_vectors(std::int64_t layer, std::int64_t target,
+                             const at::Tensor& indices) const override;
   /// ‖W_D[t][l, i]‖ for t >= l, 0 for t < l: [L·d_sae, L] (feature l·d_sae + i, target t).
   at::Tensor target_decoder_norms() const override;
   /// The active-entry mask of the gating scores `s` [n_tokens, L, d_sae] for act_fn (k: TopK k).

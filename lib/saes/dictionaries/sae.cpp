@@ -114,6 +114,19 @@ at::Tensor SparseAutoEncoder::hidden_pre(const at::Tensor& x) const {
   return h;
 }
 
+at::Tensor SparseAutoEncoder::encoder_vectors(std::int64_t /*layer*/,
+                                              const at::Tensor& indices) const {
+  SAES_CHECK(!W_E_glu_.defined(), UnsupportedError,
+             "circuit tracing: a GLU encoder's pre-activation is not linear in its input "
+             "(sae.use_glu_encoder)");
+  return W_E_.index_select(1, indices.to(W_E_.device())).t();
+}
+
+at::Tensor SparseAutoEncoder::decoder_vectors(std::int64_t /*layer*/, std::int64_t /*target*/,
+                                              const at::Tensor& indices) const {
+  return W_D_.index_select(0, indices.to(W_D_.device()));
+}
+
 at::Tensor SparseAutoEncoder::decoder_norm() const {
   return at::linalg_vector_norm(W_D_, 2, {1}, false);
 }

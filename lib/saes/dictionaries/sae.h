@@ -50,6 +50,11 @@ class SparseAutoEncoder final : public SparseDictionary {
   at::Tensor decode(const at::Tensor& f) const override;
   at::Tensor decoder_norm() const override;
   at::Tensor feature_directions() const override { return W_D_; }
+  /// W_E's columns / W_D's rows of `indices` (UnsupportedError for a GLU encoder, whose
+  /// pre-activation is not linear in x).
+  at::Tensor encoder_vectors(std::int64_t layer, const at::Tensor& indices) const override;
+  at::Tensor decoder_vectors(std::int64_t layer, std::int64_t target,
+                             const at::Tensor& indices) const override;
 
   /// Runs the sparse step (sparse decode, ∂L/∂f at the active entries only, scatter-add weight
   /// gradients; no dense [tokens × d_sae] gradient) for TopK/BatchTopK/ReLU when

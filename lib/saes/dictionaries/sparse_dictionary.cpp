@@ -204,6 +204,18 @@ at::Tensor SparseDictionary::local_parameter(const ParameterRef& p, const at::Te
   return p.feature_dim >= 0 ? local_features(heads, p.feature_dim) : heads;
 }
 
+at::Tensor SparseDictionary::encoder_vectors(std::int64_t /*layer*/,
+                                             const at::Tensor& /*indices*/) const {
+  SAES_THROW(UnsupportedError, "circuit tracing: {} dictionaries cannot replace an MLP in the "
+             "attribution (use transcoders or a clt)",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
+}
+
+at::Tensor SparseDictionary::decoder_vectors(std::int64_t layer, std::int64_t /*target*/,
+                                             const at::Tensor& indices) const {
+  return encoder_vectors(layer, indices);  // the same refusal
+}
+
 at::Tensor SparseDictionary::reconstruct(const at::Tensor& /*x*/, const at::Tensor& f) const {
   return decode(f);
 }

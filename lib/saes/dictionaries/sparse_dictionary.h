@@ -245,6 +245,17 @@ class SparseDictionary {
   /// layer's rows of feature_directions() (SAE W_D, Lorsa W_O); a CLT: W_D[t][layer] for every
   /// target t >= layer (each normalized alone, as the original's DLA does).
   virtual std::vector<at::Tensor> dla_terms(std::int64_t layer) const;
+
+  // ---- circuit tracing (issue #19): the dictionary as a linear read / write of hook values ----
+  // After fold_activation_scale (raw activations in and out); unsharded. Variants without these
+  // throw UnsupportedError naming the variant.
+  /// Rows e_i [indices.numel(), d_model] with pre-activation_i = e_i · x + (a constant), x the raw
+  /// value of input_hooks()[layer] (`layer`: the source layer, 0 for a one-hook dictionary).
+  virtual at::Tensor encoder_vectors(std::int64_t layer, const at::Tensor& indices) const;
+  /// What feature i of source layer `layer` writes per unit of activation into label_hooks()
+  /// [target]: [indices.numel(), d_model] (zeros when the feature does not reach that target).
+  virtual at::Tensor decoder_vectors(std::int64_t layer, std::int64_t target,
+                                     const at::Tensor& indices) const;
   /// Where the pre-activations of `features` (int64 [m], this rank's) at each position come
   /// from, for variants whose features read other tokens (reads_sequences(): Lorsa's z-pattern,
   /// spec §7.2): x [1, context, d_model] normalized → [m, context(q), context(k)], summing over k

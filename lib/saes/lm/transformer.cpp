@@ -45,6 +45,7 @@ struct Transformer::Run {
   explicit Run(const HookSet& hook_set) : hooks(hook_set) {}
 
   const HookSet& hooks;
+  FrozenState* frozen = nullptr;  ///< record into / run with (see FrozenState)
   int64_t stop_stage = -1;
   std::map<std::string, at::Tensor> captured;
   at::Tensor tokens;     ///< [batch, seq] int64 on device
@@ -70,6 +71,29 @@ struct Transformer::Run {
     }
     if (hooks.captures().count(name) > 0) captured[name] = value;
     return value;
+  }
+
+  /// Records `value` under `key` (record mode) or returns the recorded one, expanded to
+  /// `batch` rows (use mode; DataError when it is missing or of another sequence length).
+  at::Tensor frozen_value(const std::string& key, const at::Tensor& value, int64_t batch) {
+    if (frozen->record) {
+      frozen->values[key] = value.detach().clone();
+      return value;
+    }
+    const auto it = frozen->values.find(key);
+    SAES_CHECK(it != frozen->values.end(), DataError,
+               "frozen forward: no recorded '{}' (record the state with this model first)", key);
+    const at::Tensor& v = it->second;
+    SAES_CHECK(v.dim() >= 2 && v.size(-2) == value.size(-2), DataError,
+               "frozen forward: '{}' was recorded for {} positions, this forward has {}", key,
+               v.dim() >= 2 ? v.size(-2) : 0, value.size(-2));
+    if (v.size(0) == batch) return v;
+    SAES_CHECK(v.size(0) == 1, DataError,
+               "frozen forward: '{}' was recorded for a batch of {}, this forward has {}", key,
+               v.size(0), batch);
+    std::vector<int64_t> shape = v.sizes().vec();
+    shape[0] = batch;
+    return v.expand(shape);
   }
 };
 
@@ -202,8 +226,10 @@ at::Tensor Transformer::optional_weight(const std::string& name) const {
 std::map<std::string, at::Tensor> Transformer::forward(const at::Tensor& tokens,
                                                        const at::Tensor* attention_mask,
                                                        const HookSet& hooks,
-                                                       GradMode grad_mode) const {
+                                                       GradMode grad_mode,
+                                                       FrozenState* frozen) const {
   Run run(hooks);
+  run.frozen = frozen;
   for (const std::string& name : hooks.all_names()) {
     const int64_t stage = hook_stage(spec_, name);
     if (hooks.captures().count(name) > 0) run.stop_stage = std::max(run.stop_stage, stage);
@@ -324,7 +350,13 @@ at::Tensor Transformer::logits_of_residual(const at::Tensor& residual) const {
 at::Tensor Transformer::normalize(Run& run, const std::string& prefix, const at::Tensor& x) const {
   const at::Tensor xf = is_half(options_.dtype) ? x.to(at::kFloat) : x;
   at::Tensor normalized;
-  if (spec_.norm == NormType::kLayerNorm) {
+  if (run.frozen != nullptr) {  // the scale as a factor of its own, recorded or replayed
+    const bool layer_norm = spec_.norm == NormType::kLayerNorm;
+    const at::Tensor centred = layer_norm ? xf - xf.mean(-1, true) : xf;
+    at::Tensor scale = at::rsqrt(centred.pow(2).mean(-1, true) + spec_.norm_eps).to(at::kFloat);
+    scale = run.frozen_value(prefix + ".scale", scale, x.size(0));
+    normalized = centred * scale.to(centred.scalar_type());
+  } else if (spec_.norm == NormType::kLayerNorm) {
     normalized = at::layer_norm(xf, {x.size(-1)}, {}, {}, spec_.norm_eps);
   } else {
     normalized = rms_normalized(xf, spec_.norm_eps);
@@ -389,11 +421,19 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
   const double scale = 1.0 / std::sqrt(spec_.attn_scale_base > 0
                                            ? spec_.attn_scale_base
                                            : static_cast<double>(d_head));
-  // [batch, seq, heads, d_head]
-  at::Tensor z = attend((q * scale).contiguous(), k.contiguous(), v.contiguous(),
-                        sliding ? run.blocked_sliding : run.blocked, 0, spec_.attn_softcap)
-                     .transpose(1, 2)
-                     .contiguous();
+  const at::Tensor& blocked = sliding ? run.blocked_sliding : run.blocked;
+  at::Tensor z;
+  if (run.frozen != nullptr) {  // the pattern recorded or replayed (a prompt: no slicing needed)
+    at::Tensor pattern;
+    if (run.frozen->record) pattern = attention_pattern(q * scale, k, blocked, spec_.attn_softcap);
+    pattern = run.frozen_value(p + "pattern", pattern.defined() ? pattern : q, batch);
+    z = at::matmul(pattern.to(v.scalar_type()), v).transpose(1, 2).contiguous();
+  } else {  // [batch, seq, heads, d_head]
+    z = attend((q * scale).contiguous(), k.contiguous(), v.contiguous(), blocked, 0,
+               spec_.attn_softcap)
+            .transpose(1, 2)
+            .contiguous();
+  }
   z = run.point(p + "hook_z", z);
   return at::linear(z.view({batch, seq, h * d_head}), weights_.at(p + "W_O"),
                     optional_weight(p + "b_O"));

@@ -29,6 +29,20 @@ enum class GradMode {
   kEnabled,    ///< autograd records the forward (e.g. attribution through the model)
 };
 
+/// The prompt-dependent nonlinear parts of a forward that circuit tracing holds fixed (issue #19,
+/// the local replacement model): every attention layer's probabilities and every norm's
+/// 1/denominator. A forward with `record` fills `values`; later forwards with record false use
+/// them (for any batch size when they were recorded on one row), so that, apart from the MLPs, the
+/// forward is linear in the residual stream (LayerNorm still subtracts the mean, a linear map).
+/// Keys: "blocks.L.attn.pattern" [batch, heads, seq, seq] float32 (after the mask and softmax),
+/// "<norm>.scale" [batch, seq, 1] float32 for every norm of the forward (blocks.L.ln1, ln2, the
+/// post norms, ln_final). Values carry no autograd history. QK-norms only feed the patterns, so
+/// they need no entry.
+struct FrozenState {
+  bool record = true;
+  std::map<std::string, at::Tensor> values;
+};
+
 /// Engine weight names (shapes with d_q = n_heads*d_head, d_kv = n_kv_heads*d_head; matrices in
 /// nn.Linear orientation [out, in]); entries marked "opt" exist only when the spec says so:
 ///   embed.W_E [d_vocab, d_model]; pos_embed.W_pos [n_ctx, d_model] (learned positions)
@@ -57,9 +71,12 @@ class Transformer {
   /// tokens' values. Returns captured hook name -> value ([batch, seq_len, ...] in dtype(), on
   /// device()). Hook names are validated first (ConfigError listing the valid ones); the forward
   /// stops after the deepest captured hook; with nothing captured nothing runs.
+  /// `frozen` (optional): record the patterns and norm scales into it, or run with them (see
+  /// FrozenState); the sequence length must then match the recorded one (DataError otherwise).
   std::map<std::string, at::Tensor> forward(const at::Tensor& tokens,
                                             const at::Tensor* attention_mask, const HookSet& hooks,
-                                            GradMode grad_mode = GradMode::kInference) const;
+                                            GradMode grad_mode = GradMode::kInference,
+                                            FrozenState* frozen = nullptr) const;
 
   /// Convenience: forward capturing only "logits" [batch, seq_len, d_vocab].
   at::Tensor logits(const at::Tensor& tokens, const at::Tensor* attention_mask = nullptr) const;

@@ -45,4 +45,12 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return z;
 }
 
+at::Tensor attention_pattern(const at::Tensor& q, const at::Tensor& k, const at::Tensor& blocked,
+                             double softcap) {
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat);
+  if (softcap > 0) scores = at::tanh(scores / softcap) * softcap;
+  scores = scores.masked_fill(blocked, std::numeric_limits<float>::lowest());
+  return at::softmax(scores, -1);
+}
+
 }  // namespace saes::lm

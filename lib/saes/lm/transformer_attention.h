@@ -30,4 +30,9 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const at::Tensor& blocked, std::int64_t slice_bytes = 0,
                   double softcap = 0.0);
 
+/// The probabilities attend() multiplies v with, as one [batch, heads, seq, seq] float32 tensor
+/// (the same scores, soft-capping, mask and softmax; no slicing): what a frozen forward records.
+at::Tensor attention_pattern(const at::Tensor& q, const at::Tensor& k, const at::Tensor& blocked,
+                             double softcap = 0.0);
+
 }  // namespace saes::lm
