@@ -47,6 +47,7 @@ void check_supported(const AnalyzeSettings& s) {
              "data_parallel_size {}: saes-analyze splits the features over processes, not the "
              "tokens; set data_parallel_size: 1 and model_parallel_size to the number of processes",
              s.parallelism.data_parallel_size);
+  check_analyze_eval(s);
 }
 
 /// analyzer.clt_layer: the one source layer analysed (its d_sae features), checked against the
