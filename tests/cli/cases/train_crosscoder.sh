@@ -148,7 +148,7 @@ PY
     --set "datasets.tinystories.paths=[$work/stories.txt]" --set analyzer.total_analyzing_tokens=2048
     --set 'activation_factory.hook_points=[a:blocks.3.hook_resid_post, b:blocks.3.hook_resid_post]' --set logging.progress=off)
   expect "checkpoints analyze refuses the spliced eval" 5 'eval: the spliced evaluation .* model.checkpoints runs several models: not supported' -- \
-    "$bin/saes-analyze" "${ck_analyze[@]}" --set output_dir=ack_eval
+    "$bin/saes-analyze" "${ck_analyze[@]}" --set eval.total_eval_tokens=2048 --set output_dir=ack_eval
   one_line "checkpoints analyze refuses the spliced eval"
   expect "checkpoints analyze on the fly" 0 '' -- "$bin/saes-analyze" "${ck_analyze[@]}" --set eval=null --set output_dir=ack
   ck_db="$(/usr/bin/python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); print(db.execute("select count(*) from features").fetchone()[0], db.execute("select count(distinct target) from target_norms").fetchone()[0])' ack/default.sqlite 2>&1)"
