@@ -20,6 +20,7 @@ struct ProbeArgs {
   std::string ids;
   std::string hooks;
   std::string dictionary;
+  std::vector<std::string> checkpoints;
   std::string device = "cpu";
   std::string dtype = "float32";
 };
@@ -46,6 +47,9 @@ void add_probe(CLI::App& app, ProbeArgs& a) {
   sub->add_option("--dictionary", a.dictionary,
                   "a trained dictionary (saes-train run folder or a saes-convert layout): also "
                   "save its feature acts and reconstructions");
+  sub->add_option("--checkpoint", a.checkpoints,
+                  "NAME=PATH: another checkpoint of the model (repeatable); hooks are then "
+                  "NAME:HOOK");
   sub->add_option("--output", a.options.output, "safetensors file to write")->required();
   sub->add_option("--device", a.device, "cpu | cuda | cuda:N");
   sub->add_option("--dtype", a.dtype, "float32 | float16 | bfloat16");
@@ -58,6 +62,11 @@ ProbeOptions resolve_probe(ProbeArgs& a) {
   if (!a.ids.empty()) o.ids = saes::runners::parse_id_list(a.ids, "--ids");
   o.hooks = saes::runners::split_list(a.hooks);
   if (!a.dictionary.empty()) o.dictionary = a.dictionary;
+  for (const auto& c : a.checkpoints) {
+    auto [name, path] = saes::runners::parse_checkpoint_option(c);
+    SAES_CHECK(o.model.checkpoints.emplace(name, path).second, saes::ConfigError,
+               "--checkpoint: the name {} is given twice", name);
+  }
   o.model.device = a.device;
   auto dtype = saes::try_parse_dtype(a.dtype);
   SAES_CHECK(dtype.has_value(), saes::ConfigError,

@@ -99,6 +99,48 @@ void check_lm(Problems& p, const std::string& path, const lm::LanguageModelConfi
   }
 }
 
+bool has_dataset_source(const data::ActivationFactoryConfig& factory) {
+  return std::any_of(factory.sources.begin(), factory.sources.end(),
+                     [](const auto& source) { return source.type == SourceType::kDataset; });
+}
+
+/// model.checkpoints and the run's hook points (`hooks` at `hooks_path`): with checkpoints, each
+/// hook point is "<listed checkpoint>:<hook>"; without, a hook the model computes (`model_runs`:
+/// generate, or a dataset source) names no checkpoint (shards may hold prefixed hooks).
+void check_checkpoints(Problems& p, const std::string& path, const lm::LanguageModelConfig& lm,
+                       const std::string& hooks_path, const std::vector<std::string>& hooks,
+                       bool model_runs) {
+  std::string names;
+  for (const auto& [name, weights] : lm.checkpoints) {
+    const std::string key = at(at(path, "checkpoints"), name);
+    p.check(
+        !name.empty() && name.find(lm::kCheckpointSeparator) == std::string::npos, key,
+        fmt::format("a checkpoint name is non-empty and holds no '{}'", lm::kCheckpointSeparator));
+    p.check(!weights.empty(), key, "expected the checkpoint's weights path, got an empty path");
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  for (std::size_t i = 0; i < hooks.size(); ++i) {
+    const std::string key = fmt::format("{}[{}]", hooks_path, i);
+    const auto parts = lm::split_checkpoint_hook(hooks[i]);
+    if (lm.checkpoints.empty()) {
+      p.check(!parts || !model_runs, key,
+              fmt::format("\"{}\" names checkpoint \"{}\", but {}.checkpoints is not set", hooks[i],
+                          parts ? parts->checkpoint : "", path));
+    } else if (!parts) {
+      p.check(false, key,
+              fmt::format("\"{}\" names no checkpoint: with {}.checkpoints set, write "
+                          "<checkpoint>{}<hook> (checkpoints: {})",
+                          hooks[i], path, lm::kCheckpointSeparator, names));
+    } else {
+      p.check(lm.checkpoints.count(parts->checkpoint) > 0, key,
+              fmt::format("\"{}\" names checkpoint \"{}\", which {}.checkpoints lacks "
+                          "(checkpoints: {})",
+                          hooks[i], parts->checkpoint, path, names));
+      p.check(!parts->hook.empty(), key, fmt::format("\"{}\" names no hook", hooks[i]));
+    }
+  }
+}
+
 void check_source(Problems& p, const std::string& path, const data::ActivationSourceConfig& source,
                   const data::ActivationFactoryConfig& factory) {
   check_not_empty(p, at(path, "name"), source.name);
@@ -496,6 +538,7 @@ std::vector<Problem> find_problems(const GenerateSettings& s) {
   Problems p;
   check_not_empty(p, "model_name", s.model_name);
   check_lm(p, "model", s.model);
+  check_checkpoints(p, "model", s.model, "hook_points", s.hook_points, true);
   check_not_empty(p, "dataset_name", s.dataset_name);
   check_not_empty(p, "dataset.dataset_name_or_path", s.dataset.dataset_name_or_path);
   for (std::size_t i = 0; i < s.dataset.paths.size(); ++i) {
@@ -596,7 +639,11 @@ std::vector<Problem> find_problems(const TrainSettings& s) {
     }
   }
   check_head_parallelism(p, s);
-  if (s.model) check_lm(p, "model", *s.model);
+  if (s.model) {
+    check_lm(p, "model", *s.model);
+    check_checkpoints(p, "model", *s.model, "activation_factory.hook_points",
+                      s.activation_factory.hook_points, has_dataset_source(s.activation_factory));
+  }
   check_device_type(p, s.device_type);
   check_run(p, s.threads, s.logging);
   return p.take();
@@ -612,7 +659,11 @@ std::vector<Problem> find_problems(const AnalyzeSettings& s) {
   check_factory(p, "activation_factory", s.activation_factory, s.model.has_value(), s.datasets);
   p.check(s.activation_factory.target == ActivationTarget::kActivations2d,
           "activation_factory.target", "analysis samples whole contexts: expected activations-2d");
-  if (s.model) check_lm(p, "model", *s.model);
+  if (s.model) {
+    check_lm(p, "model", *s.model);
+    check_checkpoints(p, "model", *s.model, "activation_factory.hook_points",
+                      s.activation_factory.hook_points, has_dataset_source(s.activation_factory));
+  }
   check_positive(p, "analyzer.total_analyzing_tokens",
                  static_cast<double>(s.analyzer.total_analyzing_tokens));
   p.check(!s.analyzer.subsamples.empty(), "analyzer.subsamples", "needs at least one subsample");
@@ -649,7 +700,14 @@ std::vector<Problem> find_problems(const ConvertSettings& s) {
   if (s.activation_factory) {
     check_factory(p, "activation_factory", *s.activation_factory, s.model.has_value(), s.datasets);
   }
-  if (s.model) check_lm(p, "model", *s.model);
+  if (s.model) {
+    check_lm(p, "model", *s.model);
+    if (s.activation_factory) {
+      check_checkpoints(p, "model", *s.model, "activation_factory.hook_points",
+                        s.activation_factory->hook_points,
+                        has_dataset_source(*s.activation_factory));
+    }
+  }
   check_device(p, "device", s.device);
   check_parallelism(p, s.parallelism);
   check_device_type(p, s.device_type);

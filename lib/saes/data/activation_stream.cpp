@@ -18,7 +18,7 @@
 #include "saes/data/shard_source.h"
 #include "saes/data/shuffle_buffer.h"
 #include "saes/io/checksum.h"
-#include "saes/lm/transformer.h"
+#include "saes/lm/model_set.h"
 
 namespace saes::data {
 
@@ -258,11 +258,11 @@ std::unique_ptr<ActivationStream> make_activation_stream(const ActivationFactory
   for (const auto& source : config.sources) {
     const auto index = static_cast<std::int64_t>(sources.size());
     if (source.type == SourceType::kDataset) {
-      SAES_CHECK(inputs.model != nullptr && inputs.make_batcher, ConfigError,
+      SAES_CHECK(inputs.models != nullptr && inputs.make_batcher, ConfigError,
                  "source {} has type dataset but no model was configured", source.name);
-      check_width(source, inputs.model->spec().d_model, d_model, d_model_from);
+      check_width(source, inputs.models->spec().d_model, d_model, d_model_from);
       sources.push_back(
-          std::make_unique<LiveSource>(index, *inputs.model, inputs.make_batcher(source),
+          std::make_unique<LiveSource>(index, *inputs.models, inputs.make_batcher(source),
                                        config.hook_points, config.target, config.model_batch_size));
     } else {
       const ChunkOrder order{inputs.rank, inputs.world, source.shuffle_shards,

@@ -19,7 +19,7 @@
 #include "saes/data/token_batcher.h"
 
 namespace saes::lm {
-class Transformer;
+class ModelSet;
 }
 
 namespace saes::data {
@@ -64,7 +64,8 @@ using MakeTokenBatcher = std::function<TokenBatcher(const ActivationSourceConfig
 
 /// What make_activation_stream needs besides the config.
 struct StreamInputs {
-  const lm::Transformer* model = nullptr;  ///< required by `dataset` sources; must outlive stream
+  /// The model(s) `dataset` sources run (required by them); its models must outlive the stream.
+  const lm::ModelSet* models = nullptr;
   MakeTokenBatcher make_batcher;           ///< required by `dataset` sources
   std::optional<std::int64_t> d_model;     ///< expected width; checked against every source
   c10::Device device = c10::Device(c10::DeviceType::CPU);  ///< where batches are delivered

@@ -493,8 +493,8 @@ TEST_CASE("the live source yields the model's activations of the kept tokens", "
   const lm::Transformer model = lm::load_llama2c(stories_dir() / "stories260K.bin");
   const auto tokenizer = lm::load_tokenizer(stories_dir() / "tok512.model");
   const std::vector<std::string> hooks = {"blocks.2.hook_resid_post", "blocks.3.hook_mlp_out"};
-  LiveSource source(0, model, stories_batcher(*tokenizer), hooks, ActivationTarget::kActivations1d,
-                    4);
+  LiveSource source(0, lm::ModelSet(model), stories_batcher(*tokenizer), hooks,
+                    ActivationTarget::kActivations1d, 4);
   auto reference = stories_batcher(*tokenizer);
   auto rows = source.next_chunk(false);
   auto tokens = reference.next_batch(4);
@@ -511,6 +511,33 @@ TEST_CASE("the live source yields the model's activations of the kept tokens", "
   }
 }
 
+TEST_CASE("a live source over two checkpoints yields each one's hooks of the same tokens",
+          "[stream][checkpoints]") {
+  SAES_REQUIRE_ASSETS();
+  const lm::Transformer model = lm::load_llama2c(stories_dir() / "stories260K.bin");
+  const auto tokenizer = lm::load_tokenizer(stories_dir() / "tok512.model");
+  const lm::CheckpointModels checkpoints = {
+      {"a", std::make_shared<const lm::Transformer>(model)},
+      {"b", std::make_shared<const lm::Transformer>(
+                lm::load_llama2c(stories_dir() / "stories260K.bin"))}};
+  const std::string hook = "blocks.2.hook_resid_post";
+  LiveSource source(0, lm::ModelSet(checkpoints), stories_batcher(*tokenizer),
+                    {"a:" + hook, "b:" + hook}, ActivationTarget::kActivations1d, 4);
+  auto rows = source.next_chunk(false);
+  auto tokens = stories_batcher(*tokenizer).next_batch(4);
+  REQUIRE(rows.has_value());
+  const auto acts = model.forward(tokens->tokens, &tokens->attention_mask,
+                                  lm::HookSet().capture(hook), lm::GradMode::kNoGrad);
+  const at::Tensor kept = at::nonzero(at::flatten(at::ne(tokens->mask, 0))).flatten();
+  const at::Tensor expected = at::index_select(acts.at(hook).reshape({-1, 64}), 0, kept);
+  CHECK(rows->acts.size() == 2);
+  CHECK(at::equal(rows->acts.at("a:" + hook), expected));
+  CHECK(at::equal(rows->acts.at("b:" + hook), expected));
+  CHECK_THROWS_WITH(LiveSource(0, lm::ModelSet(checkpoints), stories_batcher(*tokenizer), {hook},
+                               ActivationTarget::kActivations1d, 4),
+                    Catch::Matchers::Contains("with model.checkpoints set"));
+}
+
 TEST_CASE("live and shard sources mixed resume bitwise", "[stream]") {
   SAES_REQUIRE_ASSETS();
   const lm::Transformer model = lm::load_llama2c(stories_dir() / "stories260K.bin");
@@ -525,7 +552,8 @@ TEST_CASE("live and shard sources mixed resume bitwise", "[stream]") {
   config.model_batch_size = 2;
   Logger logger(LogLevel::kOff);
   StreamInputs inputs = inputs_for(4);
-  inputs.model = &model;
+  const lm::ModelSet models(model);
+  inputs.models = &models;
   inputs.make_batcher = [&](const ActivationSourceConfig&) { return stories_batcher(*tokenizer); };
   auto whole = make_activation_stream(config, inputs, logger);
   const auto expected = drain(*whole);

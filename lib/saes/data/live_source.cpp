@@ -1,5 +1,5 @@
-// LiveSource: tokenize a model batch, run the transformer up to the deepest requested hook and
-// turn the captured activations into Rows (per sequence, or per kept token).
+// LiveSource: tokenize a model batch, run the model(s) up to the deepest requested hook and turn
+// the captured activations into Rows (per sequence, or per kept token).
 #include "saes/data/live_source.h"
 
 #include <ATen/ops/flatten.h>
@@ -9,16 +9,14 @@
 #include <ATen/ops/sum.h>
 
 #include "saes/core/error.h"
-#include "saes/lm/hooks.h"
-#include "saes/lm/transformer.h"
 
 namespace saes::data {
 
-LiveSource::LiveSource(std::int64_t index, const lm::Transformer& model, TokenBatcher batcher,
+LiveSource::LiveSource(std::int64_t index, lm::ModelSet models, TokenBatcher batcher,
                        std::vector<std::string> hooks, ActivationTarget target,
                        std::int64_t model_batch_size)
     : index_(index),
-      model_(model),
+      models_(std::move(models)),
       batcher_(std::move(batcher)),
       hooks_(std::move(hooks)),
       target_(target),
@@ -27,7 +25,7 @@ LiveSource::LiveSource(std::int64_t index, const lm::Transformer& model, TokenBa
              "activation stream: target tokens is not an activation stream");
   SAES_CHECK(model_batch_size > 0, ConfigError, "model_batch_size must be > 0, got {}",
              model_batch_size);
-  for (const auto& hook : hooks_) lm::hook_stage(model_.spec(), hook);
+  for (const auto& hook : hooks_) models_.check_hook(hook);
 }
 
 std::optional<Rows> LiveSource::next_chunk(bool ghost) {
@@ -55,9 +53,7 @@ void LiveSource::retain(const std::set<std::int64_t>& seqs) {
 }
 
 Rows LiveSource::run_model(const TokenBatch& batch, std::int64_t seq) const {
-  lm::HookSet hook_set;
-  for (const auto& hook : hooks_) hook_set.capture(hook);
-  auto acts = model_.forward(batch.tokens, &batch.attention_mask, hook_set, lm::GradMode::kNoGrad);
+  auto acts = models_.forward(batch.tokens, &batch.attention_mask, hooks_, lm::GradMode::kNoGrad);
   Rows rows;
   if (target_ == ActivationTarget::kActivations2d) {
     rows.ids = chunk_ids(index_, seq, batch.tokens.size(0));

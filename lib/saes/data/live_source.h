@@ -1,6 +1,6 @@
 // LiveSource: a ChunkSource that runs a language model on the fly (no disk): each chunk is one
 // model batch of a TokenBatcher, with the activations of the requested hooks (spec §6.1 stages
-// 1–2).
+// 1–2); with several checkpoints, each batch runs through each of them.
 #pragma once
 
 #include <cstdint>
@@ -12,18 +12,17 @@
 #include "saes/data/activation_rows.h"
 #include "saes/data/config.h"
 #include "saes/data/token_batcher.h"
-
-namespace saes::lm {
-class Transformer;
-}
+#include "saes/lm/model_set.h"
 
 namespace saes::data {
 
 class LiveSource final : public ChunkSource {
  public:
-  /// `model` must outlive the source. Hook names are checked now (ConfigError listing the valid
-  /// ones). Target activations-1d keeps tokens with mask == 1 (pad/BOS/ignored dropped).
-  LiveSource(std::int64_t index, const lm::Transformer& model, TokenBatcher batcher,
+  /// The models of `models` must outlive the source; each batch's tokens run through every model
+  /// the hooks name (several checkpoints: aligned token for token). Hook names are checked now
+  /// (ConfigError listing the valid ones). Target activations-1d keeps tokens with mask == 1
+  /// (pad/BOS/ignored dropped).
+  LiveSource(std::int64_t index, lm::ModelSet models, TokenBatcher batcher,
              std::vector<std::string> hooks, ActivationTarget target,
              std::int64_t model_batch_size);
 
@@ -36,7 +35,7 @@ class LiveSource final : public ChunkSource {
   Rows run_model(const TokenBatch& batch, std::int64_t seq) const;
 
   std::int64_t index_;
-  const lm::Transformer& model_;
+  lm::ModelSet models_;
   TokenBatcher batcher_;
   std::vector<std::string> hooks_;
   ActivationTarget target_;

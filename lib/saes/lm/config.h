@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -20,6 +21,20 @@ inline constexpr std::array<std::string_view, 4> kLmBackendNames = {
     "huggingface", "transformer_lens", "tokenizer_only", "auto"};
 constexpr std::span<const std::string_view> enum_names(LmBackend) { return kLmBackendNames; }
 
+/// Separates a checkpoint's name from a hook name in the hook points of a run with
+/// `model.checkpoints` ("step1000:blocks.3.hook_resid_post"). No TransformerLens hook name holds
+/// it.
+inline constexpr char kCheckpointSeparator = ':';
+
+/// A hook point split at kCheckpointSeparator.
+struct CheckpointHook {
+  std::string checkpoint;  ///< the name under model.checkpoints
+  std::string hook;        ///< the model's own hook name
+};
+
+/// "<checkpoint>:<hook>" -> its two parts; nullopt when `name` holds no separator.
+std::optional<CheckpointHook> split_checkpoint_hook(std::string_view name);
+
 struct LanguageModelConfig {
   std::string model_name = "gpt2";
   std::optional<std::filesystem::path> model_from_pretrained_path;
@@ -34,6 +49,8 @@ struct LanguageModelConfig {
   std::optional<std::int64_t> pad_token_id;
   std::string device = "cpu";
   DType dtype = DType::kFloat32;
+  /// saes addition: name -> weights path of other checkpoints of this model (lm/model_set.h).
+  std::map<std::string, std::filesystem::path> checkpoints;
 
   template <class V>
   void visit_fields(V& v) {
@@ -55,6 +72,12 @@ struct LanguageModelConfig {
     v("pad_token_id", pad_token_id, "override pad id (null: tokenizer's, falling back to EOS)");
     v("device", device, "device the model runs on: cpu, cuda, cuda:N");
     v("dtype", dtype, "model weight/activation dtype");
+    v("checkpoints", checkpoints,
+      "several checkpoints of this model over one token stream: name -> weights path (a llama2.c "
+      ".bin or an HF folder, each with the architecture and vocabulary of "
+      "model_from_pretrained_path, which stays the tokenizer and architecture source); when set, "
+      "every hook point is written <name>:<hook> (e.g. step1000:blocks.3.hook_resid_post) and "
+      "each batch's tokens run through every named checkpoint; saes addition");
   }
   bool operator==(const LanguageModelConfig&) const = default;
 };

@@ -145,22 +145,26 @@ std::unique_ptr<Tokenizer> load_language_model_tokenizer(const LanguageModelConf
              path.string());
 }
 
+Transformer load_model_files(const LanguageModelConfig& config, const fs::path& path) {
+  const TransformerOptions options = options_of(config);
+  if (is_hf_folder(path)) return load_hf_folder(path, options);
+  SAES_CHECK(!fs::is_directory(path), IoError,
+             "model folder {}: config.json not found (expected a Hugging Face folder)",
+             path.string());
+  SAES_CHECK(path.extension() == ".bin", UnsupportedError,
+             "model {}: expected a Hugging Face folder (config.json + model.safetensors) or a "
+             "llama2.c .bin checkpoint",
+             path.string());
+  return load_llama2c(path, options);
+}
+
+ModelSet LanguageModel::model_set() const {
+  return checkpoints.empty() ? ModelSet(model) : ModelSet(checkpoints);
+}
+
 LanguageModel load_language_model(const LanguageModelConfig& config, bool need_tokenizer) {
   const fs::path path = model_path(config);
-  const TransformerOptions options = options_of(config);
-  std::optional<Transformer> model;
-  if (is_hf_folder(path)) {
-    model.emplace(load_hf_folder(path, options));
-  } else if (fs::is_directory(path)) {
-    SAES_THROW(IoError, "model folder {}: config.json not found (expected a Hugging Face folder)",
-               path.string());
-  } else {
-    SAES_CHECK(path.extension() == ".bin", UnsupportedError,
-               "model {}: expected a Hugging Face folder (config.json + model.safetensors) or a "
-               "llama2.c .bin checkpoint",
-               path.string());
-    model.emplace(load_llama2c(path, options));
-  }
+  Transformer model = load_model_files(config, path);
   std::unique_ptr<Tokenizer> tokenizer;
   try {
     tokenizer = load_language_model_tokenizer(config);
@@ -170,13 +174,14 @@ LanguageModel load_language_model(const LanguageModelConfig& config, bool need_t
   SpecialTokenIds ids;
   const SpecialTokenIds known = tokenizer ? tokenizer->special_ids() : SpecialTokenIds{};
   ids.bos = config.bos_token_id ? config.bos_token_id : known.bos;
-  if (!ids.bos) ids.bos = from_spec(model->spec().bos_token_id);
+  if (!ids.bos) ids.bos = from_spec(model.spec().bos_token_id);
   ids.eos = config.eos_token_id ? config.eos_token_id : known.eos;
-  if (!ids.eos) ids.eos = from_spec(model->spec().eos_token_id);
+  if (!ids.eos) ids.eos = from_spec(model.spec().eos_token_id);
   if (!ids.bos) ids.bos = ids.eos;
   ids.pad = config.pad_token_id ? config.pad_token_id : known.pad;
   if (!ids.pad) ids.pad = ids.eos;
-  return LanguageModel{std::move(*model), std::move(tokenizer), ids};
+  CheckpointModels checkpoints = load_checkpoints(config, model, path);
+  return LanguageModel{std::move(model), std::move(tokenizer), ids, std::move(checkpoints)};
 }
 
 }  // namespace saes::lm

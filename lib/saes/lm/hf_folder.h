@@ -11,6 +11,7 @@
 
 #include "saes/io/safetensors.h"
 #include "saes/lm/config.h"
+#include "saes/lm/model_set.h"
 #include "saes/lm/tokenizer.h"
 #include "saes/lm/transformer.h"
 #include "saes/lm/weight_source.h"
@@ -42,12 +43,21 @@ std::unique_ptr<SafetensorsWeightSource> open_hf_weights(const std::filesystem::
 /// `dir`/config.json + open_hf_weights(dir) -> Transformer.
 Transformer load_hf_folder(const std::filesystem::path& dir, TransformerOptions options = {});
 
+/// The model at `path` (a folder with config.json -> Hugging Face; a `.bin` file -> llama2.c) in
+/// config's dtype on config's device. IoError naming the path and the missing piece.
+Transformer load_model_files(const LanguageModelConfig& config, const std::filesystem::path& path);
+
 /// A loaded model with its tokenizer and the special ids to use (config overrides win, then the
 /// tokenizer's, then the model config's; pad falls back to EOS).
 struct LanguageModel {
   Transformer model;
   std::unique_ptr<Tokenizer> tokenizer;
   SpecialTokenIds special_ids;
+  CheckpointModels checkpoints;  ///< config.checkpoints loaded (load_checkpoints); may be empty
+
+  /// The models whose hook points the run reads: the checkpoints when there are any, else
+  /// `model`. Refers to this object's models (it must outlive the set).
+  ModelSet model_set() const;
 };
 
 /// Loads `config.model_from_pretrained_path`: a folder with config.json -> Hugging Face; a `.bin`
@@ -55,7 +65,8 @@ struct LanguageModel {
 /// `tok512.bin` / `tokenizer.bin` beside the llama2.c file. dtype and device from the config.
 /// Throws ConfigError when no path is set, IoError naming the path and the missing piece. With
 /// `need_tokenizer` false a model without a tokenizer loads too (tokenizer null; special ids
-/// from the config, then the model's config) — for work on token ids only.
+/// from the config, then the model's config) — for work on token ids only. Also loads
+/// config.checkpoints (load_checkpoints).
 LanguageModel load_language_model(const LanguageModelConfig& config, bool need_tokenizer = true);
 
 /// The tokenizer load_language_model would use, without loading the model.

@@ -67,18 +67,20 @@ data::TokenBatcher make_token_batcher(const data::DatasetConfig& dataset,
 ActivationStreams::ActivationStreams(ActivationInputs inputs, Logger& logger,
                                      const lm::LanguageModel* model)
     : in_(std::move(inputs)), lm_(model), logger_(logger) {
-  if (lm_ != nullptr || !needs_model(in_.factory)) return;
-  SAES_CHECK(in_.model.has_value(), ConfigError,
-             "activation_factory has a source of type dataset but no model is configured; set "
-             "model or use type: activations");
-  owned_.emplace(lm::load_language_model(*in_.model));
-  lm_ = &*owned_;
+  if (lm_ == nullptr && needs_model(in_.factory)) {
+    SAES_CHECK(in_.model.has_value(), ConfigError,
+               "activation_factory has a source of type dataset but no model is configured; set "
+               "model or use type: activations");
+    owned_.emplace(lm::load_language_model(*in_.model));
+    lm_ = &*owned_;
+  }
+  if (lm_ != nullptr) models_.emplace(lm_->model_set());
 }
 
 std::unique_ptr<data::ActivationStream> ActivationStreams::make() const {
   data::StreamInputs s;
   if (lm_ != nullptr) {
-    s.model = &lm_->model;
+    s.models = &*models_;
     s.make_batcher = [this](const data::ActivationSourceConfig& source) {
       SAES_CHECK(in_.model.has_value(), ConfigError,
                  "activation_factory source \"{}\" has type dataset but no model is configured",

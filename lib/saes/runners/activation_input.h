@@ -58,13 +58,15 @@ class ActivationStreams {
   ActivationStreams(ActivationInputs inputs, Logger& logger,
                     const lm::LanguageModel* model = nullptr);
   std::unique_ptr<data::ActivationStream> make() const;
-  /// The language model the `dataset` sources run (null when every source reads shards).
+  /// The language model the `dataset` sources run (null when every source reads shards); with
+  /// model.checkpoints they run its checkpoints (LanguageModel::model_set()).
   const lm::LanguageModel* model() const { return lm_; }
 
  private:
   ActivationInputs in_;
   std::optional<lm::LanguageModel> owned_;
   const lm::LanguageModel* lm_ = nullptr;
+  std::optional<lm::ModelSet> models_;  ///< lm_'s models (several with model.checkpoints)
   Logger& logger_;
 };
 

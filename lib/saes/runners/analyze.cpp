@@ -52,6 +52,7 @@ void check_supported(const AnalyzeSettings& s) {
              "(checkpoints hold all heads); set it to 1 and split the features with "
              "model_parallel_size",
              s.parallelism.head_parallel_size);
+  check_analyze_eval(s);
 }
 
 /// analyzer.clt_layer: the one source layer analysed (its d_sae features), checked against the

@@ -109,6 +109,14 @@ std::map<std::string, double> eval_on_activations(const AnalyzeSettings& s,
 
 }  // namespace
 
+void check_analyze_eval(const AnalyzeSettings& settings) {
+  if (!settings.eval || first_dataset_source(settings) == nullptr || !settings.model) return;
+  SAES_CHECK(settings.model->checkpoints.empty(), UnsupportedError,
+             "eval: the spliced evaluation patches the dictionary into one model's forward, and "
+             "model.checkpoints runs several models: not supported; set eval: null, or evaluate "
+             "from shards (sources of type activations: reconstruction metrics only)");
+}
+
 std::map<std::string, double> run_analyze_eval(const AnalyzeSettings& settings,
                                                dictionaries::SparseDictionary& dict,
                                                RunContext& context) {
@@ -116,6 +124,7 @@ std::map<std::string, double> run_analyze_eval(const AnalyzeSettings& settings,
              "run_analyze_eval: settings.eval is null (evaluation not requested)");
   SAES_CHECK(settings.eval->batch_size > 0, ConfigError, "eval.batch_size: expected > 0, got {}",
              settings.eval->batch_size);
+  check_analyze_eval(settings);
   const data::ActivationSourceConfig* source = first_dataset_source(settings);
   std::map<std::string, double> metrics;
   if (source != nullptr) {

@@ -14,6 +14,11 @@ class SparseDictionary;
 
 namespace saes::runners {
 
+/// Throws UnsupportedError for an evaluation run_analyze_eval cannot do (the spliced evaluation of
+/// a run over model.checkpoints), so a run stops before its work; nothing when settings.eval is
+/// null.
+void check_analyze_eval(const config::AnalyzeSettings& settings);
+
 /// Evaluates `dict` per settings.eval (which must be set) on the run's text/activations and
 /// language model; returns metric name → value (names documented in docs/evaluation.md).
 std::map<std::string, double> run_analyze_eval(const config::AnalyzeSettings& settings,

@@ -117,10 +117,8 @@ bool prepare_output(const GenerateSettings& s, const io::ShardWriterOptions& opt
 }
 
 /// Width of every hook (trailing dims flattened); all must agree. Runs a 2-token forward.
-int64_t hook_width(const lm::Transformer& model, const std::vector<std::string>& hooks) {
-  lm::HookSet set;
-  for (const auto& h : hooks) set.capture(h);
-  const auto out = model.forward(at::full({1, 2}, int64_t{0}, at::kLong), nullptr, set);
+int64_t hook_width(const lm::ModelSet& models, const std::vector<std::string>& hooks) {
+  const auto out = models.forward(at::full({1, 2}, int64_t{0}, at::kLong), nullptr, hooks);
   int64_t width = -1;
   for (const auto& h : hooks) {
     const int64_t w = out.at(h).flatten(2).size(2);
@@ -140,7 +138,7 @@ io::ShardWriterOptions writer_options(const GenerateSettings& s, const lm::Langu
   o.model_name = s.model_name;
   o.hook_points = s.hook_points;
   o.dtype = s.override_dtype.value_or(s.model.dtype);
-  o.d_model = hook_width(lm.model, s.hook_points);
+  o.d_model = hook_width(lm.model_set(), s.hook_points);
   const bool is_2d = s.target == data::ActivationTarget::kActivations2d;
   o.target = is_2d ? io::ShardTarget::kActivations2d : io::ShardTarget::kActivations1d;
   o.context_size = is_2d ? s.context_size : 0;
@@ -187,10 +185,11 @@ std::pair<at::Tensor, at::Tensor> row_provenance(const data::TokenBatch& b) {
   return {row_doc, row_pos};
 }
 
-/// Runs the model on contexts and returns their shard rows (1-D: kept tokens; 2-D: contexts).
-io::ShardBatch shard_rows(const lm::Transformer& model, const lm::HookSet& hooks,
+/// Runs the model (or each checkpoint) on contexts and returns their shard rows (1-D: kept
+/// tokens; 2-D: contexts).
+io::ShardBatch shard_rows(const lm::ModelSet& models, const std::vector<std::string>& hooks,
                           const data::TokenBatch& b, bool is_2d) {
-  const auto acts = model.forward(b.tokens, &b.attention_mask, hooks);
+  const auto acts = models.forward(b.tokens, &b.attention_mask, hooks);
   io::ShardBatch out;
   if (is_2d) {
     out.tokens = b.tokens;
@@ -203,7 +202,7 @@ io::ShardBatch shard_rows(const lm::Transformer& model, const lm::HookSet& hooks
   out.tokens = flat.tokens;
   out.doc_index = flat.document_index;
   out.position = flat.position;
-  const at::Tensor kept = at::nonzero(b.mask.flatten().to(model.device())).squeeze(1);
+  const at::Tensor kept = at::nonzero(b.mask.flatten().to(models.device())).squeeze(1);
   for (const auto& [hook, value] : acts) {
     out.activations[hook] = value.flatten(2).flatten(0, 1).index_select(0, kept);
   }
@@ -254,8 +253,7 @@ bool generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
                               : is_2d         ? (*s.total_tokens + s.context_size - 1) / s.context_size
                                               : *s.total_tokens;
   const int64_t skip = writer.rows_done();
-  lm::HookSet hooks;
-  for (const auto& h : s.hook_points) hooks.capture(h);
+  const lm::ModelSet models = lm.model_set();
   Progress progress = context.make_progress(
       "generate", s.total_tokens ? *s.total_tokens / world : 0, "tok");
   progress.advance(writer.tokens_done());
@@ -272,8 +270,8 @@ bool generate_rows(const GenerateSettings& s, const lm::LanguageModel& lm,
     const int64_t lo = std::max(skip, own), hi = own + mine;
     if (lo < hi) {
       // The whole batch runs (as in an uninterrupted run, so values are bit-identical).
-      const io::ShardBatch rows = narrow_rows(shard_rows(lm.model, hooks, *batch, is_2d),
-                                              lo - own, hi - own);
+      const io::ShardBatch rows =
+          narrow_rows(shard_rows(models, s.hook_points, *batch, is_2d), lo - own, hi - own);
       check_finite(rows, index, s);
       writer.append(rows);
       progress.advance((hi - lo) * tokens_per_row);

@@ -67,6 +67,17 @@ std::vector<int64_t> parse_id_list(std::string_view text, std::string_view what)
   return ids;
 }
 
+std::pair<std::string, fs::path> parse_checkpoint_option(std::string_view text) {
+  const std::size_t eq = text.find('=');
+  const std::string name(text.substr(0, std::min(eq, text.size())));
+  SAES_CHECK(eq != std::string_view::npos && eq > 0 && eq + 1 < text.size(), ConfigError,
+             "--checkpoint: expected NAME=PATH, got \"{}\"", text);
+  SAES_CHECK(name.find(lm::kCheckpointSeparator) == std::string::npos, ConfigError,
+             "--checkpoint {}: a checkpoint name must not contain '{}'", text,
+             lm::kCheckpointSeparator);
+  return {name, fs::path(text.substr(eq + 1))};
+}
+
 std::vector<std::string> split_list(std::string_view text) {
   std::vector<std::string> out;
   size_t start = 0;
@@ -134,13 +145,16 @@ int run_probe(const ProbeOptions& options, std::ostream& out) {
       if (std::find(captured.begin(), captured.end(), h) == captured.end()) captured.push_back(h);
     }
   }
-  lm::HookSet hooks;
-  for (const auto& h : captured) hooks.capture(h);
-  if (options.logits) hooks.capture("logits");
-  const auto values = lm.model.forward(tokens, nullptr, hooks);
+  std::vector<std::string> logits;  // each checkpoint's, named as its hooks
+  if (options.logits && lm.checkpoints.empty()) logits.emplace_back("logits");
+  for (const auto& [name, model] : lm.checkpoints) {
+    if (options.logits) logits.push_back(name + lm::kCheckpointSeparator + "logits");
+  }
+  std::vector<std::string> wanted = captured;
+  wanted.insert(wanted.end(), logits.begin(), logits.end());
+  const auto values = lm.model_set().forward(tokens, nullptr, wanted);
   std::vector<std::pair<std::string, at::Tensor>> tensors = {{"tokens", tokens}};
-  for (const auto& h : captured) tensors.emplace_back(h, values.at(h));
-  if (options.logits) tensors.emplace_back("logits", values.at("logits"));
+  for (const auto& h : wanted) tensors.emplace_back(h, values.at(h));
   if (dict) {
     const auto n = static_cast<int64_t>(ids.size());
     dictionaries::HookActs raw;

@@ -8,6 +8,7 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "saes/lm/config.h"
@@ -28,6 +29,7 @@ int run_tokenize(const TokenizeOptions& options, std::ostream& out);
 
 struct ProbeOptions {
   lm::LanguageModelConfig model;            ///< model_from_pretrained_path must be set
+                                            ///< (checkpoints: hooks are "<name>:<hook>")
   std::optional<std::string> text;          ///< tokenized with BOS first (when the model has one)
   std::optional<std::vector<int64_t>> ids;  ///< used as given
   std::vector<std::string> hooks;
@@ -39,6 +41,7 @@ struct ProbeOptions {
 
 /// Runs the model on one sequence and saves "tokens" [1, n] int64, each hook [1, n, ...] and
 /// "logits" when asked to `output`; prints one line per tensor (name, shape, dtype, L2 norm).
+/// With model.checkpoints, hooks are "<checkpoint>:<hook>" and the logits "<checkpoint>:logits".
 /// With `dictionary` (named N after its folder), also the hooks it reads and
 /// "N.feature_acts" [1, n, ...] (f as the variant shapes it: an SAE [1, n, d_sae], a CLT
 /// [1, n, L, d_sae], in the dictionary's training scale) and "N.reconstruction.<hook>" [1, n,
@@ -47,6 +50,9 @@ int run_probe(const ProbeOptions& options, std::ostream& out);
 
 /// "1,2,3" -> {1, 2, 3}; throws ConfigError naming `what` for anything else.
 std::vector<int64_t> parse_id_list(std::string_view text, std::string_view what);
+/// "NAME=PATH" (probe's --checkpoint) -> {NAME, PATH}; ConfigError for anything else or a NAME
+/// holding the checkpoint separator.
+std::pair<std::string, std::filesystem::path> parse_checkpoint_option(std::string_view text);
 /// "a,b" -> {"a", "b"} (empty items dropped).
 std::vector<std::string> split_list(std::string_view text);
 

@@ -216,6 +216,10 @@ void build_dictionaries(std::vector<Member>& members, const TrainSettings& s,
     model_needed = model_needed || (!resuming && m.settings.initializer &&
                                     training::needs_model(*m.settings.initializer, m.settings.sae));
   }
+  SAES_CHECK(!model_needed || !s.model || s.model->checkpoints.empty(), UnsupportedError,
+             "initializer: the model-informed inits read one model's layer, and model.checkpoints "
+             "lists several: not supported; initialize without them (initialize_tc_with_mlp, "
+             "initialize_lorsa_with_mhsa, a lorsa's initialize_W_D_with_active_subspace)");
   std::optional<lm::LanguageModel> loaded;
   const lm::Transformer* model = streams.model() ? &streams.model()->model : nullptr;
   if (model_needed && model == nullptr) {

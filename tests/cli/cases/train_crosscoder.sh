@@ -3,7 +3,12 @@
 # trained on the fly (per-head EV and metrics, the original's tensor names), 2 model ranks and 3
 # head ranks equal to one process, and saes-analyze (max over heads, per-head decoder norms) with
 # the spliced evaluation.
+# Checkpoints as heads (model.checkpoints): hook names that name no listed checkpoint are refused;
+# with the assets, saes-generate writes both checkpoints' hooks of the same tokens into one run,
+# and the example crosscoder over a:/b:blocks.3.hook_resid_post trains from those shards and on
+# the fly; saes-analyze runs on the fly and refuses the spliced evaluation (exit 5).
 cc_cfg="$root/configs/train-stories260k-crosscoder.yaml"
+ck_cfg="$root/configs/train-stories260k-crosscoder-checkpoints.yaml"
 expect "crosscoder hook_points required" 2 'sae.hook_points: required for a crosscoder' -- \
   "$bin/saes-train" "$cc_cfg" --set 'sae.hook_points=[]'
 one_line "crosscoder hook_points required"
@@ -17,6 +22,13 @@ expect "hook_points on an sae" 2 'sae.hook_points: is for sae_type crosscoder on
   "$bin/saes-train" "$train_cfg" --set 'sae.hook_points=[blocks.3.hook_resid_post]'
 expect "crosscoder hook missing from the stream" 2 'must include the sae.s hook point "blocks.3.hook_resid_post"' -- \
   "$bin/saes-train" "$cc_cfg" --set 'activation_factory.hook_points=[blocks.1.hook_resid_post, blocks.2.hook_resid_post]'
+expect "checkpoint hook of an unlisted checkpoint" 2 'activation_factory.hook_points\[1\]: "b:blocks.3.hook_resid_post" names checkpoint "b", which model.checkpoints lacks \(checkpoints: a\)' -- \
+  "$bin/saes-train" "$ck_cfg" --set 'model.checkpoints={a: a.bin}'
+one_line "checkpoint hook of an unlisted checkpoint"
+expect "unprefixed hook with checkpoints" 2 'names no checkpoint: with model.checkpoints set, write <checkpoint>:<hook>' -- \
+  "$bin/saes-train" "$cc_cfg" --set 'model.checkpoints={a: a.bin}'
+expect "prefixed hook without checkpoints" 2 '"a:blocks.3.hook_resid_post" names checkpoint "a", but model.checkpoints is not set' -- \
+  "$bin/saes-generate" "$root/configs/generate-stories260k.yaml" --set 'hook_points=[a:blocks.3.hook_resid_post]'
 
 if [ -n "$assets" ] && [ -d "$assets/llama2c-stories260K" ]; then
   cc_fly=(--set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin"
@@ -88,4 +100,83 @@ PY
   expect "analyze refuses head parallelism" 5 'head_parallel_size 3: saes-analyze reads every head' -- "$bin/saes-analyze" \
     "$root/configs/analyze-stories260k.yaml" --set sae.pretrained_name_or_path=tcc --set head_parallel_size=3 --set output_dir=acc_hp
   one_line "analyze refuses head parallelism"
+
+  # model.checkpoints: b is stories260K with layer 2's MLP output weights (w2) × 1.5
+  stories="$assets/llama2c-stories260K/stories260K.bin"
+  /usr/bin/python3 - "$stories" ckpt_b.bin <<'PY'
+import struct, sys
+import numpy as np
+raw = open(sys.argv[1], "rb").read()
+d, hidden, L, nh, nkv, V, T = struct.unpack("<7i", raw[:28])
+kv = nkv * (d // nh)
+w = np.frombuffer(raw, dtype="<f4", offset=28).copy()
+w2 = abs(V) * d + L * (2 * d + 2 * d * d + 2 * kv * d) + L * hidden * d  # floats before w2
+w[w2 + 2 * d * hidden:w2 + 3 * d * hidden] *= 1.5
+open(sys.argv[2], "wb").write(raw[:28] + w.tobytes())
+PY
+  ck_model=(--set "model.model_from_pretrained_path=$stories" --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin"
+    --set "model.checkpoints={a: $stories, b: $work/ckpt_b.bin}")
+  expect "checkpoints generate" 0 '' -- "$bin/saes-generate" "$root/configs/generate-stories260k.yaml" "${ck_model[@]}" \
+    --set "dataset.paths=[$work/stories.txt]" --set total_tokens=4096 --set batch_size=2048 --set output_dir=gck \
+    --set 'hook_points=[a:blocks.1.hook_resid_post, b:blocks.1.hook_resid_post, a:blocks.3.hook_resid_post, b:blocks.3.hook_resid_post]' \
+    --set compression=raw --set logging.progress=off --threads 1
+  ck_shards="$(/usr/bin/python3 - gck <<'PY' 2>&1
+import glob, json, struct, sys
+import numpy as np
+m = json.load(open(sys.argv[1] + "/manifest.json"))
+hooks = [f"{c}:blocks.{l}.hook_resid_post" for l in (1, 3) for c in "ab"]
+assert m["hook_points"] == hooks, m["hook_points"]
+files = sorted(glob.glob(sys.argv[1] + "/shard-*.saes"))
+assert len(files) == 2, files
+for f in files:
+    raw = open(f, "rb").read()
+    n = struct.unpack("<Q", raw[16:24])[0]
+    sections = {s["name"]: s for s in json.loads(raw[32:32 + n])["sections"]}
+    base = (32 + n + 63) // 64 * 64
+    act = {}
+    for h in hooks:
+        s = sections["act/" + h]
+        assert s["codec"] == "raw" and s["shape"] == [2048, 64], s
+        act[h] = np.frombuffer(raw, dtype=s["dtype"], count=2048 * 64, offset=base + s["offset"])
+    # the same tokens through both: equal before the perturbed layer 2, different after it
+    assert np.array_equal(act[hooks[0]], act[hooks[1]])
+    assert not np.array_equal(act[hooks[2]], act[hooks[3]])
+    assert np.corrcoef(act[hooks[2]].astype(float), act[hooks[3]].astype(float))[0, 1] > 0.5
+print("ok")
+PY
+)"
+  if [ "$ck_shards" = ok ]; then ok; else bad "checkpoint shards: $ck_shards"; fi
+
+  ck_train=(--set activation_factory.batch_size=512 --set trainer.total_training_tokens=4096 --set trainer.log_frequency=4
+    --set logging.progress=off --threads 1)
+  ck_check() {  # ck_check RUN_DIR: two heads, per-head metrics, the prefixed norm names
+    /usr/bin/python3 - "$1" <<'PY'
+import json, math, struct, sys
+raw = open(sys.argv[1] + "/sae_weights.safetensors", "rb").read()
+h = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+assert h["W_E"]["shape"] == [2, 64, 512] and h["W_D"]["shape"] == [2, 512, 64], h["W_E"]
+for c in "ab":
+    assert f"dataset_average_activation_norm.{c}:blocks.3.hook_resid_post" in h, list(h)
+m = json.loads(open(sys.argv[1] + "/metrics.jsonl").read().splitlines()[-1])
+for key in ("metrics/explained_variance_L0", "metrics/explained_variance_L1"):
+    assert math.isfinite(m[key]) and m[key] <= 1.0, (key, m.get(key))
+PY
+  }
+  expect "checkpoints crosscoder from shards" 0 '' -- "$bin/saes-train" "$ck_cfg" "${ck_train[@]}" \
+    --set 'activation_factory.sources=[{type: activations, name: gck, path: gck}]' --set 'model=null' \
+    --set trainer.exp_result_path=tck_shards
+  if ck_check tck_shards; then ok; else bad "checkpoints crosscoder from shards: $(ls tck_shards)"; fi
+  expect "checkpoints crosscoder on the fly" 0 '' -- "$bin/saes-train" "$ck_cfg" "${ck_train[@]}" "${ck_model[@]}" \
+    --set "datasets.tinystories.paths=[$work/stories.txt]" --set trainer.exp_result_path=tck_fly
+  if ck_check tck_fly; then ok; else bad "checkpoints crosscoder on the fly: $(ls tck_fly)"; fi
+
+  ck_analyze=("$root/configs/analyze-stories260k.yaml" --set sae.pretrained_name_or_path=tck_fly "${ck_model[@]}"
+    --set "datasets.tinystories.paths=[$work/stories.txt]" --set analyzer.total_analyzing_tokens=2048
+    --set 'activation_factory.hook_points=[a:blocks.3.hook_resid_post, b:blocks.3.hook_resid_post]' --set logging.progress=off)
+  expect "checkpoints analyze refuses the spliced eval" 5 'eval: the spliced evaluation .* model.checkpoints runs several models: not supported' -- \
+    "$bin/saes-analyze" "${ck_analyze[@]}" --set eval.total_eval_tokens=2048 --set output_dir=ack_eval
+  one_line "checkpoints analyze refuses the spliced eval"
+  expect "checkpoints analyze on the fly" 0 '' -- "$bin/saes-analyze" "${ck_analyze[@]}" --set eval=null --set output_dir=ack
+  ck_db="$(/usr/bin/python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); print(db.execute("select count(*) from features").fetchone()[0], db.execute("select count(distinct target) from target_norms").fetchone()[0])' ack/default.sqlite 2>&1)"
+  if [ "$ck_db" = "512 2" ]; then ok; else bad "checkpoints analysis database: $ck_db"; fi
 fi
