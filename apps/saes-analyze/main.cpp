@@ -1,5 +1,6 @@
 // saes-analyze: feature statistics, top contexts and evaluation of a trained dictionary, stored in
-// a SQLite database; `export` writes one JSON per feature of such a database.
+// a SQLite database; `export` writes one JSON per feature of such a database; `attribute` traces
+// one prompt's circuit (an attribution graph).
 #include <iostream>
 
 #include "saes/analysis/store.h"
@@ -35,6 +36,16 @@ int run_config(saes::cli::Session& session, const saes::cli::CommonOptions& opti
   return saes::runners::run_analyze(settings, context);
 }
 
+int run_attribute_config(saes::cli::Session& session, const saes::cli::CommonOptions& options) {
+  auto settings = saes::config::load_attribute_settings(options.config, options.overrides);
+  if (options.print_config) {
+    session.print(saes::config::dump_yaml(settings));
+    return 0;
+  }
+  auto context = session.configure(settings.logging, settings.threads, options);
+  return saes::runners::run_attribute(settings, context);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -45,6 +56,7 @@ int main(int argc, char** argv) {
       "  saes-analyze configs/analyze-stories260k.yaml\n"
       "  saes-analyze run cfg.yaml --set analyzer.total_analyzing_tokens=1000000\n"
       "  saes-analyze export data/analysis/stories260k-l3-topk/default.sqlite features-json/\n"
+      "  saes-analyze attribute configs/attribute-stories260k.yaml --set prompt='Once upon a'\n"
       "  saes-analyze serve data/analysis/stories260k-l3-topk/default.sqlite --port 8080\n"};
   auto app = saes::cli::make_app(kTool);
   saes::cli::CommonOptions options;
@@ -52,6 +64,10 @@ int main(int argc, char** argv) {
   saes::cli::CommonOptions run_options;
   auto* run = app->add_subcommand("run", "Analyze from a config (same as no subcommand)");
   saes::cli::add_config_options(*run, run_options);
+  saes::cli::CommonOptions attribute_options;
+  auto* attribute = app->add_subcommand(
+      "attribute", "Trace one prompt: its attribution graph through a replacement model (JSON)");
+  saes::cli::add_config_options(*attribute, attribute_options);
   ExportArgs export_args;
   add_export(*app, export_args);
   saes::runners::ServeOptions serve_options;
@@ -60,6 +76,7 @@ int main(int argc, char** argv) {
   const bool& verbose = options.verbose;
   return saes::cli::run(kTool, *app, argc, argv, verbose, [&](saes::cli::Session& session) {
     if (app->got_subcommand("serve")) return saes::cli::run_serve_command(session, serve_options);
+    if (app->got_subcommand("attribute")) return run_attribute_config(session, attribute_options);
     if (app->got_subcommand("export")) {
       const saes::analysis::AnalysisStore store(export_args.db);
       const auto n = saes::analysis::export_feature_json(store, export_args.out_dir);

@@ -149,6 +149,7 @@ struct ReplacementModel::State {
   /// Adjacency rows [targets.size(), n_nodes] of `targets` (one backward per batch of rows).
   at::Tensor rows(const std::vector<Target>& targets, std::int64_t n_nodes,
                   std::int64_t batch_size) const;
+  mutable std::int64_t backward_passes = 0;  ///< counted by rows()
 };
 
 ReplacementModel::ReplacementModel(const lm::Transformer& model, std::vector<std::int64_t> tokens,
@@ -364,6 +365,7 @@ at::Tensor ReplacementModel::State::rows(const std::vector<Target>& targets, std
       objective = objective + at::sum(acts.at(tg.hook)[b][tg.position].to(at::kDouble) * tg.vector);
     }
     objective.backward();
+    ++backward_passes;
     const at::Tensor ge = e.grad().to(at::kDouble);  // [nb, T, d]
     at::Tensor block = out.narrow(0, b0, nb);
     block.narrow(1, embed_col, T).copy_(at::sum(ge * embed.to(at::kDouble).unsqueeze(0), {2}));
@@ -442,6 +444,7 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
   const auto n_features = static_cast<std::int64_t>(s.features.size());
   const std::int64_t first_logit = N - static_cast<std::int64_t>(ids.size());
   g.adjacency = at::zeros({N, N}, at::kFloat);
+  const std::int64_t passes_before = s.backward_passes;
 
   std::vector<Target> logit_targets;
   for (std::int64_t i = first_logit; i < N; ++i) logit_targets.push_back(s.target_of(g.nodes[i]));
@@ -487,6 +490,7 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
     }
     n_visited += static_cast<std::int64_t>(pick.size());
   }
+  g.backward_passes = s.backward_passes - passes_before;
   return g;
 }
 

@@ -54,6 +54,7 @@ struct Graph {
   std::int64_t max_n_logits = 10;
   std::int64_t max_feature_nodes = 0;  ///< 0: every active feature
   std::int64_t batch_size = 0;
+  std::int64_t backward_passes = 0;  ///< batched backward passes the attribution took
 
   std::int64_t n_nodes() const { return static_cast<std::int64_t>(nodes.size()); }
   std::int64_t n_positions() const { return static_cast<std::int64_t>(tokens.size()); }

@@ -86,6 +86,10 @@ ConvertSettings load_convert_settings(const std::filesystem::path& yaml_path,
                                       const std::vector<std::string>& overrides) {
   return load_settings<ConvertSettings>(yaml_path, overrides);
 }
+AttributeSettings load_attribute_settings(const std::filesystem::path& yaml_path,
+                                          const std::vector<std::string>& overrides) {
+  return load_settings<AttributeSettings>(yaml_path, overrides);
+}
 
 GenerateSettings parse_generate_settings(std::string_view yaml_text, std::string_view display_name,
                                          const std::vector<std::string>& overrides,
@@ -107,6 +111,12 @@ ConvertSettings parse_convert_settings(std::string_view yaml_text, std::string_v
                                        Validation validation) {
   return parse_settings<ConvertSettings>(yaml_text, display_name, overrides, validation);
 }
+AttributeSettings parse_attribute_settings(std::string_view yaml_text,
+                                           std::string_view display_name,
+                                           const std::vector<std::string>& overrides,
+                                           Validation validation) {
+  return parse_settings<AttributeSettings>(yaml_text, display_name, overrides, validation);
+}
 
 std::vector<std::string> validate(const GenerateSettings& settings) {
   return validate_settings(settings);
@@ -120,11 +130,15 @@ std::vector<std::string> validate(const AnalyzeSettings& settings) {
 std::vector<std::string> validate(const ConvertSettings& settings) {
   return validate_settings(settings);
 }
+std::vector<std::string> validate(const AttributeSettings& settings) {
+  return validate_settings(settings);
+}
 
 std::string dump_yaml(const GenerateSettings& settings) { return dump_settings(settings); }
 std::string dump_yaml(const TrainSettings& settings) { return dump_settings(settings); }
 std::string dump_yaml(const AnalyzeSettings& settings) { return dump_settings(settings); }
 std::string dump_yaml(const ConvertSettings& settings) { return dump_settings(settings); }
+std::string dump_yaml(const AttributeSettings& settings) { return dump_settings(settings); }
 
 std::filesystem::path save_resolved_config(const GenerateSettings& settings,
                                            const std::filesystem::path& dir) {
@@ -139,6 +153,10 @@ std::filesystem::path save_resolved_config(const AnalyzeSettings& settings,
   return save_settings(settings, dir);
 }
 std::filesystem::path save_resolved_config(const ConvertSettings& settings,
+                                           const std::filesystem::path& dir) {
+  return save_settings(settings, dir);
+}
+std::filesystem::path save_resolved_config(const AttributeSettings& settings,
                                            const std::filesystem::path& dir) {
   return save_settings(settings, dir);
 }

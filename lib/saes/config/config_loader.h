@@ -28,6 +28,8 @@ AnalyzeSettings load_analyze_settings(const std::filesystem::path& yaml_path,
                                       const std::vector<std::string>& overrides = {});
 ConvertSettings load_convert_settings(const std::filesystem::path& yaml_path,
                                       const std::vector<std::string>& overrides = {});
+AttributeSettings load_attribute_settings(const std::filesystem::path& yaml_path,
+                                          const std::vector<std::string>& overrides = {});
 
 /// As load_*, from YAML text; `display_name` stands for the file in messages.
 GenerateSettings parse_generate_settings(std::string_view yaml_text, std::string_view display_name,
@@ -42,6 +44,10 @@ AnalyzeSettings parse_analyze_settings(std::string_view yaml_text, std::string_v
 ConvertSettings parse_convert_settings(std::string_view yaml_text, std::string_view display_name,
                                        const std::vector<std::string>& overrides = {},
                                        Validation validation = Validation::kOn);
+AttributeSettings parse_attribute_settings(std::string_view yaml_text,
+                                           std::string_view display_name,
+                                           const std::vector<std::string>& overrides = {},
+                                           Validation validation = Validation::kOn);
 
 /// Every semantic problem of already-parsed settings, one `key.path: message` per entry (empty
 /// when valid). load_*/parse_* throw these as one ConfigError with file positions added.
@@ -49,12 +55,14 @@ std::vector<std::string> validate(const GenerateSettings& settings);
 std::vector<std::string> validate(const TrainSettings& settings);
 std::vector<std::string> validate(const AnalyzeSettings& settings);
 std::vector<std::string> validate(const ConvertSettings& settings);
+std::vector<std::string> validate(const AttributeSettings& settings);
 
 /// The settings as YAML (every field, defaults included); parse_*(dump_yaml(x)) == x.
 std::string dump_yaml(const GenerateSettings& settings);
 std::string dump_yaml(const TrainSettings& settings);
 std::string dump_yaml(const AnalyzeSettings& settings);
 std::string dump_yaml(const ConvertSettings& settings);
+std::string dump_yaml(const AttributeSettings& settings);
 
 /// Writes dump_yaml(settings) atomically to `dir/config.resolved.yaml` (creating `dir`); returns
 /// that path. Throws IoError on failure.
@@ -65,6 +73,8 @@ std::filesystem::path save_resolved_config(const TrainSettings& settings,
 std::filesystem::path save_resolved_config(const AnalyzeSettings& settings,
                                            const std::filesystem::path& dir);
 std::filesystem::path save_resolved_config(const ConvertSettings& settings,
+                                           const std::filesystem::path& dir);
+std::filesystem::path save_resolved_config(const AttributeSettings& settings,
                                            const std::filesystem::path& dir);
 
 /// docs/config.md: every settings key of the four executables with type, default and meaning,

@@ -241,6 +241,10 @@ std::string config_reference_markdown() {
   reference.executable<AnalyzeSettings>("saes-analyze",
                                         "Samples top-activating contexts per feature and "
                                         "optionally evaluates (upstream AnalyzeSAESettings).");
+  reference.executable<AttributeSettings>(
+      "saes-analyze attribute",
+      "Traces one prompt: the attribution graph through a replacement model (transcoders or a "
+      "CLT), pruned and written as circuit-tracer JSON (a saes addition; docs/circuits.md).");
   reference.executable<ConvertSettings>(
       "saes-convert",
       "Converts a checkpoint: native <-> SAELens, TopK -> JumpReLU, scale folding, dtype.");

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "saes/analysis/config.h"
+#include "saes/circuits/config.h"
 #include "saes/convert/config.h"
 #include "saes/core/config.h"
 #include "saes/data/config.h"
@@ -222,6 +223,42 @@ struct AnalyzeSettings {
     visit_run_fields(v, *this);
   }
   bool operator==(const AnalyzeSettings&) const = default;
+};
+
+/// `saes-analyze attribute`: the attribution graph of one prompt through a replacement model
+/// (transcoders per MLP layer, or a CLT), pruned, written as circuit-tracer JSON and into the
+/// graph store beside the analysis databases (docs/circuits.md). A saes addition.
+struct AttributeSettings {
+  std::string model_name;
+  lm::LanguageModelConfig model;
+  std::optional<std::string> prompt;
+  std::optional<std::vector<std::int64_t>> prompt_ids;
+  std::vector<std::filesystem::path> dictionaries;
+  circuits::AttributionConfig attribution;
+  std::string graph_name;
+  std::filesystem::path output_dir;
+  bool overwrite = false;
+  std::string device_type = "cuda";
+  std::int64_t seed = 42;
+  std::int64_t threads = 0;
+  LoggingConfig logging;
+
+  template <class V>
+  void visit_fields(V& v) {
+    v.required("model_name", model_name, "model identifier (the graph's `scan`)");
+    v.required("model", model, "language model to trace");
+    v("prompt", prompt, "the text to trace (BOS prepended as model.prepend_bos says)");
+    v("prompt_ids", prompt_ids, "or its token ids, as given (BOS included if wanted)");
+    v.required("dictionaries", dictionaries,
+               "the replacement: a transcoder per replaced MLP layer, or one clt (run folders or "
+               "weights files)");
+    v("attribution", attribution, "targets, batching, budget and pruning");
+    v.required("graph_name", graph_name, "the graph's id (slug): <output_dir>/<graph_name>.json");
+    v.required("output_dir", output_dir, "folder of the graph JSON files and graphs.sqlite");
+    v("overwrite", overwrite, "replace a graph of the same name (refused otherwise)");
+    visit_run_fields(v, *this);
+  }
+  bool operator==(const AttributeSettings&) const = default;
 };
 
 /// `saes-convert`: change a checkpoint's layout (native <-> SAELens), TopK -> JumpReLU, scale

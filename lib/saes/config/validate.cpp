@@ -686,6 +686,45 @@ std::vector<Problem> find_problems(const AnalyzeSettings& s) {
   return p.take();
 }
 
+std::vector<Problem> find_problems(const AttributeSettings& s) {
+  Problems p;
+  check_not_empty(p, "model_name", s.model_name);
+  check_lm(p, "model", s.model);
+  p.check(s.prompt.has_value() != s.prompt_ids.has_value(), "prompt",
+          "set exactly one of prompt (text) and prompt_ids (token ids)");
+  if (s.prompt) check_not_empty(p, "prompt", *s.prompt);
+  if (s.prompt_ids) {
+    p.check(!s.prompt_ids->empty(), "prompt_ids", "needs at least one token id");
+    check_token_ids(p, "prompt_ids", s.prompt_ids);
+  }
+  p.check(!s.dictionaries.empty(), "dictionaries",
+          "needs the replacement: a transcoder per replaced MLP layer, or one clt");
+  for (std::size_t i = 0; i < s.dictionaries.size(); ++i) {
+    check_not_empty(p, fmt::format("dictionaries[{}]", i), s.dictionaries[i].string());
+  }
+  const auto& a = s.attribution;
+  p.check(a.desired_logit_prob > 0 && a.desired_logit_prob <= 1, "attribution.desired_logit_prob",
+          fmt::format("expected in (0, 1], got {}", a.desired_logit_prob));
+  check_positive(p, "attribution.max_n_logits", static_cast<double>(a.max_n_logits));
+  check_positive(p, "attribution.batch_size", static_cast<double>(a.batch_size));
+  p.check(a.max_feature_nodes >= 0, "attribution.max_feature_nodes",
+          fmt::format("expected >= 0 (0: every active feature), got {}", a.max_feature_nodes));
+  p.check(!a.target_tokens || !a.target_tokens->empty(), "attribution.target_tokens",
+          "needs at least one token (null: the salient logits)");
+  p.check(a.node_threshold > 0 && a.node_threshold <= 1, "attribution.node_threshold",
+          fmt::format("expected in (0, 1], got {}", a.node_threshold));
+  p.check(a.edge_threshold > 0 && a.edge_threshold <= 1, "attribution.edge_threshold",
+          fmt::format("expected in (0, 1], got {}", a.edge_threshold));
+  check_not_empty(p, "graph_name", s.graph_name);
+  p.check(s.graph_name.find_first_of("/\\") == std::string::npos && s.graph_name != "." &&
+              s.graph_name != "..",
+          "graph_name", fmt::format("is a file name, not a path: got \"{}\"", s.graph_name));
+  check_not_empty(p, "output_dir", s.output_dir.string());
+  check_device_type(p, s.device_type);
+  check_run(p, s.threads, s.logging);
+  return p.take();
+}
+
 std::vector<Problem> find_problems(const ConvertSettings& s) {
   Problems p;
   check_not_empty(p, "input", s.input.string());

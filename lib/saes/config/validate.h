@@ -18,5 +18,6 @@ std::vector<Problem> find_problems(const GenerateSettings& settings);
 std::vector<Problem> find_problems(const TrainSettings& settings);
 std::vector<Problem> find_problems(const AnalyzeSettings& settings);
 std::vector<Problem> find_problems(const ConvertSettings& settings);
+std::vector<Problem> find_problems(const AttributeSettings& settings);
 
 }  // namespace saes::config::detail
