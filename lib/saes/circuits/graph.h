@@ -31,6 +31,9 @@ struct Node {
   double activation = 0.0;
   double probability = 0.0;
   std::string dictionary;  ///< feature nodes: the dictionary's path as given in the config
+  /// Logit nodes: the target token decoded on its own (the JSON clerp `Output "<it>" (p=…)`);
+  /// when empty, writers show `#<index>` instead.
+  std::string token_string;
 };
 
 /// An attribution graph. Node order (as circuit-tracer): every feature node (layer, then
