@@ -21,7 +21,7 @@
 #include <ATen/ops/zeros_like.h>
 #include <fmt/format.h>
 
-#include "saes/circuits/influence.h"
+#include "saes/circuits/pruning.h"
 #include "saes/core/error.h"
 #include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/lm/hooks.h"
