@@ -28,10 +28,14 @@ const Node& node_at(const Graph& graph, std::int64_t index) {
 const char* feature_type(NodeKind kind) {
   switch (kind) {
     // circuit-tracer writes this string for per-layer transcoders too; the front-end expects it.
-    case NodeKind::kFeature: return "cross layer transcoder";
-    case NodeKind::kError: return "mlp reconstruction error";
-    case NodeKind::kEmbedding: return "embedding";
-    case NodeKind::kLogit: return "logit";
+    case NodeKind::kFeature:
+      return "cross layer transcoder";
+    case NodeKind::kError:
+      return "mlp reconstruction error";
+    case NodeKind::kEmbedding:
+      return "embedding";
+    case NodeKind::kLogit:
+      return "logit";
   }
   return "";
 }
@@ -39,13 +43,15 @@ const char* feature_type(NodeKind kind) {
 /// `Output "tok" (p=0.123)`. The front-end reads the probability after the first "(p=", so a
 /// token that itself contains "(p=" gets a space inserted there.
 std::string logit_clerp(const Node& node) {
-  std::string token = node.token_string.empty() ? fmt::format("#{}", node.index) : node.token_string;
+  std::string token =
+      node.token_string.empty() ? fmt::format("#{}", node.index) : node.token_string;
   for (std::size_t at = token.find("(p="); at != std::string::npos; at = token.find("(p=", at))
     token.insert(at + 2, " ");
   return fmt::format("Output \"{}\" (p={:.3f})", token, node.probability);
 }
 
-JsonNode make_node(const Graph& graph, const PruneResult& pruned, std::int64_t i, bool first_logit) {
+JsonNode make_node(const Graph& graph, const PruneResult& pruned, std::int64_t i,
+                   bool first_logit) {
   const Node& node = node_at(graph, i);
   JsonNode j;
   j.graph_index = i;
@@ -108,10 +114,11 @@ ojson optional_value(const std::optional<T>& v) {
 }  // namespace
 
 void check_slug(const std::string& slug) {
-  const bool safe = !slug.empty() && slug.front() != '.' && std::all_of(slug.begin(), slug.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
-  });
+  const bool safe =
+      !slug.empty() && slug.front() != '.' && std::all_of(slug.begin(), slug.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+      });
   SAES_CHECK(safe, ConfigError,
              "slug: expected letters, digits, '.', '_' or '-', not starting with '.' (it names "
              "files and URLs), got \"{}\"",
@@ -125,10 +132,14 @@ std::int64_t cantor_pair(std::int64_t layer, std::int64_t index) {
 std::string node_id(const Graph& graph, std::int64_t index) {
   const Node& n = node_at(graph, index);
   switch (n.kind) {
-    case NodeKind::kFeature: return fmt::format("{}_{}_{}", n.layer, n.index, n.position);
-    case NodeKind::kError: return fmt::format("{}_-1_{}", n.layer, n.position);
-    case NodeKind::kEmbedding: return fmt::format("E_{}_{}", n.index, n.position);
-    case NodeKind::kLogit: return fmt::format("{}_{}_{}", graph.n_layers + 1, n.index, n.position);
+    case NodeKind::kFeature:
+      return fmt::format("{}_{}_{}", n.layer, n.index, n.position);
+    case NodeKind::kError:
+      return fmt::format("{}_-1_{}", n.layer, n.position);
+    case NodeKind::kEmbedding:
+      return fmt::format("E_{}_{}", n.index, n.position);
+    case NodeKind::kLogit:
+      return fmt::format("{}_{}_{}", graph.n_layers + 1, n.index, n.position);
   }
   return "";
 }
@@ -136,10 +147,14 @@ std::string node_id(const Graph& graph, std::int64_t index) {
 std::string js_node_id(const Graph& graph, std::int64_t index) {
   const Node& n = node_at(graph, index);
   switch (n.kind) {
-    case NodeKind::kFeature: return fmt::format("{}_{}-0", n.layer, n.index);
-    case NodeKind::kError: return fmt::format("{}_-1-{}", n.layer, n.position);
-    case NodeKind::kEmbedding: return fmt::format("E_{}-{}", n.index, n.position);
-    case NodeKind::kLogit: return fmt::format("L_{}-{}", n.index, n.position);
+    case NodeKind::kFeature:
+      return fmt::format("{}_{}-0", n.layer, n.index);
+    case NodeKind::kError:
+      return fmt::format("{}_-1-{}", n.layer, n.position);
+    case NodeKind::kEmbedding:
+      return fmt::format("E_{}-{}", n.index, n.position);
+    case NodeKind::kLogit:
+      return fmt::format("L_{}-{}", n.index, n.position);
   }
   return "";
 }
@@ -187,8 +202,9 @@ GraphJson make_graph_json(const Graph& graph, const PruneResult& pruned, const s
                "graph JSON: the graph has no feature or error node above layer 0, which the "
                "Neuronpedia front-end cannot show (a 1-layer model?)");
     out.nodes.push_back(make_node(graph, pruned, pad, false));
-    std::stable_sort(out.nodes.begin(), out.nodes.end(),
-                     [](const JsonNode& a, const JsonNode& b) { return a.graph_index < b.graph_index; });
+    std::stable_sort(out.nodes.begin(), out.nodes.end(), [](const JsonNode& a, const JsonNode& b) {
+      return a.graph_index < b.graph_index;
+    });
   }
   return out;
 }
@@ -221,8 +237,10 @@ std::string graph_json_text(const GraphJson& g) {
 
   ojson doc;
   doc["metadata"] = meta;
-  doc["qParams"] = {{"pinnedIds", ojson::array()}, {"supernodes", ojson::array()},
-                    {"linkType", "both"},         {"clickedId", ""},
+  doc["qParams"] = {{"pinnedIds", ojson::array()},
+                    {"supernodes", ojson::array()},
+                    {"linkType", "both"},
+                    {"clickedId", ""},
                     {"sg_pos", ""}};
   ojson nodes = ojson::array();
   for (const JsonNode& n : g.nodes) {
@@ -251,8 +269,8 @@ std::string graph_json_text(const GraphJson& g) {
 void write_graph_json(const fs::path& path, const GraphJson& graph, bool overwrite) {
   std::error_code ec;
   const bool exists = fs::exists(path, ec);
-  SAES_CHECK(!exists || !fs::is_directory(path, ec), IoError,
-             "graph JSON {}: the path is a folder", path.string());
+  SAES_CHECK(!exists || !fs::is_directory(path, ec), IoError, "graph JSON {}: the path is a folder",
+             path.string());
   SAES_CHECK(!exists || overwrite, ConfigError,
              "graph JSON {} already exists; choose another path or pass overwrite to replace it",
              path.string());

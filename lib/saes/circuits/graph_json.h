@@ -16,12 +16,13 @@ namespace saes::circuits {
 
 /// One element of the JSON `nodes` array.
 struct JsonNode {
-  std::string node_id;                 ///< unique; links refer to it
-  std::optional<std::int64_t> feature; ///< Cantor(layer, index) / -1 / position / vocab id
-  std::string layer;                   ///< "0".."L-1", "E", or the logit layer str(n_layers + 1)
+  std::string node_id;                  ///< unique; links refer to it
+  std::optional<std::int64_t> feature;  ///< Cantor(layer, index) / -1 / position / vocab id
+  std::string layer;                    ///< "0".."L-1", "E", or the logit layer str(n_layers + 1)
   std::int64_t ctx_idx = 0;
-  std::string feature_type;  ///< "cross layer transcoder", "mlp reconstruction error", "embedding", "logit"
-  std::string js_node_id;    ///< the JSON `jsNodeId`
+  /// "cross layer transcoder", "mlp reconstruction error", "embedding" or "logit"
+  std::string feature_type;
+  std::string js_node_id;  ///< the JSON `jsNodeId`
   std::string clerp;
   std::optional<double> influence;   ///< cumulative influence; null for logits
   std::optional<double> activation;  ///< features only
@@ -50,8 +51,8 @@ struct JsonMetadata {
   std::optional<double> desired_logit_prob;
   std::optional<std::int64_t> batch_size;
   std::optional<std::int64_t> max_feature_nodes;  ///< 0: every active feature
-  std::string generator_name;     ///< info.generator.name ("saes" when we wrote it)
-  std::string generator_version;  ///< info.generator.version
+  std::string generator_name;                     ///< info.generator.name ("saes" when we wrote it)
+  std::string generator_version;                  ///< info.generator.version
   std::optional<std::int64_t> create_time_ms;
 };
 

@@ -76,7 +76,8 @@ JsonMetadata read_metadata(const Reader& r, const json& doc) {
   out.schema_version = r.opt_integer(m, "schema_version", "metadata").value_or(0);
   out.node_threshold = r.opt_number(m, "node_threshold", "metadata");
   if (const json& p = r.member(m, "pruning_settings", "metadata", false); !p.is_null()) {
-    if (!out.node_threshold) out.node_threshold = r.opt_number(p, "node_threshold", "pruning_settings");
+    if (!out.node_threshold)
+      out.node_threshold = r.opt_number(p, "node_threshold", "pruning_settings");
     out.edge_threshold = r.opt_number(p, "edge_threshold", "pruning_settings");
   }
   if (const json& g = r.member(m, "generation_settings", "metadata", false); !g.is_null()) {
@@ -108,7 +109,8 @@ JsonNode read_node(const Reader& r, const json& n, const std::string& where) {
   SAES_CHECK(layer.is_string() || layer.is_number_integer(), DataError,
              "{}: {}.layer: expected a string or an integer, got {}", r.name(), where,
              layer.type_name());
-  out.layer = layer.is_string() ? layer.get<std::string>() : std::to_string(layer.get<std::int64_t>());
+  out.layer =
+      layer.is_string() ? layer.get<std::string>() : std::to_string(layer.get<std::int64_t>());
   out.ctx_idx = r.integer(n, "ctx_idx", where);
   out.feature_type = r.text(n, "feature_type", where);
   out.js_node_id = r.text(n, "jsNodeId", where);

@@ -13,6 +13,7 @@
 
 #include "saes/core/error.h"
 #include "saes/io/atomic_file.h"
+
 #include "support/circuit_graphs.h"
 #include "support/temp_dir.h"
 
@@ -97,11 +98,12 @@ TEST_CASE("graph JSON has every field the schema requires, with the right types"
   }
 }
 
-TEST_CASE("graph JSON node ids, Cantor features and jsNodeIds follow circuit-tracer", "[circuits]") {
+TEST_CASE("graph JSON node ids, Cantor features and jsNodeIds follow circuit-tracer",
+          "[circuits]") {
   const Graph g = saes::testing::small_graph();
   const GraphJson out = make_graph_json(g, prune(g, 1.0, 1.0), "ids");
   const JsonNode& f = find_node(out, "1_3_2");  // layer 1, index 3, position 2
-  CHECK(f.feature == 13);                        // (1 + 3)(1 + 3 + 1)/2 + 3
+  CHECK(f.feature == 13);                       // (1 + 3)(1 + 3 + 1)/2 + 3
   CHECK(f.layer == "1");
   CHECK(f.ctx_idx == 2);
   CHECK(f.js_node_id == "1_3-0");
@@ -117,7 +119,7 @@ TEST_CASE("graph JSON node ids, Cantor features and jsNodeIds follow circuit-tra
   CHECK(e.feature_type == "mlp reconstruction error");
   CHECK_FALSE(e.activation.has_value());
   const JsonNode& emb = find_node(out, "E_42_1");  // token id 42 at position 1
-  CHECK(emb.feature == 1);                          // the position
+  CHECK(emb.feature == 1);                         // the position
   CHECK(emb.layer == "E");
   CHECK(emb.js_node_id == "E_42-1");
   const JsonNode& top = find_node(out, "3_100_2");  // n_layers + 1 = 3
@@ -251,7 +253,8 @@ TEST_CASE("graph JSON reader takes circuit-tracer's files and names bad keys", "
 
   json doc = json::parse(kCircuitTracerExample);
   doc.erase("qParams");
-  REQUIRE_THROWS_WITH(parse_graph_json(doc.dump(), "x.json"), Contains("x.json") && Contains("qParams"));
+  REQUIRE_THROWS_WITH(parse_graph_json(doc.dump(), "x.json"),
+                      Contains("x.json") && Contains("qParams"));
   doc = json::parse(kCircuitTracerExample);
   doc["nodes"][1].erase("jsNodeId");
   REQUIRE_THROWS_WITH(parse_graph_json(doc.dump(), "x.json"), Contains("nodes[1].jsNodeId"));

@@ -2,8 +2,6 @@
 // one transaction, and the read API of the viewer's graph page.
 #include "saes/circuits/graph_store.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <ctime>
 #include <system_error>
@@ -11,6 +9,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "saes/circuits/graph_json.h"
 #include "saes/core/error.h"
@@ -50,16 +49,21 @@ constexpr const char* kMetaColumns =
 
 const char* kind_name(NodeKind kind) {
   switch (kind) {
-    case NodeKind::kFeature: return "feature";
-    case NodeKind::kError: return "error";
-    case NodeKind::kEmbedding: return "embedding";
-    case NodeKind::kLogit: return "logit";
+    case NodeKind::kFeature:
+      return "feature";
+    case NodeKind::kError:
+      return "error";
+    case NodeKind::kEmbedding:
+      return "embedding";
+    case NodeKind::kLogit:
+      return "logit";
   }
   return "";
 }
 
 NodeKind parse_kind(const std::string& text, const fs::path& path) {
-  for (const NodeKind k : {NodeKind::kFeature, NodeKind::kError, NodeKind::kEmbedding, NodeKind::kLogit})
+  for (const NodeKind k :
+       {NodeKind::kFeature, NodeKind::kError, NodeKind::kEmbedding, NodeKind::kLogit})
     if (text == kind_name(k)) return k;
   SAES_THROW(DataError, "graph store {}: unknown node kind \"{}\"", path.string(), text);
 }
@@ -179,7 +183,8 @@ void insert_nodes(io::SqliteDatabase& db, const Graph& graph, const PruneResult&
     const Node& n = graph.nodes[static_cast<std::size_t>(i)];
     const bool layered = n.kind == NodeKind::kFeature || n.kind == NodeKind::kError;
     std::string label;
-    if (n.kind == NodeKind::kEmbedding) label = graph.token_strings[static_cast<std::size_t>(n.position)];
+    if (n.kind == NodeKind::kEmbedding)
+      label = graph.token_strings[static_cast<std::size_t>(n.position)];
     if (n.kind == NodeKind::kLogit) label = n.token_string;
     st.bind(1, id).bind(2, i).bind(3, node_id(graph, i)).bind(4, kind_name(n.kind));
     bind_optional(st, 5, layered, n.layer);
@@ -208,8 +213,9 @@ GraphStore::GraphStore(const fs::path& path, GraphStoreMode mode)
                path.string());
     create_store(path);
   }
-  db_ = std::make_unique<io::SqliteDatabase>(
-      path, mode == GraphStoreMode::kWrite ? io::SqliteMode::kReadWrite : io::SqliteMode::kReadOnly);
+  db_ = std::make_unique<io::SqliteDatabase>(path, mode == GraphStoreMode::kWrite
+                                                       ? io::SqliteMode::kReadWrite
+                                                       : io::SqliteMode::kReadOnly);
   db_->exec("PRAGMA busy_timeout = 5000;");  // a viewer reads while a run adds a graph
   std::string kind, version;
   try {
@@ -273,7 +279,9 @@ void GraphStore::add_graph(const Graph& graph, const PruneResult& pruned, const 
   insert_nodes(*db_, graph, pruned, kept, id);
   auto link = db_->prepare("INSERT INTO graph_links VALUES (?, ?, ?, ?)");
   for (const KeptLink& l : kept.links)
-    link.bind(1, id).bind(2, node_id(graph, l.source)).bind(3, node_id(graph, l.target))
+    link.bind(1, id)
+        .bind(2, node_id(graph, l.source))
+        .bind(3, node_id(graph, l.target))
         .bind(4, l.weight)
         .run();
   tx.commit();
@@ -350,10 +358,10 @@ NodeEdges GraphStore::node_edges(const std::string& id, const std::string& node_
              path_.string(), id, node_id);
   NodeEdges out;
   for (const bool incoming : {true, false}) {
-    auto st = db_->prepare(fmt::format(
-        "SELECT source, target, weight FROM graph_links WHERE graph = ? AND {} = ? "
-        "ORDER BY abs(weight) DESC, rowid LIMIT ?",
-        incoming ? "target" : "source"));
+    auto st = db_->prepare(
+        fmt::format("SELECT source, target, weight FROM graph_links WHERE graph = ? AND {} = ? "
+                    "ORDER BY abs(weight) DESC, rowid LIMIT ?",
+                    incoming ? "target" : "source"));
     st.bind(1, id).bind(2, node_id).bind(3, k);
     auto& side = incoming ? out.incoming : out.outgoing;
     while (st.step()) side.push_back({st.column_text(0), st.column_text(1), st.column_double(2)});

@@ -106,7 +106,8 @@ class GraphStore {
   /// One graph; kept_only: only the kept nodes. DataError naming the id when it is not there.
   GraphView load_graph(const std::string& id, bool kept_only = true) const;
   /// The `k` strongest incoming and outgoing links of `node_id` in graph `id` (k ≥ 1).
-  NodeEdges node_edges(const std::string& id, const std::string& node_id, std::int64_t k = 10) const;
+  NodeEdges node_edges(const std::string& id, const std::string& node_id,
+                       std::int64_t k = 10) const;
 
   const std::filesystem::path& path() const { return path_; }
 

@@ -12,6 +12,7 @@
 #include "saes/circuits/graph_json.h"
 #include "saes/core/error.h"
 #include "saes/io/sqlite.h"
+
 #include "support/circuit_graphs.h"
 #include "support/temp_dir.h"
 

@@ -9,11 +9,10 @@
 #include <numeric>
 #include <vector>
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/core/error.h"
 
@@ -24,7 +23,8 @@ namespace {
 at::Tensor as_double_matrix(const at::Tensor& m, const char* what) {
   SAES_CHECK(m.defined() && m.dim() == 2 && m.size(0) == m.size(1), DataError,
              "{}: expected a square [n, n] matrix, got {}", what,
-             m.defined() ? fmt::format("[{}]", fmt::join(m.sizes(), ", ")) : std::string("an undefined tensor"));
+             m.defined() ? fmt::format("[{}]", fmt::join(m.sizes(), ", "))
+                         : std::string("an undefined tensor"));
   SAES_CHECK(m.device().is_cpu() && m.is_floating_point(), DataError,
              "{}: expected a floating-point tensor on the CPU", what);
   return m.to(at::kDouble).contiguous();
@@ -33,7 +33,8 @@ at::Tensor as_double_matrix(const at::Tensor& m, const char* what) {
 at::Tensor as_double_vector(const at::Tensor& v, std::int64_t n, const char* what) {
   SAES_CHECK(v.defined() && v.dim() == 1 && v.size(0) == n, DataError,
              "{}: expected a [{}] vector, got {}", what, n,
-             v.defined() ? fmt::format("[{}]", fmt::join(v.sizes(), ", ")) : std::string("an undefined tensor"));
+             v.defined() ? fmt::format("[{}]", fmt::join(v.sizes(), ", "))
+                         : std::string("an undefined tensor"));
   SAES_CHECK(v.device().is_cpu() && v.is_floating_point(), DataError,
              "{}: expected a floating-point tensor on the CPU", what);
   return v.to(at::kDouble).contiguous();
@@ -140,7 +141,8 @@ void check_graph(const Graph& graph) {
   const at::Tensor& a = graph.adjacency;
   SAES_CHECK(a.defined() && a.dim() == 2 && a.size(0) == n && a.size(1) == n, DataError,
              "graph: adjacency must be [{}, {}] (one row and column per node), got {}", n, n,
-             a.defined() ? fmt::format("[{}]", fmt::join(a.sizes(), ", ")) : std::string("an undefined tensor"));
+             a.defined() ? fmt::format("[{}]", fmt::join(a.sizes(), ", "))
+                         : std::string("an undefined tensor"));
   SAES_CHECK(a.device().is_cpu() && a.is_floating_point(), DataError,
              "graph: adjacency must be a floating-point tensor on the CPU");
   SAES_CHECK(graph.count(NodeKind::kLogit) > 0, DataError, "graph: it has no logit node");

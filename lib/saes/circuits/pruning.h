@@ -15,8 +15,9 @@ namespace saes::circuits {
 
 /// What prune() keeps. Tensors are on the CPU.
 struct PruneResult {
-  at::Tensor node_mask;       ///< [n_nodes] bool: kept nodes (embeddings and logits always)
-  at::Tensor edge_mask;       ///< [n_nodes, n_nodes] bool (rows = targets): kept edges, between kept nodes
+  at::Tensor node_mask;  ///< [n_nodes] bool: kept nodes (embeddings and logits always)
+  /// [n_nodes, n_nodes] bool (rows = targets, columns = sources): kept edges, between kept nodes
+  at::Tensor edge_mask;
   at::Tensor node_influence;  ///< [n_nodes] float64: influence(normalize_rows(A), w) of every node
   /// [n_nodes] float64 in [0, 1]: each node's cumulative influence rank value, the sum of the
   /// node influences of it and every node ranked before it (descending, stable), over their

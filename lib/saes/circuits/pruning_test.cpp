@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include "saes/core/error.h"
+
 #include "support/circuit_graphs.h"
 
 namespace {
@@ -94,8 +95,7 @@ TEST_CASE("influence refuses a graph with a cycle", "[circuits]") {
 }
 
 TEST_CASE("find_threshold keeps the smallest top set holding the fraction", "[circuits]") {
-  const at::Tensor scores =
-      at::tensor({0.05, 0.4, 0.0, 0.1, 0.25, 0.15, 0.03, 0.02}, at::kDouble);
+  const at::Tensor scores = at::tensor({0.05, 0.4, 0.0, 0.1, 0.25, 0.15, 0.03, 0.02}, at::kDouble);
   const double total = scores.sum().item<double>();
   for (const double thr : {0.1, 0.5, 0.7, 0.85, 0.92, 0.96, 0.99, 1.0}) {  // off the steps
     const double cut = find_threshold(scores, thr);
@@ -124,9 +124,9 @@ TEST_CASE("prune keeps what circuit-tracer's prune_graph keeps", "[circuits]") {
     CHECK(true_indices(r.node_mask) == std::vector<std::int64_t>{1, 3, 10, 11, 12, 13, 14});
     CHECK(true_edges(r.edge_mask) ==
           Edges{{1, 11}, {1, 12}, {3, 1}, {3, 12}, {13, 1}, {13, 3}, {14, 3}, {14, 12}});
-    const std::vector<double> cum = {0.888908448, 0.4806338, 0.983274648, 0.272887323, 1, 1,
-                                     0.956866196, 1, 1, 0.924119716, 1, 0.805281687, 0.669131452,
-                                     1, 1};
+    const std::vector<double> cum = {
+        0.888908448, 0.4806338, 0.983274648, 0.272887323, 1, 1, 0.956866196, 1, 1,
+        0.924119716, 1,         0.805281687, 0.669131452, 1, 1};
     for (std::size_t i = 0; i < cum.size(); ++i)
       CHECK(r.cumulative_influence[static_cast<std::int64_t>(i)].item<double>() ==
             Approx(cum[i]).epsilon(1e-6));
@@ -134,7 +134,8 @@ TEST_CASE("prune keeps what circuit-tracer's prune_graph keeps", "[circuits]") {
   SECTION("a feature without inputs is removed although its influence passes") {
     const PruneResult r = prune(g, 1.0, 1.0);
     CHECK(r.node_influence[2].item<double>() > find_threshold(r.node_influence, 1.0));
-    CHECK(true_indices(r.node_mask) == std::vector<std::int64_t>{0, 1, 3, 6, 9, 10, 11, 12, 13, 14});
+    CHECK(true_indices(r.node_mask) ==
+          std::vector<std::int64_t>{0, 1, 3, 6, 9, 10, 11, 12, 13, 14});
     CHECK_FALSE(r.edge_mask[13][2].item<bool>());  // its edge went with it
   }
   SECTION("a tight edge threshold removes nodes left without kept outgoing edges") {
@@ -144,15 +145,16 @@ TEST_CASE("prune keeps what circuit-tracer's prune_graph keeps", "[circuits]") {
   }
   SECTION("invariants") {
     const PruneResult r = prune(g, 0.9, 0.9);
-    for (std::int64_t i = 10; i < 15; ++i) CHECK(r.node_mask[i].item<bool>());  // embeddings, logits
+    for (std::int64_t i = 10; i < 15; ++i)
+      CHECK(r.node_mask[i].item<bool>());  // embeddings, logits
     for (std::int64_t i = 0; i < 10; ++i) {
       if (!r.node_mask[i].item<bool>()) {
         CHECK_FALSE(r.edge_mask.select(0, i).any().item<bool>());
         CHECK_FALSE(r.edge_mask.select(1, i).any().item<bool>());
         continue;
       }
-      CHECK(r.edge_mask.select(1, i).any().item<bool>());                // an outgoing edge
-      if (i < 4) CHECK(r.edge_mask.select(0, i).any().item<bool>());     // features: incoming
+      CHECK(r.edge_mask.select(1, i).any().item<bool>());             // an outgoing edge
+      if (i < 4) CHECK(r.edge_mask.select(0, i).any().item<bool>());  // features: incoming
     }
   }
 }
