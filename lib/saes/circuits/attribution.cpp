@@ -256,7 +256,7 @@ ReplacementModel::ReplacementModel(const lm::Transformer& model, std::vector<std
   }
   for (std::size_t k = 0; k < s.dicts.size(); ++k) {
     const at::Tensor& f3 = s.dicts[k].features;
-    const at::Tensor nz = at::nonzero(f3);  // [n, 3]: position, source, index
+    const at::Tensor nz = at::nonzero(f3).contiguous();  // [n, 3]: position, source, index
     const auto* p = nz.data_ptr<std::int64_t>();
     for (std::int64_t e = 0; e < nz.size(0); ++e) {
       const std::int64_t pos = p[3 * e], src = p[3 * e + 1], idx = p[3 * e + 2];
@@ -272,7 +272,7 @@ ReplacementModel::ReplacementModel(const lm::Transformer& model, std::vector<std
 
 ReplacementModel::~ReplacementModel() = default;
 
-const at::Tensor& ReplacementModel::logits() const { return state_->captured.at("logits"); }
+at::Tensor ReplacementModel::logits() const { return state_->captured.at("logits")[0]; }
 
 at::Tensor ReplacementModel::replacement_logits() const {
   const State& s = *state_;

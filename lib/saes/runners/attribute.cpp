@@ -111,6 +111,11 @@ int run_attribute(const config::AttributeSettings& s, RunContext& context) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   graph.model_name = s.model_name;
   graph.prompt = s.prompt ? *s.prompt : (lm.tokenizer ? lm.tokenizer->decode(tokens) : "");
+  for (circuits::Node& node : graph.nodes) {
+    if (node.kind == circuits::NodeKind::kLogit && lm.tokenizer) {
+      node.token_string = lm.tokenizer->decode({node.index});
+    }
+  }
   for (const std::int64_t id : tokens) {
     graph.token_strings.push_back(lm.tokenizer ? lm.tokenizer->decode({id})
                                                : fmt::format("<{}>", id));

@@ -54,7 +54,7 @@ for e in g["links"]:
     assert e["source"] in ids and e["target"] in ids and isinstance(e["weight"], float), e
 db = sqlite3.connect(sys.argv[2])
 (n_graphs,) = db.execute("select count(*) from graphs").fetchone()
-(kept,) = db.execute("select count(*) from graph_nodes where graph_id = 'once-upon' and kept = 1").fetchone()
+(kept,) = db.execute("select count(*) from graph_nodes where graph = 'once-upon' and kept = 1").fetchone()
 assert n_graphs == 1 and kept == len(g["nodes"]), (n_graphs, kept, len(g["nodes"]))
 print("ok", len(g["nodes"]), "nodes", len(g["links"]), "links")
 PY
