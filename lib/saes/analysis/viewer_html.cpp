@@ -255,7 +255,7 @@ form.search{margin:.6em 0}form.search input[type=text]{width:18em;padding:.2em}.
 dl.stats{margin-top:2.6em;display:grid;grid-template-columns:max-content auto;gap:.15em 1em}dl.stats dt{color:#555}dl.stats dd{margin:0}
 svg.hist{background:#fff;border:1px solid #e4e4e4}svg.hist .bar{fill:#4078c0}svg.hist .axis{font-size:10px;fill:#555;stroke:#888}
 svg.hist text.axis{stroke:none}
-svg.heat .axis{font-size:10px;fill:#555}svg.heat .cell{stroke:#fff;stroke-width:1}
+svg.bars .bar{fill:#4078c0}svg.heat .axis{font-size:10px;fill:#555}svg.heat .cell{stroke:#fff;stroke-width:1}
 svg.heat .val{font-size:10px;fill:#222;pointer-events:none}svg.heat .val.light{fill:#fff}.ctx{background:#fff;border:1px solid #e4e4e4;margin:.3em 0;padding:.35em .5em}
 .ctx .meta{color:#777;font-size:.85em}.toks{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-word}
 .toks .t[title]{border-radius:2px;cursor:help}.toks .peak{outline:1px solid #c05000}
