@@ -37,6 +37,10 @@ CREATE TABLE vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE eval (metric TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE target_norms (feature INTEGER NOT NULL, target INTEGER NOT NULL,
                            decoder_norm REAL NOT NULL, PRIMARY KEY (feature, target));
+CREATE TABLE decoder_similarity (feature INTEGER NOT NULL, head_a INTEGER NOT NULL,
+                                 head_b INTEGER NOT NULL, cosine REAL NOT NULL,
+                                 inner_product REAL NOT NULL,
+                                 PRIMARY KEY (feature, head_a, head_b));
 CREATE TABLE z_patterns (feature INTEGER NOT NULL, band TEXT NOT NULL, rank INTEGER NOT NULL,
                          q BLOB NOT NULL, k BLOB NOT NULL, value BLOB NOT NULL,
                          PRIMARY KEY (feature, band, rank));
@@ -144,6 +148,63 @@ void write_extras(io::SqliteDatabase& db, const AnalysisRecord& r) {
       tn.bind(3, r.target_decoder_norms[i][t]).run();
     }
   }
+  auto ds = db.prepare("INSERT INTO decoder_similarity VALUES (?, ?, ?, ?, ?)");
+  const auto heads = static_cast<std::int64_t>(r.target_hooks.size());
+  for (std::size_t i = 0; i < r.decoder_cosines.size(); ++i) {
+    for (std::int64_t e = 0; e < heads * heads; ++e) {
+      const auto at = static_cast<std::size_t>(e);
+      ds.bind(1, static_cast<std::int64_t>(i)).bind(2, e / heads).bind(3, e % heads);
+      ds.bind(4, r.decoder_cosines[i][at]).bind(5, r.decoder_inner_products[i][at]).run();
+    }
+  }
+}
+
+/// DataError when the record's parts do not fit together (checked before anything is written).
+void check_record(const AnalysisRecord& record) {
+  const auto n = static_cast<std::int64_t>(record.features.size());
+  SAES_CHECK(record.feature_layers >= 1 && n % record.feature_layers == 0, DataError,
+             "analysis record: {} features do not split into {} layers", n, record.feature_layers);
+  // every feature holds `per_feature` values, or the list is empty
+  const auto fits = [&](const std::vector<std::vector<double>>& lists, std::size_t per_feature) {
+    return lists.empty() || (lists.size() == record.features.size() &&
+                             std::all_of(lists.begin(), lists.end(),
+                                         [&](const auto& v) { return v.size() == per_feature; }));
+  };
+  const std::size_t heads = record.target_hooks.size();
+  SAES_CHECK(fits(record.target_decoder_norms, heads), DataError,
+             "analysis record: target decoder norms must hold {} values per feature", heads);
+  const bool no_matrices = record.decoder_cosines.empty();
+  SAES_CHECK(no_matrices == record.decoder_inner_products.empty() && (no_matrices || heads > 0) &&
+                 fits(record.decoder_cosines, heads * heads) &&
+                 fits(record.decoder_inner_products, heads * heads),
+             DataError,
+             "analysis record: decoder similarity matrices must hold {0}×{0} values per feature "
+             "(one per pair of target hooks), for both cosines and inner products",
+             heads);
+  SAES_CHECK(record.bands.size() == (record.features.empty() ? record.bands.size()
+                                                             : record.features[0].samples.size()),
+             DataError, "analysis record: {} bands but features hold {} sample lists",
+             record.bands.size(), record.features.empty() ? 0 : record.features[0].samples.size());
+}
+
+/// The feature's H×H decoder matrices (H = heads) from the decoder_similarity table, if any.
+void read_decoder_similarity(io::SqliteDatabase& db, std::int64_t id, std::size_t heads,
+                             FeatureDetail& d) {
+  auto st = db.prepare(
+      "SELECT head_a, head_b, cosine, inner_product FROM decoder_similarity WHERE feature = ?");
+  st.bind(1, id);
+  const auto h = static_cast<std::int64_t>(heads);
+  while (st.step()) {
+    const std::int64_t a = st.column_int(0), b = st.column_int(1);
+    if (a < 0 || a >= h || b < 0 || b >= h) continue;
+    if (d.decoder_cosines.empty()) {
+      d.decoder_cosines.assign(heads * heads, 0.0);
+      d.decoder_inner_products.assign(heads * heads, 0.0);
+    }
+    const auto at = static_cast<std::size_t>(a * h + b);
+    d.decoder_cosines[at] = st.column_double(2);
+    d.decoder_inner_products[at] = st.column_double(3);
+  }
 }
 
 const char* order_column(FeatureOrder order) {
@@ -213,21 +274,7 @@ std::vector<double> HistogramSpec::edges() const {
 }
 
 void write_analysis_db(const fs::path& path, const AnalysisRecord& record) {
-  const auto n = static_cast<std::int64_t>(record.features.size());
-  SAES_CHECK(record.feature_layers >= 1 && n % record.feature_layers == 0, DataError,
-             "analysis record: {} features do not split into {} layers", n,
-             record.feature_layers);
-  SAES_CHECK(record.target_decoder_norms.empty() ||
-                 (record.target_decoder_norms.size() == record.features.size() &&
-                  std::all_of(record.target_decoder_norms.begin(),
-                              record.target_decoder_norms.end(),
-                              [&](const auto& v) { return v.size() == record.target_hooks.size(); })),
-             DataError, "analysis record: target decoder norms must hold {} values per feature",
-             record.target_hooks.size());
-  SAES_CHECK(record.bands.size() == (record.features.empty() ? record.bands.size()
-                                                             : record.features[0].samples.size()),
-             DataError, "analysis record: {} bands but features hold {} sample lists",
-             record.bands.size(), record.features.empty() ? 0 : record.features[0].samples.size());
+  check_record(record);
   const fs::path tmp = fs::path(path.string() + ".tmp");
   std::error_code ec;
   fs::remove(tmp, ec);
@@ -285,6 +332,11 @@ AnalysisStore::AnalysisStore(const fs::path& path)
     }
     target_hooks_.push_back(it->second.substr(from));
   }
+  // Version 3 and older databases have no decoder_similarity table: their pages omit the matrices.
+  auto tables = db_->prepare(
+      "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'decoder_similarity'");
+  tables.step();
+  has_decoder_similarity_ = tables.column_int(0) > 0;
   auto voc = db_->prepare("SELECT id, text FROM vocab ORDER BY id");
   while (voc.step()) {
     vocab_.resize(static_cast<std::size_t>(voc.column_int(0)) + 1);
@@ -364,6 +416,7 @@ std::optional<FeatureDetail> AnalysisStore::feature(std::int64_t id) const {
         d.target_decoder_norms[static_cast<std::size_t>(t)] = tn.column_double(1);
       }
     }
+    if (has_decoder_similarity_) read_decoder_similarity(*db_, id, target_hooks_.size(), d);
   }
   auto ctx = db_->prepare(
       "SELECT band, rank, score, context_index, source_rank, token_offset, tokens, positions, acts "

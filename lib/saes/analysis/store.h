@@ -20,9 +20,9 @@ class SqliteDatabase;
 
 namespace saes::analysis {
 
-inline constexpr std::int64_t kSchemaVersion = 3;
+inline constexpr std::int64_t kSchemaVersion = 4;
 /// The oldest version AnalysisStore still reads (version 1: no per-target decoder norms;
-/// version 2: no z-patterns).
+/// version 2: no z-patterns; version 3: no decoder similarity matrices).
 inline constexpr std::int64_t kOldestSchemaVersion = 1;
 
 /// Everything one analysis run stores. Optional parts are left empty when not computed.
@@ -45,6 +45,11 @@ struct AnalysisRecord {
   /// Per feature, ‖its decoder into each target hook‖ (target_hooks.size() values); empty
   /// exactly when target_hooks is.
   std::vector<std::vector<double>> target_decoder_norms;
+  /// Per feature, the H×H matrices between its decoders into target_hooks (a crosscoder's heads,
+  /// H = target_hooks.size()), row-major (entry a·H + b: hooks a and b): inner products and
+  /// cosines. Empty, or one H² list per feature in each.
+  std::vector<std::vector<double>> decoder_inner_products;
+  std::vector<std::vector<double>> decoder_cosines;
 };
 
 /// Writes `record` to `path` via `<path>.tmp` and a rename (an existing file is replaced only
@@ -87,6 +92,10 @@ struct FeatureDetail {
   std::int64_t index_in_layer = 0;
   /// ‖decoder into each of AnalysisStore::target_hooks()‖; empty without target hooks.
   std::vector<double> target_decoder_norms;
+  /// H×H (H = target_hooks().size()) row-major decoder inner products and cosines between the
+  /// target hooks (a crosscoder's heads); empty when the database has none for this feature.
+  std::vector<double> decoder_inner_products;
+  std::vector<double> decoder_cosines;
 };
 
 enum class FeatureOrder { kId, kFrequency, kMaxAct, kMeanAct, kDecoderCosine };
@@ -141,13 +150,15 @@ class AnalysisStore {
   std::int64_t d_sae_ = 0;
   std::int64_t feature_layers_ = 1;
   std::int64_t schema_version_ = 0;
+  bool has_decoder_similarity_ = false;  ///< the table exists (schema version 4 on)
   std::vector<std::string> target_hooks_;
   std::vector<std::string> vocab_;
 };
 
 /// Writes `<out_dir>/feature_<id>.json` for every feature (summary, histogram, contexts with
-/// token texts and activations, logit lens) and `<out_dir>/index.json` (meta, eval); returns the
-/// number of features written. Creates out_dir.
+/// token texts and activations, logit lens, per-target norms and H×H decoder matrices if stored)
+/// and `<out_dir>/index.json` (meta, eval); returns the number of features written. Creates
+/// out_dir.
 std::int64_t export_feature_json(const AnalysisStore& store, const std::filesystem::path& out_dir);
 
 }  // namespace saes::analysis

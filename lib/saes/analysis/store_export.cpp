@@ -1,6 +1,8 @@
 // export_feature_json: one JSON document per feature of an analysis database (autointerp input).
-#include <fmt/format.h>
+#include <cstddef>
+#include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "saes/analysis/store.h"
@@ -48,6 +50,17 @@ nlohmann::json logits_json(const AnalysisStore& store, const std::vector<LogitEn
   return out;
 }
 
+/// Row-major H×H values as H rows of H.
+nlohmann::json matrix_json(const std::vector<double>& values, std::size_t heads) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (std::size_t a = 0; a < heads && (a + 1) * heads <= values.size(); ++a) {
+    rows.push_back(
+        std::vector<double>(values.begin() + static_cast<std::ptrdiff_t>(a * heads),
+                            values.begin() + static_cast<std::ptrdiff_t>((a + 1) * heads)));
+  }
+  return rows;
+}
+
 nlohmann::json feature_json(const AnalysisStore& store, const FeatureDetail& d) {
   const FeatureSummary& s = d.summary;
   nlohmann::json j = {{"feature", s.id},       {"act_times", s.act_times},
@@ -67,6 +80,11 @@ nlohmann::json feature_json(const AnalysisStore& store, const FeatureDetail& d) 
   if (!d.target_decoder_norms.empty()) {
     j["target_hooks"] = store.target_hooks();
     j["target_decoder_norms"] = d.target_decoder_norms;
+  }
+  if (!d.decoder_cosines.empty()) {  // a crosscoder: [a][b] between target_hooks a and b
+    const std::size_t heads = store.target_hooks().size();
+    j["decoder_similarity"] = {{"cosine", matrix_json(d.decoder_cosines, heads)},
+                               {"inner_product", matrix_json(d.decoder_inner_products, heads)}};
   }
   return j;
 }

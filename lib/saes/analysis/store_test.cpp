@@ -1,5 +1,6 @@
 // Analysis database: the written record reads back unchanged; listing, sorting, search; bad ids,
-// missing files and foreign databases; JSON export.
+// missing files and foreign databases; JSON export; a crosscoder's H×H decoder matrices (and
+// version 3 files, which have none).
 #include "saes/analysis/store.h"
 
 #include <algorithm>
@@ -156,4 +157,96 @@ TEST_CASE("export writes one JSON per feature with token texts and activations",
   CHECK(c["token_texts"][0].get<std::string>().rfind("tok", 0) == 0);
   CHECK(j["logits"]["top_positive"].size() == 3);
   CHECK(std::filesystem::exists(dir / "json" / "index.json"));
+}
+
+TEST_CASE("analysis store round-trips a crosscoder's H×H decoder matrices; version 3 files load",
+          "[analysis]") {
+  saes::testing::TempDir dir;
+  AnalysisRecord r = make_record();
+  r.target_hooks = {"blocks.1.hook_resid_post", "blocks.2.hook_resid_post",
+                    "blocks.3.hook_resid_post"};
+  for (int i = 0; i < 16; ++i) {  // entry (a, b) of feature i encodes i, a and b
+    r.target_decoder_norms.push_back({1.0 + i, 2.0 + i, 3.0 + i});
+    std::vector<double> cosines, inner;
+    for (int a = 0; a < 3; ++a) {
+      for (int b = 0; b < 3; ++b) {
+        cosines.push_back(a == b ? 1.0 : -0.5 + 0.01 * i + 0.1 * a + 0.2 * b);
+        inner.push_back(100.0 * i + 10.0 * a + b + 0.25);
+      }
+    }
+    r.decoder_cosines.push_back(cosines);
+    r.decoder_inner_products.push_back(inner);
+  }
+  write_analysis_db(dir / "cc.sqlite", r);
+  {
+    saes::io::SqliteDatabase db(dir / "cc.sqlite", saes::io::SqliteMode::kReadOnly);
+    auto st = db.prepare("SELECT count(*), count(DISTINCT feature) FROM decoder_similarity");
+    REQUIRE(st.step());
+    CHECK(st.column_int(0) == 16 * 9);
+    CHECK(st.column_int(1) == 16);
+    auto one = db.prepare(
+        "SELECT cosine, inner_product FROM decoder_similarity WHERE feature = 5 AND head_a = 2 "
+        "AND head_b = 1");
+    REQUIRE(one.step());
+    CHECK(one.column_double(0) == r.decoder_cosines[5][2 * 3 + 1]);
+    CHECK(one.column_double(1) == 521.25);
+  }
+  {
+    const AnalysisStore store(dir / "cc.sqlite");
+    CHECK(store.target_hooks() == r.target_hooks);
+    for (std::int64_t i = 0; i < 16; ++i) {
+      const auto d = store.feature(i);
+      REQUIRE(d.has_value());
+      CHECK(d->decoder_cosines == r.decoder_cosines[static_cast<std::size_t>(i)]);
+      CHECK(d->decoder_inner_products == r.decoder_inner_products[static_cast<std::size_t>(i)]);
+      CHECK(d->target_decoder_norms == r.target_decoder_norms[static_cast<std::size_t>(i)]);
+    }
+    REQUIRE(export_feature_json(store, dir / "json") == 16);
+    const auto j = nlohmann::json::parse(saes::io::read_file(dir / "json" / "feature_3.json"));
+    REQUIRE(j["decoder_similarity"]["cosine"].size() == 3);
+    CHECK(j["decoder_similarity"]["cosine"][0][2].get<double>() == r.decoder_cosines[3][2]);
+    CHECK(j["decoder_similarity"]["inner_product"][2][0].get<double>() == 320.25);
+    CHECK(j["target_hooks"][2] == "blocks.3.hook_resid_post");
+  }
+  // A version 3 database (written before the table existed) opens, without the matrices.
+  {
+    saes::io::SqliteDatabase db(dir / "cc.sqlite", saes::io::SqliteMode::kReadWrite);
+    db.exec(
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version'; "
+        "DROP TABLE decoder_similarity;");
+  }
+  const AnalysisStore old(dir / "cc.sqlite");
+  const auto d = old.feature(5);
+  REQUIRE(d.has_value());
+  CHECK(d->decoder_cosines.empty());
+  CHECK(d->decoder_inner_products.empty());
+  CHECK(d->target_decoder_norms == r.target_decoder_norms[5]);
+  REQUIRE(export_feature_json(old, dir / "json_v3") == 16);
+  const auto j = nlohmann::json::parse(saes::io::read_file(dir / "json_v3" / "feature_5.json"));
+  CHECK_FALSE(j.contains("decoder_similarity"));
+  CHECK(j["target_decoder_norms"].size() == 3);
+}
+
+TEST_CASE("analysis store refuses decoder matrices that do not fit the target hooks",
+          "[analysis]") {
+  saes::testing::TempDir dir;
+  AnalysisRecord r = make_record();
+  r.target_hooks = {"a", "b"};
+  r.target_decoder_norms.assign(16, {1.0, 1.0});
+  r.decoder_cosines.assign(16, {1.0, 0.5, 0.5, 1.0});
+  r.decoder_inner_products.assign(16, {1.0, 0.5, 0.5, 1.0});
+  AnalysisRecord bad = r;
+  bad.decoder_cosines[7].pop_back();
+  CHECK_THROWS_WITH(write_analysis_db(dir / "bad.sqlite", bad),
+                    Catch::Contains("decoder similarity matrices must hold 2×2 values"));
+  bad = r;
+  bad.decoder_inner_products.clear();  // cosines without inner products
+  CHECK_THROWS_AS(write_analysis_db(dir / "bad.sqlite", bad), saes::DataError);
+  bad = r;
+  bad.target_hooks.clear();
+  bad.target_decoder_norms.clear();  // matrices without target hooks
+  CHECK_THROWS_AS(write_analysis_db(dir / "bad.sqlite", bad), saes::DataError);
+  CHECK_FALSE(std::filesystem::exists(dir / "bad.sqlite"));
+  write_analysis_db(dir / "good.sqlite", r);
+  CHECK(AnalysisStore(dir / "good.sqlite").feature(0)->decoder_cosines.size() == 4);
 }

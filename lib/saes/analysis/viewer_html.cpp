@@ -1,10 +1,11 @@
 // Building blocks of the viewer's HTML (viewer_pages.h): escaping, id parsing, URL encoding, the
-// SVG histogram, activation shading and the embedded stylesheet.
-#include <fmt/format.h>
-
+// SVG histogram, bar chart and heat map, activation shading and the embedded stylesheet.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <utility>
+
+#include <fmt/format.h>
 
 #include "saes/analysis/viewer_internal.h"
 #include "saes/analysis/viewer_pages.h"
@@ -125,6 +126,78 @@ std::string bar_chart_svg(const std::vector<double>& values, const std::vector<s
   return out + "</svg>";
 }
 
+std::string cosine_color(double cosine) {
+  if (!std::isfinite(cosine)) return "#cccccc";
+  // white at 0 towards red (178, 24, 43) at 1 or blue (33, 102, 172) at -1
+  const double t = std::min(std::abs(cosine), 1.0);
+  const int r = cosine >= 0 ? 178 : 33, g = cosine >= 0 ? 24 : 102, b = cosine >= 0 ? 43 : 172;
+  const auto mix = [t](int to) { return static_cast<int>(std::lround(255 + (to - 255) * t)); };
+  return fmt::format("#{:02x}{:02x}{:02x}", mix(r), mix(g), mix(b));
+}
+
+std::string heatmap_svg(const std::vector<double>& cosines,
+                        const std::vector<double>& inner_products,
+                        const std::vector<std::string>& labels, std::string_view title) {
+  const std::size_t h = labels.size();
+  const bool usable = h > 0 && cosines.size() == h * h && inner_products.size() == h * h;
+  std::size_t longest = 1;
+  for (const auto& l : labels) longest = std::max(longest, l.size());
+  // rows: labels on the left; columns: the same labels rotated above; legend on the right
+  const double cell =
+      std::clamp(320.0 / static_cast<double>(std::max<std::size_t>(h, 1)), 10.0, 44.0);
+  const double label_w = std::clamp(6.0 * static_cast<double>(longest), 30.0, 240.0);
+  const double left = label_w + 8, top = label_w * 0.72 + 10, grid = cell * static_cast<double>(h);
+  const double legend_x = left + grid + 18, legend_h = std::max(grid, 120.0);
+  const double width = std::max(legend_x + 50, left + grid + label_w * 0.72 + 4);
+  const double height = top + legend_h + 8;
+  std::string out = fmt::format(
+      "<svg class=\"heat\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{0:.0f}\" "
+      "height=\"{1:.0f}\" viewBox=\"0 0 {0:.0f} {1:.0f}\" role=\"img\" aria-label=\"{2}\">",
+      width, height, html_escape(title));
+  if (!usable) {
+    return out +
+           fmt::format("<text class=\"axis\" x=\"4\" y=\"{:.0f}\">no matrix</text></svg>", top);
+  }
+  for (std::size_t a = 0; a < h; ++a) {
+    const std::string name = html_escape(labels[a]);
+    const double along = static_cast<double>(a) * cell + cell / 2;
+    out += fmt::format(
+        "<text class=\"axis\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>"
+        "<text class=\"axis\" transform=\"translate({:.1f},{:.1f}) rotate(-45)\">{}</text>",
+        left - 6, top + along + 4, name, left + along, top - 6, name);
+  }
+  for (std::size_t a = 0; a < h; ++a) {
+    for (std::size_t b = 0; b < h; ++b) {
+      const double c = cosines[a * h + b], x = left + static_cast<double>(b) * cell;
+      const double y = top + static_cast<double>(a) * cell;
+      out += fmt::format(
+          "<rect class=\"cell\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" "
+          "fill=\"{}\"><title>{} × {}: cosine {:.4g}, inner product {:.4g}</title></rect>",
+          x, y, cell, cell, cosine_color(c), html_escape(labels[a]), html_escape(labels[b]), c,
+          inner_products[a * h + b]);
+      if (h <= kHeatmapValuesUpTo) {
+        out += fmt::format(
+            "<text class=\"{}\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{:.2f}</text>",
+            std::abs(c) > 0.6 ? "val light" : "val", x + cell / 2, y + cell / 2 + 4, c);
+      }
+    }
+  }
+  constexpr int kSteps = 20;  // the legend: 1 at the top, -1 at the bottom
+  const double step = legend_h / kSteps;
+  for (int k = 0; k < kSteps; ++k) {
+    const double value = 1.0 - (2.0 * k + 1.0) / kSteps;
+    out +=
+        fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"12\" height=\"{:.2f}\" fill=\"{}\"/>",
+                    legend_x, top + step * k, step + 0.3, cosine_color(value));
+  }
+  for (const auto& [value, y] : {std::pair{"1", top + 8}, std::pair{"0", top + legend_h / 2 + 4},
+                                 std::pair{"−1", top + legend_h}}) {
+    out += fmt::format("<text class=\"axis\" x=\"{:.1f}\" y=\"{:.1f}\">{}</text>", legend_x + 16, y,
+                       value);
+  }
+  return out + "</svg>";
+}
+
 namespace viewer {
 
 std::string url_encode(std::string_view text) {
@@ -181,7 +254,9 @@ th{background:#f0f0f0}th a{color:inherit}td.tok,th.tok{text-align:left}code{font
 form.search{margin:.6em 0}form.search input[type=text]{width:18em;padding:.2em}.pager{margin:.6em 0;display:flex;gap:1em}
 dl.stats{margin-top:2.6em;display:grid;grid-template-columns:max-content auto;gap:.15em 1em}dl.stats dt{color:#555}dl.stats dd{margin:0}
 svg.hist{background:#fff;border:1px solid #e4e4e4}svg.hist .bar{fill:#4078c0}svg.hist .axis{font-size:10px;fill:#555;stroke:#888}
-svg.hist text.axis{stroke:none}.ctx{background:#fff;border:1px solid #e4e4e4;margin:.3em 0;padding:.35em .5em}
+svg.hist text.axis{stroke:none}
+svg.bars .bar{fill:#4078c0}svg.heat .axis{font-size:10px;fill:#555}svg.heat .cell{stroke:#fff;stroke-width:1}
+svg.heat .val{font-size:10px;fill:#222;pointer-events:none}svg.heat .val.light{fill:#fff}.ctx{background:#fff;border:1px solid #e4e4e4;margin:.3em 0;padding:.35em .5em}
 .ctx .meta{color:#777;font-size:.85em}.toks{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-word}
 .toks .t[title]{border-radius:2px;cursor:help}.toks .peak{outline:1px solid #c05000}
 .src .q{outline:1px dashed #c05000}

@@ -1,5 +1,6 @@
 // The viewer's routes (viewer_pages.h): dictionary list, feature page, eval summary and their JSON
-// twins, rendered from an AnalysisStore; every text that comes from the database is escaped.
+// twins, rendered from an AnalysisStore; every text that comes from the database is escaped. The
+// SVG drawing (histogram, bars, heat map) is in viewer_html.cpp.
 #include "saes/analysis/viewer_pages.h"
 
 #include <fmt/format.h>
@@ -282,6 +283,29 @@ std::string feature_stats(const FeatureDetail& d) {
   return out + "</dl>";
 }
 
+/// A multi-target feature's decoder norm per target hook (bars) and, for a crosscoder, the H×H
+/// cosines between its heads' decoders (heat map) beside them; empty for a one-target feature.
+std::string decoder_section(const AnalysisStore& store, const FeatureDetail& d) {
+  if (d.target_decoder_norms.empty()) return {};
+  const auto& hooks = store.target_hooks();
+  const std::size_t first = d.layer ? static_cast<std::size_t>(*d.layer) : 0;
+  std::vector<double> values;  // a CLT feature writes to its layer and the later ones
+  std::vector<std::string> labels;
+  for (std::size_t t = first; t < d.target_decoder_norms.size() && t < hooks.size(); ++t) {
+    values.push_back(d.target_decoder_norms[t]);
+    labels.push_back(hooks[t]);
+  }
+  std::string out = "<div class=\"overview\"><div><h2>Decoder norm per target layer</h2>" +
+                    bar_chart_svg(values, labels, "decoder norm per target layer") + "</div>";
+  if (!d.decoder_cosines.empty()) {
+    out += "<div><h2>Decoder cosine between heads</h2>" +
+           heatmap_svg(d.decoder_cosines, d.decoder_inner_products, hooks,
+                       "decoder cosine between heads") +
+           "</div>";
+  }
+  return out + "</div>";
+}
+
 PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
   const std::int64_t id = d.summary.id;
   std::string body = fmt::format("<h1>Feature {}</h1><div class=\"pager\">", id);
@@ -293,18 +317,7 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
           "</div><div><h2>Activation histogram</h2>" +
           histogram_svg(d.histogram, store.histogram_edges(), "activation (log-spaced bins)") +
           "</div></div>";
-  if (!d.target_decoder_norms.empty()) {  // a CLT feature writes to its layer and the later ones
-    const auto& hooks = store.target_hooks();
-    const std::size_t first = d.layer ? static_cast<std::size_t>(*d.layer) : 0;
-    std::vector<double> values;
-    std::vector<std::string> labels;
-    for (std::size_t t = first; t < d.target_decoder_norms.size() && t < hooks.size(); ++t) {
-      values.push_back(d.target_decoder_norms[t]);
-      labels.push_back(hooks[t]);
-    }
-    body += "<h2>Decoder norm per target layer</h2>" +
-            bar_chart_svg(values, labels, "decoder norm per target layer");
-  }
+  body += decoder_section(store, d);
   const auto bands = store.bands();
   // top activations first, then the subsampling bands by proportion (descending), then the
   // non-activating band (the database lists them by name)
@@ -423,6 +436,20 @@ nlohmann::json detail_json(const AnalysisStore& store, const FeatureDetail& d) {
                          {"decoder_norm", d.target_decoder_norms[t]}});
     }
     j["target_decoder_norms"] = targets;
+  }
+  if (!d.decoder_cosines.empty()) {  // H×H as H rows of H, over target_hooks
+    const std::size_t h = store.target_hooks().size();
+    nlohmann::json cosine = nlohmann::json::array(), inner = nlohmann::json::array();
+    for (std::size_t a = 0; a < h && (a + 1) * h <= d.decoder_cosines.size(); ++a) {
+      const auto row = static_cast<std::ptrdiff_t>(a * h),
+                 end = row + static_cast<std::ptrdiff_t>(h);
+      cosine.push_back(
+          std::vector<double>(d.decoder_cosines.begin() + row, d.decoder_cosines.begin() + end));
+      inner.push_back(std::vector<double>(d.decoder_inner_products.begin() + row,
+                                          d.decoder_inner_products.begin() + end));
+    }
+    j["decoder_similarity"] = {
+        {"hooks", store.target_hooks()}, {"cosine", cosine}, {"inner_product", inner}};
   }
   return j;
 }

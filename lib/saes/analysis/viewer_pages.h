@@ -1,8 +1,10 @@
 // The read-only web viewer's pages (docs/viewer.md) as pure functions of an AnalysisStore and the
-// request: dictionary list, feature page (SVG histogram, shaded contexts, logit lens), eval summary,
-// their JSON twins, the stylesheet; every unknown route or bad id is a 404. No sockets here.
+// request: dictionary list, feature page (SVG histogram and charts, shaded contexts, logit lens),
+// eval summary, their JSON twins, the stylesheet; every unknown route or bad id is a 404. No
+// sockets here.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -49,6 +51,19 @@ std::string histogram_svg(const std::vector<std::int64_t>& counts, const std::ve
 /// value printed beside it and in the bar's <title>.
 std::string bar_chart_svg(const std::vector<double>& values, const std::vector<std::string>& labels,
                           std::string_view title);
+
+/// An inline <svg> heat map of an H×H matrix of cosines (row-major, H = labels.size()): cell
+/// (a, b) filled with cosine_color, its value printed when H ≤ kHeatmapValuesUpTo, and a <title>
+/// "label a × label b: cosine …, inner product …" (`inner_products`: the same layout); rows and
+/// columns labelled, a legend of the scale −1 … 1 beside it. Labels are escaped.
+std::string heatmap_svg(const std::vector<double>& cosines,
+                        const std::vector<double>& inner_products,
+                        const std::vector<std::string>& labels, std::string_view title);
+inline constexpr std::size_t kHeatmapValuesUpTo = 8;
+
+/// Fill colour ("#rrggbb") of a cosine on the heat map's diverging scale: blue at −1, white at 0,
+/// red at 1 (clamped; grey for a non-finite value).
+std::string cosine_color(double cosine);
 
 /// Shading levels of a token's activation (classes a1 .. a20 of the stylesheet; 0: unshaded).
 inline constexpr int kActivationLevels = 20;

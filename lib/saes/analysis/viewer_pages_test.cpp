@@ -1,13 +1,17 @@
 // Viewer pages over a hand-made analysis database: routes and 404s (bad ids, path tricks), HTML
 // escaping of every database text, sorting/search/paging of the dictionary page, the SVG
-// histogram, shaded contexts with tooltips, the logit lens and the JSON API.
-#include <catch2/catch.hpp>
+// histogram, shaded contexts with tooltips, the logit lens, a crosscoder's decoder-cosine heat map
+// and the JSON API.
+#include "saes/analysis/viewer_pages.h"
 
+#include <cmath>
+
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "saes/analysis/store.h"
-#include "saes/analysis/viewer_pages.h"
 #include "saes/io/sqlite.h"
+
 #include "support/temp_dir.h"
 
 namespace {
@@ -308,14 +312,15 @@ TEST_CASE("a multi-layer dictionary's feature page shows its layer and decoder n
   CHECK_FALSE(std::filesystem::exists(dir / "bad.sqlite"));
 }
 
-TEST_CASE("schema version 1 and 2 databases are still read", "[analysis][viewer]") {
+TEST_CASE("schema version 1, 2 and 3 databases are still read", "[analysis][viewer]") {
   saes::testing::TempDir dir;
   write_analysis_db(dir / "v1.sqlite", make_record());
   {
     saes::io::SqliteDatabase db(dir / "v1.sqlite", saes::io::SqliteMode::kReadWrite);
-    db.exec("UPDATE meta SET value = '1' WHERE key = 'schema_version'; "
-            "DELETE FROM meta WHERE key = 'feature_layers'; DROP TABLE target_norms; "
-            "DROP TABLE z_patterns;");
+    db.exec(
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version'; "
+        "DELETE FROM meta WHERE key = 'feature_layers'; DROP TABLE target_norms; "
+        "DROP TABLE z_patterns; DROP TABLE decoder_similarity;");
   }
   const AnalysisStore store(dir / "v1.sqlite");
   CHECK(store.feature_layers() == 1);
@@ -325,11 +330,85 @@ TEST_CASE("schema version 1 and 2 databases are still read", "[analysis][viewer]
     db.exec("UPDATE meta SET value = '2' WHERE key = 'schema_version'");
   }
   CHECK(handle_request(AnalysisStore(dir / "v1.sqlite"), "/features/1", {}).status == 200);
+  {  // version 3 had z_patterns but no decoder_similarity table
+    saes::io::SqliteDatabase db(dir / "v1.sqlite", saes::io::SqliteMode::kReadWrite);
+    db.exec(
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version'; CREATE TABLE z_patterns "
+        "(feature INTEGER, band TEXT, rank INTEGER, q BLOB, k BLOB, value BLOB)");
+  }
+  CHECK(handle_request(AnalysisStore(dir / "v1.sqlite"), "/features/1", {}).status == 200);
   {
     saes::io::SqliteDatabase db(dir / "v1.sqlite", saes::io::SqliteMode::kReadWrite);
-    db.exec("UPDATE meta SET value = '4' WHERE key = 'schema_version'");
+    db.exec("UPDATE meta SET value = '5' WHERE key = 'schema_version'");
   }
-  CHECK_THROWS_WITH(AnalysisStore(dir / "v1.sqlite"), Catch::Contains("versions 1 to 3"));
+  CHECK_THROWS_WITH(AnalysisStore(dir / "v1.sqlite"), Catch::Contains("versions 1 to 4"));
+}
+
+TEST_CASE("cosine_color runs from blue through white to red", "[analysis][viewer]") {
+  CHECK(cosine_color(-1) == "#2166ac");
+  CHECK(cosine_color(0) == "#ffffff");
+  CHECK(cosine_color(1) == "#b2182b");
+  CHECK(cosine_color(7) == "#b2182b");  // clamped
+  CHECK(cosine_color(0.5) == "#d98c95");
+  CHECK(cosine_color(std::nan("")) == "#cccccc");
+}
+
+TEST_CASE("a crosscoder's feature page draws the H×H decoder cosines as a heat map",
+          "[analysis][viewer]") {
+  saes::testing::TempDir dir;
+  AnalysisRecord r = make_record();
+  r.target_hooks = {"blocks.1.hook_resid_post", "blocks.2.hook_resid_post", kEvil};
+  for (std::int64_t i = 0; i < 5; ++i) {  // feature i: cosine(a, b) = 1 - 0.25·|a − b| − 0.1·i
+    r.target_decoder_norms.push_back({1.0, 2.0, 3.0});
+    std::vector<double> cosines, inner;
+    for (int a = 0; a < 3; ++a) {
+      for (int b = 0; b < 3; ++b) {
+        cosines.push_back(a == b ? 1.0 : 1.0 - 0.25 * std::abs(a - b) - 0.1 * i);
+        inner.push_back(10.0 * a + b + 0.5);
+      }
+    }
+    r.decoder_cosines.push_back(cosines);
+    r.decoder_inner_products.push_back(inner);
+  }
+  r.decoder_cosines[2][0 * 3 + 2] = -0.9;  // one strongly anti-aligned pair
+  write_analysis_db(dir / "cc.sqlite", r);
+  const AnalysisStore store(dir / "cc.sqlite");
+  const std::string html = handle_request(store, "/features/2", {}).body;
+  REQUIRE(html.find("Decoder cosine between heads") != std::string::npos);
+  const auto begin = html.find("<svg class=\"heat\"");
+  REQUIRE(begin != std::string::npos);
+  const std::string svg = html.substr(begin, html.find("</svg>", begin) - begin);
+  std::size_t cells = 0;
+  for (auto p = svg.find("<rect class=\"cell\""); p != std::string::npos;
+       p = svg.find("<rect class=\"cell\"", p + 1)) {
+    ++cells;
+  }
+  CHECK(cells == 9);
+  // cell (0, 1): both hook names, the cosine and the inner product; filled on the scale
+  CHECK(svg.find("fill=\"" + cosine_color(0.55) +
+                 "\"><title>blocks.1.hook_resid_post × blocks.2.hook_resid_post: cosine 0.55, "
+                 "inner product 1.5</title>") != std::string::npos);
+  CHECK(svg.find("fill=\"" + cosine_color(-0.9) + "\"><title>blocks.1.hook_resid_post × " +
+                 html_escape(kEvil) + ": cosine -0.9, inner product 2.5</title>") !=
+        std::string::npos);
+  CHECK(svg.find(html_escape(kEvil) +
+                 " × blocks.2.hook_resid_post: cosine 0.55, inner product 21.5</title>") !=
+        std::string::npos);
+  CHECK(svg.find(">-0.90</text>") != std::string::npos);  // values printed in the cells
+  CHECK(svg.find(">−1</text>") != std::string::npos);     // the legend's ends
+  CHECK(svg.find(">1</text>") != std::string::npos);
+  CHECK(svg.find(kEvil) == std::string::npos);  // head names are escaped
+  CHECK(html.find("style=") == std::string::npos);
+  CHECK(html.find("<svg class=\"bars\"") != std::string::npos);  // beside the norm bars
+  const auto j = nlohmann::json::parse(handle_request(store, "/api/features/2", {}).body);
+  REQUIRE(j["decoder_similarity"]["cosine"].size() == 3);
+  CHECK(j["decoder_similarity"]["cosine"][0][2] == -0.9);
+  CHECK(j["decoder_similarity"]["inner_product"][2][1] == 21.5);
+  CHECK(j["decoder_similarity"]["hooks"][2] == kEvil);
+  // Without matrices (an SAE, a CLT) there is no heat map.
+  const Fixture fx;
+  CHECK(fx.get("/features/2").body.find("<svg class=\"heat\"") == std::string::npos);
+  CHECK(heatmap_svg({1.0}, {}, {"a"}, "t").find("no matrix") != std::string::npos);
 }
 
 TEST_CASE("feature page lists top activations, subsampling bands by proportion, then non-activating",

@@ -234,6 +234,10 @@ at::Tensor CrossCoder::decoder_similarities() const {
   return decoder_inner_products() / (n.unsqueeze(2) * n.unsqueeze(1));
 }
 
+DecoderHeadSimilarities CrossCoder::decoder_head_similarities() const {
+  return {decoder_inner_products(), decoder_similarities()};
+}
+
 void CrossCoder::init_parameters(const RandomInit& init, at::Generator& gen) {
   // one draw per tensor, repeated on every head (spec §2.3: all heads start identical)
   const at::Tensor we = at::empty({cfg_.d_model, local_d_sae()}, W_E_.options());

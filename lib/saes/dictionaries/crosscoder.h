@@ -80,6 +80,8 @@ class CrossCoder final : public SparseDictionary {
   /// decoder_inner_product_matrices) and their cosines (decoder_similarity_matrices).
   at::Tensor decoder_inner_products() const;
   at::Tensor decoder_similarities() const;
+  /// Both of the above, for analysis (the decoder_similarity table).
+  DecoderHeadSimilarities decoder_head_similarities() const override;
 
   /// The dense fused step with a manual backward (crosscoder_step.cpp): l_rec = mean over heads
   /// and (masked) tokens of Σ_d (x̂_h − y_h)², the penalty on f_h·n_h averaged over heads, L_p

@@ -196,6 +196,9 @@ TEST_CASE("crosscoder encode/decode, per-head gating and decoder geometry",
   CHECK(cs[2][0][1].item<double>() ==
         Approx((at::dot(m.W_D()[0][2], m.W_D()[1][2]) / (n[0][2] * n[1][2])).item<double>()));
   CHECK(at::allclose(at::diagonal(cs, 0, 1, 2), at::ones({kS, kH}, at::kDouble), 1e-12, 1e-12));
+  const sd::DecoderHeadSimilarities sims = m.decoder_head_similarities();  // what analysis stores
+  CHECK(at::equal(sims.inner_products, ip));
+  CHECK(at::equal(sims.cosines, cs));
   CHECK(at::allclose(m.target_decoder_norms(), n.t(), 1e-12, 1e-12));
   CHECK(at::equal(m.feature_directions(), m.W_D()[kH - 1]));
   // all heads start identical (spec §2.3)

@@ -120,6 +120,15 @@ struct StepResult {
   std::map<std::string, double> metrics;
 };
 
+/// Per feature, how its decoder rows into the label hooks relate pairwise (a crosscoder's heads,
+/// the original's decoder_inner_product_matrices / decoder_similarity_matrices): both
+/// [local features, H, H] with H = label_hooks().size(), or both undefined for a variant that has
+/// no such matrices.
+struct DecoderHeadSimilarities {
+  at::Tensor inner_products;  ///< W_D[a, i]·W_D[b, i]
+  at::Tensor cosines;         ///< the inner products over both norms (norms clamped at 1e-12)
+};
+
 /// Random initialization parameters (spec §4 step 2); the initializer maps InitializerConfig.
 struct RandomInit {
   double encoder_uniform_bound = 1.0;
@@ -265,6 +274,9 @@ class SparseDictionary {
   /// ‖decoder of each of this rank's features into each label hook‖: [local features (layer-
   /// major), label_hooks().size()]. Default: decoder_norm() as one column (one label hook).
   virtual at::Tensor target_decoder_norms() const;
+  /// The H×H decoder matrices of this rank's features (see DecoderHeadSimilarities); default
+  /// undefined tensors (analysis then stores none).
+  virtual DecoderHeadSimilarities decoder_head_similarities() const { return {}; }
 
   // ---- training ---------------------------------------------------------------------------
   /// One fused forward + manual backward on RAW activations: normalizes x and label (spec

@@ -76,6 +76,25 @@ at::Tensor analysed_rows(const at::Tensor& t, std::int64_t layers, std::optional
   return t.view({layers, -1, t.size(-1)}).narrow(0, *l, 1).reshape({-1, t.size(-1)});
 }
 
+/// Per-feature values `mine` ([this rank's features (layer-major), n]) of the analysed features,
+/// gathered over the model ranks in the database's feature order (as layer_major) as float64
+/// lists of n. Collective over the model group.
+std::vector<std::vector<double>> gathered_rows(const dictionaries::SparseDictionary& dict,
+                                               const at::Tensor& mine, std::int64_t layers,
+                                               std::optional<std::int64_t> only_layer) {
+  const std::int64_t kept = only_layer ? 1 : layers, n = mine.size(-1);
+  const at::Tensor all =
+      dict.gather_features(analysed_rows(mine, layers, only_layer).reshape({kept, -1, n}), 1)
+          .reshape({-1, n})
+          .to(at::kDouble)
+          .cpu()
+          .contiguous();
+  std::vector<std::vector<double>> out;
+  const double* p = all.data_ptr<double>();
+  for (std::int64_t i = 0; i < all.size(0); ++i) out.emplace_back(p + i * n, p + (i + 1) * n);
+  return out;
+}
+
 /// The dictionary of a saes-train run folder (or its weights file): config from
 /// config.resolved.yaml, weights from sae_weights.safetensors.
 std::unique_ptr<dictionaries::SparseDictionary> load_dictionary(
@@ -274,18 +293,15 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
   }
   record.feature_layers = kept_layers;
   if (dict->label_hooks().size() > 1) {  // what each feature writes to each target hook
-    const std::int64_t targets = static_cast<std::int64_t>(dict->label_hooks().size());
-    const at::Tensor mine = analysed_rows(dict->target_decoder_norms(), layers, only_layer);
-    const at::Tensor norms =
-        dict->gather_features(mine.view({kept_layers, -1, targets}), 1)
-            .view({-1, targets})
-            .to(at::kDouble)
-            .cpu()
-            .contiguous();
     record.target_hooks = dict->label_hooks();
-    const double* p = norms.data_ptr<double>();
-    for (std::int64_t i = 0; i < norms.size(0); ++i) {
-      record.target_decoder_norms.emplace_back(p + i * targets, p + (i + 1) * targets);
+    record.target_decoder_norms =
+        gathered_rows(*dict, dict->target_decoder_norms(), layers, only_layer);
+    // a crosscoder's H×H decoder matrices per feature (the decoder_similarity table)
+    const dictionaries::DecoderHeadSimilarities sims = dict->decoder_head_similarities();
+    if (sims.cosines.defined()) {
+      record.decoder_inner_products =
+          gathered_rows(*dict, sims.inner_products.flatten(1), layers, only_layer);
+      record.decoder_cosines = gathered_rows(*dict, sims.cosines.flatten(1), layers, only_layer);
     }
   }
   const std::int64_t d = dict->config().d_model;

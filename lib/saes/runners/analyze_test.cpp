@@ -179,6 +179,7 @@ TEST_CASE("analysis of stories260K matches a brute-force pass", "[runners][analy
       CHECK(top[k] == Approx(column[static_cast<std::int64_t>(k)].item<float>()).epsilon(1e-5));
     }
     CHECK(d->top_logits.size() == 10);
+    CHECK(d->decoder_cosines.empty());  // an SAE has one head: no H×H decoder matrices
   }
   // the logit lens (DLA) written out in float64: each decoder row through ln_final (RMSNorm of
   // the row alone, with the model's eps, then the norm's weight) and the tied unembedding

@@ -1,8 +1,9 @@
 # Crosscoder cases (sourced by run_cli_tests.sh): one-line rejections of crosscoder configs that
 # cannot work; with the assets: the example config (the residuals after layers 1-3 in one latent)
 # trained on the fly (per-head EV and metrics, the original's tensor names), 2 model ranks and 3
-# head ranks equal to one process, and saes-analyze (max over heads, per-head decoder norms) with
-# the spliced evaluation.
+# head ranks equal to one process, and saes-analyze (max over heads, per-head decoder norms, the
+# H×H decoder matrices) with the spliced evaluation, on one process and with the features split
+# over 2 ranks.
 # Checkpoints as heads (model.checkpoints): hook names that name no listed checkpoint are refused;
 # with the assets, saes-generate writes both checkpoints' hooks of the same tokens into one run,
 # and the example crosscoder over a:/b:blocks.3.hook_resid_post trains from those shards and on
@@ -85,14 +86,35 @@ PY
     --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
     --set "activation_factory.hook_points=[blocks.1.hook_resid_post, blocks.2.hook_resid_post, blocks.3.hook_resid_post]" \
     --set analyzer.total_analyzing_tokens=2048 --set eval.total_eval_tokens=2048 --set output_dir=acc --set logging.progress=off
-  cc_db="$(/usr/bin/python3 - acc/default.sqlite <<'PY' 2>&1
-import math, sqlite3, sys
+  # The H×H decoder matrices per feature (decoder_similarity): 9 rows each, symmetric, the
+  # diagonal the squared target_norms, the cosines those of the run's W_D (a fold rescales whole
+  # heads, which no cosine sees).
+  cc_db="$(/usr/bin/python3 - acc/default.sqlite tcc/sae_weights.safetensors <<'PY' 2>&1
+import json, math, sqlite3, struct, sys
+import numpy as np
 db = sqlite3.connect(sys.argv[1])
 n = db.execute("select count(*) from features").fetchone()[0]
 heads = db.execute("select count(distinct target) from target_norms").fetchone()[0]
 ev = dict(db.execute("select metric, value from eval"))
 assert n == 512 and heads == 3, (n, heads)
 assert all(math.isfinite(ev[k]) for k in ("loss_recovered", "explained_variance")), ev
+rows = db.execute("select count(*), count(distinct feature), max(head_a), max(head_b) from decoder_similarity").fetchone()
+assert rows == (512 * 9, 512, 2, 2), rows
+m = {(f, a, b): (c, ip) for f, a, b, c, ip in db.execute("select * from decoder_similarity")}
+norm = {(f, t): v for f, t, v in db.execute("select feature, target, decoder_norm from target_norms")}
+for (f, a, b), (c, ip) in m.items():
+    assert m[(f, b, a)] == (c, ip), (f, a, b)
+    if a == b:
+        assert abs(ip - norm[(f, a)] ** 2) <= 1e-4 * ip + 1e-9 and abs(c - 1) < 1e-5, (f, a, c, ip)
+raw = open(sys.argv[2], "rb").read()
+k = struct.unpack("<Q", raw[:8])[0]
+info = json.loads(raw[8:8 + k])["W_D"]
+w = np.frombuffer(raw[8 + k + info["data_offsets"][0]:8 + k + info["data_offsets"][1]], np.float32)
+w = w.reshape(info["shape"]).astype(np.float64).transpose(1, 0, 2)  # [d_sae, H, d_model]
+u = w / np.linalg.norm(w, axis=2, keepdims=True)
+cos = np.einsum("fad,fbd->fab", u, u)
+got = np.array([[[m[(f, a, b)][0] for b in range(3)] for a in range(3)] for f in range(512)])
+assert np.abs(got - cos).max() < 1e-4, np.abs(got - cos).max()
 print("ok")
 PY
 )"
@@ -179,4 +201,16 @@ PY
   expect "checkpoints analyze on the fly" 0 '' -- "$bin/saes-analyze" "${ck_analyze[@]}" --set eval=null --set output_dir=ack
   ck_db="$(/usr/bin/python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); print(db.execute("select count(*) from features").fetchone()[0], db.execute("select count(distinct target) from target_norms").fetchone()[0])' ack/default.sqlite 2>&1)"
   if [ "$ck_db" = "512 2" ]; then ok; else bad "checkpoints analysis database: $ck_db"; fi
+
+  if command -v mpirun >/dev/null && declare -F same_analysis_db >/dev/null; then  # same_analysis_db: distributed.sh
+    expect "crosscoder analyze 2 model ranks" 0 '' -- timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$bin/saes-analyze" \
+      "$root/configs/analyze-stories260k.yaml" --set sae.pretrained_name_or_path=tcc \
+      --set "model.model_from_pretrained_path=$assets/llama2c-stories260K/stories260K.bin" \
+      --set "model.tokenizer_path=$assets/llama2c-stories260K/tok512.bin" --set "datasets.tinystories.paths=[$work/stories.txt]" \
+      --set "activation_factory.hook_points=[blocks.1.hook_resid_post, blocks.2.hook_resid_post, blocks.3.hook_resid_post]" \
+      --set analyzer.total_analyzing_tokens=2048 --set output_dir=acc2 --set logging.progress=off \
+      --set model_parallel_size=2
+    same_cc="$(same_analysis_db acc/default.sqlite acc2/default.sqlite eval)"
+    if [ "$same_cc" = same ]; then ok; else bad "crosscoder analysis on 2 model ranks differs from one process: $same_cc"; fi
+  fi
 fi

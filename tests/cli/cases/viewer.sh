@@ -1,8 +1,9 @@
 # saes-analyze serve (the web viewer, docs/viewer.md): analyse the trained t1 run on stories260K,
 # serve the database on a free port, fetch pages with curl (200s; 404s for unknown routes, bad
 # ids and path tricks; 405 for writes), time the feature page, render it in headless chromium
-# (highlighted context + SVG histogram), stop with SIGTERM. Sourced by ../run_cli_tests.sh.
-# SAES_UPDATE_DOCS=1 also copies the screenshot to docs/images/feature-page.png.
+# (highlighted context + SVG histogram), stop with SIGTERM; then the CLT and crosscoder databases
+# of train_clt.sh / train_crosscoder.sh. Sourced by ../run_cli_tests.sh.
+# SAES_UPDATE_DOCS=1 also copies the screenshots to docs/images/.
 
 expect "serve missing db" 3 'nothere.sqlite' -- "$bin/saes-analyze" serve nothere.sqlite --port 0
 one_line "serve missing db"
@@ -127,9 +128,74 @@ viewer_clt() {
   wait "$pid"
 }
 
+# A crosscoder's database (acc/, from train_crosscoder.sh): the page of the alive feature whose
+# heads' decoders differ most draws the 3×3 heat map of its decoder cosines, each cell titled with
+# both head names and the stored cosine and inner product (curl, then the Chromium DOM and a
+# screenshot). SAES_UPDATE_DOCS=1 runs this on the example config trained in full instead (~1
+# min: after 4096 tokens the heads, which start identical, still agree to 0.99) and copies the
+# screenshot to docs/images/crosscoder-feature-page.png.
+viewer_crosscoder() {
+  local db=acc/default.sqlite
+  if [ "${SAES_UPDATE_DOCS:-}" = 1 ]; then
+    local model="$assets/llama2c-stories260K" cc_full=()
+    cc_full=(--set "model.model_from_pretrained_path=$model/stories260K.bin" --set "model.tokenizer_path=$model/tok512.bin"
+      --set "datasets.tinystories.paths=[$work/stories.txt]" --set logging.progress=off)
+    expect "viewer crosscoder docs train" 0 '' -- "$bin/saes-train" "$root/configs/train-stories260k-crosscoder.yaml" \
+      "${cc_full[@]}" --set trainer.exp_result_path=tcc_docs
+    expect "viewer crosscoder docs analyze" 0 '' -- "$bin/saes-analyze" "$root/configs/analyze-stories260k.yaml" "${cc_full[@]}" \
+      --set sae.pretrained_name_or_path=tcc_docs --set output_dir=acc_docs \
+      --set "activation_factory.hook_points=[blocks.1.hook_resid_post, blocks.2.hook_resid_post, blocks.3.hook_resid_post]"
+    db=acc_docs/default.sqlite
+  fi
+  local id
+  id=$(/usr/bin/python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(
+    "select d.feature from decoder_similarity d join features f on f.id = d.feature where f.act_times > 0 "
+    "and d.head_a < d.head_b order by d.cosine, d.feature limit 1").fetchone()[0])' "$db" 2>&1)
+  case "$id" in *[!0-9]*|"") bad "viewer crosscoder: no alive feature in $db: $id"; return;; esac
+  viewer_serve "$db" serve_cc.log || return
+  local pid=$viewer_pid
+  viewer_status "crosscoder feature page" 200 "/features/$id"
+  local cells
+  cells="$(/usr/bin/python3 - fetched.txt "$db" "$id" <<'PY' 2>&1
+import re, sqlite3, sys
+html = open(sys.argv[1], encoding="utf-8").read()
+db = sqlite3.connect(sys.argv[2])
+hooks = dict(db.execute("select key, value from meta"))["target_hooks"].split(",")
+svg = html[html.index('<svg class="heat"'):]
+svg = svg[:svg.index("</svg>")]
+titles = re.findall(r'<rect class="cell"[^>]*><title>(\S+) × (\S+): cosine ([^,]+), inner product ([^<]+)</title>', svg)
+assert len(titles) == 9, len(titles)
+for a, b, c, ip in titles:
+    want = db.execute("select cosine, inner_product from decoder_similarity where feature = ? and head_a = ? and head_b = ?",
+                      (int(sys.argv[3]), hooks.index(a), hooks.index(b))).fetchone()
+    assert abs(float(c) - want[0]) <= 1e-3 * abs(want[0]) + 1e-9, (a, b, c, want)
+    assert abs(float(ip) - want[1]) <= 1e-3 * abs(want[1]) + 1e-9, (a, b, ip, want)
+print("ok")
+PY
+)"
+  if [ "$cells" = ok ]; then ok; else bad "viewer crosscoder: /features/$id heat map: $cells"; fi
+  viewer_fetch "/api/features/$id" >/dev/null
+  if python3 -c 'import json,sys; d = json.load(open("fetched.txt"))["decoder_similarity"]; assert len(d["cosine"]) == 3 and all(len(r) == 3 for r in d["inner_product"])' 2>/dev/null; then ok
+  else bad "viewer crosscoder: /api/features/$id lacks the 3×3 decoder_similarity: $(head -c 300 fetched.txt)"; fi
+  if command -v chromium >/dev/null; then
+    local chrome=(timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium" --hide-scrollbars)
+    "${chrome[@]}" --dump-dom "${viewer_url}features/$id" >dom_cc.html 2>chromium.log
+    if grep -q '<svg class="heat"' dom_cc.html && [ "$(grep -o '<rect class="cell"' dom_cc.html | wc -l)" = 9 ]; then ok
+    else bad "viewer crosscoder: chromium DOM lacks the 3×3 heat map ($(wc -c <dom_cc.html) bytes)"; fi
+    "${chrome[@]}" --screenshot="$work/crosscoder-feature-page.png" --window-size=1200,900 "${viewer_url}features/$id" >/dev/null 2>>chromium.log
+    if [ -s "$work/crosscoder-feature-page.png" ]; then ok; else bad "viewer crosscoder: chromium wrote no screenshot: $(tail -2 chromium.log)"; fi
+    if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/crosscoder-feature-page.png" ]; then
+      mkdir -p "$root/docs/images" && cp "$work/crosscoder-feature-page.png" "$root/docs/images/crosscoder-feature-page.png"
+    fi
+  fi
+  kill -TERM "$pid"
+  wait "$pid"
+}
+
 if [ -n "$assets" ] && [ -s t1/sae_weights.safetensors ] && [ -s "$work/stories.txt" ]; then
   viewer_run
-  if [ -s aclt/default.sqlite ]; then viewer_clt; fi
 else
   echo "viewer: SAES_TEST_ASSETS not set (or no t1 run); skipping the served-database checks"
 fi
+if [ -s aclt/default.sqlite ]; then viewer_clt; fi
+if [ -s acc/default.sqlite ]; then viewer_crosscoder; fi
