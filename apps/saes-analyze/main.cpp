@@ -24,26 +24,30 @@ void add_export(CLI::App& app, ExportArgs& a) {
   sub->add_option("OUT_DIR", a.out_dir, "folder for feature_<id>.json and index.json")->required();
 }
 
+/// Loads the settings of `options.config`, prints them (--print-config) or runs them.
+template <class Settings>
+int run_settings(saes::cli::Session& session, const saes::cli::CommonOptions& options,
+                 Settings (*load)(const std::filesystem::path&, const std::vector<std::string>&),
+                 int (*run)(const Settings&, saes::runners::RunContext&)) {
+  auto settings = load(options.config, options.overrides);
+  if (options.print_config) {
+    session.print(saes::config::dump_yaml(settings));
+    return 0;
+  }
+  auto context = session.configure(settings.logging, settings.threads, options);
+  return run(settings, context);
+}
+
 int run_config(saes::cli::Session& session, const saes::cli::CommonOptions& options) {
   SAES_CHECK(!options.config.empty(), saes::ConfigError,
              "config is required: saes-analyze CONFIG.yaml (or a subcommand; see --help)");
-  auto settings = saes::config::load_analyze_settings(options.config, options.overrides);
-  if (options.print_config) {
-    session.print(saes::config::dump_yaml(settings));
-    return 0;
-  }
-  auto context = session.configure(settings.logging, settings.threads, options);
-  return saes::runners::run_analyze(settings, context);
+  return run_settings(session, options, &saes::config::load_analyze_settings,
+                      &saes::runners::run_analyze);
 }
 
 int run_attribute_config(saes::cli::Session& session, const saes::cli::CommonOptions& options) {
-  auto settings = saes::config::load_attribute_settings(options.config, options.overrides);
-  if (options.print_config) {
-    session.print(saes::config::dump_yaml(settings));
-    return 0;
-  }
-  auto context = session.configure(settings.logging, settings.threads, options);
-  return saes::runners::run_attribute(settings, context);
+  return run_settings(session, options, &saes::config::load_attribute_settings,
+                      &saes::runners::run_attribute);
 }
 
 }  // namespace

@@ -37,8 +37,10 @@ TEST_CASE("every example config in configs/ loads and validates", "[config]") {
       CHECK_NOTHROW(load_analyze_settings(path));
     } else if (name.starts_with("convert-")) {
       CHECK_NOTHROW(load_convert_settings(path));
+    } else if (name.starts_with("attribute-")) {
+      CHECK_NOTHROW(load_attribute_settings(path));
     } else {
-      FAIL("configs/*.yaml must start with generate-, train-, analyze- or convert-");
+      FAIL("configs/*.yaml must start with generate-, train-, analyze-, convert- or attribute-");
     }
     ++loaded;
   }

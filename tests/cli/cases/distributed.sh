@@ -44,8 +44,11 @@ def rows(path):
     tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'") if t not in skip]
     # Contexts: (feature, band, rank, score) only — contexts whose peaks tie (the same story
     # opening twice) may swap when the encoder GEMM of a feature slice rounds the last bit
-    # differently; their scores still agree.
-    cols = {t: "feature, band, rank, score" if t == "contexts" else "*" for t in tables}
+    # differently; their scores still agree. Logit lens: (feature, side, rank, value) only, for
+    # the same reason: two tokens whose logits agree to float32 rounding (a feature's slice of
+    # W_D·W_U is another GEMM shape on each rank) may swap ranks; their values still agree.
+    special = {"contexts": "feature, band, rank, score", "logits": "feature, side, rank, value"}
+    cols = {t: special.get(t, "*") for t in tables}
     return {t: sorted(db.execute(f"select {cols[t]} from {t}").fetchall(), key=repr) for t in tables}
 from array import array
 def close(a, b):
