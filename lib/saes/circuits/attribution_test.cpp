@@ -13,6 +13,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <catch2/catch.hpp>
 
+#include "saes/core/error.h"
 #include "saes/dictionaries/registry.h"
 #include "saes/dictionaries/sparse_dictionary.h"
 #include "saes/lm/hooks.h"

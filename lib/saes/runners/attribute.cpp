@@ -14,6 +14,7 @@
 #include "saes/circuits/pruning.h"
 #include "saes/core/error.h"
 #include "saes/dictionaries/sparse_dictionary.h"
+#include "saes/distributed/communicator.h"
 #include "saes/lm/hf_folder.h"
 #include "saes/lm/tokenizer.h"
 #include "saes/runners/dictionary_loading.h"
