@@ -148,6 +148,7 @@ std::string page(std::string_view title, std::string_view subtitle, std::string_
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
       "<title>{} · saes viewer</title><link rel=\"stylesheet\" href=\"/style.css\"></head>\n"
       "<body><nav><a href=\"/\">Dictionary</a><a href=\"/eval\">Evaluation</a>"
+      "<a href=\"/graphs\">Graphs</a>"
       "<span class=\"sub\">{}</span></nav>\n<main>{}</main></body></html>\n",
       html_escape(title), html_escape(subtitle), body);
 }
@@ -156,7 +157,7 @@ const std::string& stylesheet() {
   // The shading levels of activation_level as classes: pages need no inline style (the CSP
   // allows styles from this sheet only).
   static const std::string sheet = [] {
-    std::string out = base_stylesheet();
+    std::string out = std::string(base_stylesheet()) + graph_stylesheet();
     for (int k = 1; k <= kActivationLevels; ++k) {
       out += fmt::format(".toks .a{}{{background:{}}}", k,
                          activation_color(static_cast<double>(k), kActivationLevels));
