@@ -1,6 +1,7 @@
 // The viewer's graph pages (docs/viewer.md "Graphs"): the attribution graphs of a
 // circuits::GraphStore as a list, one graph as inline SVG (positions along x, layers along y) with
-// a node's side panel, their JSON twins and the page's click script. viewer_pages.h routes here.
+// a node's side panel, their JSON twins, the page's stylesheet and click script. The feature pages
+// are viewer_pages.h's (torch-free, for the fuzz target); handle_viewer_request routes to both.
 #pragma once
 
 #include <cstdint>
@@ -23,11 +24,16 @@ class AnalysisStore;
 /// Answers the graph routes; nullopt for any other path. Routes: `/graphs` (the list; without a
 /// store, 200 and a short message), `/graphs/<id>` (the page; `?node=<node_id>` of a kept node
 /// opens its side panel), `/api/graphs`, `/api/graphs/<id>`, `/api/graphs/<id>/nodes/<node_id>`,
-/// `/graph.js`. An unknown or malformed graph or node id, and any graph route without a store,
-/// is a 404. `graphs` may be null.
+/// `/graph.css`, `/graph.js`. An unknown or malformed graph or node id, and any graph route
+/// without a store, is a 404. `graphs` may be null.
 std::optional<PageResponse> handle_graph_request(const AnalysisStore& store,
                                                  const circuits::GraphStore* graphs,
                                                  std::string_view path, const QueryParams& params);
+
+/// Every route of the viewer (what `saes-analyze serve` answers): the graph routes above, else
+/// viewer_pages.h's handle_request.
+PageResponse handle_viewer_request(const AnalysisStore& store, const circuits::GraphStore* graphs,
+                                   std::string_view path, const QueryParams& params);
 
 /// Where a graph's feature node is in the served analysis database.
 struct FeatureLink {
@@ -50,5 +56,8 @@ FeatureLink feature_link(const AnalysisStore& store, const circuits::NodeRow& no
 /// ("E"), layers 0 .. n_layers−1, logits; columns: positions, labelled with the prompt tokens.
 /// `selected`: a node_id to outline (its links highlighted, the others dimmed), or empty.
 std::string graph_svg(const circuits::GraphView& view, std::string_view selected = {});
+
+/// A token's text as the graph pages show it: `text`, or "#<id>" when it is empty.
+std::string token_label(const std::string& text, std::int64_t id);
 
 }  // namespace saes::analysis

@@ -1,18 +1,20 @@
 // The viewer's graph pages over a hand-made graph store (support/circuit_graphs.h): the list, the
 // graph page's SVG (one shape per kept node, one line per link), the side panel with its strongest
 // links and the feature-page link, 404s, HTML escaping, the JSON twins, and feature_link's rules.
-#include <catch2/catch.hpp>
-#include <fmt/format.h>
+#include "saes/analysis/graph_pages.h"
 
 #include <filesystem>
 #include <memory>
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "saes/analysis/graph_pages.h"
 #include "saes/analysis/store.h"
 #include "saes/analysis/viewer_pages.h"
 #include "saes/circuits/graph_store.h"
 #include "saes/circuits/pruning.h"
+
 #include "support/circuit_graphs.h"
 #include "support/temp_dir.h"
 
@@ -66,7 +68,7 @@ struct Fixture {
     graphs = std::make_unique<GraphStore>(dir / "graphs.sqlite");
   }
   PageResponse get(std::string_view path, const QueryParams& params = {}) const {
-    return handle_request(store, path, params, graphs.get());
+    return handle_viewer_request(store, graphs.get(), path, params);
   }
 };
 
@@ -108,16 +110,21 @@ TEST_CASE("the graph list links every stored graph with its scores", "[analysis]
 
 TEST_CASE("without a graph store /graphs says so and graph pages are 404s", "[analysis][viewer]") {
   const Fixture fx;
-  const auto r = handle_request(fx.store, "/graphs", {});
+  const auto get = [&](std::string_view path) {
+    return handle_viewer_request(fx.store, nullptr, path, {});
+  };
+  const auto r = get("/graphs");
   CHECK(r.status == 200);
   CHECK(r.body.find("No graph store") != std::string::npos);
-  CHECK(handle_request(fx.store, "/graphs/cat-sat", {}).status == 404);
-  CHECK(handle_request(fx.store, "/api/graphs/cat-sat", {}).status == 404);
-  CHECK(nlohmann::json::parse(handle_request(fx.store, "/api/graphs", {}).body)["available"] == false);
-  CHECK(handle_request(fx.store, "/features/0", {}).status == 200);  // the rest still works
+  CHECK(get("/graphs/cat-sat").status == 404);
+  CHECK(get("/api/graphs/cat-sat").status == 404);
+  CHECK(nlohmann::json::parse(get("/api/graphs").body)["available"] == false);
+  CHECK(get("/features/0").status == 200);  // the feature pages still work
+  CHECK_FALSE(handle_graph_request(fx.store, nullptr, "/features/0", {}).has_value());
 }
 
-TEST_CASE("the graph page draws one shape per kept node and one line per link", "[analysis][viewer]") {
+TEST_CASE("the graph page draws one shape per kept node and one line per link",
+          "[analysis][viewer]") {
   const Fixture fx;
   const auto r = fx.get("/graphs/cat-sat");
   REQUIRE(r.status == 200);
@@ -132,8 +139,10 @@ TEST_CASE("the graph page draws one shape per kept node and one line per link", 
   CHECK(count(b, "<line class=\"e neg") == 3);
   CHECK(count(b, "stroke-width=\"4.00\"") == 1);  // the strongest link, 1_3_2 → logit 100 (2)
   // every node links to its panel and carries a tooltip
-  CHECK(b.find("<a href=\"/graphs/cat-sat?node=1_3_2\" data-node=\"1_3_2\"><circle") != std::string::npos);
-  CHECK(b.find("<title>1_3_2 · feature · layer 1 · position 2 · index 3 · activation 0.5") != std::string::npos);
+  CHECK(b.find("<a href=\"/graphs/cat-sat?node=1_3_2\" data-node=\"1_3_2\"><circle") !=
+        std::string::npos);
+  CHECK(b.find("<title>1_3_2 · feature · layer 1 · position 2 · index 3 · activation 0.5") !=
+        std::string::npos);
   CHECK(b.find("<title>3_100_2 · logit · position 2 · &quot; on&quot; · p = 0.6</title>") !=
         std::string::npos);
   // the prompt tokens label the columns; the layer rows are labelled E, L0, L1, logits
@@ -149,9 +158,15 @@ TEST_CASE("the graph page draws one shape per kept node and one line per link", 
   CHECK(js.status == 200);
   CHECK(js.content_type.rfind("text/javascript", 0) == 0);
   CHECK(js.body.find("DOMParser") != std::string::npos);
+  CHECK(b.find("<link rel=\"stylesheet\" href=\"/graph.css\">") != std::string::npos);
+  const auto css = fx.get("/graph.css");
+  CHECK(css.status == 200);
+  CHECK(css.content_type.rfind("text/css", 0) == 0);
+  CHECK(css.body.find("svg.graph .e.pos") != std::string::npos);
 }
 
-TEST_CASE("a selected node's panel lists its strongest links and its feature page", "[analysis][viewer]") {
+TEST_CASE("a selected node's panel lists its strongest links and its feature page",
+          "[analysis][viewer]") {
   const Fixture fx;
   const auto r = fx.get("/graphs/cat-sat", {{"node", "1_3_2"}});
   REQUIRE(r.status == 200);
@@ -194,10 +209,11 @@ TEST_CASE("a selected node's panel lists its strongest links and its feature pag
 
 TEST_CASE("unknown graphs and nodes are 404 pages", "[analysis][viewer]") {
   const Fixture fx;
-  for (const char* path : {"/graphs/nope", "/graphs/", "/graphs/cat-sat/", "/graphs/cat-sat/x",
-                           "/graphs/../eval", "/graphs/.hidden", "/graphs/cat sat", "/api/graphs/nope",
-                           "/api/graphs/cat-sat/nodes/", "/api/graphs/cat-sat/nodes/9_9_9",
-                           "/api/graphs/cat-sat/nodes/0_5_1", "/graphs/%3Cscript%3E", "/graphsx"}) {
+  for (const char* path :
+       {"/graphs/nope", "/graphs/", "/graphs/cat-sat/", "/graphs/cat-sat/x", "/graphs/../eval",
+        "/graphs/.hidden", "/graphs/cat sat", "/api/graphs/nope", "/api/graphs/cat-sat/nodes/",
+        "/api/graphs/cat-sat/nodes/9_9_9", "/api/graphs/cat-sat/nodes/0_5_1",
+        "/graphs/%3Cscript%3E", "/graphsx"}) {
     CAPTURE(path);
     CHECK(fx.get(path).status == 404);
   }
@@ -225,12 +241,14 @@ TEST_CASE("graph pages escape prompts, tokens and model names", "[analysis][view
   CHECK(panel.body.find(kEvil) == std::string::npos);
 }
 
-TEST_CASE("feature_link maps a node of the served dictionary to its feature id", "[analysis][viewer]") {
+TEST_CASE("feature_link maps a node of the served dictionary to its feature id",
+          "[analysis][viewer]") {
   const saes::testing::TempDir dir;
   SECTION("a per-layer transcoder: the index") {
     const AnalysisStore s(write_db(dir / "t.sqlite", "runs/./plt/L1", 16, 1));
     CHECK(feature_link(s, feature_node(1, 3, "runs/plt/L1")).feature_id == 3);
-    CHECK(feature_link(s, feature_node(1, 3, "runs/plt/L1/sae_weights.safetensors")).feature_id == 3);
+    CHECK(feature_link(s, feature_node(1, 3, "runs/plt/L1/sae_weights.safetensors")).feature_id ==
+          3);
     CHECK_FALSE(feature_link(s, feature_node(1, 16, "runs/plt/L1")).feature_id);
     CHECK_FALSE(feature_link(s, feature_node(1, 3, "runs/plt/L10")).feature_id);
     CHECK_FALSE(feature_link(s, feature_node(1, 3, "")).feature_id);

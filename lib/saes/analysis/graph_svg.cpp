@@ -1,12 +1,12 @@
 // graph_svg (graph_pages.h): the layout of an attribution graph — a grid of cells (row = layer,
 // column = position), each cell's nodes in wrapped lines, most important first — and its SVG.
 // The pages around it and the side panel are graph_pages.cpp's.
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "saes/analysis/graph_pages.h"
 #include "saes/analysis/viewer_internal.h"
@@ -18,9 +18,9 @@ namespace {
 using circuits::NodeKind;
 using circuits::NodeRow;
 
-constexpr double kStep = 22;      // distance between two nodes of a cell
-constexpr double kLine = 22;      // distance between two lines of a cell
-constexpr double kCellPad = 14;   // horizontal room around a cell's nodes
+constexpr double kStep = 22;     // distance between two nodes of a cell
+constexpr double kLine = 22;     // distance between two lines of a cell
+constexpr double kCellPad = 14;  // horizontal room around a cell's nodes
 constexpr double kMinColumn = 70, kMaxColumn = 264;
 constexpr double kMinRow = 50;
 constexpr double kLeft = 64, kRight = 16, kTop = 64, kBottom = 44;
@@ -28,10 +28,14 @@ constexpr double kMaxRadius = 9, kMinRadius = 3;
 
 const char* kind_class(NodeKind kind) {
   switch (kind) {
-    case NodeKind::kFeature: return "feature";
-    case NodeKind::kError: return "error";
-    case NodeKind::kEmbedding: return "embedding";
-    case NodeKind::kLogit: return "logit";
+    case NodeKind::kFeature:
+      return "feature";
+    case NodeKind::kError:
+      return "error";
+    case NodeKind::kEmbedding:
+      return "embedding";
+    case NodeKind::kLogit:
+      return "logit";
   }
   return "";
 }
@@ -70,11 +74,11 @@ bool before(const NodeRow& a, const NodeRow& b) {
 
 struct Layout {
   std::int64_t rows = 0, columns = 0;
-  std::vector<double> column_x;      // left edge of each column
+  std::vector<double> column_x;  // left edge of each column
   std::vector<double> column_width;
-  std::vector<double> row_y;         // top edge of each row (row 0 = embeddings, at the bottom)
+  std::vector<double> row_y;  // top edge of each row (row 0 = embeddings, at the bottom)
   std::vector<double> row_height;
-  std::vector<Placed> nodes;         // by view.nodes index
+  std::vector<Placed> nodes;  // by view.nodes index
   double width = 0, height = 0;
 };
 
@@ -104,7 +108,8 @@ Layout layout(const circuits::GraphView& view) {
   for (std::int64_t c = 0; c < columns; ++c) {
     std::size_t most = 0;
     for (const auto& row : cells) most = std::max(most, row[static_cast<std::size_t>(c)].size());
-    const double w = std::clamp(static_cast<double>(most) * kStep + kCellPad, kMinColumn, kMaxColumn);
+    const double w =
+        std::clamp(static_cast<double>(most) * kStep + kCellPad, kMinColumn, kMaxColumn);
     out.column_width[static_cast<std::size_t>(c)] = w;
     per_line[static_cast<std::size_t>(c)] =
         std::max<std::int64_t>(1, static_cast<std::int64_t>((w - kCellPad) / kStep));
@@ -117,7 +122,8 @@ Layout layout(const circuits::GraphView& view) {
   }
   out.width = x + kRight;
   const auto lines = [&](std::int64_t r, std::int64_t c) {
-    const auto n = static_cast<std::int64_t>(cells[static_cast<std::size_t>(r)][static_cast<std::size_t>(c)].size());
+    const auto n = static_cast<std::int64_t>(
+        cells[static_cast<std::size_t>(r)][static_cast<std::size_t>(c)].size());
     return (n + per_line[static_cast<std::size_t>(c)] - 1) / per_line[static_cast<std::size_t>(c)];
   };
   out.row_height.assign(static_cast<std::size_t>(out.rows), kMinRow);
@@ -140,10 +146,11 @@ Layout layout(const circuits::GraphView& view) {
       const std::int64_t cap = per_line[static_cast<std::size_t>(c)], n_lines = lines(r, c);
       const double cx = out.column_x[static_cast<std::size_t>(c)] +
                         out.column_width[static_cast<std::size_t>(c)] / 2;
-      const double cy = out.row_y[static_cast<std::size_t>(r)] +
-                        out.row_height[static_cast<std::size_t>(r)] / 2;
+      const double cy =
+          out.row_y[static_cast<std::size_t>(r)] + out.row_height[static_cast<std::size_t>(r)] / 2;
       for (std::size_t k = 0; k < cell.size(); ++k) {
-        const auto line = static_cast<std::int64_t>(k) / cap, slot = static_cast<std::int64_t>(k) % cap;
+        const auto line = static_cast<std::int64_t>(k) / cap,
+                   slot = static_cast<std::int64_t>(k) % cap;
         const std::int64_t in_line =
             std::min<std::int64_t>(cap, static_cast<std::int64_t>(cell.size()) - line * cap);
         Placed& p = out.nodes[cell[k]];
@@ -171,8 +178,11 @@ std::string node_title(const NodeRow& n) {
   std::string t = fmt::format("{} · {}", n.node_id, kind_class(n.kind));
   if (n.layer) t += fmt::format(" · layer {}", *n.layer);
   t += fmt::format(" · position {}", n.position);
-  if (n.kind == NodeKind::kFeature && n.feature_index) t += fmt::format(" · index {}", *n.feature_index);
-  if (!n.label.empty()) t += fmt::format(" · \"{}\"", n.label);
+  if (n.kind == NodeKind::kFeature && n.feature_index)
+    t += fmt::format(" · index {}", *n.feature_index);
+  if (n.kind == NodeKind::kEmbedding || n.kind == NodeKind::kLogit) {
+    t += fmt::format(" · \"{}\"", token_label(n.label, n.feature_index.value_or(-1)));
+  }
   if (n.activation) t += " · activation " + viewer::number(*n.activation);
   if (n.probability) t += " · p = " + viewer::number(*n.probability);
   if (n.influence) t += " · influence " + viewer::number(*n.influence);
@@ -182,11 +192,13 @@ std::string node_title(const NodeRow& n) {
 std::string node_shape(const NodeRow& n, const Placed& p, bool selected) {
   const std::string cls = fmt::format("node {}{}", kind_class(n.kind), selected ? " sel" : "");
   if (n.kind == NodeKind::kFeature) {
-    return fmt::format("<circle class=\"{}\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"{:.1f}\"><title>{}</title></circle>",
-                       cls, p.x, p.y, p.r, node_title(n));
+    return fmt::format(
+        "<circle class=\"{}\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"{:.1f}\"><title>{}</title></circle>",
+        cls, p.x, p.y, p.r, node_title(n));
   }
   return fmt::format(
-      "<rect class=\"{}\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\"><title>{}</title></rect>",
+      "<rect class=\"{}\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" "
+      "height=\"{:.1f}\"><title>{}</title></rect>",
       cls, p.x - p.r, p.y - p.r, 2 * p.r, 2 * p.r, node_title(n));
 }
 
@@ -198,16 +210,23 @@ std::string row_label(std::int64_t r, std::int64_t rows) {
 
 }  // namespace
 
+std::string token_label(const std::string& text, std::int64_t id) {
+  return text.empty() ? fmt::format("#{}", id) : text;
+}
+
 std::string graph_svg(const circuits::GraphView& view, std::string_view selected) {
   const Layout g = layout(view);
   std::string out = fmt::format(
-      "<svg id=\"graph-svg\" class=\"graph{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0f}\" "
-      "height=\"{:.0f}\" viewBox=\"0 0 {:.0f} {:.0f}\" role=\"img\" aria-label=\"attribution graph {}\">",
+      "<svg id=\"graph-svg\" class=\"graph{}\" xmlns=\"http://www.w3.org/2000/svg\" "
+      "width=\"{:.0f}\" "
+      "height=\"{:.0f}\" viewBox=\"0 0 {:.0f} {:.0f}\" role=\"img\" aria-label=\"attribution graph "
+      "{}\">",
       selected.empty() ? "" : " has-sel", g.width, g.height, g.width, g.height,
       html_escape(view.meta.id));
   // the grid: a band per row, its label on the left; a column label (the token) at the bottom
   for (std::int64_t r = 0; r < g.rows; ++r) {
-    const double y = g.row_y[static_cast<std::size_t>(r)], h = g.row_height[static_cast<std::size_t>(r)];
+    const double y = g.row_y[static_cast<std::size_t>(r)],
+                 h = g.row_height[static_cast<std::size_t>(r)];
     out += fmt::format(
         "<rect class=\"band{}\" x=\"{}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\"/>"
         "<text class=\"axis\" x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>",
@@ -216,18 +235,25 @@ std::string graph_svg(const circuits::GraphView& view, std::string_view selected
   }
   const double base = g.height - kBottom;
   for (std::int64_t c = 0; c < g.columns; ++c) {
-    const double x = g.column_x[static_cast<std::size_t>(c)], w = g.column_width[static_cast<std::size_t>(c)];
+    const double x = g.column_x[static_cast<std::size_t>(c)],
+                 w = g.column_width[static_cast<std::size_t>(c)];
     if (c > 0) {
-      out += fmt::format("<line class=\"grid\" x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\"/>", x,
-                         kTop, base);
+      out += fmt::format(
+          "<line class=\"grid\" x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\"/>", x, kTop,
+          base);
     }
-    const std::string token = static_cast<std::size_t>(c) < view.meta.prompt_tokens.size()
-                                  ? view.meta.prompt_tokens[static_cast<std::size_t>(c)]
-                                  : std::string();
+    const auto at = static_cast<std::size_t>(c);
+    const std::string token =
+        at < view.meta.prompt_tokens.size()
+            ? token_label(view.meta.prompt_tokens[at],
+                          at < view.meta.token_ids.size() ? view.meta.token_ids[at] : -1)
+            : std::string();
     const auto chars = static_cast<std::size_t>(std::max(2.0, (w - 8) / 7));
     out += fmt::format(
-        "<text class=\"tok\" x=\"{0:.1f}\" y=\"{1:.1f}\" text-anchor=\"middle\">{2}<title>position {3}: "
-        "{4}</title></text><text class=\"axis\" x=\"{0:.1f}\" y=\"{5:.1f}\" text-anchor=\"middle\">{3}</text>",
+        "<text class=\"tok\" x=\"{0:.1f}\" y=\"{1:.1f}\" text-anchor=\"middle\">{2}<title>position "
+        "{3}: "
+        "{4}</title></text><text class=\"axis\" x=\"{0:.1f}\" y=\"{5:.1f}\" "
+        "text-anchor=\"middle\">{3}</text>",
         x + w / 2, base + 16, html_escape(shorten(token, chars)), c, html_escape(token), base + 32);
   }
   // links under the nodes, the strongest last (on top)
@@ -251,21 +277,24 @@ std::string graph_svg(const circuits::GraphView& view, std::string_view selected
     out += fmt::format(
         "<line class=\"e {}{}\" x1=\"{:.1f}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" "
         "stroke-width=\"{:.2f}\" stroke-opacity=\"{:.2f}\"><title>{} → {}: {}</title></line>",
-        l.weight >= 0 ? "pos" : "neg", lit ? " hl" : "", a.x, a.y, b.x, b.y, 0.4 + 3.6 * share,
-        0.25 + 0.65 * share, html_escape(l.source), html_escape(l.target), viewer::number(l.weight));
+        l.weight >= 0 ? "pos" : "neg", lit ? " hl" : "", a.x, a.y, b.x, b.y, 0.6 + 3.4 * share,
+        0.15 + 0.75 * share, html_escape(l.source), html_escape(l.target),
+        viewer::number(l.weight));
   }
   out += "</g><g class=\"nodes\">";
   for (std::size_t i = 0; i < view.nodes.size(); ++i) {
     const auto& n = view.nodes[i];
     const Placed& p = g.nodes[i];
-    const std::string href =
-        fmt::format("/graphs/{}?node={}", viewer::url_encode(view.meta.id), viewer::url_encode(n.node_id));
-    out += fmt::format("<a href=\"{0}\" data-node=\"{1}\">{2}", html_escape(href), html_escape(n.node_id),
-                       node_shape(n, p, n.node_id == selected));
+    const std::string href = fmt::format("/graphs/{}?node={}", viewer::url_encode(view.meta.id),
+                                         viewer::url_encode(n.node_id));
+    out += fmt::format("<a href=\"{0}\" data-node=\"{1}\">{2}", html_escape(href),
+                       html_escape(n.node_id), node_shape(n, p, n.node_id == selected));
     if (n.kind == NodeKind::kLogit) {  // the target token, slanted above the logit
       out += fmt::format(
-          "<text class=\"lbl\" x=\"{0:.1f}\" y=\"{1:.1f}\" transform=\"rotate(-40 {0:.1f} {1:.1f})\">{2}</text>",
-          p.x + 2, p.y - p.r - 3, html_escape(shorten(n.label.empty() ? n.node_id : n.label, 14)));
+          "<text class=\"lbl\" x=\"{0:.1f}\" y=\"{1:.1f}\" transform=\"rotate(-40 {0:.1f} "
+          "{1:.1f})\">{2}</text>",
+          p.x + 2, p.y - p.r - 3,
+          html_escape(shorten(token_label(n.label, n.feature_index.value_or(-1)), 14)));
     }
     out += "</a>";
   }

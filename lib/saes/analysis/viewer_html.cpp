@@ -157,7 +157,7 @@ const std::string& stylesheet() {
   // The shading levels of activation_level as classes: pages need no inline style (the CSP
   // allows styles from this sheet only).
   static const std::string sheet = [] {
-    std::string out = std::string(base_stylesheet()) + graph_stylesheet();
+    std::string out = base_stylesheet();
     for (int k = 1; k <= kActivationLevels; ++k) {
       out += fmt::format(".toks .a{}{{background:{}}}", k,
                          activation_color(static_cast<double>(k), kActivationLevels));

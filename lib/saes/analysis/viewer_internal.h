@@ -1,5 +1,4 @@
-// Helpers shared by the viewer's page files (viewer_html.cpp, viewer_pages.cpp, graph_pages.cpp,
-// graph_svg.cpp); not a public API.
+// Helpers shared by the viewer's page files (viewer_html.cpp, viewer_pages.cpp); not a public API.
 #pragma once
 
 #include <string>
@@ -17,7 +16,5 @@ std::string page(std::string_view title, std::string_view subtitle, std::string_
 const std::string& stylesheet();
 /// The stylesheet without the shading-level classes.
 const char* base_stylesheet();
-/// The graph pages' part of the stylesheet (graph_pages.cpp).
-const char* graph_stylesheet();
 
 }  // namespace saes::analysis::viewer

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "saes/analysis/graph_pages.h"
 #include "saes/analysis/store.h"
 #include "saes/analysis/viewer_internal.h"
 
@@ -437,8 +436,7 @@ std::optional<std::string_view> after(std::string_view path, std::string_view pr
 }  // namespace
 
 PageResponse handle_request(const AnalysisStore& store, std::string_view path,
-                            const QueryParams& params, const circuits::GraphStore* graphs) {
-  if (auto graph_page = handle_graph_request(store, graphs, path, params)) return *graph_page;
+                            const QueryParams& params) {
   const bool api = after(path, "/api/").has_value();
   if (path == "/" || path == "/api/features") {
     const auto r = parse_list(params);

@@ -10,10 +10,6 @@
 #include <string_view>
 #include <vector>
 
-namespace saes::circuits {
-class GraphStore;
-}  // namespace saes::circuits
-
 namespace saes::analysis {
 
 class AnalysisStore;
@@ -33,12 +29,9 @@ using QueryParams = std::map<std::string, std::string>;
 /// sort=id|frequency|max_act|mean_act|cosine, order=asc|desc, q=id or token text, page, per_page),
 /// `/features/<id>`, `/eval`, `/style.css`, `/api/features` (same parameters), `/api/features/<id>`,
 /// `/api/eval`. Any other path (trailing slashes, `..`, encoded tricks) and any id that is not a
-/// plain decimal in [0, d_sae) is a 404; a malformed query value is a 400. The graph routes
-/// (`/graphs`, `/graphs/<id>`, `/api/graphs…`, `/graph.js`) are graph_pages.h's, over `graphs`
-/// (null: no graph store).
+/// plain decimal in [0, d_sae) is a 404; a malformed query value is a 400.
 PageResponse handle_request(const AnalysisStore& store, std::string_view path,
-                            const QueryParams& params,
-                            const circuits::GraphStore* graphs = nullptr);
+                            const QueryParams& params);
 
 /// Escapes & < > " ' for HTML text and attribute values.
 std::string html_escape(std::string_view text);

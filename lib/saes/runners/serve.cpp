@@ -1,6 +1,6 @@
 // The viewer's HTTP server: every request goes through one pre-routing hook to
-// analysis::handle_request (no regex routes); SIGINT/SIGTERM are awaited with sigwait, so no signal
-// handler or global state is involved in stopping.
+// analysis::handle_viewer_request (no regex routes); SIGINT/SIGTERM are awaited with sigwait, so
+// no signal handler or global state is involved in stopping.
 #include "saes/runners/serve.h"
 
 #include <httplib.h>
@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "saes/analysis/graph_pages.h"
 #include "saes/analysis/store.h"
 #include "saes/analysis/viewer_pages.h"
 #include "saes/circuits/graph_store.h"
@@ -74,7 +75,7 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
     analysis::PageResponse page;
     try {
       const std::lock_guard lock(store_mutex);
-      page = analysis::handle_request(store, request.path, query_params(request), graphs);
+      page = analysis::handle_viewer_request(store, graphs, request.path, query_params(request));
     } catch (const std::exception& e) {
       logger.warn("viewer: {} {}: {}", request.method, request.path, e.what());
       page = {500, "text/plain; charset=utf-8", "internal error (see the server log)\n"};
