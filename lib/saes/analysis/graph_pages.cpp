@@ -305,6 +305,28 @@ PageResponse graph_page(const AnalysisStore& store, const circuits::GraphStore& 
   return html(fmt::format("Graph {}", m.id), body);
 }
 
+/// /api/graphs/<id>: the graph's meta, kept nodes (with their feature ids) and links.
+nlohmann::json graph_api(const AnalysisStore& store, const GraphView& view) {
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const auto& n : view.nodes) nodes.push_back(node_json(store, n));
+  nlohmann::json j = meta_json(view.meta);
+  j["nodes"] = nodes;
+  j["links"] = links_json(view.links);
+  return j;
+}
+
+/// /api/graphs/<id>/nodes/<node_id>: the side panel's data.
+nlohmann::json node_api(const AnalysisStore& store, const circuits::GraphStore& graphs,
+                        const GraphView& view, const NodeRow& node) {
+  const auto edges = graphs.node_edges(view.meta.id, node.node_id, kPanelEdges);
+  nlohmann::json j = {{"graph", view.meta.id},
+                      {"node", node_json(store, node)},
+                      {"incoming", links_json(edges.incoming)},
+                      {"outgoing", links_json(edges.outgoing)}};
+  if (node.kind == NodeKind::kFeature) j["feature_link_reason"] = feature_link(store, node).reason;
+  return j;
+}
+
 const char* graph_script() {
   // Progressive enhancement: without script a node link loads /graphs/<id>?node=<node>; with it
   // that page is fetched and its SVG and panel swapped in, so the page keeps its scroll position.
@@ -437,22 +459,8 @@ std::optional<PageResponse> handle_graph_request(const AnalysisStore& store,
     }
   }
   if (!api) return graph_page(store, *graphs, view, selected);
-  if (node_route) {
-    const auto edges = graphs->node_edges(id, selected->node_id, kPanelEdges);
-    nlohmann::json j = {{"graph", id},
-                        {"node", node_json(store, *selected)},
-                        {"incoming", links_json(edges.incoming)},
-                        {"outgoing", links_json(edges.outgoing)}};
-    if (selected->kind == NodeKind::kFeature)
-      j["feature_link_reason"] = feature_link(store, *selected).reason;
-    return json_response(j);
-  }
-  nlohmann::json nodes = nlohmann::json::array();
-  for (const auto& n : view.nodes) nodes.push_back(node_json(store, n));
-  nlohmann::json j = meta_json(view.meta);
-  j["nodes"] = nodes;
-  j["links"] = links_json(view.links);
-  return json_response(j);
+  return json_response(node_route ? node_api(store, *graphs, view, *selected)
+                                  : graph_api(store, view));
 }
 
 PageResponse handle_viewer_request(const AnalysisStore& store, const circuits::GraphStore* graphs,
