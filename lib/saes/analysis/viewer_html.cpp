@@ -221,6 +221,7 @@ std::string page(std::string_view title, std::string_view subtitle, std::string_
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
       "<title>{} · saes viewer</title><link rel=\"stylesheet\" href=\"/style.css\"></head>\n"
       "<body><nav><a href=\"/\">Dictionary</a><a href=\"/eval\">Evaluation</a>"
+      "<a href=\"/graphs\">Graphs</a>"
       "<span class=\"sub\">{}</span></nav>\n<main>{}</main></body></html>\n",
       html_escape(title), html_escape(subtitle), body);
 }

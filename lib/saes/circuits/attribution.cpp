@@ -74,6 +74,7 @@ struct ReplacementModel::State {
   std::int64_t n_layers = 0, T = 0, d = 0;
   std::map<std::string, at::Tensor> captured;  ///< the recording forward's hooks, [T, ...]
   at::Tensor embed;                            ///< [T, d]
+  at::Tensor logits;                           ///< [T, d_vocab]: the recording forward's
   std::vector<at::Tensor> mlp_out, error, constant;  ///< per model layer [T, d]
   std::vector<std::pair<int, std::int64_t>> writer;  ///< per layer: (dict, label index) or -1
   std::vector<Dict> dicts;
@@ -222,6 +223,7 @@ ReplacementModel::ReplacementModel(const lm::Transformer& model, std::vector<std
   s.frozen.record = false;
   for (auto& [name, t] : out) s.captured[name] = t.to(at::kFloat);
   s.embed = s.captured.at("hook_embed")[0];
+  s.logits = s.captured.at("logits")[0];  // captured with the batch dimension: [1, T, d_vocab]
   for (std::int64_t l = 0; l < s.n_layers; ++l) {
     s.mlp_out.push_back(s.captured.at(mlp_out_hook(l))[0]);
   }
@@ -256,7 +258,9 @@ ReplacementModel::ReplacementModel(const lm::Transformer& model, std::vector<std
   }
   for (std::size_t k = 0; k < s.dicts.size(); ++k) {
     const at::Tensor& f3 = s.dicts[k].features;
-    const at::Tensor nz = at::nonzero(f3).contiguous();  // [n, 3]: position, source, index
+    // [n, 3]: position, source, index; LibTorch 1.13's CPU nonzero is column-major (strides
+    // (1, n)), so it is made contiguous before its rows are read through the data pointer
+    const at::Tensor nz = at::nonzero(f3).contiguous();
     const auto* p = nz.data_ptr<std::int64_t>();
     for (std::int64_t e = 0; e < nz.size(0); ++e) {
       const std::int64_t pos = p[3 * e], src = p[3 * e + 1], idx = p[3 * e + 2];
@@ -272,7 +276,7 @@ ReplacementModel::ReplacementModel(const lm::Transformer& model, std::vector<std
 
 ReplacementModel::~ReplacementModel() = default;
 
-at::Tensor ReplacementModel::logits() const { return state_->captured.at("logits")[0]; }
+const at::Tensor& ReplacementModel::logits() const { return state_->logits; }
 
 at::Tensor ReplacementModel::replacement_logits() const {
   const State& s = *state_;

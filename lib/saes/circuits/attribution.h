@@ -66,7 +66,7 @@ class ReplacementModel {
   ReplacementModel& operator=(const ReplacementModel&) = delete;
 
   /// The model's own logits of the prompt [seq, d_vocab] (the recording forward).
-  at::Tensor logits() const;
+  const at::Tensor& logits() const;
   /// The logits of the replacement model [seq, d_vocab]: the frozen forward with each replaced
   /// MLP output recomputed as the dictionary's reconstruction of that forward's own MLP input,
   /// plus the error (and constant) nodes. Equal to logits() up to float rounding.

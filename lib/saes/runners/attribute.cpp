@@ -120,6 +120,11 @@ int run_attribute(const config::AttributeSettings& s, RunContext& context) {
     graph.token_strings.push_back(lm.tokenizer ? lm.tokenizer->decode({id})
                                                : fmt::format("<{}>", id));
   }
+  if (lm.tokenizer) {  // the logit targets' tokens (the JSON clerp, the viewer's labels)
+    for (circuits::Node& n : graph.nodes) {
+      if (n.kind == circuits::NodeKind::kLogit) n.token_string = lm.tokenizer->decode({n.index});
+    }
+  }
 
   const circuits::PruneResult pruned =
       circuits::prune(graph, s.attribution.node_threshold, s.attribution.edge_threshold);

@@ -1,6 +1,6 @@
 // The viewer's HTTP server: every request goes through one pre-routing hook to
-// analysis::handle_request (no regex routes); SIGINT/SIGTERM are awaited with sigwait, so no signal
-// handler or global state is involved in stopping.
+// analysis::handle_viewer_request (no regex routes); SIGINT/SIGTERM are awaited with sigwait, so
+// no signal handler or global state is involved in stopping.
 #include "saes/runners/serve.h"
 
 #include <httplib.h>
@@ -11,11 +11,15 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <filesystem>
+#include <memory>
 #include <mutex>
 #include <thread>
 
+#include "saes/analysis/graph_pages.h"
 #include "saes/analysis/store.h"
 #include "saes/analysis/viewer_pages.h"
+#include "saes/circuits/graph_store.h"
 #include "saes/core/error.h"
 
 namespace saes::runners {
@@ -54,10 +58,11 @@ analysis::QueryParams query_params(const httplib::Request& request) {
 
 /// Routes every request; the store is shared by the pool's threads, so calls are serialized.
 void install_routes(httplib::Server& server, const analysis::AnalysisStore& store,
-                    std::mutex& store_mutex, Logger& logger) {
+                    const circuits::GraphStore* graphs, std::mutex& store_mutex, Logger& logger) {
   server.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                               {"Content-Security-Policy",
-                               "default-src 'none'; style-src 'self'; "
+                               "default-src 'none'; style-src 'self'; script-src 'self'; "
+                               "connect-src 'self'; "
                                "img-src 'self' data:; base-uri 'none'; form-action 'self'"},
                               {"Referrer-Policy", "no-referrer"}});
   server.set_pre_routing_handler([&](const httplib::Request& request, httplib::Response& response) {
@@ -70,7 +75,7 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
     analysis::PageResponse page;
     try {
       const std::lock_guard lock(store_mutex);
-      page = analysis::handle_request(store, request.path, query_params(request));
+      page = analysis::handle_viewer_request(store, graphs, request.path, query_params(request));
     } catch (const std::exception& e) {
       logger.warn("viewer: {} {}: {}", request.method, request.path, e.what());
       page = {500, "text/plain; charset=utf-8", "internal error (see the server log)\n"};
@@ -82,6 +87,32 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
   });
 }
 
+/// The graph store to serve: options.graphs (must be one), else graphs.sqlite beside the
+/// database when it is there and readable (else a warning); null when there is none.
+std::unique_ptr<circuits::GraphStore> open_graphs(const ServeOptions& options, Logger& logger) {
+  namespace fs = std::filesystem;
+  if (!options.graphs.empty()) {
+    SAES_CHECK(fs::is_regular_file(options.graphs), IoError,
+               "serve: --graphs {}: no such file (saes-analyze attribute writes graphs.sqlite)",
+               options.graphs.string());
+    try {
+      return std::make_unique<circuits::GraphStore>(options.graphs);
+    } catch (Error& e) {
+      e.add_context("serve: --graphs");
+      throw;
+    }
+  }
+  const fs::path beside = circuits::GraphStore::path_beside(options.db);
+  std::error_code ec;
+  if (!fs::is_regular_file(beside, ec)) return nullptr;
+  try {
+    return std::make_unique<circuits::GraphStore>(beside);
+  } catch (const Error& e) {
+    logger.warn("viewer: no graphs: {}", e.what());
+    return nullptr;
+  }
+}
+
 constexpr int kReadTimeoutSeconds = 5;
 constexpr int kKeepAliveSeconds = 2;
 constexpr std::size_t kWorkers = 128;
@@ -90,6 +121,11 @@ constexpr std::size_t kWorkers = 128;
 
 int run_serve(const ServeOptions& options, Logger& logger) {
   const analysis::AnalysisStore store(options.db);
+  const std::unique_ptr<circuits::GraphStore> graphs = open_graphs(options, logger);
+  if (graphs) {
+    logger.info("viewer: graphs from {} ({} graphs)", graphs->path().string(),
+                graphs->list_graphs().size());
+  }
   std::mutex store_mutex;
   const BlockedStopSignals signals;
   httplib::Server server;
@@ -104,7 +140,7 @@ int run_serve(const ServeOptions& options, Logger& logger) {
   server.set_read_timeout(std::chrono::seconds(kReadTimeoutSeconds));
   server.set_keep_alive_timeout(kKeepAliveSeconds);
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
-  install_routes(server, store, store_mutex, logger);
+  install_routes(server, store, graphs.get(), store_mutex, logger);
   SAES_CHECK(options.port >= 0 && options.port <= 65535, ConfigError,
              "serve: --port {} is outside 0..65535", options.port);
   int port = options.port;

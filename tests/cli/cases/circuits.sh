@@ -82,3 +82,126 @@ PY
     [ ! -e graphs/bad.json ] && ok || bad "a refused attribute left graphs/bad.json"
   fi
 fi
+
+# ---- viewer graph pages (issue #19; docs/viewer.md "Graphs") -------------------------------------
+# An analysis database of the ctclt CLT (gclt/), served with --graphs graphs/graphs.sqlite: the
+# list and the once-upon page (one SVG shape per kept node, one line per link), a feature node's
+# panel linking its feature page (layer·256 + index), 404s, the CSP, the store beside the database,
+# --graphs errors, and the page rendered in headless chromium (DOM + screenshot; SAES_UPDATE_DOCS=1
+# copies it to docs/images/graph-page.png).
+# graphs_serve DB LOG [ARGS...]: saes-analyze serve on a free port; sets graphs_pid and graphs_url.
+graphs_serve() {
+  local db="$1" log="$2"; shift 2
+  "$bin/saes-analyze" serve "$db" --port 0 "$@" 2>"$log" &
+  graphs_pid=$!
+  local port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$log")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then bad "graphs viewer: no URL logged for $db: $(cat "$log")"; kill -TERM "$graphs_pid"; wait "$graphs_pid"; return 1; fi
+  graphs_url="http://127.0.0.1:$port/"
+}
+# graphs_get NAME CODE PATH OUT: GET PATH into OUT, the status must be CODE.
+graphs_get() {
+  local got; got=$(curl -s --path-as-is -o "$4" -w '%{http_code}' "$graphs_url${3#/}")
+  if [ "$got" = "$2" ]; then ok; else bad "graphs viewer $1: GET $3 gave $got, expected $2"; fi
+}
+graphs_viewer() {
+  expect "graphs: analyse the clt" 0 '' -- "$bin/saes-analyze" "$root/configs/analyze-stories260k-clt.yaml" \
+    "${lm_set[@]}" --set sae.pretrained_name_or_path=ctclt --set "datasets.tinystories.paths=[$work/stories.txt]" \
+    --set analyzer.total_analyzing_tokens=2048 --set eval=null --set output_dir=gclt --set logging.progress=off --threads 1
+  [ -s gclt/default.sqlite ] || { bad "graphs: no gclt/default.sqlite: $(tail -3 err.txt)"; return; }
+  expect "serve --graphs missing" 3 'serve: --graphs nothere.sqlite: no such file' -- \
+    "$bin/saes-analyze" serve gclt/default.sqlite --graphs nothere.sqlite --port 0
+  one_line "serve --graphs missing"
+  expect "serve --graphs not a store" 3 'serve: --graphs: gclt/default.sqlite: not an saes graph store' -- \
+    "$bin/saes-analyze" serve gclt/default.sqlite --graphs gclt/default.sqlite --port 0
+  one_line "serve --graphs not a store"
+
+  graphs_serve gclt/default.sqlite graphs_serve.log --graphs graphs/graphs.sqlite || return
+  local pid=$graphs_pid
+  grep -q 'viewer: graphs from graphs/graphs.sqlite (2 graphs)' graphs_serve.log && ok || bad "graphs viewer: log: $(cat graphs_serve.log)"
+  graphs_get "list" 200 /graphs graphs_list.html
+  graphs_get "page" 200 /graphs/once-upon graph_page.html
+  graphs_get "api" 200 /api/graphs/once-upon graph_api.json
+  for path in /graphs/nope /graphs/once-upon/ /graphs/../eval /api/graphs/once-upon/nodes/9_9_9 \
+      "/graphs/once-upon?node=nope"; do
+    graphs_get "bad route" 404 "$path" /dev/null
+  done
+  local csp; csp=$(curl -s -D - -o /dev/null "${graphs_url}graphs/once-upon" | tr -d '\r' | grep -i '^content-security-policy:')
+  if echo "$csp" | grep -q "script-src 'self';" && ! echo "$csp" | grep -q 'unsafe-inline'; then ok; else bad "graphs viewer CSP: $csp"; fi
+  local picked
+  picked="$(/usr/bin/python3 - graphs/once-upon.json graph_page.html graph_api.json graphs_list.html <<'PY' 2>&1
+import json, sys
+g = json.load(open(sys.argv[1]))
+page = open(sys.argv[2]).read()
+api = json.load(open(sys.argv[3]))
+listing = open(sys.argv[4]).read()
+assert 'href="/graphs/once-upon"' in listing and 'href="/graphs/tc-once"' in listing, "list lacks a graph"
+assert page.count('class="node ') == len(g["nodes"]), (page.count('class="node '), len(g["nodes"]))
+assert page.count('<line class="e ') == len(g["links"]), (page.count('<line class="e '), len(g["links"]))
+assert page.count('<circle class="node feature') == sum(n["feature_type"] == "cross layer transcoder" for n in g["nodes"])
+assert [n["node_id"] for n in api["nodes"]] == [n["node_id"] for n in g["nodes"]], "api nodes differ from the json"
+feats = [n for n in api["nodes"] if n["kind"] == "feature"]
+assert feats and all(n["feature_id"] == n["layer"] * 256 + n["feature_index"] for n in feats), feats[:3]
+best = min(feats, key=lambda n: n["influence"])
+print(best["node_id"], best["feature_id"])
+PY
+)"
+  local nid fid
+  read -r nid fid <<<"$picked"
+  if [ -n "$fid" ] && [ "$fid" -ge 0 ] 2>/dev/null; then ok; else bad "graphs viewer: page/api check: $picked"; nid=none; fid=0; fi
+  graphs_get "selected node" 200 "/graphs/once-upon?node=$nid" graph_node.html
+  grep -q "<a class=\"feature-link\" href=\"/features/$fid\">" graph_node.html && grep -q 'class="node feature sel"' graph_node.html &&
+    grep -q 'Strongest inputs' graph_node.html && ok || bad "graphs viewer: the panel of $nid lacks its feature link /features/$fid"
+  graphs_get "linked feature page" 200 "/features/$fid" /dev/null
+  echo "graphs viewer: once-upon: $(grep -o 'class="node ' graph_page.html | wc -l) nodes, $(grep -o '<line class="e ' graph_page.html | wc -l) links, $(wc -c <graph_page.html) bytes; $nid → /features/$fid"
+
+  if command -v chromium >/dev/null; then
+    local chrome=(timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium-graphs" --hide-scrollbars)
+    "${chrome[@]}" --dump-dom "${graphs_url}graphs/once-upon?node=$nid" >graph_dom.html 2>chromium_graphs.log
+    local shapes; shapes=$(grep -o 'class="node ' graph_dom.html | wc -l)
+    if grep -q '<svg id="graph-svg"' graph_dom.html && [ "$shapes" = "$(grep -o 'class="node ' graph_page.html | wc -l)" ] &&
+      grep -q "href=\"/features/$fid\"" graph_dom.html; then ok
+    else bad "graphs viewer: chromium DOM lacks the graph ($shapes node shapes, $(wc -c <graph_dom.html) bytes; $(tail -2 chromium_graphs.log))"; fi
+    if grep -q 'Refused to' chromium_graphs.log; then bad "graphs viewer: CSP refusals: $(grep 'Refused to' chromium_graphs.log | head -2)"; else ok; fi
+    "${chrome[@]}" --screenshot="$work/graph-page.png" --window-size=1500,1000 "${graphs_url}graphs/once-upon?node=$nid" >/dev/null 2>>chromium_graphs.log
+    if [ -s "$work/graph-page.png" ]; then ok; else bad "graphs viewer: chromium wrote no screenshot: $(tail -2 chromium_graphs.log)"; fi
+    if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/graph-page.png" ]; then
+      mkdir -p "$root/docs/images" && cp "$work/graph-page.png" "$root/docs/images/graph-page.png"
+    fi
+    # /graph.js: a click on a node swaps in its panel and selection without reloading the page
+    if command -v node >/dev/null; then
+      local clicked
+      clicked="$(timeout 60 node "$root/tests/cli/graph_click.js" "${graphs_url}graphs/once-upon" "$nid" "$work/chromium-click" 2>&1)"
+      if /usr/bin/python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); b, a = r["before"], r["after"]; nid, fid = sys.argv[2], sys.argv[3]
+assert r["clicked"] and not b["sel"] and a["sel"] == [nid] and a["hl"] > 0, r
+assert a["href"].endswith("/graphs/once-upon?node=" + nid) and a["feature"].endswith("/features/" + fid), r
+assert a["marker"] == 42 and a["nodes"] == b["nodes"] and not r["errors"], r
+' "$clicked" "$nid" "$fid" 2>/dev/null; then ok; else bad "graphs viewer: clicking $nid: $clicked"; fi
+    else
+      echo "graphs viewer: node is not installed; skipping the click check"
+    fi
+  else
+    echo "graphs viewer: chromium is not installed; skipping the browser check"
+  fi
+  kill -TERM "$pid"
+  wait "$pid" && ok || bad "graphs viewer: serve exit $? after SIGTERM: $(tail -2 graphs_serve.log)"
+
+  # the database beside graphs.sqlite: its graphs are served without --graphs
+  cp gclt/default.sqlite graphs/analysis.sqlite
+  graphs_serve graphs/analysis.sqlite graphs_beside.log || return
+  graphs_get "store beside the db" 200 /graphs graphs_beside.html
+  grep -q 'href="/graphs/once-upon"' graphs_beside.html && ok || bad "graphs viewer: the store beside the database is not served"
+  kill -TERM "$graphs_pid"
+  wait "$graphs_pid"
+  rm -f graphs/analysis.sqlite
+}
+if [ -n "$assets" ] && [ -s ctclt/sae_weights.safetensors ] && [ -s graphs/graphs.sqlite ]; then
+  graphs_viewer
+fi
+# ---- end of the viewer graph pages ----------------------------------------------------------------
