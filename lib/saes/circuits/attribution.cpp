@@ -56,6 +56,15 @@ struct FeatureRef {
   double activation = 0.0;
 };
 
+Node make_node(NodeKind kind, std::int64_t layer, std::int64_t position, std::int64_t index) {
+  Node n;
+  n.kind = kind;
+  n.layer = layer;
+  n.position = position;
+  n.index = index;
+  return n;
+}
+
 /// What one target row reads: a captured hook at a position, contracted with `vector`.
 struct Target {
   std::string hook;
@@ -72,9 +81,9 @@ struct ReplacementModel::State {
   bool zero_first = true;
   mutable lm::FrozenState frozen;
   std::int64_t n_layers = 0, T = 0, d = 0;
-  std::map<std::string, at::Tensor> captured;  ///< the recording forward's hooks, [T, ...]
-  at::Tensor embed;                            ///< [T, d]
-  at::Tensor logits;                           ///< [T, d_vocab]: the recording forward's
+  std::map<std::string, at::Tensor> captured;        ///< the recording forward's hooks, [T, ...]
+  at::Tensor embed;                                  ///< [T, d]
+  at::Tensor logits;                                 ///< [T, d_vocab]: the recording forward's
   std::vector<at::Tensor> mlp_out, error, constant;  ///< per model layer [T, d]
   std::vector<std::pair<int, std::int64_t>> writer;  ///< per layer: (dict, label index) or -1
   std::vector<Dict> dicts;
@@ -92,7 +101,8 @@ struct ReplacementModel::State {
   }
 
   /// The reconstruction of every label hook of dictionary `k` from its features f: [targets, T, d].
-  at::Tensor reconstruct(std::size_t k, const dictionaries::HookActs& raw, const at::Tensor& f) const {
+  at::Tensor reconstruct(std::size_t k, const dictionaries::HookActs& raw,
+                         const at::Tensor& f) const {
     const auto* dict = dicts[k].d;
     at::Tensor out = dict->reconstruct(dict->prepare_input(raw), f);
     return dicts[k].out_hooks.size() == 1 ? out.unsqueeze(0) : out;
@@ -116,19 +126,30 @@ struct ReplacementModel::State {
     return u * model.weight("ln_final.w").to(at::kDouble);
   }
 
-  Target target_of(const Node& node) const {
+  /// The target of node `i` of `graph`: a graph from attribute() has feature i at node i, so
+  /// that is tried first; any other graph's feature nodes are looked up.
+  Target target_of(const Graph& graph, std::int64_t i) const {
+    const Node& node = graph.nodes[static_cast<std::size_t>(i)];
     if (node.kind == NodeKind::kLogit) return {kFinalHook, T - 1, logit_vector(node.index)};
     SAES_ASSERT(node.kind == NodeKind::kFeature, "only logits and features are targets");
-    for (const FeatureRef& f : features) {
-      if (f.layer != node.layer || f.position != node.position || f.index != node.index) continue;
-      const Dict& k = dicts[f.dict];
-      if (k.name != node.dictionary) continue;
-      const at::Tensor idx = at::tensor(std::vector<std::int64_t>{f.index}, at::kLong);
-      return {k.in_hooks[static_cast<std::size_t>(f.source)], f.position,
-              k.d->encoder_vectors(f.source, idx)[0].to(at::kDouble).cpu()};
+    const auto matches = [&](const FeatureRef& f) {
+      return f.layer == node.layer && f.position == node.position && f.index == node.index &&
+             dicts[f.dict].name == node.dictionary;
+    };
+    const FeatureRef* found = nullptr;
+    if (i < static_cast<std::int64_t>(features.size()) &&
+        matches(features[static_cast<std::size_t>(i)])) {
+      found = &features[static_cast<std::size_t>(i)];
     }
-    SAES_THROW(InternalError, "feature node {}/{}/{} is not active on this prompt", node.layer,
-               node.position, node.index);
+    for (std::size_t c = 0; found == nullptr && c < features.size(); ++c) {
+      if (matches(features[c])) found = &features[c];
+    }
+    SAES_CHECK(found != nullptr, DataError, "feature node {}/{}/{} is not active on this prompt",
+               node.layer, node.position, node.index);
+    const Dict& k = dicts[found->dict];
+    const at::Tensor idx = at::tensor(std::vector<std::int64_t>{found->index}, at::kLong);
+    return {k.in_hooks[static_cast<std::size_t>(found->source)], found->position,
+            k.d->encoder_vectors(found->source, idx)[0].to(at::kDouble).cpu()};
   }
 
   /// Frozen forward over `rows` copies of the prompt with the embedding and the MLP outputs
@@ -205,8 +226,8 @@ ReplacementModel::ReplacementModel(const lm::Transformer& model, std::vector<std
                  "(blocks.{}.hook_resid_mid or blocks.{}.ln2.hook_normalized)",
                  rd.name, k.in_hooks[t], k.out_hooks[t], layer, layer);
       auto& w = s.writer[static_cast<std::size_t>(layer)];
-      SAES_CHECK(w.first < 0, ConfigError, "dictionaries {} and {} both replace layer {}'s MLP",
-                 s.dicts.size() > static_cast<std::size_t>(std::max(w.first, 0))
+      SAES_CHECK(w.first<0, ConfigError, "dictionaries {} and {} both replace layer {}'s MLP",
+                         s.dicts.size()> static_cast<std::size_t>(std::max(w.first, 0))
                      ? s.dicts[static_cast<std::size_t>(std::max(w.first, 0))].name
                      : rd.name,
                  rd.name, layer);
@@ -338,11 +359,12 @@ at::Tensor ReplacementModel::State::rows(const std::vector<Target>& targets, std
       const at::Tensor idx_t = at::tensor(idx, at::kLong);
       const at::Tensor a = at::tensor(act, at::kDouble).unsqueeze(1);
       for (std::size_t t = src; t < dicts[k].out_hooks.size(); ++t) {
-        const at::Tensor dec =
-            dicts[k].d->decoder_vectors(static_cast<std::int64_t>(src), static_cast<std::int64_t>(t),
-                                        idx_t)
-                .to(at::kDouble)
-                .cpu();
+        const at::Tensor dec = dicts[k]
+                                   .d
+                                   ->decoder_vectors(static_cast<std::int64_t>(src),
+                                                     static_cast<std::int64_t>(t), idx_t)
+                                   .to(at::kDouble)
+                                   .cpu();
         groups.push_back({dicts[k].target_layer[t], at::tensor(cols, at::kLong),
                           at::tensor(pos, at::kLong), dec * a});
       }
@@ -381,12 +403,12 @@ at::Tensor ReplacementModel::State::rows(const std::vector<Target>& targets, std
       block.narrow(1, error_col + l * T, T)
           .copy_(at::sum(gm[l] * error[l].to(at::kDouble).unsqueeze(0), {2}));
     }
-    for (const Group& g : groups) {
-      const at::Tensor& grad = gm[static_cast<std::size_t>(g.layer)];
-      if (!grad.defined()) continue;
+    for (const Group& grp : groups) {
+      const at::Tensor& gl = gm[static_cast<std::size_t>(grp.layer)];
+      if (!gl.defined()) continue;
       const at::Tensor contrib =
-          at::sum(grad.index_select(1, g.positions) * g.decoders.unsqueeze(0), {2});  // [nb, n]
-      block.index_add_(1, g.columns, contrib.to(at::kFloat));
+          at::sum(gl.index_select(1, grp.positions) * grp.decoders.unsqueeze(0), {2});  // [nb, n]
+      block.index_add_(1, grp.columns, contrib.to(at::kFloat));
     }
   }
   return out;
@@ -417,10 +439,11 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
     g.nodes.push_back(n);
   }
   for (std::int64_t l = 0; l < s.n_layers; ++l) {
-    for (std::int64_t p = 0; p < s.T; ++p) g.nodes.push_back({NodeKind::kError, l, p});
+    for (std::int64_t p = 0; p < s.T; ++p) g.nodes.push_back(make_node(NodeKind::kError, l, p, -1));
   }
   for (std::int64_t p = 0; p < s.T; ++p) {
-    g.nodes.push_back({NodeKind::kEmbedding, -1, p, s.tokens[static_cast<std::size_t>(p)]});
+    g.nodes.push_back(
+        make_node(NodeKind::kEmbedding, -1, p, s.tokens[static_cast<std::size_t>(p)]));
   }
   // logit targets: the named tokens, or the most probable ones up to the probability mass
   const at::Tensor probs = at::softmax(logits()[s.T - 1].to(at::kDouble), 0);
@@ -440,7 +463,7 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
   for (const std::int64_t v : ids) {
     SAES_CHECK(v >= 0 && v < probs.size(0), ConfigError,
                "targets: token id {} is outside the vocabulary (0..{})", v, probs.size(0) - 1);
-    Node n{NodeKind::kLogit, -1, s.T - 1, v};
+    Node n = make_node(NodeKind::kLogit, -1, s.T - 1, v);
     n.probability = probs[v].item<double>();
     g.nodes.push_back(n);
   }
@@ -451,14 +474,13 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
   const std::int64_t passes_before = s.backward_passes;
 
   std::vector<Target> logit_targets;
-  for (std::int64_t i = first_logit; i < N; ++i) logit_targets.push_back(s.target_of(g.nodes[i]));
+  for (std::int64_t i = first_logit; i < N; ++i) logit_targets.push_back(s.target_of(g, i));
   g.adjacency.narrow(0, first_logit, N - first_logit)
       .copy_(s.rows(logit_targets, N, options.batch_size));
 
   // feature rows: all of them, or greedily by influence through the rows computed so far
-  const std::int64_t budget = options.max_feature_nodes == 0
-                                  ? n_features
-                                  : std::min(options.max_feature_nodes, n_features);
+  const std::int64_t budget =
+      options.max_feature_nodes == 0 ? n_features : std::min(options.max_feature_nodes, n_features);
   std::vector<bool> visited(static_cast<std::size_t>(n_features), false);
   std::int64_t n_visited = 0;
   while (n_visited < budget) {
@@ -485,7 +507,7 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
     }
     std::vector<Target> targets;
     for (const std::int64_t c : pick) {
-      targets.push_back(s.target_of(g.nodes[static_cast<std::size_t>(c)]));
+      targets.push_back(s.target_of(g, c));
       visited[static_cast<std::size_t>(c)] = true;
     }
     const at::Tensor r = s.rows(targets, N, options.batch_size);
@@ -504,7 +526,7 @@ at::Tensor ReplacementModel::target_values(const Graph& graph) const {
   for (std::int64_t i = 0; i < graph.n_nodes(); ++i) {
     const Node& n = graph.nodes[static_cast<std::size_t>(i)];
     if (n.kind != NodeKind::kLogit && n.kind != NodeKind::kFeature) continue;
-    const Target t = s.target_of(n);
+    const Target t = s.target_of(graph, i);
     out[i] = at::sum(s.captured.at(t.hook)[0][t.position].to(at::kDouble) * t.vector);
   }
   return out;
@@ -518,7 +540,7 @@ at::Tensor ReplacementModel::target_constants(const Graph& graph) const {
   for (std::int64_t i = 0; i < graph.n_nodes(); ++i) {
     const Node& n = graph.nodes[static_cast<std::size_t>(i)];
     if (n.kind != NodeKind::kLogit && n.kind != NodeKind::kFeature) continue;
-    targets.emplace_back(i, s.target_of(n));
+    targets.emplace_back(i, s.target_of(graph, i));
     hooks.insert(targets.back().second.hook);
   }
   std::vector<at::Tensor> m;

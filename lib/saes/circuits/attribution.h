@@ -60,7 +60,8 @@ class ReplacementModel {
   /// does not replace MLP outputs (its label hooks must be blocks.L.hook_mlp_out, its input hooks
   /// of the same layers), two dictionaries writing one layer, or d_model mismatches.
   ReplacementModel(const lm::Transformer& model, std::vector<std::int64_t> tokens,
-                   std::vector<ReplacementDictionary> dictionaries, bool zero_first_position = true);
+                   std::vector<ReplacementDictionary> dictionaries,
+                   bool zero_first_position = true);
   ~ReplacementModel();
   ReplacementModel(const ReplacementModel&) = delete;
   ReplacementModel& operator=(const ReplacementModel&) = delete;

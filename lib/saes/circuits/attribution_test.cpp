@@ -77,8 +77,7 @@ void check_graph(const sc::ReplacementModel& rm, const sc::Graph& g) {
       const sc::Node& src = g.nodes[static_cast<std::size_t>(s)];
       const bool downstream =
           (src.kind == sc::NodeKind::kFeature || src.kind == sc::NodeKind::kError) &&
-          ((n.kind == sc::NodeKind::kFeature && src.layer >= n.layer) ||
-           src.position > n.position);
+          ((n.kind == sc::NodeKind::kFeature && src.layer >= n.layer) || src.position > n.position);
       if (downstream && A[t][s].item<double>() != 0.0) {
         FAIL("edge " << s << " -> " << t << " from downstream");
       }
@@ -111,9 +110,9 @@ TEST_CASE("the frozen forward replays stories260K and stays linear in its inputs
   CHECK((recorded - plain).abs().max().item<double>() <= 1e-5 * scale);
   CHECK((replayed[2] - plain[0]).abs().max().item<double>() <= 1e-5 * scale);
   // another sequence length cannot use this state
-  CHECK_THROWS_AS(model.forward(tokens.narrow(1, 0, 4), nullptr, hooks,
-                                saes::lm::GradMode::kNoGrad, &frozen),
-                  saes::DataError);
+  CHECK_THROWS_AS(
+      model.forward(tokens.narrow(1, 0, 4), nullptr, hooks, saes::lm::GradMode::kNoGrad, &frozen),
+      saes::DataError);
 }
 
 TEST_CASE("attribution with per-layer transcoders: logits equal, rows complete", "[circuits]") {
@@ -162,8 +161,7 @@ TEST_CASE("attribution with per-layer transcoders: logits equal, rows complete",
   }
 }
 
-TEST_CASE("attribution with a cross-layer transcoder: logits equal, rows complete",
-          "[circuits]") {
+TEST_CASE("attribution with a cross-layer transcoder: logits equal, rows complete", "[circuits]") {
   SAES_REQUIRE_ASSETS();
   const auto model = saes::lm::load_llama2c(model_path());
   const std::vector<std::int64_t> kPrompt = prompt();
