@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark suite in one command: SAE training step (ReLU, JumpReLU, TopK, BatchTopK; saes
 # dense and sparse steps vs PyTorch eager, plus sgemm peak and encoder share), LM forward vs
-# PyTorch eager, shard write/read. Usage: bench/run_all.sh [quick|full] [threads]
+# PyTorch eager, circuit tracing (attribution) vs PyTorch eager, shard write/read.
+# Usage: bench/run_all.sh [quick|full] [threads]
 #   quick: d=256, d_sae=8192, batch 1024 (about a minute); full: d=768, d_sae=24576, batch 4096
 #   (the issue's size; ~10 minutes on 2 idle cores). Needs the build in ${SAES_BUILD_DIR:-build}
-#   (targets bench_train_step bench_lm_forward bench_shard_io) and /usr/bin/python3 with torch;
-#   the LM forward uses stories260K from ${SAES_TEST_ASSETS:-/work/shared/assets} when present.
+#   (targets bench_train_step bench_lm_forward bench_attribution bench_shard_io) and
+#   /usr/bin/python3 with torch; the LM forward and the attribution use stories260K from
+#   ${SAES_TEST_ASSETS:-/work/shared/assets} when present (quick: the attribution on stories260K
+#   only; full: also the GPT-2-small shape, a few minutes more).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${SAES_BUILD_DIR:-$root/build}"
@@ -30,6 +33,16 @@ if [ -f "$model" ]; then
 else
   "$build/bench/bench_lm_forward"
 fi
+echo
+echo "## Attribution (circuit tracing, saes vs PyTorch eager)"
+echo
+if [ -f "$model" ]; then
+  attribution="stories260K:16:8:16:32:0"
+  [ "$mode" = full ] && attribution="$attribution,gpt2-small:16:8:32:64:1024"
+else
+  attribution="gpt2-small:16:8:32:64:1024"
+fi
+"$build/bench/bench_attribution" "$threads" "$reps" "$attribution" "$model"
 echo
 echo "## shard write/read"
 echo
