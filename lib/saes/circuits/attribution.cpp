@@ -122,9 +122,11 @@ struct ReplacementModel::State {
     const auto& spec = model.spec();
     const at::Tensor& w_u =
         model.weight(spec.tied_embeddings ? std::string("embed.W_E") : std::string("unembed.W_U"));
-    const at::Tensor u = w_u[v].to(at::kDouble) - at::mean(w_u.to(at::kDouble), {0});
+    if (!unembed_mean.defined()) unembed_mean = at::mean(w_u.to(at::kDouble), {0});  // once
+    const at::Tensor u = w_u[v].to(at::kDouble) - unembed_mean;
     return u * model.weight("ln_final.w").to(at::kDouble);
   }
+  mutable at::Tensor unembed_mean;  ///< mean over the vocabulary of the unembedding rows
 
   /// The target of node `i` of `graph`: a graph from attribute() has feature i at node i, so
   /// that is tried first; any other graph's feature nodes are looked up.

@@ -73,6 +73,11 @@ struct Transformer::Run {
     return value;
   }
 
+  /// Whether a hook captures or replaces `name`.
+  bool touches(const std::string& name) const {
+    return hooks.captures().count(name) > 0 || hooks.replacements().count(name) > 0;
+  }
+
   /// Records `value` under `key` (record mode) or returns the recorded one, expanded to
   /// `batch` rows (use mode; DataError when it is missing or of another sequence length).
   at::Tensor frozen_value(const std::string& key, const at::Tensor& value, int64_t batch) {
@@ -395,27 +400,34 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
     return at::linear(normalized, weights_.at(p + w), optional_weight(p + b))
         .view({batch, seq, heads, d_head});
   };
-  at::Tensor q = project("W_Q", "b_Q", h);
-  at::Tensor k = project("W_K", "b_K", h_kv);
+  // A replayed frozen forward takes its pattern from the state: q and k are only computed when a
+  // hook reads or replaces them.
+  const bool replay = run.frozen != nullptr && !run.frozen->record;
+  const bool need_qk = !replay || run.touches(p + "hook_q") || run.touches(p + "hook_k");
+  at::Tensor q, k;
   at::Tensor v = project("W_V", "b_V", h_kv);
-  if (spec_.qk_norm) {
-    q = head_norm(p + "q_norm.w", q);
-    k = head_norm(p + "k_norm.w", k);
-  }
   const bool sliding = is_sliding_layer(spec_, layer);
-  if (spec_.positional == Positional::kRotary) {
-    const bool local = sliding && run.cos_local.defined();
-    const at::Tensor& cos = local ? run.cos_local : run.cos;
-    const at::Tensor& sin = local ? run.sin_local : run.sin;
-    q = apply_rotary(q, cos, sin, spec_.rotary_dim, spec_.rope_style);
-    k = apply_rotary(k, cos, sin, spec_.rotary_dim, spec_.rope_style);
+  if (need_qk) {
+    q = project("W_Q", "b_Q", h);
+    k = project("W_K", "b_K", h_kv);
+    if (spec_.qk_norm) {
+      q = head_norm(p + "q_norm.w", q);
+      k = head_norm(p + "k_norm.w", k);
+    }
+    if (spec_.positional == Positional::kRotary) {
+      const bool local = sliding && run.cos_local.defined();
+      const at::Tensor& cos = local ? run.cos_local : run.cos;
+      const at::Tensor& sin = local ? run.sin_local : run.sin;
+      q = apply_rotary(q, cos, sin, spec_.rotary_dim, spec_.rope_style);
+      k = apply_rotary(k, cos, sin, spec_.rotary_dim, spec_.rope_style);
+    }
+    q = run.point(p + "hook_q", q).transpose(1, 2);  // [batch, heads, seq, d_head]
+    k = run.point(p + "hook_k", k).transpose(1, 2);
   }
-  q = run.point(p + "hook_q", q).transpose(1, 2);  // [batch, heads, seq, d_head]
-  k = run.point(p + "hook_k", k).transpose(1, 2);
   v = run.point(p + "hook_v", v).transpose(1, 2);
   if (h_kv != h) {  // GQA: query head i uses kv head i / (h / h_kv)
     const std::vector<int64_t> expanded = {batch, h_kv, h / h_kv, seq, d_head};
-    k = k.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
+    if (k.defined()) k = k.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
     v = v.unsqueeze(2).expand(expanded).reshape({batch, h, seq, d_head});
   }
   const double scale = 1.0 / std::sqrt(spec_.attn_scale_base > 0
@@ -426,7 +438,7 @@ at::Tensor Transformer::attention(Run& run, int64_t layer, const at::Tensor& nor
   if (run.frozen != nullptr) {  // the pattern recorded or replayed (a prompt: no slicing needed)
     at::Tensor pattern;
     if (run.frozen->record) pattern = attention_pattern(q * scale, k, blocked, spec_.attn_softcap);
-    pattern = run.frozen_value(p + "pattern", pattern.defined() ? pattern : q, batch);
+    pattern = run.frozen_value(p + "pattern", pattern.defined() ? pattern : v, batch);
     z = at::matmul(pattern.to(v.scalar_type()), v).transpose(1, 2).contiguous();
   } else {  // [batch, seq, heads, d_head]
     z = attend((q * scale).contiguous(), k.contiguous(), v.contiguous(), blocked, 0,
