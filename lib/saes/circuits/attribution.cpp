@@ -163,7 +163,7 @@ struct ReplacementModel::State {
     lm::HookSet hs;
     hs.replace("hook_embed", [&](const at::Tensor&) { return embed_in; });
     for (std::int64_t l = 0; l < n_layers; ++l) {
-      hs.replace(mlp_out_hook(l), [&, l](const at::Tensor&) { return mlp_in[l]; });
+      hs.replace_output(mlp_out_hook(l), [&, l](const at::Tensor&) { return mlp_in[l]; });
     }
     for (const auto& h : hooks) hs.capture(h);
     const at::Tensor toks = token_tensor.expand({embed_in.size(0), T});

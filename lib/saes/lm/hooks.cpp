@@ -50,6 +50,11 @@ HookSet& HookSet::replace(const std::string& name, HookFn fn) {
   return *this;
 }
 
+HookSet& HookSet::replace_output(const std::string& name, HookFn fn) {
+  output_replacements_.insert(name);
+  return replace(name, std::move(fn));
+}
+
 std::set<std::string> HookSet::all_names() const {
   std::set<std::string> out = captures_;
   for (const auto& [name, fns] : replacements_) out.insert(name);

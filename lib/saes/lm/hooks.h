@@ -27,8 +27,15 @@ class HookSet {
  public:
   HookSet& capture(const std::string& name);
   HookSet& replace(const std::string& name, HookFn fn);
+  /// A replacement that does not read the hook's value (it returns a tensor of its own): the
+  /// forward may then skip what only feeds that value — a blocks.L.hook_mlp_out's MLP when no
+  /// hook inside it (mlp.hook_post, ln2_post) is captured or replaced — and hand `fn` a tensor of
+  /// the right shape whose values are unspecified.
+  HookSet& replace_output(const std::string& name, HookFn fn);
 
   const std::set<std::string>& captures() const { return captures_; }
+  /// The names registered with replace_output.
+  const std::set<std::string>& output_replacements() const { return output_replacements_; }
   const std::map<std::string, std::vector<HookFn>>& replacements() const { return replacements_; }
   /// Every name mentioned (captured or replaced), for validation.
   std::set<std::string> all_names() const;
@@ -36,6 +43,7 @@ class HookSet {
  private:
   std::set<std::string> captures_;
   std::map<std::string, std::vector<HookFn>> replacements_;
+  std::set<std::string> output_replacements_;
 };
 
 /// All hook names of a model with this spec, in execution order.

@@ -323,9 +323,14 @@ void Transformer::run_forward(Run& run) const {
       mlp_in = run.point(block_name(layer, "hook_resid_mid"), resid_pre + attn_out);
     }
     if (run.stop_stage <= 2 * layer + 1) return;
-    const at::Tensor mlp_out = run.point(
-        block_name(layer, "hook_mlp_out"),
-        mlp(run, layer, normalize(run, block_name(layer, "ln2"), mlp_in)));
+    const std::string mlp_name = block_name(layer, "hook_mlp_out");
+    const at::Tensor mlp_input = normalize(run, block_name(layer, "ln2"), mlp_in);
+    // an MLP whose output a replace_output replaces is skipped unless a hook inside it is used
+    const bool skip_mlp = run.hooks.output_replacements().count(mlp_name) > 0 &&
+                          !run.touches(block_name(layer, "mlp.hook_post")) &&
+                          !run.touches(block_name(layer, "ln2_post.hook_normalized"));
+    const at::Tensor mlp_out =
+        run.point(mlp_name, skip_mlp ? mlp_in : mlp(run, layer, mlp_input));
     x = spec_.parallel_attn_mlp ? resid_pre + attn_out + mlp_out : mlp_in + mlp_out;
     x = run.point(block_name(layer, "hook_resid_post"), x);
     if (run.stop_stage <= 2 * layer + 2) return;

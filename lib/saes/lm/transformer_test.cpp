@@ -190,6 +190,31 @@ TEST_CASE("replacing a hook changes what flows onward", "[lm]") {
   CHECK(out.at("blocks.1.hook_resid_post").abs().max().item<double>() == 0.0);
   CHECK(max_abs_diff(out.at("logits"), base) > 1e-2);
 
+  // replace_output: the replaced MLP is skipped (its input never reaches the function), unless a
+  // hook inside it is used; the result is that of the same replacement
+  const at::Tensor mlp1 =
+      model.forward(tokens, nullptr, HookSet().capture("blocks.1.hook_mlp_out")).at(
+          "blocks.1.hook_mlp_out");
+  HookSet plain, output_only, inner;
+  plain.capture("logits").replace("blocks.1.hook_mlp_out",
+                                  [&](const at::Tensor&) { return mlp1 * 2.0; });
+  at::Tensor seen;
+  output_only.capture("logits").replace_output("blocks.1.hook_mlp_out", [&](const at::Tensor& x) {
+    seen = x;
+    return mlp1 * 2.0;
+  });
+  const at::Tensor doubled = model.forward(tokens, nullptr, plain).at("logits");
+  CHECK(at::equal(model.forward(tokens, nullptr, output_only).at("logits"), doubled));
+  CHECK(!at::equal(seen, mlp1));  // the MLP did not run: the function got a stand-in
+  inner.capture("logits").capture("blocks.1.mlp.hook_post");
+  inner.replace_output("blocks.1.hook_mlp_out", [&](const at::Tensor& x) {
+    seen = x;
+    return mlp1 * 2.0;
+  });
+  const auto with_inner = model.forward(tokens, nullptr, inner);
+  CHECK(at::equal(seen, mlp1));  // a hook inside the MLP is used: it ran
+  CHECK(at::equal(with_inner.at("logits"), doubled));
+
   HookSet bad_shape;
   bad_shape.capture("logits").replace("blocks.0.hook_resid_pre",
                                       [](const at::Tensor& x) { return x.narrow(-1, 0, 3); });

@@ -83,7 +83,10 @@ int run_attribute(const config::AttributeSettings& s, RunContext& context) {
   std::vector<std::unique_ptr<dictionaries::SparseDictionary>> owned;
   std::vector<circuits::ReplacementDictionary> dicts;
   for (const fs::path& path : s.dictionaries) {
-    auto dict = load_trained_dictionary(path, DictionaryLoad{s.model.device, DType::kFloat32});
+    DictionaryLoad load;
+    load.device = s.model.device;
+    load.dtype = DType::kFloat32;
+    auto dict = load_trained_dictionary(path, load);
     if (dict->config().norm_activation == dictionaries::NormActivation::kDatasetWise) {
       dict->fold_activation_scale();  // raw activations in and out
     }
