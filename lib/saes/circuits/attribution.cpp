@@ -174,6 +174,15 @@ struct ReplacementModel::State {
   at::Tensor rows(const std::vector<Target>& targets, std::int64_t n_nodes,
                   std::int64_t batch_size) const;
   mutable std::int64_t backward_passes = 0;  ///< counted by rows()
+
+  /// The feature columns grouped per (dictionary, source, target layer): the rows() contraction
+  /// operands, built once per prompt.
+  struct SourceGroup {
+    std::int64_t layer;
+    at::Tensor columns, positions, decoders;  // [n], [n], [n, d] float64 (scaled by activation)
+  };
+  const std::vector<SourceGroup>& source_groups() const;
+  mutable std::vector<SourceGroup> groups_;
 };
 
 ReplacementModel::ReplacementModel(const lm::Transformer& model, std::vector<std::int64_t> tokens,
@@ -333,18 +342,11 @@ at::Tensor ReplacementModel::replacement_logits() const {
       .to(at::kFloat);
 }
 
-at::Tensor ReplacementModel::State::rows(const std::vector<Target>& targets, std::int64_t n_nodes,
-                                         std::int64_t batch_size) const {
-  const auto n_targets = static_cast<std::int64_t>(targets.size());
-  at::Tensor out = at::zeros({n_targets, n_nodes}, at::kFloat);
+const std::vector<ReplacementModel::State::SourceGroup>& ReplacementModel::State::source_groups()
+    const {
+  if (!groups_.empty() || features.empty()) return groups_;
   const auto n_features = static_cast<std::int64_t>(features.size());
-  const std::int64_t error_col = n_features, embed_col = n_features + n_layers * T;
-  // feature columns grouped per (dictionary, source, target layer): positions, decoder rows
-  struct Group {
-    std::int64_t layer;
-    at::Tensor columns, positions, decoders;  // [n], [n], [n, d] float64 (scaled by activation)
-  };
-  std::vector<Group> groups;
+  std::vector<SourceGroup>& groups = groups_;
   for (std::size_t k = 0; k < dicts.size(); ++k) {
     for (std::size_t src = 0; src < dicts[k].in_hooks.size(); ++src) {
       std::vector<std::int64_t> cols, pos, idx;
@@ -372,6 +374,16 @@ at::Tensor ReplacementModel::State::rows(const std::vector<Target>& targets, std
       }
     }
   }
+  return groups_;
+}
+
+at::Tensor ReplacementModel::State::rows(const std::vector<Target>& targets, std::int64_t n_nodes,
+                                         std::int64_t batch_size) const {
+  const auto n_targets = static_cast<std::int64_t>(targets.size());
+  at::Tensor out = at::zeros({n_targets, n_nodes}, at::kFloat);
+  const auto n_features = static_cast<std::int64_t>(features.size());
+  const std::int64_t error_col = n_features, embed_col = n_features + n_layers * T;
+  const std::vector<SourceGroup>& groups = source_groups();
   for (std::int64_t b0 = 0; b0 < n_targets; b0 += batch_size) {
     const std::int64_t nb = std::min(batch_size, n_targets - b0);
     const at::Tensor e = embed.unsqueeze(0).expand({nb, T, d}).clone().requires_grad_(true);
@@ -405,7 +417,7 @@ at::Tensor ReplacementModel::State::rows(const std::vector<Target>& targets, std
       block.narrow(1, error_col + l * T, T)
           .copy_(at::sum(gm[l] * error[l].to(at::kDouble).unsqueeze(0), {2}));
     }
-    for (const Group& grp : groups) {
+    for (const SourceGroup& grp : groups) {
       const at::Tensor& gl = gm[static_cast<std::size_t>(grp.layer)];
       if (!gl.defined()) continue;
       const at::Tensor contrib =
