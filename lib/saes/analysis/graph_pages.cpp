@@ -85,10 +85,11 @@ std::string graph_link(const std::string& id) {
 std::string node_caption(const NodeRow& n) {
   switch (n.kind) {
     case NodeKind::kFeature:
-      return fmt::format("feature L{} #{} @{}", n.layer.value_or(-1), n.feature_index.value_or(-1),
-                         n.position);
+      return fmt::format("{}feature L{} #{} @{}", n.attention ? "attention " : "",
+                         n.layer.value_or(-1), n.feature_index.value_or(-1), n.position);
     case NodeKind::kError:
-      return fmt::format("error L{} @{}", n.layer.value_or(-1), n.position);
+      return fmt::format("{}error L{} @{}", n.attention ? "attention " : "", n.layer.value_or(-1),
+                         n.position);
     case NodeKind::kEmbedding:
       return fmt::format("embedding \"{}\" @{}", token_label(n.label, n.feature_index.value_or(-1)),
                          n.position);
@@ -165,6 +166,7 @@ nlohmann::json node_json(const AnalysisStore& store, const NodeRow& n) {
   nlohmann::json j = {{"node_id", n.node_id},
                       {"index", n.index},
                       {"kind", kind_name(n.kind)},
+                      {"attention", n.attention},
                       {"layer", opt(n.layer)},
                       {"position", n.position},
                       {"feature_index", opt(n.feature_index)},
@@ -210,8 +212,8 @@ std::string panel(const AnalysisStore& store, const circuits::GraphStore& graphs
   }
   const NodeRow& n = *node;
   std::string out = fmt::format(
-      "<aside id=\"panel\" class=\"panel\"><h2>{} <code>{}</code></h2><dl class=\"stats\">",
-      kind_name(n.kind), html_escape(n.node_id));
+      "<aside id=\"panel\" class=\"panel\"><h2>{}{} <code>{}</code></h2><dl class=\"stats\">",
+      n.attention ? "attention " : "", kind_name(n.kind), html_escape(n.node_id));
   const auto row = [&](std::string_view key, const std::string& value) {
     out += fmt::format("<dt>{}</dt><dd>{}</dd>", key, value);
   };

@@ -57,11 +57,20 @@ struct Placed {
   double x = 0, y = 0, r = 0;
 };
 
-/// Rows from the bottom: 0 embeddings, 1 + l layer l, n_layers + 1 logits.
-std::int64_t row_of(const NodeRow& n, std::int64_t n_layers) {
+/// Whether the view has attention nodes: each layer then gets two rows, attention below MLP.
+bool interleaved(const circuits::GraphView& view) {
+  return std::any_of(view.nodes.begin(), view.nodes.end(),
+                     [](const NodeRow& n) { return n.attention; });
+}
+
+/// Rows from the bottom: 0 embeddings, 1 + l layer l (interleaved: 1 + 2l attention of layer l,
+/// 2 + 2l its MLP), the last row logits.
+std::int64_t row_of(const NodeRow& n, std::int64_t n_layers, bool two_per_layer) {
+  const std::int64_t per = two_per_layer ? 2 : 1;
   if (n.kind == NodeKind::kEmbedding) return 0;
-  if (n.kind == NodeKind::kLogit) return n_layers + 1;
-  return 1 + std::clamp<std::int64_t>(n.layer.value_or(0), 0, n_layers - 1);
+  if (n.kind == NodeKind::kLogit) return per * n_layers + 1;
+  const std::int64_t l = std::clamp<std::int64_t>(n.layer.value_or(0), 0, n_layers - 1);
+  return 1 + per * l + (two_per_layer && !n.attention ? 1 : 0);
 }
 
 /// Importance order inside a cell: features by influence, then the error node; logits by
@@ -80,12 +89,15 @@ struct Layout {
   std::vector<double> row_height;
   std::vector<Placed> nodes;  // by view.nodes index
   double width = 0, height = 0;
+  bool two_per_layer = false;  // attention and MLP rows per layer
 };
 
 Layout layout(const circuits::GraphView& view) {
   Layout out;
   const std::int64_t n_layers = std::max<std::int64_t>(view.meta.n_layers, 1);
-  out.rows = n_layers + 2;
+  const bool two_per_layer = interleaved(view);
+  out.two_per_layer = two_per_layer;
+  out.rows = (two_per_layer ? 2 : 1) * n_layers + 2;
   std::int64_t columns = std::max<std::int64_t>(view.meta.n_positions, 1);
   for (const auto& n : view.nodes) columns = std::max(columns, n.position + 1);
   out.columns = columns;
@@ -94,7 +106,7 @@ Layout layout(const circuits::GraphView& view) {
       static_cast<std::size_t>(out.rows), std::vector<std::vector<std::size_t>>(columns));
   for (std::size_t i = 0; i < view.nodes.size(); ++i) {
     const auto& n = view.nodes[i];
-    cells[static_cast<std::size_t>(row_of(n, n_layers))]
+    cells[static_cast<std::size_t>(row_of(n, n_layers, two_per_layer))]
          [static_cast<std::size_t>(std::max<std::int64_t>(n.position, 0))]
              .push_back(i);
   }
@@ -175,7 +187,8 @@ std::string shorten(const std::string& text, std::size_t chars) {
 }
 
 std::string node_title(const NodeRow& n) {
-  std::string t = fmt::format("{} · {}", n.node_id, kind_class(n.kind));
+  std::string t =
+      fmt::format("{} · {}{}", n.node_id, n.attention ? "attention " : "", kind_class(n.kind));
   if (n.layer) t += fmt::format(" · layer {}", *n.layer);
   t += fmt::format(" · position {}", n.position);
   if (n.kind == NodeKind::kFeature && n.feature_index)
@@ -190,7 +203,15 @@ std::string node_title(const NodeRow& n) {
 }
 
 std::string node_shape(const NodeRow& n, const Placed& p, bool selected) {
-  const std::string cls = fmt::format("node {}{}", kind_class(n.kind), selected ? " sel" : "");
+  const std::string cls = fmt::format("node {}{}{}", kind_class(n.kind),
+                                      n.attention ? " attn" : "", selected ? " sel" : "");
+  if (n.kind == NodeKind::kFeature && n.attention) {  // a triangle, as OpenMOSS's front-end
+    return fmt::format(
+        "<polygon class=\"{}\" points=\"{:.1f},{:.1f} {:.1f},{:.1f} {:.1f},{:.1f}\"><title>{}"
+        "</title></polygon>",
+        cls, p.x, p.y - 1.2 * p.r, p.x - 1.1 * p.r, p.y + 0.8 * p.r, p.x + 1.1 * p.r,
+        p.y + 0.8 * p.r, node_title(n));
+  }
   if (n.kind == NodeKind::kFeature) {
     return fmt::format(
         "<circle class=\"{}\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"{:.1f}\"><title>{}</title></circle>",
@@ -202,9 +223,10 @@ std::string node_shape(const NodeRow& n, const Placed& p, bool selected) {
       cls, p.x - p.r, p.y - p.r, 2 * p.r, 2 * p.r, node_title(n));
 }
 
-std::string row_label(std::int64_t r, std::int64_t rows) {
+std::string row_label(std::int64_t r, std::int64_t rows, bool two_per_layer) {
   if (r == 0) return "E";
   if (r == rows - 1) return "logits";
+  if (two_per_layer) return fmt::format("L{} {}", (r - 1) / 2, (r - 1) % 2 == 0 ? "attn" : "mlp");
   return fmt::format("L{}", r - 1);
 }
 
@@ -231,7 +253,7 @@ std::string graph_svg(const circuits::GraphView& view, std::string_view selected
         "<rect class=\"band{}\" x=\"{}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\"/>"
         "<text class=\"axis\" x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>",
         r % 2 == 0 ? " alt" : "", kLeft, y, g.width - kLeft - kRight, h, kLeft - 8, y + h / 2 + 4,
-        row_label(r, g.rows));
+        row_label(r, g.rows, g.two_per_layer));
   }
   const double base = g.height - kBottom;
   for (std::int64_t c = 0; c < g.columns; ++c) {

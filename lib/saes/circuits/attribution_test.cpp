@@ -3,6 +3,7 @@
 // target row is complete — its incoming edges plus the constants (biases, position 0) sum to the
 // target's value — with edges only from upstream nodes.
 #include "saes/circuits/attribution.h"
+#include "saes/circuits/pruning.h"
 
 #include <algorithm>
 #include <cmath>
@@ -72,12 +73,15 @@ void check_graph(const sc::ReplacementModel& rm, const sc::Graph& g) {
     const double scale = A[t].abs().sum().item<double>() + std::abs(constants[t].item<double>());
     const double rel = std::abs(sum - values[t].item<double>()) / std::max(scale, 1e-6);
     worst = std::max(worst, rel);
-    // direct effects only from upstream: no feature or error of the target's layer or later
+    // direct effects only from upstream: no feature or error of the target's sub-layer
+    // (attention of layer l before its MLP) or later, nor of a later position
+    const auto order = [](const sc::Node& x) { return 2 * x.layer + (x.attention ? 0 : 1); };
     for (std::int64_t s = 0; s < g.n_nodes(); ++s) {
       const sc::Node& src = g.nodes[static_cast<std::size_t>(s)];
       const bool downstream =
           (src.kind == sc::NodeKind::kFeature || src.kind == sc::NodeKind::kError) &&
-          ((n.kind == sc::NodeKind::kFeature && src.layer >= n.layer) || src.position > n.position);
+          ((n.kind == sc::NodeKind::kFeature && order(src) >= order(n)) ||
+           src.position > n.position);
       if (downstream && A[t][s].item<double>() != 0.0) {
         FAIL("edge " << s << " -> " << t << " from downstream");
       }
@@ -200,5 +204,161 @@ TEST_CASE("a replacement refuses dictionaries that do not replace MLP outputs", 
   cfg.hook_point_in = "blocks.1.ln2.hook_normalized";
   auto a = random_dictionary(cfg, 3), b = random_dictionary(cfg, 4);
   CHECK_THROWS_WITH(sc::ReplacementModel(model, kPrompt, {{a.get(), "a"}, {b.get(), "b"}}),
-                    Catch::Contains("both replace layer 1's MLP"));
+                    Catch::Contains("both write blocks.1.hook_mlp_out"));
+}
+
+namespace {
+
+/// A random Lorsa replacing layer `layer`'s attention (RoPE on, 4 QK heads of 8 dims).
+std::unique_ptr<sd::SparseDictionary> random_lorsa(std::int64_t layer, const std::string& in,
+                                                   std::uint64_t seed) {
+  sd::SparseDictionaryConfig cfg;
+  cfg.sae_type = sd::SaeType::kLorsa;
+  cfg.expansion_factor = 1;  // 64 OV heads, 16 per QK head
+  cfg.hook_point_in = "blocks." + std::to_string(layer) + "." + in;
+  cfg.hook_point_out = "blocks." + std::to_string(layer) + ".hook_attn_out";
+  cfg.n_qk_heads = 4;
+  cfg.d_qk_head = 8;
+  cfg.rotary_dim = 8;
+  cfg.rotary_base = 10000.0;
+  cfg.n_ctx = 32;
+  return random_dictionary(cfg, seed);
+}
+
+}  // namespace
+
+TEST_CASE("attribution with Lorsa attention and transcoders: logits equal, rows complete, QK",
+          "[circuits]") {
+  SAES_REQUIRE_ASSETS();
+  const auto model = saes::lm::load_llama2c(model_path());
+  const std::vector<std::int64_t> kPrompt = prompt();
+  const auto T = static_cast<std::int64_t>(kPrompt.size());
+  std::vector<std::unique_ptr<sd::SparseDictionary>> owned;
+  std::vector<sc::ReplacementDictionary> dicts;
+  for (std::int64_t l = 0; l < model.spec().n_layers; ++l) {
+    sd::SparseDictionaryConfig cfg;
+    cfg.expansion_factor = 2;
+    cfg.hook_point_in = "blocks." + std::to_string(l) + ".ln2.hook_normalized";
+    cfg.hook_point_out = "blocks." + std::to_string(l) + ".hook_mlp_out";
+    owned.push_back(random_dictionary(cfg, 20 + l));
+    dicts.push_back({owned.back().get(), "tc" + std::to_string(l)});
+  }
+  // attention replaced in layers 3 (listed first) and 1, read from ln1 and from resid_pre
+  owned.push_back(random_lorsa(3, "hook_resid_pre", 7));
+  dicts.push_back({owned.back().get(), "lorsa3"});
+  owned.push_back(random_lorsa(1, "ln1.hook_normalized", 8));
+  dicts.push_back({owned.back().get(), "lorsa1"});
+  const sc::ReplacementModel rm(model, kPrompt, dicts);
+  const double scale = rm.logits().abs().max().item<double>();
+  CHECK((rm.replacement_logits() - rm.logits()).abs().max().item<double>() <= 1e-5 * scale);
+
+  sc::AttributionOptions opts;
+  opts.batch_size = 24;
+  sc::Graph g = rm.attribute(opts);
+  CHECK(g.interleaved);
+  CHECK(g.count(sc::NodeKind::kError) == (model.spec().n_layers + 2) * T);
+  std::int64_t attention_features = 0, attention_errors = 0;
+  for (const auto& n : g.nodes) {
+    if (!n.attention) continue;
+    CHECK((n.layer == 1 || n.layer == 3));
+    if (n.kind == sc::NodeKind::kError) ++attention_errors;
+    if (n.kind != sc::NodeKind::kFeature) continue;
+    ++attention_features;
+    // the frozen pattern row: causal, sums to 1
+    REQUIRE(n.pattern.size() == static_cast<std::size_t>(T));
+    double sum = 0;
+    for (std::int64_t k = 0; k < T; ++k) {
+      if (k > n.position) CHECK(n.pattern[static_cast<std::size_t>(k)] == 0.0);
+      sum += n.pattern[static_cast<std::size_t>(k)];
+    }
+    CHECK(std::abs(sum - 1.0) < 1e-5);
+  }
+  CHECK(attention_features == 2 * 6 * (T - 1));  // TopK 6 at every position but BOS
+  CHECK(attention_errors == 2 * T);
+  // error nodes: MLP errors layer-major first, then the attention errors of layers 1 and 3
+  const std::int64_t first_error = g.count(sc::NodeKind::kFeature);
+  CHECK(!g.nodes[static_cast<std::size_t>(first_error + model.spec().n_layers * T - 1)].attention);
+  CHECK(g.nodes[static_cast<std::size_t>(first_error + model.spec().n_layers * T)].layer == 1);
+  CHECK(g.nodes[static_cast<std::size_t>(first_error + (model.spec().n_layers + 1) * T)].layer ==
+        3);
+  check_graph(rm, g);
+
+  SECTION("attention_score_side reproduces the Lorsa's own pattern") {
+    const auto& lorsa = *owned.back();  // layer 1, reads ln1.hook_normalized
+    saes::lm::HookSet hooks;
+    hooks.capture("blocks.1.ln1.hook_normalized");
+    const at::Tensor x =
+        model.forward(at::tensor(kPrompt, at::kLong).view({1, -1}), nullptr, hooks)
+            .at("blocks.1.ln1.hook_normalized")
+            .to(at::kDouble)[0];
+    const at::Tensor all = at::arange(lorsa.d_sae(), at::kLong);
+    for (const std::int64_t q : {std::int64_t{3}, T - 1}) {
+      const at::Tensor A = lorsa.token_mixing(x.unsqueeze(0).to(at::kFloat), q, all);
+      for (const std::int64_t feature : {std::int64_t{5}, std::int64_t{40}}) {
+        const auto qs = lorsa.attention_score_side(feature, q, true);
+        const at::Tensor Q = at::mv(qs.map.to(at::kDouble), x[q]) + qs.bias.to(at::kDouble);
+        std::vector<double> scores;
+        for (std::int64_t k = 0; k <= q; ++k) {
+          const auto ks = lorsa.attention_score_side(feature, k, false);
+          const at::Tensor K = at::mv(ks.map.to(at::kDouble), x[k]) + ks.bias.to(at::kDouble);
+          scores.push_back(at::dot(Q, K).item<double>());
+        }
+        const at::Tensor p = at::softmax(at::tensor(scores, at::kDouble), 0);
+        for (std::int64_t k = 0; k <= q; ++k) {
+          CHECK(std::abs(p[k].item<double>() - A[feature][k].item<double>()) < 1e-5);
+        }
+      }
+    }
+  }
+
+  SECTION("QK tracing: the score at the attended key decomposes over the nodes") {
+    const sc::PruneResult pruned = sc::prune(g, 0.8, 0.98);
+    const std::vector<std::int64_t> traced = sc::qk_tracing_nodes(g, pruned, 0.5);
+    REQUIRE(!traced.empty());
+    const std::int64_t N = g.n_nodes();
+    rm.trace_qk(g, traced, N * N, 16);  // every pair and marginal listed
+    REQUIRE(g.qk_traces.size() == traced.size());
+    for (const sc::QkTrace& t : g.qk_traces) {
+      const sc::Node& node = g.nodes[static_cast<std::size_t>(t.node)];
+      CHECK(node.attention);
+      // the attended key is the pattern row's argmax
+      const auto& row = node.pattern;
+      CHECK(t.key_position ==
+            std::max_element(row.begin(), row.end()) - row.begin());
+      CHECK(static_cast<std::int64_t>(t.query.size()) == N);
+      double q_sum = 0, pair_sum = 0;
+      for (const auto& m : t.query) q_sum += m.value;
+      for (const auto& p : t.pairs) pair_sum += p.value;
+      // no contributions from nodes at or after the attention's sub-layer or later positions
+      std::int64_t late_nonzero = 0;
+      for (const auto& m : t.query) {
+        const sc::Node& src = g.nodes[static_cast<std::size_t>(m.node)];
+        const bool late = (src.kind == sc::NodeKind::kFeature ||
+                           src.kind == sc::NodeKind::kError) &&
+                          (2 * src.layer + (src.attention ? 0 : 1) >= 2 * node.layer ||
+                           src.position > node.position);
+        late_nonzero += late && m.value != 0.0 ? 1 : 0;
+      }
+      CHECK(late_nonzero == 0);
+      // the listing is sorted, largest first
+      CHECK(std::is_sorted(t.pairs.begin(), t.pairs.end(),
+                           [](const auto& a, const auto& b) { return a.value > b.value; }));
+      double k_sum = 0, q_abs = 0, k_abs = 0;
+      for (const auto& m : t.key) k_sum += m.value;
+      for (const auto& m : t.query) q_abs += std::abs(m.value);
+      for (const auto& m : t.key) k_abs += std::abs(m.value);
+      INFO("score " << t.score << " Σq " << q_sum << " Σk " << k_sum << " Σpairs " << pair_sum
+                    << " constants " << t.query_constant << " " << t.key_constant << " "
+                    << t.constant);
+      // completeness of each side: the nodes' marginals plus what only the constants give
+      // (a separate frozen forward) are the score; float32 rows summed over N·d_model terms
+      const double tol_q = 1e-4 * (q_abs + std::abs(t.query_constant) + std::abs(t.score));
+      const double tol_k = 1e-4 * (k_abs + std::abs(t.key_constant) + std::abs(t.score));
+      CHECK(std::abs(q_sum + t.query_constant - t.score) <= tol_q);
+      CHECK(std::abs(k_sum + t.key_constant - t.score) <= tol_k);
+      // the pairs and the constant-side terms make up the same score
+      CHECK(static_cast<std::int64_t>(t.pairs.size()) == N * N);
+      CHECK(std::abs(t.score) > 0);
+    }
+  }
 }

@@ -1,4 +1,4 @@
-// Graph: node counts and the logit weights that pruning and the scores read.
+// Graph: node counts and the target weights that pruning and the scores read.
 #include "saes/circuits/graph.h"
 
 #include <ATen/ops/zeros.h>
@@ -11,12 +11,18 @@ std::int64_t Graph::count(NodeKind kind) const {
   return n;
 }
 
-at::Tensor Graph::logit_weights() const {
+at::Tensor Graph::target_weights() const {
   at::Tensor w = at::zeros({n_nodes()}, at::kDouble);
   double* out = w.data_ptr<double>();
+  std::int64_t chosen = 0;
+  for (const Node& node : nodes) chosen += node.target ? 1 : 0;
   for (std::int64_t i = 0; i < n_nodes(); ++i) {
     const Node& node = nodes[static_cast<std::size_t>(i)];
-    if (node.kind == NodeKind::kLogit) out[i] = node.probability;
+    if (chosen > 0) {
+      out[i] = node.target ? 1.0 / static_cast<double>(chosen) : 0.0;
+    } else if (node.kind == NodeKind::kLogit) {
+      out[i] = node.probability;
+    }
   }
   return w;
 }

@@ -25,13 +25,13 @@ const Node& node_at(const Graph& graph, std::int64_t index) {
   return graph.nodes[static_cast<std::size_t>(index)];
 }
 
-const char* feature_type(NodeKind kind) {
-  switch (kind) {
+const char* feature_type(const Node& node) {
+  switch (node.kind) {
     // circuit-tracer writes this string for per-layer transcoders too; the front-end expects it.
     case NodeKind::kFeature:
-      return "cross layer transcoder";
+      return node.attention ? "lorsa" : "cross layer transcoder";
     case NodeKind::kError:
-      return "mlp reconstruction error";
+      return node.attention ? "lorsa error" : "mlp reconstruction error";
     case NodeKind::kEmbedding:
       return "embedding";
     case NodeKind::kLogit:
@@ -58,17 +58,18 @@ JsonNode make_node(const Graph& graph, const PruneResult& pruned, std::int64_t i
   j.node_id = node_id(graph, i);
   j.js_node_id = js_node_id(graph, i);
   j.ctx_idx = node.position;
-  j.feature_type = feature_type(node.kind);
+  j.feature_type = feature_type(node);
   j.influence = pruned.cumulative_influence.data_ptr<double>()[i];
   switch (node.kind) {
     case NodeKind::kFeature:
-      j.feature = cantor_pair(node.layer, node.index);
-      j.layer = std::to_string(node.layer);
+      j.feature = cantor_pair(display_layer(graph, node), node.index);
+      j.layer = std::to_string(display_layer(graph, node));
       j.activation = node.activation;
+      j.lorsa_pattern = node.pattern;
       break;
     case NodeKind::kError:
       j.feature = -1;
-      j.layer = std::to_string(node.layer);
+      j.layer = std::to_string(display_layer(graph, node));
       break;
     case NodeKind::kEmbedding:
       j.feature = node.position;  // circuit-tracer: the position, not the token id
@@ -76,7 +77,7 @@ JsonNode make_node(const Graph& graph, const PruneResult& pruned, std::int64_t i
       break;
     case NodeKind::kLogit:
       j.feature = node.index;
-      j.layer = std::to_string(graph.n_layers + 1);
+      j.layer = std::to_string(display_layer(graph, node));
       j.clerp = logit_clerp(node);
       j.influence.reset();
       j.token_prob = node.probability;
@@ -90,7 +91,8 @@ JsonNode make_node(const Graph& graph, const PruneResult& pruned, std::int64_t i
 bool has_upper_layer(const Graph& graph, const std::vector<JsonNode>& nodes) {
   return std::any_of(nodes.begin(), nodes.end(), [&](const JsonNode& j) {
     const Node& node = node_at(graph, j.graph_index);
-    return (node.kind == NodeKind::kFeature || node.kind == NodeKind::kError) && node.layer >= 1;
+    return (node.kind == NodeKind::kFeature || node.kind == NodeKind::kError) &&
+           display_layer(graph, node) >= 1;
   });
 }
 
@@ -99,11 +101,42 @@ std::int64_t most_influential_upper_node(const Graph& graph, const PruneResult& 
   std::int64_t best = -1;
   for (std::int64_t i = 0; i < graph.n_nodes(); ++i) {
     const Node& node = graph.nodes[static_cast<std::size_t>(i)];
-    if ((node.kind != NodeKind::kFeature && node.kind != NodeKind::kError) || node.layer < 1)
+    if ((node.kind != NodeKind::kFeature && node.kind != NodeKind::kError) ||
+        display_layer(graph, node) < 1)
       continue;
     if (best < 0 || cum[i] < cum[best]) best = i;
   }
   return best;
+}
+
+/// The QK traces of nodes in the document, on those nodes; contributors the pruning dropped are
+/// added without links (is_from_qk_tracing), as OpenMOSS's graphs do.
+void add_qk_traces(const Graph& graph, const PruneResult& pruned, GraphJson& out,
+                   std::vector<std::string>& ids) {
+  if (graph.qk_traces.empty()) return;
+  const auto id_of = [&](std::int64_t i) -> std::string {
+    if (ids[static_cast<std::size_t>(i)].empty()) {
+      out.nodes.push_back(make_node(graph, pruned, i, false));
+      out.nodes.back().is_from_qk_tracing = true;
+      ids[static_cast<std::size_t>(i)] = out.nodes.back().node_id;
+    }
+    return ids[static_cast<std::size_t>(i)];
+  };
+  std::vector<std::pair<std::int64_t, JsonQkTrace>> traced;
+  for (const QkTrace& t : graph.qk_traces) {
+    if (ids[static_cast<std::size_t>(t.node)].empty()) continue;  // pruned: not written
+    JsonQkTrace j;
+    for (const auto& p : t.pairs) j.pairs.push_back({id_of(p.query), id_of(p.key), p.value});
+    for (const auto& m : t.query) j.query.push_back({id_of(m.node), m.value});
+    for (const auto& m : t.key) j.key.push_back({id_of(m.node), m.value});
+    traced.emplace_back(t.node, std::move(j));
+  }
+  for (auto& [node, j] : traced) {
+    for (JsonNode& n : out.nodes)
+      if (n.graph_index == node) n.qk_tracing_results = std::move(j);
+  }
+  std::stable_sort(out.nodes.begin(), out.nodes.end(),
+                   [](const JsonNode& a, const JsonNode& b) { return a.graph_index < b.graph_index; });
 }
 
 template <class T>
@@ -129,17 +162,31 @@ std::int64_t cantor_pair(std::int64_t layer, std::int64_t index) {
   return (layer + index) * (layer + index + 1) / 2 + index;
 }
 
+std::int64_t display_layer(const Graph& graph, const Node& node) {
+  const bool interleaved = graph.interleaved;
+  switch (node.kind) {
+    case NodeKind::kFeature:
+    case NodeKind::kError:
+      return interleaved ? 2 * node.layer + (node.attention ? 0 : 1) : node.layer;
+    case NodeKind::kEmbedding:
+      return -1;
+    case NodeKind::kLogit:
+      return interleaved ? 2 * graph.n_layers : graph.n_layers + 1;
+  }
+  return -1;
+}
+
 std::string node_id(const Graph& graph, std::int64_t index) {
   const Node& n = node_at(graph, index);
   switch (n.kind) {
     case NodeKind::kFeature:
-      return fmt::format("{}_{}_{}", n.layer, n.index, n.position);
+      return fmt::format("{}_{}_{}", display_layer(graph, n), n.index, n.position);
     case NodeKind::kError:
-      return fmt::format("{}_-1_{}", n.layer, n.position);
+      return fmt::format("{}_-1_{}", display_layer(graph, n), n.position);
     case NodeKind::kEmbedding:
       return fmt::format("E_{}_{}", n.index, n.position);
     case NodeKind::kLogit:
-      return fmt::format("{}_{}_{}", graph.n_layers + 1, n.index, n.position);
+      return fmt::format("{}_{}_{}", display_layer(graph, n), n.index, n.position);
   }
   return "";
 }
@@ -148,9 +195,9 @@ std::string js_node_id(const Graph& graph, std::int64_t index) {
   const Node& n = node_at(graph, index);
   switch (n.kind) {
     case NodeKind::kFeature:
-      return fmt::format("{}_{}-0", n.layer, n.index);
+      return fmt::format("{}_{}-0", display_layer(graph, n), n.index);
     case NodeKind::kError:
-      return fmt::format("{}_-1-{}", n.layer, n.position);
+      return fmt::format("{}_-1-{}", display_layer(graph, n), n.position);
     case NodeKind::kEmbedding:
       return fmt::format("E_{}-{}", n.index, n.position);
     case NodeKind::kLogit:
@@ -194,6 +241,7 @@ GraphJson make_graph_json(const Graph& graph, const PruneResult& pruned, const s
   for (const KeptLink& l : kept.links)
     out.links.push_back({ids[static_cast<std::size_t>(l.source)],
                          ids[static_cast<std::size_t>(l.target)], l.weight});
+  add_qk_traces(graph, pruned, out, ids);
   if (!has_upper_layer(graph, out.nodes)) {
     // DEVIATION(#19): circuit-tracer would write a graph the front-end cannot load; we add the
     // most influential feature/error node of a layer ≥ 1, without links.
@@ -257,6 +305,19 @@ std::string graph_json_text(const GraphJson& g) {
                      {"clerp", n.clerp},
                      {"influence", optional_value(n.influence)},
                      {"activation", optional_value(n.activation)}});
+    ojson& node = nodes.back();
+    if (!n.lorsa_pattern.empty()) node["lorsa_pattern"] = n.lorsa_pattern;
+    if (n.is_from_qk_tracing) node["is_from_qk_tracing"] = true;
+    if (n.qk_tracing_results) {
+      const JsonQkTrace& q = *n.qk_tracing_results;
+      ojson pairs = ojson::array(), qm = ojson::array(), km = ojson::array();
+      for (const auto& p : q.pairs) pairs.push_back(ojson::array({p.query, p.key, p.value}));
+      for (const auto& m : q.query) qm.push_back(ojson::array({m.first, m.second}));
+      for (const auto& m : q.key) km.push_back(ojson::array({m.first, m.second}));
+      node["qk_tracing_results"] = {{"pair_wise_contributors", std::move(pairs)},
+                                    {"top_q_marginal_contributors", std::move(qm)},
+                                    {"top_k_marginal_contributors", std::move(km)}};
+    }
   }
   doc["nodes"] = std::move(nodes);
   ojson links = ojson::array();

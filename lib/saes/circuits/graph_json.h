@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "saes/circuits/graph.h"
@@ -14,13 +15,27 @@
 
 namespace saes::circuits {
 
+/// A node's `qk_tracing_results` (OpenMOSS): [q_node_id, k_node_id, value] pairs and
+/// [node_id, value] marginals.
+struct JsonQkTrace {
+  struct Pair {
+    std::string query, key;
+    double value = 0.0;
+  };
+  std::vector<Pair> pairs;
+  std::vector<std::pair<std::string, double>> query, key;
+};
+
 /// One element of the JSON `nodes` array.
 struct JsonNode {
   std::string node_id;                  ///< unique; links refer to it
   std::optional<std::int64_t> feature;  ///< Cantor(layer, index) / -1 / position / vocab id
-  std::string layer;                    ///< "0".."L-1", "E", or the logit layer str(n_layers + 1)
+  /// "0".."L-1", "E", or the logit layer str(n_layers + 1); interleaved (a graph with attention
+  /// features, as OpenMOSS): attention of layer l "2l", its MLP "2l+1", logits str(2·n_layers)
+  std::string layer;
   std::int64_t ctx_idx = 0;
-  /// "cross layer transcoder", "mlp reconstruction error", "embedding" or "logit"
+  /// "cross layer transcoder", "mlp reconstruction error", "lorsa", "lorsa error", "embedding"
+  /// or "logit"
   std::string feature_type;
   std::string js_node_id;  ///< the JSON `jsNodeId`
   std::string clerp;
@@ -29,6 +44,9 @@ struct JsonNode {
   double token_prob = 0.0;           ///< logits only
   bool is_target_logit = false;      ///< the first (most probable) logit only
   std::int64_t graph_index = -1;     ///< index in Graph::nodes (not in the file; -1 when read)
+  std::vector<double> lorsa_pattern;  ///< attention features: their attention row
+  std::optional<JsonQkTrace> qk_tracing_results;
+  bool is_from_qk_tracing = false;  ///< kept only as a QK tracing contributor (no links)
 };
 
 /// One element of `links`: the raw signed direct effect adjacency[target][source].
@@ -62,8 +80,12 @@ struct GraphJson {
   std::vector<JsonLink> links;
 };
 
-/// circuit-tracer's node ids of graph.nodes[index]: feature (l, p, i) "l_i_p", error "l_-1_p",
-/// embedding (token t) "E_t_p", logit (vocab v at position P) "{n_layers+1}_v_P".
+/// The layer a node is written with: its model layer (embeddings -1, logits n_layers + 1), or
+/// in an interleaved graph (Graph::interleaved) 2l for attention and 2l + 1 for MLP nodes of
+/// layer l and 2·n_layers for logits.
+std::int64_t display_layer(const Graph& graph, const Node& node);
+/// circuit-tracer's node ids of graph.nodes[index] (l: display_layer): feature (l, p, i) "l_i_p", error "l_-1_p",
+/// embedding (token t) "E_t_p", logit (vocab v at position P) "{logit layer}_v_P".
 std::string node_id(const Graph& graph, std::int64_t index);
 /// The front-end's jsNodeId: "l_i-0", "l_-1-p", "E_t-p", "L_v-P".
 std::string js_node_id(const Graph& graph, std::int64_t index);

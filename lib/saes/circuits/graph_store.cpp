@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <ctime>
 #include <system_error>
+#include <tuple>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -61,10 +63,21 @@ const char* kind_name(NodeKind kind) {
   return "";
 }
 
-NodeKind parse_kind(const std::string& text, const fs::path& path) {
+/// The stored kind: kind_name, prefixed "attention " for attention features and errors.
+std::string stored_kind(const Node& n) {
+  return n.attention ? fmt::format("attention {}", kind_name(n.kind)) : kind_name(n.kind);
+}
+
+/// parse of stored_kind: the kind and whether it is an attention node.
+std::pair<NodeKind, bool> parse_kind(const std::string& text, const fs::path& path) {
+  const std::string prefix = "attention ";
+  const bool attention = text.rfind(prefix, 0) == 0;
+  const std::string kind = attention ? text.substr(prefix.size()) : text;
   for (const NodeKind k :
        {NodeKind::kFeature, NodeKind::kError, NodeKind::kEmbedding, NodeKind::kLogit})
-    if (text == kind_name(k)) return k;
+    if (kind == kind_name(k) &&
+        (!attention || k == NodeKind::kFeature || k == NodeKind::kError))
+      return {k, attention};
   SAES_THROW(DataError, "graph store {}: unknown node kind \"{}\"", path.string(), text);
 }
 
@@ -186,7 +199,7 @@ void insert_nodes(io::SqliteDatabase& db, const Graph& graph, const PruneResult&
     if (n.kind == NodeKind::kEmbedding)
       label = graph.token_strings[static_cast<std::size_t>(n.position)];
     if (n.kind == NodeKind::kLogit) label = n.token_string;
-    st.bind(1, id).bind(2, i).bind(3, node_id(graph, i)).bind(4, kind_name(n.kind));
+    st.bind(1, id).bind(2, i).bind(3, node_id(graph, i)).bind(4, stored_kind(n));
     bind_optional(st, 5, layered, n.layer);
     st.bind(6, n.position);
     bind_optional(st, 7, n.kind != NodeKind::kError, n.index);
@@ -328,7 +341,7 @@ GraphView GraphStore::load_graph(const std::string& id, bool kept_only) const {
     NodeRow n;
     n.index = st.column_int(0);
     n.node_id = st.column_text(1);
-    n.kind = parse_kind(st.column_text(2), path_);
+    std::tie(n.kind, n.attention) = parse_kind(st.column_text(2), path_);
     n.layer = opt_int(st, 3);
     n.position = st.column_int(4);
     n.feature_index = opt_int(st, 5);

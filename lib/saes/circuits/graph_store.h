@@ -47,7 +47,8 @@ struct NodeRow {
   std::int64_t index = 0;  ///< in the unpruned graph's node order
   std::string node_id;     ///< circuit-tracer's id (graph_json.h node_id)
   NodeKind kind = NodeKind::kFeature;
-  std::optional<std::int64_t> layer;  ///< features and errors
+  std::optional<std::int64_t> layer;  ///< features and errors: the model layer
+  bool attention = false;             ///< an attention feature / error (stored kind "attention …")
   std::int64_t position = 0;          ///< x of the graph page
   /// Features: the index in the layer's dictionary; embeddings and logits: the token id.
   std::optional<std::int64_t> feature_index;

@@ -79,7 +79,10 @@ void check_threshold(double value, const char* key) {
              key, value);
 }
 
-bool always_kept(NodeKind kind) { return kind == NodeKind::kEmbedding || kind == NodeKind::kLogit; }
+/// Embeddings, logits and chosen target features stay whatever their influence.
+bool always_kept(const Node& node) {
+  return node.kind == NodeKind::kEmbedding || node.kind == NodeKind::kLogit || node.target;
+}
 
 /// Removes, until nothing changes, features and errors without a kept outgoing edge and features
 /// without a kept incoming edge, clearing the edges of every removed node.
@@ -105,7 +108,7 @@ void prune_to_fixed_point(const Graph& graph, bool* node, bool* edge) {
     }
     for (std::int64_t i = 0; i < n; ++i) {
       const NodeKind kind = graph.nodes[static_cast<std::size_t>(i)].kind;
-      if (!node[i] || always_kept(kind)) continue;
+      if (!node[i] || always_kept(graph.nodes[static_cast<std::size_t>(i)])) continue;
       const bool keep = has_out[static_cast<std::size_t>(i)] &&
                         (kind != NodeKind::kFeature || has_in[static_cast<std::size_t>(i)]);
       if (!keep) {
@@ -146,6 +149,10 @@ void check_graph(const Graph& graph) {
   SAES_CHECK(a.device().is_cpu() && a.is_floating_point(), DataError,
              "graph: adjacency must be a floating-point tensor on the CPU");
   SAES_CHECK(graph.count(NodeKind::kLogit) > 0, DataError, "graph: it has no logit node");
+  for (const Node& node : graph.nodes) {
+    SAES_CHECK(!node.attention || graph.interleaved, DataError,
+               "graph: it has attention nodes but is not marked interleaved");
+  }
   const at::Tensor d = a.to(at::kDouble).contiguous();
   const double* p = d.data_ptr<double>();
   for (std::int64_t i = 0; i < n * n; ++i)
@@ -216,7 +223,7 @@ PruneResult prune(const Graph& graph, double node_threshold, double edge_thresho
   check_threshold(edge_threshold, "edge_threshold");
   check_graph(graph);
   const std::int64_t n = graph.n_nodes();
-  const at::Tensor w = graph.logit_weights();
+  const at::Tensor w = graph.target_weights();
   const at::Tensor a = graph.adjacency.to(at::kDouble).contiguous();
 
   PruneResult r;
@@ -229,7 +236,7 @@ PruneResult prune(const Graph& graph, double node_threshold, double edge_thresho
   bool* node = r.node_mask.data_ptr<bool>();
   const double* inf = r.node_influence.data_ptr<double>();
   for (std::int64_t i = 0; i < n; ++i)
-    node[i] = inf[i] >= node_cut || always_kept(graph.nodes[static_cast<std::size_t>(i)].kind);
+    node[i] = inf[i] >= node_cut || always_kept(graph.nodes[static_cast<std::size_t>(i)]);
 
   at::Tensor pruned = a.clone();
   double* pa = pruned.data_ptr<double>();
@@ -282,7 +289,7 @@ KeptGraph kept_graph(const Graph& graph, const PruneResult& pruned) {
     }
   }
   for (std::int64_t i = 0; i < n; ++i) {
-    const bool always = always_kept(graph.nodes[static_cast<std::size_t>(i)].kind);
+    const bool always = always_kept(graph.nodes[static_cast<std::size_t>(i)]);
     if (always || (keep[i] && touched[static_cast<std::size_t>(i)])) out.nodes.push_back(i);
   }
   return out;
@@ -291,7 +298,7 @@ KeptGraph kept_graph(const Graph& graph, const PruneResult& pruned) {
 GraphScores graph_scores(const Graph& graph) {
   check_graph(graph);
   const std::int64_t n = graph.n_nodes();
-  const at::Tensor w = graph.logit_weights();
+  const at::Tensor w = graph.target_weights();
   const at::Tensor normalized = normalize_rows(graph.adjacency);
   const at::Tensor inf = influence(normalized, w);
   const double* m = normalized.data_ptr<double>();

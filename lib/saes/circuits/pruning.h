@@ -15,7 +15,7 @@ namespace saes::circuits {
 
 /// What prune() keeps. Tensors are on the CPU.
 struct PruneResult {
-  at::Tensor node_mask;  ///< [n_nodes] bool: kept nodes (embeddings and logits always)
+  at::Tensor node_mask;  ///< [n_nodes] bool: kept nodes (embeddings, logits, target features always)
   /// [n_nodes, n_nodes] bool (rows = targets, columns = sources): kept edges, between kept nodes
   at::Tensor edge_mask;
   at::Tensor node_influence;  ///< [n_nodes] float64: influence(normalize_rows(A), w) of every node
@@ -45,7 +45,7 @@ at::Tensor normalize_rows(const at::Tensor& adjacency);
 at::Tensor influence(const at::Tensor& normalized, const at::Tensor& weights);
 
 /// influence(normalize_rows(adjacency), weights). adjacency: [n, n] floating point;
-/// weights: [n] float64 (Graph::logit_weights()). Returns [n] float64.
+/// weights: [n] float64 (Graph::target_weights()). Returns [n] float64.
 at::Tensor node_influence(const at::Tensor& adjacency, const at::Tensor& weights);
 
 /// Â_p · (influence(Â_p, w) + w)[:, None] with Â_p = normalize_rows(pruned_adjacency): each edge's
@@ -59,7 +59,7 @@ at::Tensor edge_scores(const at::Tensor& pruned_adjacency, const at::Tensor& wei
 double find_threshold(const at::Tensor& scores, double threshold);
 
 /// circuit-tracer's prune_graph: nodes whose influence is ≥ find_threshold(…, node_threshold)
-/// plus every embedding and logit; edges of the graph restricted to those nodes whose
+/// plus every embedding, logit and target feature; edges of the graph restricted to those nodes whose
 /// edge_scores are ≥ find_threshold(…, edge_threshold); then, to a fixed point, features and
 /// errors without a kept outgoing edge and features without a kept incoming edge are removed
 /// with their edges. Throws ConfigError naming `node_threshold` / `edge_threshold` outside
@@ -75,7 +75,7 @@ struct KeptLink {
 
 /// What is written out of a pruned graph (circuit-tracer's create_used_nodes_and_edges): links
 /// for the kept edges between kept nodes (target-major), and the kept nodes that some link
-/// touches plus every embedding and logit, in graph order.
+/// touches plus every embedding, logit and target feature, in graph order.
 struct KeptGraph {
   std::vector<std::int64_t> nodes;
   std::vector<KeptLink> links;

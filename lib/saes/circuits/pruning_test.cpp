@@ -72,7 +72,7 @@ TEST_CASE("influence equals the closed form w((I - A)^-1 - I) on hand-made DAGs"
   }
   SECTION("the small test graph") {
     const Graph g = saes::testing::small_graph();
-    const at::Tensor w = g.logit_weights();
+    const at::Tensor w = g.target_weights();
     const at::Tensor nrm = normalize_rows(g.adjacency);
     const at::Tensor got = node_influence(g.adjacency, w);
     CHECK(at::allclose(got, closed_form(nrm, w), 1e-12, 1e-12));

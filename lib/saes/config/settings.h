@@ -250,8 +250,8 @@ struct AttributeSettings {
     v("prompt", prompt, "the text to trace (BOS prepended as model.prepend_bos says)");
     v("prompt_ids", prompt_ids, "or its token ids, as given (BOS included if wanted)");
     v.required("dictionaries", dictionaries,
-               "the replacement: a transcoder per replaced MLP layer, or one clt (run folders or "
-               "weights files)");
+               "the replacement: a transcoder per replaced MLP layer, or one clt, and optionally "
+               "a lorsa per replaced attention layer (run folders or weights files)");
     v("attribution", attribution, "targets, batching, budget and pruning");
     v.required("graph_name", graph_name, "the graph's id (slug): <output_dir>/<graph_name>.json");
     v.required("output_dir", output_dir, "folder of the graph JSON files and graphs.sqlite");

@@ -698,7 +698,8 @@ std::vector<Problem> find_problems(const AttributeSettings& s) {
     check_token_ids(p, "prompt_ids", s.prompt_ids);
   }
   p.check(!s.dictionaries.empty(), "dictionaries",
-          "needs the replacement: a transcoder per replaced MLP layer, or one clt");
+          "needs the replacement: a transcoder per replaced MLP layer, or one clt (and "
+          "optionally a lorsa per replaced attention layer)");
   for (std::size_t i = 0; i < s.dictionaries.size(); ++i) {
     check_not_empty(p, fmt::format("dictionaries[{}]", i), s.dictionaries[i].string());
   }
@@ -715,6 +716,16 @@ std::vector<Problem> find_problems(const AttributeSettings& s) {
           fmt::format("expected in (0, 1], got {}", a.node_threshold));
   p.check(a.edge_threshold > 0 && a.edge_threshold <= 1, "attribution.edge_threshold",
           fmt::format("expected in (0, 1], got {}", a.edge_threshold));
+  for (std::size_t i = 0; i < a.target_features.size(); ++i) {
+    const auto& t = a.target_features[i];
+    const std::string at = fmt::format("attribution.target_features[{}]", i);
+    p.check(t.layer >= 0, at + ".layer", fmt::format("expected >= 0, got {}", t.layer));
+    p.check(t.index >= 0, at + ".index", fmt::format("expected >= 0, got {}", t.index));
+    if (t.dictionary) check_not_empty(p, at + ".dictionary", *t.dictionary);
+  }
+  p.check(a.qk_top_fraction > 0 && a.qk_top_fraction <= 1, "attribution.qk_top_fraction",
+          fmt::format("expected in (0, 1], got {}", a.qk_top_fraction));
+  check_positive(p, "attribution.qk_topk", static_cast<double>(a.qk_topk));
   check_not_empty(p, "graph_name", s.graph_name);
   p.check(s.graph_name.find_first_of("/\\") == std::string::npos && s.graph_name != "." &&
               s.graph_name != "..",

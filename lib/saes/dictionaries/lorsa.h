@@ -84,6 +84,15 @@ class LowRankSparseAttention final : public SparseDictionary {
   /// A_g(i)[q, k]·v_i[k] for x [1, context, d_model].
   at::Tensor source_contributions(const at::Tensor& x_normalized,
                                   const at::Tensor& features) const override;
+  /// Circuit tracing (lorsa_circuits.cpp): W_V rows, W_O rows, the QK heads' attention rows
+  /// at `position` and the query / key maps of one head at a position (RoPE applied).
+  at::Tensor encoder_vectors(std::int64_t layer, const at::Tensor& indices) const override;
+  at::Tensor decoder_vectors(std::int64_t layer, std::int64_t target,
+                             const at::Tensor& indices) const override;
+  at::Tensor token_mixing(const at::Tensor& x_normalized, std::int64_t position,
+                          const at::Tensor& indices) const override;
+  ScoreSide attention_score_side(std::int64_t index, std::int64_t position,
+                                 bool query) const override;
   /// ‖W_O,i‖: [d_sae].
   at::Tensor decoder_norm() const override;
   /// W_O (the DLA vector of spec §2.7).

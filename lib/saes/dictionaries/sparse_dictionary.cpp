@@ -17,6 +17,7 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -214,6 +215,24 @@ at::Tensor SparseDictionary::encoder_vectors(std::int64_t /*layer*/,
 at::Tensor SparseDictionary::decoder_vectors(std::int64_t layer, std::int64_t /*target*/,
                                              const at::Tensor& indices) const {
   return encoder_vectors(layer, indices);  // the same refusal
+}
+
+at::Tensor SparseDictionary::token_mixing(const at::Tensor& x_normalized, std::int64_t position,
+                                          const at::Tensor& indices) const {
+  SAES_CHECK(x_normalized.dim() == 3 && position >= 0 && position < x_normalized.size(1),
+             DataError, "token_mixing: position {} outside the context of [{}]", position,
+             fmt::join(x_normalized.sizes(), ", "));
+  at::Tensor w = at::zeros({indices.numel(), x_normalized.size(1)}, at::kFloat);
+  w.select(1, position).fill_(1.0);
+  return w;
+}
+
+SparseDictionary::ScoreSide SparseDictionary::attention_score_side(std::int64_t /*index*/,
+                                                                   std::int64_t /*position*/,
+                                                                   bool /*query*/) const {
+  SAES_THROW(UnsupportedError,
+             "QK tracing: {} features have no attention pattern (only lorsa features do)",
+             kSaeTypeNames[static_cast<std::size_t>(cfg_.sae_type)]);
 }
 
 at::Tensor SparseDictionary::reconstruct(const at::Tensor& /*x*/, const at::Tensor& f) const {

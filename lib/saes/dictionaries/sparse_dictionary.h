@@ -265,6 +265,22 @@ class SparseDictionary {
   /// [target]: [indices.numel(), d_model] (zeros when the feature does not reach that target).
   virtual at::Tensor decoder_vectors(std::int64_t layer, std::int64_t target,
                                      const at::Tensor& indices) const;
+  /// How the pre-activations at `position` of features `indices` read the input's positions:
+  /// [indices.numel(), context] float weights w with pre-activation_i(position) =
+  /// Σ_k w[i][k]·(e_i · x[k]) + (a constant), e_i from encoder_vectors; x_normalized
+  /// [1, context, d_model]. Default (per-token dictionaries): one-hot at `position`; Lorsa: its
+  /// QK head's attention row (the replacement model freezes it at the prompt's value).
+  virtual at::Tensor token_mixing(const at::Tensor& x_normalized, std::int64_t position,
+                                  const at::Tensor& indices) const;
+  /// One side of the attention score of feature `index`'s QK head at `position` as an affine
+  /// map of the raw input there: score(q, k) = (U_q·x[q] + c_q) · (U_k·x[k] + c_k) with
+  /// {map U [D, d_model], bias c [D]} of (q, query = true) and (k, false), the score's 1/scale
+  /// split evenly between the sides (QK tracing). Default: UnsupportedError naming the variant.
+  struct ScoreSide {
+    at::Tensor map, bias;
+  };
+  virtual ScoreSide attention_score_side(std::int64_t index, std::int64_t position,
+                                         bool query) const;
   /// Where the pre-activations of `features` (int64 [m], this rank's) at each position come
   /// from, for variants whose features read other tokens (reads_sequences(): Lorsa's z-pattern,
   /// spec §7.2): x [1, context, d_model] normalized → [m, context(q), context(k)], summing over k

@@ -29,8 +29,9 @@ class HookSet {
   HookSet& replace(const std::string& name, HookFn fn);
   /// A replacement that does not read the hook's value (it returns a tensor of its own): the
   /// forward may then skip what only feeds that value — a blocks.L.hook_mlp_out's MLP when no
-  /// hook inside it (mlp.hook_post, ln2_post) is captured or replaced — and hand `fn` a tensor of
-  /// the right shape whose values are unspecified.
+  /// hook inside it (mlp.hook_post, ln2_post) is captured or replaced, a blocks.L.hook_attn_out's
+  /// attention when none of attn.hook_q/k/v/z and ln1_post is — and hand `fn` a tensor of the
+  /// right shape whose values are unspecified.
   HookSet& replace_output(const std::string& name, HookFn fn);
 
   const std::set<std::string>& captures() const { return captures_; }

@@ -314,10 +314,21 @@ void Transformer::run_forward(Run& run) const {
   if (run.stop_stage <= 0) return;
   for (int64_t layer = 0; layer < spec_.n_layers; ++layer) {
     const at::Tensor resid_pre = run.point(block_name(layer, "hook_resid_pre"), x);
-    at::Tensor attn_out =
-        attention(run, layer, normalize(run, block_name(layer, "ln1"), resid_pre));
-    if (spec_.post_norms) attn_out = normalize(run, block_name(layer, "ln1_post"), attn_out);
-    attn_out = run.point(block_name(layer, "hook_attn_out"), attn_out);
+    const std::string attn_name = block_name(layer, "hook_attn_out");
+    const at::Tensor attn_input = normalize(run, block_name(layer, "ln1"), resid_pre);
+    // an attention whose output a replace_output replaces is skipped unless a hook inside it
+    // is used (the replacement's value stands in; resid_pre only gives its shape and type)
+    bool skip_attn = run.hooks.output_replacements().count(attn_name) > 0;
+    for (const char* inner : {"attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z",
+                              "ln1_post.hook_normalized"}) {
+      skip_attn = skip_attn && !run.touches(block_name(layer, inner));
+    }
+    at::Tensor attn_out = resid_pre;
+    if (!skip_attn) {
+      attn_out = attention(run, layer, attn_input);
+      if (spec_.post_norms) attn_out = normalize(run, block_name(layer, "ln1_post"), attn_out);
+    }
+    attn_out = run.point(attn_name, attn_out);
     at::Tensor mlp_in = resid_pre;
     if (!spec_.parallel_attn_mlp) {
       mlp_in = run.point(block_name(layer, "hook_resid_mid"), resid_pre + attn_out);

@@ -1,5 +1,6 @@
 // run_attribute (`saes-analyze attribute`): one prompt through the replacement model, its
 // attribution graph pruned and written as circuit-tracer JSON and into graphs.sqlite.
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -99,10 +100,31 @@ int run_attribute(const config::AttributeSettings& s, RunContext& context) {
     dicts.push_back({owned.back().get(), path.string()});
   }
 
+  const bool has_attention = std::any_of(dicts.begin(), dicts.end(), [](const auto& d) {
+    const auto labels = d.dictionary->label_hooks();
+    return std::any_of(labels.begin(), labels.end(), [](const std::string& h) {
+      return h.size() >= 14 && h.compare(h.size() - 14, 14, ".hook_attn_out") == 0;
+    });
+  });
+  SAES_CHECK(!s.attribution.enable_qk_tracing || has_attention, ConfigError,
+             "attribution.enable_qk_tracing: QK tracing needs an attention dictionary (a lorsa "
+             "writing blocks.L.hook_attn_out) among `dictionaries`");
+  circuits::AttributionOptions options;
+  for (std::size_t i = 0; i < s.attribution.target_features.size(); ++i) {
+    const auto& t = s.attribution.target_features[i];
+    if (t.dictionary) {
+      SAES_CHECK(std::any_of(dicts.begin(), dicts.end(),
+                             [&](const auto& d) { return d.name == *t.dictionary; }),
+                 ConfigError,
+                 "attribution.target_features[{}].dictionary: \"{}\" is not one of `dictionaries`",
+                 i, *t.dictionary);
+    }
+    options.target_features.push_back({t.dictionary.value_or(""), t.layer, t.position, t.index});
+  }
+
   const auto start = std::chrono::steady_clock::now();
   const circuits::ReplacementModel replacement(lm.model, tokens, dicts,
                                                s.attribution.zero_first_position);
-  circuits::AttributionOptions options;
   options.desired_logit_prob = s.attribution.desired_logit_prob;
   options.max_n_logits = s.attribution.max_n_logits;
   options.target_tokens = target_ids(s, lm);
@@ -114,11 +136,6 @@ int run_attribute(const config::AttributeSettings& s, RunContext& context) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   graph.model_name = s.model_name;
   graph.prompt = s.prompt ? *s.prompt : (lm.tokenizer ? lm.tokenizer->decode(tokens) : "");
-  for (circuits::Node& node : graph.nodes) {
-    if (node.kind == circuits::NodeKind::kLogit && lm.tokenizer) {
-      node.token_string = lm.tokenizer->decode({node.index});
-    }
-  }
   for (const std::int64_t id : tokens) {
     graph.token_strings.push_back(lm.tokenizer ? lm.tokenizer->decode({id})
                                                : fmt::format("<{}>", id));
@@ -132,6 +149,12 @@ int run_attribute(const config::AttributeSettings& s, RunContext& context) {
   const circuits::PruneResult pruned =
       circuits::prune(graph, s.attribution.node_threshold, s.attribution.edge_threshold);
   const circuits::GraphScores scores = circuits::graph_scores(graph);
+  if (s.attribution.enable_qk_tracing) {
+    const std::vector<std::int64_t> traced =
+        circuits::qk_tracing_nodes(graph, pruned, s.attribution.qk_top_fraction);
+    replacement.trace_qk(graph, traced, s.attribution.qk_topk, s.attribution.batch_size);
+    logger.info("QK tracing: {} of the kept attention features traced", traced.size());
+  }
   const circuits::GraphJson json = circuits::make_graph_json(graph, pruned, s.graph_name);
   fs::create_directories(s.output_dir);
   const bool json_existed = fs::exists(json_path);
