@@ -3,16 +3,20 @@
 // target row is complete — its incoming edges plus the constants (biases, position 0) sum to the
 // target's value — with edges only from upstream nodes.
 #include "saes/circuits/attribution.h"
+#include "saes/circuits/graph_json.h"
+#include "saes/circuits/graph_store.h"
 #include "saes/circuits/pruning.h"
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "saes/core/error.h"
 #include "saes/dictionaries/registry.h"
@@ -162,6 +166,36 @@ TEST_CASE("attribution with per-layer transcoders: logits equal, rows complete",
     CHECK(with_rows >= 15);  // a few selected features may have no upstream edges at all
     CHECK(at::allclose(small.adjacency.narrow(0, small.n_nodes() - n_logits, n_logits),
                        g.adjacency.narrow(0, g.n_nodes() - n_logits, n_logits)));
+  }
+
+  SECTION("a chosen feature as the target: its row first, pruning weighs it alone") {
+    std::int64_t chosen = -1;  // the first layer-4 feature at the last position
+    for (std::int64_t i = 0; i < g.count(sc::NodeKind::kFeature) && chosen < 0; ++i) {
+      const sc::Node& n = g.nodes[static_cast<std::size_t>(i)];
+      if (n.layer == 4 && n.position == g.n_positions() - 1) chosen = i;
+    }
+    REQUIRE(chosen >= 0);
+    const sc::Node& c = g.nodes[static_cast<std::size_t>(chosen)];
+    opts.max_feature_nodes = 10;
+    opts.target_features = {{"", c.layer, -1, c.index}};
+    const sc::Graph t = rm.attribute(opts);
+    CHECK(t.nodes[static_cast<std::size_t>(chosen)].target);
+    const at::Tensor w = t.target_weights();
+    CHECK(w[chosen].item<double>() == 1.0);
+    CHECK(w.sum().item<double>() == 1.0);
+    CHECK(at::allclose(t.adjacency[chosen], g.adjacency[chosen]));
+    const sc::PruneResult pruned = sc::prune(t, 0.8, 0.98);
+    CHECK(pruned.node_mask[chosen].item<bool>());
+    // the greedy budget ranks by influence on the chosen feature: only upstream features
+    for (std::int64_t i = 0; i < t.count(sc::NodeKind::kFeature); ++i) {
+      if (i == chosen || t.adjacency[i].abs().sum().item<double>() == 0) continue;
+      const sc::Node& n = t.nodes[static_cast<std::size_t>(i)];
+      CHECK(n.layer < c.layer);
+    }
+    opts.target_features = {{"tc1", c.layer, -1, c.index}};  // not in that dictionary
+    CHECK_THROWS_WITH(rm.attribute(opts), Catch::Contains("is not active at position"));
+    opts.target_features = {{"", c.layer, 99, c.index}};
+    CHECK_THROWS_WITH(rm.attribute(opts), Catch::Contains("outside the prompt"));
   }
 }
 
@@ -360,5 +394,54 @@ TEST_CASE("attribution with Lorsa attention and transcoders: logits equal, rows 
       CHECK(static_cast<std::int64_t>(t.pairs.size()) == N * N);
       CHECK(std::abs(t.score) > 0);
     }
+
+    // the JSON: interleaved layers, lorsa types and patterns, QK results naming written nodes
+    g.token_strings.assign(static_cast<std::size_t>(T), "t");
+    const sc::GraphJson doc = sc::make_graph_json(g, pruned, "lorsa-graph");
+    const auto json = nlohmann::json::parse(sc::graph_json_text(doc));
+    std::set<std::string> ids;
+    for (const auto& n : json["nodes"]) ids.insert(n["node_id"].get<std::string>());
+    std::int64_t lorsa_nodes = 0, with_qk = 0;
+    for (const auto& n : json["nodes"]) {
+      const std::string type = n["feature_type"].get<std::string>();
+      const std::string layer = n["layer"].get<std::string>();
+      if (type == "lorsa") {
+        ++lorsa_nodes;
+        CHECK((layer == "2" || layer == "6"));  // attention of layers 1, 3
+        CHECK(n["lorsa_pattern"].size() == static_cast<std::size_t>(T));
+      } else if (type == "lorsa error") {
+        CHECK((layer == "2" || layer == "6"));
+      } else if (type == "cross layer transcoder" || type == "mlp reconstruction error") {
+        CHECK(std::stoi(layer) % 2 == 1);  // MLP of layer l: 2l + 1
+      } else if (type == "logit") {
+        CHECK(layer == std::to_string(2 * model.spec().n_layers));
+      }
+      if (!n.contains("qk_tracing_results")) continue;
+      ++with_qk;
+      const auto& q = n["qk_tracing_results"];
+      std::int64_t unknown = 0;
+      for (const auto& p : q["pair_wise_contributors"]) {
+        unknown += ids.count(p[0].get<std::string>()) == 1 ? 0 : 1;
+        unknown += ids.count(p[1].get<std::string>()) == 1 ? 0 : 1;
+      }
+      for (const auto& m : q["top_q_marginal_contributors"])
+        unknown += ids.count(m[0].get<std::string>()) == 1 ? 0 : 1;
+      CHECK(unknown == 0);
+    }
+    CHECK(lorsa_nodes > 0);
+    CHECK(with_qk == static_cast<std::int64_t>(traced.size()));
+
+    // the store keeps which nodes are attention nodes
+    saes::testing::TempDir dir;
+    {
+      sc::GraphStore store(dir / "graphs.sqlite", sc::GraphStoreMode::kWrite);
+      store.add_graph(g, pruned, sc::graph_scores(g), "lorsa-graph");
+    }
+    const sc::GraphView view = sc::GraphStore(dir / "graphs.sqlite").load_graph("lorsa-graph", false);
+    std::int64_t stored_attention = 0;
+    for (const auto& n : view.nodes) stored_attention += n.attention ? 1 : 0;
+    std::int64_t graph_attention = 0;
+    for (const auto& n : g.nodes) graph_attention += n.attention ? 1 : 0;
+    CHECK(stored_attention == graph_attention);
   }
 }
