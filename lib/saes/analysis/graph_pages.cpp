@@ -3,6 +3,7 @@
 // a node links to. Every text from the graph store is escaped.
 #include "saes/analysis/graph_pages.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <system_error>
@@ -294,8 +295,12 @@ PageResponse graph_page(const AnalysisStore& store, const circuits::GraphStore& 
                           : "for features of <code>" + html_escape(served->second) + "</code>",
                       html_escape(m.created));
   body +=
-      "<p class=\"legend\"><span class=\"key feature\"></span>feature <span class=\"key "
-      "error\"></span>error "
+      "<p class=\"legend\"><span class=\"key feature\"></span>feature " +
+      std::string(std::any_of(view.nodes.begin(), view.nodes.end(),
+                              [](const NodeRow& n) { return n.attention; })
+                      ? "<span class=\"key attn\">▲</span>attention feature "
+                      : "") +
+      "<span class=\"key error\"></span>error "
       "<span class=\"key embedding\"></span>embedding <span class=\"key logit\"></span>logit "
       "<span class=\"key pos\"></span>positive link <span class=\"key neg\"></span>negative link "
       "<span class=\"muted\">size: 1 − cumulative influence (logits: probability); line width: "
@@ -374,7 +379,7 @@ svg.graph a:hover .node{stroke:#000;stroke-width:1.6}
 svg.graph .feature{fill:#f28e2b}svg.graph .error{fill:#b0b0b0}svg.graph .embedding{fill:#59a14f}svg.graph .logit{fill:#8c5fbf}
 .legend .key{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 .9em;vertical-align:-.1em;border:1px solid #333}
 .legend .key.feature{border-radius:50%;background:#f28e2b}.legend .key.error{background:#b0b0b0}
-.legend .key.embedding{background:#59a14f}.legend .key.logit{background:#8c5fbf}
+.legend .key.attn{border:0;color:#f28e2b;width:auto;line-height:.9em;-webkit-text-stroke:.5px #333}.legend .key.embedding{background:#59a14f}.legend .key.logit{background:#8c5fbf}
 .legend .key.pos{height:.2em;border:0;background:#2f6fca;vertical-align:.2em}.legend .key.neg{height:.2em;border:0;background:#c8323c;vertical-align:.2em}
 )css";
 }

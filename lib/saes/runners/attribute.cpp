@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/circuits/attribution.h"
 #include "saes/circuits/graph_json.h"
@@ -166,12 +167,22 @@ int run_attribute(const config::AttributeSettings& s, RunContext& context) {
     if (!json_existed) fs::remove(json_path);  // nothing half-written is left behind
     throw;
   }
+  std::string targets = fmt::format("{} logit targets", graph.count(circuits::NodeKind::kLogit));
+  if (!options.target_features.empty()) {
+    std::vector<std::string> chosen;
+    for (std::int64_t i = 0; i < graph.n_nodes(); ++i) {
+      if (graph.nodes[static_cast<std::size_t>(i)].target)
+        chosen.push_back(circuits::node_id(graph, i));
+    }
+    targets = fmt::format("{} logits; target features {}", graph.count(circuits::NodeKind::kLogit),
+                          fmt::join(chosen, ", "));
+  }
   logger.info(
-      "graph {}: {} tokens, {} nodes ({} features, {} logit targets), kept {} nodes and {} links; "
+      "graph {}: {} tokens, {} nodes ({} features, {}), kept {} nodes and {} links; "
       "replacement score {:.3f}, completeness {:.3f}; attribution {:.2f} s in {} backward passes",
       s.graph_name, tokens.size(), graph.n_nodes(), graph.count(circuits::NodeKind::kFeature),
-      graph.count(circuits::NodeKind::kLogit), json.nodes.size(), json.links.size(),
-      scores.replacement, scores.completeness, seconds, graph.backward_passes);
+      targets, json.nodes.size(), json.links.size(), scores.replacement, scores.completeness,
+      seconds, graph.backward_passes);
   logger.info("wrote {} and {}", json_path.string(), store_path.string());
   return 0;
 }

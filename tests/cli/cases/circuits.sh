@@ -2,8 +2,9 @@
 # that cannot work (one line, exit 2); with the assets: a CLT trained on the fly traces "Once upon
 # a time there was a little" on stories260K into circuit-tracer JSON (the format's required
 # fields, node ids, links between emitted nodes, the front-end's constraints) and graphs.sqlite,
-# a second run of the same graph is refused and changes nothing, and per-layer transcoders (two
-# layers; the others are error nodes) trace the same prompt.
+# a second run of the same graph is refused and changes nothing, per-layer transcoders (two
+# layers; the others are error nodes) trace the same prompt, with a Lorsa on layer 2's attention
+# too (interleaved layers, attention patterns, QK tracing), and a chosen feature as the target.
 attr_cfg="$root/configs/attribute-stories260k.yaml"
 expect "attribute prompt and prompt_ids" 2 'prompt: set exactly one of prompt \(text\) and prompt_ids' -- \
   "$bin/saes-analyze" attribute "$attr_cfg" --set 'prompt_ids=[1, 2]'
@@ -76,6 +77,74 @@ PY
   expect "attribute with transcoders" 0 'graph tc-once: 9 tokens' -- "$bin/saes-analyze" attribute "$attr_cfg" "${lm_set[@]}" \
     --set 'dictionaries=[ctc1, ctc3]' --set graph_name=tc-once --set output_dir=graphs --set attribution.max_feature_nodes=40
   [ -s graphs/tc-once.json ] && ok || bad "transcoder graph json missing"
+  expect "attribute qk tracing without a lorsa" 2 'attribution.enable_qk_tracing: QK tracing needs an attention dictionary' -- \
+    "$bin/saes-analyze" attribute "$attr_cfg" "${lm_set[@]}" --set 'dictionaries=[ctc1, ctc3]' --set graph_name=noqk \
+    --set output_dir=graphs --set attribution.enable_qk_tracing=true
+  one_line "attribute qk tracing without a lorsa"
+
+  # a Lorsa replacing layer 2's attention beside the transcoders: attention features and errors on
+  # interleaved layers (attention of l = 2l, its MLP = 2l + 1), their patterns, and QK tracing
+  lorsa_fly=("${lm_set[@]}" --set "datasets.tinystories.paths=[$work/stories.txt]" --set trainer.total_training_tokens=8192
+    --set trainer.log_frequency=4 --set logging.progress=off --threads 1)
+  expect "attribute: train a lorsa" 0 '' -- "$bin/saes-train" "$root/configs/train-stories260k-lorsa.yaml" "${lorsa_fly[@]}" \
+    --set trainer.exp_result_path=ctlorsa
+  expect "attribute with a lorsa" 0 'QK tracing: [1-9][0-9]* of the kept attention features traced' -- \
+    "$bin/saes-analyze" attribute "$attr_cfg" "${lm_set[@]}" --set 'dictionaries=[ctc1, ctlorsa, ctc3]' \
+    --set graph_name=lorsa-once --set output_dir=graphs --set attribution.enable_qk_tracing=true \
+    --set attribution.node_threshold=0.95 --threads 1  # a Lorsa of 8192 tokens: kept only at 0.95
+  lorsa_check="$(/usr/bin/python3 - graphs/lorsa-once.json <<'PY' 2>&1
+import json, sys
+g = json.load(open(sys.argv[1]))
+ids = {n["node_id"] for n in g["nodes"]}
+types = {n["feature_type"] for n in g["nodes"]}
+assert types <= {"cross layer transcoder", "mlp reconstruction error", "lorsa", "lorsa error", "embedding", "logit"}, types
+assert "lorsa" in types, types
+traced = 0
+for n in g["nodes"]:
+    t, layer = n["feature_type"], n["layer"]
+    if t in ("lorsa", "lorsa error"):
+        assert layer == "4", n
+    if t == "lorsa":
+        p = n["lorsa_pattern"]
+        assert len(p) == 9 and abs(sum(p) - 1) < 1e-4 and all(x == 0 for x in p[n["ctx_idx"] + 1:]), p
+    if t == "cross layer transcoder":
+        assert layer in ("3", "7"), n  # MLP of layers 1 and 3
+    if t == "logit":
+        assert layer == "10", n
+    q = n.get("qk_tracing_results")
+    if q is None:
+        continue
+    assert t == "lorsa", n
+    traced += 1
+    assert set(q) == {"pair_wise_contributors", "top_q_marginal_contributors", "top_k_marginal_contributors"}, q
+    assert 0 < len(q["pair_wise_contributors"]) <= 10, q
+    for qn, kn, v in q["pair_wise_contributors"]:
+        assert qn in ids and kn in ids and isinstance(v, float), (qn, kn)
+    values = [v for _, _, v in q["pair_wise_contributors"]]
+    assert values == sorted(values, reverse=True), values
+    for key in ("top_q_marginal_contributors", "top_k_marginal_contributors"):
+        for nid, v in q[key]:
+            assert nid in ids, nid
+assert traced >= 1
+best = max((n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder" and n["layer"] == "7" and n["ctx_idx"] == 8),
+           key=lambda n: -n["influence"])
+print("ok", traced, best["node_id"].split("_")[1])
+PY
+)"
+  case "$lorsa_check" in ok*) ok; echo "cli: lorsa graph: $lorsa_check";; *) bad "attribute lorsa graph json: $lorsa_check";; esac
+  # a chosen feature as the target: that transcoder-3 feature at the last position
+  target_index="${lorsa_check##* }"
+  expect "attribute with a target feature" 0 "target features 7_${target_index}_8" -- \
+    "$bin/saes-analyze" attribute "$attr_cfg" "${lm_set[@]}" --set 'dictionaries=[ctc1, ctlorsa, ctc3]' \
+    --set graph_name=feature-target --set output_dir=graphs --threads 1 \
+    --set "attribution.target_features=[{layer: 3, position: -1, index: $target_index}]"
+  grep -q "\"node_id\": \"7_${target_index}_8\"" graphs/feature-target.json && ok || bad "the target feature is not in its graph"
+  expect "attribute with an inactive target" 2 'target_features\[0\]: layer 3 feature 0 is not active at position 1' -- \
+    "$bin/saes-analyze" attribute "$attr_cfg" "${lm_set[@]}" --set 'dictionaries=[ctc1, ctc3]' --set graph_name=inactive \
+    --set output_dir=graphs --set "attribution.target_features=[{layer: 3, position: 1, index: 0}]"
+  one_line "attribute with an inactive target"
+  [ ! -e graphs/inactive.json ] && ok || bad "a refused attribute left graphs/inactive.json"
+
   if [ -s t1/sae_weights.safetensors ]; then  # the residual-stream SAE of run_cli_tests.sh
     expect "attribute with a residual sae" 2 'a replacement dictionary writes MLP outputs' -- "$bin/saes-analyze" attribute \
       "$attr_cfg" "${lm_set[@]}" --set 'dictionaries=[t1]' --set graph_name=bad --set output_dir=graphs
@@ -122,7 +191,12 @@ graphs_viewer() {
 
   graphs_serve gclt/default.sqlite graphs_serve.log --graphs graphs/graphs.sqlite || return
   local pid=$graphs_pid
-  grep -q 'viewer: graphs from graphs/graphs.sqlite (2 graphs)' graphs_serve.log && ok || bad "graphs viewer: log: $(cat graphs_serve.log)"
+  grep -q 'viewer: graphs from graphs/graphs.sqlite (4 graphs)' graphs_serve.log && ok || bad "graphs viewer: log: $(cat graphs_serve.log)"
+  # the Lorsa graph: attention features drawn as triangles on their own rows
+  graphs_get "lorsa page" 200 /graphs/lorsa-once graph_lorsa.html
+  local n_lorsa; n_lorsa=$(grep -o '"feature_type": "lorsa"' graphs/lorsa-once.json | wc -l)
+  [ "$(grep -o '<polygon class="node feature attn' graph_lorsa.html | wc -l)" = "$n_lorsa" ] && grep -q '>L2 attn<' graph_lorsa.html &&
+    ok || bad "graphs viewer: the lorsa page has $(grep -o '<polygon class="node feature attn' graph_lorsa.html | wc -l) triangles for $n_lorsa lorsa nodes"
   graphs_get "list" 200 /graphs graphs_list.html
   graphs_get "page" 200 /graphs/once-upon graph_page.html
   graphs_get "api" 200 /api/graphs/once-upon graph_api.json
@@ -169,8 +243,11 @@ PY
     if grep -q 'Refused to' chromium_graphs.log; then bad "graphs viewer: CSP refusals: $(grep 'Refused to' chromium_graphs.log | head -2)"; else ok; fi
     "${chrome[@]}" --screenshot="$work/graph-page.png" --window-size=1500,1000 "${graphs_url}graphs/once-upon?node=$nid" >/dev/null 2>>chromium_graphs.log
     if [ -s "$work/graph-page.png" ]; then ok; else bad "graphs viewer: chromium wrote no screenshot: $(tail -2 chromium_graphs.log)"; fi
+    "${chrome[@]}" --screenshot="$work/graph-lorsa.png" --window-size=1500,1400 "${graphs_url}graphs/lorsa-once" >/dev/null 2>>chromium_graphs.log
+    if [ -s "$work/graph-lorsa.png" ]; then ok; else bad "graphs viewer: chromium wrote no lorsa screenshot: $(tail -2 chromium_graphs.log)"; fi
     if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/graph-page.png" ]; then
       mkdir -p "$root/docs/images" && cp "$work/graph-page.png" "$root/docs/images/graph-page.png"
+      cp "$work/graph-lorsa.png" "$root/docs/images/graph-page-lorsa.png"
     fi
     # /graph.js: a click on a node swaps in its panel and selection without reloading the page
     if command -v node >/dev/null; then
