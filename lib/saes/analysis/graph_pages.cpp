@@ -204,6 +204,47 @@ std::string panel_links(const std::string& graph, const std::vector<circuits::Li
   return out + "</tbody></table>";
 }
 
+/// The QK tracing section of an attention feature's panel: where its head attends, the top
+/// query/key node pairs and the marginals of each side.
+std::string panel_qk(const std::string& graph, const circuits::QkTraceRow& qk,
+                     const GraphView& view, const std::map<std::string, const NodeRow*>& nodes) {
+  const auto cell = [&](const std::string& id) {
+    const auto it = nodes.find(id);
+    const std::string caption = it == nodes.end() ? std::string() : node_caption(*it->second);
+    return fmt::format(
+        "<a href=\"/graphs/{}?node={}\" data-node=\"{}\">{}</a> <span class=\"muted\">{}</span>",
+        viewer::url_encode(graph), viewer::url_encode(id), html_escape(id), html_escape(id),
+        html_escape(caption));
+  };
+  const auto value = [](double v) {
+    return fmt::format("<td class=\"{}\">{:+.4g}</td>", v >= 0 ? "pos" : "neg", v);
+  };
+  const auto pos = static_cast<std::size_t>(qk.key_position);
+  const auto& tokens = view.meta.prompt_tokens;
+  std::string out = fmt::format(
+      "<h3>QK tracing</h3><p class=\"qk\">attends most to position {}{}: score {}; "
+      "constants {} (query side), {} (key side)</p>",
+      qk.key_position,
+      pos < tokens.size() ? " (<code>" + html_escape(token_label(tokens[pos], -1)) + "</code>)"
+                          : "",
+      number(qk.score), number(qk.query_constant), number(qk.key_constant));
+  out += "<table class=\"edges qk-pairs\"><thead><tr><th>query side</th><th>key side</th><th>"
+         "q·k</th></tr></thead><tbody>";
+  for (const auto& t : qk.pairs)
+    out += "<tr><td class=\"tok\">" + cell(t.query) + "</td><td class=\"tok\">" + cell(t.key) +
+           "</td>" + value(t.value) + "</tr>";
+  out += "</tbody></table>";
+  for (const bool query : {true, false}) {
+    out += fmt::format("<h3>{} side</h3><table class=\"edges qk-{}\"><tbody>",
+                       query ? "Query" : "Key", query ? "query" : "key");
+    for (const auto& t : query ? qk.query : qk.key)
+      out += "<tr><td class=\"tok\">" + cell(query ? t.query : t.key) + "</td>" + value(t.value) +
+             "</tr>";
+    out += "</tbody></table>";
+  }
+  return out;
+}
+
 std::string panel(const AnalysisStore& store, const circuits::GraphStore& graphs,
                   const GraphView& view, const NodeRow* node) {
   if (node == nullptr) {
@@ -257,6 +298,10 @@ std::string panel(const AnalysisStore& store, const circuits::GraphStore& graphs
   const auto edges = graphs.node_edges(view.meta.id, n.node_id, kPanelEdges);
   out += "<h3>Strongest inputs</h3>" + panel_links(view.meta.id, edges.incoming, true, nodes);
   out += "<h3>Strongest outputs</h3>" + panel_links(view.meta.id, edges.outgoing, false, nodes);
+  if (n.attention && n.kind == NodeKind::kFeature) {
+    if (const auto qk = graphs.qk_trace(view.meta.id, n.node_id))
+      out += panel_qk(view.meta.id, *qk, view, nodes);
+  }
   return out + "</aside>";
 }
 

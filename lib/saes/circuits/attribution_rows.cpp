@@ -216,11 +216,13 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
   const std::int64_t passes_before = s.backward_passes;
 
   std::vector<bool> visited(static_cast<std::size_t>(n_features), false);
+  std::vector<std::int64_t> computed;  // the rows with edges so far
   const auto compute = [&](const std::vector<std::int64_t>& nodes) {
     std::vector<Target> targets;
     for (const std::int64_t c : nodes) {
       targets.push_back(s.target_of(g, c));
       if (c < n_features) visited[static_cast<std::size_t>(c)] = true;
+      computed.push_back(c);
     }
     const at::Tensor r = s.rows(targets, N, options.batch_size);
     for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -247,7 +249,7 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
         if (!visited[static_cast<std::size_t>(cursor)]) pick.push_back(cursor);
       }
     } else {
-      const at::Tensor infl = node_influence(g.adjacency, weights);
+      const at::Tensor infl = row_influence(g.adjacency, computed, weights);
       std::vector<std::int64_t> order(static_cast<std::size_t>(n_features));
       std::iota(order.begin(), order.end(), 0);
       const double* iv = infl.data_ptr<double>();

@@ -44,6 +44,18 @@ CREATE TABLE graph_links (graph TEXT NOT NULL, source TEXT NOT NULL, target TEXT
 CREATE INDEX graph_links_by_target ON graph_links (graph, target);
 )sql";
 
+/// Schema 2: QK tracing (created by a new store, or added to a version-1 one opened to write).
+constexpr const char* kQkSchema = R"sql(
+CREATE TABLE IF NOT EXISTS graph_qk_traces (graph TEXT NOT NULL, node_id TEXT NOT NULL,
+                          key_position INTEGER NOT NULL, score REAL NOT NULL,
+                          constant REAL NOT NULL, query_constant REAL NOT NULL,
+                          key_constant REAL NOT NULL, PRIMARY KEY (graph, node_id));
+CREATE TABLE IF NOT EXISTS graph_qk_terms (graph TEXT NOT NULL, node_id TEXT NOT NULL,
+                          role TEXT NOT NULL, rank INTEGER NOT NULL, query_node TEXT,
+                          key_node TEXT, value REAL NOT NULL,
+                          PRIMARY KEY (graph, node_id, role, rank));
+)sql";
+
 constexpr const char* kMetaColumns =
     "id, prompt, prompt_tokens, token_ids, model, n_layers, n_positions, created, settings, "
     "replacement_score, completeness_score, node_threshold, edge_threshold, n_nodes, "
@@ -117,6 +129,7 @@ void create_store(const fs::path& path) {
   try {
     io::SqliteDatabase db(tmp, io::SqliteMode::kCreate);
     db.exec(kSchema);
+    db.exec(kQkSchema);
     db.prepare("INSERT INTO meta VALUES ('kind', ?)").bind(1, kStoreKind).run();
     db.prepare("INSERT INTO meta VALUES ('schema_version', ?)")
         .bind(1, std::to_string(kGraphStoreSchemaVersion))
@@ -212,6 +225,30 @@ void insert_nodes(io::SqliteDatabase& db, const Graph& graph, const PruneResult&
   }
 }
 
+void insert_qk_traces(io::SqliteDatabase& db, const Graph& graph, const std::string& id) {
+  if (graph.qk_traces.empty()) return;
+  auto trace = db.prepare("INSERT INTO graph_qk_traces VALUES (?, ?, ?, ?, ?, ?, ?)");
+  auto term = db.prepare("INSERT INTO graph_qk_terms VALUES (?, ?, ?, ?, ?, ?, ?)");
+  for (const QkTrace& t : graph.qk_traces) {
+    const std::string node = node_id(graph, t.node);
+    trace.bind(1, id).bind(2, node).bind(3, t.key_position).bind(4, t.score);
+    trace.bind(5, t.constant).bind(6, t.query_constant).bind(7, t.key_constant).run();
+    const auto put = [&](const char* role, std::int64_t rank, std::int64_t q, std::int64_t k,
+                         double value) {
+      term.bind(1, id).bind(2, node).bind(3, std::string(role)).bind(4, rank);
+      bind_optional(term, 5, q >= 0, q >= 0 ? node_id(graph, q) : std::string());
+      bind_optional(term, 6, k >= 0, k >= 0 ? node_id(graph, k) : std::string());
+      term.bind(7, value).run();
+    };
+    for (std::size_t r = 0; r < t.pairs.size(); ++r)
+      put("pair", static_cast<std::int64_t>(r), t.pairs[r].query, t.pairs[r].key, t.pairs[r].value);
+    for (std::size_t r = 0; r < t.query.size(); ++r)
+      put("query", static_cast<std::int64_t>(r), t.query[r].node, -1, t.query[r].value);
+    for (std::size_t r = 0; r < t.key.size(); ++r)
+      put("key", static_cast<std::int64_t>(r), -1, t.key[r].node, t.key[r].value);
+  }
+}
+
 }  // namespace
 
 fs::path GraphStore::path_beside(const fs::path& analysis_db) {
@@ -241,9 +278,20 @@ GraphStore::GraphStore(const fs::path& path, GraphStoreMode mode)
     SAES_THROW(DataError, "{}: not an saes graph store (no meta table)", path.string());
   }
   SAES_CHECK(kind == kStoreKind, DataError, "{}: not an saes graph store", path.string());
-  SAES_CHECK(version == std::to_string(kGraphStoreSchemaVersion), DataError,
-             "graph store {}: schema version {}, this saes reads version {}", path.string(),
+  SAES_CHECK(version == "1" || version == std::to_string(kGraphStoreSchemaVersion), DataError,
+             "graph store {}: schema version {}, this saes reads versions 1 to {}", path.string(),
              version, kGraphStoreSchemaVersion);
+  if (version == "1") {
+    has_qk_ = writable_;
+    if (writable_) {  // gains the QK tables
+      io::SqliteTransaction tx(*db_);
+      db_->exec(kQkSchema);
+      db_->prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'")
+          .bind(1, std::to_string(kGraphStoreSchemaVersion))
+          .run();
+      tx.commit();
+    }
+  }
 }
 
 GraphStore::~GraphStore() = default;
@@ -263,7 +311,8 @@ void GraphStore::add_graph(const Graph& graph, const PruneResult& pruned, const 
                "graph store {}: a graph \"{}\" already exists; choose another slug or pass "
                "overwrite to replace it",
                path_.string(), id);
-    for (const char* table : {"graph_links", "graph_nodes", "graphs"})
+    for (const char* table :
+         {"graph_links", "graph_nodes", "graph_qk_traces", "graph_qk_terms", "graphs"})
       db_->prepare(fmt::format("DELETE FROM {} WHERE {} = ?", table,
                                std::string(table) == "graphs" ? "id" : "graph"))
           .bind(1, id)
@@ -290,6 +339,7 @@ void GraphStore::add_graph(const Graph& graph, const PruneResult& pruned, const 
       .bind(16, static_cast<std::int64_t>(kept.links.size()))
       .run();
   insert_nodes(*db_, graph, pruned, kept, id);
+  insert_qk_traces(*db_, graph, id);
   auto link = db_->prepare("INSERT INTO graph_links VALUES (?, ?, ?, ?)");
   for (const KeptLink& l : kept.links)
     link.bind(1, id)
@@ -378,6 +428,32 @@ NodeEdges GraphStore::node_edges(const std::string& id, const std::string& node_
     st.bind(1, id).bind(2, node_id).bind(3, k);
     auto& side = incoming ? out.incoming : out.outgoing;
     while (st.step()) side.push_back({st.column_text(0), st.column_text(1), st.column_double(2)});
+  }
+  return out;
+}
+
+std::optional<QkTraceRow> GraphStore::qk_trace(const std::string& id,
+                                               const std::string& node_id) const {
+  if (!has_qk_) return std::nullopt;
+  auto st = db_->prepare(
+      "SELECT key_position, score, constant, query_constant, key_constant FROM graph_qk_traces "
+      "WHERE graph = ? AND node_id = ?");
+  st.bind(1, id).bind(2, node_id);
+  if (!st.step()) return std::nullopt;
+  QkTraceRow out;
+  out.key_position = st.column_int(0);
+  out.score = st.column_double(1);
+  out.constant = st.column_double(2);
+  out.query_constant = st.column_double(3);
+  out.key_constant = st.column_double(4);
+  auto terms = db_->prepare(
+      "SELECT role, query_node, key_node, value FROM graph_qk_terms WHERE graph = ? AND "
+      "node_id = ? ORDER BY role, rank");
+  terms.bind(1, id).bind(2, node_id);
+  while (terms.step()) {
+    const std::string role = terms.column_text(0);
+    QkTraceRow::Term t{terms.column_text(1), terms.column_text(2), terms.column_double(3)};
+    (role == "pair" ? out.pairs : role == "query" ? out.query : out.key).push_back(std::move(t));
   }
   return out;
 }

@@ -19,7 +19,9 @@ class SqliteDatabase;
 
 namespace saes::circuits {
 
-inline constexpr std::int64_t kGraphStoreSchemaVersion = 1;
+/// 2 adds the QK tracing tables; a version-1 store is read as one without QK traces and gains
+/// them when opened for writing.
+inline constexpr std::int64_t kGraphStoreSchemaVersion = 2;
 inline constexpr const char* kGraphStoreFileName = "graphs.sqlite";
 
 /// One row of `graphs`.
@@ -80,6 +82,17 @@ struct NodeEdges {
   std::vector<LinkRow> outgoing;
 };
 
+/// The QK trace of one attention feature (graph.h QkTrace) with node ids for node indices.
+struct QkTraceRow {
+  std::int64_t key_position = 0;
+  double score = 0.0, constant = 0.0, query_constant = 0.0, key_constant = 0.0;
+  struct Term {
+    std::string query, key;  ///< node ids; a marginal has only one of them
+    double value = 0.0;
+  };
+  std::vector<Term> pairs, query, key;  ///< largest first
+};
+
 enum class GraphStoreMode { kReadOnly, kWrite };
 
 /// Errors: IoError naming the file (missing, unreadable), DataError for a file that is not a
@@ -110,6 +123,9 @@ class GraphStore {
   NodeEdges node_edges(const std::string& id, const std::string& node_id,
                        std::int64_t k = 10) const;
 
+  /// The QK trace of attention feature `node_id` in graph `id`, if it was traced.
+  std::optional<QkTraceRow> qk_trace(const std::string& id, const std::string& node_id) const;
+
   const std::filesystem::path& path() const { return path_; }
 
  private:
@@ -117,6 +133,7 @@ class GraphStore {
 
   std::filesystem::path path_;
   bool writable_ = false;
+  bool has_qk_ = true;  ///< a version-1 store opened read-only has no QK tables
   std::unique_ptr<io::SqliteDatabase> db_;
 };
 

@@ -172,3 +172,62 @@ TEST_CASE("graph store errors name the file and the graph", "[circuits]") {
   const Stored s;
   REQUIRE_THROWS_WITH(read_only.add_graph(s.graph, s.pruned, s.scores, "x"), Contains("read-only"));
 }
+
+TEST_CASE("graph store keeps QK traces and reads a version-1 store", "[circuits]") {
+  saes::testing::TempDir dir;
+  const auto path = dir / "graphs.sqlite";
+  Stored s;
+  saes::circuits::QkTrace t;  // node 3 (F l1 p2 i3) as if it were a traced attention feature
+  t.node = 3;
+  t.key_position = 1;
+  t.score = 2.5;
+  t.constant = 0.25;
+  t.query_constant = 0.5;
+  t.key_constant = 0.75;
+  t.pairs = {{0, 11, 1.5}, {12, 11, -0.5}};
+  t.query = {{0, 2.0}};
+  t.key = {{11, 1.25}, {10, 0.5}};
+  s.graph.qk_traces.push_back(t);
+  {
+    GraphStore store(path, GraphStoreMode::kWrite);
+    store.add_graph(s.graph, s.pruned, s.scores, "qk");
+  }
+  const GraphStore store(path);
+  const auto row = store.qk_trace("qk", saes::circuits::node_id(s.graph, 3));
+  REQUIRE(row.has_value());
+  CHECK(row->key_position == 1);
+  CHECK(row->score == 2.5);
+  CHECK(row->query_constant == 0.5);
+  CHECK(row->key_constant == 0.75);
+  REQUIRE(row->pairs.size() == 2);
+  CHECK(row->pairs[0].query == saes::circuits::node_id(s.graph, 0));
+  CHECK(row->pairs[0].key == saes::circuits::node_id(s.graph, 11));
+  CHECK(row->pairs[1].value == -0.5);
+  REQUIRE(row->query.size() == 1);
+  CHECK(row->query[0].key.empty());
+  REQUIRE(row->key.size() == 2);
+  CHECK(row->key[1].key == saes::circuits::node_id(s.graph, 10));
+  CHECK(!store.qk_trace("qk", saes::circuits::node_id(s.graph, 0)).has_value());
+
+  // a store written before QK tracing (schema 1): read without traces, upgraded when written
+  {
+    saes::io::SqliteDatabase db(path, saes::io::SqliteMode::kReadWrite);
+    db.exec("DROP TABLE graph_qk_traces; DROP TABLE graph_qk_terms; UPDATE meta SET value = '1' "
+            "WHERE key = 'schema_version';");
+  }
+  {
+    const GraphStore old(path);
+    CHECK(old.load_graph("qk").nodes.size() > 0);
+    CHECK(!old.qk_trace("qk", saes::circuits::node_id(s.graph, 3)).has_value());
+  }
+  {
+    GraphStore upgraded(path, GraphStoreMode::kWrite);
+    upgraded.add_graph(s.graph, s.pruned, s.scores, "qk2");
+  }
+  CHECK(GraphStore(path).qk_trace("qk2", saes::circuits::node_id(s.graph, 3)).has_value());
+  {
+    saes::io::SqliteDatabase db(path, saes::io::SqliteMode::kReadWrite);
+    db.exec("UPDATE meta SET value = '9' WHERE key = 'schema_version';");
+  }
+  REQUIRE_THROWS_WITH(GraphStore(path), Contains("schema version 9, this saes reads versions 1"));
+}

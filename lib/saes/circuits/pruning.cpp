@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -177,6 +178,27 @@ at::Tensor influence(const at::Tensor& normalized, const at::Tensor& weights) {
     SAES_CHECK(step <= n, DataError, "influence: the graph has a cycle (no end after {} steps)",
                step);
     current = current.matmul(m);
+    total.add_(current);
+  }
+  return total;
+}
+
+at::Tensor row_influence(const at::Tensor& adjacency, const std::vector<std::int64_t>& rows,
+                         const at::Tensor& weights) {
+  SAES_CHECK(adjacency.defined() && adjacency.dim() == 2 && adjacency.size(0) == adjacency.size(1),
+             DataError, "row_influence: expected a square adjacency");
+  const std::int64_t n = adjacency.size(0);
+  const at::Tensor w = as_double_vector(weights, n, "row_influence weights");
+  if (rows.empty()) return at::zeros({n}, at::kDouble);
+  const at::Tensor idx = at::tensor(rows, at::kLong);
+  at::Tensor sub = adjacency.index_select(0, idx).to(at::kDouble).abs_();  // [m, n]
+  sub.div_(sub.sum(1, /*keepdim=*/true).clamp_min_(1e-10));
+  at::Tensor current = w.index_select(0, idx).matmul(sub);
+  at::Tensor total = current.clone();
+  for (std::int64_t step = 0; any_nonzero(current); ++step) {
+    SAES_CHECK(step <= n, DataError, "influence: the graph has a cycle (no end after {} steps)",
+               step);
+    current = current.index_select(0, idx).matmul(sub);
     total.add_(current);
   }
   return total;

@@ -48,6 +48,13 @@ at::Tensor influence(const at::Tensor& normalized, const at::Tensor& weights);
 /// weights: [n] float64 (Graph::target_weights()). Returns [n] float64.
 at::Tensor node_influence(const at::Tensor& adjacency, const at::Tensor& weights);
 
+/// node_influence(adjacency, weights) for an adjacency whose rows outside `rows` are zero (the
+/// attribution's greedy budget: only the computed rows have edges), in O(|rows|·n) per path
+/// length instead of O(n²): only those rows are read. DataError when the products do not end
+/// (a cycle). rows: distinct indices in [0, n).
+at::Tensor row_influence(const at::Tensor& adjacency, const std::vector<std::int64_t>& rows,
+                         const at::Tensor& weights);
+
 /// Â_p · (influence(Â_p, w) + w)[:, None] with Â_p = normalize_rows(pruned_adjacency): each edge's
 /// share of its target's influence plus logit weight. Returns [n, n] float64.
 at::Tensor edge_scores(const at::Tensor& pruned_adjacency, const at::Tensor& weights);

@@ -3,6 +3,7 @@
 // (tests/reference/circuits_prune_reference.py), and the replacement / completeness scores.
 #include "saes/circuits/pruning.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -79,6 +80,21 @@ TEST_CASE("influence equals the closed form w((I - A)^-1 - I) on hand-made DAGs"
     CHECK(got[3].item<double>() == Approx(0.56363636).epsilon(1e-6));
     CHECK(got[13].item<double>() == 0.0);  // nothing has a logit as its source
   }
+  SECTION("row_influence reads only the rows given, and equals node_influence") {
+    const Graph g = saes::testing::small_graph();
+    const at::Tensor w = g.target_weights();
+    std::vector<std::int64_t> rows;  // the rows with edges, in a scrambled order
+    for (std::int64_t t = g.n_nodes() - 1; t >= 0; --t)
+      if (g.adjacency[t].abs().sum().item<double>() > 0) rows.push_back(t);
+    CHECK(at::allclose(row_influence(g.adjacency, rows, w), node_influence(g.adjacency, w), 1e-12,
+                       1e-12));
+    // a row left out counts as empty: as node_influence of the graph without it
+    at::Tensor cut = g.adjacency.clone();
+    cut[3].zero_();
+    rows.erase(std::find(rows.begin(), rows.end(), 3));
+    CHECK(at::allclose(row_influence(g.adjacency, rows, w), node_influence(cut, w), 1e-12,
+                       1e-12));
+  }
 }
 
 TEST_CASE("influence refuses a graph with a cycle", "[circuits]") {
@@ -92,6 +108,8 @@ TEST_CASE("influence refuses a graph with a cycle", "[circuits]") {
   a.zero_();
   a[0][0] = 0.5;  // a self-loop is a cycle too
   REQUIRE_THROWS_WITH(influence(normalize_rows(a), w), Contains("cycle"));
+  REQUIRE_THROWS_WITH(row_influence(a, {0}, at::tensor({1.0, 0.0, 0.0}, at::kDouble)),
+                      Contains("cycle"));
 }
 
 TEST_CASE("find_threshold keeps the smallest top set holding the fraction", "[circuits]") {

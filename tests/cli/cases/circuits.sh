@@ -197,6 +197,14 @@ graphs_viewer() {
   local n_lorsa; n_lorsa=$(grep -o '"feature_type": "lorsa"' graphs/lorsa-once.json | wc -l)
   [ "$(grep -o '<polygon class="node feature attn' graph_lorsa.html | wc -l)" = "$n_lorsa" ] && grep -q '>L2 attn<' graph_lorsa.html &&
     ok || bad "graphs viewer: the lorsa page has $(grep -o '<polygon class="node feature attn' graph_lorsa.html | wc -l) triangles for $n_lorsa lorsa nodes"
+  # a QK-traced Lorsa feature's panel shows where its head attends and the pairs that make it
+  local qk_id; qk_id=$(/usr/bin/python3 -c 'import json, sys
+g = json.load(open(sys.argv[1]))
+print(next(n["node_id"] for n in g["nodes"] if "qk_tracing_results" in n))' graphs/lorsa-once.json)
+  graphs_get "lorsa qk node" 200 "/graphs/lorsa-once?node=$qk_id" graph_qk.html
+  grep -q '<h3>QK tracing</h3>' graph_qk.html && grep -q 'attends most to position' graph_qk.html &&
+    [ "$(grep -o '<table class="edges qk-pairs">.*</table>' graph_qk.html | grep -o '<tr><td' | wc -l)" -ge 1 ] &&
+    ok || bad "graphs viewer: the panel of $qk_id lacks its QK tracing"
   graphs_get "list" 200 /graphs graphs_list.html
   graphs_get "page" 200 /graphs/once-upon graph_page.html
   graphs_get "api" 200 /api/graphs/once-upon graph_api.json
@@ -243,7 +251,7 @@ PY
     if grep -q 'Refused to' chromium_graphs.log; then bad "graphs viewer: CSP refusals: $(grep 'Refused to' chromium_graphs.log | head -2)"; else ok; fi
     "${chrome[@]}" --screenshot="$work/graph-page.png" --window-size=1500,1000 "${graphs_url}graphs/once-upon?node=$nid" >/dev/null 2>>chromium_graphs.log
     if [ -s "$work/graph-page.png" ]; then ok; else bad "graphs viewer: chromium wrote no screenshot: $(tail -2 chromium_graphs.log)"; fi
-    "${chrome[@]}" --screenshot="$work/graph-lorsa.png" --window-size=1500,1400 "${graphs_url}graphs/lorsa-once" >/dev/null 2>>chromium_graphs.log
+    "${chrome[@]}" --screenshot="$work/graph-lorsa.png" --window-size=1500,1400 "${graphs_url}graphs/lorsa-once?node=$qk_id" >/dev/null 2>>chromium_graphs.log
     if [ -s "$work/graph-lorsa.png" ]; then ok; else bad "graphs viewer: chromium wrote no lorsa screenshot: $(tail -2 chromium_graphs.log)"; fi
     if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/graph-page.png" ]; then
       mkdir -p "$root/docs/images" && cp "$work/graph-page.png" "$root/docs/images/graph-page.png"
