@@ -226,7 +226,10 @@ at::Tensor CrossCoder::target_decoder_norms() const {
 at::Tensor CrossCoder::decoder_inner_products() const {
   check_whole_heads("decoder inner products");
   const at::Tensor per_feature = W_D_.transpose(0, 1);  // [S, H, d]
-  return at::bmm(per_feature, per_feature.transpose(1, 2));
+  // a GEMM kernel need not give G[a][b] and G[b][a] the same rounding; the mean of the two is
+  // exactly symmetric (IEEE addition commutes), so the stored matrices are too
+  const at::Tensor g = at::bmm(per_feature, per_feature.transpose(1, 2));
+  return (g + g.transpose(1, 2)) * 0.5;
 }
 
 at::Tensor CrossCoder::decoder_similarities() const {

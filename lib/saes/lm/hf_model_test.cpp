@@ -98,8 +98,10 @@ TEST_CASE("stories260K re-laid-out as HF Llama gives the llama2.c activations", 
     INFO(name);
     if (name.find("hook_q") != std::string::npos || name.find("hook_k") != std::string::npos) {
       // Same numbers, rotary dims reordered: HF dim i / i + 4 holds llama2.c pair (2i, 2i + 1).
+      // The permuted W_Q / W_K rows change the GEMM's blocking, so the float32 rounding over the
+      // d_model = 64 terms differs as much as for the other hooks (seen: 1.1e-5 on one CPU).
       const at::Tensor reordered = value.unflatten(-1, {4, 2}).transpose(-1, -2).flatten(-2);
-      CHECK(max_abs_diff(got.at(name), reordered) < 1e-5);
+      CHECK(max_abs_diff(got.at(name), reordered) < 2e-5);
     } else {
       CHECK(max_abs_diff(got.at(name), value) < 2e-5);
     }
