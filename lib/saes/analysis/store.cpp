@@ -223,25 +223,54 @@ const char* order_column(FeatureOrder order) {
   return "id";
 }
 
-/// WHERE clause of a search and its binding (parameter 1).
+/// WHERE clause of a query's search and ranges with its bindings (in order).
 struct Filter {
   std::string sql;
-  std::optional<std::int64_t> id;
-  std::optional<std::string> text;
+  std::vector<std::int64_t> ints;    ///< bound first
+  std::vector<double> reals;         ///< then these
+  std::optional<std::string> text;   ///< then this
 };
 
-Filter make_filter(const FeatureQuery& q) {
-  if (!q.search || q.search->empty()) return {};
-  const std::string& s = *q.search;
-  if (s.find_first_not_of("0123456789") == std::string::npos && s.size() < 18) {
-    return {" WHERE id = ?1", std::stoll(s), std::nullopt};
+Filter make_filter(const FeatureQuery& q, std::int64_t per_layer) {
+  Filter f;
+  std::vector<std::string> terms;
+  if (q.search && !q.search->empty()) {
+    const std::string& s = *q.search;
+    if (s.find_first_not_of("0123456789") == std::string::npos && s.size() < 18) {
+      terms.emplace_back("id = ?");
+      f.ints.push_back(std::stoll(s));
+    } else {
+      f.text = s;
+    }
   }
-  return {" WHERE peak_token IN (SELECT id FROM vocab WHERE instr(text, ?1) > 0)", std::nullopt, s};
+  if (q.layer) {
+    terms.emplace_back("id BETWEEN ? AND ?");
+    f.ints.push_back(*q.layer * per_layer);
+    f.ints.push_back(*q.layer * per_layer + per_layer - 1);
+  }
+  const auto range = [&](const char* column, const std::optional<double>& lo,
+                         const std::optional<double>& hi) {
+    if (lo) {
+      terms.push_back(fmt::format("{} >= ?", column));
+      f.reals.push_back(*lo);
+    }
+    if (hi) {
+      terms.push_back(fmt::format("{} <= ?", column));
+      f.reals.push_back(*hi);
+    }
+  };
+  range("frequency", q.min_frequency, q.max_frequency);
+  range("max_act", q.min_max_act, q.max_max_act);
+  if (f.text) terms.emplace_back("peak_token IN (SELECT id FROM vocab WHERE instr(text, ?) > 0)");
+  if (!terms.empty()) f.sql = fmt::format(" WHERE {}", fmt::join(terms, " AND "));
+  return f;
 }
 
 void bind_filter(io::SqliteStatement& st, const Filter& f) {
-  if (f.id) st.bind(1, *f.id);
-  if (f.text) st.bind(1, *f.text);
+  int i = 1;
+  for (const std::int64_t v : f.ints) st.bind(i++, v);
+  for (const double v : f.reals) st.bind(i++, v);
+  if (f.text) st.bind(i, *f.text);
 }
 
 constexpr const char* kSummaryColumns =
@@ -369,7 +398,7 @@ std::vector<Band> AnalysisStore::bands() const {
 }
 
 std::int64_t AnalysisStore::count_features(const FeatureQuery& query) const {
-  const Filter f = make_filter(query);
+  const Filter f = make_filter(query, d_sae_ / std::max<std::int64_t>(feature_layers_, 1));
   auto st = db_->prepare("SELECT count(*) FROM features" + f.sql);
   bind_filter(st, f);
   st.step();
@@ -377,7 +406,7 @@ std::int64_t AnalysisStore::count_features(const FeatureQuery& query) const {
 }
 
 std::vector<FeatureSummary> AnalysisStore::list_features(const FeatureQuery& query) const {
-  const Filter f = make_filter(query);
+  const Filter f = make_filter(query, d_sae_ / std::max<std::int64_t>(feature_layers_, 1));
   const std::string sql = fmt::format(
       "SELECT {} FROM features{} ORDER BY {} {}, id LIMIT {} OFFSET {}", kSummaryColumns, f.sql,
       order_column(query.order), query.descending ? "DESC" : "ASC",
@@ -387,6 +416,12 @@ std::vector<FeatureSummary> AnalysisStore::list_features(const FeatureQuery& que
   std::vector<FeatureSummary> out;
   while (st.step()) out.push_back(read_summary(st));
   return out;
+}
+
+std::optional<std::int64_t> AnalysisStore::random_alive_feature() const {
+  auto st = db_->prepare("SELECT id FROM features WHERE act_times > 0 ORDER BY random() LIMIT 1");
+  if (!st.step()) return std::nullopt;
+  return st.column_int(0);
 }
 
 std::optional<FeatureDetail> AnalysisStore::feature(std::int64_t id) const {

@@ -108,6 +108,11 @@ struct FeatureQuery {
   std::int64_t offset = 0;
   std::int64_t limit = 100;
   std::optional<std::string> search;
+  /// Ranges (inclusive) of the frequency and of the maximum activation; unset: unbounded.
+  std::optional<double> min_frequency, max_frequency, min_max_act, max_max_act;
+  /// Features of one source layer (multi-layer dictionaries: ids layer·n .. layer·n + n − 1,
+  /// n = d_sae / feature_layers).
+  std::optional<std::int64_t> layer;
 };
 
 /// Read-only view of an analysis database. Throws IoError for a missing/unreadable file and
@@ -126,6 +131,8 @@ class AnalysisStore {
   /// The hooks features write to, when more than one (a CLT's target layers), else empty.
   const std::vector<std::string>& target_hooks() const { return target_hooks_; }
   std::int64_t n_analyzed_tokens() const;
+  /// A feature that fired at least once, drawn uniformly; nullopt when none did.
+  std::optional<std::int64_t> random_alive_feature() const;
   std::vector<double> histogram_edges() const;
   std::vector<Band> bands() const;
   /// Features matching query.search (all when unset).

@@ -252,7 +252,7 @@ main{max-width:1100px;margin:0 auto;padding:1em 1.2em}a{color:#0550ae}
 h1{font-size:1.5em;margin:.3em 0}h2{font-size:1.15em;margin:1.2em 0 .4em}
 table{border-collapse:collapse;background:#fff}th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;text-align:right}
 th{background:#f0f0f0}th a{color:inherit}td.tok,th.tok{text-align:left}code{font-family:ui-monospace,monospace}
-form.search{margin:.6em 0}form.search input[type=text]{width:18em;padding:.2em}.pager{margin:.6em 0;display:flex;gap:1em}
+form.search{margin:.6em 0}form.search input[type=text]{width:18em;padding:.2em}form.search input.num{width:5em}form.search label{margin-left:.6em}.pager{margin:.6em 0;display:flex;gap:1em}
 dl.stats{margin-top:2.6em;display:grid;grid-template-columns:max-content auto;gap:.15em 1em}dl.stats dt{color:#555}dl.stats dd{margin:0}
 svg.hist{background:#fff;border:1px solid #e4e4e4}svg.hist .bar{fill:#4078c0}svg.hist .axis{font-size:10px;fill:#555;stroke:#888}
 svg.hist text.axis{stroke:none}

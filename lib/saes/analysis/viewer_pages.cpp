@@ -51,7 +51,34 @@ std::optional<std::int64_t> positive(const QueryParams& p, const std::string& ke
   return v;
 }
 
-std::optional<ListRequest> parse_list(const QueryParams& p) {
+/// An optional finite number parameter: absent or empty leaves `out` unset; false when malformed.
+bool number_param(const QueryParams& p, const char* key, std::optional<double>& out) {
+  const auto it = p.find(key);
+  if (it == p.end() || it->second.empty()) return true;
+  const std::string& text = it->second;
+  if (text.size() > 32) return false;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || !std::isfinite(v)) return false;
+  out = v;
+  return true;
+}
+
+/// The filters of a list request as query-string pairs ("&min_freq=…"), for links.
+std::string filter_query(const FeatureQuery& q) {
+  std::string out;
+  const auto put = [&](const char* key, const std::optional<double>& v) {
+    if (v) out += fmt::format("&{}={}", key, *v);
+  };
+  put("min_freq", q.min_frequency);
+  put("max_freq", q.max_frequency);
+  put("min_act", q.min_max_act);
+  put("max_act", q.max_max_act);
+  if (q.layer) out += fmt::format("&layer={}", *q.layer);
+  return out;
+}
+
+std::optional<ListRequest> parse_list(const QueryParams& p, std::int64_t layers) {
   static const std::map<std::string, FeatureOrder, std::less<>> kOrders = {
       {"id", FeatureOrder::kId},           {"frequency", FeatureOrder::kFrequency},
       {"max_act", FeatureOrder::kMaxAct},  {"mean_act", FeatureOrder::kMeanAct},
@@ -69,6 +96,16 @@ std::optional<ListRequest> parse_list(const QueryParams& p) {
   if (const auto it = p.find("q"); it != p.end() && !it->second.empty()) {
     if (it->second.size() > kMaxSearch) return std::nullopt;
     r.query.search = it->second;
+  }
+  if (!number_param(p, "min_freq", r.query.min_frequency) ||
+      !number_param(p, "max_freq", r.query.max_frequency) ||
+      !number_param(p, "min_act", r.query.min_max_act) ||
+      !number_param(p, "max_act", r.query.max_max_act)) {
+    return std::nullopt;
+  }
+  if (const auto it = p.find("layer"); it != p.end() && !it->second.empty()) {
+    r.query.layer = parse_feature_id(it->second, layers);
+    if (!r.query.layer) return std::nullopt;
   }
   const auto page = positive(p, "page", 1, 1'000'000'000);
   const auto per_page = positive(p, "per_page", kDefaultPerPage, kMaxPerPage);
@@ -96,7 +133,7 @@ std::string list_link(const ListRequest& r, std::string_view sort, bool descendi
   std::string url = fmt::format("/?sort={}&order={}&page={}&per_page={}", sort,
                                 descending ? "desc" : "asc", page, r.query.limit);
   if (r.query.search) url += "&q=" + url_encode(*r.query.search);
-  return html_escape(url);
+  return html_escape(url + filter_query(r.query));
 }
 
 std::string column_header(const ListRequest& r, std::string_view key, std::string_view label) {
@@ -149,13 +186,33 @@ PageResponse dictionary_page(const AnalysisStore& store, const ListRequest& r) {
       "<h2>Feature frequencies (alive features)</h2>{}",
       title.empty() ? "" : " ", html_escape(title), store.d_sae(), store.n_analyzed_tokens(),
       frequency_histogram(store));
+  const auto value_of = [](const std::optional<double>& v) {
+    return v ? fmt::format("{}", *v) : std::string();
+  };
+  std::string layer_select;
+  if (store.feature_layers() > 1) {
+    layer_select = "<label>layer <select name=\"layer\"><option value=\"\">all</option>";
+    for (std::int64_t l = 0; l < store.feature_layers(); ++l) {
+      layer_select += fmt::format("<option value=\"{0}\"{1}>{0}</option>", l,
+                                  r.query.layer == l ? " selected" : "");
+    }
+    layer_select += "</select></label> ";
+  }
   body += fmt::format(
       "<form class=\"search\" method=\"get\" action=\"/\"><input type=\"text\" name=\"q\" "
       "value=\"{}\" placeholder=\"feature id or top token\"><input type=\"hidden\" name=\"sort\" "
-      "value=\"{}\"><input type=\"hidden\" name=\"order\" value=\"{}\"> <button>Search</button> "
-      "<span class=\"muted\">{} matching</span></form>",
+      "value=\"{}\"><input type=\"hidden\" name=\"order\" value=\"{}\"> "
+      "<label>frequency <input class=\"num\" type=\"text\" name=\"min_freq\" value=\"{}\" "
+      "placeholder=\"min\"> – <input class=\"num\" type=\"text\" name=\"max_freq\" value=\"{}\" "
+      "placeholder=\"max\"></label> <label>max act <input class=\"num\" type=\"text\" "
+      "name=\"min_act\" value=\"{}\" placeholder=\"min\"> – <input class=\"num\" type=\"text\" "
+      "name=\"max_act\" value=\"{}\" placeholder=\"max\"></label> {}<button>Filter</button> "
+      "<span class=\"muted\">{} matching</span> <a class=\"random\" href=\"/features/random\">"
+      "random alive feature</a></form>",
       html_escape(r.query.search.value_or("")), html_escape(r.sort),
-      r.query.descending ? "desc" : "asc", total);
+      r.query.descending ? "desc" : "asc", value_of(r.query.min_frequency),
+      value_of(r.query.max_frequency), value_of(r.query.min_max_act),
+      value_of(r.query.max_max_act), layer_select, total);
   body += "<table class=\"features\"><thead><tr>" + column_header(r, "id", "id") +
           column_header(r, "frequency", "frequency") + "<th>count</th>" +
           column_header(r, "max_act", "max act") + column_header(r, "mean_act", "mean act") +
@@ -313,6 +370,14 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
   if (id + 1 < store.d_sae()) {
     body += fmt::format("<a rel=\"next\" href=\"/features/{}\">{} →</a>", id + 1, id + 1);
   }
+  const auto name = store.meta().find("sae_name");
+  body += fmt::format(
+      "<a class=\"random\" href=\"/features/random\">random alive feature</a><a class=\"download\" "
+      "href=\"/api/features/{0}\" download=\"{1}feature-{0}.json\">JSON</a>",
+      id,
+      name == store.meta().end() || name->second.empty()
+          ? std::string()
+          : html_escape(name->second) + "-");
   body += "</div><div class=\"overview\"><div>" + feature_stats(d) +
           "</div><div><h2>Activation histogram</h2>" +
           histogram_svg(d.histogram, store.histogram_edges(), "activation (log-spaced bins)") +
@@ -466,8 +531,12 @@ PageResponse handle_request(const AnalysisStore& store, std::string_view path,
                             const QueryParams& params) {
   const bool api = after(path, "/api/").has_value();
   if (path == "/" || path == "/api/features") {
-    const auto r = parse_list(params);
-    if (!r) return bad_request("bad query: sort, order, page, per_page (1–1000) or q (≤ 200 bytes)");
+    const auto r = parse_list(params, store.feature_layers());
+    if (!r) {
+      return bad_request(
+          "bad query: sort, order, page, per_page (1–1000), q (≤ 200 bytes), min_freq, max_freq, "
+          "min_act, max_act (numbers) or layer (0 to feature layers − 1)");
+    }
     return api ? json_response(list_json(store, *r)) : dictionary_page(store, *r);
   }
   if (path == "/eval") return eval_page(store);
@@ -477,6 +546,14 @@ PageResponse handle_request(const AnalysisStore& store, std::string_view path,
   if (path == "/style.css") return {200, "text/css; charset=utf-8", viewer::stylesheet()};
   auto rest = after(path, api ? "/api/features/" : "/features/");
   if (!rest) return not_found("no such page");
+  if (*rest == "random") {  // a redirect, so that the feature's own URL is what the user keeps
+    const auto id = store.random_alive_feature();
+    if (!id) return not_found("no feature fired in the analysed tokens");
+    PageResponse r{302, "text/plain; charset=utf-8", ""};
+    r.location = fmt::format("{}{}", api ? "/api/features/" : "/features/", *id);
+    r.body = r.location + "\n";
+    return r;
+  }
   const auto id = parse_feature_id(*rest, store.d_sae());
   const auto detail = id ? store.feature(*id) : std::nullopt;
   if (!detail) {

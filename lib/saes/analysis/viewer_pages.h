@@ -22,15 +22,18 @@ struct PageResponse {
   int status = 200;
   std::string content_type = "text/html; charset=utf-8";
   std::string body;
+  std::string location = {};  ///< a redirect's target (status 302), else empty
 };
 
 /// Query parameters of a request (already percent-decoded; the last value of a repeated key).
 using QueryParams = std::map<std::string, std::string>;
 
 /// Answers a GET of `path` (decoded, without the query string). Routes: `/` (dictionary page:
-/// sort=id|frequency|max_act|mean_act|cosine, order=asc|desc, q=id or token text, page, per_page),
-/// `/features/<id>`, `/eval`, `/style.css`, `/api/features` (same parameters), `/api/features/<id>`,
-/// `/api/eval`. Any other path (trailing slashes, `..`, encoded tricks) and any id that is not a
+/// sort=id|frequency|max_act|mean_act|cosine, order=asc|desc, q=id or token text, page, per_page,
+/// min_freq / max_freq / min_act / max_act (inclusive ranges of the frequency and the maximum
+/// activation), layer (multi-layer dictionaries)), `/features/<id>`, `/features/random` (a 302 to
+/// a random alive feature), `/eval`, `/style.css`, `/api/features` (same parameters),
+/// `/api/features/<id>`, `/api/features/random`, `/api/eval`. Any other path (trailing slashes, `..`, encoded tricks) and any id that is not a
 /// plain decimal in [0, d_sae) is a 404; a malformed query value is a 400.
 PageResponse handle_request(const AnalysisStore& store, std::string_view path,
                             const QueryParams& params);

@@ -5,6 +5,9 @@
 #include "saes/analysis/viewer_pages.h"
 
 #include <cmath>
+#include <set>
+#include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -197,6 +200,57 @@ TEST_CASE("dictionary page sorts, searches and pages", "[analysis][viewer]") {
   }
 }
 
+TEST_CASE("dictionary page filters by frequency, max activation and layer", "[analysis][viewer]") {
+  const Fixture fx;  // frequencies 0.01 .. 0.04 and max 5 .. 2 for features 0 .. 3; 4 is dead
+  using Ids = std::vector<std::int64_t>;
+  CHECK(listed_ids(fx.get("/", {{"min_freq", "0.02"}}).body) == Ids{1, 2, 3});
+  CHECK(listed_ids(fx.get("/", {{"min_freq", "0.02"}, {"max_freq", "0.025"}}).body) == Ids{1});
+  CHECK(listed_ids(fx.get("/", {{"max_freq", "0"}}).body) == Ids{4});
+  CHECK(listed_ids(fx.get("/", {{"min_act", "3"}}).body) == Ids{0, 1, 2});
+  CHECK(listed_ids(fx.get("/", {{"min_act", "3"}, {"max_act", "4.5"}}).body) == Ids{1, 2});
+  CHECK(listed_ids(fx.get("/", {{"q", "needle"}, {"min_act", "3"}}).body) == Ids{2});
+  CHECK(listed_ids(fx.get("/", {{"q", "needle"}, {"min_act", "4"}}).body).empty());
+  CHECK(listed_ids(fx.get("/", {{"q", "2"}, {"min_act", "4"}}).body).empty());
+  CHECK(listed_ids(fx.get("/", {{"min_act", ""}}).body) == Ids{0, 1, 2, 3, 4});  // empty: unset
+  // the filters survive paging and sorting links, and the form shows them
+  const std::string page = fx.get("/", {{"min_act", "3"}, {"per_page", "1"}}).body;
+  CHECK(page.find("rel=\"next\" href=\"/?sort=id&amp;order=asc&amp;page=2&amp;per_page=1&amp;"
+                  "min_act=3\"") != std::string::npos);
+  CHECK(page.find("name=\"min_act\" value=\"3\"") != std::string::npos);
+  CHECK(page.find("3 matching") != std::string::npos);
+  CHECK(page.find("name=\"layer\"") == std::string::npos);  // one layer: no layer filter
+  for (const QueryParams& bad : std::vector<QueryParams>{{{"min_freq", "abc"}},
+                                                         {{"max_act", "inf"}},
+                                                         {{"min_act", "1e999"}},
+                                                         {{"max_freq", "0.1x"}},
+                                                         {{"layer", "1"}},
+                                                         {{"layer", "-0"}}}) {
+    CHECK(fx.get("/", bad).status == 400);
+  }
+  CHECK(fx.get("/api/features", {{"min_act", "3"}}).body.find("\"total\":3") != std::string::npos);
+}
+
+TEST_CASE("a random alive feature is a redirect, and a feature's JSON downloads", "[analysis][viewer]") {
+  const Fixture fx;
+  std::set<std::string> seen;
+  for (int i = 0; i < 40; ++i) {
+    const PageResponse r = fx.get("/features/random");
+    REQUIRE(r.status == 302);
+    seen.insert(r.location);
+  }
+  CHECK(seen.count("/features/4") == 0);  // the dead feature is never drawn
+  CHECK(seen.size() >= 2);                // 40 draws from 4 alive features
+  for (const auto& l : seen) CHECK(l.rfind("/features/", 0) == 0);
+  const PageResponse api = fx.get("/api/features/random");
+  CHECK(api.status == 302);
+  CHECK(api.location.rfind("/api/features/", 0) == 0);
+  const std::string html = fx.get("/features/2").body;
+  CHECK(html.find("href=\"/api/features/2\" download=\"sae &lt;script&gt;alert(&#39;x&#39;)&lt;/"
+                  "script&gt;-feature-2.json\"") != std::string::npos);
+  CHECK(html.find("href=\"/features/random\"") != std::string::npos);
+  CHECK(fx.get("/").body.find("href=\"/features/random\"") != std::string::npos);
+}
+
 TEST_CASE("feature page shows histogram, shaded contexts by band and logit lens",
           "[analysis][viewer]") {
   const Fixture fx;
@@ -284,6 +338,12 @@ TEST_CASE("a multi-layer dictionary's feature page shows its layer and decoder n
   CHECK(store.target_hooks() == r.target_hooks);
   const std::string html = handle_request(store, "/features/2", {}).body;
   CHECK(html.find("<dt>source layer</dt><dd>2 (feature 0 of the layer)</dd>") != std::string::npos);
+  // the dictionary page filters by source layer
+  CHECK(listed_ids(handle_request(store, "/", {{"layer", "2"}}).body) ==
+        std::vector<std::int64_t>{2});
+  CHECK(handle_request(store, "/", {}).body.find("<option value=\"4\">4</option>") !=
+        std::string::npos);
+  CHECK(handle_request(store, "/", {{"layer", "5"}}).status == 400);
   CHECK(html.find("Decoder norm per target layer") != std::string::npos);
   const std::string chart = html.substr(html.find("<svg class=\"bars\""));
   CHECK(chart.find("blocks.2.hook_mlp_out: 2</title>") != std::string::npos);

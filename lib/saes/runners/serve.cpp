@@ -78,10 +78,11 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
       page = analysis::handle_viewer_request(store, graphs, request.path, query_params(request));
     } catch (const std::exception& e) {
       logger.warn("viewer: {} {}: {}", request.method, request.path, e.what());
-      page = {500, "text/plain; charset=utf-8", "internal error (see the server log)\n"};
+      page = {500, "text/plain; charset=utf-8", "internal error (see the server log)\n", ""};
     }
     logger.debug("viewer: {} {} -> {}", request.method, request.path, page.status);
     response.status = page.status;
+    if (!page.location.empty()) response.set_header("Location", page.location);
     response.set_content(std::move(page.body), page.content_type);
     return httplib::Server::HandlerResponse::Handled;
   });

@@ -64,6 +64,14 @@ viewer_run() {
   local csp; csp=$(curl -s -D - -o /dev/null "${viewer_url}features/0" | tr -d '\r' | grep -i '^content-security-policy:')
   if echo "$csp" | grep -q "style-src 'self';" && ! echo "$csp" | grep -q 'unsafe-inline'; then ok; else bad "viewer CSP: $csp"; fi
   viewer_status "bad query" 400 "/?sort=nope"
+  viewer_status "bad filter" 400 "/?min_freq=abc"
+  viewer_status "filters" 200 "/?min_freq=0.001&max_act=100&sort=max_act"
+  # a random alive feature: a 302 to /features/<id> of a feature that fired
+  local random; random=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "${viewer_url}features/random")
+  case "$random" in "302 ${viewer_url}features/"[0-9]*) ok;; *) bad "viewer random feature: $random";; esac
+  viewer_fetch "/api/features/${random##*/}" >/dev/null
+  python3 -c 'import json; assert json.load(open("fetched.txt"))["act_times"] > 0' 2>/dev/null && ok ||
+    bad "viewer: the random feature ${random##*/} is not alive: $(head -c 200 fetched.txt)"
   viewer_status "write" 405 /features/0 -X POST -d x=1
 
   # The most frequent feature is a real analysed one with stored contexts.
