@@ -6,11 +6,13 @@ namespace saes::cli {
 CLI::App* add_serve_command(CLI::App& app, runners::ServeOptions& options) {
   auto* sub = app.add_subcommand(
       "serve", "Browse an analysis database in a web browser (read-only; Ctrl-C stops it)");
-  sub->add_option("DB", options.db, "analysis database (<output_dir>/<feature_analysis_name>.sqlite)")
+  sub->add_option("DB", options.dbs,
+                  "analysis databases (<output_dir>/<feature_analysis_name>.sqlite) or folders "
+                  "of them; several: a home page lists them, each under /d/<name>/")
       ->required();
   sub->add_option("--graphs", options.graphs,
                   "graph store for the /graphs pages (saes-analyze attribute's graphs.sqlite; "
-                  "default: the one beside DB, when there is one)");
+                  "default: the one beside each DB, when there is one; one DB only)");
   sub->add_option("--host", options.host,
                   "listen address (default 127.0.0.1; 0.0.0.0 exposes it to the network)");
   sub->add_option("--port", options.port, "TCP port (default 24577; 0 picks a free one)")

@@ -215,15 +215,19 @@ std::string url_encode(std::string_view text) {
 
 std::string number(double value) { return fmt::format("{:.4g}", value); }
 
-std::string page(std::string_view title, std::string_view subtitle, std::string_view body) {
+std::string page(std::string_view title, std::string_view subtitle, std::string_view body,
+                 bool dictionary_nav) {
   return fmt::format(
       "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
       "<title>{} · saes viewer</title><link rel=\"stylesheet\" href=\"/style.css\"></head>\n"
-      "<body><nav><a href=\"/\">Dictionary</a><a href=\"/eval\">Evaluation</a>"
-      "<a href=\"/graphs\">Graphs</a>"
+      "<body><nav>{}"
       "<span class=\"sub\">{}</span></nav>\n<main>{}</main></body></html>\n",
-      html_escape(title), html_escape(subtitle), body);
+      html_escape(title),
+      dictionary_nav ? "<a href=\"/\">Dictionary</a><a href=\"/eval\">Evaluation</a>"
+                       "<a href=\"/graphs\">Graphs</a>"
+                     : "<a href=\"/\">Dictionaries</a>",
+      html_escape(subtitle), body);
 }
 
 const std::string& stylesheet() {

@@ -11,7 +11,9 @@ std::string url_encode(std::string_view text);
 /// A number as the pages print it (4 significant digits).
 std::string number(double value);
 /// The HTML document around `body` (already HTML): title, navigation, stylesheet link.
-std::string page(std::string_view title, std::string_view subtitle, std::string_view body);
+/// `dictionary_nav` false: the navigation has no dictionary pages (the many-dictionary home).
+std::string page(std::string_view title, std::string_view subtitle, std::string_view body,
+                 bool dictionary_nav = true);
 /// The embedded stylesheet served at /style.css.
 const std::string& stylesheet();
 /// The stylesheet without the shading-level classes.

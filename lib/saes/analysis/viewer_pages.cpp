@@ -370,14 +370,14 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
   if (id + 1 < store.d_sae()) {
     body += fmt::format("<a rel=\"next\" href=\"/features/{}\">{} →</a>", id + 1, id + 1);
   }
-  const auto name = store.meta().find("sae_name");
+  const auto sae_name = store.meta().find("sae_name");
   body += fmt::format(
       "<a class=\"random\" href=\"/features/random\">random alive feature</a><a class=\"download\" "
       "href=\"/api/features/{0}\" download=\"{1}feature-{0}.json\">JSON</a>",
       id,
-      name == store.meta().end() || name->second.empty()
+      sae_name == store.meta().end() || sae_name->second.empty()
           ? std::string()
-          : html_escape(name->second) + "-");
+          : html_escape(sae_name->second) + "-");
   body += "</div><div class=\"overview\"><div>" + feature_stats(d) +
           "</div><div><h2>Activation histogram</h2>" +
           histogram_svg(d.histogram, store.histogram_edges(), "activation (log-spaced bins)") +

@@ -312,8 +312,8 @@ std::string graph_json_text(const GraphJson& g) {
       const JsonQkTrace& q = *n.qk_tracing_results;
       ojson pairs = ojson::array(), qm = ojson::array(), km = ojson::array();
       for (const auto& p : q.pairs) pairs.push_back(ojson::array({p.query, p.key, p.value}));
-      for (const auto& m : q.query) qm.push_back(ojson::array({m.first, m.second}));
-      for (const auto& m : q.key) km.push_back(ojson::array({m.first, m.second}));
+      for (const auto& t : q.query) qm.push_back(ojson::array({t.first, t.second}));
+      for (const auto& t : q.key) km.push_back(ojson::array({t.first, t.second}));
       node["qk_tracing_results"] = {{"pair_wise_contributors", std::move(pairs)},
                                     {"top_q_marginal_contributors", std::move(qm)},
                                     {"top_k_marginal_contributors", std::move(km)}};

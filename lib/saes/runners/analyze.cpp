@@ -270,6 +270,8 @@ int run_analyze(const AnalyzeSettings& s, RunContext& context) {
                  {"sae_path", s.sae.pretrained_name_or_path},
                  {"hook_point", fmt::format("{}", fmt::join(dict->input_hooks(), ","))},
                  {"d_model", std::to_string(dict->config().d_model)},
+                 {"sae_type", std::string(dictionaries::kSaeTypeNames[static_cast<std::size_t>(
+                                  dict->config().sae_type)])},
                  {"model_name", s.model_name.value_or("")},
                  {"config_yaml", config::dump_yaml(s)}};
   record.n_analyzed_tokens = analyzer.n_analyzed_tokens();

@@ -15,10 +15,15 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "saes/analysis/graph_pages.h"
 #include "saes/analysis/store.h"
 #include "saes/analysis/viewer_pages.h"
+#include "saes/analysis/viewer_site.h"
 #include "saes/circuits/graph_store.h"
 #include "saes/core/error.h"
 
@@ -56,9 +61,9 @@ analysis::QueryParams query_params(const httplib::Request& request) {
   return params;
 }
 
-/// Routes every request; the store is shared by the pool's threads, so calls are serialized.
-void install_routes(httplib::Server& server, const analysis::AnalysisStore& store,
-                    const circuits::GraphStore* graphs, std::mutex& store_mutex, Logger& logger) {
+/// Routes every request; the stores are shared by the pool's threads, so calls are serialized.
+void install_routes(httplib::Server& server, const std::vector<analysis::SiteEntry>& site,
+                    std::mutex& store_mutex, Logger& logger) {
   server.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                               {"Content-Security-Policy",
                                "default-src 'none'; style-src 'self'; script-src 'self'; "
@@ -75,7 +80,7 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
     analysis::PageResponse page;
     try {
       const std::lock_guard lock(store_mutex);
-      page = analysis::handle_viewer_request(store, graphs, request.path, query_params(request));
+      page = analysis::handle_site_request(site, request.path, query_params(request));
     } catch (const std::exception& e) {
       logger.warn("viewer: {} {}: {}", request.method, request.path, e.what());
       page = {500, "text/plain; charset=utf-8", "internal error (see the server log)\n", ""};
@@ -88,9 +93,11 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
   });
 }
 
-/// The graph store to serve: options.graphs (must be one), else graphs.sqlite beside the
-/// database when it is there and readable (else a warning); null when there is none.
-std::unique_ptr<circuits::GraphStore> open_graphs(const ServeOptions& options, Logger& logger) {
+/// The graph store to serve beside `db`: options.graphs (must be one), else graphs.sqlite beside
+/// the database when it is there and readable (else a warning); null when there is none.
+std::unique_ptr<circuits::GraphStore> open_graphs(const ServeOptions& options,
+                                                  const std::filesystem::path& db,
+                                                  Logger& logger) {
   namespace fs = std::filesystem;
   if (!options.graphs.empty()) {
     SAES_CHECK(fs::is_regular_file(options.graphs), IoError,
@@ -103,7 +110,7 @@ std::unique_ptr<circuits::GraphStore> open_graphs(const ServeOptions& options, L
       throw;
     }
   }
-  const fs::path beside = circuits::GraphStore::path_beside(options.db);
+  const fs::path beside = circuits::GraphStore::path_beside(db);
   std::error_code ec;
   if (!fs::is_regular_file(beside, ec)) return nullptr;
   try {
@@ -121,12 +128,46 @@ constexpr std::size_t kWorkers = 128;
 }  // namespace
 
 int run_serve(const ServeOptions& options, Logger& logger) {
-  const analysis::AnalysisStore store(options.db);
-  const std::unique_ptr<circuits::GraphStore> graphs = open_graphs(options, logger);
-  if (graphs) {
-    logger.info("viewer: graphs from {} ({} graphs)", graphs->path().string(),
-                graphs->list_graphs().size());
+  namespace fs = std::filesystem;
+  std::vector<fs::path> paths;
+  for (const fs::path& p : options.dbs) {
+    std::error_code ec;
+    if (!fs::is_directory(p, ec)) {
+      paths.push_back(p);
+      continue;
+    }
+    const auto found = analysis::analysis_databases_in(p);
+    SAES_CHECK(!found.empty(), IoError, "serve: {}: no analysis database in the folder",
+               p.string());
+    paths.insert(paths.end(), found.begin(), found.end());
   }
+  SAES_CHECK(!paths.empty(), ConfigError, "serve: name an analysis database (or a folder)");
+  SAES_CHECK(options.graphs.empty() || paths.size() == 1, ConfigError,
+             "serve: --graphs serves one database's graphs; with {} databases each uses the "
+             "graphs.sqlite beside it",
+             paths.size());
+  std::vector<std::unique_ptr<analysis::AnalysisStore>> stores;
+  std::vector<std::unique_ptr<circuits::GraphStore>> graph_stores;
+  std::vector<std::string> sae_names;
+  for (const fs::path& p : paths) {
+    try {
+      stores.push_back(std::make_unique<analysis::AnalysisStore>(p));
+    } catch (Error& e) {
+      if (paths.size() > 1) e.add_context(fmt::format("serve: {}", p.string()));
+      throw;
+    }
+    graph_stores.push_back(open_graphs(options, p, logger));
+    if (graph_stores.back()) {
+      logger.info("viewer: graphs from {} ({} graphs)", graph_stores.back()->path().string(),
+                  graph_stores.back()->list_graphs().size());
+    }
+    const auto it = stores.back()->meta().find("sae_name");
+    sae_names.push_back(it == stores.back()->meta().end() ? std::string() : it->second);
+  }
+  const std::vector<std::string> names = analysis::site_names(sae_names, paths);
+  std::vector<analysis::SiteEntry> site;
+  for (std::size_t i = 0; i < paths.size(); ++i)
+    site.push_back({names[i], paths[i], stores[i].get(), graph_stores[i].get()});
   std::mutex store_mutex;
   const BlockedStopSignals signals;
   httplib::Server server;
@@ -141,7 +182,7 @@ int run_serve(const ServeOptions& options, Logger& logger) {
   server.set_read_timeout(std::chrono::seconds(kReadTimeoutSeconds));
   server.set_keep_alive_timeout(kKeepAliveSeconds);
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
-  install_routes(server, store, graphs.get(), store_mutex, logger);
+  install_routes(server, site, store_mutex, logger);
   SAES_CHECK(options.port >= 0 && options.port <= 65535, ConfigError,
              "serve: --port {} is outside 0..65535", options.port);
   int port = options.port;
@@ -153,8 +194,13 @@ int run_serve(const ServeOptions& options, Logger& logger) {
                "serve: cannot listen on {}:{} (in use, or not a local address?)", options.host,
                port);
   }
-  logger.info("viewer: serving {} ({} features) at http://{}:{}/ — Ctrl-C stops it",
-              options.db.string(), store.d_sae(), options.host, port);
+  if (site.size() == 1) {
+    logger.info("viewer: serving {} ({} features) at http://{}:{}/ — Ctrl-C stops it",
+                paths[0].string(), stores[0]->d_sae(), options.host, port);
+  } else {
+    logger.info("viewer: serving {} dictionaries ({}) at http://{}:{}/ — Ctrl-C stops it",
+                site.size(), fmt::join(names, ", "), options.host, port);
+  }
   bool listen_failed = false;
   std::thread listener([&] {
     listen_failed = !server.listen_after_bind();

@@ -4,23 +4,28 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "saes/core/logging.h"
 
 namespace saes::runners {
 
 struct ServeOptions {
-  std::filesystem::path db;     ///< analysis database written by saes-analyze
+  /// Analysis databases written by saes-analyze, or folders of them (their *.sqlite analysis
+  /// databases and those one folder below). One database: its pages at `/`; several: a home page
+  /// at `/` and each one under `/d/<name>/` (analysis/viewer_site.h).
+  std::vector<std::filesystem::path> dbs;
   /// Graph store (saes-analyze attribute's graphs.sqlite) for the /graphs pages; empty: the
-  /// graphs.sqlite beside `db` when there is one.
+  /// graphs.sqlite beside each database when there is one. Only with a single database.
   std::filesystem::path graphs;
   std::string host = "127.0.0.1";  ///< listen address; 0.0.0.0 exposes the viewer to the network
   int port = 24577;             ///< 0: any free port (the log line names it)
 };
 
-/// Opens the database (IoError/DataError when it is not an analysis database) and the graph
-/// store (options.graphs: IoError when missing, DataError when not a graph store; the one beside
-/// the database: a warning when it cannot be read, and no graphs), listens (IoError
+/// Opens the databases (IoError/DataError when one is not an analysis database, IoError for a
+/// folder without any; ConfigError for --graphs with several) and the graph stores
+/// (options.graphs: IoError when missing, DataError when not a graph store; the one beside a
+/// database: a warning when it cannot be read, and no graphs), listens (IoError
 /// when the address cannot be bound), logs "viewer: http://HOST:PORT/" and serves until the
 /// process gets SIGINT or SIGTERM; returns 0 after a clean stop. Blocks those two signals in the
 /// calling thread while serving (they are waited for, not handled).

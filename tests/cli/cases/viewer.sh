@@ -24,7 +24,8 @@ viewer_status() {
 # viewer_serve DB LOG: starts `saes-analyze serve DB` on a free port (stderr to LOG); sets
 # viewer_pid and viewer_url, or records a failure and returns 1.
 viewer_serve() {
-  "$bin/saes-analyze" serve "$1" --port 0 2>"$2" &
+  # shellcheck disable=SC2086  # $1 may name several databases
+  "$bin/saes-analyze" serve $1 --port 0 2>"$2" &
   viewer_pid=$!
   local port=""
   for _ in $(seq 1 100); do
@@ -205,5 +206,48 @@ if [ -n "$assets" ] && [ -s t1/sae_weights.safetensors ] && [ -s "$work/stories.
 else
   echo "viewer: SAES_TEST_ASSETS not set (or no t1 run); skipping the served-database checks"
 fi
+# Many dictionaries in one viewer: the t1 and CLT databases (and a folder holding one of them):
+# the home page lists both with their facts, each one's pages live under /d/<name>/ with their
+# links moved there, and --graphs with several databases is refused.
+viewer_many() {
+  expect "serve --graphs with two databases" 2 'serve: --graphs serves one database' -- \
+    "$bin/saes-analyze" serve v1/default.sqlite aclt/default.sqlite --graphs x.sqlite --port 0
+  one_line "serve --graphs with two databases"
+  expect "serve an empty folder" 3 'serve: empty: no analysis database in the folder' -- \
+    "$bin/saes-analyze" serve "$(mkdir -p empty && echo empty)" --port 0
+  viewer_serve "v1/default.sqlite aclt" serve_many.log || return
+  local pid=$viewer_pid
+  grep -q 'viewer: serving 2 dictionaries' serve_many.log && ok || bad "viewer many: log: $(cat serve_many.log)"
+  viewer_status "home" 200 /
+  local home; home=$(cat fetched.txt)
+  viewer_status "dictionaries api" 200 /api/dictionaries
+  local names
+  names=$(python3 -c 'import json
+d = json.load(open("fetched.txt"))["dictionaries"]
+assert len(d) == 2 and all(x["url"] == "/d/%s/" % x["name"] and x["d_sae"] > 0 for x in d), d
+assert {x["sae_type"] for x in d} <= {"sae", "clt", ""}, d
+print(" ".join(x["name"] for x in d))' 2>&1)
+  local first="${names%% *}" second="${names##* }"
+  if [ -n "$first" ] && [ "$first" != "$second" ] && echo "$home" | grep -q "href=\"/d/$first/\""; then ok
+  else bad "viewer many: home page / api: $names"; fi
+  viewer_status "first dictionary" 200 "/d/$first/"
+  grep -q "href=\"/d/$first/features/" fetched.txt && grep -q "action=\"/d/$first/\"" fetched.txt &&
+    ! grep -q 'href="/features/' fetched.txt && ok || bad "viewer many: /d/$first/ links are not under the prefix"
+  viewer_status "second dictionary feature" 200 "/d/$second/features/0"
+  viewer_status "unprefixed feature" 404 /features/0
+  viewer_status "unknown dictionary" 404 /d/nope/
+  local random; random=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "${viewer_url}d/$second/features/random")
+  case "$random" in "302 ${viewer_url}d/$second/features/"[0-9]*) ok;; *) bad "viewer many: random: $random";; esac
+  if command -v chromium >/dev/null; then
+    timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium-many" --hide-scrollbars \
+      --screenshot="$work/viewer-home.png" --window-size=1200,400 "$viewer_url" >/dev/null 2>chromium_many.log
+    [ -s "$work/viewer-home.png" ] && ok || bad "viewer many: no screenshot: $(tail -2 chromium_many.log)"
+    if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/viewer-home.png" ]; then cp "$work/viewer-home.png" "$root/docs/images/viewer-home.png"; fi
+  fi
+  kill -TERM "$pid"
+  wait "$pid" && ok || bad "viewer many: serve exit $? after SIGTERM"
+}
+
 if [ -s aclt/default.sqlite ]; then viewer_clt; fi
+if [ -s aclt/default.sqlite ] && [ -s v1/default.sqlite ]; then viewer_many; fi
 if [ -s acc/default.sqlite ]; then viewer_crosscoder; fi
