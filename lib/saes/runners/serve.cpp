@@ -14,10 +14,12 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "saes/analysis/graph_pages.h"
 #include "saes/analysis/store.h"
+#include "saes/analysis/training_curves.h"
 #include "saes/analysis/viewer_pages.h"
 #include "saes/circuits/graph_store.h"
 #include "saes/core/error.h"
@@ -58,7 +60,9 @@ analysis::QueryParams query_params(const httplib::Request& request) {
 
 /// Routes every request; the store is shared by the pool's threads, so calls are serialized.
 void install_routes(httplib::Server& server, const analysis::AnalysisStore& store,
-                    const circuits::GraphStore* graphs, std::mutex& store_mutex, Logger& logger) {
+                    const circuits::GraphStore* graphs,
+                    const std::optional<std::filesystem::path>& metrics, std::mutex& store_mutex,
+                    Logger& logger) {
   server.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                               {"Content-Security-Policy",
                                "default-src 'none'; style-src 'self'; script-src 'self'; "
@@ -75,7 +79,10 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
     analysis::PageResponse page;
     try {
       const std::lock_guard lock(store_mutex);
-      page = analysis::handle_viewer_request(store, graphs, request.path, query_params(request));
+      const analysis::QueryParams params = query_params(request);
+      auto run_page = analysis::handle_run_request(metrics, request.path, params);
+      page = run_page ? std::move(*run_page)
+                      : analysis::handle_viewer_request(store, graphs, request.path, params);
     } catch (const std::exception& e) {
       logger.warn("viewer: {} {}: {}", request.method, request.path, e.what());
       page = {500, "text/plain; charset=utf-8", "internal error (see the server log)\n"};
@@ -113,6 +120,53 @@ std::unique_ptr<circuits::GraphStore> open_graphs(const ServeOptions& options, L
   }
 }
 
+/// The metrics.jsonl of the training run the /run page charts: options.run's (a run folder or
+/// the file itself; it must exist and parse), else the one in the run folder the database's meta
+/// sae_path names (a folder, or a weights file inside one; relative paths as seen from here)
+/// when there is one. nullopt: no run.
+std::optional<std::filesystem::path> find_training_log(const ServeOptions& options,
+                                                       const analysis::AnalysisStore& store,
+                                                       Logger& logger) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!options.run.empty()) {
+    const fs::path file =
+        fs::is_directory(options.run, ec) ? options.run / "metrics.jsonl" : options.run;
+    try {
+      const analysis::TrainingLog log = analysis::load_training_log(file);
+      logger.info("viewer: training curves from {} ({} logged steps)", file.string(),
+                  log.steps.size());
+    } catch (Error& e) {
+      e.add_context(fmt::format("serve: --run {}", options.run.string()));
+      throw;
+    }
+    return file;
+  }
+  const auto sae_path = store.meta().find("sae_path");
+  if (sae_path == store.meta().end() || sae_path->second.empty()) return std::nullopt;
+  const fs::path sae(sae_path->second);
+  fs::path folder;
+  if (fs::is_directory(sae, ec)) {
+    folder = sae;
+  } else if (fs::is_regular_file(sae, ec)) {
+    folder = sae.has_parent_path() ? sae.parent_path() : fs::path(".");
+  } else {
+    logger.info("viewer: no training curves (the analysed dictionary {} is not found from here; "
+                "--run RUN_DIR names a run)",
+                sae.string());
+    return std::nullopt;
+  }
+  const fs::path file = folder / "metrics.jsonl";
+  if (!fs::is_regular_file(file, ec)) {
+    logger.info("viewer: no training curves ({} not found; --run RUN_DIR names a run)",
+                file.string());
+    return std::nullopt;
+  }
+  logger.info("viewer: training curves from {} (the analysed dictionary's run folder)",
+              file.string());
+  return file;
+}
+
 constexpr int kReadTimeoutSeconds = 5;
 constexpr int kKeepAliveSeconds = 2;
 constexpr std::size_t kWorkers = 128;
@@ -122,6 +176,7 @@ constexpr std::size_t kWorkers = 128;
 int run_serve(const ServeOptions& options, Logger& logger) {
   const analysis::AnalysisStore store(options.db);
   const std::unique_ptr<circuits::GraphStore> graphs = open_graphs(options, logger);
+  const std::optional<std::filesystem::path> metrics = find_training_log(options, store, logger);
   if (graphs) {
     logger.info("viewer: graphs from {} ({} graphs)", graphs->path().string(),
                 graphs->list_graphs().size());
@@ -140,7 +195,7 @@ int run_serve(const ServeOptions& options, Logger& logger) {
   server.set_read_timeout(std::chrono::seconds(kReadTimeoutSeconds));
   server.set_keep_alive_timeout(kKeepAliveSeconds);
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
-  install_routes(server, store, graphs.get(), store_mutex, logger);
+  install_routes(server, store, graphs.get(), metrics, store_mutex, logger);
   SAES_CHECK(options.port >= 0 && options.port <= 65535, ConfigError,
              "serve: --port {} is outside 0..65535", options.port);
   int port = options.port;
