@@ -69,7 +69,9 @@ void install_routes(httplib::Server& server, const analysis::AnalysisStore& stor
                                "connect-src 'self'; "
                                "img-src 'self' data:; base-uri 'none'; form-action 'self'"},
                               {"Referrer-Policy", "no-referrer"}});
-  server.set_pre_routing_handler([&](const httplib::Request& request, httplib::Response& response) {
+  // Runs after install_routes returns: `graphs` (a parameter) by value, the rest outlive the server.
+  server.set_pre_routing_handler([&store, graphs, &metrics, &store_mutex, &logger](
+                                     const httplib::Request& request, httplib::Response& response) {
     if (request.method != "GET" && request.method != "HEAD") {
       response.status = 405;
       response.set_header("Allow", "GET, HEAD");
