@@ -30,6 +30,22 @@ pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 # libcpp-httplib-dev (a compiled library; its pkg-config flags must match how it was built).
 pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 
+# TensorBoard event files of saes-train (`logging.tensorboard`, lib/saes/training/tensorboard.cpp):
+# the Event/Summary messages are compiled from lib/saes/training/tfevents.proto by protoc. Debian:
+# libprotobuf-dev (the libprotobuf that Debian's LibTorch links too) and protobuf-compiler. AUTO
+# builds without them when they are missing (logging.tensorboard: true is then refused, exit 5),
+# e.g. should a LibTorch's own protobuf clash with the system's.
+set(SAES_WITH_TENSORBOARD "AUTO" CACHE STRING "TensorBoard event files: AUTO (when protobuf and protoc are found), ON, OFF")
+set(SAES_HAVE_TENSORBOARD OFF)
+if(NOT SAES_WITH_TENSORBOARD STREQUAL "OFF")
+  find_package(Protobuf)
+  if(Protobuf_FOUND AND Protobuf_PROTOC_EXECUTABLE AND COMMAND protobuf_generate)
+    set(SAES_HAVE_TENSORBOARD ON)
+  elseif(SAES_WITH_TENSORBOARD STREQUAL "ON")
+    message(FATAL_ERROR "SAES_WITH_TENSORBOARD=ON but protobuf or protoc was not found (Debian: libprotobuf-dev protobuf-compiler)")
+  endif()
+endif()
+
 # fmt: a pip PyTorch (2.x) ships its own newer fmt headers (fmt/base.h: fmt >= 11) in its include
 # folder, which comes first on the include path; compiling against those and linking the system's
 # libfmt.so.9 would not link. With such a LibTorch use fmt header-only (consistent whichever
@@ -79,4 +95,4 @@ if(NOT SAES_WITH_NCCL STREQUAL "OFF")
     message(FATAL_ERROR "SAES_WITH_NCCL=ON but NCCL (or a CUDA torch) was not found; set NCCL_ROOT")
   endif()
 endif()
-message(STATUS "saes: torch ${Torch_VERSION}, MPI ${SAES_WITH_MPI}, NCCL ${SAES_HAVE_NCCL}, PCH ${SAES_PCH}, fmt ${SAES_FMT_TARGET}")
+message(STATUS "saes: torch ${Torch_VERSION}, MPI ${SAES_WITH_MPI}, NCCL ${SAES_HAVE_NCCL}, TensorBoard ${SAES_HAVE_TENSORBOARD}, PCH ${SAES_PCH}, fmt ${SAES_FMT_TARGET}")

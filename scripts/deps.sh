@@ -10,6 +10,7 @@ packages=(
   libpcre2-dev libutf8proc-dev      # tokenizers (pre-tokenizer regex, NFC)
   libsqlite3-dev                    # saes-analyze's embedded results database
   libcpp-httplib-dev                # saes-analyze serve: the web viewer's HTTP server
+  libprotobuf-dev protobuf-compiler  # saes-train logging.tensorboard: Event/Summary messages (tfevents.proto)
   chromium                          # headless browser test of the viewer (tests/cli/cases/viewer.sh)
   python3-torch python3-numpy                # benchmarks vs PyTorch eager, fixture scripts (/usr/bin/python3)
 )

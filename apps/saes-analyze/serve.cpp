@@ -13,6 +13,9 @@ CLI::App* add_serve_command(CLI::App& app, runners::ServeOptions& options) {
   sub->add_option("--graphs", options.graphs,
                   "graph store for the /graphs pages (saes-analyze attribute's graphs.sqlite; "
                   "default: the one beside each DB, when there is one; one DB only)");
+  sub->add_option("--run", options.run,
+                  "saes-train run folder (or its metrics.jsonl) whose training curves /run draws "
+                  "(default: each analysed dictionary's run folder, when it has metrics.jsonl; one DB only)");
   sub->add_option("--host", options.host,
                   "listen address (default 127.0.0.1; 0.0.0.0 exposes it to the network)");
   sub->add_option("--port", options.port, "TCP port (default 24577; 0 picks a free one)")

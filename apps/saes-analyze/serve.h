@@ -10,7 +10,8 @@
 
 namespace saes::cli {
 
-/// Adds `serve DB [--graphs FILE] [--host H] [--port P]` to `app`; the parsed values land in `options`.
+/// Adds `serve DB [--graphs FILE] [--run DIR] [--host H] [--port P]` to `app`; the parsed values
+/// land in `options`.
 CLI::App* add_serve_command(CLI::App& app, runners::ServeOptions& options);
 /// Serves until SIGINT/SIGTERM (runners::run_serve); returns the exit code.
 int run_serve_command(Session& session, const runners::ServeOptions& options);

@@ -2,6 +2,7 @@
 # End-to-end tests of the four executables as a user runs them: help, version, --print-config round
 # trip, one-line errors with exit codes for bad input, and failures under mpirun.
 # Usage: run_cli_tests.sh BUILD_DIR   (ends with "N passed, N failed")
+#   SAES_CLI_CASES="train viewer" runs only those tests/cli/cases/*.sh (after the cases above).
 set -uo pipefail
 build="$(cd "${1:?usage: run_cli_tests.sh BUILD_DIR}" && pwd)"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -216,6 +217,7 @@ fi
 # $gen_cfg, "${gen_set[@]}", the shards in g1/ and the trained TopK run in t1/.
 for case_file in "$root"/tests/cli/cases/*.sh; do
   [ -e "$case_file" ] || continue
+  if [ -n "${SAES_CLI_CASES:-}" ] && [[ " $SAES_CLI_CASES " != *" $(basename "$case_file" .sh) "* ]]; then continue; fi
   cd "$work" || exit 1
   # shellcheck source=/dev/null
   source "$case_file"

@@ -225,7 +225,7 @@ std::string page(std::string_view title, std::string_view subtitle, std::string_
       "<span class=\"sub\">{}</span></nav>\n<main>{}</main></body></html>\n",
       html_escape(title),
       dictionary_nav ? "<a href=\"/\">Dictionary</a><a href=\"/eval\">Evaluation</a>"
-                       "<a href=\"/graphs\">Graphs</a>"
+                       "<a href=\"/run\">Training</a><a href=\"/graphs\">Graphs</a>"
                      : "<a href=\"/\">Dictionaries</a>",
       html_escape(subtitle), body);
 }
@@ -265,6 +265,11 @@ svg.heat .val{font-size:10px;fill:#222;pointer-events:none}svg.heat .val.light{f
 .ctx .meta{color:#777;font-size:.85em}.toks{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-word}
 .toks .t[title]{border-radius:2px;cursor:help}.toks .peak{outline:1px solid #c05000}
 .src .q{outline:1px dashed #c05000}
+.charts{display:flex;flex-wrap:wrap;gap:.8em}figure.chart{margin:0}
+svg.curve{background:#fff;border:1px solid #e4e4e4}svg.curve .frame{fill:none;stroke:#d0d0d0}
+svg.curve .grid{stroke:#eee}svg.curve .line{fill:none;stroke:#4078c0;stroke-width:1.6}
+svg.curve .pt{fill:#4078c0}svg.curve .axis{font-size:10px;fill:#555}svg.curve .title{font-size:11px;font-weight:600;fill:#1d1d1f}
+details summary{cursor:pointer;margin:1em 0 .4em;font-weight:600}.error{color:#b00020}
 .lens{display:flex;gap:2em}.overview{display:flex;gap:2.5em;flex-wrap:wrap;align-items:flex-start}.muted{color:#777}
 )css";
 }

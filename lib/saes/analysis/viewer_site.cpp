@@ -12,6 +12,7 @@
 
 #include "saes/analysis/graph_pages.h"
 #include "saes/analysis/store.h"
+#include "saes/analysis/training_curves.h"
 #include "saes/analysis/viewer_internal.h"
 #include "saes/core/error.h"
 
@@ -133,6 +134,12 @@ PageResponse home(const std::vector<SiteEntry>& entries, bool api) {
   return {200, "text/html; charset=utf-8", viewer::page("Dictionaries", "", body, false)};
 }
 
+/// One database's routes: its training curves, else its pages.
+PageResponse entry_request(const SiteEntry& e, std::string_view path, const QueryParams& params) {
+  if (auto run = handle_run_request(e.metrics, path, params)) return std::move(*run);
+  return handle_viewer_request(*e.store, e.graphs, path, params);
+}
+
 }  // namespace
 
 std::vector<std::string> site_names(const std::vector<std::string>& sae_names,
@@ -182,9 +189,7 @@ std::vector<fs::path> analysis_databases_in(const fs::path& folder) {
 PageResponse handle_site_request(const std::vector<SiteEntry>& entries, std::string_view path,
                                  const QueryParams& params) {
   SAES_CHECK(!entries.empty(), InternalError, "viewer: no database to serve");
-  if (entries.size() == 1) {
-    return handle_viewer_request(*entries[0].store, entries[0].graphs, path, params);
-  }
+  if (entries.size() == 1) return entry_request(entries[0], path, params);
   if (path == "/" || path == "/api/dictionaries") return home(entries, path != "/");
   if (path == "/style.css") return {200, "text/css; charset=utf-8", viewer::stylesheet()};
   constexpr std::string_view kPrefix = "/d/";
@@ -195,9 +200,7 @@ PageResponse handle_site_request(const std::vector<SiteEntry>& entries, std::str
       const std::string_view name = rest.substr(0, slash);
       for (const SiteEntry& e : entries) {
         if (e.name != name) continue;
-        return under_prefix(
-            handle_viewer_request(*e.store, e.graphs, rest.substr(slash), params),
-            "/d/" + e.name);
+        return under_prefix(entry_request(e, rest.substr(slash), params), "/d/" + e.name);
       }
     }
   }

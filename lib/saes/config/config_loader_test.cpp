@@ -136,6 +136,8 @@ TrainSettings filled_train() {
   s.eval = true;
   s.parallelism = {2, 1};
   s.fold_activation_scale = false;
+  s.logging.tensorboard = true;
+  s.logging.progress = ProgressMode::kPlain;
   return s;
 }
 
@@ -247,6 +249,18 @@ TEST_CASE("malformed YAML names file, line, column and the parser message", "[co
   const std::string error =
       train_error(replaced(kTrainYaml, "[blocks.4.hook_resid_post]", "[blocks.4"));
   CHECK(error == "train.yaml:19:13: invalid YAML: end of sequence flow not found");
+}
+
+TEST_CASE("logging.tensorboard is a saes-train key", "[config]") {
+  CHECK_FALSE(parse_train_settings(kTrainYaml, "train.yaml").logging.tensorboard);
+  const TrainSettings on =
+      parse_train_settings(kTrainYaml, "train.yaml", {"logging.tensorboard=true"});
+  CHECK(on.logging.tensorboard);
+  CHECK(on.logging.level == LogLevel::kInfo);  // the shared logging keys keep their defaults
+  // Only saes-train writes TensorBoard files: the other executables do not know the key.
+  CHECK_THROWS_WITH(parse_analyze_settings(dump_yaml(AnalyzeSettings{}), "analyze.yaml",
+                                           {"logging.tensorboard=true"}, Validation::kOff),
+                    Contains("logging.tensorboard") && Contains("unknown key"));
 }
 
 TEST_CASE("an unknown key is an error that suggests the closest valid key", "[config]") {

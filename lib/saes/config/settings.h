@@ -40,7 +40,8 @@ void visit_run_fields(V& v, S& settings) {
   v.unsupported("mongo", kNoMongoHint);
   v("seed", settings.seed, kSeedHelp);
   v("threads", settings.threads, kThreadsHelp);
-  v("logging", settings.logging, "log level and progress display");
+  v("logging", settings.logging,
+    "log level and progress display (saes-train: also TensorBoard event files)");
 }
 
 /// `saes-generate`: run a language model over a dataset and write activations (upstream
@@ -152,7 +153,7 @@ struct TrainSettings {
   bool resume_allow_data_change = false;
   std::int64_t seed = 42;
   std::int64_t threads = 0;
-  LoggingConfig logging;
+  training::TrainLoggingConfig logging;
 
   template <class V>
   void visit_fields(V& v) {

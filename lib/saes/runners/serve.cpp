@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -22,6 +23,7 @@
 
 #include "saes/analysis/graph_pages.h"
 #include "saes/analysis/store.h"
+#include "saes/analysis/training_curves.h"
 #include "saes/analysis/viewer_pages.h"
 #include "saes/analysis/viewer_site.h"
 #include "saes/circuits/graph_store.h"
@@ -70,7 +72,9 @@ void install_routes(httplib::Server& server, const std::vector<analysis::SiteEnt
                                "connect-src 'self'; "
                                "img-src 'self' data:; base-uri 'none'; form-action 'self'"},
                               {"Referrer-Policy", "no-referrer"}});
-  server.set_pre_routing_handler([&](const httplib::Request& request, httplib::Response& response) {
+  // Runs after install_routes returns: everything it refers to outlives the server (run_serve's).
+  server.set_pre_routing_handler([&site, &store_mutex, &logger](const httplib::Request& request,
+                                                               httplib::Response& response) {
     if (request.method != "GET" && request.method != "HEAD") {
       response.status = 405;
       response.set_header("Allow", "GET, HEAD");
@@ -121,6 +125,53 @@ std::unique_ptr<circuits::GraphStore> open_graphs(const ServeOptions& options,
   }
 }
 
+/// The metrics.jsonl of the training run the /run page charts: options.run's (a run folder or
+/// the file itself; it must exist and parse), else the one in the run folder the database's meta
+/// sae_path names (a folder, or a weights file inside one; relative paths as seen from here)
+/// when there is one. nullopt: no run.
+std::optional<std::filesystem::path> find_training_log(const ServeOptions& options,
+                                                       const analysis::AnalysisStore& store,
+                                                       Logger& logger) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!options.run.empty()) {
+    const fs::path file =
+        fs::is_directory(options.run, ec) ? options.run / "metrics.jsonl" : options.run;
+    try {
+      const analysis::TrainingLog log = analysis::load_training_log(file);
+      logger.info("viewer: training curves from {} ({} logged steps)", file.string(),
+                  log.steps.size());
+    } catch (Error& e) {
+      e.add_context(fmt::format("serve: --run {}", options.run.string()));
+      throw;
+    }
+    return file;
+  }
+  const auto sae_path = store.meta().find("sae_path");
+  if (sae_path == store.meta().end() || sae_path->second.empty()) return std::nullopt;
+  const fs::path sae(sae_path->second);
+  fs::path folder;
+  if (fs::is_directory(sae, ec)) {
+    folder = sae;
+  } else if (fs::is_regular_file(sae, ec)) {
+    folder = sae.has_parent_path() ? sae.parent_path() : fs::path(".");
+  } else {
+    logger.info("viewer: no training curves (the analysed dictionary {} is not found from here; "
+                "--run RUN_DIR names a run)",
+                sae.string());
+    return std::nullopt;
+  }
+  const fs::path file = folder / "metrics.jsonl";
+  if (!fs::is_regular_file(file, ec)) {
+    logger.info("viewer: no training curves ({} not found; --run RUN_DIR names a run)",
+                file.string());
+    return std::nullopt;
+  }
+  logger.info("viewer: training curves from {} (the analysed dictionary's run folder)",
+              file.string());
+  return file;
+}
+
 constexpr int kReadTimeoutSeconds = 5;
 constexpr int kKeepAliveSeconds = 2;
 constexpr std::size_t kWorkers = 128;
@@ -146,8 +197,13 @@ int run_serve(const ServeOptions& options, Logger& logger) {
              "serve: --graphs serves one database's graphs; with {} databases each uses the "
              "graphs.sqlite beside it",
              paths.size());
+  SAES_CHECK(options.run.empty() || paths.size() == 1, ConfigError,
+             "serve: --run names one database's training run; with {} databases each uses its "
+             "dictionary's run folder",
+             paths.size());
   std::vector<std::unique_ptr<analysis::AnalysisStore>> stores;
   std::vector<std::unique_ptr<circuits::GraphStore>> graph_stores;
+  std::vector<std::optional<fs::path>> metrics;
   std::vector<std::string> sae_names;
   for (const fs::path& p : paths) {
     try {
@@ -157,6 +213,7 @@ int run_serve(const ServeOptions& options, Logger& logger) {
       throw;
     }
     graph_stores.push_back(open_graphs(options, p, logger));
+    metrics.push_back(find_training_log(options, *stores.back(), logger));
     if (graph_stores.back()) {
       logger.info("viewer: graphs from {} ({} graphs)", graph_stores.back()->path().string(),
                   graph_stores.back()->list_graphs().size());
@@ -167,7 +224,7 @@ int run_serve(const ServeOptions& options, Logger& logger) {
   const std::vector<std::string> names = analysis::site_names(sae_names, paths);
   std::vector<analysis::SiteEntry> site;
   for (std::size_t i = 0; i < paths.size(); ++i)
-    site.push_back({names[i], paths[i], stores[i].get(), graph_stores[i].get()});
+    site.push_back({names[i], paths[i], stores[i].get(), graph_stores[i].get(), metrics[i]});
   std::mutex store_mutex;
   const BlockedStopSignals signals;
   httplib::Server server;

@@ -18,14 +18,19 @@ struct ServeOptions {
   /// Graph store (saes-analyze attribute's graphs.sqlite) for the /graphs pages; empty: the
   /// graphs.sqlite beside each database when there is one. Only with a single database.
   std::filesystem::path graphs;
+  /// Training run whose metrics.jsonl curves the /run page draws: a saes-train run folder (or its
+  /// metrics.jsonl); empty: the run folder the database's meta sae_path names, when it holds a
+  /// metrics.jsonl.
+  std::filesystem::path run;
   std::string host = "127.0.0.1";  ///< listen address; 0.0.0.0 exposes the viewer to the network
   int port = 24577;             ///< 0: any free port (the log line names it)
 };
 
 /// Opens the databases (IoError/DataError when one is not an analysis database, IoError for a
-/// folder without any; ConfigError for --graphs with several) and the graph stores
-/// (options.graphs: IoError when missing, DataError when not a graph store; the one beside a
-/// database: a warning when it cannot be read, and no graphs), listens (IoError
+/// folder without any; ConfigError for --graphs or --run with several), reads options.run's
+/// metrics.jsonl once (IoError when it is missing, DataError naming the line that is bad), opens
+/// the graph stores (options.graphs: IoError when missing, DataError when not a graph store; the
+/// one beside a database: a warning when it cannot be read, and no graphs), listens (IoError
 /// when the address cannot be bound), logs "viewer: http://HOST:PORT/" and serves until the
 /// process gets SIGINT or SIGTERM; returns 0 after a clean stop. Blocks those two signals in the
 /// calling thread while serving (they are waited for, not handled).

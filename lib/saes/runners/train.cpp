@@ -33,6 +33,7 @@
 #include "saes/training/initializer.h"
 #include "saes/training/model_init.h"
 #include "saes/training/stop_signal.h"
+#include "saes/training/tensorboard.h"
 #include "saes/training/trainer.h"
 
 namespace saes::runners {
@@ -44,6 +45,10 @@ using config::TrainSettings;
 void check_supported(const TrainSettings& s) {
   SAES_CHECK(!s.eval, UnsupportedError,
              "eval: evaluation during training is not implemented yet; set eval: false");
+  SAES_CHECK(!s.logging.tensorboard || training::tensorboard_available(), UnsupportedError,
+             "logging.tensorboard: this build writes no TensorBoard files (configured without "
+             "protobuf: install libprotobuf-dev and protobuf-compiler and rebuild, or set "
+             "logging.tensorboard: false)");
 }
 
 /// How messages name the model: its path, else model_name.
@@ -261,6 +266,7 @@ bool is_run_file(const fs::path& name, const std::vector<Member>& members) {
                                                      "checkpoints"};
   const std::string n = name.string();
   if (std::find(kRunFiles.begin(), kRunFiles.end(), n) != kRunFiles.end()) return true;
+  if (n.rfind(training::kTensorBoardFilePrefix, 0) == 0) return true;  // logging.tensorboard
   return std::any_of(members.begin(), members.end(),
                      [&](const Member& m) { return !m.name.empty() && m.name == n; });
 }
@@ -416,6 +422,7 @@ int run_train(const TrainSettings& s, RunContext& context) {
   options.signals = &signals;
   options.progress = context.progress;
   options.progress_interval_s = context.progress_interval_s;
+  options.tensorboard = s.logging.tensorboard;
   distribution.configure(options);
   std::vector<training::TrainerMember> trainer_members;
   for (Member& m : members) {

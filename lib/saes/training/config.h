@@ -10,6 +10,7 @@
 #include <span>
 #include <string_view>
 
+#include "saes/core/config.h"
 #include "saes/core/dtype.h"
 
 namespace saes::training {
@@ -217,6 +218,21 @@ struct TrainerConfig {
     v.unsupported("feature_sampling_window", "it is unused upstream; remove it");
   }
   bool operator==(const TrainerConfig&) const = default;
+};
+
+/// saes-train's `logging:` — the run-wide keys of every executable plus the training outputs
+/// beside metrics.jsonl.
+struct TrainLoggingConfig : LoggingConfig {
+  bool tensorboard = false;
+
+  template <class V>
+  void visit_fields(V& v) {
+    LoggingConfig::visit_fields(v);
+    v("tensorboard", tensorboard,
+      "also write TensorBoard event files (events.out.tfevents.*) of the metrics.jsonl values into "
+      "each dictionary's run folder; saes addition");
+  }
+  bool operator==(const TrainLoggingConfig&) const = default;
 };
 
 }  // namespace saes::training

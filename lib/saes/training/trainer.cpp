@@ -17,6 +17,7 @@
 #include "saes/training/metrics.h"
 #include "saes/training/schedules.h"
 #include "saes/training/stop_signal.h"
+#include "saes/training/tensorboard.h"
 
 namespace fs = std::filesystem;
 
@@ -72,6 +73,7 @@ struct MemberRun {
   Optimizer optimizer;
   MetricsTracker metrics;
   std::optional<MetricsLog> log;
+  std::optional<TensorBoardWriter> tensorboard;
   std::optional<LrSchedule> lr;
   std::optional<KSchedule> k;
   std::int64_t l1_warm_up = 0;
@@ -164,6 +166,10 @@ struct Trainer::Impl {
       std::optional<std::int64_t> resume_step;
       if (resumed) resume_step = state.cur_step;
       r.log.emplace(r.dir / "metrics.jsonl", resume_step);
+      if (options.tensorboard) {
+        r.tensorboard.emplace(r.dir, resume_step, unix_time_s());
+        logger.info("tensorboard: {}", r.tensorboard->path().string());
+      }
     }
   }
 
@@ -268,6 +274,7 @@ struct Trainer::Impl {
     if (r.k) stats["sparsity/k"] = static_cast<double>(r.k->k_at(step));
     const MetricValues values = r.metrics.flush(stats);
     if (r.log) r.log->write(step + 1, values);
+    if (r.tensorboard) r.tensorboard->write_scalars(step + 1, values, unix_time_s());
     r.summary = console_summary(values);
   }
 

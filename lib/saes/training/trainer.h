@@ -150,6 +150,10 @@ struct TrainerOptions {
   ProgressMode progress = ProgressMode::kAuto;
   double progress_interval_s = 30.0;
   bool write_files = true;  ///< false on non-primary ranks: no metrics.jsonl, weights, checkpoints
+  /// Also write each member's metric lines as TensorBoard events (logging.tensorboard): a new
+  /// events.out.tfevents.* file in its folder per fit (a resumed fit appends one), when
+  /// write_files.
+  bool tensorboard = false;
   /// Data-parallel group (non-owning; nullptr: one process). Every rank's source yields its share
   /// of each global batch; the trainer broadcasts rank 0's initial parameters, reduces losses,
   /// statistics, firing counts and gradients (weighted by valid tokens, so the step equals the

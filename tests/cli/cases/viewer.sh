@@ -52,14 +52,14 @@ viewer_run() {
   expect "viewer second server on the same port" 3 "cannot listen on 127.0.0.1:$port_used" -- \
     timeout 20 "$bin/saes-analyze" serve v1/default.sqlite --port "$port_used"
 
-  for path in / /eval /style.css /features/0 /api/features /api/features/0 /api/eval \
+  for path in / /eval /style.css /features/0 /api/features /api/features/0 /api/eval /run /api/run \
       "/?sort=frequency&order=desc&q=the&page=1"; do
     viewer_status "page" 200 "$path"
   done
   for path in /nothing /features/ /features/999999 /features/abc /features/-1 /features/1e3 \
       /features/../eval /features/%2e%2e /features/%2e%2e/%2e%2e/etc/passwd /../../etc/passwd \
       /%2e%2e/%2e%2e/etc/passwd /features/0/../1 /eval/ /features/123456789012345678901234567890 \
-      /static/../style.css /api/features/x; do
+      /static/../style.css /api/features/x /run/ /run/x /api/run/; do
     viewer_status "bad route" 404 "$path"
   done
   local csp; csp=$(curl -s -D - -o /dev/null "${viewer_url}features/0" | tr -d '\r' | grep -i '^content-security-policy:')
@@ -74,6 +74,13 @@ viewer_run() {
   python3 -c 'import json; assert json.load(open("fetched.txt"))["act_times"] > 0' 2>/dev/null && ok ||
     bad "viewer: the random feature ${random##*/} is not alive: $(head -c 200 fetched.txt)"
   viewer_status "write" 405 /features/0 -X POST -d x=1
+
+  # The database's sae_path is the run folder t1: /run charts its metrics.jsonl.
+  if grep -q 'viewer: training curves from t1/metrics.jsonl' serve.log; then ok; else bad "viewer: no training curves from t1: $(cat serve.log)"; fi
+  viewer_fetch /api/run >/dev/null
+  local run_check
+  run_check="$(viewer_check_run fetched.txt t1/metrics.jsonl)"
+  [ "$run_check" = ok ] && ok || bad "viewer: /api/run vs t1/metrics.jsonl: $run_check"
 
   # The most frequent feature is a real analysed one with stored contexts.
   viewer_fetch "/api/features?sort=frequency&order=desc&per_page=1" >/dev/null
@@ -114,6 +121,97 @@ viewer_run() {
   wait "$pid"
   local rc=$?
   if [ "$rc" = 0 ] && grep -q 'viewer: stopped (SIGTERM)' serve.log; then ok; else bad "viewer: serve exit $rc after SIGTERM: $(tail -2 serve.log)"; fi
+}
+
+# viewer_check_run API_JSON METRICS_JSONL: /api/run holds every line's step and values.
+viewer_check_run() {
+  /usr/bin/python3 - "$1" "$2" <<'PY' 2>&1
+import json, math, sys
+api = json.load(open(sys.argv[1]))
+lines = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+assert api["steps"] == [l["step"] for l in lines], (api["steps"], len(lines))
+assert api["x_axis"] == "details/n_training_tokens", api["x_axis"]
+for name, column in api["metrics"].items():
+    want = [l.get(name) for l in lines]
+    assert len(column) == len(want), name
+    for g, w in zip(column, want):
+        assert (g is None and w is None) or math.isclose(g, w, rel_tol=1e-12, abs_tol=0), (name, g, w)
+assert set(api["metrics"]) == {k for l in lines for k in l} - {"step"}
+print("ok")
+PY
+}
+
+# The training-run page (/run) of tfull (train.sh: 10 logged steps) given with --run: one SVG
+# line chart per metric with a marker per step, in curl and the Chromium DOM, a screenshot; and
+# the one-line start-up errors of a missing run and a malformed metrics.jsonl.
+# SAES_UPDATE_DOCS=1 charts a 400-step run on gsigref instead (~1 min) and copies the screenshot
+# to docs/images/training-curves.png.
+viewer_training() {
+  local run=tfull
+  if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -d gsigref ]; then
+    expect "viewer training docs run" 0 '' -- "$bin/saes-train" "$train_cfg" \
+      --set 'activation_factory.sources=[{type: activations, name: g, path: gsigref}]' \
+      --set activation_factory.batch_size=500 --set trainer.total_training_tokens=200000 \
+      --set trainer.log_frequency=8 --set trainer.exp_result_path=trun_docs --set logging.progress=off
+    run=trun_docs
+  fi
+  expect "serve --run missing" 3 '^saes-analyze: error: serve: --run nowhere: nowhere: no such file' -- \
+    "$bin/saes-analyze" serve v1/default.sqlite --run nowhere --port 0
+  one_line "serve --run missing"
+  mkdir -p tbadrun && { head -1 tfull/metrics.jsonl; echo '{"step": 2, "losses/overall_loss": '; head -3 tfull/metrics.jsonl | tail -1; } >tbadrun/metrics.jsonl
+  expect "serve --run malformed" 3 'serve: --run tbadrun: tbadrun/metrics.jsonl:2: not a JSON object' -- \
+    "$bin/saes-analyze" serve v1/default.sqlite --run tbadrun --port 0
+  one_line "serve --run malformed"
+
+  # Served from a copy, which gets more lines at the end.
+  rm -rf trun_live && cp -r "$run" trun_live && run=trun_live
+  "$bin/saes-analyze" serve v1/default.sqlite --run "$run" --port 0 2>serve_run.log &
+  local pid=$!
+  local port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' serve_run.log)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then bad "viewer --run: no URL logged: $(cat serve_run.log)"; kill -TERM "$pid"; wait "$pid"; return; fi
+  viewer_url="http://127.0.0.1:$port/"
+  grep -q "viewer: training curves from $run/metrics.jsonl" serve_run.log && ok || bad "viewer --run: $(cat serve_run.log)"
+  viewer_status "run page" 200 /run
+  local n_lines n_metrics charts markers
+  n_lines=$(grep -c . "$run/metrics.jsonl")
+  n_metrics=$(/usr/bin/python3 -c 'import json,sys; print(len({k for l in open(sys.argv[1]) for k in json.loads(l)} - {"step", "details/n_training_tokens"}))' "$run/metrics.jsonl")
+  charts=$(grep -o '<svg class="curve"' fetched.txt | wc -l)
+  markers=$(grep -o '<circle class="pt"' fetched.txt | wc -l)
+  if [ "$charts" = "$n_metrics" ] && [ "$markers" -ge $((n_lines * 5)) ] && grep -q '<h2>Losses</h2>' fetched.txt &&
+    grep -q 'aria-label="metrics/l0 — L0' fetched.txt && grep -q 'aria-label="details/current_learning_rate' fetched.txt; then ok
+  else bad "viewer /run: $charts charts for $n_metrics metrics, $markers markers for $n_lines lines"; fi
+  viewer_fetch /api/run >/dev/null
+  local run_check; run_check="$(viewer_check_run fetched.txt "$run/metrics.jsonl")"
+  [ "$run_check" = ok ] && ok || bad "viewer: /api/run vs $run/metrics.jsonl: $run_check"
+  if command -v chromium >/dev/null; then
+    local chrome=(timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium" --hide-scrollbars)
+    "${chrome[@]}" --dump-dom "${viewer_url}run" >dom_run.html 2>chromium.log
+    if [ "$(grep -o '<svg class="curve"' dom_run.html | wc -l)" = "$n_metrics" ] && grep -q '<path class="line" d="M' dom_run.html &&
+      ! grep -qi 'refused to' chromium.log; then ok
+    else bad "viewer: chromium DOM of /run lacks the charts ($(wc -c <dom_run.html) bytes; $(tail -2 chromium.log))"; fi
+    "${chrome[@]}" --screenshot="$work/training-curves.png" --window-size=1200,1000 "${viewer_url}run" >/dev/null 2>>chromium.log
+    if [ -s "$work/training-curves.png" ]; then ok; else bad "viewer: chromium wrote no /run screenshot: $(tail -2 chromium.log)"; fi
+    if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/training-curves.png" ]; then
+      mkdir -p "$root/docs/images" && cp "$work/training-curves.png" "$root/docs/images/training-curves.png"
+    fi
+  fi
+  # A line appended while the viewer runs shows on the next request (the file is read per
+  # request); a torn last line is left out; a bad line makes the page a 500 naming file and line.
+  tail -1 "$run/metrics.jsonl" | sed 's/^{"step": *[0-9]*/{"step": 100000/' >>"$run/metrics.jsonl"
+  printf '{"step": 100001, "losses/overall_loss": 0.' >>"$run/metrics.jsonl"
+  viewer_fetch /api/run >/dev/null
+  if python3 -c 'import json,sys; d = json.load(open("fetched.txt")); assert d["steps"][-1] == 100000 and d["incomplete_last_line"]' 2>/dev/null; then ok
+  else bad "viewer: /api/run after appending: $(head -c 300 fetched.txt)"; fi
+  printf '5\n' >>"$run/metrics.jsonl"
+  viewer_status "run page, bad line" 500 /run
+  grep -q "cannot read the training curves: $run/metrics.jsonl:$((n_lines + 2)): not a JSON object" fetched.txt && ok ||
+    bad "viewer: the 500 page does not name $run/metrics.jsonl:$((n_lines + 2)): $(head -c 400 fetched.txt)"
+  kill -TERM "$pid"; wait "$pid"
 }
 
 # A cross-layer transcoder's database (aclt/, from train_clt.sh): a layer-2 feature's page shows
@@ -248,6 +346,7 @@ print(" ".join(x["name"] for x in d))' 2>&1)
   wait "$pid" && ok || bad "viewer many: serve exit $? after SIGTERM"
 }
 
+if [ -s v1/default.sqlite ] && [ -s tfull/metrics.jsonl ]; then viewer_training; fi
 if [ -s aclt/default.sqlite ]; then viewer_clt; fi
 if [ -s aclt/default.sqlite ] && [ -s v1/default.sqlite ]; then viewer_many; fi
 if [ -s acc/default.sqlite ]; then viewer_crosscoder; fi
