@@ -16,6 +16,8 @@ CLI::App* add_serve_command(CLI::App& app, runners::ServeOptions& options) {
   sub->add_option("--run", options.run,
                   "saes-train run folder (or its metrics.jsonl) whose training curves /run draws "
                   "(default: each analysed dictionary's run folder, when it has metrics.jsonl; one DB only)");
+  sub->add_flag("!--no-live", options.live,
+               "no live inference (the text boxes that run the recorded model on your text)");
   sub->add_option("--host", options.host,
                   "listen address (default 127.0.0.1; 0.0.0.0 exposes it to the network)");
   sub->add_option("--port", options.port, "TCP port (default 24577; 0 picks a free one)")

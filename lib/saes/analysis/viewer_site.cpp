@@ -123,19 +123,27 @@ PageResponse home(const std::vector<SiteEntry>& entries, bool api) {
       "<th>L0</th><th>explained variance</th><th>dead fraction</th></tr></thead><tbody>\n",
       entries.size());
   for (const Row& r : rows) {
+    // a multi-hook dictionary (a CLT) reads many hooks: its first and last, all in the tooltip
+    std::string hook = html_escape(r.hook);
+    const auto first = r.hook.find(','), last = r.hook.rfind(',');
+    if (first != std::string::npos) {
+      hook = fmt::format("<span title=\"{}\">{} … {} ({} hooks)</span>", html_escape(r.hook),
+                         html_escape(r.hook.substr(0, first)), html_escape(r.hook.substr(last + 1)),
+                         std::count(r.hook.begin(), r.hook.end(), ',') + 1);
+    }
     body += fmt::format(
         "<tr><td><a href=\"/d/{0}/\">{1}</a></td><td>{2}</td><td class=\"tok\"><code>{3}</code>"
         "</td><td>{4}</td><td>{5}</td>{6}{7}{8}</tr>\n",
-        viewer::url_encode(r.entry->name), html_escape(r.entry->name), html_escape(r.model),
-        html_escape(r.hook), html_escape(r.variant), r.d_sae, cell(r.l0), cell(r.ev),
-        cell(r.dead));
+        viewer::url_encode(r.entry->name), html_escape(r.entry->name), html_escape(r.model), hook,
+        html_escape(r.variant), r.d_sae, cell(r.l0), cell(r.ev), cell(r.dead));
   }
   body += "</tbody></table>";
   return {200, "text/html; charset=utf-8", viewer::page("Dictionaries", "", body, false)};
 }
 
-/// One database's routes: its training curves, else its pages.
+/// One database's routes: the user's text, its training curves, else its pages.
 PageResponse entry_request(const SiteEntry& e, std::string_view path, const QueryParams& params) {
+  if (auto live = handle_live_request(*e.store, e.live, path, params)) return std::move(*live);
   if (auto run = handle_run_request(e.metrics, path, params)) return std::move(*run);
   return handle_viewer_request(*e.store, e.graphs, path, params);
 }

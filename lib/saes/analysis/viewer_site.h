@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "saes/analysis/viewer_live.h"
 #include "saes/analysis/viewer_pages.h"
 
 namespace saes::circuits {
@@ -27,7 +28,8 @@ struct SiteEntry {
   std::filesystem::path path;
   const AnalysisStore* store = nullptr;
   const circuits::GraphStore* graphs = nullptr;
-  std::optional<std::filesystem::path> metrics;  ///< its training run's metrics.jsonl (/run)
+  std::optional<std::filesystem::path> metrics = {};  ///< its training run's metrics.jsonl (/run)
+  const LiveInference* live = nullptr;           ///< its model for the user's text (/infer)
 };
 
 /// The URL names of databases: each one's meta `sae_name` (else its file stem, else "db"),
@@ -41,8 +43,8 @@ std::vector<std::string> site_names(const std::vector<std::string>& sae_names,
 /// the folder cannot be read.
 std::vector<std::filesystem::path> analysis_databases_in(const std::filesystem::path& folder);
 
-/// Routes a request over `entries`: with one entry, its training curves (handle_run_request) and
-/// handle_viewer_request as is; with several,
+/// Routes a request over `entries`: with one entry, its live pages (handle_live_request), its
+/// training curves (handle_run_request) and handle_viewer_request as is; with several,
 /// `/` (and `/api/dictionaries`) is the home page (JSON), `/style.css` the stylesheet, and
 /// `/d/<name>/<rest>` that entry's `/<rest>` — its HTML links, form actions and redirects moved
 /// under the prefix — while anything else is a 404.

@@ -165,7 +165,7 @@ ConvertSettings filled_convert() {
   s.output = "export/tiny-saelens";
   s.conversion = {convert::ConvertFormat::kSaeLens, 5, true, convert::ScaleFolding::kUnfold,
                   DType::kFloat16, convert::InputFormat::kSaeLens, true,
-                  "analysis/default.sqlite"};
+                  "analysis/default.sqlite", 3};
   s.activation_factory = filled_train().activation_factory;
   s.model = lm::LanguageModelConfig{};
   s.datasets["stories"] = {};

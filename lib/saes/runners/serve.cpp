@@ -28,6 +28,7 @@
 #include "saes/analysis/viewer_site.h"
 #include "saes/circuits/graph_store.h"
 #include "saes/core/error.h"
+#include "saes/runners/live_inference.h"
 
 namespace saes::runners {
 namespace {
@@ -222,9 +223,18 @@ int run_serve(const ServeOptions& options, Logger& logger) {
     sae_names.push_back(it == stores.back()->meta().end() ? std::string() : it->second);
   }
   const std::vector<std::string> names = analysis::site_names(sae_names, paths);
+  // each database's model and dictionary for the user's text, loaded on the first such request
+  std::vector<std::unique_ptr<LiveModel>> live_models;
+  std::vector<analysis::LiveInference> live;
+  for (const auto& store : stores) {
+    live_models.push_back(std::make_unique<LiveModel>(*store));
+    live.push_back(live_models.back()->inference());
+  }
   std::vector<analysis::SiteEntry> site;
-  for (std::size_t i = 0; i < paths.size(); ++i)
-    site.push_back({names[i], paths[i], stores[i].get(), graph_stores[i].get(), metrics[i]});
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    site.push_back({names[i], paths[i], stores[i].get(), graph_stores[i].get(), metrics[i],
+                    options.live ? &live[i] : nullptr});
+  }
   std::mutex store_mutex;
   const BlockedStopSignals signals;
   httplib::Server server;

@@ -22,6 +22,9 @@ struct ServeOptions {
   /// metrics.jsonl); empty: the run folder the database's meta sae_path names, when it holds a
   /// metrics.jsonl.
   std::filesystem::path run;
+  /// Live inference (/infer, the text boxes): each database's recorded model and dictionary run
+  /// on the user's text, loaded on the first such request. false: the pages have no text box.
+  bool live = true;
   std::string host = "127.0.0.1";  ///< listen address; 0.0.0.0 exposes the viewer to the network
   int port = 24577;             ///< 0: any free port (the log line names it)
 };

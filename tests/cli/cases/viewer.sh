@@ -90,6 +90,36 @@ viewer_run() {
   viewer_fetch "/features/$id" >/dev/null
   if grep -Eq 'class="t a[0-9]+ peak"' fetched.txt && grep -q '<svg class="hist"' fetched.txt; then ok; else bad "viewer: /features/$id lacks a highlighted context or histogram"; fi
 
+  # Live inference: the model and the dictionary the database records (stories260K, t1) run on
+  # our text; the JSON agrees with the page; a text past the limits is a 400 naming it.
+  viewer_status "infer page" 200 "/infer?text=Once%20upon%20a%20time%20there%20was"
+  grep -q 'class="toks live"' fetched.txt && grep -Eq 'class="t a[0-9]+" title=' fetched.txt && ok ||
+    bad "viewer infer: no shaded tokens: $(head -c 300 fetched.txt)"
+  viewer_status "infer api" 200 "/api/infer?text=Once%20upon%20a%20time%20there%20was&feature=$id"
+  python3 -c 'import json
+j = json.load(open("fetched.txt"))
+assert len(j["tokens"]) >= 6 and len(j["top"]) == len(j["tokens"]) == len(j["feature"]), j
+assert any(row for row in j["top"]) and all(v > 0 for row in j["top"] for _, v in row), j["top"]
+assert all(row == sorted(row, key=lambda e: -e[1]) for row in j["top"]), j["top"]' 2>/dev/null && ok ||
+    bad "viewer infer api: $(head -c 400 fetched.txt)"
+  viewer_status "feature with text" 200 "/features/$id?text=Once%20upon%20a%20time"
+  grep -q '<section class="live"><h2>Your text</h2>' fetched.txt && ok || bad "viewer: /features/$id?text= lacks the shaded text"
+  local long; long=$(python3 -c 'print("%20".join(["once"] * 300))')
+  viewer_status "infer too many tokens" 400 "/infer?text=$long"
+  grep -q 'tokens, the limit is' fetched.txt && ok || bad "viewer infer: the refusal does not name the limit: $(head -c 300 fetched.txt)"
+  viewer_status "infer too long" 400 "/infer?text=$(head -c 2001 /dev/zero | tr '\0' a)"
+  # a bounded load test of the live route: 200 requests from 20 clients, all answered, RSS bounded
+  local rss0 rss1 load_t0 load_t1
+  rss0=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+  load_t0=$(date +%s.%N)
+  seq 1 200 | timeout 300 xargs -P 20 -I{} curl -s -o /dev/null -m 60 -w '%{http_code}\n' \
+    "${viewer_url}api/infer?text=Once%20upon%20a%20time%20{}" >load.txt
+  load_t1=$(date +%s.%N)
+  rss1=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+  if [ "$(grep -c '^200$' load.txt)" = 200 ] && [ $((rss1 - rss0)) -lt 204800 ]; then ok
+  else bad "viewer infer load: $(sort load.txt | uniq -c | tr '\n' ' ') RSS ${rss0} -> ${rss1} kB"; fi
+  echo "viewer: live inference load test: 200 requests from 20 clients in $(awk -v a="$load_t0" -v b="$load_t1" 'BEGIN { printf "%.2f", b - a }') s, RSS ${rss0} -> ${rss1} kB"
+
   # 40 idle connections (opened, nothing sent) do not stall a request.
   local fds=() fd
   for _ in $(seq 1 40); do exec {fd}<>"/dev/tcp/127.0.0.1/$port_used" && fds+=("$fd"); done
@@ -100,6 +130,7 @@ viewer_run() {
   echo "viewer: a request behind ${#fds[@]} idle connections: ${idle_t} s"
 
   # Response time of the feature page (20 sequential requests; median, milliseconds).
+  viewer_fetch "/features/$id" >/dev/null
   local times
   times=$(for _ in $(seq 1 20); do curl -s -o /dev/null -w '%{time_total}\n' "${viewer_url}features/$id"; done | sort -n)
   echo "viewer: feature page $id, $(wc -c <fetched.txt) bytes: median $(echo "$times" | sed -n 10p | awk '{printf "%.2f", $1 * 1000}') ms, max $(echo "$times" | tail -1 | awk '{printf "%.2f", $1 * 1000}') ms over 20 requests"
