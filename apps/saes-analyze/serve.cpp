@@ -16,6 +16,9 @@ CLI::App* add_serve_command(CLI::App& app, runners::ServeOptions& options) {
   sub->add_option("--run", options.run,
                   "saes-train run folder (or its metrics.jsonl) whose training curves /run draws "
                   "(default: each analysed dictionary's run folder, when it has metrics.jsonl; one DB only)");
+  sub->add_option("--annotations", options.annotations,
+                  "SQLite file of feature labels, notes and bookmarks (created when missing); "
+                  "without it the viewer is read-only");
   sub->add_flag("!--no-live", options.live,
                "no live inference (the text boxes that run the recorded model on your text)");
   sub->add_option("--host", options.host,

@@ -516,9 +516,10 @@ std::optional<PageResponse> handle_graph_request(const AnalysisStore& store,
 }
 
 PageResponse handle_viewer_request(const AnalysisStore& store, const circuits::GraphStore* graphs,
-                                   std::string_view path, const QueryParams& params) {
+                                   std::string_view path, const QueryParams& params,
+                                   const std::map<std::int64_t, Annotation>* annotations) {
   if (auto page = handle_graph_request(store, graphs, path, params)) return *page;
-  return handle_request(store, path, params);
+  return handle_request(store, path, params, annotations);
 }
 
 }  // namespace saes::analysis

@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "saes/analysis/annotations.h"
 #include "saes/analysis/viewer_pages.h"
 
 namespace saes::circuits {
@@ -33,7 +35,8 @@ std::optional<PageResponse> handle_graph_request(const AnalysisStore& store,
 /// Every route of the viewer (what `saes-analyze serve` answers): the graph routes above, else
 /// viewer_pages.h's handle_request.
 PageResponse handle_viewer_request(const AnalysisStore& store, const circuits::GraphStore* graphs,
-                                   std::string_view path, const QueryParams& params);
+                                   std::string_view path, const QueryParams& params,
+                                   const std::map<std::int64_t, Annotation>* annotations = nullptr);
 
 /// Where a graph's feature node is in the served analysis database.
 struct FeatureLink {

@@ -229,20 +229,27 @@ struct Filter {
   std::vector<std::int64_t> ints;    ///< bound first
   std::vector<double> reals;         ///< then these
   std::optional<std::string> text;   ///< then this
+  std::string text_also;             ///< " OR id IN (…)": annotation matches of the text search
 };
 
 Filter make_filter(const FeatureQuery& q, std::int64_t per_layer) {
   Filter f;
   std::vector<std::string> terms;
+  const auto id_list = [](const std::vector<std::int64_t>& ids) {
+    return fmt::format("id IN ({})", fmt::join(ids, ", "));  // integers: nothing to escape
+  };
   if (q.search && !q.search->empty()) {
     const std::string& s = *q.search;
+    const std::string also = q.search_ids.empty() ? "" : " OR " + id_list(q.search_ids);
     if (s.find_first_not_of("0123456789") == std::string::npos && s.size() < 18) {
-      terms.emplace_back("id = ?");
+      terms.push_back("(id = ?" + also + ")");
       f.ints.push_back(std::stoll(s));
     } else {
       f.text = s;
+      f.text_also = also;
     }
   }
+  if (q.only_ids) terms.push_back(q.only_ids->empty() ? "0" : id_list(*q.only_ids));
   if (q.layer) {
     terms.emplace_back("id BETWEEN ? AND ?");
     f.ints.push_back(*q.layer * per_layer);
@@ -261,7 +268,10 @@ Filter make_filter(const FeatureQuery& q, std::int64_t per_layer) {
   };
   range("frequency", q.min_frequency, q.max_frequency);
   range("max_act", q.min_max_act, q.max_max_act);
-  if (f.text) terms.emplace_back("peak_token IN (SELECT id FROM vocab WHERE instr(text, ?) > 0)");
+  if (f.text) {
+    terms.push_back("(peak_token IN (SELECT id FROM vocab WHERE instr(text, ?) > 0)" + f.text_also +
+                    ")");
+  }
   if (!terms.empty()) f.sql = fmt::format(" WHERE {}", fmt::join(terms, " AND "));
   return f;
 }

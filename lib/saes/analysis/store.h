@@ -113,6 +113,10 @@ struct FeatureQuery {
   /// Features of one source layer (multi-layer dictionaries: ids layer·n .. layer·n + n − 1,
   /// n = d_sae / feature_layers).
   std::optional<std::int64_t> layer;
+  /// Features a search of their annotations matched: the search then also lists these.
+  std::vector<std::int64_t> search_ids;
+  /// Only these features (the bookmarks), when set.
+  std::optional<std::vector<std::int64_t>> only_ids;
 };
 
 /// Read-only view of an analysis database. Throws IoError for a missing/unreadable file and

@@ -141,9 +141,9 @@ constexpr const char* kNoLive =
 
 }  // namespace
 
-std::optional<PageResponse> handle_live_request(const AnalysisStore& store,
-                                                const LiveInference* live, std::string_view path,
-                                                const QueryParams& params) {
+std::optional<PageResponse> handle_live_request(
+    const AnalysisStore& store, const LiveInference* live, std::string_view path,
+    const QueryParams& params, const std::map<std::int64_t, Annotation>* annotations) {
   const bool api = path == "/api/infer";
   PageResponse refusal;
   if (path == "/infer" || api) {
@@ -168,7 +168,7 @@ std::optional<PageResponse> handle_live_request(const AnalysisStore& store,
   }
   if (live == nullptr) return std::nullopt;  // the pages as they are, without a text box
   if (path == "/") {
-    PageResponse page = handle_request(store, path, params);
+    PageResponse page = handle_request(store, path, params, annotations);
     if (page.status == 200) {
       page.body = insert_after_title(std::move(page.body),
                                      text_form("/infer", "", "Run your own text:"));
@@ -181,7 +181,7 @@ std::optional<PageResponse> handle_live_request(const AnalysisStore& store,
   if (!id) return std::nullopt;  // the feature routes answer it
   const auto text = text_param(params, refusal);
   if (!text && refusal.status != 200) return refusal;
-  PageResponse page = handle_request(store, path, {});
+  PageResponse page = handle_request(store, path, {}, annotations);
   if (page.status != 200) return page;
   std::string section;
   if (text) {

@@ -8,12 +8,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "saes/analysis/annotations.h"
 #include "saes/analysis/viewer_pages.h"
 
 namespace saes::analysis {
@@ -39,8 +41,8 @@ inline constexpr std::size_t kLiveTopK = 8;
 /// The live routes above, with `live` (null: the server has none — the pages say so); nullopt for
 /// any other route. A text over kMaxLiveTextBytes, an empty one, or one the inference refuses is a
 /// 400 naming the reason; an inference that cannot run (the model is missing) a 503.
-std::optional<PageResponse> handle_live_request(const AnalysisStore& store,
-                                                const LiveInference* live, std::string_view path,
-                                                const QueryParams& params);
+std::optional<PageResponse> handle_live_request(
+    const AnalysisStore& store, const LiveInference* live, std::string_view path,
+    const QueryParams& params, const std::map<std::int64_t, Annotation>* annotations = nullptr);
 
 }  // namespace saes::analysis

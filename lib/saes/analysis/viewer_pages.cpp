@@ -40,6 +40,8 @@ struct ListRequest {
   std::string sort = "id";
   FeatureQuery query;
   std::int64_t page = 1;
+  bool bookmarked = false;                            ///< bookmarked=1: the bookmarks only
+  const viewer::AnnotationMap* annotations = nullptr;  ///< set: the label column and filters
 };
 
 std::optional<std::int64_t> positive(const QueryParams& p, const std::string& key,
@@ -103,6 +105,10 @@ std::optional<ListRequest> parse_list(const QueryParams& p, std::int64_t layers)
       !number_param(p, "max_act", r.query.max_max_act)) {
     return std::nullopt;
   }
+  if (const auto it = p.find("bookmarked"); it != p.end() && !it->second.empty()) {
+    if (it->second != "1") return std::nullopt;
+    r.bookmarked = true;
+  }
   if (const auto it = p.find("layer"); it != p.end() && !it->second.empty()) {
     r.query.layer = parse_feature_id(it->second, layers);
     if (!r.query.layer) return std::nullopt;
@@ -133,6 +139,7 @@ std::string list_link(const ListRequest& r, std::string_view sort, bool descendi
   std::string url = fmt::format("/?sort={}&order={}&page={}&per_page={}", sort,
                                 descending ? "desc" : "asc", page, r.query.limit);
   if (r.query.search) url += "&q=" + url_encode(*r.query.search);
+  if (r.bookmarked) url += "&bookmarked=1";
   return html_escape(url + filter_query(r.query));
 }
 
@@ -160,7 +167,8 @@ std::string frequency_histogram(const AnalysisStore& store) {
   return histogram_svg(counts, edges, "log10 frequency");
 }
 
-std::string feature_row(const AnalysisStore& store, const FeatureSummary& s) {
+std::string feature_row(const AnalysisStore& store, const FeatureSummary& s,
+                        const viewer::AnnotationMap* annotations) {
   std::string cosine = "<td class=\"muted\">–</td>";
   if (s.max_decoder_cosine) {
     cosine = fmt::format("<td>{:.3f}", *s.max_decoder_cosine);
@@ -172,8 +180,9 @@ std::string feature_row(const AnalysisStore& store, const FeatureSummary& s) {
   const std::string token = s.peak_token ? html_escape(store.token_text(*s.peak_token)) : "";
   return fmt::format(
       "<tr><td><a href=\"/features/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td>"
-      "<td>{4}</td>{5}<td class=\"tok\"><code>{6}</code></td></tr>\n",
-      s.id, number(s.frequency), s.act_times, number(s.max_act), number(s.mean_act), cosine, token);
+      "<td>{4}</td>{5}<td class=\"tok\"><code>{6}</code></td>{7}</tr>\n",
+      s.id, number(s.frequency), s.act_times, number(s.max_act), number(s.mean_act), cosine, token,
+      annotations ? viewer::annotation_cell(*annotations, s.id) : std::string());
 }
 
 PageResponse dictionary_page(const AnalysisStore& store, const ListRequest& r) {
@@ -198,6 +207,11 @@ PageResponse dictionary_page(const AnalysisStore& store, const ListRequest& r) {
     }
     layer_select += "</select></label> ";
   }
+  if (r.annotations) {
+    layer_select += fmt::format(
+        "<label><input type=\"checkbox\" name=\"bookmarked\" value=\"1\"{}> bookmarked</label> ",
+        r.bookmarked ? " checked" : "");
+  }
   body += fmt::format(
       "<form class=\"search\" method=\"get\" action=\"/\"><input type=\"text\" name=\"q\" "
       "value=\"{}\" placeholder=\"feature id or top token\"><input type=\"hidden\" name=\"sort\" "
@@ -217,8 +231,9 @@ PageResponse dictionary_page(const AnalysisStore& store, const ListRequest& r) {
           column_header(r, "frequency", "frequency") + "<th>count</th>" +
           column_header(r, "max_act", "max act") + column_header(r, "mean_act", "mean act") +
           column_header(r, "cosine", "max dec. cos") + "<th class=\"tok\">top token</th>" +
+          (r.annotations ? "<th class=\"label\">label</th>" : "") +
           "</tr></thead><tbody>\n";
-  for (const auto& s : rows) body += feature_row(store, s);
+  for (const auto& s : rows) body += feature_row(store, s, r.annotations);
   body += "</tbody></table><div class=\"pager\">";
   if (r.page > 1) {
     body += fmt::format("<a rel=\"prev\" href=\"{}\">← previous</a>",
@@ -363,7 +378,8 @@ std::string decoder_section(const AnalysisStore& store, const FeatureDetail& d) 
   return out + "</div>";
 }
 
-PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
+PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d,
+                          const viewer::AnnotationMap* annotations) {
   const std::int64_t id = d.summary.id;
   std::string body = fmt::format("<h1>Feature {}</h1><div class=\"pager\">", id);
   if (id > 0) body += fmt::format("<a rel=\"prev\" href=\"/features/{}\">← {}</a>", id - 1, id - 1);
@@ -382,6 +398,7 @@ PageResponse feature_page(const AnalysisStore& store, const FeatureDetail& d) {
           "</div><div><h2>Activation histogram</h2>" +
           histogram_svg(d.histogram, store.histogram_edges(), "activation (log-spaced bins)") +
           "</div></div>";
+  if (annotations) body += viewer::annotation_form(*annotations, id);
   body += decoder_section(store, d);
   const auto bands = store.bands();
   // top activations first, then the subsampling bands by proportion (descending), then the
@@ -456,7 +473,13 @@ nlohmann::json summary_json(const AnalysisStore& store, const FeatureSummary& s)
 
 nlohmann::json list_json(const AnalysisStore& store, const ListRequest& r) {
   nlohmann::json rows = nlohmann::json::array();
-  for (const auto& s : store.list_features(r.query)) rows.push_back(summary_json(store, s));
+  for (const auto& s : store.list_features(r.query)) {
+    rows.push_back(summary_json(store, s));
+    if (!r.annotations) continue;
+    const auto a = r.annotations->find(s.id);
+    rows.back()["label"] = a == r.annotations->end() ? "" : a->second.label;
+    rows.back()["bookmarked"] = a != r.annotations->end() && a->second.bookmarked;
+  }
   return {{"total", store.count_features(r.query)},
           {"offset", r.query.offset},
           {"limit", r.query.limit},
@@ -529,13 +552,22 @@ std::optional<std::string_view> after(std::string_view path, std::string_view pr
 
 PageResponse handle_request(const AnalysisStore& store, std::string_view path,
                             const QueryParams& params) {
+  return handle_request(store, path, params, nullptr);
+}
+
+PageResponse handle_request(const AnalysisStore& store, std::string_view path,
+                            const QueryParams& params, const viewer::AnnotationMap* annotations) {
   const bool api = after(path, "/api/").has_value();
   if (path == "/" || path == "/api/features") {
-    const auto r = parse_list(params, store.feature_layers());
+    auto r = parse_list(params, store.feature_layers());
+    if (r && annotations) {
+      r->annotations = annotations;
+      viewer::apply_annotations(r->query, *annotations, r->bookmarked);
+    }
     if (!r) {
       return bad_request(
           "bad query: sort, order, page, per_page (1–1000), q (≤ 200 bytes), min_freq, max_freq, "
-          "min_act, max_act (numbers) or layer (0 to feature layers − 1)");
+          "min_act, max_act (numbers), layer (0 to feature layers − 1) or bookmarked (1)");
     }
     return api ? json_response(list_json(store, *r)) : dictionary_page(store, *r);
   }
@@ -560,7 +592,8 @@ PageResponse handle_request(const AnalysisStore& store, std::string_view path,
     return not_found(fmt::format("no feature with id '{}' (ids are 0 to {})",
                                  rest->substr(0, 40), store.d_sae() - 1));
   }
-  return api ? json_response(detail_json(store, *detail)) : feature_page(store, *detail);
+  return api ? json_response(detail_json(store, *detail))
+             : feature_page(store, *detail, annotations);
 }
 
 }  // namespace saes::analysis

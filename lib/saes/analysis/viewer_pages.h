@@ -15,6 +15,7 @@
 namespace saes::analysis {
 
 class AnalysisStore;
+struct Annotation;
 struct FeatureDetail;
 
 /// One HTTP answer: status, MIME type and body.
@@ -37,6 +38,13 @@ using QueryParams = std::map<std::string, std::string>;
 /// plain decimal in [0, d_sae) is a 404; a malformed query value is a 400.
 PageResponse handle_request(const AnalysisStore& store, std::string_view path,
                             const QueryParams& params);
+/// As above with the dictionary's annotations (annotations.h; the server was started with
+/// `--annotations`): the dictionary table gains a label column (★ for bookmarks), `q` also
+/// matches labels and notes, `bookmarked=1` lists the bookmarks only, and each feature page has
+/// the form that edits its annotation (POST <feature page>/annotation).
+PageResponse handle_request(const AnalysisStore& store, std::string_view path,
+                            const QueryParams& params,
+                            const std::map<std::int64_t, Annotation>* annotations);
 
 /// Escapes & < > " ' for HTML text and attribute values.
 std::string html_escape(std::string_view text);

@@ -143,9 +143,46 @@ PageResponse home(const std::vector<SiteEntry>& entries, bool api) {
 
 /// One database's routes: the user's text, its training curves, else its pages.
 PageResponse entry_request(const SiteEntry& e, std::string_view path, const QueryParams& params) {
-  if (auto live = handle_live_request(*e.store, e.live, path, params)) return std::move(*live);
+  std::optional<std::map<std::int64_t, Annotation>> notes;
+  if (e.annotations != nullptr) notes = e.annotations->all(e.name);
+  const auto* annotations = notes ? &*notes : nullptr;
+  if (auto live = handle_live_request(*e.store, e.live, path, params, annotations))
+    return std::move(*live);
   if (auto run = handle_run_request(e.metrics, path, params)) return std::move(*run);
-  return handle_viewer_request(*e.store, e.graphs, path, params);
+  return handle_viewer_request(*e.store, e.graphs, path, params, annotations);
+}
+
+PageResponse plain(int status, std::string_view text) {
+  return {status, "text/plain; charset=utf-8", std::string(text) + "\n"};
+}
+
+/// The POST of one entry: `/features/<id>/annotation`.
+PageResponse entry_post(const SiteEntry& e, std::string_view path, const QueryParams& form) {
+  constexpr std::string_view kFeature = "/features/", kSuffix = "/annotation";
+  if (path.substr(0, kFeature.size()) != kFeature || path.size() <= kFeature.size() + kSuffix.size() ||
+      path.substr(path.size() - kSuffix.size()) != kSuffix) {
+    return plain(404, "no such form");
+  }
+  const auto id = parse_feature_id(
+      path.substr(kFeature.size(), path.size() - kFeature.size() - kSuffix.size()),
+      e.store->d_sae());
+  if (!id) return plain(404, "no such feature");
+  if (e.annotations == nullptr) {
+    return plain(403, "annotations are off: start the viewer with --annotations FILE");
+  }
+  const auto field = [&](const char* key) {
+    const auto it = form.find(key);
+    return it == form.end() ? std::string() : it->second;
+  };
+  Annotation a{field("label"), field("notes"), field("bookmarked") == "1", ""};
+  try {
+    e.annotations->put(e.name, *id, a);
+  } catch (const ConfigError& err) {
+    return plain(400, err.what());
+  }
+  PageResponse r = plain(303, "saved");
+  r.location = fmt::format("/features/{}", *id);
+  return r;
 }
 
 }  // namespace
@@ -217,6 +254,22 @@ PageResponse handle_site_request(const std::vector<SiteEntry>& entries, std::str
                        "<h1>404</h1><p>no such page (the dictionaries are under /d/&lt;name&gt;/)"
                        "</p>",
                        false)};
+}
+
+PageResponse handle_site_post(const std::vector<SiteEntry>& entries, std::string_view path,
+                              const QueryParams& form) {
+  SAES_CHECK(!entries.empty(), InternalError, "viewer: no database to serve");
+  if (entries.size() == 1) return entry_post(entries[0], path, form);
+  constexpr std::string_view kPrefix = "/d/";
+  if (path.substr(0, kPrefix.size()) == kPrefix) {
+    const std::string_view rest = path.substr(kPrefix.size());
+    const std::size_t slash = rest.find('/');
+    for (const SiteEntry& e : entries) {
+      if (slash == std::string_view::npos || e.name != rest.substr(0, slash)) continue;
+      return under_prefix(entry_post(e, rest.substr(slash), form), "/d/" + e.name);
+    }
+  }
+  return plain(404, "no such form");
 }
 
 }  // namespace saes::analysis

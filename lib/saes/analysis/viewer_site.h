@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "saes/analysis/annotations.h"
 #include "saes/analysis/viewer_live.h"
 #include "saes/analysis/viewer_pages.h"
 
@@ -30,6 +31,7 @@ struct SiteEntry {
   const circuits::GraphStore* graphs = nullptr;
   std::optional<std::filesystem::path> metrics = {};  ///< its training run's metrics.jsonl (/run)
   const LiveInference* live = nullptr;           ///< its model for the user's text (/infer)
+  AnnotationStore* annotations = nullptr;        ///< labels and bookmarks (--annotations)
 };
 
 /// The URL names of databases: each one's meta `sae_name` (else its file stem, else "db"),
@@ -50,5 +52,12 @@ std::vector<std::filesystem::path> analysis_databases_in(const std::filesystem::
 /// under the prefix — while anything else is a 404.
 PageResponse handle_site_request(const std::vector<SiteEntry>& entries, std::string_view path,
                                  const QueryParams& params);
+
+/// A POST (the one write the viewer takes): `[/d/<name>]/features/<id>/annotation` with the form
+/// fields label, notes and bookmarked stores that feature's annotation and answers a 303 to its
+/// page. The caller has checked that the request is same-origin. 403 when the server has no
+/// annotations file, 404 for another path or feature, 400 for a label or notes over the limit.
+PageResponse handle_site_post(const std::vector<SiteEntry>& entries, std::string_view path,
+                              const QueryParams& form);
 
 }  // namespace saes::analysis

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "saes/analysis/annotations.h"
 #include "saes/analysis/store.h"
 #include "saes/io/sqlite.h"
 
@@ -39,6 +40,16 @@ AnalysisRecord record(const std::string& name, double l0) {
   r.vocab = {"t0", "t1", "t2", "t3"};
   r.eval = {{"metrics/l0", l0}, {"metrics/explained_variance", 0.5}};
   return r;
+}
+
+/// Feature ids in the order the dictionary page's table lists them.
+std::vector<std::int64_t> listed_ids(const std::string& html) {
+  std::vector<std::int64_t> ids;
+  const std::string marker = "<tr><td><a href=\"/features/";
+  for (auto pos = html.find(marker); pos != std::string::npos; pos = html.find(marker, pos + 1)) {
+    ids.push_back(std::stoll(html.substr(pos + marker.size(), 3)));
+  }
+  return ids;
 }
 
 }  // namespace
@@ -105,4 +116,87 @@ TEST_CASE("one viewer serves many dictionaries under /d/<name>/", "[analysis][vi
   const std::vector<SiteEntry> one = {site[0]};
   CHECK(handle_site_request(one, "/features/0", {}).status == 200);
   CHECK(handle_site_request(one, "/", {}).body.find("href=\"/features/0\"") != std::string::npos);
+}
+
+TEST_CASE("annotations: labels, notes and bookmarks in their own file, edited by a form",
+          "[analysis][viewer]") {
+  saes::testing::TempDir dir;
+  write_analysis_db(dir / "a.sqlite", record("alpha", 12.0));
+  write_analysis_db(dir / "b.sqlite", record("beta", 3.0));
+  const AnalysisStore a(dir / "a.sqlite"), b(dir / "b.sqlite");
+  {
+    saes::io::SqliteDatabase other(dir / "other.sqlite", saes::io::SqliteMode::kCreate);
+    other.exec("CREATE TABLE t (x INTEGER)");
+  }
+  CHECK_THROWS_WITH(AnnotationStore(dir / "other.sqlite"),
+                    Catch::Contains("not an saes annotations file"));
+  AnnotationStore notes(dir / "notes.sqlite");
+  std::vector<SiteEntry> one = {{"alpha", dir / "a.sqlite", &a, nullptr}};
+  one[0].annotations = &notes;
+
+  // the form posts, the page shows it, the table lists it, the search finds it
+  const PageResponse saved = handle_site_post(
+      one, "/features/1/annotation", {{"label", "Dragons <3"}, {"notes", "fires on fire"},
+                                      {"bookmarked", "1"}});
+  CHECK(saved.status == 303);
+  CHECK(saved.location == "/features/1");
+  const auto stored = notes.get("alpha", 1);
+  REQUIRE(stored.has_value());
+  CHECK(stored->label == "Dragons <3");
+  CHECK(stored->bookmarked);
+  CHECK(!stored->updated.empty());
+  const std::string page = handle_site_request(one, "/features/1", {}).body;
+  CHECK(page.find("action=\"/features/1/annotation\"") != std::string::npos);
+  CHECK(page.find("value=\"Dragons &lt;3\"") != std::string::npos);
+  CHECK(page.find("name=\"bookmarked\" value=\"1\" checked") != std::string::npos);
+  const std::string table = handle_site_request(one, "/", {}).body;
+  CHECK(table.find("<th class=\"label\">label</th>") != std::string::npos);
+  CHECK(table.find("title=\"fires on fire\"><span class=\"star\" title=\"bookmarked\">★</span> "
+                   "Dragons &lt;3</td>") != std::string::npos);
+  CHECK(listed_ids(handle_site_request(one, "/", {{"q", "dragons"}}).body) ==
+        std::vector<std::int64_t>{1});
+  CHECK(listed_ids(handle_site_request(one, "/", {{"q", "FIRE"}}).body) ==
+        std::vector<std::int64_t>{1});
+  CHECK(listed_ids(handle_site_request(one, "/", {{"bookmarked", "1"}}).body) ==
+        std::vector<std::int64_t>{1});
+  handle_site_post(one, "/features/0/annotation", {{"label", "plain"}});
+  CHECK(listed_ids(handle_site_request(one, "/", {{"bookmarked", "1"}}).body) ==
+        std::vector<std::int64_t>{1});
+  CHECK(listed_ids(handle_site_request(one, "/", {}).body).size() == 3);
+  CHECK(handle_site_request(one, "/", {{"bookmarked", "yes"}}).status == 400);
+  const auto api = nlohmann::json::parse(handle_site_request(one, "/api/features", {}).body);
+  CHECK(api["features"][0]["label"] == "plain");
+  CHECK(api["features"][1]["bookmarked"] == true);
+
+  // clearing everything removes it; limits, unknown features and forms are refused
+  handle_site_post(one, "/features/0/annotation", {});
+  CHECK(!notes.get("alpha", 0).has_value());
+  CHECK(handle_site_post(one, "/features/1/annotation",
+                         {{"label", std::string(kMaxLabelBytes + 1, 'x')}})
+            .status == 400);
+  CHECK(notes.get("alpha", 1)->label == "Dragons <3");  // a refused post changes nothing
+  CHECK(handle_site_post(one, "/features/9/annotation", {}).status == 404);
+  CHECK(handle_site_post(one, "/features/1", {}).status == 404);
+  CHECK(handle_site_post(one, "/features//annotation", {}).status == 404);
+
+  // many dictionaries: each its own annotations, under its prefix
+  std::vector<SiteEntry> two = {{"alpha", dir / "a.sqlite", &a, nullptr},
+                                {"beta", dir / "b.sqlite", &b, nullptr}};
+  two[0].annotations = two[1].annotations = &notes;
+  const PageResponse beta = handle_site_post(two, "/d/beta/features/2/annotation",
+                                             {{"label", "beta two"}});
+  CHECK(beta.status == 303);
+  CHECK(beta.location == "/d/beta/features/2");
+  CHECK(notes.get("beta", 2)->label == "beta two");
+  CHECK(!notes.get("alpha", 2).has_value());
+  CHECK(handle_site_request(two, "/d/beta/features/2", {})
+            .body.find("action=\"/d/beta/features/2/annotation\"") != std::string::npos);
+  CHECK(handle_site_post(two, "/features/2/annotation", {}).status == 404);
+
+  // without an annotations file: no form, and a post is refused
+  const std::vector<SiteEntry> bare = {{"alpha", dir / "a.sqlite", &a, nullptr}};
+  CHECK(handle_site_request(bare, "/features/1", {}).body.find("annotation") == std::string::npos);
+  CHECK(handle_site_post(bare, "/features/1/annotation", {}).status == 403);
+  // the analysis database was never written
+  CHECK(AnalysisStore(dir / "a.sqlite").meta().count("annotations") == 0);
 }

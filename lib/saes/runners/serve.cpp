@@ -22,6 +22,7 @@
 #include <fmt/ranges.h>
 
 #include "saes/analysis/graph_pages.h"
+#include "saes/analysis/annotations.h"
 #include "saes/analysis/store.h"
 #include "saes/analysis/training_curves.h"
 #include "saes/analysis/viewer_pages.h"
@@ -64,38 +65,75 @@ analysis::QueryParams query_params(const httplib::Request& request) {
   return params;
 }
 
+/// Whether a POST comes from a page of this server: a form of ours sends Origin (our pages set
+/// Referrer-Policy same-origin, so a browser names the real origin, not "null"), which must be
+/// this server's own origin, with a form body; Sec-Fetch-Site, when sent, must say same-origin.
+bool same_origin(const httplib::Request& request) {
+  const std::string host = request.get_header_value("Host");
+  const std::string origin = request.get_header_value("Origin");
+  const std::string site = request.get_header_value("Sec-Fetch-Site");
+  const std::string type = request.get_header_value("Content-Type");
+  return !host.empty() && origin == "http://" + host && (site.empty() || site == "same-origin") &&
+         type.rfind("application/x-www-form-urlencoded", 0) == 0;
+}
+
+/// Answers `request` with `page`.
+void respond(httplib::Response& response, analysis::PageResponse page) {
+  response.status = page.status;
+  if (!page.location.empty()) response.set_header("Location", page.location);
+  response.set_content(std::move(page.body), page.content_type);
+}
+
 /// Routes every request; the stores are shared by the pool's threads, so calls are serialized.
+/// `writable`: POSTs of annotations are taken (--annotations).
 void install_routes(httplib::Server& server, const std::vector<analysis::SiteEntry>& site,
-                    std::mutex& store_mutex, Logger& logger) {
+                    bool writable, std::mutex& store_mutex, Logger& logger) {
   server.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                               {"Content-Security-Policy",
                                "default-src 'none'; style-src 'self'; script-src 'self'; "
                                "connect-src 'self'; "
                                "img-src 'self' data:; base-uri 'none'; form-action 'self'"},
-                              {"Referrer-Policy", "no-referrer"}});
-  // Runs after install_routes returns: everything it refers to outlives the server (run_serve's).
-  server.set_pre_routing_handler([&site, &store_mutex, &logger](const httplib::Request& request,
-                                                               httplib::Response& response) {
-    if (request.method != "GET" && request.method != "HEAD") {
-      response.status = 405;
-      response.set_header("Allow", "GET, HEAD");
-      response.set_content("the viewer is read-only\n", "text/plain; charset=utf-8");
-      return httplib::Server::HandlerResponse::Handled;
-    }
+                              {"Referrer-Policy", "same-origin"}});
+  // Both handlers run after install_routes returns: what they refer to outlives the server.
+  const auto answer = [&site, &store_mutex, &logger](const httplib::Request& request, bool post) {
     analysis::PageResponse page;
     try {
       const std::lock_guard lock(store_mutex);
-      page = analysis::handle_site_request(site, request.path, query_params(request));
+      page = post ? analysis::handle_site_post(site, request.path, query_params(request))
+                  : analysis::handle_site_request(site, request.path, query_params(request));
     } catch (const std::exception& e) {
       logger.warn("viewer: {} {}: {}", request.method, request.path, e.what());
       page = {500, "text/plain; charset=utf-8", "internal error (see the server log)\n", ""};
     }
     logger.debug("viewer: {} {} -> {}", request.method, request.path, page.status);
-    response.status = page.status;
-    if (!page.location.empty()) response.set_header("Location", page.location);
-    response.set_content(std::move(page.body), page.content_type);
+    return page;
+  };
+  server.set_pre_routing_handler([answer, writable, &logger](const httplib::Request& request,
+                                                             httplib::Response& response) {
+    if (request.method == "POST" && writable) {
+      if (same_origin(request)) return httplib::Server::HandlerResponse::Unhandled;  // Post()
+      logger.warn("viewer: refused a cross-site POST {} (Origin '{}')", request.path,
+                  request.get_header_value("Origin"));
+      respond(response, {403, "text/plain; charset=utf-8", "cross-site request refused\n", ""});
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (request.method != "GET" && request.method != "HEAD") {
+      response.set_header("Allow", writable ? "GET, HEAD, POST" : "GET, HEAD");
+      respond(response, {405, "text/plain; charset=utf-8",
+                         writable ? "the viewer takes GET, and POST for annotations\n"
+                                  : "the viewer is read-only (no --annotations)\n",
+                         ""});
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    respond(response, answer(request, false));
     return httplib::Server::HandlerResponse::Handled;
   });
+  // a same-origin POST: the body (the form) is read before this handler runs
+  if (writable) {
+    server.Post(".*", [answer](const httplib::Request& request, httplib::Response& response) {
+      respond(response, answer(request, true));
+    });
+  }
 }
 
 /// The graph store to serve beside `db`: options.graphs (must be one), else graphs.sqlite beside
@@ -181,6 +219,12 @@ constexpr std::size_t kWorkers = 128;
 
 int run_serve(const ServeOptions& options, Logger& logger) {
   namespace fs = std::filesystem;
+  // an existing annotations file is checked first (its error is the only line); a new one is
+  // created only once the databases opened, so that a failed start leaves nothing behind
+  std::unique_ptr<analysis::AnnotationStore> annotations;
+  if (!options.annotations.empty() && fs::exists(options.annotations)) {
+    annotations = std::make_unique<analysis::AnnotationStore>(options.annotations);
+  }
   std::vector<fs::path> paths;
   for (const fs::path& p : options.dbs) {
     std::error_code ec;
@@ -230,10 +274,17 @@ int run_serve(const ServeOptions& options, Logger& logger) {
     live_models.push_back(std::make_unique<LiveModel>(*store));
     live.push_back(live_models.back()->inference());
   }
+  if (!annotations && !options.annotations.empty()) {
+    annotations = std::make_unique<analysis::AnnotationStore>(options.annotations);
+  }
+  if (annotations) {
+    logger.info("viewer: annotations in {} (labels, notes and bookmarks are saved there)",
+                options.annotations.string());
+  }
   std::vector<analysis::SiteEntry> site;
   for (std::size_t i = 0; i < paths.size(); ++i) {
     site.push_back({names[i], paths[i], stores[i].get(), graph_stores[i].get(), metrics[i],
-                    options.live ? &live[i] : nullptr});
+                    options.live ? &live[i] : nullptr, annotations.get()});
   }
   std::mutex store_mutex;
   const BlockedStopSignals signals;
@@ -249,7 +300,8 @@ int run_serve(const ServeOptions& options, Logger& logger) {
   server.set_read_timeout(std::chrono::seconds(kReadTimeoutSeconds));
   server.set_keep_alive_timeout(kKeepAliveSeconds);
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
-  install_routes(server, site, store_mutex, logger);
+  server.set_payload_max_length(64 * 1024);  // an annotation form; GETs carry no body
+  install_routes(server, site, annotations != nullptr, store_mutex, logger);
   SAES_CHECK(options.port >= 0 && options.port <= 65535, ConfigError,
              "serve: --port {} is outside 0..65535", options.port);
   int port = options.port;

@@ -25,6 +25,9 @@ struct ServeOptions {
   /// Live inference (/infer, the text boxes): each database's recorded model and dictionary run
   /// on the user's text, loaded on the first such request. false: the pages have no text box.
   bool live = true;
+  /// Annotations file (labels, notes, bookmarks; created when missing): with it the feature pages
+  /// have an editing form and the server takes its same-origin POSTs; empty: read-only.
+  std::filesystem::path annotations;
   std::string host = "127.0.0.1";  ///< listen address; 0.0.0.0 exposes the viewer to the network
   int port = 24577;             ///< 0: any free port (the log line names it)
 };

@@ -378,6 +378,53 @@ print(" ".join(x["name"] for x in d))' 2>&1)
 }
 
 if [ -s v1/default.sqlite ] && [ -s tfull/metrics.jsonl ]; then viewer_training; fi
+# Annotations (--annotations FILE): curl POSTs from our origin are saved (303 to the feature
+# page), cross-site ones (another Origin, none) refused with 403 and nothing saved; the label
+# shows in the table and is searchable; a bookmark filter; headless Chromium fills and submits
+# the form as a user does; the analysis database is unchanged.
+viewer_annotations() {
+  local db_sum; db_sum=$(cksum <v1/default.sqlite)
+  expect "serve annotations on an analysis database" 3 'not an saes annotations file' -- \
+    "$bin/saes-analyze" serve v1/default.sqlite --annotations v1/default.sqlite --port 0
+  one_line "serve annotations on an analysis database"
+  viewer_serve "v1/default.sqlite --annotations notes.sqlite" serve_notes.log || return
+  local pid=$viewer_pid origin="${viewer_url%/}"
+  viewer_status "annotation post" 303 /features/3/annotation -X POST -H "Origin: $origin" \
+    --data-urlencode 'label=tiny dragons' --data-urlencode 'notes=first notes' -d bookmarked=1
+  viewer_status "cross-site post" 403 /features/4/annotation -X POST -H 'Origin: http://evil.example' -d label=pwned
+  viewer_status "post without origin" 403 /features/4/annotation -X POST -d label=pwned
+  viewer_status "post as json" 403 /features/4/annotation -X POST -H "Origin: $origin" -H 'Content-Type: application/json' -d '{}'
+  viewer_status "annotated feature" 200 /features/3
+  grep -q 'value="tiny dragons"' fetched.txt && ok || bad "viewer annotations: the label is not on /features/3"
+  viewer_status "search by label" 200 "/?q=DRAGONS"
+  [ "$(grep -o '<tr><td><a href="/features/[0-9]*"' fetched.txt | tr -d '\n')" = '<tr><td><a href="/features/3"' ] &&
+    grep -q '★</span> tiny dragons</td>' fetched.txt && ok || bad "viewer annotations: the search by label: $(grep -o '<tr><td>.\{0,80\}' fetched.txt | head -3)"
+  viewer_status "bookmarks" 200 "/?bookmarked=1"
+  [ "$(grep -c '<tr><td><a href="/features/' fetched.txt)" = 1 ] && ok || bad "viewer annotations: the bookmark filter"
+  python3 - notes.sqlite <<'PY' && ok || bad "viewer annotations: notes.sqlite holds $(sqlite3 notes.sqlite 'select * from annotations' 2>&1)"
+import sqlite3, sys
+rows = sqlite3.connect(sys.argv[1]).execute("select dictionary, feature, label, notes, bookmarked from annotations").fetchall()
+assert rows == [("stories260k-l3-topk", 3, "tiny dragons", "first notes", 1)], rows
+PY
+  if command -v chromium >/dev/null && command -v node >/dev/null; then
+    local typed
+    typed="$(timeout 60 node "$root/tests/cli/annotate.js" "${viewer_url}features/5" "from the browser" "$work/chromium-annotate" 2>&1)"
+    if python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); a = r["after"]
+assert r["filled"] and a["href"].endswith("/features/5") and a["label"] == "from the browser", r
+assert a["bookmarked"] and a["saved"].startswith("saved ") and not r["errors"], r' "$typed" 2>/dev/null; then ok
+    else bad "viewer annotations: chromium's form submission: $typed"; fi
+    timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium-notes" --hide-scrollbars \
+      --screenshot="$work/feature-annotation.png" --window-size=1200,700 "${viewer_url}features/5" >/dev/null 2>/dev/null
+    if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/feature-annotation.png" ]; then cp "$work/feature-annotation.png" "$root/docs/images/feature-annotation.png"; fi
+  fi
+  kill -TERM "$pid"
+  wait "$pid" && ok || bad "viewer annotations: serve exit $?"
+  [ "$(cksum <v1/default.sqlite)" = "$db_sum" ] && ok || bad "viewer annotations: the analysis database changed"
+}
+
+if [ -s v1/default.sqlite ]; then viewer_annotations; fi
 if [ -s aclt/default.sqlite ]; then viewer_clt; fi
 if [ -s aclt/default.sqlite ] && [ -s v1/default.sqlite ]; then viewer_many; fi
 if [ -s acc/default.sqlite ]; then viewer_crosscoder; fi
