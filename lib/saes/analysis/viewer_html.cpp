@@ -254,7 +254,7 @@ nav{display:flex;gap:1.2em;align-items:baseline;padding:.6em 1.2em;background:#2
 nav a{color:#fff;text-decoration:none;font-weight:600}nav .sub{color:#bbb;margin-left:auto}
 main{max-width:1100px;margin:0 auto;padding:1em 1.2em}a{color:#0550ae}
 h1{font-size:1.5em;margin:.3em 0}h2{font-size:1.15em;margin:1.2em 0 .4em}
-table{border-collapse:collapse;background:#fff}th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;text-align:right}
+table{border-collapse:collapse;background:#fff}th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;text-align:right}table.live td:last-child,table.live th:last-child,td.label{text-align:left}form.live textarea{width:32em;vertical-align:middle}form.annotation textarea{width:32em;vertical-align:top}
 th{background:#f0f0f0}th a{color:inherit}td.tok,th.tok{text-align:left}code{font-family:ui-monospace,monospace}
 form.search{margin:.6em 0}form.search input[type=text]{width:18em;padding:.2em}form.search input.num{width:5em}form.search label{margin-left:.6em}.pager{margin:.6em 0;display:flex;gap:1em}
 dl.stats{margin-top:2.6em;display:grid;grid-template-columns:max-content auto;gap:.15em 1em}dl.stats dt{color:#555}dl.stats dd{margin:0}

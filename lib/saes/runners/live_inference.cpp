@@ -114,7 +114,10 @@ analysis::LiveTokens LiveModel::run(std::string_view text, std::optional<std::in
   const auto k = std::min<std::int64_t>(static_cast<std::int64_t>(analysis::kLiveTopK), f.size(1));
   const auto [values, indices] = at::topk(f, k, 1);
   for (std::int64_t t = 0; t < T; ++t) {
-    out.tokens.push_back(m.lm.tokenizer->decode({ids[static_cast<std::size_t>(t)]}));
+    // the analysis database's own token texts (leading spaces kept), as the rest of the viewer
+    const std::int64_t id = ids[static_cast<std::size_t>(t)];
+    std::string token = store_.token_text(id);
+    out.tokens.push_back(token.empty() ? m.lm.tokenizer->decode({id}) : std::move(token));
     std::vector<std::pair<std::int64_t, float>> top;
     for (std::int64_t j = 0; j < k; ++j) {
       const float v = values[t][j].item<float>();

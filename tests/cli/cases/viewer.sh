@@ -102,6 +102,16 @@ assert len(j["tokens"]) >= 6 and len(j["top"]) == len(j["tokens"]) == len(j["fea
 assert any(row for row in j["top"]) and all(v > 0 for row in j["top"] for _, v in row), j["top"]
 assert all(row == sorted(row, key=lambda e: -e[1]) for row in j["top"]), j["top"]' 2>/dev/null && ok ||
     bad "viewer infer api: $(head -c 400 fetched.txt)"
+  if command -v chromium >/dev/null; then  # the page as a browser renders it (CSP included)
+    timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium-live" \
+      --dump-dom "${viewer_url}infer?text=Once%20upon%20a%20time%20there%20was%20a%20little%20girl" >dom_live.html 2>chromium_live.log
+    grep -q 'class="toks live"' dom_live.html && grep -q '<table class="features live">' dom_live.html &&
+      ! grep -q 'Refused to' chromium_live.log && ok || bad "viewer infer: chromium DOM lacks the shaded text ($(wc -c <dom_live.html) bytes)"
+    timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$work/chromium-live" --hide-scrollbars \
+      --screenshot="$work/live-inference.png" --window-size=1200,800 \
+      "${viewer_url}infer?text=Once%20upon%20a%20time%20there%20was%20a%20little%20girl" >/dev/null 2>&1
+    if [ "${SAES_UPDATE_DOCS:-}" = 1 ] && [ -s "$work/live-inference.png" ]; then cp "$work/live-inference.png" "$root/docs/images/live-inference.png"; fi
+  fi
   viewer_status "feature with text" 200 "/features/$id?text=Once%20upon%20a%20time"
   grep -q '<section class="live"><h2>Your text</h2>' fetched.txt && ok || bad "viewer: /features/$id?text= lacks the shaded text"
   local long; long=$(python3 -c 'print("%20".join(["once"] * 300))')
