@@ -16,6 +16,7 @@
 #include "saes/io/sqlite.h"
 
 #include "support/temp_dir.h"
+#include "support/viewer_ids.h"
 
 namespace {
 
@@ -80,15 +81,7 @@ struct Fixture {
   }
 };
 
-/// Feature ids in the order the dictionary page's table lists them.
-std::vector<std::int64_t> listed_ids(const std::string& html) {
-  std::vector<std::int64_t> ids;
-  const std::string marker = "<tr><td><a href=\"/features/";
-  for (auto pos = html.find(marker); pos != std::string::npos; pos = html.find(marker, pos + 1)) {
-    ids.push_back(std::stoll(html.substr(pos + marker.size(), 3)));
-  }
-  return ids;
-}
+using saes::testing::listed_ids;
 
 }  // namespace
 
