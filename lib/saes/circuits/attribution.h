@@ -61,6 +61,10 @@ struct AttributionOptions {
   /// Feature nodes whose input rows are computed (0: every active feature). With a budget they
   /// are chosen greedily by their influence on the logits through the rows computed so far.
   std::int64_t max_feature_nodes = 0;
+  /// With a budget: the features are re-ranked every this many batches (circuit-tracer's
+  /// update_interval; 1: before every batch), the batches between taking the next unvisited
+  /// features of the last ranking.
+  std::int64_t update_interval = 1;
   /// Position 0 (BOS) gets no feature or error nodes: its replaced outputs are constants (as
   /// circuit-tracer: the first token's features are attention-sink noise).
   bool zero_first_position = true;

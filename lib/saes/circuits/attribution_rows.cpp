@@ -155,6 +155,8 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
   SAES_CHECK(options.max_feature_nodes >= 0, ConfigError,
              "max_feature_nodes: expected >= 0 (0: every active feature), got {}",
              options.max_feature_nodes);
+  SAES_CHECK(options.update_interval >= 1, ConfigError, "update_interval: expected >= 1, got {}",
+             options.update_interval);
   Graph g;
   g.tokens = s.tokens;
   g.n_layers = s.n_layers;
@@ -241,6 +243,8 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
           : std::min(std::max(options.max_feature_nodes, n_visited), n_features);
   const at::Tensor weights = g.target_weights();
   std::int64_t cursor = 0;  // every feature: in node order
+  std::vector<std::int64_t> order;  // a budget: the last ranking, most influential first
+  std::int64_t batches = 0;
   while (n_visited < budget) {
     std::vector<std::int64_t> pick;
     const std::int64_t want = std::min(options.batch_size, budget - n_visited);
@@ -249,12 +253,15 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
         if (!visited[static_cast<std::size_t>(cursor)]) pick.push_back(cursor);
       }
     } else {
-      const at::Tensor infl = row_influence(g.adjacency, computed, weights);
-      std::vector<std::int64_t> order(static_cast<std::size_t>(n_features));
-      std::iota(order.begin(), order.end(), 0);
-      const double* iv = infl.data_ptr<double>();
-      std::stable_sort(order.begin(), order.end(),
-                       [&](std::int64_t a, std::int64_t b) { return iv[a] > iv[b]; });
+      if (batches % options.update_interval == 0) {  // re-rank through the rows so far
+        const at::Tensor infl = row_influence(g.adjacency, computed, weights);
+        order.resize(static_cast<std::size_t>(n_features));
+        std::iota(order.begin(), order.end(), 0);
+        const double* iv = infl.data_ptr<double>();
+        std::stable_sort(order.begin(), order.end(),
+                         [&](std::int64_t a, std::int64_t b) { return iv[a] > iv[b]; });
+      }
+      ++batches;
       for (const std::int64_t c : order) {
         if (static_cast<std::int64_t>(pick.size()) >= want) break;
         if (!visited[static_cast<std::size_t>(c)]) pick.push_back(c);

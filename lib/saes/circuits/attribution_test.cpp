@@ -166,6 +166,21 @@ TEST_CASE("attribution with per-layer transcoders: logits equal, rows complete",
     CHECK(with_rows >= 15);  // a few selected features may have no upstream edges at all
     CHECK(at::allclose(small.adjacency.narrow(0, small.n_nodes() - n_logits, n_logits),
                        g.adjacency.narrow(0, g.n_nodes() - n_logits, n_logits)));
+    // re-ranking every 2 batches: the same budget, and the first batch picks as before (both
+    // rank once through the logit rows)
+    opts.update_interval = 2;
+    const sc::Graph sparse = rm.attribute(opts);
+    std::int64_t sparse_rows = 0;
+    for (std::int64_t t = 0; t < sparse.count(sc::NodeKind::kFeature); ++t) {
+      const bool has = sparse.adjacency[t].abs().sum().item<double>() > 0;
+      sparse_rows += has ? 1 : 0;
+    }
+    CHECK(sparse_rows <= 20);
+    CHECK(sparse_rows >= 15);
+    CHECK(sparse.backward_passes == small.backward_passes);
+    opts.update_interval = 0;
+    CHECK_THROWS_WITH(rm.attribute(opts), Catch::Contains("update_interval: expected >= 1"));
+    opts.update_interval = 1;
   }
 
   SECTION("a chosen feature as the target: its row first, pruning weighs it alone") {

@@ -33,6 +33,7 @@ struct AttributionConfig {
   std::optional<std::vector<std::string>> target_tokens;
   std::int64_t batch_size = 32;
   std::int64_t max_feature_nodes = 0;
+  std::int64_t update_interval = 1;
   bool zero_first_position = true;
   double node_threshold = 0.8;
   double edge_threshold = 0.98;
@@ -52,6 +53,8 @@ struct AttributionConfig {
     v("max_feature_nodes", max_feature_nodes,
       "feature nodes whose inputs are attributed, chosen greedily by influence (0: every active "
       "feature)");
+    v("update_interval", update_interval,
+      "with a budget: re-rank the features by influence every this many batches (1: before each)");
     v("zero_first_position", zero_first_position,
       "no feature or error nodes at position 0 (BOS); its MLP outputs become constants");
     v("node_threshold", node_threshold, "pruning: keep the nodes holding this share of influence");

@@ -326,6 +326,7 @@ std::vector<Problem> find_problems(const AttributeSettings& s) {
   p.check(a.qk_top_fraction > 0 && a.qk_top_fraction <= 1, "attribution.qk_top_fraction",
           fmt::format("expected in (0, 1], got {}", a.qk_top_fraction));
   check_positive(p, "attribution.qk_topk", static_cast<double>(a.qk_topk));
+  check_positive(p, "attribution.update_interval", static_cast<double>(a.update_interval));
   check_not_empty(p, "graph_name", s.graph_name);
   p.check(s.graph_name.find_first_of("/\\") == std::string::npos && s.graph_name != "." &&
               s.graph_name != "..",

@@ -131,6 +131,7 @@ int run_attribute(const config::AttributeSettings& s, RunContext& context) {
   options.target_tokens = target_ids(s, lm);
   options.batch_size = s.attribution.batch_size;
   options.max_feature_nodes = s.attribution.max_feature_nodes;
+  options.update_interval = s.attribution.update_interval;
   options.zero_first_position = s.attribution.zero_first_position;
   circuits::Graph graph = replacement.attribute(options);
   const double seconds =
