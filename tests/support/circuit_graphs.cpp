@@ -23,12 +23,7 @@ Node feature(std::int64_t layer, std::int64_t position, std::int64_t index, doub
 }
 
 Node other(NodeKind kind, std::int64_t layer, std::int64_t position, std::int64_t index) {
-  Node n;
-  n.kind = kind;
-  n.layer = layer;
-  n.position = position;
-  n.index = index;
-  return n;
+  return circuits::make_node(kind, layer, position, index);
 }
 
 }  // namespace

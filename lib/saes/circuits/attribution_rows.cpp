@@ -102,15 +102,6 @@ at::Tensor State::rows(const std::vector<Target>& targets, std::int64_t n_nodes,
 
 namespace {
 
-Node make_node(NodeKind kind, std::int64_t layer, std::int64_t position, std::int64_t index) {
-  Node n;
-  n.kind = kind;
-  n.layer = layer;
-  n.position = position;
-  n.index = index;
-  return n;
-}
-
 /// The feature column of each chosen target (ConfigError naming target_features[i] for one that
 /// is not active on the prompt or is ambiguous).
 std::vector<std::int64_t> resolve_targets(const State& s,
@@ -166,7 +157,7 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
   g.batch_size = options.batch_size;
   g.interleaved = s.sites.size() > static_cast<std::size_t>(s.n_layers);
   for (const FeatureRef& f : s.features) {
-    Node n = detail::make_node(NodeKind::kFeature, f.layer, f.position, f.index);
+    Node n = make_node(NodeKind::kFeature, f.layer, f.position, f.index);
     n.activation = f.activation;
     n.dictionary = s.dicts[f.dict].name;
     n.attention = f.attention;
@@ -178,13 +169,13 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
   }
   for (const detail::Site& site : s.sites) {
     for (std::int64_t p = 0; p < s.T; ++p) {
-      g.nodes.push_back(detail::make_node(NodeKind::kError, site.layer, p, -1));
+      g.nodes.push_back(make_node(NodeKind::kError, site.layer, p, -1));
       g.nodes.back().attention = site.attention;
     }
   }
   for (std::int64_t p = 0; p < s.T; ++p) {
     g.nodes.push_back(
-        detail::make_node(NodeKind::kEmbedding, -1, p, s.tokens[static_cast<std::size_t>(p)]));
+        make_node(NodeKind::kEmbedding, -1, p, s.tokens[static_cast<std::size_t>(p)]));
   }
   // logit targets: the named tokens, or the most probable ones up to the probability mass
   const at::Tensor probs = at::softmax(logits()[s.T - 1].to(at::kDouble), 0);
@@ -204,7 +195,7 @@ Graph ReplacementModel::attribute(const AttributionOptions& options) const {
   for (const std::int64_t v : ids) {
     SAES_CHECK(v >= 0 && v < probs.size(0), ConfigError,
                "targets: token id {} is outside the vocabulary (0..{})", v, probs.size(0) - 1);
-    Node n = detail::make_node(NodeKind::kLogit, -1, s.T - 1, v);
+    Node n = make_node(NodeKind::kLogit, -1, s.T - 1, v);
     n.probability = probs[v].item<double>();
     g.nodes.push_back(n);
   }

@@ -5,6 +5,15 @@
 
 namespace saes::circuits {
 
+Node make_node(NodeKind kind, std::int64_t layer, std::int64_t position, std::int64_t index) {
+  Node n;
+  n.kind = kind;
+  n.layer = layer;
+  n.position = position;
+  n.index = index;
+  return n;
+}
+
 std::int64_t Graph::count(NodeKind kind) const {
   std::int64_t n = 0;
   for (const Node& node : nodes) n += node.kind == kind ? 1 : 0;

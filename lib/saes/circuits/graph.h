@@ -42,6 +42,9 @@ struct Node {
   std::string token_string;
 };
 
+/// A node of `kind` at (layer, position) with `index` (see Node), the other fields defaulted.
+Node make_node(NodeKind kind, std::int64_t layer, std::int64_t position, std::int64_t index);
+
 /// QK tracing of one attention feature (OpenMOSS's qk_tracing_results): why its QK head at the
 /// feature's position q attends most to key position k — the score s = Q(q)·K(k) / scale
 /// decomposed over the nodes' direct contributions to the head's input at q and at k.
