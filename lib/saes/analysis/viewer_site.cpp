@@ -57,7 +57,7 @@ PageResponse under_prefix(PageResponse r, const std::string& prefix) {
 
 struct Row {
   const SiteEntry* entry;
-  std::string model, hook, variant;
+  std::string series, model, hook, variant;
   std::int64_t d_sae = 0;
   std::optional<double> l0, ev, dead;
 };
@@ -72,12 +72,13 @@ std::optional<double> metric(const std::map<std::string, double>& m,
 }
 
 Row row_of(const SiteEntry& e) {
-  Row r{&e, {}, {}, {}, e.store->d_sae(), {}, {}, {}};
+  Row r{&e, {}, {}, {}, {}, e.store->d_sae(), {}, {}, {}};
   const auto& meta = e.store->meta();
   const auto get = [&](const char* key) {
     const auto it = meta.find(key);
     return it == meta.end() ? std::string() : it->second;
   };
+  r.series = get("sae_series");
   r.model = get("model_name");
   r.hook = get("hook_point");
   r.variant = get("sae_type");
@@ -104,6 +105,7 @@ PageResponse home(const std::vector<SiteEntry>& entries, bool api) {
       list.push_back({{"name", r.entry->name},
                       {"url", "/d/" + r.entry->name + "/"},
                       {"path", r.entry->path.string()},
+                      {"series", r.series},
                       {"model", r.model},
                       {"hook_point", r.hook},
                       {"sae_type", r.variant},
@@ -119,7 +121,8 @@ PageResponse home(const std::vector<SiteEntry>& entries, bool api) {
   };
   std::string body = fmt::format(
       "<h1>Dictionaries</h1><p>{} analysis databases.</p><table class=\"features dictionaries\">"
-      "<thead><tr><th>dictionary</th><th>model</th><th>hook</th><th>variant</th><th>d_sae</th>"
+      "<thead><tr><th>dictionary</th><th>series</th><th>model</th><th>hook</th><th>variant</th>"
+      "<th>d_sae</th>"
       "<th>L0</th><th>explained variance</th><th>dead fraction</th></tr></thead><tbody>\n",
       entries.size());
   for (const Row& r : rows) {
@@ -132,10 +135,11 @@ PageResponse home(const std::vector<SiteEntry>& entries, bool api) {
                          std::count(r.hook.begin(), r.hook.end(), ',') + 1);
     }
     body += fmt::format(
-        "<tr><td><a href=\"/d/{0}/\">{1}</a></td><td>{2}</td><td class=\"tok\"><code>{3}</code>"
-        "</td><td>{4}</td><td>{5}</td>{6}{7}{8}</tr>\n",
+        "<tr><td><a href=\"/d/{0}/\">{1}</a></td><td>{9}</td><td>{2}</td><td class=\"tok\">"
+        "<code>{3}</code></td><td>{4}</td><td>{5}</td>{6}{7}{8}</tr>\n",
         viewer::url_encode(r.entry->name), html_escape(r.entry->name), html_escape(r.model), hook,
-        html_escape(r.variant), r.d_sae, cell(r.l0), cell(r.ev), cell(r.dead));
+        html_escape(r.variant), r.d_sae, cell(r.l0), cell(r.ev), cell(r.dead),
+        html_escape(r.series));
   }
   body += "</tbody></table>";
   return {200, "text/html; charset=utf-8", viewer::page("Dictionaries", "", body, false)};

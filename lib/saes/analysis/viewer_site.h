@@ -1,6 +1,6 @@
 // One viewer over many dictionaries (issue #21, docs/viewer.md "Many dictionaries"): a home page
-// listing every served analysis database — model, hook, variant, d_sae, L0, explained variance,
-// dead fraction — and each database's pages under a stable prefix `/d/<name>/`. With a single
+// listing every served analysis database — series, model, hook, variant, d_sae, L0, explained
+// variance, dead fraction — and each database's pages under a stable prefix `/d/<name>/`. With a single
 // database the viewer keeps its own routes at `/` (handle_viewer_request).
 #pragma once
 

@@ -24,7 +24,8 @@ namespace fs = std::filesystem;
 /// Three features (one dead) of a dictionary named `name`, with eval metrics.
 AnalysisRecord record(const std::string& name, double l0) {
   AnalysisRecord r;
-  r.meta = {{"sae_name", name}, {"hook_point", "blocks.1.hook_resid_post"},
+  r.meta = {{"sae_name", name}, {"sae_series", "tiny-series"},
+            {"hook_point", "blocks.1.hook_resid_post"},
             {"model_name", "stories260K"}, {"sae_type", "sae"}};
   r.n_analyzed_tokens = 100;
   r.n_contexts = 10;
@@ -84,6 +85,8 @@ TEST_CASE("one viewer serves many dictionaries under /d/<name>/", "[analysis][vi
   CHECK(api["dictionaries"][1]["url"] == "/d/beta--b-/");
   CHECK(api["dictionaries"][1]["l0"] == 7.5);
   CHECK(api["dictionaries"][0]["sae_type"] == "sae");
+  CHECK(api["dictionaries"][0]["series"] == "tiny-series");
+  CHECK(home.body.find("<td>tiny-series</td>") != std::string::npos);
 
   // a dictionary's pages: its links, forms and stylesheet under the prefix, and a way home
   const PageResponse list = handle_site_request(site, "/d/alpha/", {{"sort", "frequency"}});
