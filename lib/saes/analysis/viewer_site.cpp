@@ -83,8 +83,9 @@ Row row_of(const SiteEntry& e) {
   r.hook = get("hook_point");
   r.variant = get("sae_type");
   const auto eval = e.store->eval_metrics();
-  r.l0 = metric(eval, {"metrics/l0"});
-  r.ev = metric(eval, {"metrics/explained_variance", "metrics/explained_variance_legacy"});
+  // saes-analyze's evaluation names them plainly; metrics/… as saes-train logs them
+  r.l0 = metric(eval, {"l0", "metrics/l0"});
+  r.ev = metric(eval, {"explained_variance", "metrics/explained_variance"});
   if (r.d_sae > 0) {
     FeatureQuery dead;
     dead.max_frequency = 0.0;

@@ -40,7 +40,7 @@ AnalysisRecord record(const std::string& name, double l0) {
     r.features.push_back(f);
   }
   r.vocab = {"t0", "t1", "t2", "t3"};
-  r.eval = {{"metrics/l0", l0}, {"metrics/explained_variance", 0.5}};
+  r.eval = {{"l0", l0}, {"explained_variance", 0.5}};  // as saes-analyze's evaluation names them
   return r;
 }
 

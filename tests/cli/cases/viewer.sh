@@ -365,6 +365,7 @@ viewer_many() {
 d = json.load(open("fetched.txt"))["dictionaries"]
 assert len(d) == 2 and all(x["url"] == "/d/%s/" % x["name"] and x["d_sae"] > 0 for x in d), d
 assert {x["sae_type"] for x in d} <= {"sae", "clt", ""}, d
+assert any(x["l0"] is not None and x["l0"] > 0 and x["explained_variance"] is not None for x in d), d
 print(" ".join(x["name"] for x in d))' 2>&1)
   local first="${names%% *}" second="${names##* }"
   if [ -n "$first" ] && [ "$first" != "$second" ] && echo "$home" | grep -q "href=\"/d/$first/\""; then ok
