@@ -47,20 +47,6 @@ bool plain_id(std::string_view text, bool dots) {
   return true;
 }
 
-const char* kind_name(NodeKind kind) {
-  switch (kind) {
-    case NodeKind::kFeature:
-      return "feature";
-    case NodeKind::kError:
-      return "error";
-    case NodeKind::kEmbedding:
-      return "embedding";
-    case NodeKind::kLogit:
-      return "logit";
-  }
-  return "";
-}
-
 /// A dictionary path as compared: lexically normal, no trailing separator, a run folder's
 /// weights file (training::kWeightsFileName) standing for the folder.
 fs::path dictionary_key(const std::string& text) {
@@ -166,7 +152,7 @@ nlohmann::json opt(const std::optional<T>& v) {
 nlohmann::json node_json(const AnalysisStore& store, const NodeRow& n) {
   nlohmann::json j = {{"node_id", n.node_id},
                       {"index", n.index},
-                      {"kind", kind_name(n.kind)},
+                      {"kind", circuits::kind_name(n.kind)},
                       {"attention", n.attention},
                       {"layer", opt(n.layer)},
                       {"position", n.position},
@@ -255,7 +241,7 @@ std::string panel(const AnalysisStore& store, const circuits::GraphStore& graphs
   const NodeRow& n = *node;
   std::string out = fmt::format(
       "<aside id=\"panel\" class=\"panel\"><h2>{}{} <code>{}</code></h2><dl class=\"stats\">",
-      n.attention ? "attention " : "", kind_name(n.kind), html_escape(n.node_id));
+      n.attention ? "attention " : "", circuits::kind_name(n.kind), html_escape(n.node_id));
   const auto row = [&](std::string_view key, const std::string& value) {
     out += fmt::format("<dt>{}</dt><dd>{}</dd>", key, value);
   };

@@ -26,20 +26,6 @@ constexpr double kMinRow = 50;
 constexpr double kLeft = 64, kRight = 16, kTop = 64, kBottom = 44;
 constexpr double kMaxRadius = 9, kMinRadius = 3;
 
-const char* kind_class(NodeKind kind) {
-  switch (kind) {
-    case NodeKind::kFeature:
-      return "feature";
-    case NodeKind::kError:
-      return "error";
-    case NodeKind::kEmbedding:
-      return "embedding";
-    case NodeKind::kLogit:
-      return "logit";
-  }
-  return "";
-}
-
 /// Nodes' radius: cumulative influence is lower for more important nodes (in [0, 1]); logits
 /// have none and are sized by their probability.
 double radius(const NodeRow& n) {
@@ -187,8 +173,8 @@ std::string shorten(const std::string& text, std::size_t chars) {
 }
 
 std::string node_title(const NodeRow& n) {
-  std::string t =
-      fmt::format("{} · {}{}", n.node_id, n.attention ? "attention " : "", kind_class(n.kind));
+  std::string t = fmt::format("{} · {}{}", n.node_id, n.attention ? "attention " : "",
+                              circuits::kind_name(n.kind));
   if (n.layer) t += fmt::format(" · layer {}", *n.layer);
   t += fmt::format(" · position {}", n.position);
   if (n.kind == NodeKind::kFeature && n.feature_index)
@@ -203,7 +189,7 @@ std::string node_title(const NodeRow& n) {
 }
 
 std::string node_shape(const NodeRow& n, const Placed& p, bool selected) {
-  const std::string cls = fmt::format("node {}{}{}", kind_class(n.kind),
+  const std::string cls = fmt::format("node {}{}{}", circuits::kind_name(n.kind),
                                       n.attention ? " attn" : "", selected ? " sel" : "");
   if (n.kind == NodeKind::kFeature && n.attention) {  // a triangle, as OpenMOSS's front-end
     return fmt::format(

@@ -5,6 +5,20 @@
 
 namespace saes::circuits {
 
+const char* kind_name(NodeKind kind) {
+  switch (kind) {
+    case NodeKind::kFeature:
+      return "feature";
+    case NodeKind::kError:
+      return "error";
+    case NodeKind::kEmbedding:
+      return "embedding";
+    case NodeKind::kLogit:
+      return "logit";
+  }
+  return "";
+}
+
 Node make_node(NodeKind kind, std::int64_t layer, std::int64_t position, std::int64_t index) {
   Node n;
   n.kind = kind;

@@ -15,6 +15,9 @@ namespace saes::circuits {
 
 enum class NodeKind { kFeature, kError, kEmbedding, kLogit };
 
+/// "feature", "error", "embedding", "logit": the store's kinds, the viewer's CSS classes and labels.
+const char* kind_name(NodeKind kind);
+
 /// One node of the graph. Which fields mean something depends on `kind`:
 ///   feature:   layer (the layer whose MLP — or attention, `attention` — the dictionary
 ///              replaces; a CLT: the source layer), position, index (the feature's index in that

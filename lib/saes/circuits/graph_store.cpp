@@ -61,20 +61,6 @@ constexpr const char* kMetaColumns =
     "replacement_score, completeness_score, node_threshold, edge_threshold, n_nodes, "
     "n_kept_nodes, n_links";
 
-const char* kind_name(NodeKind kind) {
-  switch (kind) {
-    case NodeKind::kFeature:
-      return "feature";
-    case NodeKind::kError:
-      return "error";
-    case NodeKind::kEmbedding:
-      return "embedding";
-    case NodeKind::kLogit:
-      return "logit";
-  }
-  return "";
-}
-
 /// The stored kind: kind_name, prefixed "attention " for attention features and errors.
 std::string stored_kind(const Node& n) {
   return n.attention ? fmt::format("attention {}", kind_name(n.kind)) : kind_name(n.kind);
