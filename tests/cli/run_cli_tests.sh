@@ -33,6 +33,22 @@ one_line() {
   if [ "$n" -eq 1 ]; then ok; else bad "$1: expected a one-line error, got $n lines: $(cat err.txt)"; fi
 }
 
+# viewer_serve "DB [ARGS…]" LOG: starts `saes-analyze serve DB [ARGS…]` on a free port (stderr to LOG); sets
+# viewer_pid and viewer_url, or records a failure and returns 1.
+viewer_serve() {
+  # shellcheck disable=SC2086  # $1 may name several databases
+  "$bin/saes-analyze" serve $1 --port 0 2>"$2" &
+  viewer_pid=$!
+  local port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$2")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then bad "viewer: no URL logged for $1: $(cat "$2")"; kill -TERM "$viewer_pid"; wait "$viewer_pid"; return 1; fi
+  viewer_url="http://127.0.0.1:$port/"
+}
+
 for app in saes-generate saes-train saes-analyze saes-convert; do
   if "$bin/$app" --help >out.txt 2>&1 && grep -q "Examples:" out.txt && grep -q "Exit codes:" out.txt; then ok; else bad "$app --help"; fi
   if "$bin/$app" --version 2>&1 | grep -q "^$app "; then ok; else bad "$app --version"; fi

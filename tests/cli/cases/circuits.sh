@@ -161,16 +161,9 @@ fi
 # graphs_serve DB LOG [ARGS...]: saes-analyze serve on a free port; sets graphs_pid and graphs_url.
 graphs_serve() {
   local db="$1" log="$2"; shift 2
-  "$bin/saes-analyze" serve "$db" --port 0 "$@" 2>"$log" &
-  graphs_pid=$!
-  local port=""
-  for _ in $(seq 1 100); do
-    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$log")
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  if [ -z "$port" ]; then bad "graphs viewer: no URL logged for $db: $(cat "$log")"; kill -TERM "$graphs_pid"; wait "$graphs_pid"; return 1; fi
-  graphs_url="http://127.0.0.1:$port/"
+  viewer_serve "$db $*" "$log" || return 1
+  graphs_pid=$viewer_pid
+  graphs_url=$viewer_url
 }
 # graphs_get NAME CODE PATH OUT: GET PATH into OUT, the status must be CODE.
 graphs_get() {

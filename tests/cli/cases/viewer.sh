@@ -21,22 +21,6 @@ viewer_status() {
   if [ "$got" = "$code" ]; then ok; else bad "viewer $name: GET $path gave $got, expected $code"; fi
 }
 
-# viewer_serve DB LOG: starts `saes-analyze serve DB` on a free port (stderr to LOG); sets
-# viewer_pid and viewer_url, or records a failure and returns 1.
-viewer_serve() {
-  # shellcheck disable=SC2086  # $1 may name several databases
-  "$bin/saes-analyze" serve $1 --port 0 2>"$2" &
-  viewer_pid=$!
-  local port=""
-  for _ in $(seq 1 100); do
-    port=$(sed -n 's|.*at http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$2")
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  if [ -z "$port" ]; then bad "viewer: no URL logged for $1: $(cat "$2")"; kill -TERM "$viewer_pid"; wait "$viewer_pid"; return 1; fi
-  viewer_url="http://127.0.0.1:$port/"
-}
-
 viewer_run() {
   local stories="$work/stories.txt" model="$assets/llama2c-stories260K"
   expect "viewer analyze t1" 0 '' -- "$bin/saes-analyze" "$root/configs/analyze-stories260k.yaml" \
