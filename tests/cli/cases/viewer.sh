@@ -338,6 +338,13 @@ viewer_many() {
   one_line "serve --graphs with two databases"
   expect "serve an empty folder" 3 'serve: empty: no analysis database in the folder' -- \
     "$bin/saes-analyze" serve "$(mkdir -p empty && echo empty)" --port 0
+  one_line "serve an empty folder"
+  expect "serve --run with two databases" 2 'serve: --run names one database' -- \
+    "$bin/saes-analyze" serve v1/default.sqlite aclt/default.sqlite --run t1 --port 0
+  one_line "serve --run with two databases"
+  expect "serve a new annotations file beside a bad database" 3 'nothere.sqlite' -- \
+    "$bin/saes-analyze" serve nothere.sqlite --annotations fresh_notes.sqlite --port 0
+  [ ! -e fresh_notes.sqlite ] && ok || bad "a refused serve left fresh_notes.sqlite"
   viewer_serve "v1/default.sqlite aclt" serve_many.log || return
   local pid=$viewer_pid
   grep -q 'viewer: serving 2 dictionaries' serve_many.log && ok || bad "viewer many: log: $(cat serve_many.log)"
