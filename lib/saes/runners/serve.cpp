@@ -220,7 +220,8 @@ constexpr std::size_t kWorkers = 128;
 int run_serve(const ServeOptions& options, Logger& logger) {
   namespace fs = std::filesystem;
   // an existing annotations file is checked first (its error is the only line); a new one is
-  // created only once the databases opened, so that a failed start leaves nothing behind
+  // created only once the databases opened and the port is bound, so that a failed start leaves
+  // nothing behind
   std::unique_ptr<analysis::AnnotationStore> annotations;
   if (!options.annotations.empty() && fs::exists(options.annotations)) {
     annotations = std::make_unique<analysis::AnnotationStore>(options.annotations);
@@ -274,17 +275,10 @@ int run_serve(const ServeOptions& options, Logger& logger) {
     live_models.push_back(std::make_unique<LiveModel>(*store));
     live.push_back(live_models.back()->inference());
   }
-  if (!annotations && !options.annotations.empty()) {
-    annotations = std::make_unique<analysis::AnnotationStore>(options.annotations);
-  }
-  if (annotations) {
-    logger.info("viewer: annotations in {} (labels, notes and bookmarks are saved there)",
-                options.annotations.string());
-  }
   std::vector<analysis::SiteEntry> site;
   for (std::size_t i = 0; i < paths.size(); ++i) {
     site.push_back({names[i], paths[i], stores[i].get(), graph_stores[i].get(), metrics[i],
-                    options.live ? &live[i] : nullptr, annotations.get()});
+                    options.live ? &live[i] : nullptr, nullptr});
   }
   std::mutex store_mutex;
   const BlockedStopSignals signals;
@@ -301,7 +295,7 @@ int run_serve(const ServeOptions& options, Logger& logger) {
   server.set_keep_alive_timeout(kKeepAliveSeconds);
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
   server.set_payload_max_length(64 * 1024);  // an annotation form; GETs carry no body
-  install_routes(server, site, annotations != nullptr, store_mutex, logger);
+  install_routes(server, site, !options.annotations.empty(), store_mutex, logger);
   SAES_CHECK(options.port >= 0 && options.port <= 65535, ConfigError,
              "serve: --port {} is outside 0..65535", options.port);
   int port = options.port;
@@ -312,6 +306,14 @@ int run_serve(const ServeOptions& options, Logger& logger) {
     SAES_CHECK(server.bind_to_port(options.host, port), IoError,
                "serve: cannot listen on {}:{} (in use, or not a local address?)", options.host,
                port);
+  }
+  if (!annotations && !options.annotations.empty()) {
+    annotations = std::make_unique<analysis::AnnotationStore>(options.annotations);
+  }
+  if (annotations) {
+    for (analysis::SiteEntry& e : site) e.annotations = annotations.get();
+    logger.info("viewer: annotations in {} (labels, notes and bookmarks are saved there)",
+                options.annotations.string());
   }
   if (site.size() == 1) {
     logger.info("viewer: serving {} ({} features) at http://{}:{}/ — Ctrl-C stops it",
